@@ -1,0 +1,33 @@
+"""Choose between a Cython kernel and its pure-Python reference (DESIGN.md principle 6).
+
+``ASYNCPBX_NO_EXTENSIONS=1`` selects the references explicitly. Otherwise a missing extension is an
+error, never a silent slow path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+
+def extensions_disabled() -> bool:
+    """True when ``ASYNCPBX_NO_EXTENSIONS`` asks for the pure-Python references."""
+    return os.environ.get("ASYNCPBX_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def load(extension: str, reference: str) -> ModuleType:
+    """Import ``extension`` (a compiled module) or, when disabled, ``reference``.
+
+    Raises ``ImportError`` naming the build command when the extension is missing and not
+    explicitly disabled.
+    """
+    if extensions_disabled():
+        return importlib.import_module(reference)
+    try:
+        return importlib.import_module(extension)
+    except ImportError as exc:  # pragma: no cover - exercised only on a broken build
+        raise ImportError(
+            f"compiled extension {extension!r} is missing ({exc}); build it with "
+            "`pip install -e .` or set ASYNCPBX_NO_EXTENSIONS=1 to use the Python references"
+        ) from exc

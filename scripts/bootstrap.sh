@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create .venv and install asyncpbx into it (editable, Cython extensions built in place).
+#   scripts/bootstrap.sh          runtime dependencies
+#   scripts/bootstrap.sh test     plus what the tests need
+# On a fresh Debian machine it apt-installs the compiler and venv support first (needs root/sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+apt_install() {  # apt_install PKG... — only what is missing; one `apt-get update` at most
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+PY="${PYTHON:-python3}"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "asyncpbx needs Python >= 3.11"'
+if command -v apt-get >/dev/null; then
+  command -v cc >/dev/null || apt_install build-essential
+  "$PY" -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
+    || apt_install python3-dev
+  "$PY" -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+fi
+
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel Cython numpy 2>&1 | grep -v -e '^WARNING' -e '^$' || true
+target="."
+[ "$extra" = test ] && target=".[test]"
+# --no-build-isolation: build against the Cython/numpy just installed (faster, no second download)
+.venv/bin/python -m pip install -q --no-build-isolation -e "$target" 2>&1 | grep -v -e '^WARNING' -e '^$' || true
+.venv/bin/python -c 'import pbx, sipcore, media' || { echo "install failed" >&2; exit 1; }

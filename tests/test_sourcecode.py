@@ -1,0 +1,90 @@
+"""House rules that apply to the whole tree: ruff, mypy --strict, and DESIGN.md's import rules."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("sipcore", "media", "features", "pbx", "bench")
+
+#: Modules of the sans-IO cores that may do I/O (the asyncio adapters).
+IO_ADAPTERS = {
+    "media/aio.py",
+    "media/webrtc.py",
+    "media/player.py",
+    "media/recorder.py",
+    "media/batchio.py",
+}
+#: What a sans-IO core must never import (DESIGN.md principle 1).
+FORBIDDEN_IN_CORES = {"asyncio", "socket", "time", "logging", "structlog", "selectors", "uvloop"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _sans_io_files() -> list[Path]:
+    files = [p for p in (ROOT / "sipcore").rglob("*.py") if "aio" not in p.relative_to(ROOT).parts]
+    files += [
+        p
+        for p in (ROOT / "media").rglob("*.py")
+        if str(p.relative_to(ROOT)) not in IO_ADAPTERS
+    ]
+    return files
+
+
+@pytest.mark.parametrize("path", _sans_io_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_sans_io_cores_do_no_io(path: Path) -> None:
+    bad = {_top(n) for n in _imports(path)} & FORBIDDEN_IN_CORES
+    assert not bad, f"{path.relative_to(ROOT)} is a sans-IO core but imports {sorted(bad)}"
+
+
+def test_layering() -> None:
+    """sipcore imports nothing of ours; media only sipcore; features never sipcore."""
+    allowed = {
+        "sipcore": {"sipcore"},
+        "media": {"media", "sipcore"},
+        "pbx": {"pbx", "sipcore", "media", "features"},
+        "features": {"features", "pbx", "media"},
+    }
+    problems = []
+    for pkg, ok in allowed.items():
+        for path in (ROOT / pkg).rglob("*.py"):
+            ours = {_top(n) for n in _imports(path)} & set(PACKAGES)
+            if ours - ok:
+                problems.append(f"{path.relative_to(ROOT)} imports {sorted(ours - ok)}")
+    assert not problems, problems
+
+
+def test_ruff_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    proc = subprocess.run(
+        [ruff, "check", "--output-format", "concise", "."],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-2000:]

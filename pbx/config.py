@@ -1,0 +1,313 @@
+"""Configuration: one TOML file plus ``ASYNCPBX_*`` environment overrides → frozen dataclasses.
+
+The file is read once at start-up. Every error names the offending key (``sip.listen[2]: …``)
+so an administrator can fix it without reading code. Unknown keys are errors too: a typo must not
+silently fall back to a default.
+
+Environment overrides use ``ASYNCPBX_<TABLE>_<KEY>`` (e.g. ``ASYNCPBX_SIP_DOMAIN=pbx.example.com``,
+``ASYNCPBX_SIP_LISTEN=udp:0.0.0.0:5060,tcp:0.0.0.0:5060``); lists are comma-separated, booleans
+``true``/``false``, numbers as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One ``transport:host:port`` listen address."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_listen(text: str, key: str = "sip.listen") -> ListenSpec:
+    """Parse ``udp:127.0.0.1:5060`` / ``tcp:[::1]:5060``; raises ConfigError naming ``key``."""
+    transport, sep, rest = text.partition(":")
+    transport = transport.strip().lower()
+    if not sep or transport not in TRANSPORTS:
+        raise ConfigError(key, f"{text!r} must look like 'udp:127.0.0.1:5060' "
+                               f"with a transport out of {', '.join(TRANSPORTS)}")
+    if rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket or not tail.startswith(":"):
+            raise ConfigError(key, f"{text!r}: IPv6 addresses are written [addr]:port")
+        port_text = tail[1:]
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            raise ConfigError(key, f"{text!r} has no port")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host or any(c in host for c in " /[]"):
+            raise ConfigError(key, f"{text!r}: {host!r} is not an IP address or host name") from None
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"{text!r}: port {port} is outside 0-65535")
+    return ListenSpec(transport, host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """The ``[sip]`` table."""
+
+    listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    #: The SIP domain users register in; defaults to the first listen address.
+    domain: str = ""
+    user_agent: str = "asyncpbx"
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 10
+    #: RFC 3261 T1 in seconds.
+    t1: float = 0.5
+    max_message_size: int = 65535
+    max_connections_per_source: int = 64
+    idle_timeout: float = 60.0
+    #: Allowed WebSocket Origins; empty allows any.
+    ws_origins: tuple[str, ...] = ()
+
+    def listen_specs(self) -> list[ListenSpec]:
+        """The parsed listen addresses."""
+        return [parse_listen(s, f"sip.listen[{i}]") for i, s in enumerate(self.listen)]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The ``[tls]`` table; without cert/key a self-signed pair is made in the data directory."""
+
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """The ``[auth]`` table (digest authentication, RFC 7616/8760)."""
+
+    realm: str = ""
+    nonce_ttl: float = 300.0
+    #: Challenge algorithms, one WWW-Authenticate header each, in this order. MD5 alone is the
+    #: default because deployed UAs fail on anything else: baresip 1.0 refuses the whole challenge
+    #: when any header names SHA-256, and SIPp 3.6 and sipsak read only the first header and give
+    #: up unless it is MD5 (measured against all three). Fleets of RFC 8760 phones set
+    #: ``["SHA-256", "MD5"]``.
+    algorithms: tuple[str, ...] = ("MD5",)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The ``[log]`` table."""
+
+    level: str = "info"
+    json: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    sip: SipConfig = field(default_factory=SipConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    data_dir: str = "asyncpbx-data"
+
+    @property
+    def domain(self) -> str:
+        """The SIP domain: configured, else the host of the first listen address."""
+        if self.sip.domain:
+            return self.sip.domain
+        return self.sip.listen_specs()[0].host
+
+    @property
+    def realm(self) -> str:
+        """The digest realm: configured, else the domain."""
+        return self.auth.realm or self.domain
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_ALGORITHMS = ("SHA-256", "MD5")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check/convert one value against its dataclass type, naming ``key`` on failure."""
+    origin = get_origin(hint)
+    if origin is tuple:
+        (item_type, _ellipsis) = get_args(hint)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"must be a list, not {type(value).__name__}")
+        return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(key, f"must be a whole number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be a whole number, not {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(key, f"must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number, not {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, not {value!r}")
+        return value
+    raise ConfigError(key, "unsupported type")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if name not in known:
+            raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(key, "must be a table")
+            kwargs[name] = _build(hint, value, f"{key}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(key, value, hint)
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    tables = {f.name for f in fields(Config) if dataclasses.is_dataclass(f.type) or f.name != "data_dir"}
+    for name, value in environ.items():
+        if not name.startswith("ASYNCPBX_") or name == "ASYNCPBX_NO_EXTENSIONS":
+            continue
+        rest = name[len("ASYNCPBX_"):].lower()
+        if rest == "data_dir":
+            out["data_dir"] = value
+            continue
+        table, sep, key = rest.partition("_")
+        if not sep or table not in tables:
+            raise ConfigError(name, "unknown environment override (ASYNCPBX_<TABLE>_<KEY>)")
+        out.setdefault(table, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(merged.get(k), Mapping):
+            merged[k] = _merge(dict(merged[k]), v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def validate(config: Config) -> Config:
+    """Cross-field checks that types alone cannot express."""
+    specs = config.sip.listen_specs()
+    if not specs:
+        raise ConfigError("sip.listen", "needs at least one address")
+    seen: set[tuple[str, str, int]] = set()
+    for i, spec in enumerate(specs):
+        if spec.port != 0 and (spec.transport, spec.host, spec.port) in seen:
+            raise ConfigError(f"sip.listen[{i}]", f"{spec} is listed twice")
+        seen.add((spec.transport, spec.host, spec.port))
+    s = config.sip
+    if s.min_expires < 1:
+        raise ConfigError("sip.min_expires", "must be at least 1")
+    if s.max_expires < s.min_expires:
+        raise ConfigError("sip.max_expires", "must not be below sip.min_expires")
+    if not s.min_expires <= s.default_expires <= s.max_expires:
+        raise ConfigError("sip.default_expires", "must lie between min_expires and max_expires")
+    if s.max_contacts < 1:
+        raise ConfigError("sip.max_contacts", "must be at least 1")
+    if not 0.01 <= s.t1 <= 10:
+        raise ConfigError("sip.t1", "must lie between 0.01 and 10 seconds")
+    if not 1024 <= s.max_message_size <= 1 << 20:
+        raise ConfigError("sip.max_message_size", "must lie between 1024 and 1048576")
+    if s.max_connections_per_source < 1:
+        raise ConfigError("sip.max_connections_per_source", "must be at least 1")
+    if s.idle_timeout <= 0:
+        raise ConfigError("sip.idle_timeout", "must be positive")
+    if config.log.level.lower() not in _LOG_LEVELS:
+        raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    for i, algo in enumerate(config.auth.algorithms):
+        if algo not in _ALGORITHMS:
+            raise ConfigError(f"auth.algorithms[{i}]", f"{algo!r} is not one of {', '.join(_ALGORITHMS)}")
+    if not config.auth.algorithms:
+        raise ConfigError("auth.algorithms", "needs at least one algorithm")
+    if config.auth.nonce_ttl < 10:
+        raise ConfigError("auth.nonce_ttl", "must be at least 10 seconds")
+    if bool(config.tls.cert) != bool(config.tls.key):
+        raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
+                          "tls.cert and tls.key go together")
+    if any(c in config.domain for c in " <>;@\"") or not config.domain:
+        raise ConfigError("sip.domain", f"{config.domain!r} is not a valid domain")
+    return config
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    data_dir: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load the TOML file at ``path`` (or the embedded default), apply environment and explicit
+    overrides, validate, and return the frozen :class:`Config`."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(str(path), "configuration file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    raw = _merge(raw, _env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        raw = _merge(raw, overrides)
+    if data_dir is not None:
+        raw["data_dir"] = data_dir
+    return validate(_build(Config, raw, ""))

@@ -1,0 +1,135 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Table-driven G.711 kernel (see media/g711.py for the readable reference and the API).
+
+Tables are built once at import: 65,536 encode entries per law indexed by the sample as uint16
+(so encoding is one load per sample, no branches) and 256 decode entries per law.
+"""
+
+from libc.stdint cimport int16_t, uint8_t, uint16_t
+
+cdef uint8_t ULAW_ENC[65536]
+cdef uint8_t ALAW_ENC[65536]
+cdef int16_t ULAW_DEC[256]
+cdef int16_t ALAW_DEC[256]
+
+cdef int _segment(int value, const int* ends) noexcept nogil:
+    cdef int seg
+    for seg in range(8):
+        if value <= ends[seg]:
+            return seg
+    return 8
+
+cdef int[8] SEG_UEND = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF]
+cdef int[8] SEG_AEND = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF]
+
+cdef uint8_t _lin2ulaw(int sample) noexcept nogil:
+    cdef int pcm = sample >> 2
+    cdef int mask, seg
+    if pcm < 0:
+        pcm = -pcm
+        mask = 0x7F
+    else:
+        mask = 0xFF
+    if pcm > 8159:
+        pcm = 8159
+    pcm += 0x84 >> 2
+    seg = _segment(pcm, SEG_UEND)
+    if seg >= 8:
+        return <uint8_t>(0x7F ^ mask)
+    return <uint8_t>(((seg << 4) | ((pcm >> (seg + 1)) & 0x0F)) ^ mask)
+
+cdef int16_t _ulaw2lin(int code) noexcept nogil:
+    cdef int u = (~code) & 0xFF
+    cdef int t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    if u & 0x80:
+        return <int16_t>(0x84 - t)
+    return <int16_t>(t - 0x84)
+
+cdef uint8_t _lin2alaw(int sample) noexcept nogil:
+    cdef int pcm = sample >> 3
+    cdef int mask, seg, code
+    if pcm >= 0:
+        mask = 0xD5
+    else:
+        mask = 0x55
+        pcm = -pcm - 1
+    seg = _segment(pcm, SEG_AEND)
+    if seg >= 8:
+        return <uint8_t>(0x7F ^ mask)
+    code = seg << 4
+    if seg < 2:
+        code |= (pcm >> 1) & 0x0F
+    else:
+        code |= (pcm >> seg) & 0x0F
+    return <uint8_t>(code ^ mask)
+
+cdef int16_t _alaw2lin(int code) noexcept nogil:
+    cdef int a = code ^ 0x55
+    cdef int t = (a & 0x0F) << 4
+    cdef int seg = (a & 0x70) >> 4
+    if seg == 0:
+        t += 8
+    elif seg == 1:
+        t += 0x108
+    else:
+        t = (t + 0x108) << (seg - 1)
+    if a & 0x80:
+        return <int16_t>t
+    return <int16_t>(-t)
+
+cdef void _build_tables() noexcept nogil:
+    cdef int i
+    for i in range(65536):
+        ULAW_ENC[i] = _lin2ulaw(<int16_t><uint16_t>i)
+        ALAW_ENC[i] = _lin2alaw(<int16_t><uint16_t>i)
+    for i in range(256):
+        ULAW_DEC[i] = _ulaw2lin(i)
+        ALAW_DEC[i] = _alaw2lin(i)
+
+_build_tables()
+
+# --- C-level entry points for other kernels (the mixer's fused path uses its own copy) -------
+
+cdef inline void _encode(const uint8_t* table, const int16_t* src, uint8_t* dst,
+                         Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] = table[<uint16_t>src[i]]
+
+cdef inline void _decode(const int16_t* table, const uint8_t* src, int16_t* dst,
+                         Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] = table[src[i]]
+
+def lin2ulaw_into(const int16_t[::1] pcm, uint8_t[::1] out):
+    """µ-law encode ``pcm`` into ``out`` (equal lengths)."""
+    if out.shape[0] != pcm.shape[0]:
+        raise ValueError("output length must equal the number of samples")
+    if pcm.shape[0]:
+        with nogil:
+            _encode(ULAW_ENC, &pcm[0], &out[0], pcm.shape[0])
+
+def lin2alaw_into(const int16_t[::1] pcm, uint8_t[::1] out):
+    """A-law encode ``pcm`` into ``out`` (equal lengths)."""
+    if out.shape[0] != pcm.shape[0]:
+        raise ValueError("output length must equal the number of samples")
+    if pcm.shape[0]:
+        with nogil:
+            _encode(ALAW_ENC, &pcm[0], &out[0], pcm.shape[0])
+
+def ulaw2lin_into(const uint8_t[::1] payload, int16_t[::1] out):
+    """µ-law decode ``payload`` into ``out`` (equal lengths)."""
+    if out.shape[0] != payload.shape[0]:
+        raise ValueError("output length must equal the payload length")
+    if payload.shape[0]:
+        with nogil:
+            _decode(ULAW_DEC, &payload[0], &out[0], payload.shape[0])
+
+def alaw2lin_into(const uint8_t[::1] payload, int16_t[::1] out):
+    """A-law decode ``payload`` into ``out`` (equal lengths)."""
+    if out.shape[0] != payload.shape[0]:
+        raise ValueError("output length must equal the payload length")
+    if payload.shape[0]:
+        with nogil:
+            _decode(ALAW_DEC, &payload[0], &out[0], payload.shape[0])

@@ -1,0 +1,774 @@
+"""SIP messages: parsing, lazily parsed header accessors, serialisation (RFC 3261 §7, §20, §25).
+
+``parse_message(data)`` turns one datagram (or one message cut out of a stream by
+:class:`sipcore.framing.StreamFramer`) into a :class:`Request` or :class:`Response`, or raises
+:class:`~sipcore.errors.ParseError` — nothing else, whatever the bytes. Its reason phrase names
+the fault ("Bad CSeq", "Missing Call-ID" ...) because it goes into the 400 status line.
+
+Speed: only the start line, the header split (with compact forms expanded and comma lists
+split) and the Request-URI are parsed eagerly, plus the cheap checks a request must pass at once
+(required headers present, CSeq valid and matching the method, Content-Length). Structured
+headers (Via, From, To, Contact ...) are parsed on first access and cached; the cache is dropped
+when the headers are mutated. :meth:`Message.validate` forces every core accessor at once, for
+the transport layer that wants to answer 400 before handing a message on.
+
+Header values are decoded as UTF-8 with ``surrogateescape``, so unknown headers and odd bytes
+are forwarded byte-exact; bodies are bytes and never looked into (multipart included).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import cast
+
+from sipcore.errors import ParseError
+from sipcore.headers import _LIST_KEYS, _NAMES, Headers, _lookup, is_token, split_header_list
+from sipcore.uri import (
+    URI,
+    NameAddr,
+    _parse_hostport,
+    parse_name_addr,
+    parse_params,
+    parse_uri,
+)
+
+__all__ = [
+    "MAX_BODY_SIZE",
+    "MAX_HEADERS",
+    "MAX_HEADER_LINE",
+    "MAX_MESSAGE_SIZE",
+    "CSeq",
+    "Message",
+    "Request",
+    "Response",
+    "Via",
+    "make_response",
+    "new_branch",
+    "new_call_id",
+    "new_tag",
+    "parse_cseq",
+    "parse_message",
+    "parse_via",
+    "reason_phrase",
+]
+
+#: Largest message we accept (bytes, start line to end of body).
+MAX_MESSAGE_SIZE = 65536
+#: Most header entries (after splitting comma lists) in one message.
+MAX_HEADERS = 256
+#: Longest header line (after unfolding), in characters.
+MAX_HEADER_LINE = 8192
+#: Largest body (bytes).
+MAX_BODY_SIZE = 65536
+
+MAGIC_COOKIE = "z9hG4bK"
+
+# -- small structured headers ------------------------------------------------------------------
+
+
+def _int(text: str, lo: int, hi: int, reason: str) -> int:
+    """A decimal integer in [lo, hi]; refuses signs, non-ASCII digits and absurd lengths."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise ParseError(reason)
+    value = int(text)
+    if value < lo or value > hi:
+        raise ParseError(reason)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """``CSeq: seq method`` (RFC 3261 §20.16); ``seq`` < 2**31."""
+
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    """Parse a CSeq value; raises ParseError("Bad CSeq")."""
+    parts = text.split()
+    if len(parts) != 2 or not is_token(parts[1]):
+        raise ParseError("Bad CSeq")
+    return CSeq(_int(parts[0], 0, 2**31 - 1, "Bad CSeq"), parts[1])
+
+
+_TRANSPORTS = {"UDP", "TCP", "TLS", "SCTP", "WS", "WSS", "TLS-SCTP", "DTLS"}
+
+
+class Via:
+    """One Via entry (RFC 3261 §20.42): ``SIP/2.0/transport host[:port] *(;param)``.
+
+    ``transport`` is upper-cased; ``host`` keeps IPv6 brackets; ``params`` has lower-case
+    names and values as written (``None`` for flags such as a bare ``;rport``).
+    """
+
+    __slots__ = ("host", "params", "port", "transport")
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+    ) -> None:
+        self.transport = transport.upper()
+        self.host = host
+        self.port = port
+        self.params: dict[str, str | None] = {} if params is None else params
+
+    @property
+    def branch(self) -> str | None:
+        """The ``branch`` parameter (transaction id when it starts with ``z9hG4bK``)."""
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` parameter (RFC 3261 §18.2.1)."""
+        return self.params.get("received")
+
+    @property
+    def has_rport(self) -> bool:
+        """True when ``rport`` is present, with or without a value (RFC 3581)."""
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        """The numeric value of ``rport`` (``None`` when absent, a bare flag, or not a port)."""
+        value = self.params.get("rport")
+        if value is None or not (value.isascii() and value.isdigit()) or len(value) > 5:
+            return None
+        port = int(value)
+        return port if port <= 65535 else None
+
+    @property
+    def maddr(self) -> str | None:
+        """The ``maddr`` parameter."""
+        return self.params.get("maddr")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        """``(host, port)`` as written in the sent-by."""
+        return self.host, self.port
+
+    def copy(self) -> Via:
+        """A copy with its own params dict."""
+        return Via(self.transport, self.host, self.port, dict(self.params))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (
+            self.transport == other.transport
+            and self.host.lower() == other.host.lower()
+            and self.port == other.port
+            and self.params == other.params
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+    def __str__(self) -> str:
+        out = f"SIP/2.0/{self.transport} {self.host}"
+        if self.port is not None:
+            out += f":{self.port}"
+        for k, v in self.params.items():
+            out += f";{k}" if v is None else f";{k}={v}"
+        return out
+
+
+def parse_via(text: str) -> Via:
+    """Parse one Via entry; LWS is allowed around ``/``, ``:``, ``;`` and ``=``.
+
+    Raises ParseError("Bad Via").
+    """
+    semi = text.find(";")
+    head = text if semi < 0 else text[:semi]
+    parts = head.split("/", 2)
+    if len(parts) != 3:
+        raise ParseError("Bad Via")
+    if parts[0].strip(" \t").upper() != "SIP" or parts[1].strip(" \t") != "2.0":
+        raise ParseError("Bad Via")
+    tail = parts[2].split(None, 1)
+    if len(tail) != 2 or not is_token(tail[0]):
+        raise ParseError("Bad Via")
+    sent_by = "".join(tail[1].split())
+    try:
+        host, port = _parse_hostport(sent_by, "Via")
+    except ParseError:
+        raise ParseError("Bad Via") from None
+    params: dict[str, str | None] = {}
+    if semi >= 0:
+        try:
+            params = parse_params(text[semi:], "Via")
+        except ParseError:
+            raise ParseError("Bad Via") from None
+    return Via(tail[0], host, port, params)
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+#: Token-list headers written back as one comma-separated line (Via, Route, Contact ... keep one
+#: line per entry, which is what most implementations expect).
+_JOINED = frozenset({
+    "allow", "supported", "require", "proxy-require", "unsupported", "accept", "accept-encoding",
+    "accept-language", "allow-events", "content-encoding", "content-language",
+})
+
+
+class Message:
+    """Common base of :class:`Request` and :class:`Response`.
+
+    Accessors (``call_id``, ``cseq``, ``vias`` ...) parse their header on first use, cache the
+    result until ``headers`` is mutated, and raise ParseError when the header is missing or
+    invalid. Returned objects are shared with the cache: treat them as read-only and change the
+    message through ``headers`` instead.
+    """
+
+    __slots__ = ("_cache", "_cache_headers", "_cache_version", "body", "headers")
+
+    headers: Headers
+    body: bytes
+    _cache: dict[str, object]
+    _cache_headers: Headers | None
+    _cache_version: int
+
+    def _c(self) -> dict[str, object]:
+        h = self.headers
+        if self._cache_headers is not h or self._cache_version != h.version:
+            self._cache = {}
+            self._cache_headers = h
+            self._cache_version = h.version
+        return self._cache
+
+    def _one(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise ParseError(f"Missing {name}")
+        return value
+
+    # -- accessors ---------------------------------------------------------------------------
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID (RFC 3261 §20.8)."""
+        c = self._c()
+        v = c.get("call_id")
+        if v is None:
+            value = self._one("Call-ID")
+            if not value or any(ch in value for ch in " \t") or self.headers.count("Call-ID") > 1:
+                raise ParseError("Bad Call-ID")
+            v = c["call_id"] = value
+        return cast(str, v)
+
+    @property
+    def cseq(self) -> CSeq:
+        """The parsed CSeq."""
+        c = self._c()
+        v = c.get("cseq")
+        if v is None:
+            if self.headers.count("CSeq") > 1:
+                raise ParseError("Bad CSeq")
+            v = c["cseq"] = parse_cseq(self._one("CSeq"))
+        return cast(CSeq, v)
+
+    def _name_addr(self, key: str, name: str) -> NameAddr:
+        c = self._c()
+        v = c.get(key)
+        if v is None:
+            if self.headers.count(name) > 1:
+                raise ParseError(f"Bad {name}")
+            v = c[key] = parse_name_addr(self._one(name), name)
+        return cast(NameAddr, v)
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From header (``from`` is a keyword)."""
+        return self._name_addr("from", "From")
+
+    @property
+    def to(self) -> NameAddr:
+        """The To header."""
+        return self._name_addr("to", "To")
+
+    @property
+    def from_tag(self) -> str | None:
+        """The From tag or ``None``."""
+        return self.from_.params.get("tag")
+
+    @property
+    def to_tag(self) -> str | None:
+        """The To tag or ``None``."""
+        return self.to.params.get("tag")
+
+    @property
+    def vias(self) -> list[Via]:
+        """All Via entries, top first (raises ParseError when there is none)."""
+        c = self._c()
+        v = c.get("vias")
+        if v is None:
+            values = self.headers.get_all("Via")
+            if not values:
+                raise ParseError("Missing Via")
+            v = c["vias"] = [parse_via(x) for x in values]
+        return cast("list[Via]", v)
+
+    @property
+    def top_via(self) -> Via:
+        """The first Via."""
+        return self.vias[0]
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0-255) or ``None`` when absent."""
+        c = self._c()
+        if "max_forwards" in c:
+            return cast("int | None", c["max_forwards"])
+        values = self.headers.get_all("Max-Forwards")
+        if len(values) > 1:
+            raise ParseError("Bad Max-Forwards")
+        mf = _int(values[0], 0, 255, "Bad Max-Forwards") if values else None
+        c["max_forwards"] = mf
+        return mf
+
+    def _contacts(self) -> tuple[list[NameAddr], bool]:
+        c = self._c()
+        v = c.get("contacts")
+        if v is None:
+            values = self.headers.get_all("Contact")
+            if values == ["*"]:
+                v = ([], True)
+            elif "*" in values:
+                raise ParseError("Bad Contact")
+            else:
+                v = ([parse_name_addr(x, "Contact") for x in values if x], False)
+            c["contacts"] = v
+        return cast("tuple[list[NameAddr], bool]", v)
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """All Contact entries (empty for none and for ``Contact: *``)."""
+        return self._contacts()[0]
+
+    @property
+    def contact_star(self) -> bool:
+        """True for ``Contact: *`` (RFC 3261 §10.2.2, REGISTER removing all bindings)."""
+        return self._contacts()[1]
+
+    def _name_addr_list(self, key: str, name: str) -> list[NameAddr]:
+        c = self._c()
+        v = c.get(key)
+        if v is None:
+            v = c[key] = [parse_name_addr(x, name) for x in self.headers.get_all(name)]
+        return cast("list[NameAddr]", v)
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        """The Route entries in order."""
+        return self._name_addr_list("routes", "Route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        """The Record-Route entries in order."""
+        return self._name_addr_list("record_routes", "Record-Route")
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type ``type/subtype`` of Content-Type, lower-cased, without parameters
+        (``headers.get("Content-Type")`` has the whole value)."""
+        value = self.headers.get("Content-Type")
+        if value is None:
+            return None
+        return value.split(";", 1)[0].strip(" \t").lower()
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header (delta-seconds, 0..2**32-1) or ``None`` when absent."""
+        c = self._c()
+        if "expires" in c:
+            return cast("int | None", c["expires"])
+        value = self.headers.get("Expires")
+        ex = None if value is None else _int(value, 0, 2**32 - 1, "Bad Expires")
+        c["expires"] = ex
+        return ex
+
+    @property
+    def content_length(self) -> int | None:
+        """The Content-Length header as received (``None`` when absent)."""
+        value = self.headers.get("Content-Length")
+        return None if value is None else _int(value, 0, MAX_BODY_SIZE, "Bad Content-Length")
+
+    def validate(self) -> None:
+        """Parse every core header now; raise ParseError naming the first bad one.
+
+        Requests need Via, From, To, Call-ID and CSeq (RFC 3261 §8.1.1); the parsed values stay
+        cached, so this costs nothing extra when the message is used afterwards.
+        """
+        self.vias  # noqa: B018 - accessed for the side effect of parsing
+        self.from_  # noqa: B018
+        self.to  # noqa: B018
+        self.call_id  # noqa: B018
+        self.cseq  # noqa: B018
+        self.max_forwards  # noqa: B018
+        self.contacts  # noqa: B018
+        self.expires  # noqa: B018
+        if isinstance(self, Request) and self.cseq.method != self.method:
+            raise ParseError("CSeq method does not match")
+
+    # -- serialisation -----------------------------------------------------------------------
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        """The wire form; Content-Length is always written and always matches the body."""
+        body = self.body
+        lines = [self._start_line()]
+        cl_done = False
+        prev = ""
+        for key, name, value in self.headers._items:
+            if key == "content-length":
+                if not cl_done:
+                    lines.append(f"Content-Length: {len(body)}")
+                    cl_done = True
+            elif key == prev and key in _JOINED:
+                lines[-1] += ", " + value
+            else:
+                lines.append(f"{name}: {value}")
+            prev = key
+        if not cl_done:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        return head + body if body else head
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+
+class Request(Message):
+    """A SIP request. ``uri`` is the Request-URI (a ``str`` given here is parsed)."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self.method = method
+        self.uri: URI = parse_uri(uri) if isinstance(uri, str) else uri
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self._cache = {}
+        self._cache_headers = None
+        self._cache_version = -1
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and str(self.uri) == str(other.uri)
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self._cache = {}
+        self._cache_headers = None
+        self._cache_version = -1
+
+    def _start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (
+            self.status == other.status
+            and self.reason == other.reason
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards")
+_REQUIRED = (("to", "To"), ("from", "From"), ("cseq", "CSeq"), ("call-id", "Call-ID"),
+             ("via", "Via"))
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    end = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+    if lf >= 0:  # bare-LF line ends (tolerated on datagrams)
+        return data[:lf], data[lf + 2 :]
+    if end >= 0:
+        return data[:end], data[end + 4 :]
+    return data.rstrip(b"\r\n"), b""
+
+
+def _parse_start(line: str) -> tuple[str, URI | None, int, str]:
+    """Return (method, uri, 0, "") for requests and ("", None, status, reason) for responses."""
+    if line[:4].upper() == "SIP/":
+        version, _, rest = line.partition(" ")
+        _check_version(version)
+        code, _, reason = rest.lstrip(" ").partition(" ")
+        if len(code) != 3:
+            raise ParseError("Bad status code")
+        return "", None, _int(code, 100, 699, "Bad status code"), reason.strip(" \t")
+    parts = [p for p in line.split(" ") if p]
+    if len(parts) != 3:
+        if len(parts) > 3:
+            raise ParseError("Bad Request-URI")
+        raise ParseError("Bad Request-Line")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise ParseError("Bad method")
+    _check_version(version)
+    try:
+        uri = parse_uri(uri_text)
+    except ParseError:
+        raise ParseError("Bad Request-URI") from None
+    return method, uri, 0, ""
+
+
+def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
+    name, slash, num = version.partition("/")
+    if not slash or name.upper() != "SIP":
+        raise ParseError("Bad SIP version")
+    major, dot, minor = num.partition(".")
+    if not dot or not (major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
+        raise ParseError("Bad SIP version")
+    if (major.lstrip("0") or "0") != "2" or (minor.lstrip("0") or "0") != "0":
+        raise ParseError("Version Not Supported", 505)
+
+
+def _parse(data: bytes) -> Request | Response:
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ParseError("Message Too Large", 513)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+    head_b, rest = _split_head(data)
+    if not head_b:
+        raise ParseError("Empty message")
+    head = head_b.decode("utf-8", "surrogateescape")
+    if "\x00" in head:
+        raise ParseError("NUL in header")
+    if "\n" in head and head.count("\r\n") == head.count("\n"):
+        lines = head.split("\r\n")
+    else:
+        lines = head.replace("\r\n", "\n").split("\n")
+    if "\r" in head and head.count("\r") != head.count("\r\n"):
+        raise ParseError("Bad line end")
+    if "\n " in head or "\n\t" in head:
+        lines = _unfold(lines)
+    start = lines[0]
+    if len(start) > MAX_HEADER_LINE:
+        raise ParseError("Start line too long")
+    method, uri, status, reason = _parse_start(start)
+
+    entries: list[tuple[str, str, str]] = []
+    cl_values: list[str] = []
+    for line in lines[1:]:
+        if len(line) > MAX_HEADER_LINE:
+            raise ParseError("Header too long")
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError("Bad header line")
+        name = line[:colon]
+        hit = _NAMES.get(name)
+        if hit is None:  # not a known spelling: strip "Name :" spaces, check it is a token
+            name = name.rstrip(" \t")
+            if not is_token(name):
+                raise ParseError("Bad header name")
+            hit = _lookup(name)
+        key, canon = hit
+        value = line[colon + 1 :].strip(" \t")
+        if key in _LIST_KEYS and "," in value:
+            entries.extend((key, canon, v) for v in split_header_list(value))
+        else:
+            entries.append((key, canon, value))
+            if key == "content-length":
+                cl_values.append(value)
+    if len(entries) > MAX_HEADERS:
+        raise ParseError("Too many headers")
+
+    # Content-Length: the body is what follows the blank line, cut to Content-Length; on a
+    # datagram a missing Content-Length means "the rest" (RFC 3261 §18.3).
+    if cl_values:
+        if len(set(cl_values)) != 1:
+            raise ParseError("Bad Content-Length")
+        length = _int(cl_values[0], 0, MAX_BODY_SIZE, "Bad Content-Length")
+        if length > len(rest):
+            raise ParseError("Bad Content-Length")
+        body = rest[:length]
+    else:
+        if len(rest) > MAX_BODY_SIZE:
+            raise ParseError("Body too large", 413)
+        body = rest
+    headers = Headers._trusted(entries)
+
+    if uri is None:
+        return Response(status, reason, headers, body)
+    msg = Request(method, uri, headers, body)
+    counts: dict[str, int] = {}
+    for e in entries:
+        k = e[0]
+        counts[k] = counts.get(k, 0) + 1
+    for key, name in _REQUIRED:
+        if key not in counts:
+            raise ParseError(f"Missing {name}")
+    for key in _SINGLE:
+        if counts.get(key, 0) > 1:
+            raise ParseError(f"Multiple {_lookup(key)[1]}")
+    cseq = msg.cseq
+    if cseq.method != method:
+        raise ParseError("CSeq method does not match")
+    msg.call_id  # noqa: B018 - syntax check now
+    msg.max_forwards  # noqa: B018 - range check now: a bad one gets 400 at once
+    return msg
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (starting with SP/HTAB) to the line before (RFC 3261 §7.3.1)."""
+    out: list[str] = []
+    for line in lines:
+        if line and line[0] in " \t":
+            if len(out) < 2:  # a continuation of the start line or of nothing
+                raise ParseError("Bad line folding")
+            out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            out.append(line)
+    return out
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one SIP message (a datagram, or one framed message from a stream).
+
+    Raises only :class:`~sipcore.errors.ParseError` (limits included: message
+    :data:`MAX_MESSAGE_SIZE`, :data:`MAX_HEADERS` entries, :data:`MAX_HEADER_LINE`,
+    :data:`MAX_BODY_SIZE`). For requests the required headers (To, From, CSeq, Call-ID, Via)
+    must be present, CSeq must be valid and name the request method, Max-Forwards must be in
+    range when present. Responses are accepted with whatever headers they carry; their accessors
+    raise ParseError later if something they need is missing.
+    """
+    try:
+        return _parse(bytes(data))
+    except ParseError:
+        raise
+    except (ValueError, IndexError, KeyError, UnicodeError, OverflowError) as exc:
+        # defence in depth: a bug in a corner of the parser must not become a crash
+        raise ParseError("Malformed message") from exc
+
+
+# -- building responses -------------------------------------------------------------------------
+
+_REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated", 200: "OK", 202: "Accepted",
+    204: "No Notification", 300: "Multiple Choices", 301: "Moved Permanently",
+    302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 417: "Unknown Resource-Priority", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    428: "Use Identity Header", 429: "Provide Referrer Identity", 433: "Anonymity Disallowed",
+    439: "First Hop Lacks Outbound Support", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    494: "Security Agreement Required", 500: "Server Internal Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
+    505: "Version Not Supported", 513: "Message Too Large", 580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+_CLASS_REASONS = {1: "Trying", 2: "OK", 3: "Redirection", 4: "Client Error", 5: "Server Error",
+                  6: "Global Failure"}
+
+
+def reason_phrase(status: int) -> str:
+    """The usual reason phrase for ``status`` (a class default for unknown codes)."""
+    return _REASONS.get(status) or _CLASS_REASONS.get(status // 100, "Unknown")
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
+) -> Response:
+    """Build a response to ``request`` (RFC 3261 §8.2.6).
+
+    Copies every Via (in order), From, To, Call-ID and CSeq, adds ``to_tag`` to To when given and
+    To has no tag yet, copies Timestamp into a 100 (§8.2.6.1), and sets ``Content-Length: 0``.
+    The request's header values are copied as received (byte-exact).
+    """
+    rh = request.headers
+    entries: list[tuple[str, str, str]] = []
+    for key, name, value in rh._items:
+        if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
+            entries.append((key, name, value))
+        elif key == "to":
+            if to_tag is not None and status != 100 and request.to.tag is None:
+                value = f"{value};tag={to_tag}"
+            entries.append((key, name, value))
+    entries.append(("content-length", "Content-Length", "0"))
+    return Response(status, reason, Headers._trusted(entries))
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch: the magic cookie ``z9hG4bK`` plus 64 random bits."""
+    return MAGIC_COOKIE + os.urandom(8).hex()
+
+
+def new_tag() -> str:
+    """A fresh From/To tag (64 random bits, RFC 3261 §19.3 asks for at least 32)."""
+    return os.urandom(8).hex()
+
+
+def new_call_id() -> str:
+    """A fresh, globally unique Call-ID (128 random bits)."""
+    return os.urandom(16).hex()

@@ -1,0 +1,202 @@
+"""Message parsing, accessors, serialisation and response building (RFC 3261 §7, §8.2.6, §20)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipcore.errors import ParseError
+from sipcore.headers import Headers
+from sipcore.message import (
+    MAX_HEADERS,
+    MAX_MESSAGE_SIZE,
+    CSeq,
+    Request,
+    Response,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_cseq,
+    parse_message,
+    parse_via,
+    reason_phrase,
+)
+from sipcore.uri import SipURI, parse_uri
+
+REGISTER = (
+    b"REGISTER sip:example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'To: "Alice" <sip:alice@example.com>\r\n'
+    b'From: "Alice" <sip:alice@example.com>;tag=1928301774\r\n'
+    b"Call-ID: a84b4c76e66710@pc33.example.com\r\n"
+    b"CSeq: 314159 REGISTER\r\n"
+    b"Contact: <sip:alice@192.0.2.10:5060;transport=udp>;expires=3600\r\n"
+    b"User-Agent: Foo/1.0\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE\r\n"
+    b"Expires: 3600\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+INVITE = (
+    b"INVITE sip:bob@example.com SIP/2.0\r\n"
+    b"v: SIP/2.0/TCP [2001:db8::10]:5060;branch=z9hG4bKa\r\n"
+    b"Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKb;received=192.0.2.1, "
+    b"SIP/2.0/UDP 192.0.2.3:5070;branch=z9hG4bKc\r\n"
+    b"f: Bob <sip:alice@example.com>;tag=88\r\n"
+    b"t: <sip:bob@example.com>\r\n"
+    b"i: call-1@host\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"m: <sip:alice@[2001:db8::10]:5060>\r\n"
+    b"c: application/sdp\r\n"
+    b"X-Custom:   keep  this, exactly \r\n"
+    b"l: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP
+)
+
+
+def test_register_accessors() -> None:
+    m = parse_message(REGISTER)
+    assert isinstance(m, Request)
+    assert m.method == "REGISTER"
+    assert m.uri == SipURI(host="example.com")
+    assert m.call_id == "a84b4c76e66710@pc33.example.com"
+    assert m.cseq == CSeq(314159, "REGISTER")
+    assert m.from_.display == "Alice" and m.from_tag == "1928301774"
+    assert m.to.tag is None and m.to_tag is None
+    assert m.max_forwards == 70
+    assert m.expires == 3600
+    via = m.top_via
+    assert (via.transport, via.host, via.port, via.branch) == (
+        "UDP", "192.0.2.10", 5060, "z9hG4bK776asdhds"
+    )
+    assert via.has_rport and via.rport is None
+    assert m.headers.get_all("Allow") == ["INVITE", "ACK", "CANCEL", "BYE"]
+    assert [str(c.uri) for c in m.contacts] == ["sip:alice@192.0.2.10:5060;transport=udp"]
+    assert m.contacts[0].params == {"expires": "3600"}
+    assert not m.contact_star
+    assert m.body == b""
+
+
+def test_invite_compact_forms_lists_ipv6_and_body() -> None:
+    m = parse_message(INVITE)
+    assert isinstance(m, Request)
+    assert [v.host for v in m.vias] == ["[2001:db8::10]", "proxy.example.com", "192.0.2.3"]
+    assert m.vias[1].received == "192.0.2.1" and m.vias[2].port == 5070
+    assert m.from_.display == "Bob" and m.call_id == "call-1@host"
+    assert m.content_type == "application/sdp"
+    assert m.body == SDP
+    # unknown headers are kept whole, byte-exact value (only outer whitespace trimmed)
+    assert m.headers.get("x-custom") == "keep  this, exactly"
+    out = m.serialize()
+    assert b"X-Custom: keep  this, exactly\r\n" in out
+    assert b"Call-ID: call-1@host\r\n" in out  # compact forms are written out long
+    assert parse_message(out) == m
+
+
+def test_serialize_always_writes_correct_content_length() -> None:
+    m = parse_message(REGISTER)
+    m.body = b"hello"
+    out = m.serialize()
+    assert out.count(b"Content-Length") == 1
+    assert out.endswith(b"Content-Length: 5\r\n\r\nhello")
+    req = Request("OPTIONS", "sip:a@b", Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")]))
+    assert req.serialize().endswith(b"Content-Length: 0\r\n\r\n")
+
+
+def test_cache_invalidated_on_mutation() -> None:
+    m = parse_message(REGISTER)
+    assert m.top_via.host == "192.0.2.10"
+    m.headers.insert("Via", "SIP/2.0/TCP pbx.example.com;branch=z9hG4bKnew")
+    assert m.top_via.host == "pbx.example.com"
+    assert len(m.vias) == 2
+    m.headers.set("CSeq", "7 REGISTER")
+    assert m.cseq.seq == 7
+    m.headers.remove("Expires")
+    assert m.expires is None
+
+
+def test_make_response() -> None:
+    m = parse_message(INVITE)
+    assert isinstance(m, Request)
+    r = make_response(m, 180, to_tag="xyz")
+    assert r.status == 180 and r.reason == "Ringing"
+    assert r.headers.get_all("Via") == m.headers.get_all("Via")
+    assert r.to_tag == "xyz" and r.from_tag == "88"
+    assert r.call_id == m.call_id and r.cseq == m.cseq
+    assert r.headers.get("Content-Length") == "0"
+    assert "Contact" not in r.headers
+    again = parse_message(r.serialize())
+    assert isinstance(again, Response) and again == r
+    # an existing To tag is never replaced
+    r2 = make_response(_with_to_tag(), 200, to_tag="other")
+    assert r2.to_tag == "existing"
+
+
+def _with_to_tag() -> Request:
+    m = parse_message(REGISTER.replace(b"<sip:alice@example.com>\r\n",
+                                       b"<sip:alice@example.com>;tag=existing\r\n", 1))
+    assert isinstance(m, Request)
+    return m
+
+
+def test_response_parsing_is_lenient() -> None:
+    r = parse_message(b"SIP/2.0 200\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n")
+    assert isinstance(r, Response) and r.status == 200 and r.reason == ""
+    r = parse_message(b"SIP/2.0 486 Busy  Here, really\r\nCall-ID: x\r\n\r\n")
+    assert isinstance(r, Response) and r.reason == "Busy  Here, really"
+    with pytest.raises(ParseError, match="Missing CSeq"):
+        r.cseq  # noqa: B018
+
+
+def test_parse_helpers() -> None:
+    assert parse_cseq("  42   INVITE ") == CSeq(42, "INVITE")
+    v = parse_via("SIP / 2.0 / udp  host.example.com : 5062 ; branch = z9hG4bKx ; rport=5000")
+    assert (v.transport, v.host, v.port) == ("UDP", "host.example.com", 5062)
+    assert v.branch == "z9hG4bKx" and v.rport == 5000
+    assert str(v) == "SIP/2.0/UDP host.example.com:5062;branch=z9hG4bKx;rport=5000"
+    assert reason_phrase(404) == "Not Found" and reason_phrase(499) == "Client Error"
+    assert new_branch().startswith("z9hG4bK") and new_branch() != new_branch()
+    assert new_tag() != new_tag() and len(new_call_id()) >= 32
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (REGISTER.replace(b"CSeq: 314159 REGISTER", b"CSeq: 314159 INVITE"),
+         "CSeq method does not match"),
+        (REGISTER.replace(b"CSeq: 314159", b"CSeq: 2147483648"), "Bad CSeq"),
+        (REGISTER.replace(b"Call-ID: a84b4c76e66710@pc33.example.com\r\n", b""),
+         "Missing Call-ID"),
+        (REGISTER.replace(b"Max-Forwards: 70", b"Max-Forwards: 256"), "Bad Max-Forwards"),
+        (REGISTER.replace(b"Content-Length: 0", b"Content-Length: 10"), "Bad Content-Length"),
+        (REGISTER.replace(b"Content-Length: 0", b"Content-Length: -1"), "Bad Content-Length"),
+        (REGISTER.replace(b"sip:example.com SIP", b"<sip:example.com> SIP"), "Bad Request-URI"),
+        (REGISTER.replace(b"SIP/2.0\r\n", b"SIP/7.0\r\n", 1), "Version Not Supported"),
+    ],
+)
+def test_bad_requests(data: bytes, reason: str) -> None:
+    with pytest.raises(ParseError) as exc:
+        parse_message(data)
+    assert exc.value.reason == reason
+
+
+def test_limits() -> None:
+    many = REGISTER.replace(b"Expires: 3600\r\n", b"X-A: 1\r\n" * (MAX_HEADERS + 1))
+    with pytest.raises(ParseError, match="Too many headers"):
+        parse_message(many)
+    with pytest.raises(ParseError):
+        parse_message(REGISTER + b"x" * MAX_MESSAGE_SIZE)
+    with pytest.raises(ParseError, match="Header too long"):
+        parse_message(REGISTER.replace(b"Foo/1.0", b"F" * 9000))
+
+
+def test_request_uri_parsed_eagerly() -> None:
+    m = parse_message(REGISTER.replace(b"sip:example.com SIP", b"tel:+1-555-0100 SIP"))
+    assert isinstance(m, Request)
+    assert str(m.uri) == "tel:+1-555-0100"
+    assert m.uri == parse_uri("tel:+1-555-0100")

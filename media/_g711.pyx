@@ -5,6 +5,7 @@ Tables are built once at import: 65,536 encode entries per law indexed by the sa
 (so encoding is one load per sample, no branches) and 256 decode entries per law.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int16_t, uint8_t, uint16_t
 
 cdef uint8_t ULAW_ENC[65536]
@@ -102,34 +103,57 @@ cdef inline void _decode(const int16_t* table, const uint8_t* src, int16_t* dst,
     for i in range(n):
         dst[i] = table[src[i]]
 
-def lin2ulaw_into(const int16_t[::1] pcm, uint8_t[::1] out):
-    """µ-law encode ``pcm`` into ``out`` (equal lengths)."""
-    if out.shape[0] != pcm.shape[0]:
-        raise ValueError("output length must equal the number of samples")
-    if pcm.shape[0]:
-        with nogil:
-            _encode(ULAW_ENC, &pcm[0], &out[0], pcm.shape[0])
+# The entry points take any C-contiguous buffer and use the raw buffer protocol: acquiring typed
+# memoryviews costs more than the 160-sample loop itself on the per-frame hot path.
 
-def lin2alaw_into(const int16_t[::1] pcm, uint8_t[::1] out):
-    """A-law encode ``pcm`` into ``out`` (equal lengths)."""
-    if out.shape[0] != pcm.shape[0]:
-        raise ValueError("output length must equal the number of samples")
-    if pcm.shape[0]:
-        with nogil:
-            _encode(ALAW_ENC, &pcm[0], &out[0], pcm.shape[0])
+cdef int _encode_into(const uint8_t* table, object pcm, object out) except -1:
+    cdef Py_buffer src
+    cdef Py_buffer dst
+    PyObject_GetBuffer(pcm, &src, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(out, &dst, PyBUF_WRITABLE)
+        try:
+            if src.len % 2:
+                raise ValueError("PCM buffer has an odd number of bytes")
+            if dst.len != src.len // 2:
+                raise ValueError("output length must equal the number of samples")
+            with nogil:
+                _encode(table, <const int16_t*>src.buf, <uint8_t*>dst.buf, dst.len)
+        finally:
+            PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
+    return 0
 
-def ulaw2lin_into(const uint8_t[::1] payload, int16_t[::1] out):
-    """µ-law decode ``payload`` into ``out`` (equal lengths)."""
-    if out.shape[0] != payload.shape[0]:
-        raise ValueError("output length must equal the payload length")
-    if payload.shape[0]:
-        with nogil:
-            _decode(ULAW_DEC, &payload[0], &out[0], payload.shape[0])
+cdef int _decode_into(const int16_t* table, object payload, object out) except -1:
+    cdef Py_buffer src
+    cdef Py_buffer dst
+    PyObject_GetBuffer(payload, &src, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(out, &dst, PyBUF_WRITABLE)
+        try:
+            if dst.len != 2 * src.len:
+                raise ValueError("output length must equal the payload length")
+            with nogil:
+                _decode(table, <const uint8_t*>src.buf, <int16_t*>dst.buf, src.len)
+        finally:
+            PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
+    return 0
 
-def alaw2lin_into(const uint8_t[::1] payload, int16_t[::1] out):
-    """A-law decode ``payload`` into ``out`` (equal lengths)."""
-    if out.shape[0] != payload.shape[0]:
-        raise ValueError("output length must equal the payload length")
-    if payload.shape[0]:
-        with nogil:
-            _decode(ALAW_DEC, &payload[0], &out[0], payload.shape[0])
+def lin2ulaw_into(pcm, out):
+    """µ-law encode the int16 samples of ``pcm`` into the byte buffer ``out`` (equal counts)."""
+    _encode_into(&ULAW_ENC[0], pcm, out)
+
+def lin2alaw_into(pcm, out):
+    """A-law encode the int16 samples of ``pcm`` into the byte buffer ``out`` (equal counts)."""
+    _encode_into(&ALAW_ENC[0], pcm, out)
+
+def ulaw2lin_into(payload, out):
+    """µ-law decode ``payload`` into the int16 buffer ``out`` (equal counts)."""
+    _decode_into(&ULAW_DEC[0], payload, out)
+
+def alaw2lin_into(payload, out):
+    """A-law decode ``payload`` into the int16 buffer ``out`` (equal counts)."""
+    _decode_into(&ALAW_DEC[0], payload, out)

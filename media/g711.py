@@ -9,7 +9,8 @@ the tests prove both equal on every input.
 Kernel interface (identical in ``media._g711`` and here): ``lin2ulaw_into(pcm, out)``,
 ``ulaw2lin_into(payload, out)``, ``lin2alaw_into(pcm, out)``, ``alaw2lin_into(payload, out)``:
 ``pcm`` is a C-contiguous ``int16`` buffer, ``payload``/``out`` bytes-like ``uint8`` buffers of the
-same length. The public functions below pick the implementation once at import time via
+same sample count. Like the kernel, the reference accepts any C-contiguous buffer (a bytes object
+of raw native-endian PCM works as well as an ``int16`` array). The public functions below pick the implementation once at import time via
 ``media._accel.load`` (``ASYNCPBX_NO_EXTENSIONS=1`` selects the reference).
 
 Public API::
@@ -129,9 +130,17 @@ def alaw_to_linear(code: int) -> int:
 # --- reference kernels: the same interface as media._g711 -----------------------------------
 
 
+def _samples(buffer: Any) -> memoryview:
+    """A C-contiguous buffer viewed as native int16 samples (any buffer type, like the kernel)."""
+    raw = memoryview(buffer).cast("B")
+    if len(raw) % 2:
+        raise ValueError("PCM buffer has an odd number of bytes")
+    return raw.cast("h")
+
+
 def lin2ulaw_into(pcm: Any, out: Any) -> None:
     """Reference: µ-law encode ``pcm`` (int16) into ``out`` (uint8 buffer of equal length)."""
-    src = memoryview(pcm).cast("B").cast("h")
+    src = _samples(pcm)
     dst = memoryview(out).cast("B")
     if len(dst) != len(src):
         raise ValueError("output length must equal the number of samples")
@@ -142,7 +151,7 @@ def lin2ulaw_into(pcm: Any, out: Any) -> None:
 def ulaw2lin_into(payload: Any, out: Any) -> None:
     """Reference: µ-law decode ``payload`` (bytes-like) into ``out`` (int16 buffer)."""
     src = memoryview(payload).cast("B")
-    dst = memoryview(out).cast("B").cast("h")
+    dst = _samples(out)
     if len(dst) != len(src):
         raise ValueError("output length must equal the payload length")
     for i, code in enumerate(src):
@@ -151,7 +160,7 @@ def ulaw2lin_into(payload: Any, out: Any) -> None:
 
 def lin2alaw_into(pcm: Any, out: Any) -> None:
     """Reference: A-law encode ``pcm`` (int16) into ``out`` (uint8 buffer of equal length)."""
-    src = memoryview(pcm).cast("B").cast("h")
+    src = _samples(pcm)
     dst = memoryview(out).cast("B")
     if len(dst) != len(src):
         raise ValueError("output length must equal the number of samples")
@@ -162,7 +171,7 @@ def lin2alaw_into(pcm: Any, out: Any) -> None:
 def alaw2lin_into(payload: Any, out: Any) -> None:
     """Reference: A-law decode ``payload`` (bytes-like) into ``out`` (int16 buffer)."""
     src = memoryview(payload).cast("B")
-    dst = memoryview(out).cast("B").cast("h")
+    dst = _samples(out)
     if len(dst) != len(src):
         raise ValueError("output length must equal the payload length")
     for i, code in enumerate(src):

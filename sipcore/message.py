@@ -19,15 +19,18 @@ are forwarded byte-exact; bodies are bytes and never looked into (multipart incl
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import cast
 
 from sipcore.errors import ParseError
 from sipcore.headers import _LIST_KEYS, _NAMES, Headers, _lookup, is_token, split_header_list
 from sipcore.uri import (
+    FAST_PARAMS,
     URI,
     NameAddr,
     _parse_hostport,
+    fast_params,
     parse_name_addr,
     parse_params,
     parse_uri,
@@ -88,8 +91,17 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+_CSEQ_FAST = re.compile(r"([0-9]{1,10}+) ([A-Za-z0-9\-.!%*_+`'~]++)")
+
+
 def parse_cseq(text: str) -> CSeq:
     """Parse a CSeq value; raises ParseError("Bad CSeq")."""
+    m = _CSEQ_FAST.fullmatch(text)
+    if m is not None:
+        seq = int(m.group(1))
+        if seq > 2**31 - 1:
+            raise ParseError("Bad CSeq")
+        return CSeq(seq, m.group(2))
     parts = text.split()
     if len(parts) != 2 or not is_token(parts[1]):
         raise ParseError("Bad CSeq")
@@ -182,11 +194,25 @@ class Via:
         return out
 
 
+_VIA_FAST = re.compile(
+    r"SIP/2\.0/([A-Za-z]++) ([A-Za-z0-9\-._]++)(?::([0-9]{1,5}+))?+(" + FAST_PARAMS + ")"
+)
+
+
 def parse_via(text: str) -> Via:
     """Parse one Via entry; LWS is allowed around ``/``, ``:``, ``;`` and ``=``.
 
     Raises ParseError("Bad Via").
     """
+    m = _VIA_FAST.fullmatch(text)
+    if m is not None:
+        transport, host, port, ptext = m.groups()
+        pnum = None
+        if port is not None:
+            pnum = int(port)
+            if pnum > 65535:
+                raise ParseError("Bad Via")
+        return Via(transport, host, pnum, fast_params(ptext) if ptext else {})
     semi = text.find(";")
     head = text if semi < 0 else text[:semi]
     parts = head.split("/", 2)
@@ -248,10 +274,11 @@ class Message:
         return self._cache
 
     def _one(self, name: str) -> str:
-        value = self.headers.get(name)
-        if value is None:
-            raise ParseError(f"Missing {name}")
-        return value
+        """The only value of a single-valued header (missing or repeated: ParseError)."""
+        values = self.headers.get_all(name)
+        if len(values) != 1:
+            raise ParseError(f"Missing {name}" if not values else f"Multiple {name}")
+        return values[0]
 
     # -- accessors ---------------------------------------------------------------------------
 
@@ -262,7 +289,7 @@ class Message:
         v = c.get("call_id")
         if v is None:
             value = self._one("Call-ID")
-            if not value or any(ch in value for ch in " \t") or self.headers.count("Call-ID") > 1:
+            if not value or " " in value or "\t" in value:
                 raise ParseError("Bad Call-ID")
             v = c["call_id"] = value
         return cast(str, v)
@@ -273,8 +300,6 @@ class Message:
         c = self._c()
         v = c.get("cseq")
         if v is None:
-            if self.headers.count("CSeq") > 1:
-                raise ParseError("Bad CSeq")
             v = c["cseq"] = parse_cseq(self._one("CSeq"))
         return cast(CSeq, v)
 
@@ -282,8 +307,6 @@ class Message:
         c = self._c()
         v = c.get(key)
         if v is None:
-            if self.headers.count(name) > 1:
-                raise ParseError(f"Bad {name}")
             v = c[key] = parse_name_addr(self._one(name), name)
         return cast(NameAddr, v)
 
@@ -332,7 +355,7 @@ class Message:
             return cast("int | None", c["max_forwards"])
         values = self.headers.get_all("Max-Forwards")
         if len(values) > 1:
-            raise ParseError("Bad Max-Forwards")
+            raise ParseError("Multiple Max-Forwards")
         mf = _int(values[0], 0, 255, "Bad Max-Forwards") if values else None
         c["max_forwards"] = mf
         return mf
@@ -532,23 +555,35 @@ class Response(Message):
 
 # -- parsing -----------------------------------------------------------------------------------
 
-_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards")
 _REQUIRED = (("to", "To"), ("from", "From"), ("cseq", "CSeq"), ("call-id", "Call-ID"),
              ("via", "Via"))
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes]:
-    end = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
-    if lf >= 0:  # bare-LF line ends (tolerated on datagrams)
-        return data[:lf], data[lf + 2 :]
-    if end >= 0:
-        return data[:end], data[end + 4 :]
-    return data.rstrip(b"\r\n"), b""
+def _lenient_head(data: bytes) -> tuple[str, list[str], bytes]:
+    """Head split for the unusual cases: bare-LF line ends, no blank line at all."""
+    ends = [(i, n) for i, n in ((data.find(b"\r\n\r\n"), 4), (data.find(b"\n\n"), 2),
+                                (data.find(b"\n\r\n"), 3)) if i >= 0]
+    if ends:
+        i, n = min(ends)
+        head_b, rest = data[:i], data[i + n :]
+    else:  # no blank line: all of it is the head (tolerated on datagrams)
+        head_b, rest = data.rstrip(b"\r\n"), b""
+    head = head_b.decode("utf-8", "surrogateescape")
+    lines = head.replace("\r\n", "\n").split("\n")
+    if "\r" in head and head.count("\r") != head.count("\r\n"):
+        raise ParseError("Bad line end")
+    return head, lines, rest
 
 
 def _parse_start(line: str) -> tuple[str, URI | None, int, str]:
     """Return (method, uri, 0, "") for requests and ("", None, status, reason) for responses."""
+    if line.endswith(" SIP/2.0"):  # the usual request line, one SP apart
+        method, sp, uri_text = line[:-8].partition(" ")
+        if sp and " " not in uri_text and is_token(method):
+            try:
+                return method, parse_uri(uri_text), 0, ""
+            except ParseError:
+                raise ParseError("Bad Request-URI") from None
     if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         _check_version(version)
@@ -585,65 +620,95 @@ def _check_version(version: str) -> None:
         raise ParseError("Version Not Supported", 505)
 
 
-def _parse(data: bytes) -> Request | Response:
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise ParseError("Message Too Large", 513)
-    if data[:1] in (b"\r", b"\n"):
-        data = data.lstrip(b"\r\n")
-    head_b, rest = _split_head(data)
-    if not head_b:
-        raise ParseError("Empty message")
-    head = head_b.decode("utf-8", "surrogateescape")
-    if "\x00" in head:
-        raise ParseError("NUL in header")
-    if "\n" in head and head.count("\r\n") == head.count("\n"):
-        lines = head.split("\r\n")
-    else:
-        lines = head.replace("\r\n", "\n").split("\n")
-    if "\r" in head and head.count("\r") != head.count("\r\n"):
-        raise ParseError("Bad line end")
-    if "\n " in head or "\n\t" in head:
-        lines = _unfold(lines)
-    start = lines[0]
-    if len(start) > MAX_HEADER_LINE:
-        raise ParseError("Start line too long")
-    method, uri, status, reason = _parse_start(start)
+#: headers whose value _header_entries reports back (presence, duplicates, Content-Length)
+_TRACKED = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length", "via"})
 
+
+def _header_entries(
+    lines: list[str], seen: dict[str, str], dups: list[str]
+) -> list[tuple[str, str, str]] | None:
+    """Split header lines into entries; ``None`` when a folded line is found (unfold first)."""
     entries: list[tuple[str, str, str]] = []
-    cl_values: list[str] = []
-    for line in lines[1:]:
-        if len(line) > MAX_HEADER_LINE:
-            raise ParseError("Header too long")
-        colon = line.find(":")
-        if colon <= 0:
-            raise ParseError("Bad header line")
-        name = line[:colon]
+    append = entries.append
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name, colon, value = line.partition(":")
         hit = _NAMES.get(name)
-        if hit is None:  # not a known spelling: strip "Name :" spaces, check it is a token
+        if hit is None:  # not a known spelling: folding? "Name :" spacing? check it is a token
+            if line[:1] in (" ", "\t"):
+                return None
+            if not colon:
+                raise ParseError("Bad header line")
             name = name.rstrip(" \t")
             if not is_token(name):
                 raise ParseError("Bad header name")
             hit = _lookup(name)
         key, canon = hit
-        value = line[colon + 1 :].strip(" \t")
-        if key in _LIST_KEYS and "," in value:
-            entries.extend((key, canon, v) for v in split_header_list(value))
+        value = value.strip(" \t")
+        if key in _TRACKED:
+            if key in seen and key != "via":
+                if key == "content-length" and seen[key] != value:
+                    raise ParseError("Bad Content-Length")
+                dups.append(key)
+            seen[key] = value
+        if "," in value and key in _LIST_KEYS:
+            entries.extend([(key, canon, v) for v in split_header_list(value)])
         else:
-            entries.append((key, canon, value))
-            if key == "content-length":
-                cl_values.append(value)
+            append((key, canon, value))
+    return entries
+
+
+def _parse(data: bytes) -> Request | Response:
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ParseError("Message Too Large", 513)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end > 0:
+        head = data[:end].decode("utf-8", "surrogateescape")
+        rest = data[end + 4 :]
+        lines = head.split("\r\n")
+        nl = len(lines) - 1
+        if head.count("\n") != nl or head.count("\r") != nl:
+            head, lines, rest = _lenient_head(data)
+    else:
+        head, lines, rest = _lenient_head(data)
+    if not head:
+        raise ParseError("Empty message")
+    if "\x00" in head:
+        raise ParseError("NUL in header")
+    long_lines = len(head) > MAX_HEADER_LINE
+    if long_lines:
+        for line in lines:
+            if len(line) > MAX_HEADER_LINE:
+                raise ParseError("Header too long")
+    method, uri, status, reason = _parse_start(lines[0])
+
+    seen: dict[str, str] = {}
+    dups: list[str] = []
+    entries = _header_entries(lines, seen, dups)
+    if entries is None:
+        lines = _unfold(lines)
+        if long_lines:
+            for line in lines:
+                if len(line) > MAX_HEADER_LINE:
+                    raise ParseError("Header too long")
+        seen.clear()
+        dups.clear()
+        entries = _header_entries(lines, seen, dups)
+        if entries is None:  # pragma: no cover - _unfold leaves no continuation lines
+            raise ParseError("Bad line folding")
     if len(entries) > MAX_HEADERS:
         raise ParseError("Too many headers")
 
     # Content-Length: the body is what follows the blank line, cut to Content-Length; on a
     # datagram a missing Content-Length means "the rest" (RFC 3261 §18.3).
-    if cl_values:
-        if len(set(cl_values)) != 1:
-            raise ParseError("Bad Content-Length")
-        length = _int(cl_values[0], 0, MAX_BODY_SIZE, "Bad Content-Length")
+    cl_value = seen.get("content-length")
+    if cl_value is not None:
+        length = _int(cl_value, 0, MAX_BODY_SIZE, "Bad Content-Length")
         if length > len(rest):
             raise ParseError("Bad Content-Length")
-        body = rest[:length]
+        body = rest[:length] if length != len(rest) else rest
     else:
         if len(rest) > MAX_BODY_SIZE:
             raise ParseError("Body too large", 413)
@@ -653,21 +718,27 @@ def _parse(data: bytes) -> Request | Response:
     if uri is None:
         return Response(status, reason, headers, body)
     msg = Request(method, uri, headers, body)
-    counts: dict[str, int] = {}
-    for e in entries:
-        k = e[0]
-        counts[k] = counts.get(k, 0) + 1
-    for key, name in _REQUIRED:
-        if key not in counts:
-            raise ParseError(f"Missing {name}")
-    for key in _SINGLE:
-        if counts.get(key, 0) > 1:
+    for key, hname in _REQUIRED:
+        if key not in seen:
+            raise ParseError(f"Missing {hname}")
+    for key in dups:
+        if key != "content-length":
             raise ParseError(f"Multiple {_lookup(key)[1]}")
-    cseq = msg.cseq
+    cseq = parse_cseq(seen["cseq"])
     if cseq.method != method:
         raise ParseError("CSeq method does not match")
-    msg.call_id  # noqa: B018 - syntax check now
-    msg.max_forwards  # noqa: B018 - range check now: a bad one gets 400 at once
+    call_id = seen["call-id"]
+    if not call_id or " " in call_id or "\t" in call_id:
+        raise ParseError("Bad Call-ID")
+    mf = seen.get("max-forwards")
+    # seed the accessor cache with what was checked here
+    msg._cache = {
+        "cseq": cseq,
+        "call_id": call_id,
+        "max_forwards": None if mf is None else _int(mf, 0, 255, "Bad Max-Forwards"),
+    }
+    msg._cache_headers = headers
+    msg._cache_version = headers.version
     return msg
 
 
@@ -675,7 +746,7 @@ def _unfold(lines: list[str]) -> list[str]:
     """Join continuation lines (starting with SP/HTAB) to the line before (RFC 3261 §7.3.1)."""
     out: list[str] = []
     for line in lines:
-        if line and line[0] in " \t":
+        if line[:1] in (" ", "\t"):
             if len(out) < 2:  # a continuation of the start line or of nothing
                 raise ParseError("Bad line folding")
             out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")

@@ -309,9 +309,34 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
     return SipURI(scheme, user, password, host, port, params, headers)
 
 
+# The common shape of a SIP URI, matched in one go (possessive quantifiers: no backtracking).
+# Anything unusual (escapes, IPv6, URI headers, user parameters, upper-case scheme) takes the
+# general path below.
+_SIP_FAST = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,/]++)(?::([A-Za-z0-9\-_.!~*'()&=+$,]*+))?+@)?+"
+    r"([A-Za-z0-9\-._]++)(?::([0-9]{1,5}+))?+((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$=]*+)*+)"
+)
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI: ``sip:``/``sips:`` into :class:`SipURI`, ``tel:`` into :class:`TelURI`, any
     other scheme into :class:`AbsoluteURI`. Raises :class:`~sipcore.errors.ParseError`."""
+    m = _SIP_FAST.fullmatch(text)
+    if m is not None:
+        scheme, user, password, host, port, ptext = m.groups()
+        params: dict[str, str | None] = {}
+        if ptext:
+            for item in ptext[1:].split(";"):
+                name, eq, value = item.partition("=")
+                if not name:
+                    raise ParseError("Bad parameter in URI")
+                params[name.lower()] = value if eq else None
+        if port is not None:
+            pnum = int(port)
+            if pnum > 65535:
+                raise ParseError("Bad port in URI")
+            return SipURI(scheme, user, password, host, pnum, params, {})
+        return SipURI(scheme, user, password, host, None, params, {})
     if _FORBIDDEN.search(text):
         raise ParseError("Bad URI")
     colon = text.find(":")
@@ -424,6 +449,34 @@ def parse_params(text: str, what: str = "header") -> dict[str, str | None]:
     values are kept as written, quoted strings with their quotes (so they serialise unchanged).
     Raises ParseError on anything that is not a parameter list.
     """
+    if '"' in text:
+        return _parse_params_quoted(text, what)
+    params: dict[str, str | None] = {}
+    items = text.split(";")
+    if items[0].strip(" \t"):
+        raise ParseError(f"Bad parameter in {what}")
+    for item in items[1:]:
+        name, eq, value = item.partition("=")
+        if _TOKEN.fullmatch(name) is None:
+            name = name.strip(" \t")
+            if _TOKEN.fullmatch(name) is None:
+                raise ParseError(f"Bad parameter in {what}")
+        if eq:
+            if _VALUE.fullmatch(value) is None:
+                value = value.strip(" \t")
+                if _VALUE.fullmatch(value) is None:
+                    raise ParseError(f"Bad parameter in {what}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+# gen-value = token / host / quoted-string (the quoted form goes through the slow path)
+_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:/@?&=$]+")
+
+
+def _parse_params_quoted(text: str, what: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     pos = 0
     n = len(text)
@@ -459,7 +512,7 @@ def parse_params(text: str, what: str = "header") -> dict[str, str | None]:
                 if end < 0:
                     end = n
                 value = text[pos:end].strip(" \t")
-                if not value or _FORBIDDEN.search(value):
+                if _VALUE.fullmatch(value) is None:
                     raise ParseError(f"Bad parameter in {what}")
                 pos = end
             params[name.lower()] = value
@@ -519,12 +572,47 @@ class NameAddr:
         return head
 
 
+_TOKEN_CLS = r"A-Za-z0-9\-.!%*_+`'~"
+_VALUE_CLS = _TOKEN_CLS + r"\[\]:/@?&=$"
+#: ``;name[=value]`` repeated, no whitespace, no quotes: the common case of header parameters
+FAST_PARAMS = f"(?:;[{_TOKEN_CLS}]++(?:=[{_VALUE_CLS}]++)?+)*+"
+# The usual shapes of a name-addr: ["quoted" | token words] <uri> *(;param). Possessive
+# quantifiers keep the match linear; anything else goes through the general parser.
+_NA_FAST = re.compile(
+    r'(?:"([^"\\\x00-\x1f\x7f]*+)"[ \t]*+'
+    f"|([{_TOKEN_CLS}]++(?:[ \\t]++[{_TOKEN_CLS}]++)*+)[ \\t]*+)?+"
+    r'<([^<>"\x00-\x20\x7f]++)>'
+    f"({FAST_PARAMS})"
+)
+
+
+def fast_params(text: str) -> dict[str, str | None]:
+    """Split parameters already validated by :data:`FAST_PARAMS` (``text`` starts with ``;``)."""
+    params: dict[str, str | None] = {}
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        params[name.lower()] = value if eq else None
+    return params
+
+
 def parse_name_addr(text: str, what: str = "header") -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters.
 
     In the addr-spec form (no ``<>``) everything after the first ``;`` is a header parameter,
     never a URI parameter (RFC 3261 §20.10). Raises ParseError naming ``what``.
     """
+    m = _NA_FAST.fullmatch(text)
+    if m is not None:
+        quoted, words, uri_text, ptext = m.groups()
+        if words is not None and ("  " in words or "\t" in words):
+            words = " ".join(words.split())
+        try:
+            uri = parse_uri(uri_text)
+        except ParseError:
+            raise ParseError(f"Bad {what}") from None
+        return NameAddr(
+            quoted if quoted is not None else words, uri, fast_params(ptext) if ptext else {}
+        )
     s = text.strip(" \t")
     display: str | None = None
     if s.startswith('"'):

@@ -35,6 +35,7 @@ the heap entry is skipped when it surfaces, and the heap is compacted when stale
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import re
 from collections.abc import Callable, Mapping
@@ -225,6 +226,17 @@ class Endpoint:
         except Exception as exc:  # defence in depth: network input must never crash us
             self._stats["internal_errors"] += 1
             self._emit_trace("sip.internal_error", error=repr(exc), host=peer.host)
+
+    def set_sent_by(self, transport: str, host: str, port: int) -> None:
+        """Record the address actually bound for ``transport`` (a listener on port 0 learns
+        its port only once bound): our Via sent-by and the §8.2.2.2 loop check use it."""
+        sent_by = dict(self.config.sent_by)
+        old = sent_by.get(transport)
+        sent_by[transport] = (host, port)
+        self.config = dataclasses.replace(self.config, sent_by=sent_by)
+        if old is not None and old not in sent_by.values():
+            self._local.discard((old[0].lower(), old[1]))
+        self._local.add((host.lower(), port))
 
     def transport_failed(self, peer: Peer, now: float) -> None:
         """The transport to ``peer`` failed (connection lost, ICMP error, send error)."""

@@ -39,6 +39,7 @@ for the RTP stream to repacketize.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -130,7 +131,7 @@ class JitterBuffer:
         self._playout_ts = 0
         self._last_seq: int | None = None  # extended seq of the last emitted packet
         self._recent: set[int] = set()
-        self._recent_order: list[int] = []
+        self._recent_order: deque[int] = deque()
         self._min_cur = float("inf")
         self._min_prev = float("inf")
         self._count_in_bucket = 0
@@ -301,7 +302,7 @@ class JitterBuffer:
         self._recent.add(ext_seq)
         self._recent_order.append(ext_seq)
         if len(self._recent_order) > _RECENT:
-            self._recent.discard(self._recent_order.pop(0))
+            self._recent.discard(self._recent_order.popleft())
 
     def _insert(self, ext_seq: int, ext_ts: int, packet: RtpPacket) -> None:
         if len(self._packets) >= self.capacity:

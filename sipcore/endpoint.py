@@ -450,6 +450,9 @@ class Endpoint:
     # ========================================================================= receive paths
     def _receive_request(self, request: Request, peer: Peer, now: float) -> None:
         self._stats["requests_received"] += 1
+        # Parse the core headers now (Via, From, To, Call-ID, CSeq, Max-Forwards, Contact,
+        # Expires) so that a broken one is answered 400 here and never surprises the TU.
+        request.validate()
         via = self._stamp_via(request, peer)
         key = server_key(request)
         method = request.method

@@ -170,3 +170,48 @@ def test_kill_9_keeps_all_but_the_last_second(tmp_path: Path) -> None:
     assert recover(tmp_path) == [target]
     _, z = read_wav(target)
     assert len(z) >= written * 160
+
+
+@pytest.mark.parametrize("pt", [0, 8, 9, 111])
+def test_tone_through_codec_jitter_buffer_into_recording(tmp_path: Path, pt: int) -> None:
+    """Tone → codec → 5 % loss, 40 ms jitter → jitter buffer → decode/PLC → WAV → still 1 kHz."""
+    import random
+
+    from media.codecs import PayloadTypeRegistry
+    from media.jitter import JitterBuffer
+    from media.rtp import RtpPacket
+
+    reg = PayloadTypeRegistry([(111, "opus", 48000, 2, "")])
+    tx, rx = reg.create_codec(pt), reg.create_codec(pt)
+    rate, clock = tx.sample_rate, reg[pt].clock_rate
+    frames = tone_frames(rate, 3.0)
+    rng = random.Random(pt)
+    events = []
+    for i, frame in enumerate(frames):
+        payload = tx.encode(frame)
+        if rng.random() < 0.05:
+            continue
+        packet = RtpPacket(pt, i, i * tx.timestamp_increment, 42, payload)
+        events.append((0.05 + i * 0.02 + rng.uniform(0, 0.04), packet))
+    events.sort(key=lambda e: e[0])
+    jb = JitterBuffer(clock)
+    rec = Recorder(tmp_path / "call.wav", rate)
+    k, now = 0, 0.011
+    while now < 3.5:
+        while k < len(events) and events[k][0] <= now:
+            jb.put(events[k][1], events[k][0])
+            k += 1
+        out = jb.get(now)
+        if out.packet is not None:
+            rec.put_frame(rx.decode(out.packet.payload))
+        elif out.conceal:
+            rec.put_frame(rx.conceal())
+        now += 0.02
+    rec.close()
+    assert jb.stats.concealed > 0 and jb.stats.emitted >= 0.9 * len(frames)
+    got_rate, y = read_wav(tmp_path / "call.wav")
+    assert got_rate == rate and len(y) >= 2.5 * rate
+    y = y[rate // 2 : rate * 5 // 2]
+    p = goertzel_power(y, 1000, rate)
+    assert p > 0.5 * float(np.mean(y.astype(np.float64) ** 2)) / 2
+    assert p > 100 * goertzel_power(y, 1400, rate) and p > 100 * goertzel_power(y, 600, rate)

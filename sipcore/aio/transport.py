@@ -1,0 +1,424 @@
+"""The transport layer: listeners, the connection registry, limits, and where each message goes.
+
+RFC 3261 §18 with RFC 5626 §4.4.1 (CRLF keep-alive) and RFC 7118 (WebSocket). It is the only place
+that knows sockets; the :class:`TransportSink` (the :class:`~sipcore.aio.endpoint.AsyncEndpoint`)
+receives whole messages and connection failures, and calls :meth:`TransportLayer.send`.
+
+Defences (SECURITY.md): message size limit (datagrams over it are dropped, a stream that exceeds
+it is closed), connections per source IP and in total (new ones beyond are closed at once), idle
+connections closed, connections that keep a message half-sent closed (slowloris), peers that stop
+reading cut off at a write-buffer limit, TLS 1.2 or newer only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sipcore.aio.listen import ListenSpec
+from sipcore.aio.stream import SipStreamConnection, StreamConnection
+from sipcore.aio.udp import UdpListener
+from sipcore.aio.ws import WebSocketConnection
+from sipcore.transport import Peer, TransportName
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """Limits of the transport layer (SECURITY.md defaults)."""
+
+    #: Largest SIP message accepted (bytes): bigger datagrams are dropped, streams closed.
+    max_message_size: int = 65535
+    #: Accepted connections from one IP address; new ones beyond are closed at once.
+    max_connections_per_source: int = 64
+    #: All connections (accepted and opened); new ones beyond are closed at once.
+    max_connections: int = 10_000
+    #: A connection with no message or keep-alive in either direction for this long is closed.
+    idle_timeout: float = 60.0
+    #: A connection that has kept an incomplete message (or WebSocket handshake) this long is
+    #: closed: half-open/slowloris protection.
+    partial_message_timeout: float = 10.0
+    #: Opening an outbound TCP/TLS connection (including the TLS handshake) must finish in this.
+    connect_timeout: float = 10.0
+    #: TLS handshake of an accepted connection must finish in this.
+    tls_handshake_timeout: float = 10.0
+    #: Unsent bytes queued for one connection before it is cut off (a peer that does not read).
+    max_write_buffer: int = 1 << 20
+    #: RFC 3261 §18.1.1: a request larger than this (path MTU unknown) goes over TCP.
+    udp_size_threshold: int = 1300
+    #: A connection we closed is aborted if it has not finished closing after this long.
+    close_grace: float = 5.0
+
+
+class TransportSink(Protocol):
+    """What the transport layer drives: the endpoint pump."""
+
+    def message_received(self, data: bytes, peer: Peer) -> None:
+        """One whole SIP message arrived from ``peer``."""
+
+    def transport_failed(self, peer: Peer) -> None:
+        """A connection to ``peer`` failed or closed, or a message to it could not be sent."""
+
+
+def normalize_host(host: str) -> str:
+    """Compare-ready host: brackets stripped, IP literals in canonical form, names lowercased."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+class TransportLayer:
+    """Listeners and connections of one endpoint. Create it inside the running loop."""
+
+    def __init__(
+        self,
+        sink: TransportSink,
+        *,
+        limits: TransportLimits | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        verify_tls: bool = True,
+        ws_origins: Iterable[str] = (),
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sink = sink
+        self.limits = limits or TransportLimits()
+        self.server_ssl = server_ssl
+        if server_ssl is not None and server_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
+            # TLS 1.2 or newer only (SECURITY.md), whatever the context came with.
+            server_ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.client_ssl = client_ssl or _client_context(verify_tls)
+        if self.client_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
+            self.client_ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        #: Allowed WebSocket Origins, lowercased without trailing "/"; empty allows any.
+        self.ws_origins = frozenset(o.lower().rstrip("/") for o in ws_origins)
+        self.stats: Counter[str] = Counter()
+        self._next_conn_id = 0
+        self._conns: dict[int, StreamConnection] = {}
+        self._by_addr: dict[tuple[str, str, int], StreamConnection] = {}
+        self._per_source: Counter[str] = Counter()
+        self._udp: list[UdpListener] = []
+        self._servers: list[tuple[TransportName, asyncio.Server]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    # -- listening ---------------------------------------------------------------------------
+
+    async def listen(self, spec: ListenSpec) -> list[tuple[str, str, int]]:
+        """Bind one listener; returns the bound ``(transport, host, port)`` (port 0 resolved)."""
+        if spec.transport == "udp":
+            _, protocol = await self.loop.create_datagram_endpoint(
+                lambda: UdpListener(self), local_addr=(spec.host, spec.port)
+            )
+            assert isinstance(protocol, UdpListener)
+            self._udp.append(protocol)
+            self._ensure_sweep()
+            return [("udp", protocol.local[0], protocol.local[1])]
+        tls = spec.transport in ("tls", "wss")
+        if tls and self.server_ssl is None:
+            raise ValueError(f"listen {spec}: {spec.transport} needs a server SSL context")
+        name: TransportName = spec.transport
+
+        def factory() -> StreamConnection:
+            if name in ("ws", "wss"):
+                return WebSocketConnection(self, name)
+            return SipStreamConnection(self, name)
+
+        server = await self.loop.create_server(
+            factory,
+            spec.host,
+            spec.port,
+            ssl=self.server_ssl if tls else None,
+            ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
+            backlog=1024,
+        )
+        self._servers.append((name, server))
+        self._ensure_sweep()
+        return [(name, str(s.getsockname()[0]), int(s.getsockname()[1])) for s in server.sockets]
+
+    def listening(self) -> list[tuple[str, str, int]]:
+        """The bound ``(transport, host, port)`` of every listener."""
+        out: list[tuple[str, str, int]] = [("udp", u.local[0], u.local[1]) for u in self._udp]
+        for name, server in self._servers:
+            out.extend((name, str(s.getsockname()[0]), int(s.getsockname()[1])) for s in server.sockets)
+        return out
+
+    def has_listener(self, transport: str) -> bool:
+        """True when we listen on ``transport`` (e.g. "tcp": large requests may switch to it)."""
+        if transport == "udp":
+            return bool(self._udp)
+        return any(name == transport for name, _ in self._servers)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        """Send one SIP message to ``peer``; failures are reported to the sink, never raised.
+
+        Stream transports use ``peer.conn_id`` when that connection is still open, else an open
+        connection to the same transport/host/port, else (TCP/TLS only) open a new one.
+        """
+        if self._closing:
+            return
+        if peer.transport == "udp":
+            self._send_udp(data, peer)
+            return
+        conn: StreamConnection | None = None
+        if peer.conn_id is not None:
+            found = self._conns.get(peer.conn_id)
+            if found is not None and not found.closing and found.transport_name == peer.transport:
+                conn = found
+        if conn is None:
+            found = self._by_addr.get((peer.transport, normalize_host(peer.host), peer.port))
+            if found is not None and not found.closing:
+                conn = found
+        if conn is None and peer.transport in ("tcp", "tls"):
+            conn = self._connect(peer.transport, normalize_host(peer.host), peer.port)
+        if conn is None:
+            self.stats["send_failures"] += 1
+            self._fail_soon(peer)
+            return
+        if conn.transport is None:
+            if peer not in conn.waiting_peers:
+                conn.waiting_peers.append(peer)
+        elif peer != conn.peer and peer not in conn.aliases and len(conn.aliases) < 8:
+            conn.aliases.append(peer)
+        conn.send_message(data)
+
+    def _send_udp(self, data: bytes, peer: Peer) -> None:
+        host = peer.host[1:-1] if peer.host.startswith("[") else peer.host
+        try:
+            version = ipaddress.ip_address(host.split("%", 1)[0]).version
+        except ValueError:
+            self._spawn(self._resolve_and_send_udp(data, peer, host))
+            return
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        listener = next((u for u in self._udp if u.family == family and u.transport), None)
+        if listener is None or listener.transport is None:
+            self.stats["send_failures"] += 1
+            self._fail_soon(peer)
+            return
+        self.stats["udp_datagrams_sent"] += 1
+        listener.transport.sendto(data, (host, peer.port))
+
+    async def _resolve_and_send_udp(self, data: bytes, peer: Peer, host: str) -> None:
+        # The Endpoint should hand us IP addresses; names get a plain A/AAAA lookup here.
+        try:
+            infos = await self.loop.getaddrinfo(host, peer.port, type=socket.SOCK_DGRAM)
+        except OSError:
+            infos = []
+        for family, _, _, _, sockaddr in infos:
+            listener = next((u for u in self._udp if u.family == family and u.transport), None)
+            if listener is not None and listener.transport is not None:
+                self.stats["udp_datagrams_sent"] += 1
+                listener.transport.sendto(data, (str(sockaddr[0]), int(sockaddr[1])))
+                return
+        self.stats["send_failures"] += 1
+        self.sink.transport_failed(peer)
+
+    def _connect(self, transport: TransportName, host: str, port: int) -> StreamConnection | None:
+        if len(self._conns) >= self.limits.max_connections:
+            self.stats["connections_rejected_total_limit"] += 1
+            return None
+        conn = SipStreamConnection(self, transport, remote=(host, port))
+        self._conns[conn.conn_id] = conn
+        self._by_addr[(transport, host, port)] = conn
+        self.stats["connections_opening"] += 1
+        self._spawn(self._open(conn, host, port))
+        self._ensure_sweep()
+        return conn
+
+    async def _open(self, conn: StreamConnection, host: str, port: int) -> None:
+        tls = conn.transport_name == "tls"
+        try:
+            async with asyncio.timeout(self.limits.connect_timeout):
+                await self.loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=self.client_ssl if tls else None,
+                    server_hostname=host if tls else None,
+                    ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
+                )
+        except asyncio.CancelledError:
+            self._forget(conn)
+            raise
+        except Exception:  # OSError, TimeoutError, ssl errors, certificate mismatch …
+            if conn.transport is not None:  # connected, then the handshake failed or timed out
+                conn.abort()
+            self.stats["connections_open_failed"] += 1
+            self._forget(conn)
+            peers = conn.waiting_peers or ([conn.peer] if conn.peer else [])
+            conn.waiting_peers, conn.pending = [], []
+            for peer in peers:
+                self.sink.transport_failed(peer)
+
+    # -- called by connections -----------------------------------------------------------------
+
+    def new_conn_id(self) -> int:
+        """A fresh connection id (never reused in this process)."""
+        self._next_conn_id += 1
+        return self._next_conn_id
+
+    def deliver(self, data: bytes, peer: Peer) -> None:
+        """A whole message arrived (from a UDP listener or a connection)."""
+        self.sink.message_received(data, peer)
+
+    def admit(self, conn: StreamConnection) -> bool:
+        """Register a connection that just came up; False means: close it at once."""
+        if self._closing:
+            return False
+        if conn.outbound:
+            conn.admitted = self._conns.get(conn.conn_id) is conn
+            if conn.admitted:
+                self.stats["connections_opened"] += 1
+            return conn.admitted
+        assert conn.transport is not None
+        peername = conn.transport.get_extra_info("peername")
+        if not peername:
+            return False
+        host, port = str(peername[0]), int(peername[1])
+        if len(self._conns) >= self.limits.max_connections:
+            self.stats["connections_rejected_total_limit"] += 1
+            return False
+        if self._per_source[host] >= self.limits.max_connections_per_source:
+            self.stats["connections_rejected_source_limit"] += 1
+            return False
+        self._per_source[host] += 1
+        conn.source_ip = host
+        conn.peer = Peer(conn.transport_name, host, port, conn.conn_id)
+        self._conns[conn.conn_id] = conn
+        self._by_addr[(conn.transport_name, normalize_host(host), port)] = conn
+        conn.admitted = True
+        self.stats["connections_accepted"] += 1
+        return True
+
+    def connection_closed(self, conn: StreamConnection, exc: Exception | None) -> None:
+        """A connection is gone (either side closed it)."""
+        self._forget(conn)
+        if not conn.admitted:
+            return
+        self.stats["connections_closed"] += 1
+        if not self._closing and conn.peer is not None:
+            for peer in [conn.peer, *conn.aliases]:
+                self.sink.transport_failed(peer)
+
+    def _forget(self, conn: StreamConnection) -> None:
+        if self._conns.get(conn.conn_id) is conn:
+            del self._conns[conn.conn_id]
+        if conn.peer is not None:
+            key = (conn.transport_name, normalize_host(conn.peer.host), conn.peer.port)
+            if self._by_addr.get(key) is conn:
+                del self._by_addr[key]
+        if conn.source_ip is not None:
+            self._per_source[conn.source_ip] -= 1
+            if self._per_source[conn.source_ip] <= 0:
+                del self._per_source[conn.source_ip]
+            conn.source_ip = None
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fail_soon(self, peer: Peer) -> None:
+        # Not from inside the sink's own send loop: report on the next loop iteration.
+        self.loop.call_soon(self._report_failure, peer)
+
+    def _report_failure(self, peer: Peer) -> None:
+        if not self._closing:
+            self.sink.transport_failed(peer)
+
+    def _sweep_interval(self) -> float:
+        lim = self.limits
+        return max(0.01, min(1.0, lim.idle_timeout / 4, lim.partial_message_timeout / 4))
+
+    def _ensure_sweep(self) -> None:
+        if self._sweep_handle is None and not self._closing:
+            self._sweep_handle = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close idle and half-open connections (one timer for all of them)."""
+        self._sweep_handle = None
+        now = self.loop.time()
+        lim = self.limits
+        for conn in list(self._conns.values()):
+            if conn.transport is None:
+                continue  # still connecting: bounded by connect_timeout
+            if conn.closing:
+                if conn.closed_at is not None and now - conn.closed_at > lim.close_grace:
+                    conn.abort()
+            elif conn.partial_since is not None and now - conn.partial_since > lim.partial_message_timeout:
+                conn.abort("connections_closed_slow")
+            elif now - conn.last_activity > lim.idle_timeout:
+                conn.close("connections_closed_idle")
+        self._ensure_sweep()
+
+    def statistics(self) -> dict[str, int]:
+        """Counters plus gauges (``connections_current``, ``connections_<transport>``)."""
+        out = dict(self.stats)
+        out["connections_current"] = len(self._conns)
+        for conn in self._conns.values():
+            key = f"connections_{conn.transport_name}"
+            out[key] = out.get(key, 0) + 1
+        out["tasks_current"] = len(self._tasks)
+        return out
+
+    async def close(self) -> None:
+        """Stop listening, close every connection (flushing what is written), wait for them."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        for _, server in self._servers:
+            server.close()
+        for udp in self._udp:
+            if udp.transport is not None:
+                udp.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        conns = list(self._conns.values())
+        for conn in conns:
+            conn.close()
+        # Give graceful closes a moment, then cut off whatever still hangs.
+        deadline = self.loop.time() + 2.0
+        while any(c.transport is not None and not c.lost for c in conns) and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in conns:
+            if not conn.lost:
+                conn.abort()
+        for _, server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+        self._conns.clear()
+        self._by_addr.clear()
+        self._per_source.clear()
+
+
+def _client_context(verify: bool) -> ssl.SSLContext:
+    """Outbound TLS (toward trunks): TLS 1.2+, certificates verified unless told otherwise."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

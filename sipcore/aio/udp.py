@@ -1,0 +1,62 @@
+"""SIP over UDP (RFC 3261 §18): one datagram is one message."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, Any, cast
+
+from sipcore.transport import Peer
+
+if TYPE_CHECKING:
+    from sipcore.aio.transport import TransportLayer
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """The protocol of one bound UDP socket; hands every datagram to the transport layer."""
+
+    def __init__(self, layer: TransportLayer) -> None:
+        self.layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.family = socket.AF_INET
+        self.local: tuple[str, int] = ("", 0)
+        # A datagram longer than this was cut short by recvfrom() (or is over the limit anyway).
+        self._max = layer.limits.max_message_size
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (CPython's _SelectorDatagramTransport does not subclass DatagramTransport in 3.11.)
+        transport = cast(asyncio.DatagramTransport, transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.family = sock.family
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            self.local = (str(sockname[0]), int(sockname[1]))
+        # CPython's selector transport passes max_size (256 KiB) to recvfrom() for every datagram,
+        # allocating that much each time; one byte over our limit is enough to spot oversize
+        # datagrams. uvloop's transport has no such attribute (libuv reads into its own buffer).
+        try:
+            transport.max_size = self._max + 1  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        stats = self.layer.stats
+        stats["udp_datagrams_received"] += 1
+        if len(data) > self._max:
+            stats["udp_dropped_oversize"] += 1
+            return
+        if not data.strip(b"\r\n\t "):
+            # CRLF keep-alives some UAs send over UDP (no answer defined there).
+            stats["udp_keepalives_received"] += 1
+            return
+        self.layer.deliver(data, Peer("udp", str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable …) carry no address we could map to a transaction here;
+        # the transaction layer's timers cover the loss (RFC 3261 §17.1.1.2).
+        self.layer.stats["udp_errors"] += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None

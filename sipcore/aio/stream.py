@@ -70,7 +70,7 @@ class StreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         if not self.layer.admit(self):
             self.closing = True
-            transport.abort()
+            self.transport.abort()
             return
         self.last_activity = self.layer.loop.time()
         self.started()

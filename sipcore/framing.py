@@ -83,7 +83,7 @@ class StreamFramer:
                     del buf[:4]
                     out.append(KEEPALIVE_PING)
                     continue
-                if bytes(buf) in (b"\r", b"\r\n", b"\r\n\r"):
+                if len(buf) < 4 and bytes(buf) in (b"\r", b"\r\n", b"\r\n\r"):
                     break  # could still become a ping: wait for more
                 skip = 2 if buf[:2] == b"\r\n" else 1
                 del buf[:skip]

@@ -155,8 +155,8 @@ def _parse_expires(value: str | None) -> int | None:
     return int(value)
 
 
-def _contact_string(name_addr: NameAddr) -> str:
-    head = "<" + str(name_addr.uri) + ">"
+def _contact_string(name_addr: NameAddr, uri_text: str) -> str:
+    head = "<" + uri_text + ">"
     params = name_addr.params
     if not params:
         return head
@@ -284,15 +284,26 @@ class Registrar:
         Returns the response to send (200, or 400/403/423/500 with nothing changed) and the
         binding changes to write through. Never raises for anything in the request.
         """
+        if request.method != "REGISTER":
+            raise LocalProtocolError("handle_register needs a REGISTER")
+        # Bindings past their time are gone, whether or not expire() ran yet; that is reported
+        # even when the request itself is then refused.
+        changes: list[BindingChange] = []
+        slots = self._aors.get(aor)
+        if slots:
+            for uri, slot in list(slots.items()):
+                if slot.binding.expires_at <= now:
+                    self._drop(aor, uri)
+                    changes.append(BindingRemoved(slot.binding, RemovalReason.EXPIRED))
         try:
-            return self._handle(request, aor, source, now)
+            return self._handle(request, aor, source, now, changes), changes
         except _Reject as reject:
             response = self._response(request, reject.status, reject.reason)
             for name, value in reject.extra:
                 response.headers.add(name, value)
-            return response, []
+            return response, changes
         except ParseError as exc:
-            return self._response(request, exc.status_hint, exc.reason), []
+            return self._response(request, exc.status_hint, exc.reason), changes
 
     def _response(self, request: Request, status: int, reason: str | None = None) -> Response:
         try:
@@ -301,32 +312,22 @@ class Registrar:
             return make_response(request, status, reason)
 
     def _handle(
-        self, request: Request, aor: str, source: Peer, now: float
-    ) -> tuple[Response, list[BindingChange]]:
-        if request.method != "REGISTER":
-            raise LocalProtocolError("handle_register needs a REGISTER")
-        changes: list[BindingChange] = []
+        self, request: Request, aor: str, source: Peer, now: float, changes: list[BindingChange]
+    ) -> Response:
+        """Validate, then commit; raises _Reject/ParseError before changing anything."""
         slots = self._aors.get(aor)
-        if slots:
-            # Bindings past their time are gone, whether or not expire() ran yet.
-            for uri, slot in list(slots.items()):
-                if slot.binding.expires_at <= now:
-                    self._drop(aor, uri)
-                    changes.append(BindingRemoved(slot.binding, RemovalReason.EXPIRED))
-            slots = self._aors.get(aor)
 
         headers = request.headers
-        contacts = headers.get_all("Contact")
-        if not contacts:  # step 5: a query
-            return self._ok(request, aor, now, ()), changes
+        name_addrs = request.contacts  # parsed once and cached by the message
+        star = request.contact_star
+        if not name_addrs and not star:  # step 5: a query
+            return self._ok(request, aor, now, ())
 
         call_id = request.call_id
         cseq = request.cseq.seq
         header_expires = _parse_expires(headers.get("Expires"))
 
-        if request.contact_star:
-            if len(contacts) != 1:
-                raise _Reject(400, "Contact * Must Be Alone")
+        if star:  # the parser already refused "*" mixed with other contacts
             if header_expires != 0:
                 raise _Reject(400, "Contact * Needs Expires 0")
             for slot in (slots or {}).values():
@@ -336,9 +337,8 @@ class Registrar:
             for uri, slot in list((slots or {}).items()):
                 self._drop(aor, uri)
                 changes.append(BindingRemoved(slot.binding, RemovalReason.UNREGISTERED))
-            return self._ok(request, aor, now, ()), changes
+            return self._ok(request, aor, now, ())
 
-        name_addrs = request.contacts
         if (
             len(name_addrs) > max(self.max_contacts, 1)
             or len(name_addrs) > _MAX_CONTACTS_PER_REQUEST
@@ -348,7 +348,7 @@ class Registrar:
         if header_expires is None:
             header_expires = self.default_expires
         path: tuple[str, ...] = ()
-        if "Path" in headers and any(
+        if headers.get("Path") is not None and any(
             s.strip().lower() == "path" for s in headers.get_all("Supported")
         ):
             path = tuple(headers.get_all("Path"))
@@ -399,18 +399,18 @@ class Registrar:
             new = None
             if expires > 0:
                 new = Binding(
-                    aor=aor,
-                    uri=uri_text,
-                    contact=_contact_string(na),
-                    expires_at=now + expires,
-                    q=q,
-                    call_id=call_id,
-                    cseq=cseq,
-                    path=path,
-                    received=source,
-                    user_agent=user_agent,
-                    instance=instance,
-                    reg_id=reg_id,
+                    aor,
+                    uri_text,
+                    _contact_string(na, uri_text),
+                    now + expires,
+                    q,
+                    call_id,
+                    cseq,
+                    path,
+                    source,
+                    user_agent,
+                    instance,
+                    reg_id,
                 )
             plan.append((matched, new, na.uri))
 
@@ -442,7 +442,7 @@ class Registrar:
                 self._drop(aor, victim.uri)
                 changes.append(BindingRemoved(victim, RemovalReason.EVICTED))
 
-        return self._ok(request, aor, now, path), changes
+        return self._ok(request, aor, now, path)
 
     def _match(
         self,
@@ -470,7 +470,14 @@ class Registrar:
     def _ok(self, request: Request, aor: str, now: float, path: tuple[str, ...]) -> Response:
         response = self._response(request, 200, "OK")
         headers = response.headers
-        for b in self.bindings(aor, now):
+        slots = self._aors.get(aor)
+        if slots is None:
+            current: list[Binding] = []
+        elif len(slots) == 1:  # the common case: one phone, no sorting
+            current = [b for s in slots.values() if (b := s.binding).expires_at > now]
+        else:
+            current = self.bindings(aor, now)
+        for b in current:
             value = f"{b.contact};expires={b.remaining(now)}"
             if b.q != 1.0:
                 value += f";q={b.q:g}"

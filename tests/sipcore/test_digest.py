@@ -677,3 +677,22 @@ def test_server_rejects_bad_configuration() -> None:
         DigestServer(REALM, SECRET, algorithms=("SHA-1",))
     with pytest.raises(LocalProtocolError):
         make_credentials("a", "b", "c", algorithms=("CRC32",))
+
+
+def test_client_refuses_stale_challenge_repeating_the_used_nonce() -> None:
+    req = register()
+    first = Response(401, "Unauthorized")
+    first.headers.add("WWW-Authenticate", f'Digest realm="{REALM}", nonce="same", qop="auth"')
+    client = DigestClient()
+    answered = client.authorize(req, first, "alice", "pw", realm=REALM)
+    again = Response(401, "Unauthorized")
+    again.headers.add(
+        "WWW-Authenticate", f'Digest realm="{REALM}", nonce="same", qop="auth", stale=true'
+    )
+    with pytest.raises(LocalProtocolError, match="rejected"):
+        client.authorize(answered, again, "alice", "pw", realm=REALM)
+
+
+def test_long_secret_is_accepted() -> None:
+    srv = DigestServer(REALM, b"s" * 200)
+    assert srv.verify(authorized(srv), ALICE, lookup, T0 + 1).ok

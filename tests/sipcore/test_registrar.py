@@ -561,3 +561,14 @@ def test_random_sequences_agree_with_a_simple_model(ops: list[tuple[str, int, in
     assert reg.count() == len(model)
     timer = reg.get_timer()
     assert timer == (min(model.values()) if model else None)
+
+
+def test_refused_request_still_reports_expired_bindings() -> None:
+    reg = Registrar()
+    reg.handle_register(register("<sip:a@192.0.2.1>", expires=60), AOR, PHONE, T0)
+    resp, changes = reg.handle_register(
+        register("<sip:b@>;;;", expires=600, cseq=2), AOR, PHONE, T0 + 61
+    )
+    assert resp.status == 400
+    assert kinds(changes) == [("BindingRemoved", "sip:a@192.0.2.1")]
+    assert reg.count() == 0 and reg.get_timer() is None

@@ -131,6 +131,7 @@ class JitterBuffer:
         self._playout_ts = 0
         self._last_seq: int | None = None  # extended seq of the last emitted packet
         self._recent: set[int] = set()
+        self._skipped: set[int] = set()
         self._recent_order: deque[int] = deque()
         self._min_cur = float("inf")
         self._min_prev = float("inf")
@@ -194,6 +195,15 @@ class JitterBuffer:
         self._observe(ext_ts, arrival)
         self._insert(ext_seq, ext_ts, packet)
 
+    def skip(self, packet: RtpPacket) -> None:
+        """Note a packet of this stream that does not go through the buffer (an RFC 4733
+        telephone-event, handled elsewhere), so its sequence number is not taken for a loss."""
+        if packet.ssrc != self._ssrc or self._seq.highest is None:
+            return
+        ext_seq = self._seq.extend(packet.sequence_number)
+        if (self._last_seq is None or ext_seq > self._last_seq) and len(self._skipped) < 256:
+            self._skipped.add(ext_seq)
+
     def get(self, now: float) -> JitterOutput:
         """The output for the tick at ``now`` (call exactly once per ``ptime``)."""
         if not self._started:
@@ -252,6 +262,8 @@ class JitterBuffer:
             ext_seq, ext_ts, packet = head
             self._last_seq = ext_seq
             self._remember(ext_seq)
+            if self._skipped:
+                self._skipped = {s for s in self._skipped if s > ext_seq}
             self._playout_ts = max(self._playout_ts, ext_ts) + self.frame
             self._underrun = 0
             self.stats.emitted += 1
@@ -266,12 +278,21 @@ class JitterBuffer:
         if self._comfort_noise is not None:
             return JitterOutput(None, False, self._comfort_noise)
         if head is not None:
-            if self._last_seq is not None and head[0] == self._last_seq + 1:
+            if self._follows(head[0]):
                 self._talking = False
                 return _NOTHING  # a DTX gap: the next packet follows without loss
             self.stats.concealed += 1
             return _CONCEAL
         return self._underrun_output()
+
+    def _follows(self, ext_seq: int) -> bool:
+        """True when every sequence number between the last emitted one and ``ext_seq`` was
+        consumed by a non-audio packet (:meth:`skip`), i.e. nothing is missing."""
+        last = self._last_seq
+        if last is None:
+            return False
+        skipped = self._skipped
+        return all(s in skipped for s in range(last + 1, ext_seq)) if ext_seq - last < 64 else False
 
     def _hold(self) -> JitterOutput:
         """Repeat the current slot (playout position unchanged): adds one frame of delay."""
@@ -280,6 +301,8 @@ class JitterBuffer:
         return self._underrun_output()
 
     def _underrun_output(self) -> JitterOutput:
+        if self._last_seq is not None and self._last_seq + 1 in self._skipped:
+            self._talking = False  # the stream switched to telephone-events: not a loss
         if self._talking and self._underrun < _MAX_UNDERRUN_CONCEAL:
             self._underrun += 1
             self.stats.concealed += 1

@@ -241,9 +241,11 @@ class RtpPacket:
         if size < RTP_HEADER_SIZE:
             raise RtpError("shorter than the fixed RTP header")
         b0, b1, seq, ts, ssrc = _FIXED.unpack_from(data)
+        view = memoryview(data)
+        if b0 == 0x80:  # the common case: no CSRC, extension or padding
+            return cls(b1 & 0x7F, seq, ts, ssrc, view[12:], b1 > 127)
         if b0 >> 6 != RTP_VERSION:
             raise RtpError(f"RTP version {b0 >> 6}, expected 2")
-        view = data if isinstance(data, memoryview) else memoryview(data)
         offset = RTP_HEADER_SIZE
         cc = b0 & 0x0F
         csrc: tuple[int, ...] = ()

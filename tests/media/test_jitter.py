@@ -279,3 +279,28 @@ def test_delay_shrinks_again_in_silence_after_jitter_subsides() -> None:
     assert sum(early) / len(early) > 0.12
     assert sum(late) / len(late) < 0.06
     assert jb.stats.emitted > 0.95 * len(events)
+
+
+def test_skipped_telephone_events_are_not_loss() -> None:
+    jb = JitterBuffer(8000)
+    events = []
+    for i in range(60):
+        if 20 <= i < 30:  # a DTMF digit: telephone-event packets replace audio for 200 ms
+            events.append((0.05 + i * TICK, RtpPacket(101, i, 20 * 160, 3, b"\x01\x0a\x00\xa0")))
+        else:
+            events.append((0.05 + i * TICK, RtpPacket(0, i, i * 160, 3, b"a", marker=(i == 30))))
+    k, now, outputs = 0, 0.009, []
+    while now < 1.6:
+        while k < len(events) and events[k][0] <= now:
+            t, p = events[k]
+            if p.payload_type == 101:
+                jb.skip(p)
+            else:
+                jb.put(p, t)
+            k += 1
+        outputs.append(jb.get(now))
+        now += TICK
+    first = next(i for i, o in enumerate(outputs) if o.packet is not None)
+    middle = outputs[first : first + 50]
+    assert not any(o.conceal for o in middle)
+    assert jb.stats.emitted == 50 and jb.stats.late == 0

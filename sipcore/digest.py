@@ -376,7 +376,9 @@ class DigestServer:
     for; after that a correct response yields :attr:`AuthStatus.STALE`. ``algorithms`` are
     offered in the given order (one header each); ``proxy=True`` uses 407/Proxy-Authenticate/
     Proxy-Authorization instead of 401/WWW-Authenticate/Authorization. ``max_nonces`` bounds
-    the nonce-count table.
+    the nonce-count table. ``start_time``: when the secret survives restarts, pass the start-up
+    time — nonces issued before it are then only accepted as stale, because the nonce-counts
+    seen for them were lost with the old process (a captured request cannot be replayed).
     """
 
     def __init__(
@@ -388,6 +390,7 @@ class DigestServer:
         algorithms: Iterable[str] = ("SHA-256", "MD5"),
         proxy: bool = False,
         max_nonces: int = 100_000,
+        start_time: float | None = None,
     ) -> None:
         if not realm or any(c in realm for c in "\r\n\x00"):
             raise LocalProtocolError("realm must be non-empty text without CR/LF/NUL")
@@ -412,14 +415,8 @@ class DigestServer:
         # BLAKE2b takes keys up to 64 bytes; a longer secret is hashed down to one.
         self._secret = bytes(secret) if len(secret) <= 64 else hashlib.blake2b(secret).digest()
         self._realm_b = _b(realm)
-        self._status, self._reason = (
-            (407, "Proxy Authentication Required")
-            if proxy
-            else (
-                401,
-                "Unauthorized",
-            )
-        )
+        self._status = 407 if proxy else 401
+        self._reason = "Proxy Authentication Required" if proxy else "Unauthorized"
         self._challenge_header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         self._credentials_header = "Proxy-Authorization" if proxy else "Authorization"
         self.opaque = base64.urlsafe_b64encode(
@@ -433,7 +430,7 @@ class DigestServer:
         self._nc: dict[str, list[float]] = {}
         # Nonces issued at or before this time whose nc entry was evicted for space are only
         # accepted as stale (so an eviction can never re-open a replay window).
-        self._nc_floor = float("-inf")
+        self._nc_floor = float("-inf") if start_time is None else float(start_time)
 
     # -- nonces ---------------------------------------------------------------------------
 
@@ -554,7 +551,8 @@ class DigestServer:
         """
         try:
             return self._verify(request, peer_host, lookup, now)
-        except (ParseError, ValueError, TypeError, UnicodeError, OverflowError):
+        except (ParseError, ValueError, UnicodeError):
+            # Defence in depth: whatever the peer sent, it is a failed attempt, not a crash.
             return AuthResult(AuthStatus.FAILED, None, AuthFailure.MALFORMED)
 
     def _verify(

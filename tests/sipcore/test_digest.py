@@ -696,3 +696,13 @@ def test_client_refuses_stale_challenge_repeating_the_used_nonce() -> None:
 def test_long_secret_is_accepted() -> None:
     srv = DigestServer(REALM, b"s" * 200)
     assert srv.verify(authorized(srv), ALICE, lookup, T0 + 1).ok
+
+
+def test_restart_with_same_secret_does_not_reopen_replay() -> None:
+    before = server()
+    req = authorized(before, now=T0)
+    assert before.verify(req, ALICE, lookup, T0 + 1).ok
+    after = server(start_time=T0 + 2)  # restarted: the nonce-count table is gone
+    result = after.verify(req, ALICE, lookup, T0 + 3)
+    assert result.stale and not result.ok
+    assert after.verify(authorized(after, now=T0 + 3), ALICE, lookup, T0 + 4).ok

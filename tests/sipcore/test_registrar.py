@@ -572,3 +572,34 @@ def test_refused_request_still_reports_expired_bindings() -> None:
     assert resp.status == 400
     assert kinds(changes) == [("BindingRemoved", "sip:a@192.0.2.1")]
     assert reg.count() == 0 and reg.get_timer() is None
+
+
+_param_text = st.text(alphabet='0123456789.-+eE abc"<>:', max_size=12)
+
+
+@given(
+    st.one_of(st.none(), _param_text),
+    st.one_of(st.none(), _param_text),
+    st.one_of(st.none(), _param_text),
+    st.one_of(st.none(), _param_text),
+)
+def test_odd_expires_q_and_reg_id_never_raise(
+    header: str | None, expires: str | None, q: str | None, reg_id: str | None
+) -> None:
+    params = "".join(
+        f";{name}={value}"
+        for name, value in (("expires", expires), ("q", q), ("reg-id", reg_id))
+        if value is not None
+    )
+    extra = () if header is None else (f"Expires: {header}",)
+    try:
+        req = register(f"<sip:a@192.0.2.1>{params}", extra=extra)
+    except Exception:  # the parser refused the message: nothing reaches the registrar
+        return
+    reg = Registrar()
+    resp, changes = reg.handle_register(req, AOR, PHONE, T0)
+    assert resp.status in (200, 400, 423)
+    if resp.status == 200:
+        assert reg.count() == len(changes) == sum(isinstance(c, BindingAdded) for c in changes)
+    else:
+        assert changes == [] and reg.count() == 0

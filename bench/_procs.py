@@ -119,7 +119,7 @@ def sipp_uac(scenario: str, target: tuple[str, int], *, rate: int, calls: int, w
     """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended."""
     stat = workdir / f"stat-{rate}-{time.monotonic_ns()}.csv"
     args = [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(SCENARIOS / scenario),
-            "-i", "127.0.0.1", "-p", "0", "-m", str(calls), "-r", str(rate), "-rp", "1000",
+            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000",
             "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_stat",
             "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
             "-recv_timeout", "8000", "-buff_size", "4194304"]
@@ -138,15 +138,19 @@ def sipp_uac(scenario: str, target: tuple[str, int], *, rate: int, calls: int, w
     return SippRun(calls, ok, bad, elapsed)
 
 
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class SippUas:
     """A SIPp UAS on a free UDP port, pinned to ``cpu``."""
 
     def __init__(self, scenario: str, workdir: Path, cpu: int | None = None) -> None:
-        import socket
-
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = _free_udp_port()
         self.proc = subprocess.Popen(
             [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(SCENARIOS / scenario),
              "-i", "127.0.0.1", "-p", str(self.port), "-nostdin",

@@ -75,7 +75,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="asyncpbx-bench-register-"))
     users = [(str(100000 + i), f"pw{i:06d}") for i in range(args.users)]
     inf = workdir / "users.csv"
-    inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{p}\n" for u, p in users))
+    inf.write_text("SEQUENTIAL\n" + "".join(
+        f"{u};{p};[authentication username={u} password={p}]\n" for u, p in users))
     config = ('[sip]\nlisten = ["udp:127.0.0.1:0"]\ndomain = "127.0.0.1"\nmax_contacts = 10\n'
               '[log]\nlevel = "warning"\n')
     try:

@@ -56,6 +56,10 @@ def server_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
     """A server context: TLS 1.2 or newer only."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.3 session tickets: SIP connections are long-lived, so resumption buys nothing,
+    # and the post-handshake ticket records break clients that read the socket directly
+    # (sipsak 0.9.8 with GnuTLS: "select returned error").
+    ctx.num_tickets = 0
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
 

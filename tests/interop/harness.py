@@ -180,9 +180,16 @@ class SippResult:
     output: str
 
 
-def users_csv(path: Path, users: Sequence[tuple[str, str]]) -> Path:
-    """A SIPp injection file (SEQUENTIAL): field0 = extension, field1 = password."""
-    path.write_text("SEQUENTIAL\n" + "".join(f"{u};{p}\n" for u, p in users))
+def users_csv(path: Path, users: Sequence[tuple[str, str]], *extra: str,
+              auth_password: str | None = None) -> Path:
+    """A SIPp injection file (SEQUENTIAL): field0 = extension, field1 = password, field2 = the
+    ``[authentication …]`` keyword (with ``auth_password`` instead when given), field3… =
+    ``extra``."""
+    rows = []
+    for user, password in users:
+        auth = f"[authentication username={user} password={auth_password or password}]"
+        rows.append(";".join([user, password, auth, *extra]) + "\n")
+    path.write_text("SEQUENTIAL\n" + "".join(rows))
     return path
 
 
@@ -206,7 +213,10 @@ def sipp(
     host, port = target
     args = [
         binary, "-sf", str(SCENARIOS / scenario) if not scenario.startswith("/") else scenario,
-        "-t", transport, "-i", local_ip, "-p", "0", "-m", str(calls),
+        "-t", transport, "-i", local_ip, "-m", str(calls),
+        # an explicit port: with -p 0 SIPp binds a random one but writes 5060 into Via/Contact
+        "-p", str(free_port(local_ip, socket.SOCK_DGRAM if transport.startswith("u")
+                            else socket.SOCK_STREAM)),
         "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
         "-trace_stat", "-stf", str(stat), "-fd", "1", "-trace_err",
         "-error_file", str(workdir / "sipp-errors.log"),

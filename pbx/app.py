@@ -1,0 +1,332 @@
+"""The running server: wires config, store, the SIP endpoint, digest auth and the registrar.
+
+One asyncio process. The sans-IO :class:`~sipcore.endpoint.Endpoint` answers what the SIP core
+answers by itself (OPTIONS, 405/420/415/482/483, retransmissions, CANCEL); this module is the
+transaction user for the rest. Registrations live in memory (the registrar) and are written behind
+to SQLite once a second in one transaction; they are restored at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from pbx import __version__
+from pbx.config import Config
+from pbx.logsetup import configure_logging, get_logger
+from pbx.store import Store, User
+from pbx.tls import ensure_self_signed, server_context
+from sipcore.aio.endpoint import AsyncEndpoint
+from sipcore.aio.transport import TransportLimits
+from sipcore.digest import Credentials, DigestServer
+from sipcore.endpoint import Endpoint, EndpointConfig, Event, RequestReceived
+from sipcore.errors import ParseError
+from sipcore.message import Request, Response, make_response
+from sipcore.registrar import (
+    Binding,
+    BindingAdded,
+    BindingChange,
+    BindingRefreshed,
+    BindingRemoved,
+    Registrar,
+)
+from sipcore.transport import Peer
+from sipcore.uri import SipURI
+
+#: Methods this application handles (the endpoint answers 405 for the rest).
+ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS"})
+#: Option tags we implement (Require is checked against these; OPTIONS advertises them).
+#: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
+SUPPORTED_OPTIONS = frozenset({"path"})
+#: How often registration changes are written to the store, and expiries are applied.
+FLUSH_INTERVAL = 1.0
+
+
+class PbxServer:
+    """The asyncpbx server process (one per data directory)."""
+
+    def __init__(self, config: Config, store: Store, *, out: TextIO | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.out = out if out is not None else sys.stdout
+        self.log = get_logger("pbx")
+        self.seclog = get_logger("security")
+        self._credentials: dict[str, Credentials] = {}
+        self._users: dict[str, User] = {}
+        self.reload_users()
+        self.digest = DigestServer(
+            config.realm,
+            store.secret("nonce"),
+            nonce_ttl=config.auth.nonce_ttl,
+            algorithms=config.auth.algorithms,
+        )
+        self.registrar = Registrar(
+            min_expires=config.sip.min_expires,
+            max_expires=config.sip.max_expires,
+            default_expires=config.sip.default_expires,
+            max_contacts=config.sip.max_contacts,
+        )
+        self.sip: AsyncEndpoint[Event] | None = None
+        self._upserts: dict[tuple[str, str], Binding] = {}
+        self._removals: set[tuple[str, str]] = set()
+        self._stopping: asyncio.Event | None = None
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def reload_users(self) -> None:
+        """(Re)load users into the in-memory cache the hot path reads."""
+        self._users = {u.extension: u for u in self.store.users()}
+        self._credentials = {ext: u.credentials() for ext, u in self._users.items()}
+        stale_realm = [u.extension for u in self._users.values() if u.realm != self.config.realm]
+        if stale_realm:
+            self.log.warning("auth.realm_mismatch", realm=self.config.realm, users=stale_realm,
+                             hint="these users were created for another realm; set their "
+                                  "passwords again")
+
+    def _lookup(self, username: str) -> Credentials | None:
+        return self._credentials.get(username)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def run(self, *, on_ready: Callable[[PbxServer], None] | None = None) -> None:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT)."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stopping.set)
+
+        restored = self.registrar.restore(self.store.load_bindings(time.time()), time.time())
+        specs = self.config.sip.listen_specs()
+        server_ssl = None
+        if any(s.transport in ("tls", "wss") for s in specs):
+            cert, key = self._tls_files()
+            server_ssl = server_context(cert, key)
+        endpoint = Endpoint(self._endpoint_config())
+        self.sip = AsyncEndpoint(
+            endpoint,
+            [str(s) for s in specs],
+            server_ssl=server_ssl,
+            ws_origins=self.config.sip.ws_origins,
+            limits=TransportLimits(
+                max_message_size=self.config.sip.max_message_size,
+                max_connections_per_source=self.config.sip.max_connections_per_source,
+                idle_timeout=self.config.sip.idle_timeout,
+            ),
+            on_event=self._on_event,
+        )
+        await self.sip.start()
+        try:
+            self._set_local_addresses(endpoint)
+            self.log.info("server.started", version=__version__, domain=self.config.domain,
+                          listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
+                          registrations_restored=len(restored) if restored else
+                          self.registrar.count())
+            if on_ready is not None:
+                on_ready(self)
+            await self._housekeeping()
+        finally:
+            await self.sip.close()
+            self._flush_sync()
+            self.log.info("server.stopped")
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def _tls_files(self) -> tuple[Path, Path]:
+        if self.config.tls.cert:
+            return Path(self.config.tls.cert), Path(self.config.tls.key)
+        hosts = [self.config.domain, *(s.host for s in self.config.sip.listen_specs())]
+        return ensure_self_signed(Path(self.config.data_dir), hosts)
+
+    def _endpoint_config(self) -> EndpointConfig:
+        sent_by = {s.transport: (s.host, s.port) for s in self.config.sip.listen_specs()}
+        return EndpointConfig(
+            sent_by=sent_by,
+            user_agent=f"{self.config.sip.user_agent}/{__version__}",
+            allow=ALLOWED_METHODS,
+            supported=SUPPORTED_OPTIONS,
+            t1=self.config.sip.t1,
+        )
+
+    def _set_local_addresses(self, endpoint: Endpoint) -> None:
+        """Tell the endpoint the ports actually bound (port 0 in the config)."""
+        assert self.sip is not None
+        for transport, host, port in self.sip.listening():
+            endpoint.set_sent_by(transport, host, port)
+
+    async def _housekeeping(self) -> None:
+        """Once a second: expire registrations and write registration changes behind."""
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
+            self._apply(self.registrar.expire(time.time()))
+            await self._flush()
+
+    def _apply(self, changes: list[BindingChange]) -> None:
+        for change in changes:
+            b = change.binding
+            key = (b.aor, b.uri)
+            if isinstance(change, BindingRemoved):
+                self._upserts.pop(key, None)
+                self._removals.add(key)
+                self.log.info("sip.register.removed", aor=b.aor, contact=b.uri,
+                              reason=change.reason.value)
+            else:
+                self._removals.discard(key)
+                self._upserts[key] = b
+                if isinstance(change, BindingAdded):
+                    self.log.info("sip.register.added", aor=b.aor, contact=b.uri,
+                                  expires=b.remaining(time.time()),
+                                  src=f"{b.received.host}:{b.received.port}" if b.received else None)
+                elif isinstance(change, BindingRefreshed):
+                    self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri)
+
+    def _take_batch(self) -> tuple[list[Binding], list[tuple[str, str]]]:
+        upserts, removals = list(self._upserts.values()), list(self._removals)
+        self._upserts.clear()
+        self._removals.clear()
+        return upserts, removals
+
+    async def _flush(self) -> None:
+        if not self._upserts and not self._removals:
+            return
+        upserts, removals = self._take_batch()
+        try:
+            await asyncio.to_thread(self.store.save_bindings, upserts, removals)
+        except Exception:
+            self.log.exception("store.write_failed", rows=len(upserts) + len(removals))
+
+    def _flush_sync(self) -> None:
+        if self._upserts or self._removals:
+            self.store.save_bindings(*self._take_batch())
+
+    # -- SIP ---------------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            request = event.request
+            with structlog.contextvars.bound_contextvars(call_id=_safe_call_id(request)):
+                try:
+                    if request.method == "REGISTER":
+                        self._on_register(request, event.peer)
+                    else:  # pragma: no cover - the endpoint filters by ALLOWED_METHODS
+                        self._respond(make_response(request, 405))
+                except Exception:
+                    # The per-request supervisor: one bad request never takes the server down.
+                    self.log.exception("sip.request.failed", method=request.method)
+                    with contextlib.suppress(Exception):
+                        self._respond(make_response(request, 500, "Server Internal Error"))
+
+    def _respond(self, response: Response) -> None:
+        assert self.sip is not None
+        self.sip.send_response(response)
+
+    def _aor_of(self, request: Request) -> tuple[str, str] | None:
+        """(extension, canonical AOR) for the To of a REGISTER, or None when not ours."""
+        uri = request.to.uri
+        if not isinstance(uri, SipURI) or not uri.user:
+            return None
+        return uri.user, f"sip:{uri.user}@{self.config.domain}"
+
+    def _on_register(self, request: Request, peer: Peer) -> None:
+        now = time.time()
+        result = self.digest.verify(request, peer.host, self._lookup, now)
+        if not result.ok:
+            if result.failed and result.reason is not None and result.is_guess:
+                # fail2ban: "security.auth.failed src=<ip>"
+                self.seclog.warning("security.auth.failed", src=peer.host,
+                                    user=result.username, reason=result.reason.value,
+                                    method="REGISTER")
+            self._respond(self.digest.challenge(request, peer.host, now, stale=result.stale))
+            return
+        try:
+            target = self._aor_of(request)
+        except ParseError as exc:
+            self._respond(make_response(request, 400, exc.reason))
+            return
+        if target is None or target[0] != result.username:
+            # Authenticated, but for another user's address (RFC 3261 §10.3 step 6).
+            self._respond(make_response(request, 403, "Forbidden: may not register this AOR"))
+            return
+        response, changes = self.registrar.handle_register(request, target[1], peer, now)
+        self._apply(changes)
+        self._respond(response)
+
+
+def _safe_call_id(request: Request) -> str | None:
+    try:
+        return request.call_id
+    except ParseError:
+        return None
+
+
+def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]]) -> None:
+    out, config = server.out, server.config
+    assert server.sip is not None
+    print(f"asyncpbx {__version__}: SIP domain {config.domain}, realm {config.realm}, "
+          f"data in {Path(config.data_dir).resolve()}", file=out)
+    listening = server.sip.listening()
+    for transport, host, port in listening:
+        print(f"listening {transport} {host} {port}", file=out)
+    if demo:
+        udp = next(((h, p) for t, h, p in listening if t == "udp"), None) or listening[0][1:]
+        host = f"[{udp[0]}]" if ":" in udp[0] else udp[0]
+        print("\ndemo users (created now; passwords are shown only once):", file=out)
+        for ext, password, name in demo:
+            print(f"  {ext}  password {password}  ({name})", file=out)
+        ext, password, _ = demo[0]
+        print(f"\nregister a phone: SIP server {host}:{udp[1]}, user {ext}, password {password}, "
+              f"domain {config.domain}", file=out)
+        print(f"  baresip accounts line: <sip:{ext}@{config.domain}>;"
+              f"outbound=\"sip:{host}:{udp[1]}\";auth_pass={password}", file=out)
+        print(f"  or from a shell: sipsak -U -s sip:{ext}@{host}:{udp[1]} -a {password}", file=out)
+        print("calls between users, the portal and the browser softphone come with the next "
+              "releases of this server (see README.md)", file=out)
+    print("ready", file=out, flush=True)
+
+
+def serve(config: Config, *, demo: bool = False) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(config.log.level, json=config.log.json)
+    store = Store(config.data_dir)
+    created = []
+    if demo:
+        from pbx.cli import demo_users
+
+        created = demo_users(store, config.realm)
+    server = PbxServer(config, store)
+
+    def ready(s: PbxServer) -> None:
+        _print_banner(s, created)
+
+    try:
+        _run(server.run(on_ready=ready))
+    except OSError as exc:
+        print(f"asyncpbx: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def _run(coro: Any) -> None:
+    """Run on uvloop when it is installed (it is a dependency), else the default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)

@@ -23,22 +23,29 @@ counted) → header validation → source rule → payload. No per-packet loggin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 
 from media import batchio as _batchio_ref
+from media import rtcp as _rtcp
 from media._accel import load
+from media.codecs import Codec, PayloadFormat, UnsupportedCodec, create_codec
+from media.jitter import JitterBuffer
+from media.mixer import Codec as MixCodec
+from media.mixer import Mixer, Mode
 from media.port import PTIME, Frame, MediaPort, samples_per_frame
+from media.resample import Resampler
+from media.rtp import RtpError, RtpPacket
+from media.stats import ReceiverStatistics
 
 _hubmod: Any = load("media._batchio", "media.batchio")
 
@@ -48,197 +55,55 @@ __all__ = [
     "Link",
     "MediaClock",
     "MediaEngine",
+    "Mode",
     "Phase",
     "RelayBridge",
     "RtpSession",
     "SrtpKeys",
+    "make_codec",
+    "payload_format",
 ]
 
 # -------------------------------------------------------------------------------------------------
-# Codecs: the `media.codecs` registry when present, else a tiny internal one (G.711 tables, PyAV).
+# Codecs come from media.codecs; names from SDP map to their standard RTP clock rates.
 # -------------------------------------------------------------------------------------------------
 
-
-class Codec(Protocol):
-    """What a session needs from a codec object."""
-
-    name: str
-    sample_rate: int  # PCM rate of frames
-    clock_rate: int  # RTP timestamp rate
-
-    def encode(self, frame: Frame) -> bytes: ...
-
-    def decode(self, payload: bytes) -> Frame: ...
+_CLOCK_RATES = {"PCMU": (8000, 1), "PCMA": (8000, 1), "G722": (8000, 1), "OPUS": (48000, 2)}
 
 
-def _ulaw_tables() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    # ITU-T G.711 μ-law: decode table by formula, encode table by exhaustive nearest code.
-    codes = np.arange(256, dtype=np.int32)
-    u = ~codes & 0xFF
-    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
-    dec = np.where(u & 0x80, 0x84 - t, t - 0x84).astype(np.int16)
-    x = np.arange(-32768, 32768, dtype=np.int32)
-    sign = np.where(x < 0, 0x7F, 0xFF)
-    mag = np.minimum(np.abs(x), 32635) + 0x84
-    seg = np.floor(np.log2(mag)).astype(np.int32) - 7
-    mant = (mag >> (seg + 3)) & 0x0F
-    enc_signed = (((seg << 4) | mant) ^ sign) & 0xFF
-    enc = np.empty(65536, dtype=np.uint8)
-    enc[x.astype(np.uint16)] = enc_signed
-    return enc, dec
+def payload_format(name: str, payload_type: int | None = None) -> PayloadFormat:
+    """The :class:`~media.codecs.PayloadFormat` for an SDP encoding name (PCMU, PCMA, G722, OPUS).
 
-
-def _alaw_tables() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    codes = np.arange(256, dtype=np.int32)
-    a = codes ^ 0x55
-    seg = (a & 0x70) >> 4
-    mant = a & 0x0F
-    t = np.where(seg == 0, (mant << 4) + 8, ((mant << 4) + 0x108) << np.maximum(seg - 1, 0))
-    dec = np.where(a & 0x80, t, -t).astype(np.int16)
-    x = np.arange(-32768, 32768, dtype=np.int32)
-    # Nearest code per input by searching the sorted decode values (exact for G.711 A-law).
-    order = np.argsort(dec.astype(np.int32), kind="stable")
-    vals = dec.astype(np.int32)[order]
-    idx = np.clip(np.searchsorted(vals, x), 1, 255)
-    lo, hi = vals[idx - 1], vals[idx]
-    pick = np.where(np.abs(x - lo) <= np.abs(hi - x), idx - 1, idx)
-    enc = np.empty(65536, dtype=np.uint8)
-    enc[x.astype(np.uint16)] = order[pick].astype(np.uint8)
-    return enc, dec
-
-
-class _G711:
-    clock_rate = 8000
-    sample_rate = 8000
-    _tables: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        if name not in self._tables:
-            self._tables[name] = _ulaw_tables() if name == "PCMU" else _alaw_tables()
-        self._enc, self._dec = self._tables[name]
-
-    def encode(self, frame: Frame) -> bytes:
-        return bytes(self._enc[frame.view(np.uint16)])
-
-    def decode(self, payload: bytes) -> Frame:
-        out: Frame = self._dec[np.frombuffer(payload, dtype=np.uint8)]
-        return out
-
-
-class _AvCodec:
-    """G.722 or Opus through PyAV (libavcodec) — used until ``media.codecs`` provides them."""
-
-    def __init__(self, name: str) -> None:
-        import av
-
-        self.name = name
-        if name == "G722":
-            self.sample_rate, self.clock_rate, lib = 16000, 8000, "g722"
-        else:
-            self.sample_rate, self.clock_rate, lib = 48000, 48000, "libopus"
-        self._av = av
-        self._enc: Any = cast(Any, av.CodecContext).create(lib, "w")
-        self._enc.sample_rate = self.sample_rate
-        self._enc.format = "s16"
-        self._enc.layout = "mono"
-        if name == "OPUS":
-            self._enc.bit_rate = 32000
-        self._enc.open()
-        dec_name = "g722" if name == "G722" else "libopus"
-        self._dec: Any = cast(Any, av.CodecContext).create(dec_name, "r")
-        self._dec.sample_rate = self.sample_rate
-        self._dec.layout = "mono"
-        self._dec.format = "s16"
-        self._dec.open()
-        self._pts = 0
-        self._n = samples_per_frame(self.sample_rate)
-
-    def encode(self, frame: Frame) -> bytes:
-        f = self._av.AudioFrame.from_ndarray(
-            frame.reshape(1, -1).astype(np.int16), format="s16", layout="mono"
-        )
-        f.sample_rate = self.sample_rate
-        f.pts = self._pts
-        self._pts += len(frame)
-        return b"".join(bytes(p) for p in self._enc.encode(f))
-
-    def decode(self, payload: bytes) -> Frame:
-        pkt = self._av.Packet(payload)
-        chunks = [fr.to_ndarray().reshape(-1) for fr in self._dec.decode(pkt)]
-        if not chunks:
-            return np.zeros(self._n, dtype=np.int16)
-        data = np.concatenate(chunks)
-        if data.dtype != np.int16:
-            data = (np.clip(data.astype(np.float32), -1, 1) * 32767).astype(np.int16)
-        out: Frame = data[: self._n] if len(data) >= self._n else np.pad(data, (0, self._n - len(data)))
-        return out
-
-
-def make_codec(name: str) -> Codec:
-    """A codec object for an SDP encoding name (PCMU, PCMA, G722, OPUS)."""
+    ``payload_type`` defaults to the static number (0, 8, 9) or 111 for Opus.
+    """
     key = name.upper()
-    if key in ("PCMU", "PCMA"):
-        return _G711(key)
-    if key in ("G722", "OPUS"):
-        return _AvCodec(key)
-    raise ValueError(f"unsupported codec {name!r}")
+    if key not in _CLOCK_RATES:
+        raise UnsupportedCodec(name)
+    rate, channels = _CLOCK_RATES[key]
+    pt = payload_type if payload_type is not None else {"PCMU": 0, "PCMA": 8, "G722": 9}.get(
+        key, 111
+    )
+    return PayloadFormat(pt, "opus" if key == "OPUS" else key, rate, channels)
 
 
-def _resample(frame: Frame, src: int, dst: int) -> Frame:
-    """Band-limited enough for speech: linear interpolation between the two 20 ms grids."""
-    if src == dst:
-        return frame
-    n = samples_per_frame(dst)
-    x = np.arange(n, dtype=np.float64) * (src / dst)
-    out: Frame = np.interp(x, np.arange(len(frame)), frame.astype(np.float64)).astype(np.int16)
-    return out
+def make_codec(codec: str | PayloadFormat, payload_type: int | None = None) -> Codec:
+    """A fresh codec object (``media.codecs``) for an encoding name or a payload format."""
+    fmt = codec if isinstance(codec, PayloadFormat) else payload_format(codec, payload_type)
+    return create_codec(fmt)
 
 
-# -------------------------------------------------------------------------------------------------
-# Jitter buffer: fixed prefetch, seq-ordered, one 20 ms frame per packet.
-# -------------------------------------------------------------------------------------------------
+class _Resample:
+    """A stateful resampler that is a no-op when the rates agree."""
 
+    __slots__ = ("_r",)
 
-class _JitterBuffer:
-    """Reorders by sequence number and releases one payload per tick after ``prefetch`` ticks."""
+    def __init__(self, src: int, dst: int) -> None:
+        self._r = Resampler(src, dst) if src != dst else None
 
-    def __init__(self, prefetch: int = 3, capacity: int = 16) -> None:
-        self.prefetch = prefetch
-        self.capacity = capacity
-        self._buf: dict[int, bytes] = {}
-        self._next = -1
-        self._playing = False
-        self.late = 0
-        self.lost = 0
-
-    def put(self, seq: int, payload: bytes) -> None:
-        if self._next >= 0 and ((seq - self._next) & 0xFFFF) >= 0x8000:
-            self.late += 1  # behind the playout point: too late to play
-            return
-        if self._next < 0:
-            self._next = seq
-        self._buf[seq] = payload
-        if len(self._buf) > self.capacity:
-            # Far behind (e.g. a burst after a stall): skip to the oldest buffered packet.
-            self._next = min(self._buf, key=lambda s: (s - self._next) & 0xFFFF)
-            while len(self._buf) > self.prefetch:
-                self._buf.pop(self._next, None)
-                self._next = (self._next + 1) & 0xFFFF
-
-    def get(self) -> bytes | None:
-        if not self._playing:
-            if len(self._buf) < self.prefetch:
-                return None
-            self._playing = True
-        if not self._buf:
-            self._playing = False  # underrun: refill before playing again
-            return None
-        payload = self._buf.pop(self._next, None)
-        if payload is None:
-            self.lost += 1
-        self._next = (self._next + 1) & 0xFFFF
-        return payload
+    def __call__(self, frame: Frame) -> Frame:
+        if self._r is None:
+            return frame
+        return self._r.process(frame)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -370,39 +235,24 @@ class SrtpKeys(Protocol):
 
 
 # -------------------------------------------------------------------------------------------------
-# RTCP (RFC 3550 §6.4): just enough to send SR/RR and validate what comes in
-# -------------------------------------------------------------------------------------------------
-
-_NTP_EPOCH = 2208988800
-_RTP_HDR = struct.Struct("!BBHII")
-_SR = struct.Struct("!BBHIIIIII")
-_RB = struct.Struct("!IIIIII")
-
-
-def _rtcp_valid(data: bytes) -> bool:
-    """RFC 3550 §A.2 compound validity: version 2, every length inside, at least 8 bytes."""
-    n = len(data)
-    if n < 8 or data[0] >> 6 != 2 or not 192 <= data[1] <= 223:
-        return False
-    off = 0
-    while off < n:
-        if n - off < 4 or data[off] >> 6 != 2:
-            return False
-        off += 4 * (((data[off + 2] << 8) | data[off + 3]) + 1)
-    return off == n
-
-
-# -------------------------------------------------------------------------------------------------
 # RTP session: one call leg
 # -------------------------------------------------------------------------------------------------
+
+_RTP_HDR = struct.Struct("!BBHII")
+_SEQ_TS_SSRC = struct.Struct("!HII")
+_DTMF_EVENTS = "0123456789*#ABCD"
+_DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False), "recvonly": (False, True),
+               "inactive": (False, False)}
 
 
 class RtpSession:
     """One call leg's RTP/RTCP endpoint, and a media port at its codec's sample rate.
 
-    Created by :meth:`MediaEngine.create_session`. ``get_frame()`` pulls the jitter buffer and
-    decodes (None while nothing is playable); ``put_frame()`` encodes and sends one RTP packet.
-    While the session is a leg of a :class:`RelayBridge` its packets bypass both.
+    Created by :meth:`MediaEngine.create_session`. Per tick, ``get_frame()`` pulls the jitter
+    buffer once (later calls in the same tick return the same frame) and decodes or conceals;
+    ``put_frame()`` encodes and sends one RTP packet. ``get_payload()``/``put_payload()`` are the
+    same without the codec (the conference mixer's fused G.711 path). While the session is a leg
+    of a :class:`RelayBridge` its packets bypass all of these.
     """
 
     def __init__(
@@ -411,11 +261,10 @@ class RtpSession:
         rtp_sock: socket.socket,
         rtcp_sock: socket.socket | None,
         *,
-        payload_type: int,
-        codec: str,
+        fmt: PayloadFormat,
         telephone_event_pt: int | None,
         srtp: SrtpKeys | None,
-        jitter_prefetch: int,
+        cn_payload_type: int | None,
     ) -> None:
         self.engine = engine
         self._rtp_sock = rtp_sock
@@ -427,34 +276,28 @@ class RtpSession:
             hub.add(rtcp_sock, raw=True) if rtcp_sock is not None else None
         )
         self.local_addr: tuple[str, int] = rtp_sock.getsockname()[:2]
-        self.rtcp_port = self.local_addr[1] if rtcp_sock is None else rtcp_sock.getsockname()[1]
+        self.rtcp_port: int = (
+            self.local_addr[1] if rtcp_sock is None else rtcp_sock.getsockname()[1]
+        )
         self.srtp = srtp
         self.ssrc = int.from_bytes(os.urandom(4), "big")
-        self._seq = int.from_bytes(os.urandom(2), "big")
-        self._ts = int.from_bytes(os.urandom(4), "big")
         self.telephone_event_pt = telephone_event_pt
+        self.cn_payload_type = cn_payload_type
         self.remote: tuple[str, int] | None = None
         self.remote_rtcp: tuple[str, int] | None = None
-        self._rtcp_learned: tuple[str, int] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.relay_peer: RtpSession | None = None  # Python-path relay (SRTP legs)
-        self._jitter = _JitterBuffer(prefetch=jitter_prefetch)
+        self.sending = True
+        self.receiving = True
+        self.closed = False
         self._dtmf_last_ts = -1
         self._marker = True
         self._last_tx = 0.0
-        self.closed = False
-        # receive statistics (RFC 3550 §A.3, §A.8)
-        self._rx_ssrc = 0
-        self._rx_base = -1
-        self._rx_max = 0
-        self._rx_cycles = 0
-        self._rx_count = 0
-        self._rx_prior_expected = 0
-        self._rx_prior_count = 0
-        self._jitter_est = 0.0
-        self._transit = 0.0
-        self._lsr = 0
-        self._lsr_at = 0.0
+        self._tick_at = -1.0
+        self._tick_packet: RtpPacket | None = None
+        self._tick_conceal = False
+        self._tick_frame: Frame | None = None
+        self._tick_decoded = False
         self.counters: dict[str, int] = {
             "srtp_auth": 0,
             "rtcp_malformed": 0,
@@ -464,29 +307,40 @@ class RtpSession:
             "unknown_pt": 0,
             "dtmf_rx": 0,
         }
-        self.set_codec(payload_type, codec)
+        self.set_format(fmt)
+        hub.set_ssrc(self.slot, self.ssrc, int.from_bytes(os.urandom(2), "big"),
+                     int.from_bytes(os.urandom(4), "big"))
 
     # -- configuration ---------------------------------------------------------------------------
 
     @property
     def local_port(self) -> int:
+        """The RTP port to put in SDP (``m=audio <port>``)."""
         return self.local_addr[1]
 
-    def set_codec(self, payload_type: int, codec: str | Codec) -> None:
-        """Use ``codec`` (name or object) under ``payload_type`` for both directions."""
-        self.payload_type = payload_type
-        self.codec: Codec = make_codec(codec) if isinstance(codec, str) else codec
+    def set_format(self, fmt: PayloadFormat) -> None:
+        """Use the negotiated payload format (pt + codec) for both directions (re-INVITE)."""
+        self.format = fmt
+        self.payload_type = fmt.payload_type
+        self.codec: Codec = create_codec(fmt)
         self.sample_rate: int = self.codec.sample_rate
-        self._ts_step = self.codec.clock_rate // 50
-        self._hub.set_ssrc(self.slot, self.ssrc, self._seq, self._ts)
+        self._jitter = JitterBuffer(clock_rate=fmt.clock_rate, cn_payload_type=self.cn_payload_type)
+        self._rx = ReceiverStatistics(fmt.clock_rate)
 
     def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
-        """The signalled address from SDP (``c=``/``m=``, ``a=rtcp``); sends go there."""
+        """The signalled address from SDP (``c=``/``m=``, ``a=rtcp``); sends go there.
+
+        ``host`` must be a numeric IP address (resolve names in the signalling layer).
+        """
         self.remote = (host, port)
         self._hub.set_remote(self.slot, self.remote)
         if self.rtcp_slot is not None:
             self.remote_rtcp = (host, rtcp_port if rtcp_port is not None else port + 1)
             self._hub.set_remote(self.rtcp_slot, self.remote_rtcp)
+
+    def set_direction(self, direction: str) -> None:
+        """SDP direction: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (hold)."""
+        self.sending, self.receiving = _DIRECTIONS[direction]
 
     @property
     def send_address(self) -> tuple[str, int] | None:
@@ -496,55 +350,90 @@ class RtpSession:
 
     # -- media port ------------------------------------------------------------------------------
 
+    def _pull(self) -> None:
+        clock = self.engine._clock
+        now = clock.now if clock is not None else 0.0
+        if now == self._tick_at:
+            return
+        self._tick_at = now
+        self._tick_decoded = False
+        self._tick_frame = None
+        out = self._jitter.get(now)
+        self._tick_packet = out.packet
+        self._tick_conceal = out.conceal
+
     def get_frame(self) -> Frame | None:
-        """Next decoded frame from the jitter buffer (None: nothing to play this tick)."""
-        payload = self._jitter.get()
-        if payload is None:
+        """This tick's decoded frame (concealment for a lost packet; None in silence)."""
+        self._pull()
+        if not self._tick_decoded:
+            self._tick_decoded = True
+            pkt = self._tick_packet
+            if pkt is not None and pkt.payload_type == self.payload_type:
+                self._tick_frame = self.codec.decode(pkt.payload)
+            elif pkt is None and self._tick_conceal:
+                self._tick_frame = self.codec.conceal()
+        return self._tick_frame
+
+    def get_payload(self) -> bytes | None:
+        """This tick's undecoded payload in the session's codec (None: nothing arrived)."""
+        self._pull()
+        pkt = self._tick_packet
+        if pkt is None or pkt.payload_type != self.payload_type:
             return None
-        return self.codec.decode(payload)
+        return bytes(pkt.payload)
 
     def put_frame(self, frame: Frame) -> None:
         """Encode one 20 ms frame and send it as one RTP packet."""
-        self._send_payload(self.payload_type, self.codec.encode(frame), self._ts_step)
+        if self.sending:
+            self._send_payload(self.payload_type, self.codec.encode(frame),
+                               self.codec.timestamp_increment)
 
-    def _send_payload(self, pt: int, payload: bytes, step: int, marker: bool = False) -> None:
+    def put_payload(self, payload: bytes | bytearray | memoryview) -> None:
+        """Send one 20 ms payload already in the session's codec."""
+        if self.sending:
+            self._send_payload(self.payload_type, payload, self.codec.timestamp_increment)
+
+    def _send_payload(
+        self, pt: int, payload: bytes | bytearray | memoryview, step: int, marker: bool = False
+    ) -> None:
         if self.closed:
             return
-        seq, ts = self._hub.last_sent(self.slot)
+        hub = self._hub
+        seq, ts = hub.last_sent(self.slot)
         clock = self.engine._clock
         now = clock.now if clock is not None else 0.0
-        if not self._marker:
+        if self._marker:
+            marker = True
+        else:
             seq = (seq + 1) & 0xFFFF
             # The timestamp follows media time, so silence (no put_frame) advances it too.
             gap = max(1, round((now - self._last_tx) / PTIME)) if now > self._last_tx else 1
             ts = (ts + step * gap) & 0xFFFFFFFF
             marker = marker or gap > 1
         self._last_tx = now
-        m = 0x80 if (self._marker or marker) else 0
         self._marker = False
-        pkt = _RTP_HDR.pack(0x80, m | pt, seq, ts, self.ssrc) + payload
+        pkt = _RTP_HDR.pack(0x80, (0x80 if marker else 0) | pt, seq, ts, self.ssrc) + payload
         if self.srtp is not None:
-            self._hub.set_ssrc(self.slot, self.ssrc, seq, ts)
-            pkt = self.srtp.protect(pkt)
-            self._hub.send(self.slot, pkt)
+            hub.set_ssrc(self.slot, self.ssrc, seq, ts)
+            hub.send(self.slot, self.srtp.protect(pkt))
         else:
-            self._hub.send_rtp(self.slot, pkt)
+            hub.send_rtp(self.slot, pkt)
 
     def send_dtmf(self, digit: str, duration_ms: int = 100, volume: int = 10) -> None:
-        """Send one RFC 4733 telephone-event now (three end packets, same timestamp)."""
+        """Send one RFC 4733 telephone-event now (three end packets with one timestamp)."""
         if self.telephone_event_pt is None:
             raise ValueError("no telephone-event payload type negotiated")
-        event = "0123456789*#ABCD".index(digit.upper())
+        event = _DTMF_EVENTS.index(digit.upper())
         seq, ts = self._hub.last_sent(self.slot)
-        dur = duration_ms * self.codec.clock_rate // 1000
+        dur = duration_ms * self.format.clock_rate // 1000
+        payload = struct.pack("!BBH", event, 0x80 | volume, dur)
         for i in range(3):
-            payload = struct.pack("!BBH", event, 0x80 | volume, dur)
             pkt = _RTP_HDR.pack(
                 0x80, (0x80 if i == 0 else 0) | self.telephone_event_pt,
                 (seq + 1 + i) & 0xFFFF, ts, self.ssrc,
             ) + payload
             if self.srtp is not None:
-                self._hub.set_ssrc(self.slot, self.ssrc, (seq + 1 + i) & 0xFFFF, ts)
+                self._hub.set_ssrc(self.slot, self.ssrc, seq + 1 + i, ts)
                 self._hub.send(self.slot, self.srtp.protect(pkt))
             else:
                 self._hub.send_rtp(self.slot, pkt)
@@ -564,6 +453,8 @@ class RtpSession:
                 data = plain
             if not self._hub.accept(self.slot, data, addr, now):
                 return
+        if not self.receiving:
+            return
         peer = self.relay_peer
         if peer is not None:
             peer._relay_in(data)
@@ -571,57 +462,41 @@ class RtpSession:
         self._on_rtp(data, now)
 
     def _relay_in(self, data: bytes) -> None:
-        # Python-path relay (used when a leg has SRTP): rewrite to our stream, protect, send.
+        # Python-path relay (a leg has SRTP): continue our stream, protect, send.
         seq, ts = self._hub.last_sent(self.slot)
         buf = bytearray(data)
-        struct.pack_into("!HII", buf, 2, (seq + 1) & 0xFFFF, (ts + self._ts_step) & 0xFFFFFFFF,
-                         self.ssrc)
+        seq = (seq + 1) & 0xFFFF
+        ts = (ts + self.codec.timestamp_increment) & 0xFFFFFFFF
+        _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, self.ssrc)
         if self.srtp is not None:
-            self._hub.set_ssrc(self.slot, self.ssrc, seq + 1, ts + self._ts_step)
+            self._hub.set_ssrc(self.slot, self.ssrc, seq, ts)
             self._hub.send(self.slot, self.srtp.protect(bytes(buf)))
         else:
             self._hub.send_rtp(self.slot, buf)
 
     def _on_rtp(self, data: bytes, now: float) -> None:
-        b1 = data[1]
-        pt = b1 & 0x7F
-        seq = (data[2] << 8) | data[3]
-        hl = _batchio_ref.rtp_header_length(data)
-        end = len(data) - (data[-1] if data[0] & 0x20 else 0)
-        payload = data[hl:end]
-        ts = int.from_bytes(data[4:8], "big")
-        self._rx_stats(int.from_bytes(data[8:12], "big"), seq, ts, now)
-        if pt == self.payload_type:
-            self._jitter.put(seq, payload)
+        try:
+            pkt = RtpPacket.parse(data)
+        except RtpError:  # the hub checked the header already; belt and braces
+            return
+        pt = pkt.payload_type
+        rx = self._rx
+        if rx.ssrc != pkt.ssrc:
+            if rx.ssrc is not None:  # a new source (re-INVITE, transfer): fresh statistics
+                rx = self._rx = ReceiverStatistics(self.format.clock_rate)
+            rx.ssrc = pkt.ssrc
+        rx.update(pkt.sequence_number, pkt.timestamp, now)
+        if pt == self.payload_type or pt == self.cn_payload_type:
+            self._jitter.put(pkt, now)
         elif pt == self.telephone_event_pt:
-            if len(payload) >= 4 and payload[1] & 0x80 and ts != self._dtmf_last_ts:
-                self._dtmf_last_ts = ts
+            payload = pkt.payload
+            if len(payload) >= 4 and payload[1] & 0x80 and pkt.timestamp != self._dtmf_last_ts:
+                self._dtmf_last_ts = pkt.timestamp
                 self.counters["dtmf_rx"] += 1
                 if payload[0] < 16 and self.on_dtmf is not None:
-                    self.on_dtmf("0123456789*#ABCD"[payload[0]])
+                    self.on_dtmf(_DTMF_EVENTS[payload[0]])
         else:
             self.counters["unknown_pt"] += 1
-
-    def _rx_stats(self, ssrc: int, seq: int, ts: int, now: float) -> None:
-        if ssrc != self._rx_ssrc or self._rx_base < 0:
-            self._rx_ssrc = ssrc
-            self._rx_base = seq
-            self._rx_max = seq
-            self._rx_cycles = 0
-            self._rx_count = 0
-            self._rx_prior_expected = self._rx_prior_count = 0
-            self._transit = now * self.codec.clock_rate - ts
-        self._rx_count += 1
-        delta = (seq - self._rx_max) & 0xFFFF
-        if 0 < delta < 0x8000:
-            if seq < self._rx_max:
-                self._rx_cycles += 0x10000
-            self._rx_max = seq
-        transit = now * self.codec.clock_rate - ts
-        d = abs(transit - self._transit)
-        self._transit = transit
-        if d < 1e6:
-            self._jitter_est += (d - self._jitter_est) / 16.0
 
     def _on_rtcp(self, data: bytes, addr: tuple[str, int] | None, now: float) -> None:
         if self.srtp is not None:
@@ -630,7 +505,9 @@ class RtpSession:
                 self.counters["srtp_auth"] += 1
                 return
             data = plain
-        if not _rtcp_valid(data):
+        try:
+            packets = _rtcp.parse_compound(data)
+        except _rtcp.RtcpError:
             self.counters["rtcp_malformed"] += 1
             return
         rtp_remote = self.send_address
@@ -638,48 +515,33 @@ class RtpSession:
             # RTCP only from the host our validated RTP comes from (or the signalled host).
             self.counters["rtcp_source"] += 1
             return
-        if self.rtcp_slot is not None and addr != self._rtcp_learned:
-            self._rtcp_learned = addr
-            self._hub.set_remote(self.rtcp_slot, addr)
+        if self.rtcp_slot is not None and addr != self._hub.remote(self.rtcp_slot):
+            self._hub.set_remote(self.rtcp_slot, addr)  # symmetric RTCP
         self.counters["rtcp_rx"] += 1
-        if data[1] == 200 and len(data) >= 20:  # SR: remember the middle 32 bits of its NTP time
-            self._lsr = int.from_bytes(data[10:14], "big")
-            self._lsr_at = now
+        for p in packets:
+            if isinstance(p, _rtcp.SenderReport):
+                self._rx.on_sender_report(p, now)
 
     def send_rtcp_report(self, now: float) -> None:
-        """Send one SR (we sent RTP since the last report) or RR, with a report block if any."""
+        """Send one compound SR (we sent RTP) or RR, with a report block, plus SDES CNAME."""
         if self.closed:
             return
         c = self._hub.counters(self.slot)
-        blocks = b""
-        rc = 0
-        if self._rx_base >= 0:
-            ext_max = self._rx_cycles + self._rx_max
-            expected = ext_max - self._rx_base + 1
-            lost = max(0, expected - self._rx_count)
-            exp_int = expected - self._rx_prior_expected
-            rx_int = self._rx_count - self._rx_prior_count
-            self._rx_prior_expected, self._rx_prior_count = expected, self._rx_count
-            lost_int = exp_int - rx_int
-            frac = (lost_int << 8) // exp_int if exp_int > 0 and lost_int > 0 else 0
-            dlsr = int((now - self._lsr_at) * 65536) if self._lsr else 0
-            blocks = _RB.pack(
-                self._rx_ssrc, (min(frac, 255) << 24) | min(lost, 0x7FFFFF), ext_max & 0xFFFFFFFF,
-                int(self._jitter_est), self._lsr, dlsr & 0xFFFFFFFF,
-            )
-            rc = 1
+        blocks: tuple[_rtcp.ReportBlock, ...] = ()
+        if self._rx.received:
+            blocks = (self._rx.report_block(now),)
+        report: _rtcp.SenderReport | _rtcp.ReceiverReport
         if c["tx_packets"]:
-            wall = time.time() + _NTP_EPOCH
-            sec = int(wall)
-            frac_s = int((wall - sec) * (1 << 32)) & 0xFFFFFFFF
             _, ts = self._hub.last_sent(self.slot)
-            length = (28 + len(blocks)) // 4 - 1
-            pkt = _SR.pack(
-                0x80 | rc, 200, length, self.ssrc, sec & 0xFFFFFFFF, frac_s, ts,
-                c["tx_packets"] & 0xFFFFFFFF, c["tx_octets"] & 0xFFFFFFFF,
-            ) + blocks
+            report = _rtcp.SenderReport(
+                self.ssrc, _rtcp.ntp_timestamp(time.time()), ts, c["tx_packets"] & 0xFFFFFFFF,
+                (c["tx_octets"] - 12 * c["tx_packets"]) & 0xFFFFFFFF, blocks,
+            )
         else:
-            pkt = struct.pack("!BBHI", 0x80 | rc, 201, (8 + len(blocks)) // 4 - 1, self.ssrc) + blocks
+            report = _rtcp.ReceiverReport(self.ssrc, blocks)
+        pkt = _rtcp.serialize_compound(
+            [report, _rtcp.SourceDescription.cname(self.ssrc, self.engine.cname)]
+        )
         if self.srtp is not None:
             pkt = self.srtp.protect_rtcp(pkt)
         slot = self.rtcp_slot if self.rtcp_slot is not None else self.slot
@@ -688,16 +550,18 @@ class RtpSession:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def statistics(self) -> dict[str, int | float]:
+    def statistics(self) -> dict[str, float]:
         """Counters of this leg: hub packet counters, drops by reason, RTCP, jitter buffer."""
-        out: dict[str, int | float] = dict(self._hub.counters(self.slot))
+        out: dict[str, float] = dict(self._hub.counters(self.slot))
         out.update(self.counters)
         if self.rtcp_slot is not None:
-            rc = self._hub.counters(self.rtcp_slot)
-            out["rtcp_rx_packets"] = rc["rx_packets"]
-        out["jitter_lost"] = self._jitter.lost
-        out["jitter_late"] = self._jitter.late
-        out["interarrival_jitter"] = self._jitter_est
+            out["rtcp_rx_packets"] = self._hub.counters(self.rtcp_slot)["rx_packets"]
+        for k, v in self._jitter.statistics().items():
+            out[f"jitter_{k}"] = v
+        out["lost"] = self._rx.lost
+        out["interarrival_jitter"] = self._rx.jitter_seconds
+        if self.srtp is not None:
+            out["srtp_replays"] = getattr(self.srtp, "replays", 0)
         return out
 
     def close(self) -> None:
@@ -723,11 +587,11 @@ class RelayBridge:
 
     Plain RTP legs are relayed inside the packet hub (no Python per packet); when a leg uses SRTP
     the relay runs in Python (unprotect → rewrite → protect). Payload types are mapped between the
-    legs' negotiated numbers for the codec and telephone-event; other payload types are dropped.
+    legs' negotiated numbers for the codec, CN and telephone-event; other payload types are dropped.
     """
 
     def __init__(self, a: RtpSession, b: RtpSession) -> None:
-        if a.codec.name != b.codec.name:
+        if a.format.name != b.format.name or a.format.clock_rate != b.format.clock_rate:
             raise ValueError("RelayBridge needs legs with the same codec; use Bridge")
         self.a, self.b = a, b
         self.closed = False
@@ -742,8 +606,10 @@ class RelayBridge:
     def _pt_map(src: RtpSession, dst: RtpSession) -> bytes:
         m = bytearray(b"\xff" * 128)
         m[src.payload_type] = dst.payload_type
-        if src.telephone_event_pt is not None and dst.telephone_event_pt is not None:
-            m[src.telephone_event_pt] = dst.telephone_event_pt
+        for s_pt, d_pt in ((src.telephone_event_pt, dst.telephone_event_pt),
+                           (src.cn_payload_type, dst.cn_payload_type)):
+            if s_pt is not None and d_pt is not None:
+                m[s_pt] = d_pt
         return bytes(m)
 
     def close(self) -> None:
@@ -770,6 +636,7 @@ class Link:
     ) -> None:
         self.source, self.sink = source, sink
         self.fill_silence = fill_silence
+        self._rs = _Resample(source.sample_rate, sink.sample_rate)
         self._job = clock.add(self._tick, Phase.BRIDGE)
 
     def _tick(self, now: float) -> None:
@@ -778,9 +645,10 @@ class Link:
             if not self.fill_silence:
                 return
             frame = np.zeros(samples_per_frame(self.source.sample_rate), dtype=np.int16)
-        self.sink.put_frame(_resample(frame, self.source.sample_rate, self.sink.sample_rate))
+        self.sink.put_frame(self._rs(frame))
 
     def close(self) -> None:
+        """Stop moving frames."""
         self._job.cancel()
 
 
@@ -789,96 +657,147 @@ class Bridge:
 
     def __init__(self, clock: MediaClock, a: MediaPort, b: MediaPort) -> None:
         self.a, self.b = a, b
+        self._ab = _Resample(a.sample_rate, b.sample_rate)
+        self._ba = _Resample(b.sample_rate, a.sample_rate)
         self._job = clock.add(self._tick, Phase.BRIDGE)
 
     def _tick(self, now: float) -> None:
         fa = self.a.get_frame()
         fb = self.b.get_frame()
         if fa is not None:
-            self.b.put_frame(_resample(fa, self.a.sample_rate, self.b.sample_rate))
+            self.b.put_frame(self._ab(fa))
         if fb is not None:
-            self.a.put_frame(_resample(fb, self.b.sample_rate, self.a.sample_rate))
+            self.a.put_frame(self._ba(fb))
 
     def close(self) -> None:
+        """Stop bridging (the ports stay open)."""
         self._job.cancel()
 
 
-class _MixerKernel(Protocol):
-    def mix(
-        self, frames: np.ndarray[Any, Any], groups: np.ndarray[Any, Any], n_groups: int
-    ) -> np.ndarray[Any, Any]: ...
+class _Member:
+    __slots__ = ("fused", "port", "row", "rs_in", "rs_out")
 
-
-class _NumpyMixer:
-    """All conferences in one call: ``out[i] = clip(sum(frames of i's group) - frames[i])``."""
-
-    def mix(
-        self, frames: np.ndarray[Any, Any], groups: np.ndarray[Any, Any], n_groups: int
-    ) -> np.ndarray[Any, Any]:
-        wide = frames.astype(np.int32)
-        sums = np.zeros((n_groups, frames.shape[1]), dtype=np.int32)
-        np.add.at(sums, groups, wide)
-        out: np.ndarray[Any, Any] = np.clip(sums[groups] - wide, -32768, 32767).astype(np.int16)
-        return out
+    def __init__(self, port: MediaPort, row: int, fused: bool, rate: int) -> None:
+        self.port = port
+        self.row = row
+        self.fused = fused  # G.711 payloads straight into/out of the mixer kernel
+        self.rs_in = _Resample(port.sample_rate, rate)
+        self.rs_out = _Resample(rate, port.sample_rate)
 
 
 class Conference:
-    """An N-party conference port set; created by :meth:`MediaEngine.conference`.
+    """An N-party conference; created by :meth:`MediaEngine.conference`.
 
-    Each participant hears the sum of the others, not itself. Mixing happens at
-    ``sample_rate``; participants at other rates are resampled on the way in and out.
+    Each participant hears the sum of the others, not itself (``media.mixer``'s mix-minus).
+    All conferences of one sample rate are mixed by ONE kernel call per tick. G.711 RTP legs at
+    8 kHz go through the kernel's fused G.711 path (payloads in and out, no Python codec work);
+    other ports are resampled to the conference rate and back.
     """
 
-    def __init__(self, engine: MediaEngine, sample_rate: int) -> None:
+    def __init__(self, engine: MediaEngine, mixer: Mixer) -> None:
         self.engine = engine
-        self.sample_rate = sample_rate
-        self.participants: list[MediaPort] = []
+        self.mixer = mixer
+        self.sample_rate = mixer.sample_rate
+        self.id = mixer.add_conference()
+        self._members: dict[int, _Member] = {}
         self.closed = False
 
-    def add(self, port: MediaPort) -> None:
+    @property
+    def participants(self) -> list[MediaPort]:
+        """The ports in this conference."""
+        return [m.port for m in self._members.values()]
+
+    def add(self, port: MediaPort, *, mode: Mode = Mode.NORMAL, muted: bool = False) -> None:
         """Join a participant (an RTP leg, a player, a WebRTC leg…)."""
-        if port not in self.participants:
-            self.participants.append(port)
+        if id(port) in self._members:
+            return
+        fused = (
+            isinstance(port, RtpSession)
+            and port.format.name in ("PCMU", "PCMA")
+            and self.sample_rate == 8000
+        )
+        codec = MixCodec.LINEAR
+        if fused:
+            assert isinstance(port, RtpSession)
+            codec = MixCodec.PCMU if port.format.name == "PCMU" else MixCodec.PCMA
+        row = self.mixer.add_participant(self.id, mode=mode, codec=codec, muted=muted)
+        self._members[id(port)] = _Member(port, row, fused, self.sample_rate)
+        self.engine._mixers.changed = True
 
     def remove(self, port: MediaPort) -> None:
-        with contextlib.suppress(ValueError):
-            self.participants.remove(port)
+        """Leave the conference."""
+        m = self._members.pop(id(port), None)
+        if m is not None:
+            self.mixer.remove_participant(m.row)
+            self.engine._mixers.changed = True
+
+    def mute(self, port: MediaPort, muted: bool = True) -> None:
+        """Stop (or resume) mixing what ``port`` says; it keeps hearing the others."""
+        self.mixer.mute(self._members[id(port)].row, muted)
+
+    def set_mode(self, port: MediaPort, mode: Mode) -> None:
+        """NORMAL, LISTEN_ONLY (e.g. a coach/monitor) or TALK_ONLY (an announcement)."""
+        self.mixer.set_mode(self._members[id(port)].row, mode)
 
     def close(self) -> None:
+        """Remove every participant and the conference."""
+        if self.closed:
+            return
         self.closed = True
-        self.participants.clear()
-        self.engine._conferences.discard(self)
+        self.mixer.remove_conference(self.id)
+        self._members.clear()
+        self.engine._mixers.remove(self)
 
 
-class _ConferenceMixer:
-    """The engine's one mixer job: gathers every conference's frames, mixes once, delivers."""
+class _Mixers:
+    """The engine's mixer job: per sample rate one ``Mixer`` and one kernel call per tick."""
 
-    def __init__(self, kernel: _MixerKernel) -> None:
-        self.kernel = kernel
+    def __init__(self) -> None:
+        self.by_rate: dict[int, Mixer] = {}
         self.conferences: set[Conference] = set()
+        self.changed = True
+        self._plan: list[tuple[Mixer, list[_Member]]] = []
+
+    def mixer(self, rate: int) -> Mixer:
+        m = self.by_rate.get(rate)
+        if m is None:
+            m = self.by_rate[rate] = Mixer(rate, capacity=64, conferences=16)
+        return m
+
+    def remove(self, conf: Conference) -> None:
+        self.conferences.discard(conf)
+        self.changed = True
 
     def tick(self, now: float) -> None:
-        confs = [c for c in self.conferences if len(c.participants) > 1]
-        if not confs:
-            return
-        by_rate: dict[int, list[Conference]] = {}
-        for c in confs:
-            by_rate.setdefault(c.sample_rate, []).append(c)
-        for rate, group in by_rate.items():
-            n = samples_per_frame(rate)
-            ports: list[MediaPort] = []
-            gid: list[int] = []
-            for g, c in enumerate(group):
-                ports.extend(c.participants)
-                gid.extend([g] * len(c.participants))
-            frames = np.zeros((len(ports), n), dtype=np.int16)
-            for i, p in enumerate(ports):
-                f = p.get_frame()
-                if f is not None:
-                    frames[i] = _resample(f, p.sample_rate, rate)
-            out = self.kernel.mix(frames, np.asarray(gid, dtype=np.intp), len(group))
-            for i, p in enumerate(ports):
-                p.put_frame(_resample(out[i], rate, p.sample_rate))
+        if self.changed:
+            plan: dict[int, list[_Member]] = {}
+            for c in self.conferences:
+                plan.setdefault(id(c.mixer), []).extend(c._members.values())
+            self._plan = [(c.mixer, plan.pop(id(c.mixer))) for c in self.conferences
+                          if id(c.mixer) in plan]
+            self.changed = False
+        for mixer, members in self._plan:
+            for m in members:
+                port = m.port
+                if m.fused:
+                    payload = port.get_payload()  # type: ignore[attr-defined]
+                    if payload is not None and len(payload) == 160:
+                        mixer.put_payload(m.row, payload)
+                else:
+                    frame = port.get_frame()
+                    if frame is not None:
+                        mixer.put_frame(m.row, m.rs_in(frame))
+            mixer.mix()
+            for m in members:
+                port = m.port
+                if m.fused:
+                    payload = mixer.get_payload(m.row)
+                    if payload is not None:
+                        port.put_payload(payload)  # type: ignore[attr-defined]
+                else:
+                    frame = mixer.get_frame(m.row)
+                    if frame is not None:
+                        port.put_frame(m.rs_out(frame))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -889,8 +808,8 @@ class _ConferenceMixer:
 class MediaEngine:
     """RTP port allocator, packet hub, media clock, and factory for sessions and bridges.
 
-    Use as ``async with MediaEngine(host="127.0.0.1", port_range=(30000, 30999)) as engine:`` or
-    call :meth:`start` / :meth:`close`. Everything runs on the current event loop.
+    Use as ``async with MediaEngine("127.0.0.1", (30000, 30999)) as engine:`` or call
+    :meth:`start` / :meth:`close`. Everything runs on the event loop that called :meth:`start`.
     """
 
     def __init__(
@@ -900,7 +819,7 @@ class MediaEngine:
         *,
         rtcp_mux: bool = False,
         rtcp_interval: float = 5.0,
-        jitter_prefetch: int = 3,
+        cname: bytes = b"asyncpbx",
     ) -> None:
         lo, hi = port_range
         if lo % 2:
@@ -911,17 +830,17 @@ class MediaEngine:
         self.port_range = (lo, hi)
         self.rtcp_mux = rtcp_mux
         self.rtcp_interval = rtcp_interval
-        self.jitter_prefetch = jitter_prefetch
+        self.cname = cname
         self.hub: Any = _hubmod.PacketHub()
         self._sessions: dict[int, RtpSession] = {}
         self._used: set[int] = set()
+        # Start at a random pair so port numbers do not reveal the call count.
         self._next_port = lo + 2 * (int.from_bytes(os.urandom(2), "big") % ((hi - lo) // 2 + 1))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: MediaClock | None = None
-        self._mixer = _ConferenceMixer(_NumpyMixer())
-        self._conferences = self._mixer.conferences
+        self._mixers = _Mixers()
         self._rtcp_due: dict[RtpSession, float] = {}
-        self.counters = {"port_exhausted": 0, "reader_errors": 0}
+        self.counters = {"port_exhausted": 0, "reader_errors": 0, "tick_errors": 0}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -930,7 +849,8 @@ class MediaEngine:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._clock = MediaClock(loop)
-        self._clock.add(self._mixer.tick, Phase.MIX)
+        self._clock.on_error = self._on_tick_error
+        self._clock.add(self._mixers.tick, Phase.MIX)
         self._clock.add(self._rtcp_tick, Phase.OUTPUT)
         loop.add_reader(self.hub.fileno(), self._on_readable)
         self._clock.start()
@@ -941,7 +861,7 @@ class MediaEngine:
             self._clock.stop()
         if self._loop is not None:
             self._loop.remove_reader(self.hub.fileno())
-        for s in list(self._sessions.values()):
+        for s in self.sessions:
             s.close()
         self.hub.close()
 
@@ -959,15 +879,18 @@ class MediaEngine:
             raise RuntimeError("MediaEngine.start() first")
         return self._clock
 
+    def _on_tick_error(self, exc: BaseException) -> None:
+        # The clock disabled the failing job; the call supervisor sees the port go silent.
+        self.counters["tick_errors"] += 1
+
     # -- ports and sessions ----------------------------------------------------------------------
 
     def _bind_pair(self, mux: bool) -> tuple[socket.socket, socket.socket | None]:
         lo, hi = self.port_range
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        pairs = (hi - lo) // 2 + 1
-        for _ in range(pairs):
+        for _ in range((hi - lo) // 2 + 1):
             port = self._next_port
-            self._next_port = port + 2 if port + 2 <= hi - (0 if mux else 1) else lo
+            self._next_port = port + 2 if port + 2 + (0 if mux else 1) <= hi else lo
             if port in self._used or (not mux and port + 1 > hi):
                 continue
             rtp = socket.socket(family, socket.SOCK_DGRAM)
@@ -987,8 +910,6 @@ class MediaEngine:
             for s in (rtp, rtcp):
                 if s is not None:
                     s.setblocking(False)
-                    with contextlib.suppress(OSError):
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
             self._used.add(port)
             return rtp, rtcp
         self.counters["port_exhausted"] += 1
@@ -998,26 +919,36 @@ class MediaEngine:
         self,
         *,
         payload_type: int = 0,
-        codec: str = "PCMU",
+        codec: str | PayloadFormat = "PCMU",
         remote: tuple[str, int] | None = None,
         remote_rtcp_port: int | None = None,
         telephone_event_pt: int | None = 101,
+        cn_payload_type: int | None = 13,
         srtp: SrtpKeys | None = None,
         rtcp_mux: bool | None = None,
     ) -> RtpSession:
-        """Allocate an even RTP port (+ odd RTCP port unless rtcp-mux) and make a session.
+        """Allocate an even RTP port (+ the odd RTCP port unless rtcp-mux) and make a session.
 
-        ``payload_type``/``codec`` and ``telephone_event_pt`` come from the negotiated SDP;
-        ``remote`` is the signalled ``c=``/``m=`` address (it can also be set later with
-        :meth:`RtpSession.set_remote`); ``srtp`` is a :class:`media.srtp.SrtpSession`.
+        ``payload_type`` + ``codec`` (an encoding name, or a :class:`media.codecs.PayloadFormat`
+        whose own payload type then wins) and ``telephone_event_pt`` come from the negotiated
+        SDP; ``remote`` is the signalled ``c=``/``m=`` address (or call
+        :meth:`RtpSession.set_remote` later); ``srtp`` is a :class:`media.srtp.SrtpSession`.
+        Raises ``OSError(EADDRINUSE)`` when the range is exhausted.
         """
+        fmt = codec if isinstance(codec, PayloadFormat) else payload_format(codec, payload_type)
         mux = self.rtcp_mux if rtcp_mux is None else rtcp_mux
         rtp, rtcp = self._bind_pair(mux)
-        sess = RtpSession(
-            self, rtp, rtcp, payload_type=payload_type, codec=codec,
-            telephone_event_pt=telephone_event_pt, srtp=srtp,
-            jitter_prefetch=self.jitter_prefetch,
-        )
+        try:
+            sess = RtpSession(
+                self, rtp, rtcp, fmt=fmt, telephone_event_pt=telephone_event_pt, srtp=srtp,
+                cn_payload_type=cn_payload_type,
+            )
+        except BaseException:
+            self._used.discard(rtp.getsockname()[1])
+            rtp.close()
+            if rtcp is not None:
+                rtcp.close()
+            raise
         self._sessions[sess.slot] = sess
         if sess.rtcp_slot is not None:
             self._sessions[sess.rtcp_slot] = sess
@@ -1033,9 +964,12 @@ class MediaEngine:
             self._sessions.pop(sess.rtcp_slot, None)
         self._used.discard(sess.local_port)
         self._rtcp_due.pop(sess, None)
+        for conf in list(self._mixers.conferences):
+            conf.remove(sess)
 
     @property
     def sessions(self) -> list[RtpSession]:
+        """Open sessions."""
         return list({id(s): s for s in self._sessions.values()}.values())
 
     # -- graph -----------------------------------------------------------------------------------
@@ -1049,7 +983,8 @@ class MediaEngine:
         if (
             isinstance(a, RtpSession)
             and isinstance(b, RtpSession)
-            and a.codec.name == b.codec.name
+            and a.format.name == b.format.name
+            and a.format.clock_rate == b.format.clock_rate
         ):
             return RelayBridge(a, b)
         return Bridge(self.clock, a, b)
@@ -1059,14 +994,11 @@ class MediaEngine:
         return Link(self.clock, source, sink, fill_silence=fill_silence)
 
     def conference(self, sample_rate: int = 8000) -> Conference:
-        """A new conference mixed (with all others) in the engine's one mixer call per tick."""
-        conf = Conference(self, sample_rate)
-        self._conferences.add(conf)
+        """A new conference, mixed with all others of its rate in one kernel call per tick."""
+        conf = Conference(self, self._mixers.mixer(sample_rate))
+        self._mixers.conferences.add(conf)
+        self._mixers.changed = True
         return conf
-
-    def set_mixer(self, kernel: _MixerKernel) -> None:
-        """Use another mixer kernel (same contract as the numpy reference)."""
-        self._mixer.kernel = kernel
 
     # -- I/O -------------------------------------------------------------------------------------
 
@@ -1089,9 +1021,9 @@ class MediaEngine:
                 due[sess] = now + self.rtcp_interval * (0.5 + _rand01())
                 sess.send_rtcp_report(now)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> dict[str, float]:
         """Engine-wide figures: sessions, clock ticks/overruns, summed packet counters."""
-        totals: dict[str, int] = {}
+        totals: dict[str, float] = {}
         for s in self.sessions:
             for k, v in self.hub.counters(s.slot).items():
                 totals[k] = totals.get(k, 0) + v
@@ -1100,7 +1032,7 @@ class MediaEngine:
         clock = self._clock
         return {
             "sessions": len(self.sessions),
-            "conferences": len(self._conferences),
+            "conferences": len(self._mixers.conferences),
             "ticks": clock.ticks if clock else 0,
             "overruns": clock.overruns if clock else 0,
             "skipped": clock.skipped if clock else 0,
@@ -1111,8 +1043,3 @@ class MediaEngine:
 
 def _rand01() -> float:
     return int.from_bytes(os.urandom(2), "big") / 65536.0
-
-
-def iter_ports(sessions: Iterable[RtpSession]) -> list[int]:
-    """Local RTP ports of ``sessions`` (for SDP and tests)."""
-    return [s.local_port for s in sessions]

@@ -70,7 +70,7 @@ class Peer:
         self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.addr: tuple[str, int] = self.sock.getsockname()
-        self.codec = make_codec(codec)
+        self.codec = make_codec(codec, pt)
         self.pt = pt
         self.received: list[tuple[float, bytes, tuple[str, int]]] = []
         self.ssrc = random.getrandbits(32)
@@ -94,7 +94,7 @@ class Peer:
         payload = self.codec.encode(frame)
         pkt = struct.pack("!BBHII", 0x80, self.pt, self._seq, self._ts, self.ssrc) + payload
         self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + self.codec.clock_rate // 50) & 0xFFFFFFFF
+        self._ts = (self._ts + self.codec.timestamp_increment) & 0xFFFFFFFF
         return pkt
 
     def start_tone(
@@ -216,7 +216,7 @@ async def test_relay_maps_payload_types_and_dtmf() -> None:
         engine.relay(a, b)
         ev = struct.pack("!BBHII", 0x80, 101, 1, 1000, 5) + struct.pack("!BBH", 5, 0x8A, 800)
         pa.sock.sendto(ev, a.local_addr)
-        bogus = struct.pack("!BBHII", 0x80, 13, 2, 1160, 5) + b"\x00" * 10
+        bogus = struct.pack("!BBHII", 0x80, 18, 2, 1160, 5) + b"\x00" * 10
         pa.sock.sendto(bogus, a.local_addr)
         await run_for(0.2)
         got = pb.rtp()
@@ -291,7 +291,7 @@ async def test_jitter_buffer_under_loss_and_jitter() -> None:
         assert dominant(got, 8000, [500, 1000, 2000]) == 1000
         st = a.statistics()
         assert st["rx_packets"] > 60
-        assert st["jitter_lost"] >= 1  # the 5 % loss is seen as gaps, not as garbage
+        assert st["jitter_concealed"] >= 1  # the 5 % loss is concealed, not played as garbage
 
 
 async def test_recording_opens_with_wave(tmp_path: Path) -> None:

@@ -452,8 +452,10 @@ class Endpoint:
         self._stats["requests_received"] += 1
         # Parse the core headers now (Via, From, To, Call-ID, CSeq, Max-Forwards, Contact,
         # Expires) so that a broken one is answered 400 here and never surprises the TU.
-        request.validate()
+        # Stamp first: a header mutation clears the message's parsed-header cache, so doing it
+        # after validate() would parse everything twice.
         via = self._stamp_via(request, peer)
+        request.validate()
         key = server_key(request)
         method = request.method
         if method == "ACK":
@@ -633,16 +635,17 @@ class Endpoint:
 
     def _stamp_via(self, request: Request, peer: Peer) -> Via:
         """§18.2.1 + RFC 3581: add received (and rport's value) to the top Via."""
-        via = request.top_via
+        top = request.headers.get("Via")
+        if top is None:
+            raise ParseError("Missing Via")
+        via = parse_via(top)
         if via.has_rport or via.host != peer.host:
-            stamped = via.copy()
-            stamped.params["received"] = peer.host
+            via.params["received"] = peer.host
             if via.has_rport:
-                stamped.params["rport"] = str(peer.port)
+                via.params["rport"] = str(peer.port)
             headers = request.headers
             headers.remove_first("Via")
-            headers.insert("Via", str(stamped))
-            return stamped
+            headers.insert("Via", str(via))
         return via
 
     def _response_peer(self, via: Via, peer: Peer) -> Peer:

@@ -136,3 +136,33 @@ def test_ntp_timestamp() -> None:
     ntp = ntp_timestamp(0.5)
     assert ntp >> 32 == 2208988800
     assert ntp & 0xFFFFFFFF == 0x80000000
+
+
+def test_interop_with_aiortc() -> None:
+    """aiortc's RTCP/RTP encoders and ours agree both ways."""
+    from aiortc import rtp as aio
+
+    from media.rtp import RtpPacket
+
+    theirs = (
+        bytes(aio.RtcpSrPacket(
+            ssrc=1,
+            sender_info=aio.RtcpSenderInfo(ntp_timestamp=123456789, rtp_timestamp=5, packet_count=7, octet_count=9),
+            reports=[aio.RtcpReceiverInfo(ssrc=2, fraction_lost=3, packets_lost=4, highest_sequence=5, jitter=6, lsr=7, dlsr=8)],
+        ))
+        + bytes(aio.RtcpSdesPacket(chunks=[aio.RtcpSourceInfo(ssrc=1, items=[(1, b"abcde")])]))
+        + bytes(aio.RtcpByePacket(sources=[1]))
+    )
+    sr, sdes, bye = parse_compound(theirs)
+    assert sr == SenderReport(1, 123456789, 5, 7, 9, (ReportBlock(2, 3, 4, 5, 6, 7, 8),))
+    assert isinstance(sdes, SourceDescription) and sdes.chunks[0].cname == b"abcde"
+    assert bye == Bye((1,))
+    ours = serialize_compound([SenderReport(1, 2, 3, 4, 5, (ReportBlock(9, 1, -2, 3, 4, 5, 6),))])
+    (parsed,) = aio.RtcpPacket.parse(ours)
+    assert parsed.reports[0].packets_lost == -2 and parsed.sender_info.octet_count == 5
+    a = aio.RtpPacket(payload_type=111, marker=1, sequence_number=65535, timestamp=2**32 - 1, ssrc=7, payload=b"xyz")
+    a.csrc = [1, 2]
+    a.padding_size = 4
+    p = RtpPacket.parse(a.serialize())
+    assert (p.csrc, p.padding, bytes(p.payload), p.marker) == ((1, 2), 4, b"xyz", True)
+    assert aio.RtpPacket.parse(p.serialize()).payload == b"xyz"

@@ -155,16 +155,44 @@ def _parse_expires(value: str | None) -> int | None:
     return int(value)
 
 
-def _contact_string(name_addr: NameAddr, uri_text: str) -> str:
-    head = "<" + uri_text + ">"
-    params = name_addr.params
-    if not params:
-        return head
-    return head + "".join(
-        (f";{k}" if v is None else f";{k}={v}")
-        for k, v in params.items()
-        if k != "expires" and k != "q"
-    )
+class _Contact:
+    """What the registrar needs from one Contact entry, decoded once per distinct text."""
+
+    __slots__ = ("contact", "expires", "instance", "parsed", "q", "reg_id", "uri_text")
+
+    def __init__(self, na: NameAddr) -> None:
+        params = na.params
+        self.parsed: URI = na.uri
+        self.uri_text = str(na.uri)
+        #: the ``expires`` parameter; None when absent or malformed (then the header counts)
+        self.expires = _parse_expires(params.get("expires"))
+        self.q = 1.0
+        q_text = params.get("q")
+        if q_text is not None:
+            if _QVALUE.fullmatch(q_text) is None:
+                raise _Reject(400, "Bad q Value")
+            self.q = float(q_text)
+        instance = params.get("+sip.instance")
+        if instance is not None and len(instance) >= 2 and instance[0] == '"':
+            instance = instance[1:-1]  # the quoted "<urn:...>" form (RFC 5626 §4.1)
+        self.instance = instance
+        reg_text = params.get("reg-id")
+        self.reg_id = int(reg_text) if reg_text and _DIGITS.fullmatch(reg_text) else None
+        # What we store and echo: the URI and the parameters except expires and q.
+        self.contact = (
+            "<"
+            + self.uri_text
+            + ">"
+            + "".join(
+                (f";{k}" if v is None else f";{k}={v}")
+                for k, v in params.items()
+                if k != "expires" and k != "q"
+            )
+        )
+
+
+#: Distinct Contact texts remembered (a refresh repeats the same text: no re-parsing).
+_CONTACT_CACHE_SIZE = 4096
 
 
 class Registrar:
@@ -197,6 +225,7 @@ class Registrar:
         self._heap: list[tuple[float, str, str]] = []
         self._date_second = -1
         self._date = ""
+        self._contact_cache: dict[str, _Contact] = {}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -318,16 +347,17 @@ class Registrar:
         slots = self._aors.get(aor)
 
         headers = request.headers
-        name_addrs = request.contacts  # parsed once and cached by the message
-        star = request.contact_star
-        if not name_addrs and not star:  # step 5: a query
+        raw_contacts = [c for c in headers.get_all("Contact") if c]
+        if not raw_contacts:  # step 5: a query
             return self._ok(request, aor, now, ())
+        star = raw_contacts == ["*"]
+        contacts = [] if star else self._decode_contacts(request, raw_contacts)
 
         call_id = request.call_id
         cseq = request.cseq.seq
         header_expires = _parse_expires(headers.get("Expires"))
 
-        if star:  # the parser already refused "*" mixed with other contacts
+        if star:  # "*" mixed with other contacts was refused by _decode_contacts
             if header_expires != 0:
                 raise _Reject(400, "Contact * Needs Expires 0")
             for slot in (slots or {}).values():
@@ -339,10 +369,7 @@ class Registrar:
                 changes.append(BindingRemoved(slot.binding, RemovalReason.UNREGISTERED))
             return self._ok(request, aor, now, ())
 
-        if (
-            len(name_addrs) > max(self.max_contacts, 1)
-            or len(name_addrs) > _MAX_CONTACTS_PER_REQUEST
-        ):
+        if len(contacts) > self.max_contacts:
             raise _Reject(403, "Too Many Contacts")
 
         if header_expires is None:
@@ -357,29 +384,15 @@ class Registrar:
         # Pass 1: validate everything and decide, changing nothing (§10.3: all or nothing).
         plan: list[tuple[str | None, Binding | None, URI]] = []  # (matched uri, new, parsed)
         seen: set[str] = set()
-        for na in name_addrs:
-            params = na.params
-            expires = _parse_expires(params.get("expires")) if "expires" in params else None
+        for ct in contacts:
+            expires = ct.expires
             if expires is None:
                 expires = header_expires
             if 0 < expires < self.min_expires:
                 raise _Reject(423, "Interval Too Brief", (("Min-Expires", str(self.min_expires)),))
             expires = min(expires, self.max_expires)
-            q = 1.0
-            q_text = params.get("q")
-            if q_text is not None:
-                if _QVALUE.fullmatch(q_text) is None:
-                    raise _Reject(400, "Bad q Value")
-                q = float(q_text)
-            instance = params.get("+sip.instance")
-            if instance is not None and len(instance) >= 2 and instance[0] == '"':
-                instance = instance[1:-1]  # the quoted "<urn:...>" form (RFC 5626 §4.1)
-            reg_id: int | None = None
-            reg_text = params.get("reg-id")
-            if reg_text is not None and _DIGITS.fullmatch(reg_text):
-                reg_id = int(reg_text)
-            uri_text = str(na.uri)
-            matched = self._match(slots, uri_text, na.uri, instance, reg_id)
+            uri_text = ct.uri_text
+            matched = self._match(slots, uri_text, ct.parsed, ct.instance, ct.reg_id)
             if matched is not None:
                 assert slots is not None  # _match only finds something in existing slots
                 prev = slots[matched]
@@ -388,7 +401,7 @@ class Registrar:
                 if (
                     matched != uri_text
                     and prev.parsed is not None
-                    and uri_equal(prev.parsed, na.uri)
+                    and uri_equal(prev.parsed, ct.parsed)
                 ):
                     uri_text = matched  # an equivalent spelling: keep the stored key
             if uri_text in seen or (matched is not None and matched in seen):
@@ -398,21 +411,24 @@ class Registrar:
                 seen.add(matched)
             new = None
             if expires > 0:
+                contact = ct.contact
+                if uri_text != ct.uri_text:  # stored key spelling wins (see above)
+                    contact = "<" + uri_text + ">" + contact[len(ct.uri_text) + 2 :]
                 new = Binding(
                     aor,
                     uri_text,
-                    _contact_string(na, uri_text),
+                    contact,
                     now + expires,
-                    q,
+                    ct.q,
                     call_id,
                     cseq,
                     path,
                     source,
                     user_agent,
-                    instance,
-                    reg_id,
+                    ct.instance,
+                    ct.reg_id,
                 )
-            plan.append((matched, new, na.uri))
+            plan.append((matched, new, ct.parsed))
 
         # Pass 2: commit.
         touched: set[str] = set()
@@ -443,6 +459,32 @@ class Registrar:
                 changes.append(BindingRemoved(victim, RemovalReason.EVICTED))
 
         return self._ok(request, aor, now, path)
+
+    def _decode_contacts(self, request: Request, raw_contacts: list[str]) -> list[_Contact]:
+        """Decode Contact entries, from the cache when the same text was seen before."""
+        if len(raw_contacts) > _MAX_CONTACTS_PER_REQUEST:
+            raise _Reject(403, "Too Many Contacts")
+        cache = self._contact_cache
+        out = []
+        for raw in raw_contacts:
+            ct = cache.get(raw)
+            if ct is None:
+                break
+            out.append(ct)
+        else:
+            return out
+        # Something new: parse through the message (its errors and "*" rules apply), then
+        # remember each entry by its text.
+        name_addrs = request.contacts
+        if request.contact_star:
+            raise _Reject(400, "Contact * Must Be Alone")
+        out = [_Contact(na) for na in name_addrs]
+        if len(out) == len(raw_contacts):
+            if len(cache) + len(out) > _CONTACT_CACHE_SIZE:
+                cache.clear()
+            for raw, ct in zip(raw_contacts, out, strict=True):
+                cache[raw] = ct
+        return out
 
     def _match(
         self,

@@ -603,3 +603,24 @@ def test_odd_expires_q_and_reg_id_never_raise(
         assert reg.count() == len(changes) == sum(isinstance(c, BindingAdded) for c in changes)
     else:
         assert changes == [] and reg.count() == 0
+
+
+def test_contact_text_seen_before_follows_the_same_rules() -> None:
+    """Refreshes reuse the decoded Contact text; the rules must not change because of that."""
+    reg = Registrar(max_contacts=1)
+    text = '<sip:a@192.0.2.1>;q=0.5;+sip.instance="<urn:uuid:1>";reg-id=1'
+    first, _ = reg.handle_register(register(text, expires=600), AOR, PHONE, T0)
+    assert first.status == 200
+    bob = "sip:bob@pbx.example.com"
+    resp, changes = reg.handle_register(register(text, expires=600), bob, PHONE, T0)
+    assert resp.status == 200 and isinstance(changes[0], BindingAdded)
+    assert changes[0].binding.aor == bob and changes[0].binding.q == 0.5
+    mixed, none = reg.handle_register(register(text, "*", expires=0, cseq=2), AOR, PHONE, T0)
+    assert mixed.status == 400 and none == []
+    too_many, none = reg.handle_register(
+        register(text, "<sip:b@192.0.2.2>", expires=600, cseq=3), AOR, PHONE, T0
+    )
+    assert too_many.status == 403 and none == []
+    brief, none = reg.handle_register(register(text, expires=10, cseq=4), AOR, PHONE, T0)
+    assert brief.status == 423 and none == []
+    assert reg.count() == 2

@@ -20,6 +20,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import LocalProtocolError as WsLocalError
 from wsproto.utilities import RemoteProtocolError as WsProtocolError
 
 from sipcore.aio.stream import StreamConnection
@@ -55,6 +56,14 @@ class WebSocketConnection(StreamConnection):
         except WsProtocolError as exc:
             self.reject(exc.event_hint if isinstance(exc.event_hint, RejectConnection) else None)
             return
+        try:
+            self.process()
+        except WsLocalError:
+            # wsproto refused something in the state the peer drove us into: drop the connection.
+            self.abort("ws_protocol_errors")
+
+    def process(self) -> None:
+        """Act on the wsproto events the received bytes produced."""
         for event in self.ws.events():
             if self.closing:
                 return

@@ -335,3 +335,29 @@ async def test_listen_failure_cleans_up() -> None:
         with pytest.raises(OSError):
             await second.start()
         assert open_fds() <= baseline
+
+
+def _ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_available(), reason="no IPv6 loopback")
+async def test_options_over_ipv6() -> None:
+    async with AsyncEndpoint(make_endpoint, ["udp:[::1]:0", "tcp:[::1]:0"], on_event=print) as aep:
+        assert {(t, h) for t, h, _ in aep.listening()} == {("udp", "::1"), ("tcp", "::1")}
+        assert aep.endpoint.config.sent_by["udp"][0] == "[::1]"  # type: ignore[attr-defined]
+        client = await udp_client("::1")
+        assert client.transport is not None
+        client.transport.sendto(options(1, via="UDP [::1]:5999"), host_port(aep, "udp"))
+        check_ok(await client.recv(), 1)
+        client.transport.close()
+        reader, writer = await asyncio.open_connection(*host_port(aep, "tcp"))
+        writer.write(options(2, via="TCP [::1]:5999"))
+        response = check_ok(await read_message(reader), 2)
+        assert response.top_via.received == "::1"
+        writer.close()

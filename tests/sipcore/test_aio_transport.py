@@ -360,6 +360,9 @@ async def test_udp_oversize_dropped_then_still_answers(
     assert aep.statistics()["udp_dropped_oversize"] == 1
     assert aep.statistics()["udp_keepalives_received"] == 1
     assert len(fake.received) == 1
+    # CPython's transport reads max_size bytes per datagram: ours is the limit + 1, not 256 KiB.
+    listener = aep.transports._udp[0].transport
+    assert getattr(listener, "max_size", 4001) == 4001
     client.transport.close()
 
 
@@ -782,6 +785,53 @@ async def test_ws_message_over_limit_closes(
             assert "CSeq: 2 OPTIONS" in (await ws.receive(timeout=5)).data
     assert aep.statistics()["ws_dropped_oversize"] == 1
     assert not any(b"CSeq: 1 " in data for data, _ in fake.received)
+
+
+async def test_ws_fragmented_message_and_ping_raw_client(
+    server: tuple[AsyncEndpoint[Any], FakeEndpoint],
+) -> None:
+    """A message in three fragments with a ping in between; the pong and the answer come back."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import (
+        AcceptConnection,
+        Ping,
+        Pong,
+        Request,
+        TextMessage,
+    )
+
+    aep, fake = server
+    reader, writer = await asyncio.open_connection(*host_port(aep, "ws"))
+    client = WSConnection(ConnectionType.CLIENT)
+    writer.write(client.send(Request(host="127.0.0.1", target="/", subprotocols=["sip"])))
+    events: list[Any] = []
+
+    async def more() -> None:
+        client.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+        events.extend(client.events())
+
+    while not events:
+        await more()
+    assert isinstance(events.pop(0), AcceptConnection)
+    text = options(1, via="WS x.invalid").decode()
+    parts = [text[:10], text[10:100], text[100:]]
+    writer.write(client.send(TextMessage(data=parts[0], message_finished=False)))
+    writer.write(client.send(Ping(payload=b"hi")))
+    writer.write(client.send(TextMessage(data=parts[1], message_finished=False)))
+    writer.write(client.send(TextMessage(data=parts[2], message_finished=True)))
+    received = ""
+    got_pong = False
+    async with asyncio.timeout(5):
+        while "CSeq: 1 OPTIONS" not in received or not got_pong:
+            if not events:
+                await more()
+            event = events.pop(0)
+            if isinstance(event, Pong):
+                got_pong = event.payload == b"hi"
+            elif isinstance(event, TextMessage):
+                received += event.data
+    assert fake.received[-1][0] == text.encode()
+    writer.close()
 
 
 async def test_ws_handshake_never_finished_is_closed() -> None:

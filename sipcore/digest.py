@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.message import Request, Response, make_response, new_tag
+from sipcore.uri import parse_uri, uri_equal
 
 __all__ = [
     "ALGORITHMS",
@@ -635,13 +636,11 @@ class DigestServer:
 
     @staticmethod
     def _uri_matches(uri: str, request: Request) -> bool:
-        # RFC 7616 §3.4.6 / RFC 3261 §22.4: the digest-uri must name the Request-URI.
-        # Import here: the URI module is only needed on the rare non-identical spelling.
+        # RFC 7616 §3.4.6 / RFC 3261 §22.4: the digest-uri must name the Request-URI; an
+        # equivalent spelling (§19.1.4) is accepted, the hash still covers the exact text.
         target = request.uri
         if uri == str(target):
             return True
-        from sipcore.uri import parse_uri, uri_equal
-
         try:
             return uri_equal(parse_uri(uri), target)
         except ParseError:

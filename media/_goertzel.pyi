@@ -1,0 +1,6 @@
+"""Stub of the compiled Goertzel kernel (reference and documentation: media/dtmf.py)."""
+
+from typing import Any
+
+def goertzel_powers(x: Any, freqs: Any, rate: float, out: Any) -> None: ...
+def goertzel_complex(x: Any, freq: float, rate: float) -> tuple[float, float]: ...

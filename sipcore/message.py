@@ -460,11 +460,11 @@ class Message:
                 if not cl_done:
                     lines.append(f"Content-Length: {len(body)}")
                     cl_done = True
-            elif key == prev and key in _JOINED:
+            elif key == prev and key in _JOINED and value:
                 lines[-1] += ", " + value
             else:
                 lines.append(f"{name}: {value}")
-            prev = key
+            prev = key if value else ""  # an empty entry cannot share a line
         if not cl_done:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")

@@ -36,7 +36,9 @@ __all__ = [
 
 _UNRESERVED = "A-Za-z0-9\\-_.!~*'()"
 # characters that stay literal in each URI component; everything else is %HH-escaped
-_USER_SAFE = re.compile(f"[^{_UNRESERVED}&=+$,;?/]")
+# '?' is legal in a user part but we escape it: peers commonly send unescaped '@' in URI headers,
+# so the parser looks for the userinfo '@' only before the first '?'
+_USER_SAFE = re.compile(f"[^{_UNRESERVED}&=+$,;/]")
 _PASSWORD_SAFE = re.compile(f"[^{_UNRESERVED}&=+$,]")
 _PARAM_SAFE = re.compile(f"[^{_UNRESERVED}\\[\\]/:&+$]")
 _HEADER_SAFE = re.compile(f"[^{_UNRESERVED}\\[\\]/?:+$]")

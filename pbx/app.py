@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 from pbx import __version__
 from pbx.config import Config
 from pbx.logsetup import configure_logging, get_logger
@@ -58,6 +56,8 @@ class PbxServer:
         self.store = store
         self.out = out if out is not None else sys.stdout
         self.log = get_logger("pbx")
+        #: Resolved once: Config.domain derives it from the listen addresses on every call.
+        self.domain = config.domain
         self.seclog = get_logger("security")
         self._credentials: dict[str, Credentials] = {}
         self._users: dict[str, User] = {}
@@ -67,6 +67,9 @@ class PbxServer:
             store.secret("nonce"),
             nonce_ttl=config.auth.nonce_ttl,
             algorithms=config.auth.algorithms,
+            # The nonce secret is persisted: nonces from before this start only count as stale
+            # (their nonce-count history died with the old process).
+            start_time=time.time(),
         )
         self.registrar = Registrar(
             min_expires=config.sip.min_expires,
@@ -182,16 +185,17 @@ class PbxServer:
                 self._upserts.pop(key, None)
                 self._removals.add(key)
                 self.log.info("sip.register.removed", aor=b.aor, contact=b.uri,
-                              reason=change.reason.value)
+                              reason=change.reason.value, call_id=b.call_id)
             else:
                 self._removals.discard(key)
                 self._upserts[key] = b
                 if isinstance(change, BindingAdded):
                     self.log.info("sip.register.added", aor=b.aor, contact=b.uri,
-                                  expires=b.remaining(time.time()),
+                                  expires=b.remaining(time.time()), call_id=b.call_id,
                                   src=f"{b.received.host}:{b.received.port}" if b.received else None)
                 elif isinstance(change, BindingRefreshed):
-                    self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri)
+                    self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri,
+                                   call_id=b.call_id)
 
     def _take_batch(self) -> tuple[list[Binding], list[tuple[str, str]]]:
         upserts, removals = list(self._upserts.values()), list(self._removals)
@@ -217,17 +221,17 @@ class PbxServer:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
             request = event.request
-            with structlog.contextvars.bound_contextvars(call_id=_safe_call_id(request)):
-                try:
-                    if request.method == "REGISTER":
-                        self._on_register(request, event.peer)
-                    else:  # pragma: no cover - the endpoint filters by ALLOWED_METHODS
-                        self._respond(make_response(request, 405))
-                except Exception:
-                    # The per-request supervisor: one bad request never takes the server down.
-                    self.log.exception("sip.request.failed", method=request.method)
-                    with contextlib.suppress(Exception):
-                        self._respond(make_response(request, 500, "Server Internal Error"))
+            try:
+                if request.method == "REGISTER":
+                    self._on_register(request, event.peer)
+                else:  # pragma: no cover - the endpoint filters by ALLOWED_METHODS
+                    self._respond(make_response(request, 405))
+            except Exception:
+                # The per-request supervisor: one bad request never takes the server down.
+                self.log.exception("sip.request.failed", method=request.method,
+                                   call_id=_safe_call_id(request))
+                with contextlib.suppress(Exception):
+                    self._respond(make_response(request, 500, "Server Internal Error"))
 
     def _respond(self, response: Response) -> None:
         assert self.sip is not None
@@ -238,7 +242,7 @@ class PbxServer:
         uri = request.to.uri
         if not isinstance(uri, SipURI) or not uri.user:
             return None
-        return uri.user, f"sip:{uri.user}@{self.config.domain}"
+        return uri.user, f"sip:{uri.user}@{self.domain}"
 
     def _on_register(self, request: Request, peer: Peer) -> None:
         now = time.time()
@@ -248,7 +252,7 @@ class PbxServer:
                 # fail2ban: "security.auth.failed src=<ip>"
                 self.seclog.warning("security.auth.failed", src=peer.host,
                                     user=result.username, reason=result.reason.value,
-                                    method="REGISTER")
+                                    method="REGISTER", call_id=_safe_call_id(request))
             self._respond(self.digest.challenge(request, peer.host, now, stale=result.stale))
             return
         try:

@@ -6,7 +6,8 @@ Tables are built once at import: 65,536 encode entries per law indexed by the sa
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.stdint cimport int16_t, uint8_t, uint16_t
+from libc.stdint cimport int16_t, uint8_t, uint16_t, uint64_t
+from libc.string cimport memcpy
 
 cdef uint8_t ULAW_ENC[65536]
 cdef uint8_t ALAW_ENC[65536]
@@ -97,11 +98,34 @@ cdef inline void _encode(const uint8_t* table, const int16_t* src, uint8_t* dst,
     for i in range(n):
         dst[i] = table[<uint16_t>src[i]]
 
+cdef uint16_t _ONE = 1
+cdef bint _LITTLE_ENDIAN = (<uint8_t*>&_ONE)[0] == 1  # the packed loads/stores assume it
+
 cdef inline void _decode(const int16_t* table, const uint8_t* src, int16_t* dst,
                          Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
+    # Eight codes per 64-bit load and four samples per 64-bit store: the loop is then bound by
+    # the table loads alone (memcpy keeps the unaligned accesses well-defined).
+    cdef Py_ssize_t i = 0
+    cdef uint64_t codes, lo, hi
+    while _LITTLE_ENDIAN and i + 8 <= n:
+        memcpy(&codes, src + i, 8)
+        lo = (<uint64_t><uint16_t>table[codes & 0xFF]
+              | (<uint64_t><uint16_t>table[(codes >> 8) & 0xFF]) << 16
+              | (<uint64_t><uint16_t>table[(codes >> 16) & 0xFF]) << 32
+              | (<uint64_t><uint16_t>table[(codes >> 24) & 0xFF]) << 48)
+        hi = (<uint64_t><uint16_t>table[(codes >> 32) & 0xFF]
+              | (<uint64_t><uint16_t>table[(codes >> 40) & 0xFF]) << 16
+              | (<uint64_t><uint16_t>table[(codes >> 48) & 0xFF]) << 32
+              | (<uint64_t><uint16_t>table[codes >> 56]) << 48)
+        memcpy(dst + i, &lo, 8)
+        memcpy(dst + i + 4, &hi, 8)
+        i += 8
+    while i < n:
         dst[i] = table[src[i]]
+        i += 1
+
+# Releasing the GIL costs more than converting a 20 ms frame; only long buffers do it.
+cdef Py_ssize_t _NOGIL_MIN = 4096
 
 # The entry points take any C-contiguous buffer and use the raw buffer protocol: acquiring typed
 # memoryviews costs more than the 160-sample loop itself on the per-frame hot path.
@@ -117,8 +141,11 @@ cdef int _encode_into(const uint8_t* table, object pcm, object out) except -1:
                 raise ValueError("PCM buffer has an odd number of bytes")
             if dst.len != src.len // 2:
                 raise ValueError("output length must equal the number of samples")
-            with nogil:
+            if dst.len < _NOGIL_MIN:
                 _encode(table, <const int16_t*>src.buf, <uint8_t*>dst.buf, dst.len)
+            else:
+                with nogil:
+                    _encode(table, <const int16_t*>src.buf, <uint8_t*>dst.buf, dst.len)
         finally:
             PyBuffer_Release(&dst)
     finally:
@@ -134,26 +161,29 @@ cdef int _decode_into(const int16_t* table, object payload, object out) except -
         try:
             if dst.len != 2 * src.len:
                 raise ValueError("output length must equal the payload length")
-            with nogil:
+            if src.len < _NOGIL_MIN:
                 _decode(table, <const uint8_t*>src.buf, <int16_t*>dst.buf, src.len)
+            else:
+                with nogil:
+                    _decode(table, <const uint8_t*>src.buf, <int16_t*>dst.buf, src.len)
         finally:
             PyBuffer_Release(&dst)
     finally:
         PyBuffer_Release(&src)
     return 0
 
-def lin2ulaw_into(pcm, out):
+def lin2ulaw_into(pcm, out, /):
     """µ-law encode the int16 samples of ``pcm`` into the byte buffer ``out`` (equal counts)."""
     _encode_into(&ULAW_ENC[0], pcm, out)
 
-def lin2alaw_into(pcm, out):
+def lin2alaw_into(pcm, out, /):
     """A-law encode the int16 samples of ``pcm`` into the byte buffer ``out`` (equal counts)."""
     _encode_into(&ALAW_ENC[0], pcm, out)
 
-def ulaw2lin_into(payload, out):
+def ulaw2lin_into(payload, out, /):
     """µ-law decode ``payload`` into the int16 buffer ``out`` (equal counts)."""
     _decode_into(&ULAW_DEC[0], payload, out)
 
-def alaw2lin_into(payload, out):
+def alaw2lin_into(payload, out, /):
     """A-law decode ``payload`` into the int16 buffer ``out`` (equal counts)."""
     _decode_into(&ALAW_DEC[0], payload, out)

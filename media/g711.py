@@ -138,7 +138,7 @@ def _samples(buffer: Any) -> memoryview:
     return raw.cast("h")
 
 
-def lin2ulaw_into(pcm: Any, out: Any) -> None:
+def lin2ulaw_into(pcm: Any, out: Any, /) -> None:
     """Reference: µ-law encode ``pcm`` (int16) into ``out`` (uint8 buffer of equal length)."""
     src = _samples(pcm)
     dst = memoryview(out).cast("B")
@@ -148,7 +148,7 @@ def lin2ulaw_into(pcm: Any, out: Any) -> None:
         dst[i] = linear_to_ulaw(sample)
 
 
-def ulaw2lin_into(payload: Any, out: Any) -> None:
+def ulaw2lin_into(payload: Any, out: Any, /) -> None:
     """Reference: µ-law decode ``payload`` (bytes-like) into ``out`` (int16 buffer)."""
     src = memoryview(payload).cast("B")
     dst = _samples(out)
@@ -158,7 +158,7 @@ def ulaw2lin_into(payload: Any, out: Any) -> None:
         dst[i] = ulaw_to_linear(code)
 
 
-def lin2alaw_into(pcm: Any, out: Any) -> None:
+def lin2alaw_into(pcm: Any, out: Any, /) -> None:
     """Reference: A-law encode ``pcm`` (int16) into ``out`` (uint8 buffer of equal length)."""
     src = _samples(pcm)
     dst = memoryview(out).cast("B")
@@ -168,7 +168,7 @@ def lin2alaw_into(pcm: Any, out: Any) -> None:
         dst[i] = linear_to_alaw(sample)
 
 
-def alaw2lin_into(payload: Any, out: Any) -> None:
+def alaw2lin_into(payload: Any, out: Any, /) -> None:
     """Reference: A-law decode ``payload`` (bytes-like) into ``out`` (int16 buffer)."""
     src = memoryview(payload).cast("B")
     dst = _samples(out)

@@ -473,6 +473,7 @@ class DtmfDetector:
         self._prev: tuple[str, float] | None = None  # last block's digit and energy
         self._current: str | None = None
         self._misses = 0
+        self._digits: list[str] = []
 
     def process(self, samples: npt.ArrayLike) -> list[DtmfDetected]:
         """Feed samples (int16 or float); returns the digits recognised in them."""
@@ -496,9 +497,7 @@ class DtmfDetector:
 
     @property
     def digits(self) -> list[str]:
-        """Digits collected by ``put_frame``."""
-        if not hasattr(self, "_digits"):
-            self._digits: list[str] = []
+        """Digits collected by ``put_frame`` (the caller may clear the list)."""
         return self._digits
 
     def _track(self, digit: str | None, coverage: float) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pbx import __version__
-from pbx.config import Config
+from pbx.config import Config, ConfigError
 from pbx.logsetup import configure_logging, get_logger
 from pbx.store import Store, User
 from pbx.tls import ensure_self_signed, server_context
@@ -112,7 +113,10 @@ class PbxServer:
         server_ssl = None
         if any(s.transport in ("tls", "wss") for s in specs):
             cert, key = self._tls_files()
-            server_ssl = server_context(cert, key)
+            try:
+                server_ssl = server_context(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError("tls.cert", f"cannot load {cert} / {key}: {exc}") from None
         endpoint = Endpoint(self._endpoint_config())
         self.sip = AsyncEndpoint(
             endpoint,

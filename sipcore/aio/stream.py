@@ -8,8 +8,10 @@ owns the registry, the limits and one sweep timer for idle and half-open connect
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING, cast
 
+from sipcore.aio.tls import ServerTls
 from sipcore.errors import ParseError
 from sipcore.framing import KeepAlivePing, StreamFramer
 from sipcore.transport import Peer, TransportName
@@ -34,12 +36,15 @@ class StreamConnection(asyncio.Protocol):
         transport_name: TransportName,
         *,
         remote: tuple[str, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.layer = layer
         self.transport_name: TransportName = transport_name
         self.conn_id = layer.new_conn_id()
         #: True when we opened the connection (RFC 3261 §18.1.1), False when it was accepted.
         self.outbound = remote is not None
+        #: Accepted TLS/WSS: the server context the handshake runs with once admitted.
+        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.peer = Peer(transport_name, remote[0], remote[1], self.conn_id) if remote else None
         #: The remote IP that counts against ``max_connections_per_source`` (accepted only).
@@ -47,9 +52,9 @@ class StreamConnection(asyncio.Protocol):
         now = layer.loop.time()
         #: Last complete message or keep-alive in either direction (idle timeout).
         self.last_activity = now
-        #: Since when an incomplete message has been waiting (half-open/slowloris protection).
+        #: Since when an incomplete message (or handshake) has been waiting (slowloris).
         self.partial_since: float | None = None
-        #: Messages written before an outbound connection is up.
+        #: Messages written before the connection is ready (outbound connect, TLS handshake).
         self.pending: list[bytes] = []
         #: The peers (as the Endpoint addressed them) whose messages wait in ``pending``.
         self.waiting_peers: list[Peer] = []
@@ -57,11 +62,15 @@ class StreamConnection(asyncio.Protocol):
         #: all of them learn about its loss, since the Endpoint matches peers by equality.
         self.aliases: list[Peer] = []
         self.admitted = False
+        #: True once SIP can flow (connected, admitted, TLS handshake done).
+        self.ready = False
         self.closing = False
         #: When we started closing it (it is aborted if the close takes too long).
         self.closed_at: float | None = None
         #: True once asyncio reported the connection gone.
         self.lost = False
+        #: The TLS session of an accepted TLS/WSS connection (None for plain and outbound).
+        self.tls_session: ServerTls | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -72,6 +81,17 @@ class StreamConnection(asyncio.Protocol):
             self.closing = True
             self.transport.abort()
             return
+        if self.tls is not None:
+            # Admitted before the TLS handshake, so connections that never finish one are
+            # counted and limited too (see sipcore.aio.tls).
+            self.tls_session = ServerTls(self.tls)
+            self.partial_since = self.layer.loop.time()
+            return
+        self.make_ready()
+
+    def make_ready(self) -> None:
+        """Start exchanging SIP; flush what waited."""
+        self.ready = True
         self.last_activity = self.layer.loop.time()
         self.started()
         pending, self.pending = self.pending, []
@@ -84,6 +104,25 @@ class StreamConnection(asyncio.Protocol):
         if self.closing:
             return
         self.layer.stats["stream_bytes_received"] += len(data)
+        session = self.tls_session
+        if session is not None:
+            was_established = session.established
+            try:
+                data, out, peer_closed = session.receive(data)
+            except ssl.SSLError:
+                self.abort("tls_errors" if was_established else "tls_handshakes_failed")
+                return
+            if out and self.transport is not None:
+                self.transport.write(out)
+            if session.established and not was_established:
+                self.layer.stats["tls_handshakes_completed"] += 1
+                self.partial_since = None
+                self.make_ready()
+            if data and not self.closing:
+                self.received(data)
+            if peer_closed:
+                self.close()
+            return
         self.received(data)
 
     def eof_received(self) -> bool | None:
@@ -91,6 +130,8 @@ class StreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
         self.closing = True
         self.lost = True
         self.layer.connection_closed(self, exc)
@@ -98,7 +139,7 @@ class StreamConnection(asyncio.Protocol):
     # -- subclass hooks --------------------------------------------------------------------------
 
     def started(self) -> None:
-        """Called once the connection is admitted (after the TLS handshake for TLS)."""
+        """Called once the connection is ready (admitted; after the TLS handshake for TLS)."""
 
     def received(self, data: bytes) -> None:
         """Bytes arrived."""
@@ -112,15 +153,18 @@ class StreamConnection(asyncio.Protocol):
 
     @property
     def connected(self) -> bool:
-        """True once connection_made ran and the connection is still usable."""
-        return self.transport is not None and not self.closing
+        """True once the connection is ready and still usable."""
+        return self.ready and self.transport is not None and not self.closing
 
     def send_message(self, data: bytes) -> None:
         """Send one SIP message (queued until an outbound connection is up)."""
         if self.closing:
             return
-        if self.transport is None:
-            self.pending.append(data)
+        if not self.ready:
+            if len(self.pending) < 64:
+                self.pending.append(data)
+            else:
+                self.layer.stats["stream_send_dropped"] += 1
             return
         wire = self.encode(data)
         if wire is None:
@@ -134,6 +178,12 @@ class StreamConnection(asyncio.Protocol):
         """Write raw bytes; a peer that stops reading is cut off at ``max_write_buffer``."""
         if self.transport is None or self.closing:
             return
+        if self.tls_session is not None:
+            try:
+                wire = self.tls_session.send(wire)
+            except ssl.SSLError:
+                self.abort("tls_errors")
+                return
         self.transport.write(wire)
         if self.transport.get_write_buffer_size() > self.layer.limits.max_write_buffer:
             self.abort("closed_write_backlog")
@@ -154,6 +204,8 @@ class StreamConnection(asyncio.Protocol):
         self.closing = True
         self.closed_at = self.layer.loop.time()
         if self.transport is not None:
+            if self.tls_session is not None and self.tls_session.established:
+                self.transport.write(self.tls_session.close())
             self.transport.close()
 
     def abort(self, counter: str | None = None) -> None:
@@ -174,8 +226,9 @@ class SipStreamConnection(StreamConnection):
         transport_name: TransportName,
         *,
         remote: tuple[str, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(layer, transport_name, remote=remote)
+        super().__init__(layer, transport_name, remote=remote, tls=tls)
         self.framer = StreamFramer(max_message=layer.limits.max_message_size)
         # A copy of the bytes the framer holds (empty almost always: segments usually end on a
         # message boundary), so that on a framing error we still have the head to answer.

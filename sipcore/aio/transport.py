@@ -99,6 +99,9 @@ class TransportLayer:
         if server_ssl is not None and server_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
             # TLS 1.2 or newer only (SECURITY.md), whatever the context came with.
             server_ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        if server_ssl is not None:
+            # Client-initiated renegotiation is a cheap CPU DoS on TLS 1.2 (TLS 1.3 has none).
+            server_ssl.options |= ssl.OP_NO_RENEGOTIATION
         self.client_ssl = client_ssl or _client_context(verify_tls)
         if self.client_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
             self.client_ssl.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -132,19 +135,16 @@ class TransportLayer:
             raise ValueError(f"listen {spec}: {spec.transport} needs a server SSL context")
         name: TransportName = spec.transport
 
+        context = self.server_ssl if tls else None
+
         def factory() -> StreamConnection:
             if name in ("ws", "wss"):
-                return WebSocketConnection(self, name)
-            return SipStreamConnection(self, name)
+                return WebSocketConnection(self, name, tls=context)
+            return SipStreamConnection(self, name, tls=context)
 
-        server = await self.loop.create_server(
-            factory,
-            spec.host,
-            spec.port,
-            ssl=self.server_ssl if tls else None,
-            ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
-            backlog=1024,
-        )
+        # TLS is run by the connection after admission (sipcore.aio.tls), not by the server,
+        # so that handshakes in progress count against the connection limits.
+        server = await self.loop.create_server(factory, spec.host, spec.port, backlog=1024)
         self._servers.append((name, server))
         self._ensure_sweep()
         return [(name, str(s.getsockname()[0]), int(s.getsockname()[1])) for s in server.sockets]
@@ -311,7 +311,7 @@ class TransportLayer:
         if not conn.admitted:
             return
         self.stats["connections_closed"] += 1
-        if not self._closing and conn.peer is not None:
+        if not self._closing and conn.ready and conn.peer is not None:
             for peer in [conn.peer, *conn.aliases]:
                 self.sink.transport_failed(peer)
 
@@ -345,7 +345,8 @@ class TransportLayer:
 
     def _sweep_interval(self) -> float:
         lim = self.limits
-        return max(0.01, min(1.0, lim.idle_timeout / 4, lim.partial_message_timeout / 4))
+        shortest = min(lim.idle_timeout, lim.partial_message_timeout, lim.tls_handshake_timeout)
+        return max(0.01, min(1.0, shortest / 4))
 
     def _ensure_sweep(self) -> None:
         if self._sweep_handle is None and not self._closing:
@@ -362,6 +363,13 @@ class TransportLayer:
             if conn.closing:
                 if conn.closed_at is not None and now - conn.closed_at > lim.close_grace:
                     conn.abort()
+            elif (
+                not conn.ready
+                and conn.tls_session is not None
+                and conn.partial_since is not None
+                and now - conn.partial_since > lim.tls_handshake_timeout
+            ):
+                conn.abort("tls_handshake_timeouts")
             elif conn.partial_since is not None and now - conn.partial_since > lim.partial_message_timeout:
                 conn.abort("connections_closed_slow")
             elif now - conn.last_activity > lim.idle_timeout:

@@ -7,6 +7,7 @@ subprotocol (RFC 7118 §4.1), the Origin must be on the allow-list when one is c
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType, WSConnection
@@ -39,8 +40,14 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 class WebSocketConnection(StreamConnection):
     """One ``ws``/``wss`` connection: handshake checks, message reassembly, size limit."""
 
-    def __init__(self, layer: TransportLayer, transport_name: TransportName) -> None:
-        super().__init__(layer, transport_name)
+    def __init__(
+        self,
+        layer: TransportLayer,
+        transport_name: TransportName,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(layer, transport_name, tls=tls)
         self.ws = WSConnection(ConnectionType.SERVER)
         self.open = False
         self._parts: list[bytes] = []

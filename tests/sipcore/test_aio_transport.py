@@ -569,6 +569,13 @@ async def test_tls_round_trip(
     writer.write(options(1, via="TLS 127.0.0.1:5999"))
     assert b"CSeq: 1 OPTIONS" in await read_message(reader)
     assert fake.received[-1][1].transport == "tls"
+    # Several messages in one write, one split over TLS records, keep-alive included.
+    writer.write(b"".join(options(n, via="TLS 127.0.0.1:5999", pad=1500) for n in (2, 3)))
+    writer.write(b"\r\n\r\n")
+    for n in (2, 3):
+        assert b"CSeq: %d OPTIONS" % n in await read_message(reader)
+    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    assert len({peer.conn_id for _, peer in fake.received}) == 1
     writer.close()
 
 
@@ -586,6 +593,37 @@ async def test_tls_below_1_2_refused(server: tuple[AsyncEndpoint[Any], FakeEndpo
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
     with pytest.raises((ssl.SSLError, ConnectionError)):
         await asyncio.wait_for(asyncio.open_connection(*host_port(aep, "tls"), ssl=ctx), 5)
+
+
+async def test_tls_handshakes_in_progress_count_against_limits(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    """Plain TCP connections to the TLS port that never start a handshake are admitted (and
+    limited) at accept time, and closed after tls_handshake_timeout."""
+    fake = FakeEndpoint()
+    limits = TransportLimits(max_connections_per_source=2, tls_handshake_timeout=0.5)
+    async with AsyncEndpoint(
+        fake, ["tls:127.0.0.1:0"], server_ssl=server_ctx, limits=limits, on_event=print
+    ) as aep:
+        addr = host_port(aep, "tls")
+        idle = [await asyncio.open_connection(*addr) for _ in range(3)]
+        assert await read_eof(idle[2][0]) == b""  # third from this source: closed at once
+        assert aep.statistics()["connections_rejected_source_limit"] == 1
+        for reader, _ in idle[:2]:
+            assert await read_eof(reader) == b""  # no handshake: closed after the timeout
+        assert aep.statistics()["tls_handshake_timeouts"] == 2
+        # Garbage instead of a ClientHello fails the handshake.
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.write(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+        await read_eof(reader)
+        assert aep.statistics()["tls_handshakes_failed"] == 1
+        # A real client still gets through.
+        reader, writer = await asyncio.open_connection(*addr, ssl=client_ctx)
+        writer.write(options(1, via="TLS 127.0.0.1:5999"))
+        assert b"CSeq: 1 OPTIONS" in await read_message(reader)
+        assert aep.statistics()["tls_handshakes_completed"] == 1
+        for _, w in [*idle, (reader, writer)]:
+            w.close()
 
 
 # -- outbound connections ----------------------------------------------------------------------------

@@ -149,6 +149,9 @@ class StreamConnection(asyncio.Protocol):
         """Wire bytes for one SIP message, or None when it cannot be sent (yet)."""
         raise NotImplementedError
 
+    def ping_if_quiet(self, now: float) -> None:
+        """Quiet for half the idle timeout: probe the peer if the protocol has a way (WS)."""
+
     # -- used by the transport layer and subclasses -----------------------------------------------
 
     @property

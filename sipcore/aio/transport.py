@@ -374,6 +374,8 @@ class TransportLayer:
                 conn.abort("connections_closed_slow")
             elif now - conn.last_activity > lim.idle_timeout:
                 conn.close("connections_closed_idle")
+            elif now - conn.last_activity > lim.idle_timeout / 2:
+                conn.ping_if_quiet(now)
         self._ensure_sweep()
 
     def statistics(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     Request,
     TextMessage,
@@ -52,6 +53,7 @@ class WebSocketConnection(StreamConnection):
         self.open = False
         self._parts: list[bytes] = []
         self._size = 0
+        self._ping_sent = False
 
     def started(self) -> None:
         # Until the handshake completes, the connection counts as "partial" (slowloris check).
@@ -91,8 +93,18 @@ class WebSocketConnection(StreamConnection):
                     self.partial_since = None
                     if message.strip(b"\r\n\t "):
                         self.deliver(message)
+                    else:
+                        # SIP.js/JsSIP send "\r\n\r\n" as a keep-alive and expect "\r\n" back
+                        # (RFC 5626 §4.4.1 carried over WebSocket).
+                        self.layer.stats["ws_keepalives_received"] += 1
+                        self.last_activity = self.layer.loop.time()
+                        if message == b"\r\n\r\n":
+                            self.write(self.ws.send(TextMessage(data="\r\n")))
                 elif self.partial_since is None:
                     self.partial_since = self.layer.loop.time()
+            elif isinstance(event, Pong):
+                self.last_activity = self.layer.loop.time()
+                self._ping_sent = False
             elif isinstance(event, Ping):
                 self.layer.stats["ws_pings_received"] += 1
                 self.last_activity = self.layer.loop.time()
@@ -102,6 +114,14 @@ class WebSocketConnection(StreamConnection):
                     self.write(self.ws.send(event.response()))
                 self.close()
                 return
+
+    def ping_if_quiet(self, now: float) -> None:
+        """Called by the sweep when the connection has been quiet for half the idle timeout:
+        browsers answer a Ping on their own, so a live but silent UA is not cut off."""
+        if self.open and not self._ping_sent and self.ws.state is ConnectionState.OPEN:
+            self._ping_sent = True
+            self.layer.stats["ws_pings_sent"] += 1
+            self.write(self.ws.send(Ping(payload=b"sip")))
 
     def handshake(self, request: Request) -> None:
         """Accept only ``Sec-WebSocket-Protocol: sip`` and an allowed Origin."""

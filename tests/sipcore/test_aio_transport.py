@@ -872,6 +872,39 @@ async def test_ws_fragmented_message_and_ping_raw_client(
     writer.close()
 
 
+async def test_ws_keepalive_and_server_ping_keep_a_quiet_ua() -> None:
+    """CRLFCRLF in a text message is answered with CRLF; a quiet UA that answers our Ping stays
+    connected past the idle timeout, one that does not is closed."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import Request
+
+    fake = FakeEndpoint()
+    limits = TransportLimits(idle_timeout=0.4)
+    async with AsyncEndpoint(fake, ["ws:127.0.0.1:0"], limits=limits, on_event=print) as aep:
+        url = await ws_url(aep, "ws")
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, protocols=("sip",), autoping=True) as ws:
+                await ws.send_str("\r\n\r\n")
+                msg = await ws.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.TEXT and msg.data == "\r\n"
+                # Quiet for three idle timeouts; aiohttp answers the server's pings meanwhile
+                # (inside receive(), which returns only for a real message).
+                pending = asyncio.create_task(ws.receive())
+                await asyncio.sleep(1.2)
+                assert not pending.done() and not ws.closed
+                await ws.send_str(options(1, via="WS x.invalid").decode())
+                assert "CSeq: 1 OPTIONS" in (await asyncio.wait_for(pending, 5)).data
+        stats = aep.statistics()
+        assert stats["ws_pings_sent"] >= 2 and stats.get("connections_closed_idle", 0) == 0
+        # A client that never answers pings.
+        reader, writer = await asyncio.open_connection(*host_port(aep, "ws"))
+        client = WSConnection(ConnectionType.CLIENT)
+        writer.write(client.send(Request(host="127.0.0.1", target="/", subprotocols=["sip"])))
+        await read_eof(reader)
+        assert aep.statistics()["connections_closed_idle"] == 1
+        writer.close()
+
+
 async def test_ws_handshake_never_finished_is_closed() -> None:
     fake = FakeEndpoint()
     limits = TransportLimits(partial_message_timeout=0.3)

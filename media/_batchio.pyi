@@ -2,6 +2,9 @@
 
 import socket
 
+import numpy as np
+import numpy.typing as npt
+
 ALIVE: float
 PROBATION: int
 COUNTERS: tuple[str, ...]
@@ -27,4 +30,19 @@ class PacketHub:
     ) -> bool: ...
     def send(self, slot: int, data: bytes | bytearray | memoryview) -> bool: ...
     def send_rtp(self, slot: int, data: bytes | bytearray | memoryview) -> bool: ...
+    def send_rtp_rows(
+        self,
+        slots: npt.NDArray[np.int32],
+        payloads: npt.NDArray[np.uint8],
+        rows: npt.NDArray[np.int64],
+        pts: npt.NDArray[np.uint8],
+        step: int,
+    ) -> int: ...
     def poll(self, now: float) -> list[tuple[int, bytes, tuple[str, int] | None]]: ...
+
+def send_batch(
+    sock: socket.socket, packets: list[bytes], addrs: list[tuple[str, int]]
+) -> int: ...
+def recv_batch(
+    sock: socket.socket, max_packets: int = 256
+) -> list[tuple[bytes, tuple[str, int]]]: ...

@@ -341,6 +341,7 @@ class RtpSession:
     def set_direction(self, direction: str) -> None:
         """SDP direction: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (hold)."""
         self.sending, self.receiving = _DIRECTIONS[direction]
+        self.engine._mixers.changed = True
 
     @property
     def send_address(self) -> tuple[str, int] | None:
@@ -376,11 +377,16 @@ class RtpSession:
 
     def get_payload(self) -> bytes | None:
         """This tick's undecoded payload in the session's codec (None: nothing arrived)."""
+        view = self._tick_payload()
+        return None if view is None else bytes(view)
+
+    def _tick_payload(self) -> memoryview | bytes | None:
         self._pull()
         pkt = self._tick_packet
         if pkt is None or pkt.payload_type != self.payload_type:
             return None
-        return bytes(pkt.payload)
+        payload: memoryview | bytes = pkt.payload  # type: ignore[assignment]
+        return payload
 
     def put_frame(self, frame: Frame) -> None:
         """Encode one 20 ms frame and send it as one RTP packet."""
@@ -402,14 +408,11 @@ class RtpSession:
         seq, ts = hub.last_sent(self.slot)
         clock = self.engine._clock
         now = clock.now if clock is not None else 0.0
-        if self._marker:
-            marker = True
-        else:
-            seq = (seq + 1) & 0xFFFF
-            # The timestamp follows media time, so silence (no put_frame) advances it too.
-            gap = max(1, round((now - self._last_tx) / PTIME)) if now > self._last_tx else 1
-            ts = (ts + step * gap) & 0xFFFFFFFF
-            marker = marker or gap > 1
+        seq = (seq + 1) & 0xFFFF
+        # The timestamp follows media time, so silence (no put_frame) advances it too.
+        gap = max(1, round((now - self._last_tx) / PTIME)) if now > self._last_tx else 1
+        ts = (ts + step * gap) & 0xFFFFFFFF
+        marker = marker or self._marker or gap > 1
         self._last_tx = now
         self._marker = False
         pkt = _RTP_HDR.pack(0x80, (0x80 if marker else 0) | pt, seq, ts, self.ssrc) + payload
@@ -714,6 +717,7 @@ class Conference:
         fused = (
             isinstance(port, RtpSession)
             and port.format.name in ("PCMU", "PCMA")
+            and port.srtp is None
             and self.sample_rate == 8000
         )
         codec = MixCodec.LINEAR
@@ -749,14 +753,33 @@ class Conference:
         self.engine._mixers.remove(self)
 
 
-class _Mixers:
-    """The engine's mixer job: per sample rate one ``Mixer`` and one kernel call per tick."""
+class _Plan:
+    """One mixer's per-tick work, rebuilt only when membership changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, mixer: Mixer, members: list[_Member]) -> None:
+        self.mixer = mixer
+        self.fused = [m for m in members if m.fused]
+        self.linear = [m for m in members if not m.fused]
+        out = [m for m in self.fused if m.port.sending]  # type: ignore[attr-defined]
+        self.out_slots = np.array([m.port.slot for m in out], dtype=np.int32)  # type: ignore[attr-defined]
+        self.out_rows = np.array([m.row for m in out], dtype=np.int64)
+        self.out_pts = np.array([m.port.payload_type for m in out], dtype=np.uint8)  # type: ignore[attr-defined]
+
+
+class _Mixers:
+    """The engine's mixer job: per sample rate one ``Mixer`` and one kernel call per tick.
+
+    Fused G.711 rows never meet a Python codec: this tick's jitter-buffer payloads are written
+    into the kernel's input rows in one numpy assignment, and the mixes leave through the packet
+    hub's ``send_rtp_rows`` (headers built and sent in C).
+    """
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
         self.by_rate: dict[int, Mixer] = {}
         self.conferences: set[Conference] = set()
         self.changed = True
-        self._plan: list[tuple[Mixer, list[_Member]]] = []
+        self._plans: list[_Plan] = []
 
     def mixer(self, rate: int) -> Mixer:
         m = self.by_rate.get(rate)
@@ -768,36 +791,44 @@ class _Mixers:
         self.conferences.discard(conf)
         self.changed = True
 
+    def _replan(self) -> None:
+        members: dict[int, list[_Member]] = {}
+        mixers: dict[int, Mixer] = {}
+        for c in self.conferences:
+            members.setdefault(id(c.mixer), []).extend(c._members.values())
+            mixers[id(c.mixer)] = c.mixer
+        self._plans = [_Plan(mixers[k], v) for k, v in members.items() if v]
+        self.changed = False
+
     def tick(self, now: float) -> None:
         if self.changed:
-            plan: dict[int, list[_Member]] = {}
-            for c in self.conferences:
-                plan.setdefault(id(c.mixer), []).extend(c._members.values())
-            self._plan = [(c.mixer, plan.pop(id(c.mixer))) for c in self.conferences
-                          if id(c.mixer) in plan]
-            self.changed = False
-        for mixer, members in self._plan:
-            for m in members:
-                port = m.port
-                if m.fused:
-                    payload = port.get_payload()  # type: ignore[attr-defined]
-                    if payload is not None and len(payload) == 160:
-                        mixer.put_payload(m.row, payload)
-                else:
-                    frame = port.get_frame()
-                    if frame is not None:
-                        mixer.put_frame(m.row, m.rs_in(frame))
+            self._replan()
+        for plan in self._plans:
+            mixer = plan.mixer
+            rows: list[int] = []
+            payloads: list[memoryview | bytes] = []
+            for m in plan.fused:
+                payload = m.port._tick_payload()  # type: ignore[attr-defined]
+                if payload is not None and len(payload) == 160:
+                    rows.append(m.row)
+                    payloads.append(payload)
+            if rows:
+                block = np.frombuffer(b"".join(payloads), dtype=np.uint8).reshape(len(rows), 160)
+                mixer.payload_in[rows] = block
+                mixer.mark_fresh(rows)
+            for m in plan.linear:
+                frame = m.port.get_frame()
+                if frame is not None:
+                    mixer.put_frame(m.row, m.rs_in(frame))
             mixer.mix()
-            for m in members:
-                port = m.port
-                if m.fused:
-                    payload = mixer.get_payload(m.row)
-                    if payload is not None:
-                        port.put_payload(payload)  # type: ignore[attr-defined]
-                else:
-                    frame = mixer.get_frame(m.row)
-                    if frame is not None:
-                        port.put_frame(m.rs_out(frame))
+            if len(plan.out_slots):
+                self.hub.send_rtp_rows(
+                    plan.out_slots, mixer.payload_out, plan.out_rows, plan.out_pts, 160
+                )
+            for m in plan.linear:
+                frame = mixer.get_frame(m.row)
+                if frame is not None:
+                    m.port.put_frame(m.rs_out(frame))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -838,7 +869,7 @@ class MediaEngine:
         self._next_port = lo + 2 * (int.from_bytes(os.urandom(2), "big") % ((hi - lo) // 2 + 1))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: MediaClock | None = None
-        self._mixers = _Mixers()
+        self._mixers = _Mixers(self.hub)
         self._rtcp_due: dict[RtpSession, float] = {}
         self.counters = {"port_exhausted": 0, "reader_errors": 0, "tick_errors": 0}
 

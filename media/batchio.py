@@ -38,6 +38,9 @@ import select
 import socket
 import struct
 
+import numpy as np
+import numpy.typing as npt
+
 #: Seconds after its last packet during which a source still counts as alive.
 ALIVE = 2.0
 #: In-sequence packets a new source must send before it is accepted.
@@ -298,6 +301,40 @@ class PacketHub:
         s.last_seq, s.last_ts, _ = _SEQ_TS_SSRC.unpack_from(data, 2)
         return self.send(slot, data)
 
+    def send_rtp_rows(
+        self,
+        slots: npt.NDArray[np.int32],
+        payloads: npt.NDArray[np.uint8],
+        rows: npt.NDArray[np.int64],
+        pts: npt.NDArray[np.uint8],
+        step: int,
+    ) -> int:
+        """Send ``payloads[rows[i]]`` as the next RTP packet of ``slots[i]`` (type ``pts[i]``).
+
+        Sequence number + 1, timestamp + ``step``, the slot's SSRC: the conference mixer's fused
+        G.711 output path (the Cython kernel makes no Python object per packet).
+        """
+        if not len(slots) == len(rows) == len(pts):
+            raise ValueError("slots, rows and pts differ in length")
+        sent = 0
+        for slot, row, pt in zip(slots.tolist(), rows.tolist(), pts.tolist(), strict=True):
+            s = self._slots.get(slot)
+            if s is None or s.cur is None or not 0 <= row < len(payloads):
+                continue
+            seq = (s.last_seq + 1) & 0xFFFF
+            ts = (s.last_ts + step) & 0xFFFFFFFF
+            pkt = _HDR.pack(0x80, pt & 0x7F, seq, ts, s.out_ssrc) + payloads[row].tobytes()
+            s.last_seq, s.last_ts = seq, ts
+            try:
+                s.sock.sendto(pkt, s.cur)
+            except OSError:
+                s.counters[7] += 1
+                continue
+            s.counters[2] += 1
+            s.counters[3] += len(pkt)
+            sent += 1
+        return sent
+
     def _relay(self, s: _Slot, data: bytes) -> None:
         t = self._slots.get(s.relay)
         if t is None or t.cur is None:
@@ -365,3 +402,36 @@ class PacketHub:
                 else:
                     out.append((slot, data, None))
         return out
+
+
+def send_batch(
+    sock: socket.socket, packets: list[bytes], addrs: list[Addr]
+) -> int:
+    """Send ``packets[i]`` to ``addrs[i]`` from one socket; returns how many went out.
+
+    The Cython kernel does this with ``sendmmsg`` (one system call per 64 datagrams).
+    """
+    sent = 0
+    for data, addr in zip(packets, addrs, strict=True):
+        try:
+            sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue
+        sent += 1
+    return sent
+
+
+def recv_batch(sock: socket.socket, max_packets: int = 256) -> list[tuple[bytes, Addr]]:
+    """Drain up to ``max_packets`` datagrams from a non-blocking socket (``recvmmsg`` in C)."""
+    out: list[tuple[bytes, Addr]] = []
+    for _ in range(max_packets):
+        try:
+            data, addr = sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue
+        out.append((data, _norm(addr)))
+    return out

@@ -159,3 +159,57 @@ def test_header_length(impl: Any) -> None:
     assert impl.rtp_header_length(b"\xa0" + base[1:] + b"\x00\x00\x03") == 12
     assert impl.rtp_header_length(b"\xa0" + base[1:] + b"\x00\x00\x00") == -1
     assert impl.is_rtcp(b"\x80\xc8") and not impl.is_rtcp(b"\x80\x00")
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.__name__)
+def test_send_and_recv_batch(impl: Any) -> None:
+    tx = _udp("127.0.0.1")
+    rxs = [_udp("127.0.0.1") for _ in range(3)]
+    try:
+        packets = [bytes([i]) * (i + 1) for i in range(150)]
+        addrs = [rxs[i % 3].getsockname() for i in range(150)]
+        assert impl.send_batch(tx, packets, addrs) == 150
+        time.sleep(0.01)
+        got = [impl.recv_batch(r, 1000) for r in rxs]
+        for k, r in enumerate(got):
+            assert [d for d, _ in r] == packets[k::3]
+            assert {a for _, a in r} == {tx.getsockname()}
+        assert impl.recv_batch(rxs[0]) == []
+        with pytest.raises(ValueError):
+            impl.send_batch(tx, packets[:2], addrs[:1])
+    finally:
+        tx.close()
+        for r in rxs:
+            r.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.__name__)
+def test_send_rtp_rows(impl: Any) -> None:
+    import numpy as np
+
+    hub = impl.PacketHub()
+    legs = [_udp("127.0.0.1") for _ in range(3)]
+    phones = [_udp("127.0.0.1") for _ in range(3)]
+    try:
+        slots = [hub.add(s) for s in legs]
+        for slot, phone, ssrc in zip(slots, phones, (11, 22, 33), strict=True):
+            hub.set_remote(slot, phone.getsockname())
+            hub.set_ssrc(slot, ssrc, 0xFFFF, 1000)
+        hub.set_remote(slots[2], None)  # no remote: skipped
+        payloads = np.arange(4 * 160, dtype=np.uint32).astype(np.uint8).reshape(4, 160)
+        sent = hub.send_rtp_rows(
+            np.array(slots, np.int32), payloads, np.array([3, 1, 0], np.int64),
+            np.array([0, 8, 0], np.uint8), 160,
+        )
+        assert sent == 2
+        time.sleep(0.01)
+        got = [_drain(p) for p in phones]
+        assert got[2] == []
+        assert got[0] == [struct.pack("!BBHII", 0x80, 0, 0, 1160, 11) + payloads[3].tobytes()]
+        assert got[1] == [struct.pack("!BBHII", 0x80, 8, 0, 1160, 22) + payloads[1].tobytes()]
+        assert hub.last_sent(slots[0]) == (0, 1160)
+        assert hub.counters(slots[0])["tx_packets"] == 1
+    finally:
+        hub.close()
+        for s in legs + phones:
+            s.close()

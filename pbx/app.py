@@ -23,7 +23,7 @@ from pbx.config import Config, ConfigError
 from pbx.logsetup import configure_logging, get_logger
 from pbx.store import Store, User
 from pbx.tls import ensure_self_signed, server_context
-from sipcore.aio.endpoint import AsyncEndpoint
+from sipcore.aio.endpoint import AsyncEndpoint, sent_by
 from sipcore.aio.transport import TransportLimits
 from sipcore.digest import Credentials, DigestServer
 from sipcore.endpoint import Endpoint, EndpointConfig, Event, RequestReceived
@@ -117,9 +117,8 @@ class PbxServer:
                 server_ssl = server_context(cert, key)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError("tls.cert", f"cannot load {cert} / {key}: {exc}") from None
-        endpoint = Endpoint(self._endpoint_config())
         self.sip = AsyncEndpoint(
-            endpoint,
+            self._make_endpoint,
             [str(s) for s in specs],
             server_ssl=server_ssl,
             ws_origins=self.config.sip.ws_origins,
@@ -132,7 +131,6 @@ class PbxServer:
         )
         await self.sip.start()
         try:
-            self._set_local_addresses(endpoint)
             self.log.info("server.started", version=__version__, domain=self.config.domain,
                           listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
                           registrations_restored=len(restored) if restored else
@@ -156,21 +154,15 @@ class PbxServer:
         hosts = [self.config.domain, *(s.host for s in self.config.sip.listen_specs())]
         return ensure_self_signed(Path(self.config.data_dir), hosts)
 
-    def _endpoint_config(self) -> EndpointConfig:
-        sent_by = {s.transport: (s.host, s.port) for s in self.config.sip.listen_specs()}
-        return EndpointConfig(
-            sent_by=sent_by,
+    def _make_endpoint(self, listening: list[tuple[str, str, int]]) -> Endpoint:
+        """The sans-IO endpoint, built once the listeners are bound (port 0 resolved)."""
+        return Endpoint(EndpointConfig(
+            sent_by=sent_by(listening, self.config.sip.advertise or None),
             user_agent=f"{self.config.sip.user_agent}/{__version__}",
             allow=ALLOWED_METHODS,
             supported=SUPPORTED_OPTIONS,
             t1=self.config.sip.t1,
-        )
-
-    def _set_local_addresses(self, endpoint: Endpoint) -> None:
-        """Tell the endpoint the ports actually bound (port 0 in the config)."""
-        assert self.sip is not None
-        for transport, host, port in self.sip.listening():
-            endpoint.set_sent_by(transport, host, port)
+        ))
 
     async def _housekeeping(self) -> None:
         """Once a second: expire registrations and write registration changes behind."""

@@ -82,6 +82,9 @@ class SipConfig:
     listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
     #: The SIP domain users register in; defaults to the first listen address.
     domain: str = ""
+    #: The host written into our Via headers (and later Contact/Record-Route): needed when
+    #: listening on a wildcard address (0.0.0.0, ::) or behind NAT; default: the bound address.
+    advertise: str = ""
     user_agent: str = "asyncpbx"
     min_expires: int = 60
     max_expires: int = 3600
@@ -142,9 +145,11 @@ class Config:
 
     @property
     def domain(self) -> str:
-        """The SIP domain: configured, else the host of the first listen address."""
+        """The SIP domain: configured, else the advertised host, else the first listen host."""
         if self.sip.domain:
             return self.sip.domain
+        if self.sip.advertise:
+            return self.sip.advertise
         return self.sip.listen_specs()[0].host
 
     @property
@@ -282,6 +287,8 @@ def validate(config: Config) -> Config:
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
                           "tls.cert and tls.key go together")
+    if config.sip.advertise and any(c in config.sip.advertise for c in " <>;@\"/"):
+        raise ConfigError("sip.advertise", f"{config.sip.advertise!r} is not a host name or address")
     if any(c in config.domain for c in " <>;@\"") or not config.domain:
         raise ConfigError("sip.domain", f"{config.domain!r} is not a valid domain")
     return config

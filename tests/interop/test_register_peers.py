@@ -95,7 +95,8 @@ def test_baresip_registers_and_refreshes(tmp_path: Path, transport: str) -> None
 async def _ws_register(url: str, ext: str, password: str, ssl_ctx: ssl.SSLContext | None) -> int:
     """REGISTER over a WebSocket with the `sip` subprotocol; returns the final status."""
     async with aiohttp.ClientSession() as session, session.ws_connect(
-        url, protocols=("sip",), ssl=ssl_ctx if ssl_ctx is not None else False, timeout=10
+        url, protocols=("sip",), ssl=ssl_ctx if ssl_ctx is not None else False,
+        timeout=aiohttp.ClientWSTimeout(ws_close=10)
     ) as ws:
         assert ws.protocol == "sip"
         host = url.split("//")[1].split("/")[0]

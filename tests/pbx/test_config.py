@@ -49,6 +49,7 @@ def test_toml_file(tmp_path: Path) -> None:
         ('[auth]\nalgorithms = ["SHA-1"]\n', "auth.algorithms[0]"),
         ('[tls]\ncert = "x.pem"\n', "tls.key"),
         ('[sip]\ndomain = "a b"\n', "sip.domain"),
+        ('[sip]\nadvertise = "a/b"\n', "sip.advertise"),
         ('[sip]\nlisten = ["udp:127.0.0.1:5060", "udp:127.0.0.1:5060"]\n', "sip.listen[1]"),
     ],
 )
@@ -103,3 +104,9 @@ def test_parse_listen_accepts(text: str) -> None:
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_listen(text)
+
+
+def test_wildcard_listen_takes_the_advertised_host_as_domain() -> None:
+    c = load_config(None, environ={"ASYNCPBX_SIP_LISTEN": "udp:0.0.0.0:5060",
+                                   "ASYNCPBX_SIP_ADVERTISE": "198.51.100.7"})
+    assert c.domain == "198.51.100.7" and c.realm == "198.51.100.7"

@@ -45,6 +45,8 @@ ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
 SUPPORTED_OPTIONS = frozenset({"path"})
+#: Seconds a registration's connection stays open past the binding's expiry (a late refresh).
+FLOW_GRACE = 32.0
 #: How often registration changes are written to the store, and expiries are applied.
 FLUSH_INTERVAL = 1.0
 
@@ -173,10 +175,22 @@ class PbxServer:
             self._apply(self.registrar.expire(time.time()))
             await self._flush()
 
+    def _keep_flow(self, b: Binding, removed: bool) -> None:
+        """Keep a registration's TCP/TLS/WS connection open while its binding lives (RFC 5626
+        §5.2): the phone can only be reached over it."""
+        r = b.received
+        if self.sip is None or r is None or r.conn_id is None or not r.reliable:
+            return
+        until = 0.0
+        if not removed:
+            until = asyncio.get_running_loop().time() + b.remaining(time.time()) + FLOW_GRACE
+        self.sip.transports.keep_open(r.conn_id, until)
+
     def _apply(self, changes: list[BindingChange]) -> None:
         for change in changes:
             b = change.binding
             key = (b.aor, b.uri)
+            self._keep_flow(b, isinstance(change, BindingRemoved))
             if isinstance(change, BindingRemoved):
                 self._upserts.pop(key, None)
                 self._removals.add(key)

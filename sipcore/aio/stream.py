@@ -52,6 +52,9 @@ class StreamConnection(asyncio.Protocol):
         now = layer.loop.time()
         #: Last complete message or keep-alive in either direction (idle timeout).
         self.last_activity = now
+        #: Loop time until which the idle timeout does not apply: a registration's flow is kept
+        #: open for the life of its binding (RFC 5626 §5.2), so the phone stays reachable.
+        self.keep_until = 0.0
         #: Since when an incomplete message (or handshake) has been waiting (slowloris).
         self.partial_since: float | None = None
         #: Messages written before the connection is ready (outbound connect, TLS handshake).

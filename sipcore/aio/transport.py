@@ -372,11 +372,20 @@ class TransportLayer:
                 conn.abort("tls_handshake_timeouts")
             elif conn.partial_since is not None and now - conn.partial_since > lim.partial_message_timeout:
                 conn.abort("connections_closed_slow")
-            elif now - conn.last_activity > lim.idle_timeout:
+            elif now - conn.last_activity > lim.idle_timeout and now >= conn.keep_until:
                 conn.close("connections_closed_idle")
             elif now - conn.last_activity > lim.idle_timeout / 2:
                 conn.ping_if_quiet(now)
         self._ensure_sweep()
+
+    def keep_open(self, conn_id: int, until: float) -> bool:
+        """Exempt connection ``conn_id`` from the idle timeout until loop time ``until`` (0 ends
+        the exemption). Returns False when no such connection is open."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return False
+        conn.keep_until = until
+        return True
 
     def statistics(self) -> dict[str, int]:
         """Counters plus gauges (``connections_current``, ``connections_<transport>``)."""

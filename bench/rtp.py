@@ -15,7 +15,7 @@ A K passes when tick overruns < 1 %, loss < 0.1 % and p99 latency < 10 ms; the l
 is reported. Baseline in the same run: a bare uvloop UDP echo server driven by the same generator
 as hard as it can (packets/s relayed on one core).
 
-Usage: ``python3 -m bench.rtp [--json] [--quick] [--duration S]``
+Usage: ``python3 -m bench.rtp [--json] [--quick] [--duration S] [--relay K,K…] [--conference K,…]``
 (``asyncpbx bench rtp``). Targets: ≥ 500 relayed calls, ≥ 300 conference participants.
 """
 
@@ -383,6 +383,10 @@ def main(argv: list[str]) -> int:
         say(f"  baseline: bare UDP echo relays {echo_pps:,.0f} packets/s on one core")
         relay_ks = [250, 500, 1000, 1500, 2000] if not quick else [100, 500]
         conf_ks = [100, 200, 300, 400, 600, 800] if not quick else [100, 300]
+        if "--relay" in argv:
+            relay_ks = [int(x) for x in argv[argv.index("--relay") + 1].split(",") if x]
+        if "--conference" in argv:
+            conf_ks = [int(x) for x in argv[argv.index("--conference") + 1].split(",") if x]
         best_relay, relay_rows = _search(parent, lg_addrs, "relay", relay_ks, warmup, duration,
                                          say)
         best_conf, conf_rows = _search(parent, lg_addrs, "conference", conf_ks, warmup,

@@ -1,0 +1,230 @@
+"""The WebRTC leg: an aiortc ``RTCPeerConnection`` as a media port (asyncio adapter).
+
+Theory of operation
+-------------------
+aiortc does ICE (aioice), DTLS-SRTP and Opus. A :class:`WebRtcLeg` adds one outgoing audio track
+fed by ``put_frame`` (the media clock's tick paces it: the track's ``recv()`` awaits the next
+frame) and reads the remote audio track into a short queue of 20 ms frames, resampled to the
+port's ``sample_rate``, that ``get_frame`` pops once per tick.
+
+ICE host addresses. aioice gathers host candidates from every interface except loopback
+(``aioice.ice.get_host_addresses``). A server must offer exactly the addresses it is configured
+with (its public address, or 127.0.0.1 in tests), so this module wraps that one function once,
+at import: inside :func:`ice_host_addresses` (a context variable, so it covers exactly the
+gathering started from that context — ``asyncio`` tasks inherit it) the wrapper returns the
+configured addresses; everywhere else it calls the original. Nothing else in aioice is changed.
+
+Source filter (SECURITY.md: "WebRTC accepts DTLS/RTP only from the ICE-nominated address"). aioice
+hands every non-STUN datagram to DTLS, whatever its source, so a DTLS hello from a third address
+could tear the call down. After gathering, each of the leg's ICE sockets gets a filter: STUN
+still goes to aioice (it authenticates checks with the ICE password), anything else is dropped
+(and counted) unless it comes from the remote address of the nominated candidate pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import fractions
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aioice.ice
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+
+from media.port import Frame, samples_per_frame
+from media.resample import Resampler
+
+__all__ = ["WebRtcLeg", "ice_host_addresses"]
+
+_HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "asyncpbx_ice_host_addresses", default=None
+)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    configured = _HOST_ADDRESSES.get()
+    if configured is None:
+        return list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    return [a for a in configured if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+if getattr(aioice.ice.get_host_addresses, "__name__", "") != "_get_host_addresses":
+    aioice.ice.get_host_addresses = _get_host_addresses
+
+
+@contextlib.contextmanager
+def ice_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
+    """Within this block, ICE gathering offers (and binds) only ``addresses`` as host candidates."""
+    token = _HOST_ADDRESSES.set(tuple(addresses))
+    try:
+        yield
+    finally:
+        _HOST_ADDRESSES.reset(token)
+
+
+def _is_stun(data: bytes) -> bool:
+    # RFC 5389 §6: top two bits zero and the magic cookie (RFC 7983 demultiplexing).
+    return len(data) >= 20 and data[0] < 4 and data[4:8] == b"\x21\x12\xa4\x42"
+
+
+class _OutgoingTrack(MediaStreamTrack):  # type: ignore[misc]
+    """Audio to the browser: one frame per ``push`` (the media clock paces it)."""
+
+    kind = "audio"
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue(maxsize=10)
+        self._pts = 0
+        self._n = samples_per_frame(sample_rate)
+
+    def push(self, frame: Frame) -> None:
+        if self._queue.full():  # the browser side is not draining: drop the oldest
+            self._queue.get_nowait()
+        self._queue.put_nowait(frame)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        data = await self._queue.get()
+        frame = AudioFrame(format="s16", layout="mono", samples=len(data))
+        frame.planes[0].update(np.ascontiguousarray(data, dtype=np.int16).tobytes())
+        frame.pts = self._pts
+        frame.sample_rate = self.sample_rate
+        frame.time_base = fractions.Fraction(1, self.sample_rate)
+        self._pts += len(data)
+        return frame
+
+
+class WebRtcLeg:
+    """A browser call leg: an ``RTCPeerConnection`` with one audio track each way; a media port.
+
+    ``host_addresses`` are the only ICE host candidates offered and used. Offer/answer:
+    :meth:`create_offer` + :meth:`set_answer` when we call, :meth:`accept_offer` when the browser
+    calls. ``get_frame``/``put_frame`` work at ``sample_rate`` (Opus runs at 48 kHz inside).
+    """
+
+    def __init__(self, *, host_addresses: Sequence[str], sample_rate: int = 48000) -> None:
+        self.sample_rate = sample_rate
+        self.host_addresses = tuple(host_addresses)
+        self.pc = RTCPeerConnection()
+        self._out = _OutgoingTrack(sample_rate)
+        self.pc.addTrack(self._out)
+        self._incoming: deque[Frame] = deque(maxlen=10)
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._resampler: Resampler | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.counters = {"dropped_source": 0, "frames_in": 0, "frames_out": 0, "overflow": 0}
+        self.pc.on("track", self._on_track)
+
+    # -- signalling ------------------------------------------------------------------------------
+
+    async def create_offer(self) -> str:
+        """Our SDP offer (ICE candidates included: gathering completes first)."""
+        with ice_host_addresses(self.host_addresses):
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        self._install_source_filter()
+        return str(self.pc.localDescription.sdp)
+
+    async def set_answer(self, sdp: str) -> None:
+        """Apply the browser's answer to our offer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply the browser's offer; returns our answer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        with ice_host_addresses(self.host_addresses):
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._install_source_filter()
+        return str(self.pc.localDescription.sdp)
+
+    def _connections(self) -> list[Any]:
+        conns = []
+        for t in self.pc.getTransceivers():
+            dtls = t.sender.transport
+            if dtls is not None:
+                conns.append(dtls.transport.iceGatherer._connection)
+        return conns
+
+    def _install_source_filter(self) -> None:
+        for conn in self._connections():
+            for proto in conn._protocols:
+                if getattr(proto, "_asyncpbx_filtered", False):
+                    continue
+                proto._asyncpbx_filtered = True
+                proto.datagram_received = self._filter(conn, proto, proto.datagram_received)
+
+    def _filter(self, conn: Any, proto: Any, inner: Any) -> Any:
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            if not _is_stun(data):
+                pair = conn._nominated.get(proto.local_candidate.component)
+                if pair is None or pair.protocol is not proto or (
+                    (addr[0], addr[1]) != tuple(pair.remote_addr)
+                ):
+                    self.counters["dropped_source"] += 1
+                    return
+            inner(data, addr)
+
+        return datagram_received
+
+    # -- media -----------------------------------------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self._reader is None:
+            self._reader = asyncio.ensure_future(self._read(track))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        n = samples_per_frame(self.sample_rate)
+        while True:
+            try:
+                frame: Any = await track.recv()
+            except MediaStreamError:
+                return
+            data = frame.to_ndarray()
+            channels = len(frame.layout.channels)
+            if data.dtype != np.int16:
+                data = (np.clip(data.astype(np.float32), -1, 1) * 32767).astype(np.int16)
+            mono = data.reshape(-1, channels).mean(axis=1).astype(np.int16) if channels > 1 else (
+                data.reshape(-1)
+            )
+            if self._resampler is None or self._resampler.in_rate != frame.sample_rate:
+                self._resampler = Resampler(frame.sample_rate, self.sample_rate)
+            pcm = self._resampler.process(mono) if frame.sample_rate != self.sample_rate else mono
+            self._pending = np.concatenate((self._pending, pcm))
+            while len(self._pending) >= n:
+                if len(self._incoming) == self._incoming.maxlen:
+                    self.counters["overflow"] += 1
+                self._incoming.append(self._pending[:n].copy())
+                self._pending = self._pending[n:]
+                self.counters["frames_in"] += 1
+
+    def get_frame(self) -> Frame | None:
+        """The next 20 ms of the browser's audio (None when nothing arrived)."""
+        return self._incoming.popleft() if self._incoming else None
+
+    def put_frame(self, frame: Frame) -> None:
+        """Send 20 ms to the browser (Opus-encoded by aiortc)."""
+        self.counters["frames_out"] += 1
+        self._out.push(frame)
+
+    @property
+    def connection_state(self) -> str:
+        """``RTCPeerConnection.connectionState`` (new, connecting, connected, failed, closed)."""
+        return str(self.pc.connectionState)
+
+    async def close(self) -> None:
+        """Close the peer connection and stop reading."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._out.stop()
+        await self.pc.close()

@@ -88,6 +88,15 @@ for _short, _long in COMPACT_FORMS.items():
     _NAMES[_short] = _NAMES[_short.upper()] = (_long.lower(), _long)
 _LIST_KEYS: frozenset[str] = frozenset(n.lower() for n in LIST_HEADERS)
 
+#: For the message parser: spelling -> (key, canonical name, kind); kind bit 1 = a header the
+#: parser checks (presence, duplicates, Content-Length), bit 2 = a comma-list header.
+PARSER_TRACKED = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length",
+                            "via"})
+_PARSE_NAMES: dict[str, tuple[str, str, int]] = {
+    spelling: (key, canon, (1 if key in PARSER_TRACKED else 0) | (2 if key in _LIST_KEYS else 0))
+    for spelling, (key, canon) in _NAMES.items()
+}
+
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
@@ -148,14 +157,15 @@ def split_header_list(value: str) -> list[str]:
                     break
                 pos = close + 1
             else:  # a quoted string: skip to its closing quote, honouring backslash escapes
+                q = value.find('"', pos)
                 while True:
-                    q = value.find('"', pos)
                     b = value.find("\\", pos, q if q >= 0 else n)
-                    if b >= 0:
-                        pos = b + 2
-                        continue
-                    pos = q + 1 if q >= 0 else n
-                    break
+                    if b < 0:
+                        pos = q + 1 if q >= 0 else n
+                        break
+                    pos = b + 2
+                    if pos > q >= 0:  # that quote was escaped: find the next one
+                        q = value.find('"', pos)
                 if pos >= n:
                     break
         parts.append(value[start:])

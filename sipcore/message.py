@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from typing import cast
 
 from sipcore.errors import ParseError
-from sipcore.headers import _LIST_KEYS, _NAMES, Headers, _lookup, is_token, split_header_list
+from sipcore.headers import (
+    _LIST_KEYS,
+    _PARSE_NAMES,
+    PARSER_TRACKED,
+    Headers,
+    _lookup,
+    is_token,
+    split_header_list,
+)
 from sipcore.uri import (
     FAST_PARAMS,
     URI,
@@ -275,6 +283,11 @@ class Message:
 
     def _one(self, name: str) -> str:
         """The only value of a single-valued header (missing or repeated: ParseError)."""
+        raw = self._c().get("raw")
+        if raw is not None:  # the parser's note of single headers it saw exactly once
+            value = cast("dict[str, str]", raw).get(name)
+            if value is not None:
+                return value
         values = self.headers.get_all(name)
         if len(values) != 1:
             raise ParseError(f"Missing {name}" if not values else f"Multiple {name}")
@@ -345,7 +358,17 @@ class Message:
     @property
     def top_via(self) -> Via:
         """The first Via."""
-        return self.vias[0]
+        c = self._c()
+        v = c.get("vias")
+        if v is not None:
+            return cast("list[Via]", v)[0]
+        top = c.get("top_via")
+        if top is None:
+            value = self.headers.get("Via")
+            if value is None:
+                raise ParseError("Missing Via")
+            top = c["top_via"] = parse_via(value)
+        return cast(Via, top)
 
     @property
     def max_forwards(self) -> int | None:
@@ -620,8 +643,9 @@ def _check_version(version: str) -> None:
         raise ParseError("Version Not Supported", 505)
 
 
-#: headers whose value _header_entries reports back (presence, duplicates, Content-Length)
-_TRACKED = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length", "via"})
+
+
+_RAW_NAMES = {"call-id": "Call-ID", "cseq": "CSeq", "from": "From", "to": "To"}
 
 
 def _header_entries(
@@ -630,10 +654,10 @@ def _header_entries(
     """Split header lines into entries; ``None`` when a folded line is found (unfold first)."""
     entries: list[tuple[str, str, str]] = []
     append = entries.append
-    for i in range(1, len(lines)):
-        line = lines[i]
+    names = _PARSE_NAMES
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
-        hit = _NAMES.get(name)
+        hit = names.get(name)
         if hit is None:  # not a known spelling: folding? "Name :" spacing? check it is a token
             if line[:1] in (" ", "\t"):
                 return None
@@ -642,19 +666,22 @@ def _header_entries(
             name = name.rstrip(" \t")
             if not is_token(name):
                 raise ParseError("Bad header name")
-            hit = _lookup(name)
-        key, canon = hit
-        value = value.strip(" \t")
-        if key in _TRACKED:
-            if key in seen and key != "via":
-                if key == "content-length" and seen[key] != value:
-                    raise ParseError("Bad Content-Length")
-                dups.append(key)
-            seen[key] = value
-        if "," in value and key in _LIST_KEYS:
-            entries.extend([(key, canon, v) for v in split_header_list(value)])
+            key, canon = _lookup(name)
+            kind = (1 if key in PARSER_TRACKED else 0) | (2 if key in _LIST_KEYS else 0)
         else:
-            append((key, canon, value))
+            key, canon, kind = hit
+        value = value.strip(" \t")
+        if kind:
+            if kind & 1:
+                if key in seen and key != "via":
+                    if key == "content-length" and seen[key] != value:
+                        raise ParseError("Bad Content-Length")
+                    dups.append(key)
+                seen[key] = value
+            if kind & 2 and "," in value:
+                entries.extend([(key, canon, v) for v in split_header_list(value)])
+                continue
+        append((key, canon, value))
     return entries
 
 
@@ -714,9 +741,16 @@ def _parse(data: bytes) -> Request | Response:
             raise ParseError("Body too large", 413)
         body = rest
     headers = Headers._trusted(entries)
+    # single headers seen exactly once, by canonical name, for Message._one (valid until the
+    # headers are mutated, like every cached value)
+    raw = {_RAW_NAMES[k]: v for k, v in seen.items() if k in _RAW_NAMES and k not in dups}
 
     if uri is None:
-        return Response(status, reason, headers, body)
+        resp = Response(status, reason, headers, body)
+        resp._cache = {"raw": raw}
+        resp._cache_headers = headers
+        resp._cache_version = headers.version
+        return resp
     msg = Request(method, uri, headers, body)
     for key, hname in _REQUIRED:
         if key not in seen:
@@ -733,6 +767,7 @@ def _parse(data: bytes) -> Request | Response:
     mf = seen.get("max-forwards")
     # seed the accessor cache with what was checked here
     msg._cache = {
+        "raw": raw,
         "cseq": cseq,
         "call_id": call_id,
         "max_forwards": None if mf is None else _int(mf, 0, 255, "Bad Max-Forwards"),
@@ -823,7 +858,7 @@ def make_response(
         if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
             entries.append((key, name, value))
         elif key == "to":
-            if to_tag is not None and status != 100 and request.to.tag is None:
+            if to_tag is not None and request.to.tag is None:
                 value = f"{value};tag={to_tag}"
             entries.append((key, name, value))
     entries.append(("content-length", "Content-Length", "0"))

@@ -429,8 +429,8 @@ def _read_quoted(text: str, start: int, what: str) -> tuple[str, int]:
     pos = start + 1
     out: list[str] = []
     n = len(text)
+    q = text.find('"', pos)
     while True:
-        q = text.find('"', pos)
         if q < 0:
             raise ParseError(f"Unterminated quoted string in {what}")
         b = text.find("\\", pos, q)
@@ -442,6 +442,8 @@ def _read_quoted(text: str, start: int, what: str) -> tuple[str, int]:
         out.append(text[pos:b])
         out.append(text[b + 1])
         pos = b + 2
+        if pos > q:  # the escaped character was that quote: look for the next one
+            q = text.find('"', pos)
 
 
 def parse_params(text: str, what: str = "header") -> dict[str, str | None]:

@@ -180,3 +180,40 @@ def test_seeded_mutation_run() -> None:
             frame(mutant, 1 + i % 13)
     # the mutants must exercise both outcomes, or the run proves little
     assert parsed > 5_000 and rejected > 5_000, (parsed, rejected)
+
+
+def _with_header(name: str, value: str) -> bytes:
+    return (
+        "OPTIONS sip:pbx.example.net SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP h;branch=z9hG4bKp\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n"
+        f"Call-ID: p\r\nCSeq: 1 OPTIONS\r\n{name}: {value}\r\n\r\n"
+    ).encode()
+
+
+PATHOLOGICAL = [
+    ("Contact", '"' + "\\a" * 3000 + '" <sip:a@b>'),
+    ("Contact", '"' + '\\"' * 3000),
+    ("Contact", '"' * 7000),
+    ("Contact", ',"' * 3000),
+    ("Contact", "<" * 7000),
+    ("From", "<sip:a@b>" + ";x" * 3000),
+    ("To", '<sip:a@b>;x="' + "\\" * 7000),
+    ("Via", "SIP/2.0/UDP h" + ";branch=" * 800),
+    ("Via", "SIP/2.0/UDP " + "[" * 7000),
+    ("Route", ", ".join(["<sip:p;lr>"] * 300)),
+    ("X-Long", "\\" * 8000),
+]
+
+
+def test_pathological_inputs() -> None:
+    outcomes = set()
+    for name, value in PATHOLOGICAL:
+        m = exercise(_with_header(name, value))
+        outcomes.add(m is None)
+        try:
+            if m is not None:
+                m.validate()
+                m.headers.get_all(name)
+        except ParseError:
+            outcomes.add(True)
+    assert outcomes == {True, False}

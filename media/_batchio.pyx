@@ -120,6 +120,7 @@ ctypedef struct slot_t:
     unsigned int out_ssrc
     unsigned char pt_map[128]
     int has_map
+    int tap_pt
     long long in_ssrc
     unsigned int seq_off
     unsigned int ts_off
@@ -322,6 +323,7 @@ cdef class PacketHub:
         s.sig_seen = -1e18
         s.cur_seen = -1e18
         s.relay = -1
+        s.tap_pt = -1
         s.in_ssrc = -1
         self.socks[slot] = sock
         ev.events = EPOLLIN
@@ -372,11 +374,13 @@ cdef class PacketHub:
     def set_raw(self, int slot, bint raw):
         self._get(slot).raw = raw
 
-    def set_relay(self, int slot, int target, pt_map=None):
-        """Relay validated RTP arriving on ``slot`` out of ``target`` (-1 stops relaying)."""
+    def set_relay(self, int slot, int target, pt_map=None, int tap_pt=-1):
+        """Relay validated RTP arriving on ``slot`` out of ``target`` (-1 stops relaying);
+        packets of payload type ``tap_pt`` are also handed up by poll()."""
         cdef slot_t *s = self._get(slot)
         cdef const unsigned char[::1] m
         s.relay = target
+        s.tap_pt = tap_pt
         s.in_ssrc = -1
         if pt_map is None:
             s.has_map = 0
@@ -573,6 +577,9 @@ cdef class PacketHub:
                         s.counters[6] += 1
                         continue
                     if s.relay >= 0:
+                        if (d[1] & 0x7F) == s.tap_pt:
+                            out.append((slot, PyBytes_FromStringAndSize(<char *>d, n), None))
+                            s = &self.slots[slot]
                         self._relay(s, d, n)
                     else:
                         out.append((slot, PyBytes_FromStringAndSize(<char *>d, n), None))

@@ -39,6 +39,7 @@ from media import batchio as _batchio_ref
 from media import rtcp as _rtcp
 from media._accel import load
 from media.codecs import Codec, PayloadFormat, UnsupportedCodec, create_codec
+from media.dtmf import DtmfReceiver, DtmfSender
 from media.jitter import JitterBuffer
 from media.mixer import Codec as MixCodec
 from media.mixer import Mixer, Mode
@@ -46,6 +47,7 @@ from media.port import PTIME, Frame, MediaPort, samples_per_frame
 from media.resample import Resampler
 from media.rtp import RtpError, RtpPacket
 from media.stats import ReceiverStatistics
+from sipcore.errors import ParseError
 
 _hubmod: Any = load("media._batchio", "media.batchio")
 
@@ -181,7 +183,8 @@ class MediaClock:
 
     def _wake(self) -> None:
         now = self.loop.time()
-        due = int((now - self._t0) / self.ptime) - self._n + 1
+        # ticks whose deadline has passed (the epsilon keeps an exact deadline from rounding down)
+        due = int((now - self._t0) / self.ptime + 1e-9) - self._n + 1
         lateness = now - (self._t0 + self._n * self.ptime)
         self.max_lateness = max(self.max_lateness, lateness)
         if due > self.max_catchup:
@@ -240,7 +243,6 @@ class SrtpKeys(Protocol):
 
 _RTP_HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
-_DTMF_EVENTS = "0123456789*#ABCD"
 _DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False), "recvonly": (False, True),
                "inactive": (False, False)}
 
@@ -290,7 +292,9 @@ class RtpSession:
         self.sending = True
         self.receiving = True
         self.closed = False
-        self._dtmf_last_ts = -1
+        self._dtmf_rx = DtmfReceiver()
+        self._dtmf_tx: DtmfSender | None = None
+        self._dtmf_job: _Job | None = None
         self._marker = True
         self._last_tx = 0.0
         self._tick_at = -1.0
@@ -306,6 +310,7 @@ class RtpSession:
             "rtcp_tx": 0,
             "unknown_pt": 0,
             "dtmf_rx": 0,
+            "dtmf_malformed": 0,
         }
         self.set_format(fmt)
         hub.set_ssrc(self.slot, self.ssrc, int.from_bytes(os.urandom(2), "big"),
@@ -390,17 +395,18 @@ class RtpSession:
 
     def put_frame(self, frame: Frame) -> None:
         """Encode one 20 ms frame and send it as one RTP packet."""
-        if self.sending:
+        if self.sending and not (self._dtmf_tx is not None and self._dtmf_tx.active):
             self._send_payload(self.payload_type, self.codec.encode(frame),
                                self.codec.timestamp_increment)
 
     def put_payload(self, payload: bytes | bytearray | memoryview) -> None:
         """Send one 20 ms payload already in the session's codec."""
-        if self.sending:
+        if self.sending and not (self._dtmf_tx is not None and self._dtmf_tx.active):
             self._send_payload(self.payload_type, payload, self.codec.timestamp_increment)
 
     def _send_payload(
-        self, pt: int, payload: bytes | bytearray | memoryview, step: int, marker: bool = False
+        self, pt: int, payload: bytes | bytearray | memoryview, step: int, marker: bool = False,
+        timestamp: int | None = None,
     ) -> None:
         if self.closed:
             return
@@ -415,31 +421,37 @@ class RtpSession:
         marker = marker or self._marker or gap > 1
         self._last_tx = now
         self._marker = False
-        pkt = _RTP_HDR.pack(0x80, (0x80 if marker else 0) | pt, seq, ts, self.ssrc) + payload
+        wire_ts = ts if timestamp is None else timestamp
+        pkt = _RTP_HDR.pack(0x80, (0x80 if marker else 0) | pt, seq, wire_ts, self.ssrc) + payload
+        # The stream's clock (hub.last_sent) advances even when an event repeats its timestamp.
+        hub.set_ssrc(self.slot, self.ssrc, seq, ts)
         if self.srtp is not None:
-            hub.set_ssrc(self.slot, self.ssrc, seq, ts)
-            hub.send(self.slot, self.srtp.protect(pkt))
-        else:
-            hub.send_rtp(self.slot, pkt)
+            pkt = self.srtp.protect(pkt)
+        hub.send(self.slot, pkt)
 
-    def send_dtmf(self, digit: str, duration_ms: int = 100, volume: int = 10) -> None:
-        """Send one RFC 4733 telephone-event now (three end packets with one timestamp)."""
+    def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
+        """Queue RFC 4733 telephone-events (``media.dtmf.DtmfSender``), sent one packet per tick
+        in place of audio, then audio resumes. Raises ``ValueError`` without a negotiated PT."""
         if self.telephone_event_pt is None:
             raise ValueError("no telephone-event payload type negotiated")
-        event = _DTMF_EVENTS.index(digit.upper())
-        seq, ts = self._hub.last_sent(self.slot)
-        dur = duration_ms * self.format.clock_rate // 1000
-        payload = struct.pack("!BBH", event, 0x80 | volume, dur)
-        for i in range(3):
-            pkt = _RTP_HDR.pack(
-                0x80, (0x80 if i == 0 else 0) | self.telephone_event_pt,
-                (seq + 1 + i) & 0xFFFF, ts, self.ssrc,
-            ) + payload
-            if self.srtp is not None:
-                self._hub.set_ssrc(self.slot, self.ssrc, seq + 1 + i, ts)
-                self._hub.send(self.slot, self.srtp.protect(pkt))
-            else:
-                self._hub.send_rtp(self.slot, pkt)
+        if self._dtmf_tx is None:
+            self._dtmf_tx = DtmfSender(clock_rate=self.format.clock_rate)
+        self._dtmf_tx.send(digits, duration_ms, gap_ms)
+        if self._dtmf_job is None or not self._dtmf_job.active:
+            self._dtmf_job = self.engine.clock.add(self._dtmf_tick, Phase.OUTPUT)
+
+    def _dtmf_tick(self, now: float) -> None:
+        tx = self._dtmf_tx
+        if tx is None or not tx.busy or self.closed:
+            if self._dtmf_job is not None:
+                self._dtmf_job.cancel()
+            return
+        _, ts = self._hub.last_sent(self.slot)
+        step = self.codec.timestamp_increment
+        for p in tx.tick((ts + step) & 0xFFFFFFFF):
+            assert self.telephone_event_pt is not None
+            self._send_payload(self.telephone_event_pt, p.payload, step, marker=p.marker,
+                               timestamp=p.timestamp)
 
     # -- receive path (called by the engine) -----------------------------------------------------
 
@@ -460,6 +472,8 @@ class RtpSession:
             return
         peer = self.relay_peer
         if peer is not None:
+            if data[1] & 0x7F == self.telephone_event_pt:
+                self._on_rtp(data, now)  # the PBX sees relayed digits too
             peer._relay_in(data)
             return
         self._on_rtp(data, now)
@@ -492,12 +506,16 @@ class RtpSession:
         if pt == self.payload_type or pt == self.cn_payload_type:
             self._jitter.put(pkt, now)
         elif pt == self.telephone_event_pt:
-            payload = pkt.payload
-            if len(payload) >= 4 and payload[1] & 0x80 and pkt.timestamp != self._dtmf_last_ts:
-                self._dtmf_last_ts = pkt.timestamp
+            self._jitter.skip(pkt)  # shares the sequence space: not a loss for the audio
+            try:
+                digits = self._dtmf_rx.receive(bytes(pkt.payload), pkt.timestamp, pkt.marker)
+            except ParseError:
+                self.counters["dtmf_malformed"] += 1
+                return
+            for d in digits:
                 self.counters["dtmf_rx"] += 1
-                if payload[0] < 16 and self.on_dtmf is not None:
-                    self.on_dtmf(_DTMF_EVENTS[payload[0]])
+                if self.on_dtmf is not None:
+                    self.on_dtmf(d.digit)
         else:
             self.counters["unknown_pt"] += 1
 
@@ -600,8 +618,9 @@ class RelayBridge:
         self.closed = False
         hub = a.engine.hub
         if a.srtp is None and b.srtp is None:
-            hub.set_relay(a.slot, b.slot, self._pt_map(a, b))
-            hub.set_relay(b.slot, a.slot, self._pt_map(b, a))
+            # DTMF is relayed and also tapped: the PBX acts on digits (feature codes, IVR).
+            hub.set_relay(a.slot, b.slot, self._pt_map(a, b), _tap(a.telephone_event_pt))
+            hub.set_relay(b.slot, a.slot, self._pt_map(b, a), _tap(b.telephone_event_pt))
         else:
             a.relay_peer, b.relay_peer = b, a
 
@@ -625,6 +644,10 @@ class RelayBridge:
             leg.relay_peer = None
             if not leg.closed:
                 hub.set_relay(leg.slot, -1, None)
+
+
+def _tap(pt: int | None) -> int:
+    return -1 if pt is None else pt
 
 
 class Link:

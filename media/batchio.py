@@ -118,6 +118,7 @@ class _Slot:
         "sig",
         "sig_seen",
         "sock",
+        "tap_pt",
         "ts_off",
     )
 
@@ -136,6 +137,7 @@ class _Slot:
         self.relay = -1
         self.out_ssrc = 0
         self.pt_map: bytes | None = None
+        self.tap_pt = -1
         self.in_ssrc = -1
         self.seq_off = 0
         self.ts_off = 0
@@ -213,16 +215,21 @@ class PacketHub:
         """Hand all packets up unchecked (True) or validate them here (False)."""
         self._slots[slot].raw = raw
 
-    def set_relay(self, slot: int, target: int, pt_map: bytes | None = None) -> None:
+    def set_relay(
+        self, slot: int, target: int, pt_map: bytes | None = None, tap_pt: int = -1
+    ) -> None:
         """Relay validated RTP arriving on ``slot`` out of ``target`` (-1 stops relaying).
 
         ``pt_map`` (128 bytes) maps incoming payload types to outgoing ones; 255 drops the packet.
+        Packets of payload type ``tap_pt`` (telephone-event: the PBX must see the digits) are
+        relayed *and* handed up by :meth:`poll`.
         The outgoing SSRC is the target's (:meth:`set_ssrc`); sequence numbers and timestamps
         continue the target's stream, so a change of incoming SSRC is invisible downstream.
         """
         s = self._slots[slot]
         s.relay = target
         s.pt_map = pt_map
+        s.tap_pt = tap_pt
         s.in_ssrc = -1
 
     def set_ssrc(self, slot: int, ssrc: int, seq: int, ts: int) -> None:
@@ -398,6 +405,8 @@ class PacketHub:
                     c[6] += 1
                     continue
                 if s.relay >= 0:
+                    if data[1] & 0x7F == s.tap_pt:
+                        out.append((slot, data, None))
                     self._relay(s, data)
                 else:
                     out.append((slot, data, None))

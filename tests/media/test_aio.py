@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from media.aio import MediaEngine, RtpSession, make_codec
+from media import dtmf
+from media.aio import MediaClock, MediaEngine, RtpSession, make_codec
 from media.port import Frame
+from media.recorder import Recorder
 
 PORTS = (30000, 30999)
 
@@ -36,13 +38,8 @@ def tone(freq: float, rate: int, n: int, start: int = 0, amp: float = 8000.0) ->
 
 
 def goertzel(samples: np.ndarray[Any, Any], rate: int, freq: float) -> float:
-    """Power of ``freq`` in ``samples`` (normalised by length)."""
-    x = samples.astype(np.float64)
-    k = 2 * math.cos(2 * math.pi * freq / rate)
-    s1 = s2 = 0.0
-    for v in x:
-        s1, s2 = v + k * s1 - s2, s1
-    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(len(x), 1) ** 2
+    """Power of ``freq`` in ``samples`` (media.dtmf's Goertzel gives the amplitude)."""
+    return dtmf.goertzel(samples, freq, rate) ** 2
 
 
 def dominant(samples: np.ndarray[Any, Any], rate: int, candidates: list[float]) -> float:
@@ -51,12 +48,10 @@ def dominant(samples: np.ndarray[Any, Any], rate: int, candidates: list[float]) 
 
 
 def hears(samples: np.ndarray[Any, Any], rate: int, freq: float) -> bool:
-    """``freq`` is clearly present: at least 1/50 of the signal's total power sits there."""
-    total = float(np.mean(samples.astype(np.float64) ** 2))
-    if total < 1e3:
+    """``freq`` is clearly present: not silence, and ≥ 2 % of the signal's energy sits there."""
+    if len(samples) == 0 or float(np.mean(samples.astype(np.float64) ** 2)) < 1e3:
         return False
-    # Goertzel power of a sine of amplitude A over N samples is ~A²/4; mean square is A²/2.
-    return goertzel(samples, rate, freq) * 2 > total / 50
+    return dtmf.tone_ratio(samples, freq, rate) > 0.02
 
 
 # -- an RTP peer on a plain socket ----------------------------------------------------------------
@@ -295,37 +290,127 @@ async def test_jitter_buffer_under_loss_and_jitter() -> None:
 
 
 async def test_recording_opens_with_wave(tmp_path: Path) -> None:
-    class WavSink:
-        sample_rate = 8000
-
-        def __init__(self, path: Path) -> None:
-            self.w = wave.open(str(path), "wb")  # noqa: SIM115 - closed by the test
-            self.w.setnchannels(1)
-            self.w.setsampwidth(2)
-            self.w.setframerate(self.sample_rate)
-
-        def get_frame(self) -> Frame | None:
-            return None
-
-        def put_frame(self, frame: Frame) -> None:
-            self.w.writeframes(frame.astype("<i2").tobytes())
-
     path = tmp_path / "rec.wav"
     async with MediaEngine("127.0.0.1", PORTS) as engine:
         pa = Peer(codec="G722", pt=9)
         a = engine.create_session(payload_type=9, codec="G722", remote=pa.addr)
-        sink = WavSink(path)
-        link = engine.link(a, sink, fill_silence=True)
+        rec = Recorder(path, sample_rate=8000)  # G.722 is 16 kHz: the link resamples
+        link = engine.link(a, rec, fill_silence=True)
         pa.start_tone(a.local_addr, 1000)
         await run_for(1.0)
         link.close()
-        sink.w.close()
+        assert rec.close() == path
         pa.close()
     with wave.open(str(path), "rb") as w:
-        assert w.getframerate() == 8000
+        assert w.getframerate() == 8000 and w.getnchannels() == 1 and w.getsampwidth() == 2
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     assert len(data) > 8000 * 0.8
-    assert dominant(data[2000:], 8000, [500, 1000, 2000]) == 1000
+    assert dominant(data[2400:], 8000, [500, 1000, 2000]) == 1000
+    assert hears(data[2400:], 8000, 1000)
+
+
+async def test_dtmf_sent_and_received_as_telephone_events() -> None:
+    async with MediaEngine("127.0.0.1", PORTS) as engine:
+        pa, pb = Peer(), Peer()
+        a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr)
+        b = engine.create_session(payload_type=0, codec="PCMU", remote=pb.addr,
+                                  telephone_event_pt=101)
+        got: list[str] = []
+        a.on_dtmf = got.append
+        engine.bridge(a, b)  # relay: PBX-generated DTMF on B, received DTMF on A
+        # the phone on A sends "5" (start, continuation, 3 × end) between audio packets
+        sender = dtmf.DtmfSender()
+        sender.send("5", duration_ms=60)
+        for i in range(8):
+            for p in sender.tick(1000 + 160 * i):
+                ssrc = pa.ssrc
+                hdr = struct.pack("!BBHII", 0x80, (0x80 if p.marker else 0) | 101, pa._seq,
+                                  p.timestamp, ssrc)
+                pa._seq += 1
+                pa.sock.sendto(hdr + p.payload, a.local_addr)
+        await run_for(0.1)
+        b.send_dtmf("1#", duration_ms=60, gap_ms=40)
+        await run_for(0.6)
+        pa.close()
+        pb.close()
+    # A decoded the phone's event once (the three end packets are one event)
+    assert got == ["5"]
+    # B's phone got the relayed "5" and the PBX's "1", "#" as RFC 4733 packets on PT 101
+    rx = dtmf.DtmfReceiver()
+    digits = []
+    for d in pb.rtp():
+        if d[1] & 0x7F == 101:
+            digits += [x.digit for x in rx.receive(d[12:16], struct.unpack_from("!I", d, 4)[0],
+                                                   bool(d[1] & 0x80))]
+    assert digits == ["5", "1", "#"]
+
+
+class FakeLoop:
+    """Just enough of an event loop for MediaClock: a settable time and call_at."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.calls: list[tuple[float, Callable[[], None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, cb: Callable[[], None]) -> Any:
+        self.calls.append((when, cb))
+
+        class Handle:
+            def cancel(self) -> None:
+                pass
+
+        return Handle()
+
+    def fire(self, at: float) -> None:
+        self.now = at
+        _, cb = self.calls.pop(0)
+        cb()
+
+
+def test_media_clock_absolute_deadlines_catch_up_and_overruns() -> None:
+    loop = FakeLoop()
+    clock = MediaClock(loop, max_catchup=3)  # type: ignore[arg-type]
+    seen: list[float] = []
+    clock.add(seen.append)
+    clock.start()
+    t0 = loop.calls[0][0]
+    assert t0 == pytest.approx(100.02)
+    # on time (with a little wake-up latency): one tick per wake, deadlines stay on the grid
+    for i in range(5):
+        loop.fire(t0 + i * 0.02 + 0.001)
+        assert loop.calls[-1][0] == pytest.approx(t0 + (i + 1) * 0.02)  # not drifting
+    assert seen == pytest.approx([t0 + i * 0.02 for i in range(5)])
+    assert clock.overruns == 0
+    # 45 ms late: the missed ticks run back to back, no more
+    loop.fire(t0 + 5 * 0.02 + 0.045)
+    assert len(seen) == 8 and clock.overruns == 1 and clock.skipped == 0
+    assert loop.calls[-1][0] == pytest.approx(t0 + 8 * 0.02)
+    # a 1 s stall: at most max_catchup ticks, the rest skipped and counted
+    loop.fire(t0 + 8 * 0.02 + 1.0)
+    assert len(seen) == 11
+    assert clock.skipped == 51 - 3 and clock.overruns == 1 + 48 + 1
+    assert loop.calls[-1][0] > loop.now
+
+
+def test_media_clock_survives_a_failing_job() -> None:
+    loop = FakeLoop()
+    clock = MediaClock(loop)  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+    clock.on_error = errors.append
+    good: list[float] = []
+
+    def bad(now: float) -> None:
+        raise RuntimeError("boom")
+
+    clock.add(bad)
+    clock.add(good.append)
+    clock.start()
+    for _ in range(3):
+        loop.fire(loop.calls[0][0])
+    assert len(good) == 3 and len(errors) == 1
 
 
 async def test_malformed_rtp_and_rtcp_dropped_and_counted() -> None:

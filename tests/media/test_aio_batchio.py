@@ -213,3 +213,36 @@ def test_send_rtp_rows(impl: Any) -> None:
         hub.close()
         for s in legs + phones:
             s.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.__name__)
+def test_ipv6_source_rule_and_send(impl: Any) -> None:
+    def udp6() -> socket.socket:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        s.setblocking(False)
+        return s
+
+    try:
+        rx, phone, other = udp6(), udp6(), udp6()
+    except OSError:  # pragma: no cover - no IPv6 loopback on this host
+        pytest.skip("no ::1")
+    hub = impl.PacketHub()
+    try:
+        slot = hub.add(rx)
+        hub.set_remote(slot, phone.getsockname()[:2])
+        pkt = struct.pack("!BBHII", 0x80, 0, 1, 0, 7)
+        other.sendto(pkt, rx.getsockname())
+        phone.sendto(pkt, rx.getsockname())
+        time.sleep(0.005)
+        got = hub.poll(50.0)
+        assert [d for _, d, _ in got] == [pkt]
+        assert hub.counters(slot)["source"] == 1
+        assert hub.remote(slot) == phone.getsockname()[:2]
+        assert hub.send(slot, b"hello")
+        time.sleep(0.005)
+        assert phone.recv(100) == b"hello"
+    finally:
+        hub.close()
+        for s in (rx, phone, other):
+            s.close()

@@ -281,11 +281,11 @@ class Message:
             self._cache_version = h.version
         return self._cache
 
-    def _one(self, name: str) -> str:
+    def _one(self, key: str, name: str) -> str:
         """The only value of a single-valued header (missing or repeated: ParseError)."""
         raw = self._c().get("raw")
-        if raw is not None:  # the parser's note of single headers it saw exactly once
-            value = cast("dict[str, str]", raw).get(name)
+        if raw is not None:  # the parser's note of tracked headers it saw exactly once
+            value = cast("dict[str, str]", raw).get(key)
             if value is not None:
                 return value
         values = self.headers.get_all(name)
@@ -301,7 +301,7 @@ class Message:
         c = self._c()
         v = c.get("call_id")
         if v is None:
-            value = self._one("Call-ID")
+            value = self._one("call-id", "Call-ID")
             if not value or " " in value or "\t" in value:
                 raise ParseError("Bad Call-ID")
             v = c["call_id"] = value
@@ -313,14 +313,14 @@ class Message:
         c = self._c()
         v = c.get("cseq")
         if v is None:
-            v = c["cseq"] = parse_cseq(self._one("CSeq"))
+            v = c["cseq"] = parse_cseq(self._one("cseq", "CSeq"))
         return cast(CSeq, v)
 
     def _name_addr(self, key: str, name: str) -> NameAddr:
         c = self._c()
         v = c.get(key)
         if v is None:
-            v = c[key] = parse_name_addr(self._one(name), name)
+            v = c[key] = parse_name_addr(self._one(key, name), name)
         return cast(NameAddr, v)
 
     @property
@@ -645,7 +645,7 @@ def _check_version(version: str) -> None:
 
 
 
-_RAW_NAMES = {"call-id": "Call-ID", "cseq": "CSeq", "from": "From", "to": "To"}
+_REQUIRED_KEYS = frozenset(k for k, _ in _REQUIRED)
 
 
 def _header_entries(
@@ -743,7 +743,7 @@ def _parse(data: bytes) -> Request | Response:
     headers = Headers._trusted(entries)
     # single headers seen exactly once, by canonical name, for Message._one (valid until the
     # headers are mutated, like every cached value)
-    raw = {_RAW_NAMES[k]: v for k, v in seen.items() if k in _RAW_NAMES and k not in dups}
+    raw = seen if not dups else {k: v for k, v in seen.items() if k not in dups}
 
     if uri is None:
         resp = Response(status, reason, headers, body)
@@ -752,9 +752,10 @@ def _parse(data: bytes) -> Request | Response:
         resp._cache_version = headers.version
         return resp
     msg = Request(method, uri, headers, body)
-    for key, hname in _REQUIRED:
-        if key not in seen:
-            raise ParseError(f"Missing {hname}")
+    if not seen.keys() >= _REQUIRED_KEYS:
+        for key, hname in _REQUIRED:
+            if key not in seen:
+                raise ParseError(f"Missing {hname}")
     for key in dups:
         if key != "content-length":
             raise ParseError(f"Multiple {_lookup(key)[1]}")

@@ -344,12 +344,11 @@ def _attr_line(name: str, value: str | None) -> str:
 # -- parsing -----------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_DIGITS = re.compile(r"[0-9]{1,20}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _uint(text: str, hi: int, what: str) -> int:
-    if _DIGITS.fullmatch(text) is None:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise ParseError(f"Bad SDP {what}")
     value = int(text)
     if value > hi:
@@ -433,7 +432,10 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         text = data
     if "\x00" in text:
         raise ParseError("NUL in SDP")
-    lines = text.replace("\r\n", "\n").split("\n")
+    text = text.replace("\r\n", "\n")
+    if _CONTROL.search(text):  # control characters other than the line ends (TAB is allowed)
+        raise ParseError("Bad SDP line")
+    lines = text.split("\n")
     while lines and lines[-1] == "":
         lines.pop()
     if not lines or lines[0] != "v=0":
@@ -443,7 +445,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
     cur: MediaDescription | None = None
     n_attr = 0
     for line in lines[1:]:
-        if len(line) < 2 or line[1] != "=" or _CONTROL.search(line):
+        if len(line) < 2 or line[1] != "=":
             raise ParseError("Bad SDP line")
         kind, value = line[0], line[2:]
         if kind == "a":

@@ -529,7 +529,9 @@ def _header_params_str(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
-_DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~ \t]*")
+# An unquoted display name is a sequence of tokens by the grammar; phones also send UTF-8 words
+# (``Jörg Müller <sip:...>``), which we accept. A ';' or ',' before '<' means no name-addr.
+_DISPLAY_TOKENS = re.compile(r'[^"<>;,\x00-\x08\x0a-\x1f\x7f]*')
 
 
 @dataclass(eq=False, slots=True)

@@ -145,3 +145,9 @@ def test_arbitrary_text(text: str) -> None:
         parse_name_addr(text)
     except ParseError:
         pass
+
+
+def test_lenient_utf8_unquoted_display_name() -> None:
+    na = parse_name_addr("Jörg  Müller <sip:joerg@example.net>;tag=7")
+    assert na.display == "Jörg Müller" and na.tag == "7"
+    assert str(na) == '"Jörg Müller" <sip:joerg@example.net>;tag=7'

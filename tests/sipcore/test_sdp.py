@@ -13,7 +13,12 @@ from sipcore.sdp import (
     PCMA,
     PCMU,
     TELEPHONE_EVENT,
+    Connection,
+    MediaDescription,
+    Origin,
     RtpMap,
+    SessionDescription,
+    Timing,
     answer,
     create_offer,
     hold,
@@ -158,3 +163,45 @@ def test_mutants(pos: int, junk: bytes) -> None:
     except ParseError:
         return
     assert parse_sdp(sd.serialize()) == sd
+
+
+_text = st.text(st.characters(min_codepoint=32, blacklist_characters="\x7f",
+                              blacklist_categories=("Cs",)), max_size=12)
+_tok = st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True)
+_attrs = st.lists(st.tuples(_tok.filter(lambda t: t != "rtpmap"), st.one_of(st.none(), _text)),
+                  max_size=5)
+
+
+@st.composite
+def descriptions(draw: st.DrawFn) -> SessionDescription:
+    media = [
+        MediaDescription(
+            draw(st.sampled_from(["audio", "video", "application"])),
+            draw(st.integers(0, 65535)),
+            "RTP/AVP",
+            [str(pt) for pt in draw(st.lists(st.integers(0, 127), min_size=1, max_size=5))],
+            port_count=draw(st.one_of(st.none(), st.integers(1, 4))),
+            info=draw(st.one_of(st.none(), _text)),
+            bandwidths=draw(st.lists(st.tuples(st.sampled_from(["AS", "TIAS"]),
+                                               st.integers(0, 2**32 - 1)), max_size=2)),
+            attributes=draw(_attrs),
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    return SessionDescription(
+        origin=Origin(draw(_tok), draw(st.integers(0, 2**63)), draw(st.integers(0, 2**63)),
+                      "IN", "IP4", "192.0.2.1"),
+        name=draw(_text),
+        info=draw(st.one_of(st.none(), _text)),
+        connection=Connection("192.0.2.1"),
+        timings=[Timing(draw(st.integers(0, 2**40)), 0)],
+        attributes=draw(_attrs),
+        media=media,
+    )
+
+
+@given(descriptions())
+def test_generated_round_trip(sd: SessionDescription) -> None:
+    again = parse_sdp(sd.serialize())
+    assert again == sd
+    assert again.serialize() == sd.serialize()

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import cast
 
-from sipcore.errors import ParseError
+from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.headers import (
     _LIST_KEYS,
     _PARSE_NAMES,
@@ -256,6 +256,10 @@ _JOINED = frozenset({
 })
 
 
+def _joinable(value: str) -> bool:
+    return bool(value) and '"' not in value and "<" not in value
+
+
 class Message:
     """Common base of :class:`Request` and :class:`Response`.
 
@@ -473,7 +477,11 @@ class Message:
         raise NotImplementedError
 
     def serialize(self) -> bytes:
-        """The wire form; Content-Length is always written and always matches the body."""
+        """The wire form; Content-Length is always written and always matches the body.
+
+        Raises LocalProtocolError when a header value (or the reason phrase / URI) contains CR or
+        LF, which would otherwise smuggle extra headers onto the wire.
+        """
         body = self.body
         lines = [self._start_line()]
         cl_done = False
@@ -483,15 +491,23 @@ class Message:
                 if not cl_done:
                     lines.append(f"Content-Length: {len(body)}")
                     cl_done = True
-            elif key == prev and key in _JOINED and value:
+            elif key == prev and key in _JOINED and _joinable(value):
                 lines[-1] += ", " + value
+                continue
             else:
                 lines.append(f"{name}: {value}")
-            prev = key if value else ""  # an empty entry cannot share a line
+            # only plain entries share a line: an empty one or one with a quote or bracket
+            # would not split back into the same entries
+            prev = key if key in _JOINED and _joinable(value) else ""
         if not cl_done:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")
-        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        text = "\r\n".join(lines)
+        n = len(lines)
+        if text.count("\n") != n or text.count("\r") != n:
+            # a CR or LF inside a value would inject headers (or a body): refuse to send it
+            raise LocalProtocolError("CR or LF inside a start line or header value")
+        head = text.encode("utf-8", "surrogateescape")
         return head + body if body else head
 
     def __bytes__(self) -> bytes:

@@ -200,3 +200,15 @@ def test_request_uri_parsed_eagerly() -> None:
     assert isinstance(m, Request)
     assert str(m.uri) == "tel:+1-555-0100"
     assert m.uri == parse_uri("tel:+1-555-0100")
+
+
+def test_serialize_refuses_header_injection() -> None:
+    from sipcore.errors import LocalProtocolError
+
+    m = parse_message(REGISTER)
+    m.headers.set("Subject", "hi\r\nX-Injected: 1")
+    with pytest.raises(LocalProtocolError):
+        m.serialize()
+    r = Response(200, "OK\nX-Evil: 1")
+    with pytest.raises(LocalProtocolError):
+        r.serialize()

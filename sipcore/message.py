@@ -37,6 +37,7 @@ from sipcore.uri import (
     FAST_PARAMS,
     URI,
     NameAddr,
+    SipURI,
     _parse_hostport,
     fast_params,
     parse_name_addr,
@@ -537,6 +538,12 @@ class Request(Message):
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
+    def copy(self) -> Request:
+        """A copy with its own Headers and Request-URI (e.g. to forward or to re-send with
+        changes); parsed-header caches are not shared."""
+        uri = self.uri.copy() if isinstance(self.uri, SipURI) else self.uri
+        return Request(self.method, uri, self.headers.copy(), self.body)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
@@ -575,6 +582,10 @@ class Response(Message):
 
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
+
+    def copy(self) -> Response:
+        """A copy with its own Headers."""
+        return Response(self.status, self.reason, self.headers.copy(), self.body)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):

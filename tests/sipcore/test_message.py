@@ -212,3 +212,34 @@ def test_serialize_refuses_header_injection() -> None:
     r = Response(200, "OK\nX-Evil: 1")
     with pytest.raises(LocalProtocolError):
         r.serialize()
+
+
+def test_unknown_headers_and_odd_bytes_byte_exact() -> None:
+    line = b"X-Vendor:  a,b ;; \xe4\xff\xfe raw \"q, <x>\r\n"
+    data = REGISTER.replace(b"User-Agent: Foo/1.0\r\n", line)
+    m = parse_message(data)
+    out = m.serialize()
+    # the name and the value bytes survive (only the whitespace after the colon is normalised)
+    assert b"X-Vendor: a,b ;; \xe4\xff\xfe raw \"q, <x>\r\n" in out
+    assert parse_message(out) == m
+
+
+def test_copy_is_independent() -> None:
+    m = parse_message(INVITE)
+    assert isinstance(m, Request)
+    c = m.copy()
+    assert c == m
+    c.headers.insert("Via", "SIP/2.0/UDP pbx;branch=z9hG4bKfwd")
+    assert isinstance(c.uri, SipURI)
+    c.uri.host = "elsewhere.example.com"
+    assert m.top_via.host == "[2001:db8::10]" and c.top_via.host == "pbx"
+    assert str(m.uri) == "sip:bob@example.com"
+    r = make_response(m, 200, to_tag="t").copy()
+    assert r.to_tag == "t"
+
+
+def test_lenient_status_lines() -> None:
+    for line, reason in ((b"SIP/2.0  180 Ringing ", "Ringing"), (b"sip/2.0 183", ""),
+                         (b"SIP/2.0 200 OK\xc3\xa4", "OK\xe4")):
+        r = parse_message(line + b"\r\nCall-ID: x\r\n\r\n")
+        assert isinstance(r, Response) and r.reason == reason

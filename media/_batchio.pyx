@@ -121,6 +121,7 @@ ctypedef struct slot_t:
     unsigned char pt_map[128]
     int has_map
     int tap_pt
+    unsigned int ts_step
     long long in_ssrc
     unsigned int seq_off
     unsigned int ts_off
@@ -324,6 +325,7 @@ cdef class PacketHub:
         s.cur_seen = -1e18
         s.relay = -1
         s.tap_pt = -1
+        s.ts_step = 160
         s.in_ssrc = -1
         self.socks[slot] = sock
         ev.events = EPOLLIN
@@ -374,13 +376,15 @@ cdef class PacketHub:
     def set_raw(self, int slot, bint raw):
         self._get(slot).raw = raw
 
-    def set_relay(self, int slot, int target, pt_map=None, int tap_pt=-1):
+    def set_relay(self, int slot, int target, pt_map=None, int tap_pt=-1,
+                  unsigned int ts_step=160):
         """Relay validated RTP arriving on ``slot`` out of ``target`` (-1 stops relaying);
         packets of payload type ``tap_pt`` are also handed up by poll()."""
         cdef slot_t *s = self._get(slot)
         cdef const unsigned char[::1] m
         s.relay = target
         s.tap_pt = tap_pt
+        s.ts_step = ts_step
         s.in_ssrc = -1
         if pt_map is None:
             s.has_map = 0
@@ -464,7 +468,7 @@ cdef class PacketHub:
         if <long long>ssrc != s.in_ssrc:
             s.in_ssrc = ssrc
             s.seq_off = (t.last_seq + 1 - seq) & 0xFFFF
-            s.ts_off = (t.last_ts + 160 - ts) & 0xFFFFFFFF
+            s.ts_off = (t.last_ts + s.ts_step - ts) & 0xFFFFFFFF
         out_seq = (seq + s.seq_off) & 0xFFFF
         out_ts = (ts + s.ts_off) & 0xFFFFFFFF
         d[2] = out_seq >> 8

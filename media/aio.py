@@ -619,8 +619,9 @@ class RelayBridge:
         hub = a.engine.hub
         if a.srtp is None and b.srtp is None:
             # DTMF is relayed and also tapped: the PBX acts on digits (feature codes, IVR).
-            hub.set_relay(a.slot, b.slot, self._pt_map(a, b), _tap(a.telephone_event_pt))
-            hub.set_relay(b.slot, a.slot, self._pt_map(b, a), _tap(b.telephone_event_pt))
+            step = a.codec.timestamp_increment
+            hub.set_relay(a.slot, b.slot, self._pt_map(a, b), _tap(a.telephone_event_pt), step)
+            hub.set_relay(b.slot, a.slot, self._pt_map(b, a), _tap(b.telephone_event_pt), step)
         else:
             a.relay_peer, b.relay_peer = b, a
 

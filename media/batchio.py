@@ -120,6 +120,7 @@ class _Slot:
         "sock",
         "tap_pt",
         "ts_off",
+        "ts_step",
     )
 
     def __init__(self, sock: socket.socket, raw: bool, rtcp_mux: bool) -> None:
@@ -138,6 +139,7 @@ class _Slot:
         self.out_ssrc = 0
         self.pt_map: bytes | None = None
         self.tap_pt = -1
+        self.ts_step = 160
         self.in_ssrc = -1
         self.seq_off = 0
         self.ts_off = 0
@@ -216,13 +218,15 @@ class PacketHub:
         self._slots[slot].raw = raw
 
     def set_relay(
-        self, slot: int, target: int, pt_map: bytes | None = None, tap_pt: int = -1
+        self, slot: int, target: int, pt_map: bytes | None = None, tap_pt: int = -1,
+        ts_step: int = 160,
     ) -> None:
         """Relay validated RTP arriving on ``slot`` out of ``target`` (-1 stops relaying).
 
         ``pt_map`` (128 bytes) maps incoming payload types to outgoing ones; 255 drops the packet.
         Packets of payload type ``tap_pt`` (telephone-event: the PBX must see the digits) are
-        relayed *and* handed up by :meth:`poll`.
+        relayed *and* handed up by :meth:`poll`. ``ts_step`` is one packet's timestamp increment
+        (160 for 8 kHz clocks, 960 for Opus), used to continue the stream across an SSRC change.
         The outgoing SSRC is the target's (:meth:`set_ssrc`); sequence numbers and timestamps
         continue the target's stream, so a change of incoming SSRC is invisible downstream.
         """
@@ -230,6 +234,7 @@ class PacketHub:
         s.relay = target
         s.pt_map = pt_map
         s.tap_pt = tap_pt
+        s.ts_step = ts_step
         s.in_ssrc = -1
 
     def set_ssrc(self, slot: int, ssrc: int, seq: int, ts: int) -> None:
@@ -357,7 +362,7 @@ class PacketHub:
             # A new incoming stream: continue the outgoing one where it left off.
             s.in_ssrc = ssrc
             s.seq_off = (t.last_seq + 1 - seq) & 0xFFFF
-            s.ts_off = (t.last_ts + 160 - ts) & 0xFFFFFFFF
+            s.ts_off = (t.last_ts + s.ts_step - ts) & 0xFFFFFFFF
         out_seq = (seq + s.seq_off) & 0xFFFF
         out_ts = (ts + s.ts_off) & 0xFFFFFFFF
         _SEQ_TS_SSRC.pack_into(buf, 2, out_seq, out_ts, t.out_ssrc)

@@ -77,7 +77,7 @@ def _run_trace(impl: Any, seed: int) -> list[Any]:
             pt_map = bytearray(b"\xff" * 128)
             pt_map[0] = 8
             pt_map[101] = 96
-            hub.set_relay(a, b, bytes(pt_map), 101)
+            hub.set_relay(a, b, bytes(pt_map), 101, 960 if seed % 4 == 0 else 160)
         names = {s.getsockname(): f"sender{i}" for i, s in enumerate(senders)}
         seqs = [rnd.randrange(65536) for _ in senders]
         now = 100.0

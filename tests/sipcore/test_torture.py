@@ -22,6 +22,11 @@ INVALID = sorted((CORPUS / "invalid").glob("*.sip"))
 
 #: file -> (reason phrase, status hint)
 EXPECTED: dict[str, tuple[str, int]] = {
+    "addr_spec_space": ("Bad To", 400),
+    "display_name_comma": ("Bad From", 400),
+    "response_cseq_overflow": ("Bad CSeq", 400),
+    "via_ipv6_no_brackets": ("Bad Via", 400),
+    "response_bad_via": ("Bad Via", 400),
     "bare_cr_in_header": ("Bad line end", 400),
     "call_id_whitespace": ("Bad Call-ID", 400),
     "contact_star_mixed": ("Bad Contact", 400),
@@ -179,3 +184,20 @@ def test_valid_through_stream_framer(path: Path) -> None:
     for i in range(0, len(wire), 7):
         out.extend(framer.feed(wire[i : i + 7]))
     assert out == [wire]
+
+
+def test_rfc4475_style_oddities() -> None:
+    m = _load("escaped_null_in_uri")
+    assert isinstance(m, Request) and isinstance(m.uri, SipURI)
+    assert m.uri.user == "nul-\x00-nul" and str(m.uri) == "sip:nul-%00-nul@pbx.example.net"
+    m = _load("percent_in_method")  # '%' is a token character, not an escape, in a method
+    assert isinstance(m, Request) and m.method == "OPT%49ONS" and m.cseq.method == "OPT%49ONS"
+    assert _load("no_blank_line").headers.get("Content-Length") == "0"
+    m = _load("ipv4_mapped_ipv6")
+    assert isinstance(m, Request) and isinstance(m.uri, SipURI)
+    assert m.uri.host == "[::ffff:192.0.2.10]" and m.uri.port == 5060
+    assert _load("unknown_auth_scheme").headers.get("Authorization") == (
+        "NoOneKnowsThisScheme opaque-data=here, other=1")
+    assert _load("date_bad_timezone").headers.get("Date") == "Fri, 01 Jan 2010 16:00:00 EST"
+    c = _load("contact_uri_escaped_headers").contacts[0]
+    assert isinstance(c.uri, SipURI) and c.uri.headers == {"Route": "<sip:example.com>"}

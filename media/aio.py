@@ -53,6 +53,7 @@ _hubmod: Any = load("media._batchio", "media.batchio")
 
 __all__ = [
     "Bridge",
+    "ClockJob",
     "Conference",
     "Link",
     "MediaClock",
@@ -123,7 +124,9 @@ class Phase(IntEnum):
 
 
 @dataclass(slots=True)
-class _Job:
+class ClockJob:
+    """A callback the clock runs every tick; ``cancel()`` stops it."""
+
     phase: Phase
     callback: Callable[[float], None]
     active: bool = True
@@ -145,7 +148,7 @@ class MediaClock:
         self.loop = loop
         self.ptime = ptime
         self.max_catchup = max_catchup
-        self._jobs: list[_Job] = []
+        self._jobs: list[ClockJob] = []
         self._handle: asyncio.TimerHandle | None = None
         self._t0 = 0.0
         self._n = 0
@@ -158,9 +161,9 @@ class MediaClock:
         self.now = 0.0  # deadline of the tick being run (media time for timestamps)
         self.on_error: Callable[[BaseException], None] | None = None
 
-    def add(self, callback: Callable[[float], None], phase: Phase = Phase.BRIDGE) -> _Job:
+    def add(self, callback: Callable[[float], None], phase: Phase = Phase.BRIDGE) -> ClockJob:
         """Run ``callback(now)`` every tick in ``phase``; ``.cancel()`` the result to stop."""
-        job = _Job(phase, callback)
+        job = ClockJob(phase, callback)
         self._jobs.append(job)
         self._jobs.sort(key=lambda j: j.phase)
         return job
@@ -294,7 +297,7 @@ class RtpSession:
         self.closed = False
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx: DtmfSender | None = None
-        self._dtmf_job: _Job | None = None
+        self._dtmf_job: ClockJob | None = None
         self._marker = True
         self._last_tx = 0.0
         self._tick_at = -1.0

@@ -663,8 +663,15 @@ def answer(
         if not chosen or m.port == 0 or accepted >= max_audio_streams:
             out.media.append(rejected)
             continue
+        # telephone-event must run at the clock of the voice codec (RFC 4733 §2.1): take the
+        # offered one with that rate, whatever rate our own Codec entry names
         clock = chosen[0][0].clock_rate
-        dtmf = [(rm, c) for rm, c in _pick(m, events) if rm.clock_rate == clock]
+        maps = m.rtpmaps
+        dtmf = [
+            (maps[pt], events[0]) for pt in m.payload_types
+            if events and pt in maps and maps[pt].encoding.lower() == "telephone-event"
+            and maps[pt].clock_rate == clock
+        ]
         ours = chosen + dtmf[:1]
         fmtps = m.fmtp
         attrs: list[tuple[str, str | None]] = []

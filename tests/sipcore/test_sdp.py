@@ -205,3 +205,26 @@ def test_generated_round_trip(sd: SessionDescription) -> None:
     again = parse_sdp(sd.serialize())
     assert again == sd
     assert again.serialize() == sd.serialize()
+
+
+WEBRTC_OFFER = (
+    "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "a=msid-semantic: WMS s1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 9 0 110 126\r\n"
+    "c=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=fingerprint:sha-256 AB:CD:EF\r\na=setup:actpass\r\n"
+    "a=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
+    "a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:110 telephone-event/48000\r\na=rtpmap:126 telephone-event/8000\r\n"
+    "a=ssrc:1234 cname:xyz\r\n"
+)
+
+
+def test_webrtc_offer_and_dtmf_clock_follows_codec() -> None:
+    offer = parse_sdp(WEBRTC_OFFER)
+    assert parse_sdp(offer.serialize()) == offer
+    assert offer.media[0].get_attribute("fingerprint") == "sha-256 AB:CD:EF"
+    kw = {"address": "192.0.2.1", "port": 4000, "session_id": 1,
+          "protos": ("UDP/TLS/RTP/SAVPF",)}
+    opus = answer(offer, [OPUS, PCMU, TELEPHONE_EVENT], **kw)  # type: ignore[arg-type]
+    assert opus.media[0].formats == ["111", "0", "110"]  # 48 kHz events with Opus
+    g711 = answer(offer, [PCMU, TELEPHONE_EVENT], **kw)  # type: ignore[arg-type]
+    assert g711.media[0].formats == ["0", "126"]  # 8 kHz events with PCMU

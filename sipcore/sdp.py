@@ -189,7 +189,7 @@ class MediaDescription:
         out: dict[int, str] = {}
         for value in self.get_attributes("fmtp"):
             pt, _, params = value.partition(" ")
-            if pt.isdigit():
+            if pt.isascii() and pt.isdigit() and len(pt) <= 3:
                 out.setdefault(int(pt), params.strip())
         return out
 

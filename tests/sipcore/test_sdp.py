@@ -148,12 +148,28 @@ def test_offer_hold_resume() -> None:
     assert their.media[0].direction == "recvonly"
 
 
+def _exercise(sd: SessionDescription) -> None:
+    """Every derived view and the answer helper: values or ParseError, nothing else."""
+    for i, m in enumerate(sd.media):
+        assert isinstance(m.rtpmaps, dict) and isinstance(m.fmtp, dict)
+        assert m.ptime is None or isinstance(m.ptime, int)
+        assert sd.media_direction(i) in ("sendrecv", "sendonly", "recvonly", "inactive")
+        negotiated_codecs(m)
+    try:
+        answer(sd, [OPUS, PCMU, TELEPHONE_EVENT], address="192.0.2.1", port=4000,
+               session_id=1)
+    except ParseError:
+        pass
+    hold(sd)
+
+
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes(data: bytes) -> None:
     try:
-        parse_sdp(data)
+        sd = parse_sdp(data)
     except ParseError:
-        pass
+        return
+    _exercise(sd)
 
 
 @given(st.integers(0, len(OFFER) - 1), st.binary(min_size=1, max_size=8))
@@ -163,6 +179,28 @@ def test_mutants(pos: int, junk: bytes) -> None:
     except ParseError:
         return
     assert parse_sdp(sd.serialize()) == sd
+    _exercise(sd)
+
+
+def test_seeded_sdp_mutants() -> None:
+    import random
+
+    rng = random.Random(8866)
+    seeds = [OFFER, WEBRTC_OFFER.encode()]
+    ok = 0
+    for i in range(5000):
+        data = bytearray(seeds[i % 2])
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(data) + 1)
+            data[pos:pos] = rng.choice([b"\x00", b"\r\n", b" ", b":", b"/", b"4294967296",
+                                        b"-1", b"\xb2", b"a=fmtp:\xc2\xb2 x\r\n", b"="])
+        try:
+            sd = parse_sdp(bytes(data))
+        except ParseError:
+            continue
+        ok += 1
+        _exercise(sd)
+    assert ok > 100
 
 
 _text = st.text(st.characters(min_codepoint=32, blacklist_characters="\x7f",

@@ -169,7 +169,7 @@ class MediaDescription:
         """The formats as RTP payload types (RTP profiles only; others give [])."""
         if self.proto not in _RTP_PROTOS:
             return []
-        return [int(f) for f in self.formats]
+        return [int(f) for f in self.formats if f.isascii() and f.isdigit() and len(f) <= 3]
 
     @property
     def rtpmaps(self) -> dict[int, RtpMap]:

@@ -257,10 +257,6 @@ _JOINED = frozenset({
 })
 
 
-def _joinable(value: str) -> bool:
-    return bool(value) and '"' not in value and "<" not in value
-
-
 class Message:
     """Common base of :class:`Request` and :class:`Response`.
 
@@ -488,18 +484,22 @@ class Message:
         cl_done = False
         prev = ""
         for key, name, value in self.headers._items:
+            # consecutive token-list entries share a line, but only plain ones: an empty entry
+            # or one with a quote or bracket would not split back into the same entries
+            if key in _JOINED and value and '"' not in value and "<" not in value:
+                if key == prev:
+                    lines[-1] += ", " + value
+                else:
+                    lines.append(f"{name}: {value}")
+                    prev = key
+                continue
+            prev = ""
             if key == "content-length":
                 if not cl_done:
                     lines.append(f"Content-Length: {len(body)}")
                     cl_done = True
-            elif key == prev and key in _JOINED and _joinable(value):
-                lines[-1] += ", " + value
-                continue
             else:
                 lines.append(f"{name}: {value}")
-            # only plain entries share a line: an empty one or one with a quote or bracket
-            # would not split back into the same entries
-            prev = key if key in _JOINED and _joinable(value) else ""
         if not cl_done:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")

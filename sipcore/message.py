@@ -222,6 +222,11 @@ def parse_via(text: str) -> Via:
             if pnum > 65535:
                 raise ParseError("Bad Via")
         return Via(transport, host, pnum, fast_params(ptext) if ptext else {})
+    return _parse_via_general(text)
+
+
+def _parse_via_general(text: str) -> Via:
+    """The general Via parser: LWS anywhere the grammar allows, IPv6, quoted parameters."""
     semi = text.find(";")
     head = text if semi < 0 else text[:semi]
     parts = head.split("/", 2)
@@ -232,7 +237,10 @@ def parse_via(text: str) -> Via:
     tail = parts[2].split(None, 1)
     if len(tail) != 2 or not is_token(tail[0]):
         raise ParseError("Bad Via")
-    sent_by = "".join(tail[1].split())
+    # LWS is allowed around the ':' of sent-by (COLON = SWS ":" SWS), nowhere else
+    sent_by = ":".join(p.strip(" \t") for p in tail[1].strip(" \t").split(":"))
+    if " " in sent_by or "\t" in sent_by:
+        raise ParseError("Bad Via")
     try:
         host, port = _parse_hostport(sent_by, "Via")
     except ParseError:

@@ -329,6 +329,8 @@ def parse_uri(text: str) -> URI:
         params: dict[str, str | None] = {}
         if ptext:
             for item in ptext[1:].split(";"):
+                if not item:  # "sip:h;;lr" or a trailing ';': skipped, as in _split_params
+                    continue
                 name, eq, value = item.partition("=")
                 if not name:
                     raise ParseError("Bad parameter in URI")
@@ -339,6 +341,11 @@ def parse_uri(text: str) -> URI:
                 raise ParseError("Bad port in URI")
             return SipURI(scheme, user, password, host, pnum, params, {})
         return SipURI(scheme, user, password, host, None, params, {})
+    return _parse_uri_general(text)
+
+
+def _parse_uri_general(text: str) -> URI:
+    """The general URI parser: escapes, IPv6, URI headers, user parameters, tel, others."""
     if _FORBIDDEN.search(text):
         raise ParseError("Bad URI")
     colon = text.find(":")
@@ -582,13 +589,21 @@ _TOKEN_CLS = r"A-Za-z0-9\-.!%*_+`'~"
 _VALUE_CLS = _TOKEN_CLS + r"\[\]:/@?&=$"
 #: ``;name[=value]`` repeated, no whitespace, no quotes: the common case of header parameters
 FAST_PARAMS = f"(?:;[{_TOKEN_CLS}]++(?:=[{_VALUE_CLS}]++)?+)*+"
+#: the same, also allowing quoted-string values without escapes (``+sip.instance="<urn:..>"``)
+_QUOTED_PARAMS = (
+    f"(?:;[{_TOKEN_CLS}]++(?:=(?:[{_VALUE_CLS}]++" + r'|"[^"\\\x00-\x1f\x7f]*+"' + "))?+)*+"
+)
 # The usual shapes of a name-addr: ["quoted" | token words] <uri> *(;param). Possessive
 # quantifiers keep the match linear; anything else goes through the general parser.
 _NA_FAST = re.compile(
     r'(?:"([^"\\\x00-\x1f\x7f]*+)"[ \t]*+'
     f"|([{_TOKEN_CLS}]++(?:[ \\t]++[{_TOKEN_CLS}]++)*+)[ \\t]*+)?+"
     r'<([^<>"\x00-\x20\x7f]++)>'
-    f"({FAST_PARAMS})"
+    f"({_QUOTED_PARAMS})"
+)
+# one parameter of _QUOTED_PARAMS, for splitting when a quoted value may hide a ';'
+_ONE_PARAM = re.compile(
+    f";([{_TOKEN_CLS}]++)(?:=([{_VALUE_CLS}]++" + r'|"[^"\\\x00-\x1f\x7f]*+"' + "))?+"
 )
 
 
@@ -616,9 +631,18 @@ def parse_name_addr(text: str, what: str = "header") -> NameAddr:
             uri = parse_uri(uri_text)
         except ParseError:
             raise ParseError(f"Bad {what}") from None
-        return NameAddr(
-            quoted if quoted is not None else words, uri, fast_params(ptext) if ptext else {}
-        )
+        if not ptext:
+            params: dict[str, str | None] = {}
+        elif '"' in ptext:
+            params = {m2.group(1).lower(): m2.group(2) for m2 in _ONE_PARAM.finditer(ptext)}
+        else:
+            params = fast_params(ptext)
+        return NameAddr(quoted if quoted is not None else words, uri, params)
+    return _parse_name_addr_general(text, what)
+
+
+def _parse_name_addr_general(text: str, what: str) -> NameAddr:
+    """The general name-addr parser (every form the grammar allows, plus UTF-8 words)."""
     s = text.strip(" \t")
     display: str | None = None
     if s.startswith('"'):

@@ -151,3 +151,60 @@ def test_lenient_utf8_unquoted_display_name() -> None:
     na = parse_name_addr("Jörg  Müller <sip:joerg@example.net>;tag=7")
     assert na.display == "Jörg Müller" and na.tag == "7"
     assert str(na) == '"Jörg Müller" <sip:joerg@example.net>;tag=7'
+
+
+# -- fast paths agree with the general parsers ----------------------------------------------
+
+_piece = st.sampled_from(
+    ["sip:", "sips:", "SIP:", "tel:", "alice", "bob.smith", "+49301234", "%41", "%zz", "@", ":",
+     "5060", "99999", "host.example.net", "192.0.2.1", "[2001:db8::1]", "[::1", ";", "lr",
+     "transport=tcp", "=", "?", "&", "h=v", "user=phone", " ", "\t", '"', "<", ">", ",", "\\",
+     "Display Name", "tag=abc", "+sip.instance=", '"<urn:uuid:1>"', "é", "\x00", ""]
+)
+_texts = st.lists(_piece, max_size=12).map("".join)
+
+
+def _outcome(fn: object, text: str) -> object:
+    try:
+        return fn(text)  # type: ignore[operator]
+    except ParseError as exc:
+        return ("ParseError", exc.reason)
+
+
+@given(_texts)
+def test_uri_fast_path_matches_general(text: str) -> None:
+    from sipcore.uri import _parse_uri_general
+
+    fast = _outcome(parse_uri, text)
+    general = _outcome(_parse_uri_general, text)
+    if isinstance(fast, SipURI | TelURI | AbsoluteURI):
+        assert fast == general
+    else:  # the fast path never rejects what the general parser accepts
+        assert not isinstance(general, SipURI | TelURI | AbsoluteURI)
+
+
+@given(_texts)
+def test_name_addr_fast_path_matches_general(text: str) -> None:
+    from sipcore.uri import _parse_name_addr_general
+
+    fast = _outcome(parse_name_addr, text)
+    general = _outcome(lambda t: _parse_name_addr_general(t, "header"), text)
+    if isinstance(fast, NameAddr):
+        assert fast == general
+    else:
+        assert not isinstance(general, NameAddr)
+
+
+@given(st.lists(st.sampled_from(
+    ["SIP", "/", "2.0", "UDP", "tls", " ", "\t", "host.example.net", "[2001:db8::1]", ":", "5060",
+     "70000", ";", "branch=z9hG4bK1", "rport", "=", "received", '"', "x", ","]), max_size=14)
+    .map("".join))
+def test_via_fast_path_matches_general(text: str) -> None:
+    from sipcore.message import Via, _parse_via_general, parse_via
+
+    fast = _outcome(parse_via, text)
+    general = _outcome(_parse_via_general, text)
+    if isinstance(fast, Via):
+        assert fast == general
+    else:
+        assert not isinstance(general, Via)

@@ -182,12 +182,14 @@ class Headers:
     :class:`sipcore.message.Message` uses to invalidate its parsed-header cache.
     """
 
-    __slots__ = ("_items", "version")
+    __slots__ = ("_changed", "_items", "version")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         #: entries as (lookup key, name, value)
         self._items: list[tuple[str, str, str]] = []
         self.version = 0
+        #: lookup key -> version at which entries of that name last changed
+        self._changed: dict[str, int] = {}
         for name, value in items:
             self._append(name, value)
 
@@ -197,6 +199,7 @@ class Headers:
         h = cls.__new__(cls)
         h._items = entries
         h.version = 0
+        h._changed = {}
         return h
 
     def _entries(self, name: str, value: str) -> list[tuple[str, str, str]]:
@@ -260,10 +263,18 @@ class Headers:
 
     # -- mutation ----------------------------------------------------------------------------
 
+    def _touch(self, key: str) -> None:
+        self.version += 1
+        self._changed[key] = self.version
+
+    def changed_since(self, version: int) -> set[str]:
+        """Lookup keys (lower-case canonical names) of the headers mutated after ``version``."""
+        return {k for k, v in self._changed.items() if v > version}
+
     def add(self, name: str, value: str) -> None:
         """Append ``name: value`` at the end."""
         self._append(name, value)
-        self.version += 1
+        self._touch(_lookup(name)[0])
 
     def insert(self, name: str, value: str) -> None:
         """Insert before the first header of that name, else at the top (Via, Record-Route)."""
@@ -275,7 +286,7 @@ class Headers:
                 break
         else:
             self._items[0:0] = new
-        self.version += 1
+        self._touch(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace all values of ``name`` by ``value`` (at the place of the first one)."""
@@ -285,7 +296,7 @@ class Headers:
         pos = next((i for i, (k, _, _) in enumerate(items) if k == key), len(items))
         rest = [e for e in items[pos:] if e[0] != key]
         self._items = items[:pos] + new + rest
-        self.version += 1
+        self._touch(key)
 
     def remove(self, name: str) -> int:
         """Remove every entry of ``name``; return how many were removed."""
@@ -294,7 +305,7 @@ class Headers:
         self._items = [e for e in self._items if e[0] != key]
         removed = before - len(self._items)
         if removed:
-            self.version += 1
+            self._touch(key)
         return removed
 
     def remove_first(self, name: str) -> str | None:
@@ -303,6 +314,6 @@ class Headers:
         for i, (k, _, v) in enumerate(self._items):
             if k == key:
                 del self._items[i]
-                self.version += 1
+                self._touch(key)
                 return v
         return None

@@ -265,6 +265,23 @@ _JOINED = frozenset({
 })
 
 
+#: cache entry of Message -> the header keys it was computed from
+_DEPENDS: dict[str, frozenset[str]] = {
+    "raw": frozenset({"call-id", "cseq", "from", "to"}),
+    "cseq": frozenset({"cseq"}),
+    "call_id": frozenset({"call-id"}),
+    "max_forwards": frozenset({"max-forwards"}),
+    "from": frozenset({"from"}),
+    "to": frozenset({"to"}),
+    "vias": frozenset({"via"}),
+    "top_via": frozenset({"via"}),
+    "contacts": frozenset({"contact"}),
+    "routes": frozenset({"route"}),
+    "record_routes": frozenset({"record-route"}),
+    "expires": frozenset({"expires"}),
+}
+
+
 class Message:
     """Common base of :class:`Request` and :class:`Response`.
 
@@ -284,10 +301,21 @@ class Message:
 
     def _c(self) -> dict[str, object]:
         h = self.headers
-        if self._cache_headers is not h or self._cache_version != h.version:
-            self._cache = {}
-            self._cache_headers = h
-            self._cache_version = h.version
+        if self._cache_headers is h:
+            if self._cache_version != h.version:
+                # drop only what depends on the headers that changed: stamping the top Via
+                # must not throw away the parsed CSeq, From, To ...
+                changed = h.changed_since(self._cache_version)
+                cache = self._cache
+                for name in list(cache):
+                    deps = _DEPENDS.get(name)
+                    if deps is None or not changed.isdisjoint(deps):
+                        del cache[name]
+                self._cache_version = h.version
+            return self._cache
+        self._cache = {}
+        self._cache_headers = h
+        self._cache_version = h.version
         return self._cache
 
     def _one(self, key: str, name: str) -> str:

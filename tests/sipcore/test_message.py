@@ -243,3 +243,16 @@ def test_lenient_status_lines() -> None:
                          (b"SIP/2.0 200 OK\xc3\xa4", "OK\xe4")):
         r = parse_message(line + b"\r\nCall-ID: x\r\n\r\n")
         assert isinstance(r, Response) and r.reason == reason
+
+
+def test_cache_invalidation_is_selective() -> None:
+    m = parse_message(INVITE)
+    cseq, from_, vias = m.cseq, m.from_, m.vias
+    m.headers.remove_first("Via")  # what a proxy/endpoint does: only Via changes
+    m.headers.insert("Via", "SIP/2.0/UDP stamped.example.com;branch=z9hG4bKs;received=1.2.3.4")
+    assert m.cseq is cseq and m.from_ is from_  # kept
+    assert m.vias is not vias and m.top_via.host == "stamped.example.com"  # re-parsed
+    m.headers.set("From", "<sip:other@example.com>;tag=new")
+    assert m.from_tag == "new" and m.cseq is cseq
+    m.headers = m.headers.copy()  # a new Headers object: everything re-parsed
+    assert m.cseq == cseq and m.cseq is not cseq

@@ -138,6 +138,9 @@ def main(argv: list[str]) -> int:
             "parse_access": _us_per_call(
                 lambda d=data: _access(parse_message(d)), budget  # type: ignore[misc]
             ),
+            "parse_validate": _us_per_call(
+                lambda d=data: parse_message(d).validate(), budget  # type: ignore[misc]
+            ),
             "serialize": _us_per_call(msg.serialize, budget),
             "splitlines": _us_per_call(lambda d=data: _splitlines(d), budget),  # type: ignore[misc]
             "email": _us_per_call(lambda d=data: _email(email_parser, d), budget),  # type: ignore[misc]
@@ -150,7 +153,7 @@ def main(argv: list[str]) -> int:
         results[name] = row
         say(f"  {name:<10} {int(row['bytes'])} B: parse {row['parse']:5.1f}  "
             f"parse+access(via,cseq,call-id,from,to) {row['parse_access']:5.1f}  "
-            f"serialize {row['serialize']:4.1f}"
+            f"parse+validate() {row['parse_validate']:5.1f}  serialize {row['serialize']:4.1f}"
             + (f"  sdp {row['sdp_parse']:5.1f}" if "sdp_parse" in row else ""))
         say(f"  {'':<10} baselines: splitlines {row['splitlines']:4.1f}  email {row['email']:5.1f}"
             f"  -> {row['msgs_per_s']:,.0f} msg/s parse+access+serialize; "

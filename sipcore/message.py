@@ -389,7 +389,9 @@ class Message:
             values = self.headers.get_all("Via")
             if not values:
                 raise ParseError("Missing Via")
-            v = c["vias"] = [parse_via(x) for x in values]
+            top = c.get("top_via")  # already parsed on its own: reuse it
+            first = cast(Via, top) if top is not None else parse_via(values[0])
+            v = c["vias"] = [first, *(parse_via(x) for x in values[1:])]
         return cast("list[Via]", v)
 
     @property

@@ -8,8 +8,8 @@ the fault ("Bad CSeq", "Missing Call-ID" ...) because it goes into the 400 statu
 Speed: only the start line, the header split (with compact forms expanded and comma lists
 split) and the Request-URI are parsed eagerly, plus the cheap checks a request must pass at once
 (required headers present, CSeq valid and matching the method, Content-Length). Structured
-headers (Via, From, To, Contact ...) are parsed on first access and cached; the cache is dropped
-when the headers are mutated. :meth:`Message.validate` forces every core accessor at once, for
+headers (Via, From, To, Contact ...) are parsed on first access and cached; mutating a header
+drops the cached values computed from it (and only those). :meth:`Message.validate` forces every core accessor at once, for
 the transport layer that wants to answer 400 before handing a message on.
 
 Header values are decoded as UTF-8 with ``surrogateescape``, so unknown headers and odd bytes
@@ -867,7 +867,7 @@ def parse_message(data: bytes) -> Request | Response:
     raise ParseError later if something they need is missing.
     """
     try:
-        return _parse(bytes(data))
+        return _parse(data if type(data) is bytes else bytes(data))
     except ParseError:
         raise
     except (ValueError, IndexError, KeyError, UnicodeError, OverflowError) as exc:

@@ -427,6 +427,7 @@ class DigestServer:
         self._seq = itertools.count(int.from_bytes(os.urandom(6), "big"))
         # A dummy HA1 per algorithm for unknown users: same work as a wrong password.
         self._dummy_ha1 = {base: fn(os.urandom(32)) for base, fn in _BASE_HASHES.items()}
+        self._templates = self._build_templates()
         # nonce → [issue time (s), highest nc]; insertion order ≈ issue order, pruned by age.
         self._nc: dict[str, list[float]] = {}
         # Nonces issued at or before this time whose nc entry was evicted for space are only
@@ -474,20 +475,31 @@ class DigestServer:
 
     def challenge_headers(self, peer_host: str, now: float, *, stale: bool = False) -> list[str]:
         """The ``WWW-Authenticate`` (or ``Proxy-Authenticate``) values, one per algorithm."""
-        nonce = self.make_nonce(peer_host, now)
-        values = []
-        for algorithm in self.algorithms:
-            params = [
-                ("realm", self.realm, True),
-                ("nonce", nonce, True),
-                ("opaque", self.opaque, True),
-                ("algorithm", algorithm, False),
-                ("qop", "auth", True),
-            ]
-            if stale:
-                params.append(("stale", "true", False))
-            values.append(format_auth_header("Digest", params))
-        return values
+        nonce = self.make_nonce(peer_host, now)  # base64url: never needs quoting or escaping
+        return [head + nonce + tail for head, tail in self._templates[stale]]
+
+    def _build_templates(self) -> dict[bool, list[tuple[str, str]]]:
+        """Everything of a challenge but the nonce, formatted once (it is on the hot path of
+        every unauthenticated request)."""
+        marker = "\x00nonce\x00"
+        out: dict[bool, list[tuple[str, str]]] = {}
+        for stale in (False, True):
+            pairs = []
+            for algorithm in self.algorithms:
+                params = [
+                    ("realm", self.realm, True),
+                    ("nonce", "N", True),
+                    ("opaque", self.opaque, True),
+                    ("algorithm", algorithm, False),
+                    ("qop", "auth", True),
+                ]
+                if stale:
+                    params.append(("stale", "true", False))
+                text = format_auth_header("Digest", params).replace('nonce="N"', f'nonce="{marker}"')
+                head, _, tail = text.partition(marker)
+                pairs.append((head, tail))
+            out[stale] = pairs
+        return out
 
     def challenge(
         self, request: Request, peer_host: str, now: float, *, stale: bool = False

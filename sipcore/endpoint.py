@@ -442,9 +442,8 @@ class Endpoint:
         assert isinstance(tx, ServerTransaction)
         if self._server.get(tx.key) is tx:  # type: ignore[call-overload]
             del self._server[tx.key]  # type: ignore[arg-type]
-        request = tx.request
-        mkey = (request.call_id, request.from_tag, request.cseq.seq, request.method)
-        if self._merge.get(mkey) is tx:
+        mkey = tx.merge_key
+        if mkey is not None and self._merge.get(mkey) is tx:
             del self._merge[mkey]
 
     # ========================================================================= receive paths
@@ -480,7 +479,8 @@ class Endpoint:
         self._server[key] = tx
         self._by_id[tx.id] = tx
         if request.to_tag is None:
-            self._merge[(request.call_id, request.from_tag, request.cseq.seq, method)] = tx
+            tx.merge_key = (request.call_id, request.from_tag, request.cseq.seq, method)
+            self._merge[tx.merge_key] = tx
         if reject is not None:
             status, reason, extra = reject
             tx.send_trying = False

@@ -583,7 +583,7 @@ class ServerTransaction(Transaction):
     """IST/NIST common parts: the last response is kept serialized for retransmission."""
 
     TU_INPUTS = SERVER_TU_INPUTS
-    __slots__ = ("_response_data", "response_peer", "send_trying")
+    __slots__ = ("_response_data", "merge_key", "response_peer", "send_trying")
 
     def __init__(
         self,
@@ -600,6 +600,8 @@ class ServerTransaction(Transaction):
         self.response_peer = response_peer if response_peer is not None else peer
         #: IST: answer 100 Trying on creation (off when the endpoint rejects at once).
         self.send_trying = True
+        #: The owner's §8.2.2.2 merged-request key for this transaction, if it registered one.
+        self.merge_key: tuple[str, str | None, int, str] | None = None
 
     def start(self, now: float) -> None:
         """The request arrived and created this transaction."""
@@ -689,7 +691,19 @@ class NonInviteServerTransaction(ServerTransaction):
     def _send_final(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._send(message)
+        if self.key[0] is not None:  # type: ignore[index]
+            # Completed only absorbs retransmissions (matched by key, answered with the
+            # serialized response) for Timer J = 64*T1: drop the parsed messages, which would
+            # keep dozens of objects per transaction alive for 32 s — at thousands of
+            # REGISTERs a second that is memory and long garbage-collector pauses.
+            # (RFC 2543 peers keep theirs: matches_2543 compares Request-URI and To tag.)
+            self.request = RETIRED_REQUEST
+            self.last_response = None
         self._start(In.TIMER_J, 0.0 if self.reliable else 64 * self._host.timers.t1, now)
+
+
+#: Stands in for the request of a completed non-INVITE server transaction (see _send_final).
+RETIRED_REQUEST = Request("RETIRED", "sip:retired.invalid", Headers())
 
 
 # ------------------------------------------------------------------ requests built by the stack

@@ -44,6 +44,8 @@ class TransportLimits:
     max_connections: int = 10_000
     #: A connection with no message or keep-alive in either direction for this long is closed.
     idle_timeout: float = 60.0
+    #: SO_RCVBUF/SO_SNDBUF of UDP sockets (0 = the kernel's default).
+    udp_buffer_size: int = 4 << 20
     #: A connection that has kept an incomplete message (or WebSocket handshake) this long is
     #: closed: half-open/slowloris protection.
     partial_message_timeout: float = 10.0
@@ -113,6 +115,8 @@ class TransportLayer:
         self._by_addr: dict[tuple[str, str, int], StreamConnection] = {}
         self._per_source: Counter[str] = Counter()
         self._udp: list[UdpListener] = []
+        #: IP literal -> address family, so a send does not re-parse the address every time.
+        self._families: dict[str, int] = {}
         self._servers: list[tuple[TransportName, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -199,12 +203,17 @@ class TransportLayer:
 
     def _send_udp(self, data: bytes, peer: Peer) -> None:
         host = peer.host[1:-1] if peer.host.startswith("[") else peer.host
-        try:
-            version = ipaddress.ip_address(host.split("%", 1)[0]).version
-        except ValueError:
-            self._spawn(self._resolve_and_send_udp(data, peer, host))
-            return
-        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        family = self._families.get(host)
+        if family is None:
+            try:
+                version = ipaddress.ip_address(host.split("%", 1)[0]).version
+            except ValueError:
+                self._spawn(self._resolve_and_send_udp(data, peer, host))
+                return
+            family = socket.AF_INET6 if version == 6 else socket.AF_INET
+            if len(self._families) >= 65536:  # bounded: a scanner must not grow it forever
+                self._families.clear()
+            self._families[host] = family
         listener = next((u for u in self._udp if u.family == family and u.transport), None)
         if listener is None or listener.transport is None:
             self.stats["send_failures"] += 1

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Install what the tests need (Python packages into ./.venv; SIPp, baresip, sipsak, tshark via
-# apt-get) and run the whole test suite. Extra arguments go to pytest.
+# Install what the tests need (Python packages into ./.venv; SIPp, baresip, sipsak, tshark, sox,
+# stunnel4 via apt-get) and run the whole test suite twice: once on the compiled Cython kernels,
+# once on their pure-Python references (ASYNCPBX_NO_EXTENSIONS=1, DESIGN.md principle 6).
+# Extra arguments go to pytest. ASYNCPBX_TEST_REFERENCES=0 skips the second run.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-test-peers.sh
 scripts/bootstrap.sh test
-set +e
-.venv/bin/python -m pytest "$@"
-rc=$?
-set -e
-if [ $rc -eq 5 ]; then
-  echo "pytest collected no tests: that is a failure, not a pass" >&2
-  exit 1
+
+run_pytest() {  # run_pytest LABEL ARGS... — pytest's "no tests collected" (5) is a failure
+  local label=$1; shift
+  echo "== $label"
+  set +e
+  .venv/bin/python -m pytest "$@"
+  local rc=$?
+  set -e
+  if [ $rc -eq 5 ]; then
+    echo "pytest collected no tests ($label): that is a failure, not a pass" >&2
+    return 1
+  fi
+  return $rc
+}
+
+run_pytest "tests on the compiled extensions" "$@"
+if [ "${ASYNCPBX_TEST_REFERENCES:-1}" != 0 ]; then
+  ASYNCPBX_NO_EXTENSIONS=1 run_pytest "tests on the pure-Python references (ASYNCPBX_NO_EXTENSIONS=1)" "$@"
 fi
-exit $rc

@@ -310,6 +310,9 @@ def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]]) -> None:
         print(f"  or from a shell: sipsak -U -s sip:{ext}@{host}:{udp[1]} -a {password}", file=out)
         print("calls between users, the portal and the browser softphone come with the next "
               "releases of this server (see README.md)", file=out)
+    elif not server.store.user_count():
+        print("no users yet: add one with `asyncpbx user add 100 --password SECRET` "
+              "(or start with --demo)", file=out)
     print("ready", file=out, flush=True)
 
 

@@ -1,0 +1,670 @@
+"""SIP trunks: carriers we register with (``register``) or exchange calls with by address (``ip``).
+
+What lives here
+---------------
+* :class:`TrunkConfig` — one trunk as the store defines it (the lead maps store rows onto it).
+* Inbound: :func:`identify_trunk` finds the trunk a request came from by its source address
+  (optionally port and transport); :func:`sanitize_inbound` strips identity and routing headers
+  that only a trusted peer may send (P-Asserted-Identity, Remote-Party-ID, Route, ``P-*``) — the
+  B2BUA calls :meth:`TrunkManager.inbound` on *every* inbound request, which does both.
+* Outbound: :func:`build_outbound_request` builds the INVITE toward a trunk (Request-URI
+  ``sip:+E164@carrier``, the user's DID in From or ``anonymous`` with ``Privacy: id`` for CLIR,
+  P-Asserted-Identity only toward trusted trunks); :func:`answer_challenge` answers the carrier's
+  401/407 to it with the trunk's credentials under the trunk's realm only.
+* :class:`TrunkManager` — the asyncio driver: one sans-IO
+  :class:`~sipcore.uac_register.Registration` per registration trunk over the server's
+  :class:`~sipcore.aio.endpoint.AsyncEndpoint`, one timer handle for all of them, the endpoint's
+  events for our transactions (:meth:`TrunkManager.on_event`), per-trunk state for ``/health``,
+  de-registration on :meth:`TrunkManager.stop`.
+
+Security (SECURITY.md "credential leaks", "toll fraud"): credentials are only ever computed in
+answer to a challenge on a transaction we sent to that trunk's host, in that trunk's realm; every
+refusal is a ``security.trunk.challenge_refused`` log line carrying ``src=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pbx.logsetup import get_logger
+from sipcore.aio.endpoint import AsyncEndpoint
+from sipcore.digest import DigestClient
+from sipcore.errors import LocalProtocolError, ParseError
+from sipcore.headers import Headers
+from sipcore.message import Request, Response, new_call_id, new_tag
+from sipcore.transaction import ResponseReceived, TransactionTimedOut, TransportErrored
+from sipcore.transport import Peer, TransportName
+from sipcore.uac_register import (
+    ChallengeRefused,
+    Registration,
+    RegistrationState,
+    StateChanged,
+    same_host,
+)
+from sipcore.uri import quote_string
+
+__all__ = [
+    "PRIVATE_HEADERS",
+    "ChallengeRefusedError",
+    "SourceRule",
+    "TrunkConfig",
+    "TrunkKind",
+    "TrunkManager",
+    "answer_challenge",
+    "build_outbound_request",
+    "identify_trunk",
+    "parse_source",
+    "sanitize_inbound",
+]
+
+TrunkKind = Literal["register", "ip"]
+_TRANSPORTS: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+
+
+# ------------------------------------------------------------------------------------ sources
+@dataclass(frozen=True, slots=True)
+class SourceRule:
+    """An allowed source of a trunk: a network, optionally one port and one transport."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    port: int | None = None
+    transport: TransportName | None = None
+
+    def matches(self, peer: Peer) -> bool:
+        """Does a request from ``peer`` come from this source?"""
+        try:
+            address = ipaddress.ip_address(peer.host.strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:a.b.c.d from a dual-stack socket
+        if address.version != self.network.version or address not in self.network:
+            return False
+        if self.port is not None and peer.port != self.port:
+            return False
+        return self.transport is None or peer.transport == self.transport
+
+
+def parse_source(text: str) -> SourceRule:
+    """``[transport:]address[/prefix][:port]`` → :class:`SourceRule`; IPv6 with a port in
+    brackets (``tcp:[2001:db8::1]:5061``). Raises ValueError naming the bad entry."""
+    rest = text.strip()
+    transport: TransportName | None = None
+    for name in _TRANSPORTS:
+        if rest.lower().startswith(name + ":"):
+            transport = name
+            rest = rest[len(name) + 1 :]
+            break
+    port: int | None = None
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError(f"allowed source {text!r}: unbalanced '['")
+        tail = rest[end + 1 :]
+        rest = rest[1:end]
+        if tail:
+            if not tail.startswith(":"):
+                raise ValueError(f"allowed source {text!r}: junk after ']'")
+            port = _port(tail[1:], text)
+    elif rest.count(":") == 1:  # IPv4 (or IPv4 network) with a port
+        rest, _, port_text = rest.partition(":")
+        port = _port(port_text, text)
+    try:
+        network = ipaddress.ip_network(rest, strict=False)
+    except ValueError:
+        raise ValueError(f"allowed source {text!r} is not an IP address or network") from None
+    return SourceRule(network, port, transport)
+
+
+def _port(text: str, entry: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"allowed source {entry!r}: bad port {text!r}")
+    return int(text)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------- config
+@dataclass(frozen=True, slots=True)
+class TrunkConfig:
+    """One trunk (frozen). Field names follow the store's ``trunks`` table.
+
+    ``kind`` "register": we REGISTER ``username`` at ``host`` (digest in ``realm``) every
+    ``register_expiry`` seconds; "ip": no registration, the carrier knows us by address.
+    ``allowed_sources`` (``parse_source`` syntax) identify inbound requests from the trunk;
+    when empty, ``host`` itself is the only source (if it is an IP address). ``trusted`` means
+    we accept its P-Asserted-Identity and send ours to it. ``realm`` is the only realm whose
+    challenges we answer with these credentials (empty: we answer none). ``domain`` is the
+    host part of our AOR/From toward it (default ``host``).
+    """
+
+    name: str
+    kind: TrunkKind
+    host: str
+    port: int = 5060
+    transport: TransportName = "udp"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    realm: str = ""
+    allowed_sources: tuple[str, ...] = ()
+    trusted: bool = False
+    register_expiry: int = 3600
+    domain: str = ""
+    #: Parsed ``allowed_sources`` (derived; not a store column).
+    sources: tuple[SourceRule, ...] = field(default=(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("trunk.name: must not be empty")
+        if self.kind not in ("register", "ip"):
+            raise ValueError(f"trunk.kind: {self.kind!r} is neither 'register' nor 'ip'")
+        if not self.host or any(c in self.host for c in " \t\r\n<>;@"):
+            raise ValueError(f"trunk.host: {self.host!r} is not a host")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"trunk.port: {self.port} is out of range")
+        if self.transport not in _TRANSPORTS:
+            raise ValueError(f"trunk.transport: {self.transport!r} is not one of {_TRANSPORTS}")
+        if self.kind == "register":
+            if not self.username:
+                raise ValueError("trunk.username: a registration trunk needs one")
+            if not self.register_expiry > 0:
+                raise ValueError("trunk.register_expiry: must be positive")
+        rules = [parse_source(s) for s in self.allowed_sources]
+        if not rules and _is_ip(self.host):
+            rules.append(parse_source(self.host if ":" not in self.host else
+                                      self.host.strip("[]")))
+        object.__setattr__(self, "sources", tuple(rules))
+
+    @property
+    def peer(self) -> Peer:
+        """Where requests to this trunk go."""
+        return Peer(self.transport, self.host, self.port)
+
+    @property
+    def aor_domain(self) -> str:
+        """Host part of our AOR and From toward this trunk."""
+        return self.domain or self.host
+
+    @property
+    def uri_host(self) -> str:
+        """``host[:port]`` for URIs (IPv6 in brackets, the default port left out)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        if self.port != _DEFAULT_PORTS[self.transport]:
+            host += f":{self.port}"
+        return host
+
+    @property
+    def uri_params(self) -> str:
+        """``;transport=…`` unless UDP."""
+        return "" if self.transport == "udp" else f";transport={self.transport}"
+
+    def matches_source(self, peer: Peer) -> bool:
+        """Did a request from ``peer`` come from this trunk?"""
+        return any(rule.matches(peer) for rule in self.sources)
+
+
+def identify_trunk(trunks: Iterable[TrunkConfig], peer: Peer) -> TrunkConfig | None:
+    """The first trunk whose allowed sources include ``peer`` (None: not from a trunk)."""
+    for trunk in trunks:
+        if trunk.matches_source(peer):
+            return trunk
+    return None
+
+
+# ------------------------------------------------------------------------------------ inbound
+#: Headers only a trusted peer may send (RFC 3325 §9, RFC 7315; Remote-Party-ID is the
+#: pre-RFC 3325 draft still used by some carriers). Every other ``P-`` header goes too.
+PRIVATE_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id",
+                             "route"})
+
+
+def sanitize_inbound(request: Request, *, trusted: bool) -> list[str]:
+    """Strip identity, routing and private headers unless ``request`` comes from a trusted
+    trunk; returns the names removed (for the security log).
+
+    Header names are compared case-insensitively on the parsed header set — the same set
+    every later layer reads, so "whitespace before the colon" or case games cannot smuggle
+    a second spelling past this.
+    """
+    if trusted:
+        return []
+    headers = request.headers
+    doomed = sorted({
+        name.lower() for name, _ in headers.items()
+        if name.lower() in PRIVATE_HEADERS or name.lower().startswith("p-")
+    })
+    for name in doomed:
+        headers.remove(name)
+    return doomed
+
+
+# ----------------------------------------------------------------------------------- outbound
+_NUMBER = re.compile(r"\+?[0-9]{1,15}")
+
+
+def build_outbound_request(
+    trunk: TrunkConfig,
+    *,
+    number: str,
+    caller_did: str | None,
+    contact: str,
+    caller_name: str | None = None,
+    anonymous: bool = False,
+    method: str = "INVITE",
+    call_id: str | None = None,
+    from_tag: str | None = None,
+    cseq: int = 1,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Request:
+    """The initial request of an outbound call toward ``trunk`` (no Via: the endpoint adds it).
+
+    ``number``: the dialled number, normalised by the dial plan — E.164 with ``+`` or a short
+    code such as 110/112. ``caller_did``: the calling user's DID (E.164) or None.
+    ``anonymous`` (CLIR, RFC 3323/3325): From is ``"Anonymous" <sip:anonymous@anonymous.invalid>``
+    and ``Privacy: id``; a trusted trunk still gets the real identity in P-Asserted-Identity
+    (it must withhold it because of Privacy: id). P-Asserted-Identity is sent only to trusted
+    trunks. ``contact``: our Contact URI. Raises :class:`LocalProtocolError` for a number or
+    DID that is not digits.
+    """
+    if _NUMBER.fullmatch(number) is None:
+        raise LocalProtocolError(f"not a dialable number for a trunk: {number!r}")
+    if caller_did is not None and _NUMBER.fullmatch(caller_did) is None:
+        raise LocalProtocolError(f"caller DID is not a number: {caller_did!r}")
+    target = f"sip:{number}@{trunk.uri_host}{trunk.uri_params}"
+    identity = (f"<sip:{caller_did}@{trunk.aor_domain}>" if caller_did
+                else f"<sip:{trunk.username or 'anonymous'}@{trunk.aor_domain}>")
+    headers = Headers()
+    if anonymous:
+        headers.add("From", f'"Anonymous" <sip:anonymous@anonymous.invalid>;tag={from_tag or new_tag()}')
+    elif caller_name:
+        headers.add("From", f"{quote_string(caller_name)} {identity};tag={from_tag or new_tag()}")
+    else:
+        headers.add("From", f"{identity};tag={from_tag or new_tag()}")
+    headers.add("To", f"<sip:{number}@{trunk.aor_domain}>")
+    headers.add("Call-ID", call_id or new_call_id())
+    headers.add("CSeq", f"{cseq} {method}")
+    headers.add("Contact", f"<{contact}>")
+    headers.add("Max-Forwards", "70")
+    if trunk.trusted and caller_did:
+        headers.add("P-Asserted-Identity", identity)
+    if anonymous:
+        headers.add("Privacy", "id")
+    if body:
+        headers.add("Content-Type", content_type or "application/sdp")
+    headers.add("Content-Length", str(len(body)))
+    try:
+        return Request(method, target, headers, body)
+    except ParseError as exc:
+        raise LocalProtocolError(f"cannot build a request to trunk {trunk.name}: {exc.reason}") \
+            from None
+
+
+class ChallengeRefusedError(LocalProtocolError):
+    """We will not answer this challenge with the trunk's credentials (the message says why)."""
+
+
+def answer_challenge(
+    trunk: TrunkConfig,
+    digest: DigestClient,
+    request: Request,
+    response: Response,
+    *,
+    sent_to: Peer,
+    source: Peer | None = None,
+) -> Request:
+    """The request to send again after ``trunk`` challenged ``request`` with ``response``.
+
+    ``request`` is the one we sent in the challenged transaction and ``sent_to`` where we sent
+    it: it must be this trunk's host; ``source`` (when the caller knows where the response came
+    from) must be too. The challenge must be for the trunk's ``realm``. The returned copy has
+    CSeq + 1 and no Via (the endpoint adds a fresh branch): send it in a new client transaction
+    and use that CSeq from then on (RFC 3261 §22.2). Raises :class:`ChallengeRefusedError`.
+    """
+    if response.status not in (401, 407):
+        raise ChallengeRefusedError(f"{response.status} is not a challenge")
+    if not same_host(sent_to.host, trunk.host):
+        raise ChallengeRefusedError(
+            f"request went to {sent_to.host}, not to trunk {trunk.name} ({trunk.host})")
+    if source is not None and not same_host(source.host, trunk.host):
+        raise ChallengeRefusedError(
+            f"challenge came from {source.host}, not from trunk {trunk.name} ({trunk.host})")
+    if not trunk.realm:
+        raise ChallengeRefusedError(f"trunk {trunk.name} has no realm configured")
+    if not trunk.username:
+        raise ChallengeRefusedError(f"trunk {trunk.name} has no credentials")
+    try:
+        authorized = digest.authorize(request, response, trunk.username, trunk.password,
+                                      realm=trunk.realm)
+        cseq = request.cseq
+    except ParseError as exc:
+        raise ChallengeRefusedError(exc.reason) from None
+    except LocalProtocolError as exc:
+        raise ChallengeRefusedError(str(exc)) from None
+    authorized.headers.remove("Via")
+    authorized.headers.set("CSeq", f"{cseq.seq + 1} {cseq.method}")
+    return authorized
+
+
+# -------------------------------------------------------------------------------------- driver
+@dataclass(slots=True)
+class _Pending:
+    trunk: str
+    cseq: int
+
+
+class TrunkManager:
+    """Registration trunks over an :class:`AsyncEndpoint`, and the trunk table for the B2BUA.
+
+    Life cycle: build it with the trunks, call :meth:`start` once the endpoint is started,
+    forward every endpoint event to :meth:`on_event` (it returns True for the ones it
+    consumed), and ``await`` :meth:`stop` before closing the endpoint.
+    ``contact_host`` is the address written into our Contact (needed when listening on a
+    wildcard address); otherwise the listener's own address is used.
+    """
+
+    def __init__(
+        self,
+        trunks: Iterable[TrunkConfig] = (),
+        *,
+        contact_host: str | None = None,
+        refresh_fraction: float = 0.85,
+        retry_base: float = 30.0,
+        retry_max: float = 1800.0,
+        user_agent: str | None = None,
+        digest: DigestClient | None = None,
+    ) -> None:
+        self.trunks: dict[str, TrunkConfig] = {}
+        for trunk in trunks:
+            if trunk.name in self.trunks:
+                raise ValueError(f"trunk.name: {trunk.name!r} is defined twice")
+            self.trunks[trunk.name] = trunk
+        self.contact_host = contact_host
+        self.refresh_fraction = refresh_fraction
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.user_agent = user_agent
+        #: Shared by the INVITE challenges (:meth:`answer_challenge`); registrations have their own.
+        self.digest = digest if digest is not None else DigestClient()
+        self.log = get_logger("trunks")
+        self.seclog = get_logger("security")
+        self.registrations: dict[str, Registration] = {}
+        self._sip: AsyncEndpoint[Any] | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped: asyncio.Event | None = None
+        self._refused: dict[str, int] = dict.fromkeys(self.trunks, 0)
+
+    # -- the trunk table (inbound/outbound helpers for the B2BUA) ----------------------------------
+
+    def identify(self, peer: Peer) -> TrunkConfig | None:
+        """The trunk ``peer`` belongs to, or None."""
+        return identify_trunk(self.trunks.values(), peer)
+
+    def inbound(self, request: Request, peer: Peer) -> TrunkConfig | None:
+        """Call on every inbound request: identifies the trunk it came from (None: a device or
+        a stranger) and strips P-Asserted-Identity, Remote-Party-ID, Route and ``P-*`` headers
+        unless that trunk is trusted. The request is changed in place."""
+        trunk = self.identify(peer)
+        removed = sanitize_inbound(request, trusted=trunk is not None and trunk.trusted)
+        if removed:
+            self.log.debug("trunk.inbound.stripped", src=peer.host, headers=removed,
+                           trunk=trunk.name if trunk else None)
+        return trunk
+
+    def contact_for(self, trunk: TrunkConfig, user: str | None = None) -> str:
+        """Our Contact URI toward ``trunk`` (from the endpoint's listener on its transport)."""
+        sip = self._require_sip()
+        listening = [(h, p) for t, h, p in sip.listening() if t == trunk.transport]
+        if not listening:
+            raise LocalProtocolError(
+                f"trunk {trunk.name}: not listening on {trunk.transport} to receive its requests")
+        host, port = listening[0]
+        host = self.contact_host or host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        name = user if user is not None else trunk.username
+        userinfo = f"{name}@" if name else ""
+        params = "" if trunk.transport == "udp" else f";transport={trunk.transport}"
+        return f"sip:{userinfo}{host}:{port}{params}"
+
+    def answer_challenge(
+        self, trunk_name: str, request: Request, response: Response, *,
+        sent_to: Peer, source: Peer | None = None,
+    ) -> Request | None:
+        """:func:`answer_challenge` for the B2BUA's outbound INVITE; None (and a security log
+        line) when refused."""
+        trunk = self.trunks.get(trunk_name)
+        if trunk is None:
+            self.seclog.warning("security.trunk.challenge_refused", trunk=trunk_name,
+                                src=source.host if source else sent_to.host,
+                                reason="unknown trunk", status=response.status)
+            return None
+        try:
+            return answer_challenge(trunk, self.digest, request, response, sent_to=sent_to,
+                                    source=source)
+        except ChallengeRefusedError as exc:
+            self._refused[trunk.name] = self._refused.get(trunk.name, 0) + 1
+            self.seclog.warning("security.trunk.challenge_refused", trunk=trunk.name,
+                                src=source.host if source else sent_to.host, reason=str(exc),
+                                status=response.status, method=request.method)
+            return None
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def start(self, sip: AsyncEndpoint[Any]) -> None:
+        """Begin registering every registration trunk over ``sip`` (already started)."""
+        self._sip = sip
+        now = self._now()
+        for trunk in self.trunks.values():
+            if trunk.kind != "register" or trunk.name in self.registrations:
+                continue
+            try:
+                registration = self._registration(trunk)
+            except LocalProtocolError as exc:
+                self.log.error("trunk.register.unusable", trunk=trunk.name, error=str(exc))
+                continue
+            self.registrations[trunk.name] = registration
+            registration.start(now)
+            self._drain(trunk.name)
+        self._arm()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """De-register every trunk (REGISTER with Expires: 0) and wait up to ``timeout``
+        seconds for the outcomes; then forget the timer. Call before closing the endpoint."""
+        if self._sip is None:
+            return
+        self._stopped = asyncio.Event()
+        now = self._now()
+        for name, registration in self.registrations.items():
+            registration.stop(now)
+            self._drain(name)
+        self._check_stopped()
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+        except TimeoutError:
+            waiting = [n for n, r in self.registrations.items()
+                       if r.state is not RegistrationState.STOPPED]
+            self.log.warning("trunk.unregister.timeout", trunks=waiting)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+            self._pending.clear()
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def on_event(self, event: object) -> bool:
+        """Handle an endpoint event of one of our REGISTER transactions; True when consumed
+        (the caller then ignores it)."""
+        if not isinstance(event, ResponseReceived | TransactionTimedOut | TransportErrored):
+            return False
+        pending = self._pending.get(event.transaction_id)
+        if pending is None:
+            return False
+        registration = self.registrations.get(pending.trunk)
+        now = self._now()
+        if isinstance(event, ResponseReceived):
+            if event.response.status < 200:
+                return True
+            del self._pending[event.transaction_id]
+            if registration is not None:
+                # Forward compatible: an endpoint that reports the source of responses lets
+                # the registration refuse a challenge from another host.
+                source = getattr(event, "peer", None)
+                registration.handle_response(event.response, now,
+                                             source if isinstance(source, Peer) else None)
+        else:
+            del self._pending[event.transaction_id]
+            if registration is not None:
+                reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport error"
+                registration.handle_failure(pending.cseq, now, reason)
+        self._drain(pending.trunk)
+        self._arm()
+        return True
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, dict[str, object]]:
+        """Per trunk: kind, host, state ("registering"/"registered"/"failed"/"stopped"/…;
+        "ip" trunks report "static"), seconds until the binding expires, consecutive failures,
+        last error, refused challenges."""
+        now = self._now() if self._sip is not None else None
+        out: dict[str, dict[str, object]] = {}
+        for name, trunk in self.trunks.items():
+            entry: dict[str, object] = {"kind": trunk.kind, "host": trunk.host,
+                                        "refused_challenges": self._refused.get(name, 0)}
+            registration = self.registrations.get(name)
+            if trunk.kind == "ip":
+                entry["state"] = "static"
+            elif registration is None:
+                entry["state"] = "idle"
+            else:
+                entry["state"] = _health_state(registration.state)
+                entry["failures"] = registration.failures
+                entry["last_error"] = registration.last_error
+                if registration.expires_at is not None and now is not None:
+                    entry["expires_in"] = max(0, round(registration.expires_at - now))
+            out[name] = entry
+        return out
+
+    def states(self) -> Mapping[str, str]:
+        """trunk name → health state (see :meth:`health`)."""
+        return {name: str(entry["state"]) for name, entry in self.health().items()}
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _require_sip(self) -> AsyncEndpoint[Any]:
+        if self._sip is None:
+            raise RuntimeError("TrunkManager.start() has not run")
+        return self._sip
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _registration(self, trunk: TrunkConfig) -> Registration:
+        aor = f"sip:{trunk.username}@{trunk.aor_domain}"
+        return Registration(
+            registrar=f"sip:{trunk.uri_host}{trunk.uri_params}",
+            aor=aor,
+            contact=self.contact_for(trunk),
+            peer=trunk.peer,
+            username=trunk.username,
+            password=trunk.password,
+            realm=trunk.realm,
+            expires=trunk.register_expiry,
+            refresh_fraction=self.refresh_fraction,
+            retry_base=self.retry_base,
+            retry_max=self.retry_max,
+            user_agent=self.user_agent,
+        )
+
+    def _drain(self, name: str) -> None:
+        """Send what the registration wants sent; log what it reports."""
+        registration = self.registrations.get(name)
+        if registration is None:
+            return
+        sip = self._require_sip()
+        trunk = self.trunks[name]
+        for request in registration.requests_to_send():
+            cseq = registration.cseq
+            try:
+                tx_id = sip.send_request(request, trunk.peer)
+            except (LocalProtocolError, OSError) as exc:
+                self.log.error("trunk.register.send_failed", trunk=name, error=str(exc))
+                registration.handle_failure(cseq, self._now(), f"send failed: {exc}")
+                continue
+            self._pending[tx_id] = _Pending(name, cseq)
+        for event in registration.events():
+            if isinstance(event, ChallengeRefused):
+                self._refused[name] = self._refused.get(name, 0) + 1
+                self.seclog.warning(
+                    "security.trunk.challenge_refused", trunk=name,
+                    src=event.source.host if event.source else trunk.host,
+                    reason=event.reason, status=event.status, method="REGISTER")
+            elif isinstance(event, StateChanged):
+                fields: dict[str, object] = {"trunk": name, "host": trunk.host,
+                                             "state": event.state.value, "reason": event.reason}
+                if event.expires is not None:
+                    fields["expires"] = event.expires
+                if event.state is RegistrationState.FAILED:
+                    deadline = registration.get_timer()
+                    if deadline is not None:
+                        fields["retry_in"] = round(deadline - self._now(), 1)
+                    self.log.warning("trunk.register.failed", **fields)
+                else:
+                    self.log.info("trunk.register." + event.state.value, **fields)
+        self._check_stopped()
+
+    def _check_stopped(self) -> None:
+        if self._stopped is not None and all(
+            r.state is RegistrationState.STOPPED for r in self.registrations.values()
+        ):
+            self._stopped.set()
+
+    def _arm(self) -> None:
+        deadlines = [d for r in self.registrations.values() if (d := r.get_timer()) is not None]
+        deadline = min(deadlines) if deadlines else None
+        if deadline == self._timer_at and (deadline is None or self._timer is not None):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        deadline = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        now = self._now()
+        if deadline is not None:
+            now = max(now, deadline)  # asyncio may fire a hair early
+        for name, registration in list(self.registrations.items()):
+            try:
+                registration.handle_timer(now)
+                self._drain(name)
+            except Exception:  # one broken trunk must not stop the others' timers
+                self.log.exception("trunk.timer_failed", trunk=name)
+        self._arm()
+
+
+def _health_state(state: RegistrationState) -> str:
+    if state is RegistrationState.REFRESHING:
+        return "registered"  # still bound while the refresh is out
+    return str(state.value)

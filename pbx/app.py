@@ -235,19 +235,21 @@ class PbxServer:
             request = event.request
             try:
                 if request.method == "REGISTER":
-                    self._on_register(request, event.peer)
+                    self._on_register(request, event.peer, event.transaction_id)
                 else:  # pragma: no cover - the endpoint filters by ALLOWED_METHODS
-                    self._respond(make_response(request, 405))
+                    self._respond(make_response(request, 405), event.transaction_id)
             except Exception:
                 # The per-request supervisor: one bad request never takes the server down.
                 self.log.exception("sip.request.failed", method=request.method,
                                    call_id=_safe_call_id(request))
                 with contextlib.suppress(Exception):
-                    self._respond(make_response(request, 500, "Server Internal Error"))
+                    self._respond(make_response(request, 500, "Server Internal Error"),
+                                  event.transaction_id)
 
-    def _respond(self, response: Response) -> None:
+    def _respond(self, response: Response, transaction_id: str) -> None:
+        """Answer through the request's server transaction (named: no matching by Via)."""
         assert self.sip is not None
-        self.sip.send_response(response)
+        self.sip.send_response(response, transaction_id=transaction_id)
 
     def _aor_of(self, request: Request) -> tuple[str, str] | None:
         """(extension, canonical AOR) for the To of a REGISTER, or None when not ours."""
@@ -256,7 +258,7 @@ class PbxServer:
             return None
         return uri.user, f"sip:{uri.user}@{self.domain}"
 
-    def _on_register(self, request: Request, peer: Peer) -> None:
+    def _on_register(self, request: Request, peer: Peer, tx_id: str) -> None:
         now = time.time()
         result = self.digest.verify(request, peer.host, self._lookup, now)
         if not result.ok:
@@ -265,20 +267,22 @@ class PbxServer:
                 self.seclog.warning("security.auth.failed", src=peer.host,
                                     user=result.username, reason=result.reason.value,
                                     method="REGISTER", call_id=_safe_call_id(request))
-            self._respond(self.digest.challenge(request, peer.host, now, stale=result.stale))
+            self._respond(self.digest.challenge(request, peer.host, now, stale=result.stale),
+                          tx_id)
             return
         try:
             target = self._aor_of(request)
         except ParseError as exc:
-            self._respond(make_response(request, 400, exc.reason))
+            self._respond(make_response(request, 400, exc.reason), tx_id)
             return
         if target is None or target[0] != result.username:
             # Authenticated, but for another user's address (RFC 3261 §10.3 step 6).
-            self._respond(make_response(request, 403, "Forbidden: may not register this AOR"))
+            self._respond(make_response(request, 403, "Forbidden: may not register this AOR"),
+                          tx_id)
             return
         response, changes = self.registrar.handle_register(request, target[1], peer, now)
         self._apply(changes)
-        self._respond(response)
+        self._respond(response, tx_id)
 
 
 def _safe_call_id(request: Request) -> str | None:

@@ -635,17 +635,13 @@ class Endpoint:
 
     def _stamp_via(self, request: Request, peer: Peer) -> Via:
         """§18.2.1 + RFC 3581: add received (and rport's value) to the top Via."""
-        top = request.headers.get("Via")
-        if top is None:
-            raise ParseError("Missing Via")
-        via = parse_via(top)
+        via = request.top_via.copy()
         if via.has_rport or via.host != peer.host:
             via.params["received"] = peer.host
             if via.has_rport:
                 via.params["rport"] = str(peer.port)
-            headers = request.headers
-            headers.remove_first("Via")
-            headers.insert("Via", str(via))
+            # in place, and the stamped Via stays parsed (validate() need not parse it again)
+            request.replace_top_via(via)
         return via
 
     def _response_peer(self, via: Via, peer: Peer) -> Peer:

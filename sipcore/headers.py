@@ -182,7 +182,7 @@ class Headers:
     :class:`sipcore.message.Message` uses to invalidate its parsed-header cache.
     """
 
-    __slots__ = ("_changed", "_items", "version")
+    __slots__ = ("_changed", "_index", "_items", "version")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         #: entries as (lookup key, name, value)
@@ -190,6 +190,9 @@ class Headers:
         self.version = 0
         #: lookup key -> version at which entries of that name last changed
         self._changed: dict[str, int] = {}
+        #: lookup key -> values in order; built on the first lookup, dropped by any mutation
+        #: (a message is looked into a dozen times, mostly for headers it does not have)
+        self._index: dict[str, list[str]] | None = None
         for name, value in items:
             self._append(name, value)
 
@@ -200,6 +203,7 @@ class Headers:
         h._items = entries
         h.version = 0
         h._changed = {}
+        h._index = None
         return h
 
     def _entries(self, name: str, value: str) -> list[tuple[str, str, str]]:
@@ -213,29 +217,39 @@ class Headers:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def _build_index(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for k, _, v in self._items:
+            values = index.get(k)
+            if values is None:
+                index[k] = [v]
+            else:
+                values.append(v)
+        self._index = index
+        return index
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` or ``default``."""
-        key = _lookup(name)[0]
-        for k, _, v in self._items:
-            if k == key:
-                return v
-        return default
+        index = self._index if self._index is not None else self._build_index()
+        values = index.get(_lookup(name)[0])
+        return default if values is None else values[0]
 
     def get_all(self, name: str) -> list[str]:
         """All values of ``name`` in order (comma lists already split into entries)."""
-        key = _lookup(name)[0]
-        return [v for k, _, v in self._items if k == key]
+        index = self._index if self._index is not None else self._build_index()
+        values = index.get(_lookup(name)[0])
+        return [] if values is None else values.copy()
 
     def count(self, name: str) -> int:
         """How many entries of ``name`` there are."""
-        key = _lookup(name)[0]
-        return sum(1 for k, _, _ in self._items if k == key)
+        index = self._index if self._index is not None else self._build_index()
+        return len(index.get(_lookup(name)[0], ()))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = _lookup(name)[0]
-        return any(k == key for k, _, _ in self._items)
+        index = self._index if self._index is not None else self._build_index()
+        return _lookup(name)[0] in index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for _, n, v in self._items)
@@ -266,6 +280,7 @@ class Headers:
     def _touch(self, key: str) -> None:
         self.version += 1
         self._changed[key] = self.version
+        self._index = None
 
     def changed_since(self, version: int) -> set[str]:
         """Lookup keys (lower-case canonical names) of the headers mutated after ``version``."""
@@ -307,6 +322,19 @@ class Headers:
         if removed:
             self._touch(key)
         return removed
+
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the first entry of ``name`` in place (e.g. the top Via stamped with
+        ``received``); False when there is none. The header order is kept."""
+        new = self._entries(name, value)
+        key = new[0][0]
+        items = self._items
+        for i, (k, _, _) in enumerate(items):
+            if k == key:
+                items[i : i + 1] = new
+                self._touch(key)
+                return True
+        return False
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first entry of ``name`` (e.g. the top Via or Route); return its value."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.headers import (
@@ -281,6 +281,14 @@ _DEPENDS: dict[str, frozenset[str]] = {
     "expires": frozenset({"expires"}),
 }
 
+#: cache entries computed from the Via header (dropped by Message.replace_top_via)
+_FROM_VIA = tuple(name for name, deps in _DEPENDS.items() if "via" in deps)
+
+#: Contact values known to parse (values only, never parsed objects: those are per message).
+#: Bounded; cleared when full.
+_VALID_CONTACTS: dict[str, None] = {}
+_VALID_CONTACTS_SIZE = 16384
+
 
 class Message:
     """Common base of :class:`Request` and :class:`Response`.
@@ -295,34 +303,40 @@ class Message:
 
     headers: Headers
     body: bytes
-    _cache: dict[str, object]
+    # entry name -> parsed value (see _DEPENDS); Any so that each accessor states the type of
+    # its own entry (no cast() calls on paths taken a dozen times per message)
+    _cache: dict[str, Any]
     _cache_headers: Headers | None
     _cache_version: int
 
-    def _c(self) -> dict[str, object]:
+    def _c(self) -> dict[str, Any]:
+        """The parsed-header cache, freed first of whatever a change of ``headers`` made stale."""
         h = self.headers
-        if self._cache_headers is h:
-            if self._cache_version != h.version:
-                # drop only what depends on the headers that changed: stamping the top Via
-                # must not throw away the parsed CSeq, From, To ...
-                changed = h.changed_since(self._cache_version)
-                cache = self._cache
-                for name in list(cache):
-                    deps = _DEPENDS.get(name)
-                    if deps is None or not changed.isdisjoint(deps):
-                        del cache[name]
-                self._cache_version = h.version
+        if self._cache_headers is h and self._cache_version == h.version:
             return self._cache
-        self._cache = {}
-        self._cache_headers = h
+        return self._refresh_cache(h)
+
+    def _refresh_cache(self, h: Headers) -> dict[str, Any]:
+        if self._cache_headers is h:
+            # drop only what depends on the headers that changed: stamping the top Via
+            # must not throw away the parsed CSeq, From, To ...
+            changed = h.changed_since(self._cache_version)
+            cache = self._cache
+            for name in list(cache):
+                deps = _DEPENDS.get(name)
+                if deps is None or not changed.isdisjoint(deps):
+                    del cache[name]
+        else:  # a new Headers object: nothing cached holds
+            self._cache = {}
+            self._cache_headers = h
         self._cache_version = h.version
         return self._cache
 
     def _one(self, key: str, name: str) -> str:
         """The only value of a single-valued header (missing or repeated: ParseError)."""
-        raw = self._c().get("raw")
+        raw: dict[str, str] | None = self._c().get("raw")
         if raw is not None:  # the parser's note of tracked headers it saw exactly once
-            value = cast("dict[str, str]", raw).get(key)
+            value = raw.get(key)
             if value is not None:
                 return value
         values = self.headers.get_all(name)
@@ -336,85 +350,108 @@ class Message:
     def call_id(self) -> str:
         """The Call-ID (RFC 3261 §20.8)."""
         c = self._c()
-        v = c.get("call_id")
+        v: str | None = c.get("call_id")
         if v is None:
-            value = self._one("call-id", "Call-ID")
-            if not value or " " in value or "\t" in value:
+            v = self._one("call-id", "Call-ID")
+            if not v or " " in v or "\t" in v:
                 raise ParseError("Bad Call-ID")
-            v = c["call_id"] = value
-        return cast(str, v)
+            c["call_id"] = v
+        return v
 
     @property
     def cseq(self) -> CSeq:
         """The parsed CSeq."""
         c = self._c()
-        v = c.get("cseq")
+        v: CSeq | None = c.get("cseq")
         if v is None:
             v = c["cseq"] = parse_cseq(self._one("cseq", "CSeq"))
-        return cast(CSeq, v)
+        return v
 
     def _name_addr(self, key: str, name: str) -> NameAddr:
-        c = self._c()
-        v = c.get(key)
-        if v is None:
-            v = c[key] = parse_name_addr(self._one(key, name), name)
-        return cast(NameAddr, v)
+        """Parse and cache From or To (``key`` is both the cache entry and the header key)."""
+        v = parse_name_addr(self._one(key, name), name)
+        self._c()[key] = v
+        return v
 
     @property
     def from_(self) -> NameAddr:
         """The From header (``from`` is a keyword)."""
-        return self._name_addr("from", "From")
+        v: NameAddr | None = self._c().get("from")
+        return v if v is not None else self._name_addr("from", "From")
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return self._name_addr("to", "To")
+        v: NameAddr | None = self._c().get("to")
+        return v if v is not None else self._name_addr("to", "To")
 
     @property
     def from_tag(self) -> str | None:
         """The From tag or ``None``."""
-        return self.from_.params.get("tag")
+        v: NameAddr | None = self._c().get("from")
+        if v is None:
+            v = self._name_addr("from", "From")
+        return v.params.get("tag")
 
     @property
     def to_tag(self) -> str | None:
         """The To tag or ``None``."""
-        return self.to.params.get("tag")
+        v: NameAddr | None = self._c().get("to")
+        if v is None:
+            v = self._name_addr("to", "To")
+        return v.params.get("tag")
 
     @property
     def vias(self) -> list[Via]:
         """All Via entries, top first (raises ParseError when there is none)."""
         c = self._c()
-        v = c.get("vias")
+        v: list[Via] | None = c.get("vias")
         if v is None:
             values = self.headers.get_all("Via")
             if not values:
                 raise ParseError("Missing Via")
-            top = c.get("top_via")  # already parsed on its own: reuse it
-            first = cast(Via, top) if top is not None else parse_via(values[0])
+            top: Via | None = c.get("top_via")  # already parsed on its own: reuse it
+            first = top if top is not None else parse_via(values[0])
             v = c["vias"] = [first, *(parse_via(x) for x in values[1:])]
-        return cast("list[Via]", v)
+        return v
 
     @property
     def top_via(self) -> Via:
         """The first Via."""
         c = self._c()
-        v = c.get("vias")
-        if v is not None:
-            return cast("list[Via]", v)[0]
-        top = c.get("top_via")
+        top: Via | None = c.get("top_via")
         if top is None:
+            vias: list[Via] | None = c.get("vias")
+            if vias is not None:
+                return vias[0]
             value = self.headers.get("Via")
             if value is None:
                 raise ParseError("Missing Via")
             top = c["top_via"] = parse_via(value)
-        return cast(Via, top)
+        return top
+
+    def replace_top_via(self, via: Via) -> None:
+        """Write ``via`` over the first Via entry (in place) and keep it as the parsed top Via.
+
+        For the transport layer stamping ``received``/``rport`` (RFC 3261 §18.2.1, RFC 3581):
+        the accessors then use ``via`` instead of parsing the new text again. Raises ParseError
+        when the message has no Via.
+        """
+        c = self._c()  # up to date before the change ...
+        if not self.headers.replace_first("Via", str(via)):
+            raise ParseError("Missing Via")
+        for name in _FROM_VIA:  # ... so only what came from the Via needs dropping
+            c.pop(name, None)
+        c["top_via"] = via
+        self._cache_version = self.headers.version
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (0-255) or ``None`` when absent."""
         c = self._c()
         if "max_forwards" in c:
-            return cast("int | None", c["max_forwards"])
+            mf: int | None = c["max_forwards"]
+            return mf
         values = self.headers.get_all("Max-Forwards")
         if len(values) > 1:
             raise ParseError("Multiple Max-Forwards")
@@ -424,7 +461,7 @@ class Message:
 
     def _contacts(self) -> tuple[list[NameAddr], bool]:
         c = self._c()
-        v = c.get("contacts")
+        v: tuple[list[NameAddr], bool] | None = c.get("contacts")
         if v is None:
             values = self.headers.get_all("Contact")
             if values == ["*"]:
@@ -434,7 +471,7 @@ class Message:
             else:
                 v = ([parse_name_addr(x, "Contact") for x in values if x], False)
             c["contacts"] = v
-        return cast("tuple[list[NameAddr], bool]", v)
+        return v
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -448,10 +485,10 @@ class Message:
 
     def _name_addr_list(self, key: str, name: str) -> list[NameAddr]:
         c = self._c()
-        v = c.get(key)
+        v: list[NameAddr] | None = c.get(key)
         if v is None:
             v = c[key] = [parse_name_addr(x, name) for x in self.headers.get_all(name)]
-        return cast("list[NameAddr]", v)
+        return v
 
     @property
     def routes(self) -> list[NameAddr]:
@@ -477,7 +514,8 @@ class Message:
         """The Expires header (delta-seconds, 0..2**32-1) or ``None`` when absent."""
         c = self._c()
         if "expires" in c:
-            return cast("int | None", c["expires"])
+            ex: int | None = c["expires"]
+            return ex
         value = self.headers.get("Expires")
         ex = None if value is None else _int(value, 0, 2**32 - 1, "Bad Expires")
         c["expires"] = ex
@@ -493,17 +531,30 @@ class Message:
         """Parse every core header now; raise ParseError naming the first bad one.
 
         Requests need Via, From, To, Call-ID and CSeq (RFC 3261 §8.1.1); the parsed values stay
-        cached, so this costs nothing extra when the message is used afterwards.
+        cached, so this costs nothing extra when the message is used afterwards. Contact values
+        already seen to parse are only looked up (phones repeat theirs with every refresh); the
+        ``contacts`` accessor parses them when asked.
         """
+        c = self._c()
         self.vias  # noqa: B018 - accessed for the side effect of parsing
-        self.from_  # noqa: B018
-        self.to  # noqa: B018
+        if "from" not in c:
+            self._name_addr("from", "From")
+        if "to" not in c:
+            self._name_addr("to", "To")
         self.call_id  # noqa: B018
-        self.cseq  # noqa: B018
+        cseq = self.cseq
         self.max_forwards  # noqa: B018
-        self.contacts  # noqa: B018
+        if "contacts" not in c:
+            values = self.headers.get_all("Contact")
+            known = _VALID_CONTACTS
+            if not all(v in known for v in values):  # ("*" never is: parse that)
+                star = self._contacts()[1]  # raises for a bad Contact
+                if not star:
+                    if len(known) + len(values) > _VALID_CONTACTS_SIZE:
+                        known.clear()
+                    known.update(dict.fromkeys(values))
         self.expires  # noqa: B018
-        if isinstance(self, Request) and self.cseq.method != self.method:
+        if isinstance(self, Request) and cseq.method != self.method:
             raise ParseError("CSeq method does not match")
 
     # -- serialisation -----------------------------------------------------------------------
@@ -921,14 +972,28 @@ def make_response(
     rh = request.headers
     entries: list[tuple[str, str, str]] = []
     for key, name, value in rh._items:
-        if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
+        if key in _ECHOED or (key == "timestamp" and status == 100):
             entries.append((key, name, value))
         elif key == "to":
             if to_tag is not None and request.to.tag is None:
                 value = f"{value};tag={to_tag}"
             entries.append((key, name, value))
     entries.append(("content-length", "Content-Length", "0"))
-    return Response(status, reason, Headers._trusted(entries))
+    headers = Headers._trusted(entries)
+    response = Response(status, reason, headers)
+    # The echoed Via and CSeq are the request's, byte for byte: their parsed values hold for
+    # the response too, so matching it to its server transaction (server_key) parses nothing.
+    parsed = request._c()
+    top, cseq = parsed.get("top_via"), parsed.get("cseq")
+    if top is not None and cseq is not None:
+        response._cache = {"top_via": top, "cseq": cseq}
+        response._cache_headers = headers
+        response._cache_version = headers.version
+    return response
+
+
+#: Headers a response echoes from its request (RFC 3261 §8.2.6.2), To apart (it may get a tag).
+_ECHOED = frozenset({"via", "from", "call-id", "cseq"})
 
 
 class _RandomPool:

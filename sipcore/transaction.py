@@ -300,6 +300,10 @@ def lookup(
     return (Action.IGNORE, state)
 
 
+#: Action -> the name of the transaction method that performs it.
+_HANDLER_NAMES: dict[Action, str] = {action: "_" + action.value for action in Action}
+
+
 def response_input(status: int) -> Input:
     """Classify a status code into the input it is for a transaction."""
     if status < 200:
@@ -425,10 +429,13 @@ class Transaction:
 
     def handle(self, event: Input, now: float, message: Response | None = None) -> Action:
         """Apply one input: look up the transition, switch state, run the action."""
-        action, next_state = lookup(self.TABLE, self.TU_INPUTS, self.state, event)
+        entry = self.TABLE.get((self.state, event))
+        if entry is None:  # not in the table: what that means is lookup()'s to say
+            entry = lookup(self.TABLE, self.TU_INPUTS, self.state, event)
+        action, next_state = entry
         self.state = next_state
         if action is not Action.IGNORE:
-            getattr(self, "_" + action.value)(now, message)
+            getattr(self, _HANDLER_NAMES[action])(now, message)
         if next_state is State.TERMINATED:
             self.timers.clear()
             self._host.terminated(self)

@@ -17,9 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from pbx.trunks import TrunkConfig, TrunkManager
+from pbx.trunks import TrunkConfig, TrunkManager, build_outbound_request
 from sipcore.aio.endpoint import AsyncEndpoint, sent_by
-from sipcore.endpoint import Endpoint, EndpointConfig, Event
+from sipcore.endpoint import (
+    Endpoint,
+    EndpointConfig,
+    Event,
+    ResponseReceived,
+    TransactionTimedOut,
+    TransportErrored,
+)
+from sipcore.headers import Headers
+from sipcore.message import Request, Response
 from tests.interop.harness import SCENARIOS, free_port, need
 
 pytestmark = pytest.mark.interop
@@ -98,20 +107,24 @@ def _received_by_carrier(workdir: Path, scenario: str) -> list[str]:
 
 
 @asynccontextmanager
-async def trunk_side(trunk: TrunkConfig, **kw: object) -> AsyncIterator[TrunkManager]:
-    """A real AsyncEndpoint on 127.0.0.1 port 0 and a TrunkManager fed by its events."""
+async def trunk_side(trunk: TrunkConfig, *, others: list[Event] | None = None,
+                     **kw: object) -> AsyncIterator[TrunkManager]:
+    """A real AsyncEndpoint on 127.0.0.1 port 0 and a TrunkManager fed by its events (the
+    ones it does not consume go to ``others``); ``manager.start`` has run."""
     manager = TrunkManager([trunk], **kw)  # type: ignore[arg-type]
 
     def factory(listening: list[tuple[str, str, int]]) -> Endpoint:
         return Endpoint(EndpointConfig(sent_by=sent_by(listening), user_agent="asyncpbx-test"))
 
     def on_event(event: Event) -> None:
-        manager.on_event(event)
+        if not manager.on_event(event) and others is not None:
+            others.append(event)
 
     sip: AsyncEndpoint[Event] = AsyncEndpoint(factory, ["udp:127.0.0.1:0"], on_event=on_event)
     await sip.start()
     try:
         manager.start(sip)
+        manager.sip = sip  # type: ignore[attr-defined]  # for the tests that send calls
         yield manager
     finally:
         await manager.stop(timeout=10.0)
@@ -185,3 +198,53 @@ def test_sipp_carrier_port_is_on_the_other_loopback_address() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((CARRIER_HOST, 0))
         assert s.getsockname()[0] == CARRIER_HOST
+
+
+async def _final_response(events: list[Event], tx_id: str, timeout: float = 10.0) -> Response:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        for event in events:
+            if (isinstance(event, ResponseReceived) and event.transaction_id == tx_id
+                    and event.response.status >= 200):
+                return event.response
+            if isinstance(event, TransactionTimedOut | TransportErrored) and \
+                    event.transaction_id == tx_id:
+                raise AssertionError(f"transaction {tx_id} failed: {event}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("no final response")
+        await asyncio.sleep(0.02)
+
+
+async def test_outbound_invite_is_challenged_and_answered_with_trunk_credentials(
+    tmp_path: Path,
+) -> None:
+    """The B2BUA's path toward an IP trunk, done by hand: build the INVITE, send it, answer the
+    carrier's 401 with TrunkManager.answer_challenge, ACK the 200."""
+    port = free_port(CARRIER_HOST)
+    trunk = TrunkConfig(name="carrier", kind="ip", host=CARRIER_HOST, port=port,
+                        username="4930111", password="s3cret", realm="carrier.test")
+    scenario = "carrier_invite_auth.xml"
+    events: list[Event] = []
+    with sipp_carrier(scenario, tmp_path, port) as proc:
+        async with trunk_side(trunk, others=events) as manager:
+            sip: AsyncEndpoint[Event] = manager.sip  # type: ignore[attr-defined]
+            invite = build_outbound_request(
+                trunk, number="+49301234567", caller_did="+4930999888",
+                contact=manager.contact_for(trunk, user="+4930999888"))
+            tx = sip.send_request(invite, trunk.peer)
+            challenge = await _final_response(events, tx)
+            assert challenge.status == 401
+            again = manager.answer_challenge("carrier", invite, challenge, sent_to=trunk.peer)
+            assert again is not None and again.cseq.seq == 2
+            tx2 = sip.send_request(again, trunk.peer)
+            answer = await _final_response(events, tx2)
+            assert answer.status == 200
+            ack = Request("ACK", answer.contacts[0].uri, Headers([
+                ("From", again.headers.get("From") or ""),
+                ("To", answer.headers.get("To") or ""),
+                ("Call-ID", again.call_id), ("CSeq", f"{again.cseq.seq} ACK"),
+                ("Content-Length", "0"),
+            ]))
+            sip.send_request(ack, trunk.peer)
+            rc, output = _finish(proc, tmp_path, scenario)
+    assert rc == 0, output

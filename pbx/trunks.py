@@ -29,7 +29,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 from pbx.logsetup import get_logger
 from sipcore.aio.endpoint import AsyncEndpoint
@@ -55,6 +55,7 @@ __all__ = [
     "TrunkConfig",
     "TrunkKind",
     "TrunkManager",
+    "TrunkRow",
     "answer_challenge",
     "build_outbound_request",
     "identify_trunk",
@@ -137,6 +138,35 @@ def _is_ip(host: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------- config
+class TrunkRow(Protocol):
+    """What :meth:`TrunkConfig.from_store` reads (the shape of ``pbx.store.Trunk``)."""
+
+    @property
+    def tenant_id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def transport(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def realm(self) -> str: ...
+    @property
+    def allowed_sources(self) -> Iterable[str]: ...
+    @property
+    def trusted(self) -> bool: ...
+    @property
+    def register_expiry(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TrunkConfig:
     """One trunk (frozen). Field names follow the store's ``trunks`` table.
@@ -160,8 +190,10 @@ class TrunkConfig:
     realm: str = ""
     allowed_sources: tuple[str, ...] = ()
     trusted: bool = False
-    register_expiry: int = 3600
+    register_expiry: int = 600
     domain: str = ""
+    #: The owning tenant (store row); trunk names are unique per tenant only, see :attr:`key`.
+    tenant_id: int | None = None
     #: Parsed ``allowed_sources`` (derived; not a store column).
     sources: tuple[SourceRule, ...] = field(default=(), init=False, compare=False, repr=False)
 
@@ -186,6 +218,29 @@ class TrunkConfig:
             rules.append(parse_source(self.host if ":" not in self.host else
                                       self.host.strip("[]")))
         object.__setattr__(self, "sources", tuple(rules))
+
+    @classmethod
+    def from_store(cls, row: TrunkRow, *, domain: str = "") -> TrunkConfig:
+        """Build from a store row (``pbx.store.Trunk``); raises ValueError naming the field."""
+        kind = row.kind
+        transport = row.transport
+        if kind not in ("register", "ip"):
+            raise ValueError(f"trunk.kind: {kind!r} is neither 'register' nor 'ip'")
+        if transport not in _TRANSPORTS:
+            raise ValueError(f"trunk.transport: {transport!r} is not one of {_TRANSPORTS}")
+        return cls(
+            name=row.name, kind=cast("TrunkKind", kind), host=row.host, port=row.port,
+            transport=transport,
+            username=row.username, password=row.password, realm=row.realm,
+            allowed_sources=tuple(row.allowed_sources), trusted=bool(row.trusted),
+            register_expiry=row.register_expiry, domain=domain, tenant_id=row.tenant_id,
+        )
+
+    @property
+    def key(self) -> str:
+        """Unique across tenants: ``name``, or ``tenant_id/name`` for a store trunk. The
+        :class:`TrunkManager` is keyed by it."""
+        return self.name if self.tenant_id is None else f"{self.tenant_id}/{self.name}"
 
     @property
     def peer(self) -> Peer:
@@ -388,9 +443,9 @@ class TrunkManager:
     ) -> None:
         self.trunks: dict[str, TrunkConfig] = {}
         for trunk in trunks:
-            if trunk.name in self.trunks:
-                raise ValueError(f"trunk.name: {trunk.name!r} is defined twice")
-            self.trunks[trunk.name] = trunk
+            if trunk.key in self.trunks:
+                raise ValueError(f"trunk.name: {trunk.key!r} is defined twice")
+            self.trunks[trunk.key] = trunk
         self.contact_host = contact_host
         self.refresh_fraction = refresh_fraction
         self.retry_base = retry_base
@@ -422,7 +477,7 @@ class TrunkManager:
         removed = sanitize_inbound(request, trusted=trunk is not None and trunk.trusted)
         if removed:
             self.log.debug("trunk.inbound.stripped", src=peer.host, headers=removed,
-                           trunk=trunk.name if trunk else None)
+                           trunk=trunk.key if trunk else None)
         return trunk
 
     def contact_for(self, trunk: TrunkConfig, user: str | None = None) -> str:
@@ -442,14 +497,14 @@ class TrunkManager:
         return f"sip:{userinfo}{host}:{port}{params}"
 
     def answer_challenge(
-        self, trunk_name: str, request: Request, response: Response, *,
+        self, trunk_key: str, request: Request, response: Response, *,
         sent_to: Peer, source: Peer | None = None,
     ) -> Request | None:
         """:func:`answer_challenge` for the B2BUA's outbound INVITE; None (and a security log
         line) when refused."""
-        trunk = self.trunks.get(trunk_name)
+        trunk = self.trunks.get(trunk_key)
         if trunk is None:
-            self.seclog.warning("security.trunk.challenge_refused", trunk=trunk_name,
+            self.seclog.warning("security.trunk.challenge_refused", trunk=trunk_key,
                                 src=source.host if source else sent_to.host,
                                 reason="unknown trunk", status=response.status)
             return None
@@ -457,8 +512,8 @@ class TrunkManager:
             return answer_challenge(trunk, self.digest, request, response, sent_to=sent_to,
                                     source=source)
         except ChallengeRefusedError as exc:
-            self._refused[trunk.name] = self._refused.get(trunk.name, 0) + 1
-            self.seclog.warning("security.trunk.challenge_refused", trunk=trunk.name,
+            self._refused[trunk.key] = self._refused.get(trunk.key, 0) + 1
+            self.seclog.warning("security.trunk.challenge_refused", trunk=trunk.key,
                                 src=source.host if source else sent_to.host, reason=str(exc),
                                 status=response.status, method=request.method)
             return None
@@ -470,16 +525,16 @@ class TrunkManager:
         self._sip = sip
         now = self._now()
         for trunk in self.trunks.values():
-            if trunk.kind != "register" or trunk.name in self.registrations:
+            if trunk.kind != "register" or trunk.key in self.registrations:
                 continue
             try:
                 registration = self._registration(trunk)
             except LocalProtocolError as exc:
-                self.log.error("trunk.register.unusable", trunk=trunk.name, error=str(exc))
+                self.log.error("trunk.register.unusable", trunk=trunk.key, error=str(exc))
                 continue
-            self.registrations[trunk.name] = registration
+            self.registrations[trunk.key] = registration
             registration.start(now)
-            self._drain(trunk.name)
+            self._drain(trunk.key)
         self._arm()
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -563,7 +618,7 @@ class TrunkManager:
         return out
 
     def states(self) -> Mapping[str, str]:
-        """trunk name → health state (see :meth:`health`)."""
+        """trunk key → health state (see :meth:`health`)."""
         return {name: str(entry["state"]) for name, entry in self.health().items()}
 
     # -- internals ---------------------------------------------------------------------------------

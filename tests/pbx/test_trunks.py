@@ -305,3 +305,37 @@ def test_health_without_a_running_endpoint() -> None:
     assert manager.states() == {"telco": "static", "reg": "idle"}
     with pytest.raises(RuntimeError):
         manager.contact_for(trunk())
+
+
+# ------------------------------------------------------------------------------ store rows
+class _Row:
+    """The shape of pbx.store.Trunk (duck-typed: TrunkConfig.from_store reads attributes)."""
+
+    def __init__(self, **kw: object) -> None:
+        defaults: dict[str, object] = dict(
+            id=1, tenant_id=7, name="telco", kind="register", host="203.0.113.10", port=5080,
+            transport="tcp", username="pbx1", password="pw", realm="telco.example",
+            allowed_sources=("203.0.113.0/24",), trusted=True, register_expiry=900)
+        defaults.update(kw)
+        self.__dict__.update(defaults)
+
+
+def test_from_store_row_keys_by_tenant() -> None:
+    config = TrunkConfig.from_store(_Row(), domain="telco.example")  # type: ignore[arg-type]
+    assert config.key == "7/telco" and config.tenant_id == 7
+    assert (config.kind, config.port, config.transport, config.register_expiry) == \
+        ("register", 5080, "tcp", 900)
+    assert config.trusted and config.aor_domain == "telco.example"
+    assert config.matches_source(Peer("tcp", "203.0.113.99", 1234))
+    other = TrunkConfig.from_store(_Row(tenant_id=8))  # type: ignore[arg-type]
+    manager = TrunkManager([config, other])  # same name in two tenants
+    assert set(manager.trunks) == {"7/telco", "8/telco"}
+    assert trunk().key == "telco"
+
+
+@pytest.mark.parametrize(("kw", "field"), [({"kind": "sip"}, "trunk.kind"),
+                                           ({"transport": "sctp"}, "trunk.transport"),
+                                           ({"port": 0}, "trunk.port")])
+def test_from_store_bad_row(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        TrunkConfig.from_store(_Row(**kw))  # type: ignore[arg-type]

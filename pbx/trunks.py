@@ -623,6 +623,11 @@ class TrunkManager:
 
     # -- internals ---------------------------------------------------------------------------------
 
+    @property
+    def sip(self) -> AsyncEndpoint[Any]:
+        """The endpoint given to :meth:`start` (RuntimeError before)."""
+        return self._require_sip()
+
     def _require_sip(self) -> AsyncEndpoint[Any]:
         if self._sip is None:
             raise RuntimeError("TrunkManager.start() has not run")

@@ -21,8 +21,9 @@ from typing import Any, TextIO
 
 from pbx import __version__
 from pbx.config import Config, ConfigError
+from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
-from pbx.store import Store, User
+from pbx.store import Store
 from pbx.tls import ensure_self_signed, server_context
 from sipcore.aio.endpoint import AsyncEndpoint, sent_by
 from sipcore.aio.transport import TransportLimits
@@ -64,7 +65,6 @@ class PbxServer:
         self.domain = config.domain
         self.seclog = get_logger("security")
         self._credentials: dict[str, Credentials] = {}
-        self._users: dict[str, User] = {}
         self.reload_users()
         self.digest = DigestServer(
             config.realm,
@@ -82,6 +82,8 @@ class PbxServer:
             max_contacts=config.sip.max_contacts,
         )
         self.sip: AsyncEndpoint[Event] | None = None
+        #: /health (pbx.http), started in run() when ``[http] listen`` is set.
+        self.http: HttpService | None = None
         self._upserts: dict[tuple[str, str], Binding] = {}
         self._removals: set[tuple[str, str]] = set()
         self._stopping: asyncio.Event | None = None
@@ -89,10 +91,12 @@ class PbxServer:
     # -- users -----------------------------------------------------------------------------------
 
     def reload_users(self) -> None:
-        """(Re)load users into the in-memory cache the hot path reads."""
-        self._users = {u.extension: u for u in self.store.users()}
-        self._credentials = {ext: u.credentials() for ext, u in self._users.items()}
-        stale_realm = [u.extension for u in self._users.values() if u.realm != self.config.realm]
+        """(Re)load device credentials (by SIP username) into the cache the hot path reads."""
+        realm = self.config.realm
+        # Devices of our realm win when another realm has the same username.
+        devices = sorted(self.store.devices(), key=lambda d: d.realm == realm)
+        self._credentials = {d.username: d.credentials() for d in devices}
+        stale_realm = [d.username for d in devices if d.realm != realm]
         if stale_realm:
             self.log.warning("auth.realm_mismatch", realm=self.config.realm, users=stale_realm,
                              hint="these users were created for another realm; set their "
@@ -134,6 +138,7 @@ class PbxServer:
         )
         await self.sip.start()
         try:
+            await self._start_http()
             self.log.info("server.started", version=__version__, domain=self.config.domain,
                           listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
                           registrations_restored=len(restored) if restored else
@@ -142,10 +147,26 @@ class PbxServer:
                 on_ready(self)
             await self._housekeeping()
         finally:
+            if self.http is not None:
+                await self.http.close()
             stats = self.sip.statistics()
             await self.sip.close()
             self._flush_sync()
             self.log.info("server.stopped", **{k: v for k, v in sorted(stats.items()) if v})
+
+    async def _start_http(self) -> None:
+        """Serve /health. A port taken is logged, not fatal: monitoring must not keep the
+        telephone service from starting."""
+        try:
+            self.http = await start_http(self.config.http.listen, self.health_figures)
+        except OSError as exc:
+            self.log.error("http.listen_failed", listen=self.config.http.listen, error=str(exc))
+
+    def health_figures(self) -> dict[str, int]:
+        """What /health reports besides status and uptime."""
+        calls = getattr(self, "b2bua", None)  # the call layer, once it runs
+        return {"registrations": self.registrar.count(),
+                "active_calls": len(calls.calls) if calls is not None else 0}
 
     def stop(self) -> None:
         """Ask :meth:`run` to return."""
@@ -300,6 +321,8 @@ def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]]) -> None:
     listening = server.sip.listening()
     for transport, host, port in listening:
         print(f"listening {transport} {host} {port}", file=out)
+    if server.http is not None:
+        print(f"listening http {server.http.host} {server.http.port}", file=out)
     if demo:
         udp = next(((h, p) for t, h, p in listening if t == "udp"), None) or listening[0][1:]
         host = f"[{udp[0]}]" if ":" in udp[0] else udp[0]
@@ -337,12 +360,13 @@ def tune_gc() -> None:
 def serve(config: Config, *, demo: bool = False) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
     configure_logging(config.log.level, json=config.log.json)
-    store = Store(config.data_dir)
+    store = Store(config.data_dir, domain=config.domain)
+    store.ensure_default_tenant(config.domain, config.realm)
     created = []
     if demo:
         from pbx.cli import demo_users
 
-        created = demo_users(store, config.realm)
+        created = demo_users(store, config.realm, config.domain)
     server = PbxServer(config, store)
     tune_gc()
 

@@ -134,6 +134,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The ``[http]`` table: ``/health`` (later the REST API and portal)."""
+
+    #: ``host:port`` (port 0: any free port, printed as ``listening http HOST PORT``); an empty
+    #: string turns HTTP off.
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -141,6 +150,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -289,6 +299,13 @@ def validate(config: Config) -> Config:
                           "tls.cert and tls.key go together")
     if config.sip.advertise and any(c in config.sip.advertise for c in " <>;@\"/"):
         raise ConfigError("sip.advertise", f"{config.sip.advertise!r} is not a host name or address")
+    if config.http.listen.strip():
+        from pbx.http import parse_http_listen  # parsing only; aiohttp is imported lazily
+
+        try:
+            parse_http_listen(config.http.listen)
+        except ValueError as exc:
+            raise ConfigError("http.listen", str(exc)) from None
     if any(c in config.domain for c in " <>;@\"") or not config.domain:
         raise ConfigError("sip.domain", f"{config.domain!r} is not a valid domain")
     return config

@@ -110,3 +110,16 @@ def test_wildcard_listen_takes_the_advertised_host_as_domain() -> None:
     c = load_config(None, environ={"ASYNCPBX_SIP_LISTEN": "udp:0.0.0.0:5060",
                                    "ASYNCPBX_SIP_ADVERTISE": "198.51.100.7"})
     assert c.domain == "198.51.100.7" and c.realm == "198.51.100.7"
+
+
+def test_http_listen(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).http.listen == "127.0.0.1:8080"
+    c = load_config(_write(tmp_path, '[http]\nlisten = "127.0.0.1:0"\n'), environ={})
+    assert c.http.listen == "127.0.0.1:0"
+    assert load_config(None, environ={"ASYNCPBX_HTTP_LISTEN": ""}).http.listen == ""
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, '[http]\nlisten = "127.0.0.1"\n'), environ={})
+    assert err.value.key == "http.listen"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, '[http]\nport = 80\n'), environ={})
+    assert err.value.key == "http.port"

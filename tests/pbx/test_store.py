@@ -43,8 +43,10 @@ def test_not_a_database(tmp_path: Path) -> None:
 def test_users_store_ha1_not_password(tmp_path: Path) -> None:
     s = Store(tmp_path)
     u = s.add_user("205", "pa55word", "asyncpbx", "Eva")
-    assert u.ha1_md5 == compute_ha1("MD5", "205", "asyncpbx", "pa55word")
-    assert u.credentials().ha1_for("SHA-256") == compute_ha1("SHA-256", "205", "asyncpbx", "pa55word")
+    (d,) = s.devices()
+    assert d.user_id == u.id and d.username == "205" and d.realm == "asyncpbx"
+    assert d.ha1_md5 == compute_ha1("MD5", "205", "asyncpbx", "pa55word")
+    assert d.credentials().ha1_for("SHA-256") == compute_ha1("SHA-256", "205", "asyncpbx", "pa55word")
     raw = (tmp_path / Store.FILENAME).read_bytes()
     assert b"pa55word" not in raw
     s.close()
@@ -54,7 +56,8 @@ def test_users_store_ha1_not_password(tmp_path: Path) -> None:
     ("ext", "pw", "match"),
     [("1", "secret", "2 to 8 digits"), ("12a", "secret", "2 to 8 digits"),
      ("123456789", "secret", "2 to 8 digits"), ("100", "abc", "at least 4"),
-     ("100", "abc\ndef", "control characters")],
+     ("100", "abc\ndef", "control characters"), ("112", "secret", "emergency number"),
+     ("012", "secret", "must not start with 0")],
 )
 def test_bad_users_are_refused(tmp_path: Path, ext: str, pw: str, match: str) -> None:
     s = Store(tmp_path)

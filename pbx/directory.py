@@ -1,0 +1,457 @@
+"""The directory: the in-memory view of the store that the hot path reads.
+
+Who is this device, which tenant owns this domain, who owns this DID, which trunk sent this
+request — answered from dicts, never from the database (DESIGN.md "Storage"). The directory is
+an immutable :class:`Snapshot` swapped in whole, so readers on the event loop never see half an
+update even when a store mutation runs in a worker thread.
+
+Keeping it current:
+
+* write-through: the directory registers with :meth:`pbx.store.Store.add_listener`; every
+  mutation made through the same store object rebuilds the snapshot before the mutating call
+  returns;
+* other processes (``asyncpbx user add`` while the server runs): :meth:`Directory.refresh_if_changed`
+  compares the store's ``data_version`` and reloads when another connection committed; the
+  server calls it from its once-a-second housekeeping.
+
+:class:`AsyncHistory` is the call-history hook for the B2BUA: non-blocking calls that queue the
+writes to one worker thread in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pbx.store import (
+    DEFAULT_TENANT,
+    Device,
+    HistoryEntry,
+    Number,
+    PbxStore,
+    SettingsSchema,
+    Tenant,
+    Trunk,
+    User,
+    settings_defaults,
+    source_network,
+)
+from sipcore.digest import Credentials
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the hot path looks up, indexed (built by :meth:`Directory.load`)."""
+
+    tenants: Mapping[int, Tenant] = field(default_factory=dict)
+    tenant_by_domain: Mapping[str, Tenant] = field(default_factory=dict)
+    default_tenant: Tenant | None = None
+    users: Mapping[int, User] = field(default_factory=dict)
+    user_by_ext: Mapping[tuple[int, str], User] = field(default_factory=dict)
+    devices: Mapping[tuple[str, str], Device] = field(default_factory=dict)
+    credentials: Mapping[tuple[str, str], Credentials] = field(default_factory=dict)
+    devices_of: Mapping[int, tuple[Device, ...]] = field(default_factory=dict)
+    numbers: Mapping[str, Number] = field(default_factory=dict)
+    numbers_of: Mapping[int, tuple[Number, ...]] = field(default_factory=dict)
+    trunks: Mapping[int, Trunk] = field(default_factory=dict)
+    trunks_of: Mapping[int, tuple[Trunk, ...]] = field(default_factory=dict)
+    trunk_by_ip: Mapping[str, Trunk] = field(default_factory=dict)
+    trunk_networks: tuple[tuple[_Network, Trunk], ...] = ()
+    settings: Mapping[tuple[int, str], Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _host_network(host: str) -> _Network | None:
+    try:
+        return ipaddress.ip_network(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def build_snapshot(store: PbxStore) -> Snapshot:
+    """Read everything the directory indexes from ``store``."""
+    tenants = {t.id: t for t in store.tenants()}
+    users = {u.id: u for u in store.users()}
+    devices = store.devices()
+    numbers = store.numbers()
+    trunks = store.trunks()
+    devices_of: dict[int, list[Device]] = {}
+    for d in devices:
+        devices_of.setdefault(d.user_id, []).append(d)
+    numbers_of: dict[int, list[Number]] = {}
+    for n in numbers:
+        if n.user_id is not None:
+            numbers_of.setdefault(n.user_id, []).append(n)
+    trunks_of: dict[int, list[Trunk]] = {}
+    by_ip: dict[str, Trunk] = {}
+    networks: list[tuple[_Network, Trunk]] = []
+    for tr in trunks:
+        trunks_of.setdefault(tr.tenant_id, []).append(tr)
+        nets = [ipaddress.ip_network(source_network(s)) for s in tr.allowed_sources]
+        if not nets:
+            host = _host_network(tr.host)
+            nets = [host] if host is not None else []
+        for net in nets:
+            if net.num_addresses == 1:
+                by_ip.setdefault(str(net.network_address), tr)
+            else:
+                networks.append((net, tr))
+    # The most specific network wins when trunks' networks overlap.
+    networks.sort(key=lambda item: -item[0].prefixlen)
+    default = next((t for t in tenants.values() if t.name == DEFAULT_TENANT), None)
+    return Snapshot(
+        tenants=tenants,
+        tenant_by_domain={t.domain.lower(): t for t in tenants.values()},
+        default_tenant=default,
+        users=users,
+        user_by_ext={(u.tenant_id, u.extension): u for u in users.values()},
+        devices={(d.realm, d.username): d for d in devices},
+        credentials={(d.realm, d.username): d.credentials() for d in devices},
+        devices_of={k: tuple(v) for k, v in devices_of.items()},
+        numbers={n.e164: n for n in numbers},
+        numbers_of={k: tuple(v) for k, v in numbers_of.items()},
+        trunks={tr.id: tr for tr in trunks},
+        trunks_of={k: tuple(v) for k, v in trunks_of.items()},
+        trunk_by_ip=by_ip,
+        trunk_networks=tuple(networks),
+        settings=store.all_feature_settings(),
+    )
+
+
+class Directory:
+    """The cache of tenants, users, devices, numbers, trunks and feature settings.
+
+    All lookups are dict reads on the current snapshot (safe from the event loop while a worker
+    thread rebuilds). ``on_reload`` (optional) is called after each rebuild, e.g. to let the
+    server re-create digest servers for new realms or restart trunk registrations.
+    """
+
+    def __init__(self, store: PbxStore, *, listen: bool = True) -> None:
+        self.store = store
+        self.snapshot = Snapshot()
+        self.reloads = 0
+        self.on_reload: Callable[[Snapshot], None] | None = None
+        self._data_version = -1
+        self.load()
+        if listen:
+            store.add_listener(self._on_store_changed)
+
+    # -- keeping current -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild the snapshot from the store (full reload: the tables are small and a reload
+        is rare — an administrator's change — so simplicity beats incremental updates)."""
+        self._data_version = self.store.data_version()
+        self.snapshot = build_snapshot(self.store)
+        self.reloads += 1
+        if self.on_reload is not None:
+            self.on_reload(self.snapshot)
+
+    def _on_store_changed(self, table: str) -> None:
+        self.load()
+
+    def refresh_if_changed(self) -> bool:
+        """Reload when another process changed the store since the last load; True if it did.
+        (Cheap: one ``PRAGMA data_version``.)"""
+        if self.store.data_version() == self._data_version:
+            return False
+        self.load()
+        return True
+
+    # -- tenants ---------------------------------------------------------------------------------
+
+    @property
+    def default_tenant(self) -> Tenant | None:
+        """The "default" tenant (single-company mode), if it exists."""
+        return self.snapshot.default_tenant
+
+    def tenant_for_domain(self, domain: str) -> Tenant | None:
+        """The tenant whose SIP domain is ``domain`` (case-insensitive); any other host (our IP
+        address, a name we do not know) belongs to the default tenant."""
+        snap = self.snapshot
+        return snap.tenant_by_domain.get(domain.lower(), snap.default_tenant)
+
+    def tenant(self, tenant_id: int) -> Tenant | None:
+        """A tenant by id."""
+        return self.snapshot.tenants.get(tenant_id)
+
+    def realms(self) -> set[str]:
+        """Every realm a device has credentials for (one DigestServer each)."""
+        return {realm for realm, _ in self.snapshot.credentials}
+
+    # -- users and devices -----------------------------------------------------------------------
+
+    def credentials(self, realm: str, username: str) -> Credentials | None:
+        """Digest credentials of the device ``username`` in ``realm`` — the DigestServer lookup
+        (``lambda u: directory.credentials(realm, u)``)."""
+        return self.snapshot.credentials.get((realm, username))
+
+    def device(self, realm: str, username: str) -> Device | None:
+        """The device with SIP username ``username`` in ``realm``."""
+        return self.snapshot.devices.get((realm, username))
+
+    def user_of_device(self, realm: str, username: str) -> User | None:
+        """The user a device belongs to (after authentication: who is calling)."""
+        d = self.snapshot.devices.get((realm, username))
+        return self.snapshot.users.get(d.user_id) if d is not None else None
+
+    def user(self, domain: str, extension: str) -> User | None:
+        """The user with ``extension`` in the tenant of ``domain`` (default tenant for unknown
+        hosts, see :meth:`tenant_for_domain`)."""
+        t = self.tenant_for_domain(domain)
+        return self.snapshot.user_by_ext.get((t.id, extension)) if t is not None else None
+
+    def user_in_tenant(self, tenant_id: int, extension: str) -> User | None:
+        """The user with ``extension`` in a tenant given by id."""
+        return self.snapshot.user_by_ext.get((tenant_id, extension))
+
+    def user_by_id(self, user_id: int) -> User | None:
+        """A user by id."""
+        return self.snapshot.users.get(user_id)
+
+    def devices_of(self, user_id: int) -> tuple[Device, ...]:
+        """A user's devices (parallel ringing rings each one's registrations)."""
+        return self.snapshot.devices_of.get(user_id, ())
+
+    # -- numbers ---------------------------------------------------------------------------------
+
+    def owner_of_did(self, e164: str) -> Number | None:
+        """Who owns a DID (E.164 with "+"); ``Number.owner_kind`` is user, group or company."""
+        return self.snapshot.numbers.get(e164)
+
+    def numbers_of(self, user_id: int) -> tuple[Number, ...]:
+        """The DIDs a user owns (the first is the caller ID towards trunks by default)."""
+        return self.snapshot.numbers_of.get(user_id, ())
+
+    def extension_of_did(self, tenant_id: int, e164: str) -> str | None:
+        """The extension of the user of ``tenant_id`` who owns ``e164`` — the dial plan's
+        ``own_did`` (a call to an own DID stays internal)."""
+        n = self.snapshot.numbers.get(e164)
+        if n is None or n.tenant_id != tenant_id or n.user_id is None:
+            return None
+        u = self.snapshot.users.get(n.user_id)
+        return u.extension if u is not None else None
+
+    # -- trunks ----------------------------------------------------------------------------------
+
+    def trunk_for_source(self, ip: str) -> Trunk | None:
+        """The trunk a request from ``ip`` comes from (exact address first, then the most
+        specific network), or None: then it is not a carrier and must authenticate."""
+        snap = self.snapshot
+        found = snap.trunk_by_ip.get(ip)
+        if found is not None or not snap.trunk_networks:
+            return found
+        try:
+            addr = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            return None
+        if str(addr) != ip:
+            found = snap.trunk_by_ip.get(str(addr))
+            if found is not None:
+                return found
+        for net, trunk in snap.trunk_networks:
+            if addr.version == net.version and addr in net:
+                return trunk
+        return None
+
+    def trunks_of(self, tenant_id: int) -> tuple[Trunk, ...]:
+        """A tenant's trunks, by name (outbound calls take the first)."""
+        return self.snapshot.trunks_of.get(tenant_id, ())
+
+    def all_trunks(self) -> tuple[Trunk, ...]:
+        """Every trunk (the trunk manager registers the ``register`` ones)."""
+        return tuple(self.snapshot.trunks.values())
+
+    # -- feature settings ------------------------------------------------------------------------
+
+    def settings(self, user_id: int, feature: str,
+                 schema: SettingsSchema | None = None) -> dict[str, Any]:
+        """A user's settings of ``feature`` over the schema's defaults (a fresh dict)."""
+        stored = self.snapshot.settings.get((user_id, feature), {})
+        if schema is None:
+            return dict(stored)
+        out = settings_defaults(schema)
+        out.update({k: v for k, v in stored.items() if k in schema})
+        return out
+
+
+# -- call history hook -----------------------------------------------------------------------------
+
+
+class HistoryHook(Protocol):
+    """What the B2BUA calls for the call history (non-blocking; see :class:`AsyncHistory`)."""
+
+    def call_started(self, user_id: int, call_id: str, direction: str, other_name: str,
+                     other_number: str, at: float) -> HistoryRecord: ...
+    def call_answered(self, record: HistoryRecord, at: float) -> None: ...
+    def call_ended(self, record: HistoryRecord, at: float) -> None: ...
+
+
+class HistoryRecord:
+    """A handle on one history entry being written (the id arrives from the worker)."""
+
+    __slots__ = ("entry_id", "user_id")
+
+    def __init__(self, user_id: int, entry_id: concurrent.futures.Future[int]) -> None:
+        self.user_id = user_id
+        self.entry_id = entry_id
+
+
+class AsyncHistory:
+    """Call history written from the event loop without waiting on the disk.
+
+    Each call enqueues its store write to a single worker thread, so writes run in order
+    (start before answer before end) and a commit's fsync (``synchronous=FULL``) never blocks
+    the loop. Failures go to ``on_error(exc)`` (the server logs them); they never reach the call.
+    :meth:`drain` waits for everything queued (shutdown, tests).
+    """
+
+    def __init__(self, store: PbxStore,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.store = store
+        self.on_error = on_error
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="history")
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        fut = self._pool.submit(fn, *args)
+        fut.add_done_callback(self._report)
+        return fut
+
+    def _report(self, fut: concurrent.futures.Future[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None and self.on_error is not None:
+            self.on_error(exc)
+
+    def call_started(self, user_id: int, call_id: str, direction: str, other_name: str,
+                     other_number: str, at: float) -> HistoryRecord:
+        """A call of ``user_id`` started (direction "in" or "out"; the other party's name and
+        number as shown to the user)."""
+        fut = self._submit(self.store.history_start, user_id, call_id, direction, other_name,
+                           other_number, at)
+        return HistoryRecord(user_id, fut)
+
+    def call_answered(self, record: HistoryRecord, at: float) -> None:
+        """The call was answered (by or for this user)."""
+        self._submit(self._after_start, record, self.store.history_answered, at)
+
+    def call_ended(self, record: HistoryRecord, at: float) -> None:
+        """The call ended: duration and missed are computed from the times."""
+        self._submit(self._after_start, record, self.store.history_end, at)
+
+    @staticmethod
+    def _after_start(record: HistoryRecord, fn: Callable[[int, float], Any], at: float) -> Any:
+        # FIFO on one worker: the start has run; its failure makes this a no-op.
+        if record.entry_id.exception() is not None:
+            return None
+        return fn(record.entry_id.result(), at)
+
+    def history(self, user_id: int, limit: int = 200) -> list[HistoryEntry]:
+        """A user's history, newest first (synchronous: for the API/portal via to_thread)."""
+        return self.store.history(user_id, limit)
+
+    async def drain(self) -> None:
+        """Wait until every queued write has run."""
+        fut = self._pool.submit(lambda: None)
+        await asyncio.wrap_future(fut)
+
+    def close(self) -> None:
+        """Finish queued writes and stop the worker."""
+        self._pool.shutdown(wait=True)
+
+
+class CallRecordLike(Protocol):
+    """The fields of :class:`pbx.callcontrol.CallRecord` the history adapter reads."""
+
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+    @property
+    def callee(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def answered(self) -> float | None: ...
+    @property
+    def ended(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """One user's view of a call: their id, "in"/"out", and the other side as shown."""
+
+    user_id: int
+    direction: str
+    other_name: str
+    other_number: str
+
+
+def directory_parties(directory: Directory, domain: str) -> Callable[[CallRecordLike], list[Party]]:
+    """The users of a call as the B2BUA records it today (caller = the caller's extension or
+    device username, callee = what was dialled / the DID), looked up in ``domain``'s tenant:
+    the caller gets an "out" entry, the callee an "in" entry, each showing the other."""
+
+    def lookup(party: str) -> User | None:
+        user = directory.user(domain, party)
+        if user is None:
+            t = directory.tenant_for_domain(domain)
+            realm = t.realm if t is not None else domain
+            user = directory.user_of_device(realm, party)
+        if user is None and party.startswith("+"):
+            n = directory.owner_of_did(party)
+            user = directory.user_by_id(n.user_id) if n and n.user_id is not None else None
+        return user
+
+    def parties(record: CallRecordLike) -> list[Party]:
+        out = []
+        caller = lookup(record.caller) if record.direction != "inbound" else None
+        callee = lookup(record.callee) if record.direction != "outbound" else None
+        if caller is not None:
+            out.append(Party(caller.id, "out", callee.name if callee else "",
+                             callee.extension if callee else record.callee))
+        if callee is not None:
+            out.append(Party(callee.id, "in", caller.name if caller else "",
+                             caller.extension if caller else record.caller))
+        return out
+
+    return parties
+
+
+class CallRecordHistory:
+    """The call-control history hook (append to ``PbxServer.call_record_hooks``): the B2BUA
+    calls it with the same record when a call starts, is answered and ends; each user of the
+    call gets one entry, written through :class:`AsyncHistory` without blocking."""
+
+    def __init__(self, history: AsyncHistory,
+                 parties: Callable[[CallRecordLike], list[Party]]) -> None:
+        self.history = history
+        self.parties = parties
+        #: call id → (entries, answered already)
+        self._open: dict[str, tuple[list[HistoryRecord], bool]] = {}
+
+    def __call__(self, record: CallRecordLike) -> None:
+        state = self._open.get(record.call_id)
+        if state is None:
+            entries = [self.history.call_started(p.user_id, record.call_id, p.direction,
+                                                 p.other_name, p.other_number, record.started)
+                       for p in self.parties(record)]
+            state = (entries, False)
+        entries, answered = state
+        if record.answered is not None and not answered:
+            for e in entries:
+                self.history.call_answered(e, record.answered)
+            answered = True
+        if record.ended is not None:
+            for e in entries:
+                self.history.call_ended(e, record.ended)
+            self._open.pop(record.call_id, None)
+            return
+        self._open[record.call_id] = (entries, answered)

@@ -1,0 +1,112 @@
+"""The HTTP side of the server: ``/health`` today (the REST API, portal and ``/metrics`` join
+this application later).
+
+aiohttp serves it on the server's event loop (``[http] listen``, port 0 allowed). ``/health``
+answers ``{"status": "ok", "registrations": N, "active_calls": N, "uptime": seconds}`` for load
+balancers and monitoring; when the server cannot produce its figures it answers 503 with
+``"status": "error"`` so a balancer takes the node out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # aiohttp is imported when the service is built: config parsing stays light
+    from aiohttp import web
+
+#: What the server reports: {"registrations": int, "active_calls": int}.
+HealthFigures = Callable[[], Mapping[str, int]]
+
+
+class HttpService:
+    """An aiohttp application on one listening socket; ``app`` takes further routes."""
+
+    def __init__(self, health: HealthFigures, *, started: float | None = None) -> None:
+        from aiohttp import web
+
+        self.health = health
+        #: Monotonic start time (uptime is measured from it).
+        self.started = time.monotonic() if started is None else started
+        self.app = web.Application()
+        self.app.router.add_get("/health", self._health)
+        self._runner: web.AppRunner | None = None
+        self.host = ""
+        self.port = 0
+
+    async def _health(self, request: web.Request) -> web.Response:
+        uptime = round(time.monotonic() - self.started, 1)
+        try:
+            figures = dict(self.health())
+        except Exception as exc:  # the node is not healthy; say so instead of a 500 page
+            return web_json({"status": "error", "error": type(exc).__name__, "uptime": uptime},
+                            503)
+        body = {"status": "ok", "registrations": int(figures.get("registrations", 0)),
+                "active_calls": int(figures.get("active_calls", 0)), "uptime": uptime}
+        return web_json(body, 200)
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host:port`` (0: any free port); returns the bound (host, port).
+        Raises OSError when the address cannot be bound."""
+        from aiohttp import web
+
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        addresses = runner.addresses
+        bound = addresses[0] if addresses else (host, port)
+        self.host, self.port = str(bound[0]), int(bound[1])
+        return self.host, self.port
+
+    async def close(self) -> None:
+        """Stop listening and close open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def web_json(body: Mapping[str, object], status: int) -> web.Response:
+    """A JSON response that no cache keeps (health must be live)."""
+    from aiohttp import web
+
+    return web.json_response(dict(body), status=status, headers={"Cache-Control": "no-store"})
+
+
+def parse_http_listen(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:8080"`` / ``"[::1]:0"`` → (host, port); ``""`` → None (no HTTP).
+    Raises ValueError with a message for anything else."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"{text!r}: IPv6 addresses are written [addr]:port")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"{text!r} must look like '127.0.0.1:8080'")
+    if not host or any(c in host for c in " /[]"):
+        raise ValueError(f"{text!r}: {host!r} is not an address or host name")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: port {port_text!r} is not 0-65535")
+    return host, int(port_text)
+
+
+async def start_http(listen: str, health: HealthFigures, *,
+                     started: float | None = None) -> HttpService | None:
+    """Start the HTTP service on ``listen`` (``[http] listen``); None when it is empty."""
+    address = parse_http_listen(listen)
+    if address is None:
+        return None
+    service = HttpService(health, started=started)
+    await service.start(*address)
+    return service

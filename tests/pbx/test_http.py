@@ -1,0 +1,103 @@
+"""/health over real HTTP on loopback (aiohttp client), and the [http] listen syntax."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from pbx.http import HttpService, parse_http_listen, start_http
+
+
+async def test_health_reports_figures_and_uptime() -> None:
+    figures = {"registrations": 3, "active_calls": 1}
+    service = await start_http("127.0.0.1:0", lambda: figures, started=time.monotonic() - 42)
+    assert service is not None
+    try:
+        assert service.host == "127.0.0.1" and service.port > 0
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{service.port}/health"
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("application/json")
+                assert resp.headers["Cache-Control"] == "no-store"
+                body = await resp.json()
+            assert body["status"] == "ok"
+            assert (body["registrations"], body["active_calls"]) == (3, 1)
+            assert 42 <= body["uptime"] < 3600
+            figures["registrations"] = 7  # live figures, not a snapshot taken at start
+            async with http.get(url) as resp:
+                assert (await resp.json())["registrations"] == 7
+            async with http.get(f"http://127.0.0.1:{service.port}/nope") as resp:
+                assert resp.status == 404
+            async with http.post(url) as resp:
+                assert resp.status == 405
+    finally:
+        await service.close()
+
+
+async def test_health_says_error_when_figures_fail() -> None:
+    def broken() -> dict[str, int]:
+        raise RuntimeError("registrar gone")
+
+    service = HttpService(broken)
+    _host, port = await service.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{port}/health") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["status"] == "error" and body["error"] == "RuntimeError"
+    finally:
+        await service.close()
+
+
+async def test_port_in_use_raises_oserror() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = HttpService(lambda: {})
+        with pytest.raises(OSError):
+            await service.start("127.0.0.1", port)
+        await service.close()
+
+
+async def test_empty_listen_means_no_http() -> None:
+    assert await start_http("", lambda: {}) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:0", ("::1", 0)),
+     ("localhost:80", ("localhost", 80)), ("", None), ("  ", None)],
+)
+def test_parse_listen(text: str, parsed: tuple[str, int] | None) -> None:
+    assert parse_http_listen(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", ":80",
+                                  "::1:80", "[::1]80", "a b:80"])
+def test_parse_listen_errors(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_http_listen(text)
+
+
+async def test_serve_prints_http_and_answers_health(tmp_path: object) -> None:
+    """The real server: ``listening http HOST PORT`` in the banner, /health live."""
+    from pathlib import Path
+
+    from tests.interop.harness import running_pbx
+
+    assert isinstance(tmp_path, Path)
+    with running_pbx(tmp_path, transports=("udp",), users=[("100", "pw100")],
+                     config_extra='[http]\nlisten = "127.0.0.1:0"\n') as pbx:
+        host, port = pbx.addr("http")
+        assert host == "127.0.0.1" and port > 0
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://{host}:{port}/health") as resp:
+            body = await resp.json()
+    assert resp.status == 200 and body["status"] == "ok"
+    assert (body["registrations"], body["active_calls"]) == (0, 0)

@@ -19,7 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from media.aio import MediaEngine
 from pbx import __version__
+from pbx.b2bua import B2bua, CallSettings
+from pbx.callcontrol import CallRecord
 from pbx.config import Config, ConfigError
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
@@ -43,10 +46,12 @@ from sipcore.transport import Peer
 from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
-ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS"})
+ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
+                             "INFO"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
-SUPPORTED_OPTIONS = frozenset({"path"})
+#: timer: RFC 4028 session timers (pbx.b2bua).
+SUPPORTED_OPTIONS = frozenset({"path", "timer"})
 #: Seconds a registration's connection stays open past the binding's expiry (a late refresh).
 FLOW_GRACE = 32.0
 #: How often registration changes are written to the store, and expiries are applied.
@@ -84,6 +89,12 @@ class PbxServer:
         self.sip: AsyncEndpoint[Event] | None = None
         #: /health (pbx.http), started in run() when ``[http] listen`` is set.
         self.http: HttpService | None = None
+        #: Calls (pbx.b2bua) and their media, set up in run().
+        self.media: MediaEngine | None = None
+        self.b2bua: B2bua | None = None
+        #: Call-history hooks: each is called with the CallRecord when a call starts, is
+        #: answered and ends (direction, parties, start/answer/end times, final status).
+        self.call_record_hooks: list[Callable[[CallRecord], None]] = []
         self._upserts: dict[tuple[str, str], Binding] = {}
         self._removals: set[tuple[str, str]] = set()
         self._stopping: asyncio.Event | None = None
@@ -139,6 +150,7 @@ class PbxServer:
         await self.sip.start()
         try:
             await self._start_http()
+            await self._start_calls()
             self.log.info("server.started", version=__version__, domain=self.config.domain,
                           listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
                           registrations_restored=len(restored) if restored else
@@ -147,12 +159,48 @@ class PbxServer:
                 on_ready(self)
             await self._housekeeping()
         finally:
+            await self._stop_calls()
             if self.http is not None:
                 await self.http.close()
             stats = self.sip.statistics()
             await self.sip.close()
             self._flush_sync()
             self.log.info("server.stopped", **{k: v for k, v in sorted(stats.items()) if v})
+
+    async def _start_calls(self) -> None:
+        """Start the media engine and the B2BUA (after the SIP listeners are bound)."""
+        assert self.sip is not None
+        m, c = self.config.media, self.config.calls
+        self.media = MediaEngine(m.host, (m.port_min, m.port_max))
+        await self.media.start()
+        self.b2bua = B2bua(
+            self.sip, self.media,
+            digest=DigestServer(self.config.realm, self.store.secret("nonce"),
+                                nonce_ttl=self.config.auth.nonce_ttl,
+                                algorithms=self.config.auth.algorithms, proxy=True,
+                                start_time=time.time()),
+            lookup=self._lookup, registrar=self.registrar, domain=self.domain,
+            user_exists=lambda ext: ext in self._credentials,
+            settings=CallSettings(ring_timeout=c.ring_timeout, session_expires=c.session_expires,
+                                  min_se=c.min_se, rtp_timeout=m.rtp_timeout,
+                                  busy_tone=c.busy_tone, moh_file=m.moh_file, tones=c.tones,
+                                  sdp_address=m.advertise),
+            on_record=self._call_record, log=self.log, seclog=self.seclog,
+        )
+
+    async def _stop_calls(self) -> None:
+        """Release every call (BYE/CANCEL/5xx), then stop the media engine."""
+        if self.b2bua is not None:
+            await self.b2bua.close()
+        if self.media is not None:
+            await self.media.close()
+
+    def _call_record(self, record: CallRecord) -> None:
+        for hook in self.call_record_hooks:
+            try:
+                hook(record)
+            except Exception:
+                self.log.exception("call.history_hook_failed", call_id=record.call_id)
 
     async def _start_http(self) -> None:
         """Serve /health. A port taken is logged, not fatal: monitoring must not keep the
@@ -252,6 +300,11 @@ class PbxServer:
     # -- SIP ---------------------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if not isinstance(event, RequestReceived) or event.request.method != "REGISTER":
+            # calls: INVITE/ACK/BYE/CANCEL/UPDATE/INFO, responses, transaction events
+            if self.b2bua is not None:
+                self.b2bua.handle_event(event)
+            return
         if isinstance(event, RequestReceived):
             request = event.request
             try:

@@ -126,6 +126,38 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """The ``[media]`` table: where RTP ports are allocated and how dead calls are found."""
+
+    #: Local address the RTP sockets bind to.
+    host: str = "127.0.0.1"
+    #: Address written into SDP (``c=``) when it differs from ``host`` (wildcard bind, NAT).
+    advertise: str = ""
+    #: Even/odd RTP/RTCP port pairs are allocated from this inclusive range.
+    port_min: int = 40000
+    port_max: int = 44999
+    #: Seconds without RTP on an answered, not-held leg before the call is ended (0: never).
+    rtp_timeout: float = 60.0
+    #: Music-on-hold file (WAV/MP3/Opus/FLAC); empty: a generated melody.
+    moh_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallsConfig:
+    """The ``[calls]`` table."""
+
+    #: Seconds to ring before "no answer" (480): 4 rings of 5 s (German cadence).
+    ring_timeout: float = 20.0
+    #: RFC 4028 session interval we grant at most, and the smallest we accept (422 below).
+    session_expires: int = 1800
+    min_se: int = 90
+    #: Seconds of busy tone before 486 for callers that already get early media from us.
+    busy_tone: float = 0.0
+    #: Country of the call-progress tones (ringback, busy): see media.tones.
+    tones: str = "DE"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """The ``[log]`` table."""
 
@@ -151,6 +183,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -285,6 +319,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("sip.max_connections_per_source", "must be at least 1")
     if s.idle_timeout <= 0:
         raise ConfigError("sip.idle_timeout", "must be positive")
+    _validate_calls(config)
     if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
     for i, algo in enumerate(config.auth.algorithms):
@@ -309,6 +344,36 @@ def validate(config: Config) -> Config:
     if any(c in config.domain for c in " <>;@\"") or not config.domain:
         raise ConfigError("sip.domain", f"{config.domain!r} is not a valid domain")
     return config
+
+
+def _validate_calls(config: Config) -> None:
+    m, c = config.media, config.calls
+    try:
+        ipaddress.ip_address(m.host)
+    except ValueError:
+        raise ConfigError("media.host", f"{m.host!r} is not an IP address") from None
+    if m.advertise and any(ch in m.advertise for ch in " <>;@\"/"):
+        raise ConfigError("media.advertise", f"{m.advertise!r} is not a host name or address")
+    if not 1024 <= m.port_min <= 65534:
+        raise ConfigError("media.port_min", "must lie between 1024 and 65534")
+    if not m.port_min + 1 <= m.port_max <= 65535:
+        raise ConfigError("media.port_max", "must lie above media.port_min and at most 65535")
+    if m.rtp_timeout < 0:
+        raise ConfigError("media.rtp_timeout", "must be 0 (off) or a positive number of seconds")
+    if m.moh_file and not Path(m.moh_file).is_file():
+        raise ConfigError("media.moh_file", f"{m.moh_file!r} is not a file")
+    if not 1 <= c.ring_timeout <= 600:
+        raise ConfigError("calls.ring_timeout", "must lie between 1 and 600 seconds")
+    if c.min_se < 90:
+        raise ConfigError("calls.min_se", "must be at least 90 seconds (RFC 4028)")
+    if c.session_expires < c.min_se:
+        raise ConfigError("calls.session_expires", "must not be below calls.min_se")
+    if not 0 <= c.busy_tone <= 30:
+        raise ConfigError("calls.busy_tone", "must lie between 0 and 30 seconds")
+    from media.tones import TONE_PLANS
+
+    if c.tones.upper() not in TONE_PLANS and c.tones.upper() != "GB":
+        raise ConfigError("calls.tones", f"{c.tones!r} is not one of {', '.join(sorted(TONE_PLANS))}")
 
 
 def load_config(

@@ -1,0 +1,212 @@
+"""Calls through asyncpbx between SIPp peers: the caller is a SIPp UAC authenticating its INVITE
+with 407, callees are SIPp UASs whose contacts are registered first (from the very UDP port the
+UAS then binds, so ``Binding.received`` is the UAS). Media is checked with small Python RTP
+peers where the test is about audio (music on hold, dead-call reaping)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media.g711 import linear_to_ulaw, ulaw_to_linear
+from sipcore.digest import DigestClient
+from sipcore.message import Request, Response, parse_message
+from tests.interop.harness import (
+    SCENARIOS,
+    PbxProcess,
+    free_port,
+    need,
+    running_pbx,
+    sipp,
+    users_csv,
+)
+
+pytestmark = pytest.mark.interop
+
+USERS = [("100", "pw-100-secret"), ("101", "pw-101-secret"), ("102", "pw-102-secret")]
+REALM = "asyncpbx-test"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def register_port(pbx: PbxProcess, ext: str, password: str, port: int, host: str = "127.0.0.1",
+                  expires: int = 600) -> None:
+    """REGISTER ``sip:ext@host:port`` from ``host:port`` itself (so the PBX's Binding.received is
+    where a SIPp UAS binds next)."""
+    server = pbx.addr("udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.settimeout(5)
+        call_id = os.urandom(6).hex()
+
+        def request(cseq: int) -> Request:
+            text = (
+                f"REGISTER sip:{server[0]} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{os.urandom(5).hex()};rport\r\n"
+                f"From: <sip:{ext}@{server[0]}>;tag={os.urandom(4).hex()}\r\n"
+                f"To: <sip:{ext}@{server[0]}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:{ext}@{host}:{port}>\r\nExpires: {expires}\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n")
+            msg = parse_message(text.encode())
+            assert isinstance(msg, Request)
+            return msg
+
+        s.sendto(request(1).serialize(), server)
+        challenge = parse_message(s.recv(65535))
+        assert isinstance(challenge, Response) and challenge.status == 401
+        authed = DigestClient().authorize(request(2), challenge, ext, password, realm=REALM)
+        s.sendto(authed.serialize(), server)
+        ok = parse_message(s.recv(65535))
+        assert isinstance(ok, Response) and ok.status == 200, ok
+
+
+class SippUas:
+    """A SIPp UAS in the background on a registered port; ``result()`` waits for it."""
+
+    def __init__(self, workdir: Path, scenario: str, port: int, *, keys: dict[str, str],
+                 pause_ms: int = 500, calls: int = 1, name: str = "uas") -> None:
+        self.workdir = workdir
+        self.stat = workdir / f"{name}-{port}.csv"
+        self.errors = workdir / f"{name}-{port}-errors.log"
+        args = [need("sipp"), "-sf", str(SCENARIOS / scenario), "-t", "u1", "-i", "127.0.0.1",
+                "-p", str(port), "-m", str(calls), "-d", str(pause_ms), "-nostdin",
+                "-timeout", "40s", "-timeout_error", "-trace_stat", "-stf", str(self.stat),
+                "-trace_err", "-error_file", str(self.errors), "-trace_msg",
+                "-message_file", str(workdir / f"{name}-{port}-messages.log")]
+        for k, v in keys.items():
+            args += ["-key", k, v]
+        self.messages = workdir / f"{name}-{port}-messages.log"
+        self.proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        time.sleep(0.3)  # let it bind
+
+    def result(self, timeout: float = 45.0) -> tuple[int, str]:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        err = self.errors.read_text()[-3000:] if self.errors.exists() else ""
+        return self.proc.returncode, (out or "")[-3000:] + err
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+    def log(self) -> str:
+        return self.messages.read_text() if self.messages.exists() else ""
+
+
+_ULAW = np.array([ulaw_to_linear(c) for c in range(256)], np.int16)
+
+
+def ulaw_decode(payload: bytes) -> np.ndarray:
+    return _ULAW[np.frombuffer(payload, np.uint8)]
+
+
+def ulaw_encode(pcm: np.ndarray) -> bytes:
+    return bytes(linear_to_ulaw(int(x)) for x in pcm)
+
+
+class RtpPeer:
+    """A Python RTP endpoint: records PCMU it receives; optionally sends a tone (PCMU)."""
+
+    def __init__(self, send_hz: float | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[tuple[float, bytes]] = []
+        self.send_hz = send_hz
+        self.remote: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq, ts, ssrc = 1, 0, 0x1234
+        next_send = time.monotonic()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                data, addr = self.sock.recvfrom(2048)
+                if len(data) > 12 and data[1] & 0x7F == 0:
+                    self.received.append((time.monotonic(), data[12:]))
+                    if self.remote is None:
+                        self.remote = addr
+            if self.send_hz is not None and self.remote is not None and \
+                    time.monotonic() >= next_send:
+                n = np.arange(ts, ts + 160)
+                pcm = (8000 * np.sin(2 * np.pi * self.send_hz * n / 8000)).astype(np.int16)
+                pkt = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + ulaw_encode(pcm)
+                self.sock.sendto(pkt, self.remote)
+                seq, ts = seq + 1, ts + 160
+                next_send += 0.02
+
+    def pcm(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
+        chunks = [ulaw_decode(p) for t, p in self.received if since <= t < until]
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def caller(pbx: PbxProcess, tmp: Path, scenario: str = "call_uac.xml", *, dst: str = "101",
+           pause_ms: int = 1000, rtp_port: int = 40000, extra: Sequence[str] = (),
+           timeout: float = 40.0) -> tuple[int, int, str]:
+    inf = users_csv(tmp / f"caller-{time.monotonic_ns()}.csv", [USERS[0]])
+    host, port = pbx.addr("udp")
+    # SIPp's digest-uri defaults to remote_ip:port; ours must name the Request-URI
+    res = sipp(scenario, pbx.addr("udp"), tmp, inf=inf, timeout=timeout,
+               extra=["-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst, "-key", "rtp_port", str(rtp_port), "-d", str(pause_ms),
+                      "-trace_msg", "-message_file", str(tmp / "caller-messages.log"), *extra])
+    return res.successful, res.failed, res.output
+
+
+def events(pbx: PbxProcess, name: str) -> list[dict[str, object]]:
+    return [e for e in pbx.log_events() if e.get("event") == name]
+
+
+@contextlib.contextmanager
+def pbx_with(tmp: Path, extra: str = "") -> Iterator[PbxProcess]:
+    config = "[media]\nport_min = 40000\nport_max = 44999\n" + extra
+    with running_pbx(tmp, transports=("udp",), users=USERS, config_extra=config) as pbx:
+        yield pbx
+
+
+# -------------------------------------------------------------------------------------- tests
+
+
+def test_basic_call_answered_and_caller_hangs_up(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "40998"})
+        try:
+            ok, failed, out = caller(pbx, tmp_path, pause_ms=1000)
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, uas_out
+    # read the log once the server has stopped: call.ended follows the last 200 OK
+    started = events(pbx, "call.started")
+    answered = events(pbx, "call.answered")
+    ended = events(pbx, "call.ended")
+    assert started and started[0]["caller"] == "100" and started[0]["callee"] == "101"
+    assert answered and answered[0]["call_id"] == started[0]["call_id"]
+    assert ended and ended[0]["status"] == 200 and ended[0]["cause"] == "caller hung up"

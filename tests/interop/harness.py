@@ -71,6 +71,9 @@ class PbxProcess:
         text = f'[sip]\nlisten = [{listen}]\ndomain = "{host}"\n{self.config_extra}\n'
         if "[auth]" not in self.config_extra:
             text += '[auth]\nrealm = "asyncpbx-test"\n'
+        if "[http]" not in self.config_extra:
+            # port 0: tests run servers side by side; the port is read from `listening http`
+            text += '[http]\nlisten = "127.0.0.1:0"\n'
         cfg.write_text(text)
         return cfg
 

@@ -210,3 +210,201 @@ def test_basic_call_answered_and_caller_hangs_up(tmp_path: Path) -> None:
     assert started and started[0]["caller"] == "100" and started[0]["callee"] == "101"
     assert answered and answered[0]["call_id"] == started[0]["call_id"]
     assert ended and ended[0]["status"] == 200 and ended[0]["cause"] == "caller hung up"
+
+
+def final_statuses(log: str) -> list[int]:
+    """Final response codes (>= 300) in a SIPp message log, in order."""
+    import re
+
+    return [int(s) for s in re.findall(r"^SIP/2\.0 ([3-6]\d\d) ", log, re.M)]
+
+
+def messages(tmp: Path, name: str = "caller-messages.log") -> str:
+    path = tmp / name
+    return path.read_text() if path.exists() else ""
+
+
+def test_callee_hangs_up(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_bye.xml", port, keys={"rtp_port": "40996"},
+                      pause_ms=1000)
+        try:
+            ok, failed, out = caller(pbx, tmp_path, "call_uac_wait_bye.xml")
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, uas_out
+    ended = events(pbx, "call.ended")
+    assert ended and ended[0]["cause"] == "callee hung up" and ended[0]["answered"] is True
+
+
+def test_caller_cancel_reaches_the_callee(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_ring.xml", port, keys={"rtp_port": "40994"},
+                      name="ring")
+        try:
+            ok, failed, out = caller(pbx, tmp_path, "call_uac_cancel.xml", pause_ms=500)
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, uas_out  # the callee leg got CANCEL (200 + 487 + ACK)
+        cancel = uas.log().split("CANCEL sip:", 1)
+        assert len(cancel) == 2
+        assert "Call completed elsewhere" not in cancel[1].split("\n\n", 1)[0]
+    ended = events(pbx, "call.ended")
+    assert ended and ended[0]["answered"] is False and ended[0]["status"] == 487
+
+
+def test_busy_callee_gives_486(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_busy.xml", port, keys={"rtp_port": "40992"})
+        try:
+            ok, failed, out = caller(pbx, tmp_path, "call_uac_fail.xml",
+                                     extra=["-key", "extra_header", "Subject: busy"])
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, uas_out
+    assert final_statuses(messages(tmp_path))[-1] == 486
+
+
+def test_no_answer_gives_480_after_ring_timeout(tmp_path: Path) -> None:
+    with pbx_with(tmp_path, "[calls]\nring_timeout = 2.0\n") as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_ring.xml", port, keys={"rtp_port": "40990"},
+                      name="ring")
+        try:
+            t0 = time.monotonic()
+            ok, failed, out = caller(pbx, tmp_path, "call_uac_fail.xml",
+                                     extra=["-key", "extra_header", "Subject: no answer"])
+            elapsed = time.monotonic() - t0
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, uas_out  # the ringing callee was cancelled
+    assert final_statuses(messages(tmp_path))[-1] == 480
+    assert elapsed >= 2.0  # not before the ring timeout (an outcome, not a speed check)
+
+
+@pytest.mark.parametrize(("dst", "status"), [("999", 404), ("102", 480)])
+def test_unknown_extension_404_unregistered_user_480(tmp_path: Path, dst: str,
+                                                     status: int) -> None:
+    with pbx_with(tmp_path) as pbx:
+        ok, failed, out = caller(pbx, tmp_path, "call_uac_fail.xml", dst=dst,
+                                 extra=["-key", "extra_header", "Subject: nobody"])
+        assert (ok, failed) == (1, 0), out
+    assert final_statuses(messages(tmp_path))[-1] == status
+
+
+def test_two_devices_ring_one_answers_other_gets_cancel_with_reason(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        port_a, port_b = free_port(), free_port()
+        register_port(pbx, "101", USERS[1][1], port_a)
+        register_port(pbx, "101", USERS[1][1], port_b)
+        answering = SippUas(tmp_path, "call_uas_answer.xml", port_a, keys={"rtp_port": "40988"},
+                            name="answer")
+        ringing = SippUas(tmp_path, "call_uas_ring.xml", port_b, keys={"rtp_port": "40986"},
+                          name="ring")
+        try:
+            ok, failed, out = caller(pbx, tmp_path, pause_ms=500)
+            rc_a, out_a = answering.result()
+            rc_b, out_b = ringing.result()
+        finally:
+            answering.stop()
+            ringing.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc_a == 0, out_a
+        assert rc_b == 0, out_b
+        cancel = ringing.log().split("CANCEL sip:", 1)[1].split("\n\n", 1)[0]
+        assert 'Reason: SIP;cause=200;text="Call completed elsewhere"' in cancel
+
+
+def test_session_timer_negotiated_and_refreshed(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "40984"},
+                      pause_ms=3000)
+        try:
+            ok, failed, out = caller(pbx, tmp_path, "call_uac_timer.xml", pause_ms=1000)
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        # the scenario checks Session-Expires/Require in the 2xx and in the UPDATE's 200
+        assert (ok, failed) == (1, 0), out + messages(tmp_path)[-3000:]
+        assert rc == 0, uas_out
+
+
+def test_session_expires_below_min_se_gets_422(tmp_path: Path) -> None:
+    with pbx_with(tmp_path) as pbx:
+        ok, failed, out = caller(pbx, tmp_path, "call_uac_fail.xml",
+                                 extra=["-key", "extra_header", "Session-Expires: 30"])
+        assert (ok, failed) == (1, 0), out
+    log = messages(tmp_path)
+    assert final_statuses(log)[-1] == 422
+    assert "Min-SE: 90" in log
+
+
+def test_dead_call_is_reaped_when_rtp_stops(tmp_path: Path) -> None:
+    with pbx_with(tmp_path, "rtp_timeout = 2.0\n") as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "40982"})
+        try:
+            ok, failed, out = caller(pbx, tmp_path, "call_uac_wait_bye.xml")
+            rc, uas_out = uas.result()
+        finally:
+            uas.stop()
+        # neither side sends RTP: the PBX hangs up both (BYE to each)
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, uas_out
+    assert events(pbx, "call.rtp_timeout")
+
+
+def _windows(pcm: np.ndarray, size: int = 1600) -> list[np.ndarray]:
+    return [pcm[i:i + size] for i in range(0, len(pcm) - size + 1, size)]
+
+
+def test_hold_plays_music_on_hold_to_the_held_party(tmp_path: Path) -> None:
+    from media.dtmf import tone_ratio
+
+    caller_rtp = RtpPeer(send_hz=1000.0)
+    callee_rtp = RtpPeer()
+    try:
+        with pbx_with(tmp_path) as pbx:
+            port = free_port()
+            register_port(pbx, "101", USERS[1][1], port)
+            uas = SippUas(tmp_path, "call_uas_answer.xml", port,
+                          keys={"rtp_port": str(callee_rtp.port)})
+            try:
+                ok, failed, out = caller(pbx, tmp_path, "call_uac_hold.xml",
+                                         rtp_port=caller_rtp.port)
+                rc, uas_out = uas.result()
+            finally:
+                uas.stop()
+            assert (ok, failed) == (1, 0), out + messages(tmp_path)[-2000:]
+            assert rc == 0, uas_out
+    finally:
+        caller_rtp.close()
+        callee_rtp.close()
+    heard = []
+    for w in _windows(callee_rtp.pcm()):
+        if tone_ratio(w, 1000.0, 8000) > 0.5:
+            heard.append("caller")
+        elif max(tone_ratio(w, f, 8000) for f in (440.0, 554.37, 659.26)) > 0.3:
+            heard.append("moh")
+    # the callee heard the caller, then music on hold while held, then the caller again
+    compact = [k for i, k in enumerate(heard) if i == 0 or heard[i - 1] != k]
+    assert compact[:3] == ["caller", "moh", "caller"], heard
+    assert heard.count("moh") >= 10  # about 3 s of music (200 ms windows)

@@ -2,6 +2,10 @@
 
 Every ``*.pyx`` under ``sipcore/`` and ``media/`` is compiled; adding a kernel means adding the
 ``.pyx`` (plus its ``.pyi`` stub and the pure-Python reference beside it), nothing here.
+
+Kernels written once in Cython pure-Python mode are listed in ``PURE_PYTHON``: a plain ``.py``
+(the reference, importable as itself) compiled under the extension's name, its C types in the
+augmenting ``.pxd`` named after the extension (e.g. ``media/_jitter.pxd``).
 """
 
 from __future__ import annotations
@@ -14,16 +18,22 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 
+#: extension module -> its pure-Python-mode source
+PURE_PYTHON = {"media._jitter": "media/_jitter_py.py"}
+
 
 def _extensions() -> list[Extension]:
-    exts = []
+    sources = {}
     for pyx in sorted([*HERE.glob("sipcore/**/*.pyx"), *HERE.glob("media/**/*.pyx")]):
         rel = pyx.relative_to(HERE)
-        name = ".".join(rel.with_suffix("").parts)
+        sources[".".join(rel.with_suffix("").parts)] = str(rel)
+    sources.update(PURE_PYTHON)
+    exts = []
+    for name, source in sources.items():
         exts.append(
             Extension(
                 name,
-                [str(rel)],
+                [source],
                 include_dirs=[numpy.get_include()],
                 extra_compile_args=["-O3"],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

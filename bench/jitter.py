@@ -1,11 +1,16 @@
 """Jitter-buffer benchmark: packets per second through ``put`` + ``get``, against a plain heap.
 
+Both builds of the one jitter-buffer source are measured in the same run: the Cython extension
+``media._jitter`` (what ``media.jitter`` uses) and the same file interpreted, ``media._jitter_py``
+(the reference that ``ASYNCPBX_NO_EXTENSIONS=1`` selects).
+
 The trace is one 8 kHz stream with 20 ms packets, 2 % loss, 1 % duplicates and 60 ms of uniform
 jitter (so packets arrive reordered), pre-parsed so only the buffer is measured. Each packet is
 ``put`` at its arrival time and ``get`` is called once per 20 ms tick, as the media clock does.
 The baseline in the same run pushes the same packets into a dict + ``heapq`` keyed by sequence
 number and pops one per tick: the floor of any buffer that orders packets in Python. The ratio
-``baseline_pps / jitter_pps`` is the figure to compare across machines. It also times RTP
+``baseline_pps / jitter_pps`` is the figure to compare across machines; ``compiled / reference``
+is what Cython buys. It also times RTP
 parsing (``RtpPacket.parse`` and the ``parse_header`` fast path) against a bare
 ``struct.unpack_from`` of the fixed header.
 
@@ -20,8 +25,10 @@ import random
 import struct
 import time
 from collections.abc import Callable
+from types import ModuleType
 
-from media.jitter import JitterBuffer
+import media._jitter_py as reference
+from media import jitter
 from media.rtp import RtpPacket, parse_header
 
 TICK = 0.020
@@ -43,8 +50,8 @@ def _trace(n: int, seed: int = 1) -> list[tuple[float, RtpPacket]]:
     return events
 
 
-def _run_jitter(events: list[tuple[float, RtpPacket]], ticks: int) -> int:
-    jb = JitterBuffer(8000)
+def _run_jitter(impl: ModuleType, events: list[tuple[float, RtpPacket]], ticks: int) -> int:
+    jb = impl.JitterBuffer(8000)
     put, get = jb.put, jb.get
     k = 0
     n = len(events)
@@ -56,7 +63,8 @@ def _run_jitter(events: list[tuple[float, RtpPacket]], ticks: int) -> int:
             k += 1
         get(now)
         now += TICK
-    return jb.stats.emitted
+    emitted: int = jb.stats.emitted
+    return emitted
 
 
 def _run_heap(events: list[tuple[float, RtpPacket]], ticks: int) -> int:
@@ -101,15 +109,22 @@ def main(argv: list[str]) -> int:
     ticks = n + 50
     packets = len(events)
 
-    emitted = _run_jitter(events, ticks)
-    t_jb = _best(lambda: _run_jitter(events, ticks), repeat)
+    kernel: ModuleType = jitter._kernel
+    emitted = _run_jitter(kernel, events, ticks)
+    if _run_jitter(reference, events, ticks) != emitted:
+        raise AssertionError("the two builds emitted different packet counts")
+    t_jb = _best(lambda: _run_jitter(kernel, events, ticks), repeat)
+    t_ref = _best(lambda: _run_jitter(reference, events, ticks), repeat)
     t_heap = _best(lambda: _run_heap(events, ticks), repeat)
     jb_pps = packets / t_jb
+    ref_pps = packets / t_ref
     heap_pps = packets / t_heap
     say(f"jitter: {packets} packets ({n} sent, 2 % loss, 1 % dup, 60 ms jitter), {ticks} ticks")
-    say(f"  JitterBuffer put+get   {jb_pps:12,.0f} packets/s  ({emitted} emitted)")
-    say(f"  dict+heapq baseline    {heap_pps:12,.0f} packets/s")
-    say(f"  slowdown vs baseline   {heap_pps / jb_pps:12.2f} x")
+    say(f"  JitterBuffer ({kernel.__name__}) put+get {jb_pps:12,.0f} packets/s  ({emitted} emitted)")
+    say(f"  reference (media._jitter_py) put+get  {ref_pps:12,.0f} packets/s")
+    say(f"  dict+heapq baseline                   {heap_pps:12,.0f} packets/s")
+    say(f"  compiled / reference                  {jb_pps / ref_pps:12.2f} x")
+    say(f"  slowdown vs baseline                  {heap_pps / jb_pps:12.2f} x")
 
     wire = RtpPacket(0, 1, 160, 0x1234, bytes(160)).serialize()
     fixed = struct.Struct("!BBHII")
@@ -136,8 +151,11 @@ def main(argv: list[str]) -> int:
     say(f"rtp parse: RtpPacket.parse {ns_full:.0f} ns, parse_header {ns_fast:.0f} ns, "
         f"bare struct.unpack_from {ns_unpack:.0f} ns per packet")
 
-    figures = {
+    figures: dict[str, object] = {
         "jitter_pps": round(jb_pps),
+        "jitter_kernel": kernel.__name__,
+        "reference_pps": round(ref_pps),
+        "ratio_compiled_over_reference": round(jb_pps / ref_pps, 2),
         "baseline_heap_pps": round(heap_pps),
         "ratio_baseline_over_jitter": round(heap_pps / jb_pps, 3),
         "rtp_parse_ns": round(ns_full, 1),

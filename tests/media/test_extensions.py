@@ -21,7 +21,11 @@ KERNELS = {
     "media.g711": "media._g711",
     "media.mixer": "media._mixer",
     "media.dtmf": "media._goertzel",
+    "media.jitter": "media._jitter",
 }
+#: public module -> reference it uses with ASYNCPBX_NO_EXTENSIONS=1 (default: the module itself).
+#: The jitter buffer is one source in Cython pure-Python mode: the reference is that ``.py``.
+REFERENCES = {"media.jitter": "media._jitter_py"}
 
 _PROBE = """
 import importlib, json, sys
@@ -61,5 +65,5 @@ def test_falsy_setting_keeps_extensions(value: str) -> None:
 
 def test_no_extensions_selects_the_references() -> None:
     for public, info in _probe("1").items():
-        assert info["name"] == public  # the pure-Python/numpy reference lives in the module
+        assert info["name"] == REFERENCES.get(public, public)  # the pure-Python/numpy reference
         assert info["file"].endswith(".py")

@@ -613,11 +613,16 @@ class Call:
         caller_progressed = False
         statuses: list[int] = []
 
+        # Legs whose outcome event has not been read yet. Not the legs' states: a 180 and a 200
+        # can arrive in one batch, and the 200's state change must not end the loop before
+        # its LegAnswered is read.
+        outstanding = set(legs)
+
         def pending() -> list[Leg]:
             return [leg for leg in legs if not leg.ended and not leg.answered]
 
         try:
-            while pending():
+            while outstanding:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     for leg in pending():
@@ -634,7 +639,7 @@ class Call:
                         return RingResult(RingOutcome.CALLER_GONE, status=487, statuses=statuses)
                     self._side_event(event)
                     continue
-                if event.leg not in legs:
+                if event.leg not in outstanding:
                     continue
                 if isinstance(event, LegProgressed):
                     if event.early_media and early is None and caller.media is not None:
@@ -657,8 +662,10 @@ class Call:
                     return RingResult(RingOutcome.ANSWERED, leg=winner, status=200,
                                       statuses=statuses)
                 elif isinstance(event, LegFailed):
+                    outstanding.discard(event.leg)
                     statuses.append(event.status)
                 elif isinstance(event, LegEnded):
+                    outstanding.discard(event.leg)
                     statuses.append(480)
             outcome, status = _tell(statuses, timed_out=False)
             return RingResult(outcome, status=status, statuses=statuses)

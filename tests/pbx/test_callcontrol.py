@@ -317,3 +317,22 @@ async def test_ringing_default_is_four_rings_and_user_setting_wins() -> None:
     assert ringing.settings_schema["ring_timeout"].coerce(30) == 30.0
     with pytest.raises(ValueError):
         ringing.settings_schema["ring_timeout"].coerce(1)
+
+
+async def test_ring_answer_in_the_same_batch_as_ringing() -> None:
+    """A 180 and a 200 read in one batch: the leg is already answered when ring() reads the
+    LegProgressed; the LegAnswered behind it must still win the ring."""
+    call, _, legs = make_call()
+
+    async def drive() -> None:
+        await asyncio.sleep(0)
+        a = legs[0]
+        a.apply(LegInput.PROGRESS)
+        a.apply(LegInput.ANSWER)
+        call.post(LegProgressed(a, 180, early_media=False))
+        call.post(LegAnswered(a))
+
+    task = asyncio.create_task(drive())
+    result = await call.ring(TARGETS[:1], timeout=5)
+    await task
+    assert result.outcome is RingOutcome.ANSWERED and result.leg is legs[0]

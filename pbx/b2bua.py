@@ -440,7 +440,7 @@ class SipLeg(Leg):
                 digit = _dtmf_from_info(request.body)
             b2b.respond(request, 200, tx=tx)
             if digit is not None:
-                self.post(DtmfReceived(self, digit))
+                self.post(DtmfReceived(self, digit, "info"))
             return
         if method == "OPTIONS":
             b2b.respond(request, 200, tx=tx, extra=[("Allow", ALLOW)])

@@ -183,10 +183,11 @@ class LegMediaChanged:
 
 @dataclass(frozen=True, slots=True)
 class DtmfReceived:
-    """A digit arrived on the leg (RFC 4733, SIP INFO, or in-band)."""
+    """A digit arrived on the leg; ``source`` is ``"rfc4733"``, ``"info"`` or ``"inband"``."""
 
     leg: Leg
     digit: str
+    source: str = "rfc4733"
 
 
 CallEvent = (
@@ -817,8 +818,9 @@ class Call:
                         br.rebuild()
             elif isinstance(event, DtmfReceived):
                 self.dtmf_log.append(event.digit)
-                if bridge is not None and event.leg in (bridge.a, bridge.b) and \
-                        not bridge.relays_dtmf:
+                # RFC 4733 packets between same-codec legs are relayed by the media core
+                if bridge is not None and event.leg in (bridge.a, bridge.b) and not (
+                        bridge.relays_dtmf and event.source == "rfc4733"):
                     other = bridge.other(event.leg)
                     with contextlib.suppress(Exception):
                         other.send_dtmf(event.digit)

@@ -130,6 +130,8 @@ class RtpPeer:
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.received: list[tuple[float, bytes]] = []
+        #: RFC 4733 telephone-event payloads (payload type 101) as received
+        self.events: list[bytes] = []
         self.send_hz = send_hz
         self.remote: tuple[str, int] | None = None
         self._stop = threading.Event()
@@ -144,6 +146,8 @@ class RtpPeer:
                 data, addr = self.sock.recvfrom(2048)
                 if len(data) > 12 and data[1] & 0x7F == 0:
                     self.received.append((time.monotonic(), data[12:]))
+                elif len(data) >= 16 and data[1] & 0x7F == 101:
+                    self.events.append(data[12:16])
                     if self.remote is None:
                         self.remote = addr
             if self.send_hz is not None and self.remote is not None and \
@@ -408,3 +412,26 @@ def test_hold_plays_music_on_hold_to_the_held_party(tmp_path: Path) -> None:
     compact = [k for i, k in enumerate(heard) if i == 0 or heard[i - 1] != k]
     assert compact[:3] == ["caller", "moh", "caller"], heard
     assert heard.count("moh") >= 10  # about 3 s of music (200 ms windows)
+
+
+def test_sip_info_dtmf_reaches_an_rfc4733_callee(tmp_path: Path) -> None:
+    callee_rtp = RtpPeer()
+    try:
+        with pbx_with(tmp_path) as pbx:
+            port = free_port()
+            register_port(pbx, "101", USERS[1][1], port)
+            uas = SippUas(tmp_path, "call_uas_answer.xml", port,
+                          keys={"rtp_port": str(callee_rtp.port)})
+            try:
+                ok, failed, out = caller(pbx, tmp_path, "call_uac_info.xml", pause_ms=1000)
+                rc, uas_out = uas.result()
+            finally:
+                uas.stop()
+            assert (ok, failed) == (1, 0), out
+            assert rc == 0, uas_out
+    finally:
+        callee_rtp.close()
+    # the INFO digit went out as RFC 4733 events (event 5), ending with the E bit
+    assert callee_rtp.events, "no telephone-event packets reached the callee"
+    assert {e[0] for e in callee_rtp.events} == {5}
+    assert any(e[1] & 0x80 for e in callee_rtp.events)

@@ -123,3 +123,34 @@ def test_http_listen(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, '[http]\nport = 80\n'), environ={})
     assert err.value.key == "http.port"
+
+
+def test_media_and_calls_defaults_and_file(tmp_path: Path) -> None:
+    c = load_config(None, environ={})
+    assert (c.media.host, c.media.port_min, c.media.port_max) == ("127.0.0.1", 40000, 44999)
+    assert c.media.rtp_timeout == 60.0 and c.calls.ring_timeout == 20.0
+    assert (c.calls.session_expires, c.calls.min_se) == (1800, 90)
+    c = load_config(_write(tmp_path, "[media]\nport_min = 41000\nport_max = 41999\n"
+                                     "rtp_timeout = 0\n[calls]\nring_timeout = 7.5\n"),
+                    environ={"ASYNCPBX_CALLS_MIN_SE": "120"})
+    assert (c.media.port_min, c.media.port_max, c.media.rtp_timeout) == (41000, 41999, 0.0)
+    assert c.calls.ring_timeout == 7.5 and c.calls.min_se == 120
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('[media]\nhost = "not-an-ip"\n', "media.host"),
+    ("[media]\nport_min = 80\n", "media.port_min"),
+    ("[media]\nport_min = 42000\nport_max = 41000\n", "media.port_max"),
+    ("[media]\nrtp_timeout = -1\n", "media.rtp_timeout"),
+    ('[media]\nmoh_file = "/nonexistent/moh.wav"\n', "media.moh_file"),
+    ("[calls]\nring_timeout = 0\n", "calls.ring_timeout"),
+    ("[calls]\nmin_se = 30\n", "calls.min_se"),
+    ("[calls]\nsession_expires = 100\nmin_se = 120\n", "calls.session_expires"),
+    ("[calls]\nbusy_tone = 99\n", "calls.busy_tone"),
+    ('[calls]\ntones = "XX"\n', "calls.tones"),
+    ("[calls]\nring_timout = 5\n", "calls.ring_timout"),
+])
+def test_media_and_calls_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text), environ={})
+    assert err.value.key == key

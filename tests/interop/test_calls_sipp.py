@@ -144,12 +144,12 @@ class RtpPeer:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError, OSError):
                 data, addr = self.sock.recvfrom(2048)
+                if self.remote is None:
+                    self.remote = addr  # symmetric RTP: answer where the PBX sends from
                 if len(data) > 12 and data[1] & 0x7F == 0:
                     self.received.append((time.monotonic(), data[12:]))
                 elif len(data) >= 16 and data[1] & 0x7F == 101:
                     self.events.append(data[12:16])
-                    if self.remote is None:
-                        self.remote = addr
             if self.send_hz is not None and self.remote is not None and \
                     time.monotonic() >= next_send:
                 n = np.arange(ts, ts + 160)

@@ -435,3 +435,36 @@ def test_sip_info_dtmf_reaches_an_rfc4733_callee(tmp_path: Path) -> None:
     assert callee_rtp.events, "no telephone-event packets reached the callee"
     assert {e[0] for e in callee_rtp.events} == {5}
     assert any(e[1] & 0x80 for e in callee_rtp.events)
+
+
+def test_callee_hold_plays_music_on_hold_to_the_caller(tmp_path: Path) -> None:
+    from media.dtmf import tone_ratio
+
+    caller_rtp = RtpPeer(send_hz=1600.0)  # starts on our ringback; the callee learns us from it
+    callee_rtp = RtpPeer(send_hz=1000.0)
+    try:
+        with pbx_with(tmp_path) as pbx:
+            port = free_port()
+            register_port(pbx, "101", USERS[1][1], port)
+            uas = SippUas(tmp_path, "call_uas_hold.xml", port,
+                          keys={"rtp_port": str(callee_rtp.port)})
+            try:
+                ok, failed, out = caller(pbx, tmp_path, "call_uac.xml", pause_ms=7000,
+                                         rtp_port=caller_rtp.port)
+                rc, uas_out = uas.result()
+            finally:
+                uas.stop()
+            assert (ok, failed) == (1, 0), out
+            assert rc == 0, uas_out + uas.log()[-3000:]
+    finally:
+        caller_rtp.close()
+        callee_rtp.close()
+    heard = []
+    for w in _windows(caller_rtp.pcm()):
+        if tone_ratio(w, 1000.0, 8000) > 0.5:
+            heard.append("callee")
+        elif max(tone_ratio(w, f, 8000) for f in (440.0, 554.37, 659.26)) > 0.3:
+            heard.append("moh")
+    compact = [k for i, k in enumerate(heard) if i == 0 or heard[i - 1] != k]
+    assert compact[:3] == ["callee", "moh", "callee"], heard
+    assert heard.count("moh") >= 10

@@ -449,7 +449,7 @@ def test_callee_hold_plays_music_on_hold_to_the_caller(tmp_path: Path) -> None:
             uas = SippUas(tmp_path, "call_uas_hold.xml", port,
                           keys={"rtp_port": str(callee_rtp.port)})
             try:
-                ok, failed, out = caller(pbx, tmp_path, "call_uac.xml", pause_ms=7000,
+                ok, failed, out = caller(pbx, tmp_path, "call_uac.xml", pause_ms=9000,
                                          rtp_port=caller_rtp.port)
                 rc, uas_out = uas.result()
             finally:

@@ -43,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from media.aio import Bridge as TranscodingBridge
 from media.aio import RelayBridge
+from media.dtmf import DtmfDetector
 from media.port import Frame, MediaPort
 
 log = logging.getLogger("pbx.callcontrol")
@@ -55,6 +57,7 @@ __all__ = [
     "CallEvent",
     "CallRecord",
     "DtmfReceived",
+    "InbandDtmf",
     "Leg",
     "LegAnswered",
     "LegEnded",
@@ -70,6 +73,7 @@ __all__ = [
     "RingOutcome",
     "RingResult",
     "Target",
+    "needs_inband_detection",
     "supervise",
 ]
 
@@ -351,6 +355,34 @@ class Playback:
             self.done.set_result(None)
 
 
+class InbandDtmf:
+    """A sink port that detects in-band DTMF in what a leg sends and posts
+    :class:`DtmfReceived` (``source="inband"``) for it."""
+
+    def __init__(self, leg: Leg, sample_rate: int) -> None:
+        self.leg = leg
+        self.sample_rate = sample_rate
+        self._detector = DtmfDetector(sample_rate)
+
+    def get_frame(self) -> Frame | None:
+        """A sink only."""
+        return None
+
+    def put_frame(self, frame: Frame) -> None:
+        """Feed one frame; every recognised digit becomes a :class:`DtmfReceived`."""
+        for found in self._detector.process(frame):
+            self.leg.post(DtmfReceived(self.leg, found.digit, "inband"))
+
+
+def needs_inband_detection(leg: Leg, other: Leg) -> bool:
+    """True when ``leg`` can only send digits in-band (an RTP leg without telephone-event)
+    while ``other`` negotiated RFC 4733: its digits must be detected and sent as events.
+    (Towards a leg without telephone-event the tones simply pass in the audio.)"""
+    return (leg.media is not None and other.media is not None
+            and getattr(leg.media, "telephone_event_pt", 0) is None
+            and getattr(other.media, "telephone_event_pt", None) is not None)
+
+
 class Bridge:
     """Two legs talking to each other through the media core.
 
@@ -372,6 +404,7 @@ class Bridge:
         self.hold_source = hold_source
         self._bridge: Any = None
         self._moh: dict[str, Playback] = {}
+        self._taps: list[Any] = []
         self.closed = False
         #: True while the media core relays RFC 4733 events itself (same codec, both legs
         #: negotiated telephone-event): call control must not send digits again.
@@ -393,7 +426,18 @@ class Bridge:
         held = [leg for leg in (self.a, self.b) if leg.held]
         if not held:
             if self.a.media is not None and self.b.media is not None:
-                self._bridge = self.graph.bridge(self.a.media, self.b.media)
+                inband = [leg for leg in (self.a, self.b)
+                          if needs_inband_detection(leg, self.other(leg))]
+                clock = getattr(self.graph, "clock", None)
+                if inband and clock is not None:
+                    # the detector needs decoded audio, which a packet relay never produces
+                    self._bridge = TranscodingBridge(clock, self.a.media, self.b.media)
+                    for leg in inband:
+                        assert leg.media is not None
+                        self._taps.append(self.graph.link(
+                            leg.media, InbandDtmf(leg, leg.media.sample_rate)))
+                else:
+                    self._bridge = self.graph.bridge(self.a.media, self.b.media)
                 self.relays_dtmf = isinstance(self._bridge, RelayBridge) and all(
                     getattr(m, "telephone_event_pt", None) is not None
                     for m in (self.a.media, self.b.media))
@@ -408,6 +452,9 @@ class Bridge:
 
     def _unbridge(self) -> None:
         self.relays_dtmf = False
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
         if self._bridge is not None:
             self._bridge.close()
             self._bridge = None

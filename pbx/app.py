@@ -24,10 +24,12 @@ from pbx import __version__
 from pbx.b2bua import B2bua, CallSettings
 from pbx.callcontrol import CallRecord
 from pbx.config import Config, ConfigError
+from pbx.directory import AsyncHistory, CallRecordHistory, Directory, Router, directory_parties
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
 from pbx.store import Store
 from pbx.tls import ensure_self_signed, server_context
+from pbx.trunks import TrunkConfig, TrunkManager
 from sipcore.aio.endpoint import AsyncEndpoint, sent_by
 from sipcore.aio.transport import TransportLimits
 from sipcore.digest import Credentials, DigestServer
@@ -69,8 +71,20 @@ class PbxServer:
         #: Resolved once: Config.domain derives it from the listen addresses on every call.
         self.domain = config.domain
         self.seclog = get_logger("security")
+        #: Nonces issued before this instant only count as stale (every realm's digest server;
+        #: one made lazily must not call the nonce of a request already in hand stale).
+        self._start_time = time.time()
         self._credentials: dict[str, Credentials] = {}
         self.reload_users()
+        #: The in-memory view of tenants, users, devices, numbers and trunks (write-through for
+        #: this process's store object; other processes' changes are polled once a second).
+        self.directory = Directory(store)
+        self.router = Router(self.directory)
+        #: realm → (REGISTER digest server, INVITE digest server (407), credentials lookup)
+        self._realms: dict[str, tuple[DigestServer, DigestServer,
+                                      Callable[[str], Credentials | None]]] = {}
+        self.trunks: TrunkManager | None = None
+        self.history: AsyncHistory | None = None
         self.digest = DigestServer(
             config.realm,
             store.secret("nonce"),
@@ -78,7 +92,7 @@ class PbxServer:
             algorithms=config.auth.algorithms,
             # The nonce secret is persisted: nonces from before this start only count as stale
             # (their nonce-count history died with the old process).
-            start_time=time.time(),
+            start_time=self._start_time,
         )
         self.registrar = Registrar(
             min_expires=config.sip.min_expires,
@@ -127,6 +141,15 @@ class PbxServer:
                 loop.add_signal_handler(sig, self._stopping.set)
 
         restored = self.registrar.restore(self.store.load_bindings(time.time()), time.time())
+        # Calls that were in progress when the server last stopped end now in the history.
+        closed = self.store.history_close_unfinished(time.time())
+        if closed:
+            self.log.info("history.closed_unfinished", entries=closed)
+        self.history = AsyncHistory(
+            self.store, on_error=lambda exc: self.log.error("history.write_failed",
+                                                            error=repr(exc)))
+        self.call_record_hooks.append(
+            CallRecordHistory(self.history, directory_parties(self.directory, self.domain)))
         specs = self.config.sip.listen_specs()
         server_ssl = None
         if any(s.transport in ("tls", "wss") for s in specs):
@@ -149,6 +172,7 @@ class PbxServer:
         )
         await self.sip.start()
         try:
+            self._start_trunks()
             await self._start_http()
             await self._start_calls()
             self.log.info("server.started", version=__version__, domain=self.config.domain,
@@ -160,8 +184,13 @@ class PbxServer:
             await self._housekeeping()
         finally:
             await self._stop_calls()
+            if self.trunks is not None:
+                await self.trunks.stop()
             if self.http is not None:
                 await self.http.close()
+            if self.history is not None:
+                await self.history.drain()
+                self.history.close()
             stats = self.sip.statistics()
             await self.sip.close()
             self._flush_sync()
@@ -186,7 +215,27 @@ class PbxServer:
                                   busy_tone=c.busy_tone, moh_file=m.moh_file, tones=c.tones,
                                   sdp_address=m.advertise),
             on_record=self._call_record, log=self.log, seclog=self.seclog,
+            display_name=self._display_name,
         )
+        self.b2bua.auth_for = self._invite_auth
+        self.b2bua.router = self.router
+        self.b2bua.trunks = self.trunks
+
+    def _start_trunks(self) -> None:
+        """Build the trunk manager from the store's trunks and start registering (after the
+        SIP listeners are bound: the Contact needs their address). A trunk row that does not
+        make a usable trunk is logged and left out."""
+        assert self.sip is not None
+        configs = []
+        for row in self.directory.all_trunks():
+            try:
+                configs.append(TrunkConfig.from_store(row))
+            except ValueError as exc:
+                self.log.error("trunk.unusable", trunk=row.name, error=str(exc))
+        advertise = self.config.sip.advertise or None
+        self.trunks = TrunkManager(configs, contact_host=advertise,
+                                   user_agent=f"{self.config.sip.user_agent}/{__version__}")
+        self.trunks.start(self.sip)
 
     async def _stop_calls(self) -> None:
         """Release every call (BYE/CANCEL/5xx), then stop the media engine."""
@@ -245,6 +294,11 @@ class PbxServer:
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
             self._apply(self.registrar.expire(time.time()))
             await self._flush()
+            try:
+                if self.directory.refresh_if_changed():
+                    self.log.info("directory.reloaded", reloads=self.directory.reloads)
+            except Exception:
+                self.log.exception("directory.reload_failed")
 
     def _keep_flow(self, b: Binding, removed: bool) -> None:
         """Keep a registration's TCP/TLS/WS connection open while its binding lives (RFC 5626
@@ -300,6 +354,8 @@ class PbxServer:
     # -- SIP ---------------------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if self.trunks is not None and self.trunks.on_event(event):
+            return  # a response to one of the trunks' REGISTERs
         if not isinstance(event, RequestReceived) or event.request.method != "REGISTER":
             # calls: INVITE/ACK/BYE/CANCEL/UPDATE/INFO, responses, transaction events
             if self.b2bua is not None:
@@ -332,24 +388,89 @@ class PbxServer:
             return None
         return uri.user, f"sip:{uri.user}@{self.domain}"
 
+    # -- tenants and realms ------------------------------------------------------------------------
+
+    def _realm_of(self, host: str) -> tuple[str, str]:
+        """(realm, AOR domain) of the tenant a request to ``host`` belongs to: a tenant's SIP
+        domain, else (our IP address, an unknown name) the default tenant, whose devices use
+        the configured realm and whose AORs use our domain."""
+        tenant = self.directory.tenant_for_domain(host) if host else None
+        default = self.directory.default_tenant
+        if tenant is None or (default is not None and tenant.id == default.id):
+            return self.config.realm, self.domain
+        return tenant.realm, tenant.domain
+
+    def _auth_for_host(self, host: str) -> tuple[DigestServer, DigestServer,
+                                                   Callable[[str], Credentials | None]]:
+        """The digest servers (REGISTER 401, INVITE 407) and credentials lookup of the realm
+        of ``host``'s tenant (made once per realm)."""
+        realm = self._realm_of(host)[0]
+        found = self._realms.get(realm)
+        if found is None:
+            if realm == self.config.realm:
+                register = self.digest
+            else:
+                register = DigestServer(realm, self.store.secret("nonce"),
+                                        nonce_ttl=self.config.auth.nonce_ttl,
+                                        algorithms=self.config.auth.algorithms,
+                                        start_time=self._start_time)
+            invite = DigestServer(realm, self.store.secret("nonce"),
+                                  nonce_ttl=self.config.auth.nonce_ttl,
+                                  algorithms=self.config.auth.algorithms, proxy=True,
+                                  start_time=self._start_time)
+            directory = self.directory
+
+            def lookup(username: str) -> Credentials | None:
+                return directory.credentials(realm, username)
+
+            found = (register, invite, lookup)
+            self._realms[realm] = found
+        return found
+
+    def _invite_auth(self, request: Request) -> tuple[DigestServer,
+                                                       Callable[[str], Credentials | None]]:
+        """For the B2BUA: the 407 digest server and lookup of an INVITE's tenant."""
+        _, invite, lookup = self._auth_for_host(_request_host(request))
+        return invite, lookup
+
+    def _register_target(self, request: Request, realm: str, username: str
+                         ) -> tuple[str, str] | None:
+        """(extension, AOR) a device may register: the To user must be the device's
+        username or its user's extension; the AOR is the user's extension at the tenant's
+        domain (so every device of a user rings). None: not this device's address."""
+        uri = request.to.uri
+        if not isinstance(uri, SipURI) or not uri.user:
+            return None
+        user = self.directory.user_of_device(realm, username)
+        ext = user.extension if user is not None else username
+        if uri.user not in (username, ext):
+            return None
+        domain = self._realm_of(uri.host.strip("[]"))[1]
+        return ext, f"sip:{ext}@{domain}"
+
+    def _display_name(self, caller: str) -> str:
+        user = self.directory.user(self.domain, caller)
+        return user.name if user is not None else ""
+
     def _on_register(self, request: Request, peer: Peer, tx_id: str) -> None:
         now = time.time()
-        result = self.digest.verify(request, peer.host, self._lookup, now)
+        digest, _, lookup = self._auth_for_host(_request_host(request))
+        result = digest.verify(request, peer.host, lookup, now)
         if not result.ok:
             if result.failed and result.reason is not None and result.is_guess:
                 # fail2ban: "security.auth.failed src=<ip>"
                 self.seclog.warning("security.auth.failed", src=peer.host,
                                     user=result.username, reason=result.reason.value,
                                     method="REGISTER", call_id=_safe_call_id(request))
-            self._respond(self.digest.challenge(request, peer.host, now, stale=result.stale),
+            self._respond(digest.challenge(request, peer.host, now, stale=result.stale),
                           tx_id)
             return
         try:
-            target = self._aor_of(request)
+            target = self._register_target(request, digest.realm, result.username or "")
         except ParseError as exc:
             self._respond(make_response(request, 400, exc.reason), tx_id)
             return
-        if target is None or target[0] != result.username:
+        if target is None:
             # Authenticated, but for another user's address (RFC 3261 §10.3 step 6).
             self._respond(make_response(request, 403, "Forbidden: may not register this AOR"),
                           tx_id)
@@ -357,6 +478,12 @@ class PbxServer:
         response, changes = self.registrar.handle_register(request, target[1], peer, now)
         self._apply(changes)
         self._respond(response, tx_id)
+
+
+def _request_host(request: Request) -> str:
+    """The host a request is addressed to (Request-URI), which picks the tenant."""
+    uri = request.uri
+    return uri.host.strip("[]") if isinstance(uri, SipURI) else ""
 
 
 def _safe_call_id(request: Request) -> str | None:
@@ -385,11 +512,19 @@ def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]]) -> None:
         ext, password, _ = demo[0]
         print(f"\nregister a phone: SIP server {host}:{udp[1]}, user {ext}, password {password}, "
               f"domain {config.domain}", file=out)
-        print(f"  baresip accounts line: <sip:{ext}@{config.domain}>;"
-              f"outbound=\"sip:{host}:{udp[1]}\";auth_pass={password}", file=out)
-        print(f"  or from a shell: sipsak -U -s sip:{ext}@{host}:{udp[1]} -a {password}", file=out)
-        print("calls between users, the portal and the browser softphone come with the next "
-              "releases of this server (see README.md)", file=out)
+        print("\ntwo softphones talking: register one as "
+              + " and one as ".join(e for e, _, _ in demo[:2])
+              + f", then dial {demo[1][0] if len(demo) > 1 else ext} from the first", file=out)
+        print("  baresip (~/.baresip/accounts, one line per phone; run each baresip with its "
+              "own -f DIR):", file=out)
+        for e, pw, _ in demo[:2]:
+            print(f"    <sip:{e}@{config.domain}>;outbound=\"sip:{host}:{udp[1]}\";"
+                  f"auth_pass={pw};regint=600", file=out)
+        print("  a desktop softphone (Linphone, MicroSIP, Zoiper …): account type SIP, "
+              f"username {ext}, password as above, domain {config.domain}, "
+              f"proxy/registrar {host}:{udp[1]}, transport UDP, authentication user {ext}; "
+              "codecs G.711 (PCMU/PCMA), G.722 or Opus", file=out)
+        print(f"  from a shell: sipsak -U -s sip:{ext}@{host}:{udp[1]} -a {password}", file=out)
     elif not server.store.user_count():
         print("no users yet: add one with `asyncpbx user add 100 --password SECRET` "
               "(or start with --demo)", file=out)

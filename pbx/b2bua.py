@@ -73,6 +73,8 @@ from pbx.callcontrol import (
     Target,
     supervise,
 )
+from pbx.directory import Destination, Router
+from pbx.trunks import TrunkConfig, TrunkManager, build_outbound_request
 from sipcore.dialog import Dialog, DialogSet, DialogState, DialogTable
 from sipcore.digest import Credentials, DigestServer
 from sipcore.endpoint import (
@@ -769,6 +771,82 @@ class OutboundLeg(SipLeg):
 
 
 
+#: How long a call through a trunk may ring (the carrier applies its own no-answer timeout).
+TRUNK_RING_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallOrigin:
+    """Who is calling (found before the call starts): ``caller`` as the other users see it
+    (the extension internally, the caller's number from a trunk), the direction for the
+    history, the callee already resolved from a trunk's DID, the caller's user and the trunk
+    the call came in on."""
+
+    caller: str
+    direction: str = "internal"
+    callee: str = ""
+    user: Any = None  # pbx.store.User
+    trunk: TrunkConfig | None = None
+
+
+class TrunkLeg(OutboundLeg):
+    """A leg toward a carrier trunk: the INVITE comes from :func:`pbx.trunks.build_outbound_request`
+    (Request-URI ``+E164@trunk``, From = the caller's DID, P-Asserted-Identity only to trusted
+    trunks). A 401/407 is answered once with the trunk's credentials — only on this INVITE
+    transaction, which went to that trunk, and only in the trunk's realm (no digest leak)."""
+
+    def __init__(self, b2bua: B2bua, call: Call, target: Target, *, trunk: TrunkConfig,
+                 caller_did: str | None, caller_name: str = "") -> None:
+        super().__init__(b2bua, call, target, request_uri="", peer=trunk.peer,
+                         caller_user=caller_did or "", callee_user=target.user)
+        assert b2bua.trunks is not None
+        self.trunk = trunk
+        self.caller_did = caller_did
+        self.caller_name = caller_name
+        self._contact_uri = b2bua.trunks.contact_for(trunk, user=caller_did or None)
+        self.contact = f"<{self._contact_uri}>"
+        self._challenged = False
+
+    def start(self) -> None:
+        """Send the INVITE with our offer to the trunk."""
+        b2b = self.b2bua
+        first = None
+        caller_media = self.call.caller.media if self.call is not None else None
+        if isinstance(caller_media, RtpSession):
+            first = caller_media.format.name
+        self._new_session()
+        offer = self._offer(first)
+        request = build_outbound_request(
+            self.trunk, number=self.callee_user, caller_did=self.caller_did,
+            contact=self._contact_uri, caller_name=self.caller_name or None,
+            body=offer.serialize(), content_type="application/sdp")
+        request.headers.add("Allow", ALLOW)
+        request.headers.add("Supported", "timer")
+        self.invite = request
+        self.dialog_set = DialogSet(request, None, local_contact=self.contact)
+        self.apply(LegInput.START)
+        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event, keep=True)
+
+    def _on_invite_event(self, event: Event) -> None:
+        if (isinstance(event, ResponseReceived) and event.response.status in (401, 407)
+                and not self._challenged and not self.cancelled and self.invite is not None
+                and self.state in (LegState.CALLING, LegState.EARLY)
+                and self.b2bua.trunks is not None):
+            self._challenged = True  # once: a second challenge means wrong credentials
+            source = getattr(event, "peer", None)
+            again = self.b2bua.trunks.answer_challenge(
+                self.trunk.key, self.invite, event.response, sent_to=self.peer,
+                source=source if isinstance(source, Peer) else None)
+            if again is not None:
+                self.b2bua.forget_tx(self.invite_tx)
+                self.invite = again
+                self.dialog_set = DialogSet(again, None, local_contact=self.contact)
+                self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event,
+                                                         keep=True)
+                return
+        super()._on_invite_event(event)
+
+
 class B2bua:
     """Call handling of the PBX: owns the dialogs, the legs and the calls' tasks.
 
@@ -828,6 +906,15 @@ class B2bua:
         self.calls: dict[str, Call] = {}
         self._tones = tone_plan(self.settings.tones)
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_auth": 0}
+        #: Set by the server (pbx.app): the digest server and credentials lookup for a request's
+        #: tenant (realm), dial-plan routing, the trunks. Without them: one realm, extensions.
+        self.auth_for: Callable[[Request], tuple[DigestServer,
+                                                 Callable[[str], Credentials | None]]] | None = None
+        self.router: Router | None = None
+        self.trunks: TrunkManager | None = None
+        #: call id (Call.id) → who is calling, for routing (see :meth:`_origin`)
+        self.origins: dict[str, CallOrigin] = {}
+        self._caller_dids: dict[str, str | None] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -960,21 +1047,10 @@ class B2bua:
     def _new_call(self, event: RequestReceived) -> None:
         request, peer, tx = event.request, event.peer, event.transaction_id
         now = time.time()
-        result = self.digest.verify(request, peer.host, self.lookup, now)
-        if not result.ok:
-            if result.failed and result.reason is not None and result.is_guess:
-                self.stats["rejected_auth"] += 1
-                self.seclog.warning("security.auth.failed", src=peer.host, user=result.username,
-                                    reason=result.reason.value, method="INVITE",
-                                    call_id=request.call_id)
-            self.sip.send_response(self.digest.challenge(request, peer.host, now,
-                                                         stale=result.stale), transaction_id=tx)
-            return
-        caller = result.username or ""
-        from_uri = request.from_.uri
-        if not isinstance(from_uri, SipURI) or from_uri.user != caller:
-            self.respond(request, tx=tx, status=403, extra=[])
-            return
+        origin = self._origin(event, now)
+        if origin is None:
+            return  # challenged (407) or refused
+        caller = origin.caller
         se = _parse_se(request.headers.get("Session-Expires"))
         if se is not None and se[0] < self.settings.min_se:
             self.respond(request, tx=tx, status=422, extra=[("Min-SE", str(self.settings.min_se))])
@@ -994,12 +1070,13 @@ class B2bua:
             self.respond(request, tx=tx, status=503, extra=[("Retry-After", "5")])
             return
         self.uas_invites[event.transaction_id] = leg
-        record = CallRecord(call_id=request.call_id, direction="internal", caller=caller,
-                            callee=dialled, started=now)
+        record = CallRecord(call_id=request.call_id, direction=origin.direction,
+                            caller=caller, callee=origin.callee or dialled, started=now)
         call = Call(leg, graph=self.engine, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         self.calls[call.id] = call
+        self.origins[call.id] = origin
         self.stats["calls"] += 1
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
                       src=f"{peer.host}:{peer.port}")
@@ -1011,6 +1088,8 @@ class B2bua:
     def _call_done(self, task: asyncio.Task[None], *, call: Call) -> None:
         self._tasks.discard(task)
         self.calls.pop(call.id, None)
+        self.origins.pop(call.id, None)
+        self._caller_dids.pop(call.id, None)
         r = call.record
         duration = round(r.ended - r.answered, 3) if r.ended and r.answered else 0.0
         self.log.info("call.ended", call_id=r.call_id, caller=r.caller, callee=r.callee,
@@ -1043,9 +1122,111 @@ class B2bua:
         numbers → trunks). None: 404."""
         return dialled if dialled and self.user_exists(dialled) else None
 
+    def _origin(self, event: RequestReceived, now: float) -> CallOrigin | None:
+        """Who sends this new INVITE: a trunk (identified by source; untrusted identity and
+        routing headers stripped; no digest; the called DID must have an owner, else 404) or an
+        authenticated device (407 challenge in the realm of the request's tenant; From must be
+        the device or its user). None when the request was answered here."""
+        request, peer, tx = event.request, event.peer, event.transaction_id
+        trunk = self.trunks.inbound(request, peer) if self.trunks is not None else None
+        if trunk is not None:
+            from_uri, ruri, to_uri = request.from_.uri, request.uri, request.to.uri
+            number = from_uri.user if isinstance(from_uri, SipURI) and from_uri.user else ""
+            called = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
+            if not called and isinstance(to_uri, SipURI) and to_uri.user:
+                called = to_uri.user
+            dest = (self.router.incoming(trunk.tenant_id, called)
+                    if self.router is not None and trunk.tenant_id is not None else None)
+            if dest is None or dest.kind != "user":
+                self.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
+                              call_id=request.call_id)
+                self.respond(request, 404, tx=tx)
+                return None
+            return CallOrigin(caller=number or "anonymous", direction="inbound",
+                              callee=dest.number, trunk=trunk)
+        digest, lookup = (self.auth_for(request) if self.auth_for is not None
+                          else (self.digest, self.lookup))
+        result = digest.verify(request, peer.host, lookup, now)
+        if not result.ok:
+            if result.failed and result.reason is not None and result.is_guess:
+                self.stats["rejected_auth"] += 1
+                self.seclog.warning("security.auth.failed", src=peer.host, user=result.username,
+                                    reason=result.reason.value, method="INVITE",
+                                    call_id=request.call_id)
+            self.sip.send_response(digest.challenge(request, peer.host, now, stale=result.stale),
+                                   transaction_id=tx)
+            return None
+        username = result.username or ""
+        user = (self.router.directory.user_of_device(digest.realm, username)
+                if self.router is not None else None)
+        caller = user.extension if user is not None else username
+        from_uri = request.from_.uri
+        if not isinstance(from_uri, SipURI) or from_uri.user not in (username, caller):
+            self.respond(request, tx=tx, status=403, extra=[])
+            return None
+        return CallOrigin(caller=caller, user=user)
+
+    def route_call(self, call: Call, dialled: str) -> str | Reject | Ring:
+        """Where ``dialled`` goes in this call: a user (the key :meth:`aor` takes), a
+        :class:`Ring` of a number through the caller's tenant's trunk, or a :class:`Reject`
+        (refused by the dial plan: nothing is sent to any trunk)."""
+        origin = self.origins.get(call.id)
+        router = self.router
+        if router is None or origin is None:
+            user = self.route(call.record.caller, dialled)
+            return user if user is not None else Reject(404)
+        if origin.trunk is not None:
+            tenant_id = origin.trunk.tenant_id
+            dest = (router.incoming(tenant_id, dialled) if tenant_id is not None
+                    else Destination("refused", status=404))
+            if dest.kind != "user" and tenant_id is not None:
+                found = router.directory.user_in_tenant(tenant_id, dialled)
+                if found is not None:
+                    dest = Destination("user", user=found)
+        elif origin.user is not None:
+            dest = router.outgoing(origin.user, dialled)
+        else:
+            user = self.route(call.record.caller, dialled)
+            return user if user is not None else Reject(404)
+        if dest.kind == "user" and dest.user is not None:
+            return self.user_key(dest.user)
+        if dest.kind == "trunk" and dest.trunk is not None and self.trunks is not None:
+            key = f"{dest.trunk.tenant_id}/{dest.trunk.name}"
+            if key not in self.trunks.trunks:
+                return Reject(503, "Trunk Unavailable")
+            call.record.direction = "outbound"
+            self.log.info("call.outbound", call_id=call.record.call_id, trunk=key,
+                          number=dest.number, caller_did=dest.caller_did)
+            target = Target("number", user=dest.number, contact=key,
+                            label=f"{key}:{dest.number}")
+            self._caller_dids[call.id] = dest.caller_did
+            return Ring((target,), TRUNK_RING_TIMEOUT)
+        self.log.info("call.refused", call_id=call.record.call_id, caller=call.record.caller,
+                      dialled=dialled, status=dest.status, reason=dest.reason)
+        return Reject(dest.status or 404, dest.reason or None)
+
+    def user_key(self, user: Any) -> str:
+        """The key :meth:`aor` turns into ``user``'s AOR: the extension in the default tenant
+        (whose domain is ours), ``ext@domain`` in others."""
+        if self.router is None:
+            return str(user.extension)
+        tenant = self.router.directory.tenant(user.tenant_id)
+        default = self.router.directory.default_tenant
+        if tenant is None or default is None or tenant.id == default.id:
+            return str(user.extension)
+        return f"{user.extension}@{tenant.domain}"
+
+    def _make_trunk_leg(self, call: Call, target: Target) -> Leg:
+        trunk = self.trunks.trunks.get(target.contact) if self.trunks is not None else None
+        if trunk is None:
+            raise ValueError(f"no trunk {target.contact}")
+        return TrunkLeg(self, call, target, trunk=trunk,
+                        caller_did=self._caller_dids.get(call.id),
+                        caller_name=self.display_name(call.record.caller))
+
     def aor(self, user: str) -> str:
-        """The address-of-record of a user."""
-        return f"sip:{user}@{self.domain}"
+        """The address-of-record of a user (``ext``, or ``ext@domain`` in another tenant)."""
+        return f"sip:{user}" if "@" in user else f"sip:{user}@{self.domain}"
 
     def devices_of(self, user: str) -> list[Target]:
         """One target per registered binding of ``user``."""
@@ -1059,6 +1240,8 @@ class B2bua:
         return None
 
     def _make_leg(self, call: Call, target: Target) -> Leg:
+        if target.kind == "number":
+            return self._make_trunk_leg(call, target)
         binding = self._binding(target)
         uri = parse_uri(target.contact)
         if binding is not None and binding.received is not None:
@@ -1083,17 +1266,21 @@ class B2bua:
             return
         target = record.callee
         for _ in range(MAX_REDIRECTS + 1):
-            user = self.route(record.caller, target)
-            if user is None:
-                call.reject(404)
+            routed = self.route_call(call, target)
+            if isinstance(routed, Reject):
+                await self._fail(call, routed.status, routed.reason)
                 return
-            if user in ctx.history:
-                call.reject(482, "Loop Detected")
-                return
-            ctx.history.append(user)
-            ctx.callee = user
-            ctx.devices = self.devices_of(user)
-            decision = await self.features.run_chain("on_terminate", ctx)
+            if isinstance(routed, Ring):
+                decision = routed  # a number through a trunk: no terminating features
+            else:
+                user = routed
+                if user in ctx.history:
+                    call.reject(482, "Loop Detected")
+                    return
+                ctx.history.append(user)
+                ctx.callee = user
+                ctx.devices = self.devices_of(user)
+                decision = await self.features.run_chain("on_terminate", ctx)
             if isinstance(decision, Continue):
                 call.reject(480)  # nobody to ring: not registered
                 return

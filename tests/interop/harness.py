@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,9 @@ class PbxProcess:
     host: str = "127.0.0.1"
     config_extra: str = ""
     users: Sequence[tuple[str, str]] = ()
+    #: Called with the data directory's ``pbx.store.Store`` before each start (after the users
+    #: are added): tenants, numbers, trunks for a test.
+    store_setup: Callable[[object], None] | None = None
     listening: dict[str, tuple[str, int]] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
 
@@ -91,10 +94,23 @@ class PbxProcess:
         finally:
             store.close()
 
+    def run_store_setup(self) -> None:
+        if self.store_setup is None:
+            return
+        from pbx.store import Store
+
+        store = Store(self.data_dir)
+        try:
+            self.store_setup(store)
+        finally:
+            store.close()
+
     def start(self, timeout: float = 30.0) -> PbxProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.write_config()
         self.add_users()
+        self.run_store_setup()
+        self.store_setup = None  # once: a restart keeps the data
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCPBX_")}
         env["PYTHONUNBUFFERED"] = "1"
         if os.environ.get("ASYNCPBX_NO_EXTENSIONS"):

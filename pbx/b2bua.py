@@ -27,7 +27,14 @@ reaped when a leg receives no RTP for ``rtp_timeout`` seconds while it is not on
 
 DTMF: RFC 4733 events are relayed by the media core when both legs negotiated telephone-event
 and share a codec; otherwise the leg that receives digits (RFC 4733 or SIP INFO
-``application/dtmf-relay``) posts them and the other leg sends them the way it can.
+``application/dtmf-relay``) posts them and the other leg sends them the way it can (RFC 4733,
+else SIP INFO). A leg without telephone-event bridged to one with it gets an in-band detector
+(:class:`pbx.callcontrol.InbandDtmf`); its digits go out as RFC 4733 events.
+
+SRTP (SDES, RFC 4568) is terminated per leg: an offer with RTP/SAVP and ``a=crypto`` is answered
+with RTP/SAVP and a key of ours, and that leg's RtpSession protects/unprotects with a
+:class:`media.srtp.SrtpSession`; the other legs keep whatever they negotiated (we offer plain
+RTP). A leg cannot switch between RTP and SRTP by re-INVITE (488); it may re-key.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from features.base import (
@@ -54,6 +61,7 @@ from features.registry import FeatureRegistry, default_registry
 from media.aio import MediaEngine, RtpSession, payload_format
 from media.codecs import UnsupportedCodec
 from media.port import MediaPort
+from media.srtp import CryptoAttribute, SrtpSession, answer_crypto, parse_crypto
 from media.tones import Segment, Tone, ToneGenerator, ToneName, tone_plan
 from pbx.callcontrol import (
     Call,
@@ -99,6 +107,7 @@ from sipcore.sdp import (
     PCMU,
     TELEPHONE_EVENT,
     Codec,
+    MediaDescription,
     SessionDescription,
     answer,
     create_offer,
@@ -172,6 +181,75 @@ def _option_tags(message: Request | Response, name: str) -> set[str]:
     return {t.strip().lower() for v in message.headers.get_all(name) for t in v.split(",")}
 
 
+#: Secure RTP profiles (RFC 3711/4585); SDES keys (RFC 4568) ride in their ``a=crypto`` lines.
+SAVP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF")
+
+
+def first_audio(sdp: SessionDescription) -> MediaDescription | None:
+    """The first active (port != 0) audio stream of ``sdp``."""
+    return next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
+
+
+def offered_crypto(sdp: SessionDescription) -> list[CryptoAttribute] | None:
+    """The parseable ``a=crypto`` lines of the first audio stream when it is RTP/SAVP(F);
+    None when the stream is plain RTP (or there is none)."""
+    m = first_audio(sdp)
+    if m is None or m.proto not in SAVP_PROTOS:
+        return None
+    found: list[CryptoAttribute] = []
+    for value in m.get_attributes("crypto"):
+        with contextlib.suppress(ParseError):
+            found.append(parse_crypto(value))
+    return found
+
+
+def choose_sdes(offered: list[CryptoAttribute],
+                current: tuple[CryptoAttribute, CryptoAttribute] | None = None
+                ) -> tuple[CryptoAttribute, CryptoAttribute]:
+    """``(remote, local)`` keys for an SDES offer: the current pair again when the offer still
+    carries the peer's current key (a re-INVITE that changes nothing else), else the first
+    acceptable line with a fresh key of ours. ParseError(488) when nothing is acceptable."""
+    if current is not None:
+        for attr in offered:
+            if attr.key == current[0].key and attr.suite == current[0].suite and \
+                    attr.mki is None and not attr.session_params:
+                return attr, replace(current[1], tag=attr.tag)
+    chosen = answer_crypto(offered)
+    if chosen is None:
+        raise ParseError("No acceptable SRTP crypto suite", 488)
+    return chosen
+
+
+def leg_answer(offer: SessionDescription, *, current: str,
+               sdes: tuple[CryptoAttribute, CryptoAttribute] | None, address: str, port: int,
+               session_id: int, session_version: int) -> SessionDescription:
+    """One leg's SDP answer (RFC 3264): our codecs with ``current`` (the leg's codec) first so a
+    re-offer keeps it; RTP/SAVP(F) with our ``a=crypto`` when ``sdes`` is set, plain RTP/AVP(F)
+    otherwise. ParseError(488) when nothing is acceptable."""
+    codecs = sorted(ALL_CODECS, key=lambda c: c.name.upper() != current.upper())
+    ans = answer(offer, codecs, address=address, port=port, session_id=session_id,
+                 session_version=session_version, rtcp_mux=False, username="asyncpbx",
+                 protos=SAVP_PROTOS if sdes is not None else PLAIN_PROTOS)
+    if sdes is not None:
+        for m in ans.media:
+            if m.port != 0:  # before the direction attribute, which answer() puts last
+                m.attributes.insert(len(m.attributes) - 1, ("crypto", sdes[1].to_sdp()))
+    return ans
+
+
+def negotiate_session_timer(se: tuple[int, str | None], supported: bool, *, min_se: int,
+                            session_expires: int) -> tuple[int, str]:
+    """RFC 4028 §9 for a request we answer: the interval (the requested one, capped by ours
+    and at least Min-SE) and who refreshes (``"uac"``/``"uas"``). A UAC without ``timer``
+    support cannot be the refresher."""
+    seconds = max(min_se, min(se[0], session_expires))
+    refresher = se[1] or ("uac" if supported else "uas")
+    if refresher == "uac" and not supported:
+        refresher = "uas"
+    return seconds, refresher
+
+
 def _dtmf_from_info(body: bytes) -> str | None:
     """The digit of an ``application/dtmf-relay`` body (``Signal=5``)."""
     for line in body.decode("latin-1").splitlines():
@@ -208,12 +286,17 @@ class SipLeg(Leg):
         self._se_timer: asyncio.TimerHandle | None = None
         self._reinvite_pending = False
         self._acks: dict[int, Request] = {}
+        #: SDES keys ``(remote, local)`` while this leg runs SRTP (RFC 4568).
+        self.sdes: tuple[CryptoAttribute, CryptoAttribute] | None = None
 
     # -- media -----------------------------------------------------------------------------------
 
-    def _new_session(self, codec: str = "PCMU", pt: int = 0) -> RtpSession:
+    def _new_session(self, codec: str = "PCMU", pt: int = 0,
+                     sdes: tuple[CryptoAttribute, CryptoAttribute] | None = None) -> RtpSession:
+        srtp = SrtpSession(sdes[1], sdes[0]) if sdes is not None else None
         session = self.b2bua.engine.create_session(codec=codec, payload_type=pt,
-                                                   telephone_event_pt=None)
+                                                   telephone_event_pt=None, srtp=srtp)
+        self.sdes = sdes
         session.on_dtmf = self._on_rtp_dtmf
         self.session = session
         self.media = session
@@ -263,13 +346,23 @@ class SipLeg(Leg):
 
     def _answer_offer(self, offer: SessionDescription) -> SessionDescription:
         """Our answer to ``offer`` on this leg's session (same port; new version)."""
-        assert self.session is not None
-        current = self.session.format.name
-        codecs = sorted(ALL_CODECS, key=lambda c: (c.name.upper() != current, 0))
+        session = self.session
+        assert session is not None
+        # SRTP is fixed per leg when its session is made (the socket is then a raw slot): a
+        # re-offer may change keys but not switch between RTP and SRTP (488).
+        crypto = offered_crypto(offer)
+        sdes = None
+        if session.srtp is not None:
+            if crypto is None:
+                raise ParseError("This leg needs SRTP", 488)
+            sdes = choose_sdes(crypto, self.sdes)
         self.session_version += 1
-        ans = answer(offer, codecs, address=self.b2bua.sdp_address, port=self.session.local_port,
-                     session_id=self.session_id, session_version=self.session_version,
-                     rtcp_mux=False, username="asyncpbx")
+        ans = leg_answer(offer, current=session.format.name, sdes=sdes,
+                         address=self.b2bua.sdp_address, port=session.local_port,
+                         session_id=self.session_id, session_version=self.session_version)
+        if sdes is not None and sdes != self.sdes:
+            session.srtp = SrtpSession(sdes[1], sdes[0])
+            self.sdes = sdes
         self.local_sdp = ans
         return ans
 
@@ -403,10 +496,9 @@ class SipLeg(Leg):
         supported = "timer" in _option_tags(request, "Supported") | _option_tags(request, "Require")
         if se is None:
             return []
-        seconds = max(self.b2bua.settings.min_se, min(se[0], self.b2bua.settings.session_expires))
-        refresher = se[1] or ("uac" if supported else "uas")
-        if refresher == "uac" and not supported:
-            refresher = "uas"
+        settings = self.b2bua.settings
+        seconds, refresher = negotiate_session_timer(se, supported, min_se=settings.min_se,
+                                                     session_expires=settings.session_expires)
         self.se_interval = seconds
         self.se_we_refresh = refresher == "uas"
         headers = [("Session-Expires", f"{seconds};refresher={refresher}")]
@@ -513,19 +605,21 @@ class InboundLeg(SipLeg):
         self.transaction_id = transaction_id
         self.to_tag = new_tag()
         self._answered_sent = False
-        self._delayed_offer = False
+        self.delayed_offer = False
         self.apply(LegInput.START)
 
     def prepare_media(self) -> None:
         """Allocate the RTP session and answer the caller's offer (or make ours when the INVITE
         had none). Raises ParseError(488) when nothing acceptable is offered."""
-        self._new_session()
         if _is_sdp(self.invite):
             offer = parse_sdp(self.invite.body)
+            crypto = offered_crypto(offer)
+            self._new_session(sdes=choose_sdes(crypto) if crypto is not None else None)
             ans = self._answer_offer(offer)
             self._apply_remote(offer, local=ans)
         else:
-            self._delayed_offer = True
+            self._new_session()
+            self.delayed_offer = True
             self._offer()
 
     def _response(self, status: int, reason: str | None = None, *, sdp: bool = False,
@@ -578,10 +672,12 @@ class InboundLeg(SipLeg):
         if not self._answered_sent or self.answered or self.ended:
             super().on_ack(request)
             return
-        if self._delayed_offer and _is_sdp(request) and self.session is not None:
-            self._delayed_offer = False
+        if self.delayed_offer and _is_sdp(request) and self.session is not None:
+            self.delayed_offer = False
             with contextlib.suppress(ParseError):
                 self._apply_remote(parse_sdp(request.body))
+                # codec and telephone-event are known only now: bridges must follow
+                self.post(LegMediaChanged(self))
         if self.apply(LegInput.ANSWER):
             self.b2bua.uas_2xx.pop(self.transaction_id, None)
             self._arm_se_timer()
@@ -1311,10 +1407,15 @@ class B2bua:
         return isinstance(decision, Handled)
 
     async def _fail(self, call: Call, status: int, reason: str | None = None) -> None:
-        """Reject the caller; a busy caller we gave early media to hears the busy tone first."""
+        """Reject the caller; with ``busy_tone`` > 0 a busy caller first gets a 183 with our SDP
+        (early media) and hears the busy tone for that long (or until it gives up)."""
         caller = call.caller
-        if (status == 486 and self.settings.busy_tone > 0 and caller.state is LegState.EARLY
-                and caller.media is not None):
+        if (status == 486 and self.settings.busy_tone > 0
+                and caller.state in (LegState.CALLING, LegState.EARLY)
+                and caller.media is not None
+                # an offerless INVITE's offer may not go in an unreliable 18x
+                and not (isinstance(caller, InboundLeg) and caller.delayed_offer)):
+            caller.progress(early_media=True)
             playback = call.play(caller, self._busy_source(caller.media.sample_rate))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._caller_gone(call), self.settings.busy_tone)
@@ -1339,7 +1440,9 @@ class B2bua:
         self.log.info("call.answered", call_id=call.record.call_id, caller=call.record.caller,
                       callee=call.record.callee, by=callee.party,
                       codecs=[getattr(leg.media, "format", None) and
-                              leg.media.format.name for leg in (caller, callee)])  # type: ignore[union-attr]
+                              leg.media.format.name for leg in (caller, callee)],  # type: ignore[union-attr]
+                      srtp=[isinstance(leg.media, RtpSession) and leg.media.srtp is not None
+                            for leg in (caller, callee)])
         watcher = None
         if self.settings.rtp_timeout > 0 and call.tasks is not None:
             watcher = call.tasks.create_task(self._watch_rtp(call, (caller, callee)))

@@ -76,13 +76,14 @@ class SippUas:
     """A SIPp UAS in the background on a registered port; ``result()`` waits for it."""
 
     def __init__(self, workdir: Path, scenario: str, port: int, *, keys: dict[str, str],
-                 pause_ms: int = 500, calls: int = 1, name: str = "uas") -> None:
+                 pause_ms: int = 500, calls: int = 1, name: str = "uas",
+                 timeout: int = 40) -> None:
         self.workdir = workdir
         self.stat = workdir / f"{name}-{port}.csv"
         self.errors = workdir / f"{name}-{port}-errors.log"
         args = [need("sipp"), "-sf", str(SCENARIOS / scenario), "-t", "u1", "-i", "127.0.0.1",
                 "-p", str(port), "-m", str(calls), "-d", str(pause_ms), "-nostdin",
-                "-timeout", "40s", "-timeout_error", "-trace_stat", "-stf", str(self.stat),
+                "-timeout", f"{timeout}s", "-timeout_error", "-trace_stat", "-stf", str(self.stat),
                 "-trace_err", "-error_file", str(self.errors), "-trace_msg",
                 "-message_file", str(workdir / f"{name}-{port}-messages.log")]
         for k, v in keys.items():

@@ -30,7 +30,7 @@ from pbx.store import (
     Tenant,
 )
 
-BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp")
+BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),

@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from media.dtmf import tone_ratio
-from media.g711 import alaw_decode, ulaw_decode
+from media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from tests.interop.harness import PbxProcess, free_port, running_pbx
 from tests.interop.test_calls_sipp import (
     USERS,
@@ -37,24 +38,43 @@ pytestmark = pytest.mark.interop
 
 
 class Recorder:
-    """Records the RTP it receives: (arrival time, payload type, payload)."""
+    """Records the RTP it receives: (arrival time, payload type, payload). With ``send_hz`` it
+    also sends that tone (payload type ``send_pt``) every 20 ms to where the first packet came
+    from (symmetric RTP), starting ``send_delay`` seconds after that packet, until closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_hz: float | None = None, send_pt: int = 0,
+                 send_delay: float = 0.0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
+        self.sock.settimeout(0.01)
         self.port = self.sock.getsockname()[1]
         self.packets: list[tuple[float, int, bytes]] = []
+        self.send_hz, self.send_pt, self.send_delay = send_hz, send_pt, send_delay
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        remote: tuple[str, int] | None = None
+        next_send = 0.0
+        seq, ts = 1, 0
+        encode = {0: ulaw_encode, 8: alaw_encode}[self.send_pt]
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError, OSError):
-                data, _ = self.sock.recvfrom(2048)
+                data, addr = self.sock.recvfrom(2048)
                 if len(data) > 12:
                     self.packets.append((time.monotonic(), data[1] & 0x7F, data[12:]))
+                    if remote is None:
+                        remote = addr
+                        next_send = time.monotonic() + self.send_delay
+            if self.send_hz is not None and remote is not None and time.monotonic() >= next_send:
+                n = np.arange(ts, ts + 160)
+                pcm = (8000 * np.sin(2 * np.pi * self.send_hz * n / 8000)).astype(np.int16)
+                pkt = struct.pack("!BBHII", 0x80, self.send_pt, seq, ts, 0x4321) + encode(pcm)
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(pkt, remote)
+                seq, ts = seq + 1, ts + 160
+                next_send += 0.02
 
     def pcm(self, pt: int) -> np.ndarray:
         decode = {0: ulaw_decode, 8: alaw_decode}[pt]
@@ -121,7 +141,11 @@ def run_call(pbx: PbxProcess, tmp: Path, uas_scenario: str, uac_scenario: str, *
 
 def test_callee_reinvite_moves_media_and_switches_codec(tmp_path: Path) -> None:
     caller_rtp = RtpPeer(send_hz=1000.0)
-    callee_first, callee_moved = RtpPeer(), Recorder()
+    # the callee's old port keeps sending after the move (stale packets, in sequence); its new
+    # port answers only 600 ms after the first packet reached it: the old port has had time
+    # for far more than the 4 in-sequence packets a new source needs
+    callee_first = Recorder(send_hz=700.0, send_pt=0)
+    callee_moved = Recorder(send_hz=500.0, send_pt=8, send_delay=0.6)
     try:
         with pbx_with(tmp_path) as pbx:
             run_call(pbx, tmp_path, "call_uas_reinvite.xml", "call_uac.xml",
@@ -134,6 +158,12 @@ def test_callee_reinvite_moves_media_and_switches_codec(tmp_path: Path) -> None:
     # after the re-INVITE the callee gets the caller's tone as PCMA on its new port
     assert {pt for _, pt, _ in callee_moved.packets} >= {8}, callee_moved.packets[:3]
     assert hears(callee_moved.pcm(8), 1000.0)
+    # ... and only there: the old port's packets did not pull the audio back
+    # (a packet or two may have been under way when the re-INVITE moved the media; the bug
+    # sent everything from the 5th stale packet until the new port spoke: ten or more)
+    moved_at = callee_moved.packets[0][0]
+    back = [round(t - moved_at, 3) for t, _, _ in callee_first.packets if t > moved_at]
+    assert len(back) <= 3, f"{len(back)} packets went back to the old port: {back[:20]}"
 
 
 @pytest.mark.parametrize("scenario", ["call_uac_update.xml", "call_uac_reinvite_nosdp.xml"])

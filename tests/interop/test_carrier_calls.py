@@ -21,7 +21,16 @@ from pathlib import Path
 import pytest
 
 from pbx.store import Store
-from tests.interop.harness import SCENARIOS, PbxProcess, free_port, need, running_pbx, sipp
+from tests.interop.harness import (
+    SCENARIOS,
+    PbxProcess,
+    free_port,
+    need,
+    running_pbx,
+    sipp,
+    users_csv,
+)
+from tests.interop.test_calls_baresip import wait_for
 from tests.interop.test_calls_sipp import (
     USERS,
     SippUas,
@@ -165,3 +174,86 @@ def test_international_call_without_permission_is_refused_and_never_reaches_the_
     refused = [e for e in pbx.log_events() if e.get("event") == "call.refused"]
     assert refused and refused[0]["status"] == 403
     assert not [e for e in pbx.log_events() if e.get("event") == "call.outbound"]
+
+
+INTERNAL_USER = ("105", "pw-105-secret")
+
+
+def internal_user_setup(carrier_port: int) -> Callable[[Store], None]:
+    """The carrier trunk and DIDs, plus user 105 with internal permission only (no DID)."""
+    base = carrier_setup(carrier_port)
+
+    def setup(store: Store) -> None:
+        base(store)
+        store.add_user(INTERNAL_USER[0], INTERNAL_USER[1], name="Internal only",
+                       permission="internal")
+
+    return setup
+
+
+def call_as(pbx: PbxProcess, tmp: Path, user: tuple[str, str], dst: str, scenario: str,
+            *, log: str, extra: tuple[str, ...] = ()) -> tuple[int, int, str]:
+    """One SIPp call from ``user`` to ``dst`` (message trace in ``tmp/log``)."""
+    inf = users_csv(tmp / f"{user[0]}-{time.monotonic_ns()}.csv", [user])
+    host, port = pbx.addr("udp")
+    res = sipp(scenario, pbx.addr("udp"), tmp, inf=inf, timeout=30,
+               extra=["-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst,
+                      "-key", "rtp_port", "45984", "-d", "1000", "-trace_msg",
+                      "-message_file", str(tmp / log), *extra])
+    return res.successful, res.failed, res.output
+
+
+def test_emergency_call_by_a_user_without_national_permission_reaches_the_carrier(
+        tmp_path: Path) -> None:
+    carrier_port = free_port(CARRIER_HOST)
+    config = "[media]\nport_min = 45000\nport_max = 47999\n"
+    with running_pbx(tmp_path, transports=("udp",), users=USERS, config_extra=config,
+                     store_setup=internal_user_setup(carrier_port)) as pbx:
+        # the same user may not call a national number (the permission is really missing) ...
+        ok, failed, out = call_as(pbx, tmp_path, INTERNAL_USER, "0301234567",
+                                  "carrier_call_refused.xml", log="national.log",
+                                  extra=("-key", "extra_header", "Subject: national"))
+        assert (ok, failed) == (1, 0), out
+        assert final_statuses((tmp_path / "national.log").read_text())[-1] == 403
+        # ... but 112 goes out through the trunk, as dialled, answered by the carrier
+        with carrier_uas(tmp_path, "carrier_call_emergency.xml", carrier_port, 45988) as carrier:
+            ok, failed, out = call_as(pbx, tmp_path, INTERNAL_USER, "112", "call_uac.xml",
+                                      log="emergency.log")
+            rc, carrier_out = _finish(carrier, tmp_path)
+        assert (ok, failed) == (1, 0), out + carrier_out
+        assert rc == 0, carrier_out
+    log = (tmp_path / "carrier-messages.log").read_text()
+    assert "INVITE sip:112@" in log
+    assert "Authorization: Digest" in log and 'realm="carrier.test"' in log
+    outbound = [e for e in pbx.log_events() if e.get("event") == "call.outbound"]
+    assert [e["number"] for e in outbound] == ["112"], outbound
+
+
+def test_registration_trunk_registers_when_the_server_starts(tmp_path: Path) -> None:
+    # SIPp as the carrier's registrar: 401 (realm carrier.test), then 200 with a 4 s expiry;
+    # it then expects the refresh and, when the server stops, the de-registration
+    carrier_port = free_port(CARRIER_HOST)
+
+    def setup(store: Store) -> None:
+        store.add_trunk("carrier", kind="register", host=CARRIER_HOST, port=carrier_port,
+                        username="4930111", password="s3cret", realm="carrier.test",
+                        register_expiry=600)
+
+    with carrier_uas(tmp_path, "carrier_register.xml", carrier_port, 45986) as carrier:
+        with running_pbx(tmp_path, transports=("udp",), users=USERS,
+                         store_setup=setup) as pbx:
+            assert wait_for(pbx, "trunk.register.registered"), pbx.log_path.read_text()[-3000:]
+            # the 4 s the carrier granted run out: the server refreshes (a second 200)
+            assert wait_for(pbx, "trunk.register.registered", count=2, timeout=15), \
+                pbx.log_path.read_text()[-3000:]
+        rc, carrier_out = _finish(carrier, tmp_path)
+    assert rc == 0, carrier_out  # the scenario saw register, refresh and de-register
+    registered = [e for e in pbx.log_events() if e.get("event") == "trunk.register.registered"]
+    # the trunk is named <tenant id>/<name>
+    assert str(registered[0]["trunk"]).endswith("/carrier"), registered
+    assert registered[0]["host"] == CARRIER_HOST, registered
+    log = (tmp_path / "carrier-messages.log").read_text()
+    requests = [m for m in log.split("-----------------------------------------------")
+                if "\nREGISTER sip:" in m]
+    assert ["Authorization: Digest" in r for r in requests[:2]] == [False, True], requests[:2]
+    assert any("Expires: 0" in r for r in requests), requests[-1:]

@@ -748,14 +748,15 @@ class OutboundLeg(SipLeg):
             first = caller_media.format.name
         self._new_session()
         offer = self._offer(first)
-        domain = b2b.domain
         h = Headers()
         for r in self.route:
             h.add("Route", r)
         display = self.caller_display.replace('"', "")
-        h.add("From", f'"{display}" <sip:{self.caller_user}@{domain}>;tag={new_tag()}'
-              if display else f"<sip:{self.caller_user}@{domain}>;tag={new_tag()}")
-        h.add("To", f"<sip:{self.callee_user}@{domain}>")
+        # AORs, not user@our-domain: a user of another tenant is ext@tenant-domain
+        caller_aor = b2b.aor(self.caller_user)
+        h.add("From", f'"{display}" <{caller_aor}>;tag={new_tag()}'
+              if display else f"<{caller_aor}>;tag={new_tag()}")
+        h.add("To", f"<{b2b.aor(self.callee_user)}>")
         h.add("Call-ID", new_call_id())
         h.add("CSeq", "1 INVITE")
         h.add("Contact", self.contact)
@@ -1347,10 +1348,16 @@ class B2bua:
             peer = Peer(transport, uri.host.strip("[]"), uri.port or 5060)  # type: ignore[arg-type]
         else:
             raise ValueError(f"cannot reach {target.contact}")
+        origin = self.origins.get(call.id)
+        # a user caller is named by its key (ext@tenant-domain outside the default tenant)
+        user = origin.user if origin is not None else None
+        caller = self.user_key(user) if user is not None else call.record.caller
+        # the user's own name: display_name() looks the extension up in the default tenant
+        display = (str(user.name) if user is not None
+                   else self.display_name(call.record.caller))
         return OutboundLeg(self, call, target, request_uri=target.contact, peer=peer,
                            route=binding.path if binding is not None else (),
-                           caller_display=self.display_name(call.record.caller),
-                           caller_user=call.record.caller, callee_user=target.user)
+                           caller_display=display, caller_user=caller, callee_user=target.user)
 
     # -- the call script -------------------------------------------------------------------------
 

@@ -8,6 +8,16 @@ cd "$(dirname "$0")"
 scripts/install-test-peers.sh
 scripts/bootstrap.sh test
 
+# The interop tests give the PBX fixed RTP port ranges inside 40000-49999 and hand the peers
+# ports the OS picks (bind port 0). Keep the kernel from picking ephemeral ports in that range,
+# so a peer's port can never be taken by the PBX's media allocator in between (root only;
+# harmless to skip otherwise).
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+if [ -w "$reserved" ] && ! grep -q "40000-49999" "$reserved"; then
+  current=$(cat "$reserved")
+  echo "${current:+$current,}40000-49999" > "$reserved" 2>/dev/null || true
+fi
+
 run_pytest() {  # run_pytest LABEL ARGS... — pytest's "no tests collected" (5) is a failure
   local label=$1; shift
   echo "== $label"

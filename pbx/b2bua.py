@@ -48,6 +48,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
+
 from features.base import (
     CallContext,
     Continue,
@@ -60,7 +63,7 @@ from features.base import (
 from features.registry import FeatureRegistry, default_registry
 from media.aio import MediaEngine, RtpSession, payload_format
 from media.codecs import UnsupportedCodec
-from media.port import MediaPort
+from media.port import Frame, MediaPort, samples_per_frame
 from media.srtp import CryptoAttribute, SrtpSession, answer_crypto, parse_crypto
 from media.tones import Segment, Tone, ToneGenerator, ToneName, tone_plan
 from pbx.callcontrol import (
@@ -248,6 +251,48 @@ def negotiate_session_timer(se: tuple[int, str | None], supported: bool, *, min_
     if refresher == "uac" and not supported:
         refresher = "uas"
     return seconds, refresher
+
+
+def looped_tone_cycle(tone: Tone, rate: int) -> npt.NDArray[np.int16] | None:
+    """One cycle of a repeating ``tone`` at ``rate`` plus one frame of wrap-around (so a frame
+    never straddles the loop point), or None when looping it would not be exact: a tone that
+    does not repeat, a cycle that is not whole samples, or a frequency that does not complete
+    whole periods per cycle (the loop point would click)."""
+    total_ms = sum(seg.duration_ms for seg in tone.segments)
+    if not tone.repeat or (total_ms * rate) % 1000:
+        return None
+    samples = total_ms * rate // 1000
+    for f in tone.frequencies:
+        periods = f * samples / rate
+        if abs(periods - round(periods)) > 1e-9:
+            return None
+    frame = samples_per_frame(rate)
+    cycle = ToneGenerator(tone, rate).read(samples)
+    padded: npt.NDArray[np.int16] = np.concatenate([cycle, cycle[:frame]]) if samples >= frame \
+        else np.resize(cycle, samples + frame)
+    padded.setflags(write=False)
+    return padded
+
+
+class LoopedTone:
+    """A media port playing a shared precomputed tone cycle (see :func:`looped_tone_cycle`);
+    its frames equal :class:`media.tones.ToneGenerator`'s for the same tone."""
+
+    def __init__(self, cycle: npt.NDArray[np.int16], sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._cycle = cycle
+        self._frame = samples_per_frame(sample_rate)
+        self._length = len(cycle) - self._frame
+        self._position = 0
+
+    def get_frame(self) -> Frame | None:
+        """The next 20 ms (a read-only view of the shared cycle)."""
+        pos = self._position
+        self._position = (pos + self._frame) % self._length
+        return self._cycle[pos:pos + self._frame]
+
+    def put_frame(self, frame: Frame) -> None:
+        """A tone is a source only; frames put into it are ignored."""
 
 
 def _dtmf_from_info(body: bytes) -> str | None:
@@ -1002,6 +1047,7 @@ class B2bua:
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls: dict[str, Call] = {}
         self._tones = tone_plan(self.settings.tones)
+        self._tone_cycles: dict[tuple[ToneName, int], npt.NDArray[np.int16] | None] = {}
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_auth": 0}
         #: Set by the server (pbx.app): the digest server and credentials lookup for a request's
         #: tenant (realm), dial-plan routing, the trunks. Without them: one realm, extensions.
@@ -1207,10 +1253,23 @@ class B2bua:
         return ToneGenerator(MOH_TONE, rate)
 
     def _ringback_source(self, rate: int) -> MediaPort:
-        return ToneGenerator(self._tones[ToneName.RINGBACK], rate)
+        return self._tone_source(ToneName.RINGBACK, rate)
 
     def _busy_source(self, rate: int) -> MediaPort:
-        return ToneGenerator(self._tones[ToneName.BUSY], rate)
+        return self._tone_source(ToneName.BUSY, rate)
+
+    def _tone_source(self, name: ToneName, rate: int) -> MediaPort:
+        # Every ringing call hears the same cadence: one cycle is synthesised once per
+        # (tone, rate) and each call plays a cursor over it (no per-frame sine, no per-call
+        # generator set-up). Tones whose cycle is not whole periods keep the exact generator.
+        tone = self._tones[name]
+        key = (name, rate)
+        if key not in self._tone_cycles:
+            self._tone_cycles[key] = looped_tone_cycle(tone, rate)
+        cycle = self._tone_cycles[key]
+        if cycle is None:
+            return ToneGenerator(tone, rate)
+        return LoopedTone(cycle, rate)
 
     # -- routing and legs ------------------------------------------------------------------------
 

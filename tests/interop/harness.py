@@ -248,7 +248,7 @@ def sipp(
     if limit is not None:
         args += ["-l", str(limit)]
     args += [*extra, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"]
-    proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True,
+    proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, errors="replace",
                           timeout=timeout + 30, stdin=subprocess.DEVNULL)
     ok, bad = _sipp_counts(stat)
     errors = (workdir / "sipp-errors.log")

@@ -90,7 +90,8 @@ class SippUas:
             args += ["-key", k, v]
         self.messages = workdir / f"{name}-{port}-messages.log"
         self.proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                     errors="replace")
         time.sleep(0.3)  # let it bind
 
     def result(self, timeout: float = 45.0) -> tuple[int, str]:

@@ -77,7 +77,7 @@ def carrier_uas(tmp: Path, scenario: str, port: int, rtp_port: int
             "-trace_msg", "-message_file", str(tmp / "carrier-messages.log"),
             "-trace_err", "-error_file", str(tmp / "carrier-errors.log")]
     proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.DEVNULL, text=True, errors="replace")
     time.sleep(0.3)  # let it bind
     try:
         yield proc

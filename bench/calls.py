@@ -96,13 +96,8 @@ Content-Length: 0
   <recv response="200"/>
 """
 
-UAC_AUTH = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="bench call with digest">
-  <send retrans="500"><![CDATA[
-{_INVITE_HEAD.format(cseq=1, auth="")}]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="407" auth="true"/>
-  <send><![CDATA[
+#: The ACK for the 407 that challenges the first INVITE (same branch, RFC 3261 §17.1.1.3).
+_ACK_407 = """  <send><![CDATA[
 ACK sip:101@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
 From: <sip:100@[remote_ip]>;tag=[pid]SIPpTag[call_number]
@@ -113,7 +108,15 @@ Max-Forwards: 70
 Content-Length: 0
 
 ]]></send>
+"""
+
+UAC_AUTH = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="bench call with digest">
   <send retrans="500"><![CDATA[
+{_INVITE_HEAD.format(cseq=1, auth="")}]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+{_ACK_407}  <send retrans="500"><![CDATA[
 {_INVITE_HEAD.format(cseq=2, auth="[authentication username=100 password=" + PASSWORD + "]" + chr(10))}]]></send>
 {_ANSWERED.format(cseq=2, bye=3)}</scenario>
 """
@@ -131,18 +134,7 @@ UAC_RTP = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 {_INVITE_HEAD.format(cseq=1, auth="").replace("[auto_media_port] RTP/AVP 0 8 101", "{port} RTP/AVP 0 101")}]]></send>
   <recv response="100" optional="true"/>
   <recv response="407" auth="true"/>
-  <send><![CDATA[
-ACK sip:101@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
-From: <sip:100@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-To: <sip:101@[remote_ip]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
+{_ACK_407}  <send retrans="500"><![CDATA[
 {_INVITE_HEAD.format(cseq=2, auth="[authentication username=100 password=" + PASSWORD + "]" + chr(10)).replace("[auto_media_port] RTP/AVP 0 8 101", "{port} RTP/AVP 0 101")}]]></send>
 {_ANSWERED.format(cseq=2, bye=3).replace("]]></send>", "]]></send>" + chr(10) + '  <pause milliseconds="{hold}"/>', 1)}</scenario>
 """

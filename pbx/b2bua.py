@@ -1213,8 +1213,11 @@ class B2bua:
             self.respond(request, tx=tx, status=503, extra=[("Retry-After", "5")])
             return
         self.uas_invites[event.transaction_id] = leg
+        tenant_id = (origin.user.tenant_id if origin.user is not None
+                     else origin.trunk.tenant_id if origin.trunk is not None else None)
         record = CallRecord(call_id=request.call_id, direction=origin.direction,
-                            caller=caller, callee=origin.callee or dialled, started=now)
+                            caller=caller, callee=origin.callee or dialled, started=now,
+                            tenant_id=tenant_id)
         call = Call(leg, graph=self.engine, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)

@@ -494,6 +494,8 @@ class CallRecord:
     status: int | None = None
     cause: str = ""
     answered_by: str = ""
+    #: the tenant whose users ``caller``/``callee`` name (None: the default tenant)
+    tenant_id: int | None = None
 
     @property
     def missed(self) -> bool:

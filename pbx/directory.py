@@ -15,7 +15,7 @@ Keeping it current:
   server calls it from its once-a-second housekeeping.
 
 :class:`AsyncHistory` is the call-history hook for the B2BUA: non-blocking calls that queue the
-writes to one worker thread in order.
+writes to one worker thread, which commits whatever is queued in one transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from pbx.store import (
     DEFAULT_TENANT,
     Device,
     HistoryEntry,
+    HistoryWrite,
     Number,
     PbxStore,
     SettingsSchema,
@@ -293,76 +295,184 @@ class HistoryHook(Protocol):
 
 
 class HistoryRecord:
-    """A handle on one history entry being written (the id arrives from the worker)."""
+    """A handle on one history entry being written: ``entry_id`` is set by the writer once the
+    entry is stored (None before, and for good when its insert failed)."""
 
-    __slots__ = ("entry_id", "user_id")
+    __slots__ = ("_write", "entry_id", "failed", "user_id")
 
-    def __init__(self, user_id: int, entry_id: concurrent.futures.Future[int]) -> None:
+    def __init__(self, user_id: int, write: HistoryWrite) -> None:
         self.user_id = user_id
-        self.entry_id = entry_id
+        self.entry_id: int | None = None
+        self.failed = False
+        #: the not-yet-committed write of this entry (None once a batch took it)
+        self._write: HistoryWrite | None = write
 
 
 class AsyncHistory:
     """Call history written from the event loop without waiting on the disk.
 
-    Each call enqueues its store write to a single worker thread, so writes run in order
-    (start before answer before end) and a commit's fsync (``synchronous=FULL``) never blocks
-    the loop. Failures go to ``on_error(exc)`` (the server logs them); they never reach the call.
-    :meth:`drain` waits for everything queued (shutdown, tests).
+    Writes are queued to one worker thread that commits everything queued since its last
+    commit in one transaction (group commit): under load a commit's fsync (``synchronous=FULL``)
+    is shared by hundreds of writes instead of paid six times per call, and an entry whose start,
+    answer and end meet in one batch is a single INSERT. Order per entry is kept (start before
+    answer before end); a failed batch is retried write by write so one bad entry (say, its user
+    was deleted meanwhile) costs only itself. Failures go to ``on_error(exc)`` (the server logs
+    them); they never reach the call. :meth:`drain` waits for everything queued (shutdown, tests).
     """
 
     def __init__(self, store: PbxStore,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         self.store = store
         self.on_error = on_error
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                           thread_name_prefix="history")
+        self._cond = threading.Condition()
+        #: queued writes in order; a record's later events merge into its queued write
+        self._queue: list[tuple[HistoryRecord, HistoryWrite, bool]] = []  # (…, is update)
+        self._busy = False
+        self._closed = False
+        self._idle_waiters: list[concurrent.futures.Future[None]] = []
+        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+        self._thread.start()
+        #: batches committed and writes in them (for tests and the bench)
+        self.batches = 0
+        self.writes = 0
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        fut = self._pool.submit(fn, *args)
-        fut.add_done_callback(self._report)
-        return fut
-
-    def _report(self, fut: concurrent.futures.Future[Any]) -> None:
-        exc = fut.exception()
-        if exc is not None and self.on_error is not None:
-            self.on_error(exc)
+    # -- called from the event loop ------------------------------------------------------------
 
     def call_started(self, user_id: int, call_id: str, direction: str, other_name: str,
                      other_number: str, at: float) -> HistoryRecord:
         """A call of ``user_id`` started (direction "in" or "out"; the other party's name and
         number as shown to the user)."""
-        fut = self._submit(self.store.history_start, user_id, call_id, direction, other_name,
-                           other_number, at)
-        return HistoryRecord(user_id, fut)
+        write = HistoryWrite(user_id, call_id, direction, other_name, other_number, at)
+        record = HistoryRecord(user_id, write)
+        self._enqueue(record, write)
+        return record
 
     def call_answered(self, record: HistoryRecord, at: float) -> None:
         """The call was answered (by or for this user)."""
-        self._submit(self._after_start, record, self.store.history_answered, at)
+        with self._cond:
+            write = self._pending(record)
+            if write.answered_at is None:
+                write.answered_at = at
 
     def call_ended(self, record: HistoryRecord, at: float) -> None:
         """The call ended: duration and missed are computed from the times."""
-        self._submit(self._after_start, record, self.store.history_end, at)
+        with self._cond:
+            write = self._pending(record)
+            if write.ended_at is None:
+                write.ended_at = at
 
-    @staticmethod
-    def _after_start(record: HistoryRecord, fn: Callable[[int, float], Any], at: float) -> Any:
-        # FIFO on one worker: the start has run; its failure makes this a no-op.
-        if record.entry_id.exception() is not None:
-            return None
-        return fn(record.entry_id.result(), at)
+    def _pending(self, record: HistoryRecord) -> HistoryWrite:
+        # Under the lock: the record's queued write, or a new update write queued behind the
+        # batch that took the previous one (its entry id is read when that update runs).
+        write = record._write
+        if write is None:
+            write = HistoryWrite(record.user_id, "", "in", "", "", 0.0)
+            record._write = write
+            self._queue.append((record, write, True))
+            self._cond.notify()
+        return write
+
+    def _enqueue(self, record: HistoryRecord, write: HistoryWrite) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("call history is closed")
+            self._queue.append((record, write, False))
+            self._cond.notify()
+
+    # -- the worker thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._wake_idle_waiters()
+                    self._cond.wait()
+                if not self._queue:  # closed and drained
+                    self._wake_idle_waiters()
+                    return
+                batch, self._queue = self._queue, []
+                for record, _, _ in batch:
+                    record._write = None  # later events start a new write
+                self._busy = True
+            self._commit(batch)
+            with self._cond:
+                self._busy = False
+
+    def _wake_idle_waiters(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            fut.set_result(None)
+
+    def _commit(self, batch: list[tuple[HistoryRecord, HistoryWrite, bool]]) -> None:
+        writes: list[tuple[HistoryRecord, HistoryWrite]] = []
+        for record, write, is_update in batch:
+            if is_update:  # of an entry stored by an earlier batch
+                if record.entry_id is None:
+                    continue  # its insert failed: nothing to update
+                write.entry_id = record.entry_id
+            writes.append((record, write))
+        if not writes:
+            return
+        try:
+            ids = self.store.history_write([w for _, w in writes])
+        except Exception:
+            # Isolate the bad write: the others go in one by one (rare path).
+            for record, write in writes:
+                try:
+                    (entry_id,) = self.store.history_write([write])
+                except Exception as exc:  # reported, never raised into a call
+                    if write.entry_id is None:
+                        record.failed = True
+                    self._report(exc)
+                else:
+                    record.entry_id = entry_id
+            self.batches += 1
+            self.writes += len(writes)
+            return
+        for (record, _), entry_id in zip(writes, ids, strict=True):
+            record.entry_id = entry_id
+        self.batches += 1
+        self.writes += len(writes)
+
+    def _report(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    # -- reading, draining, closing ------------------------------------------------------------
 
     def history(self, user_id: int, limit: int = 200) -> list[HistoryEntry]:
         """A user's history, newest first (synchronous: for the API/portal via to_thread)."""
         return self.store.history(user_id, limit)
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every queued write is committed (threads other than the worker)."""
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._cond:
+            if not self._queue and not self._busy:
+                return True
+            self._idle_waiters.append(fut)
+            self._cond.notify()
+        try:
+            fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        return True
+
     async def drain(self) -> None:
-        """Wait until every queued write has run."""
-        fut = self._pool.submit(lambda: None)
+        """Wait until every queued write has been committed."""
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._cond:
+            if not self._queue and not self._busy:
+                return
+            self._idle_waiters.append(fut)
         await asyncio.wrap_future(fut)
 
     def close(self) -> None:
         """Finish queued writes and stop the worker."""
-        self._pool.shutdown(wait=True)
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
 
 
 class CallRecordLike(Protocol):
@@ -382,6 +492,8 @@ class CallRecordLike(Protocol):
     def answered(self) -> float | None: ...
     @property
     def ended(self) -> float | None: ...
+    @property
+    def tenant_id(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,16 +507,15 @@ class Party:
 
 
 def directory_parties(directory: Directory, domain: str) -> Callable[[CallRecordLike], list[Party]]:
-    """The users of a call as the B2BUA records it today (caller = the caller's extension or
-    device username, callee = what was dialled / the DID), looked up in ``domain``'s tenant:
-    the caller gets an "out" entry, the callee an "in" entry, each showing the other."""
+    """The users of a call as the B2BUA records it (caller = the caller's extension or device
+    username, callee = what was dialled / the DID), looked up in the record's tenant
+    (``record.tenant_id``; records without one belong to ``domain``'s tenant): the caller gets
+    an "out" entry, the callee an "in" entry, each showing the other."""
 
-    def lookup(party: str) -> User | None:
-        user = directory.user(domain, party)
-        if user is None:
-            t = directory.tenant_for_domain(domain)
-            realm = t.realm if t is not None else domain
-            user = directory.user_of_device(realm, party)
+    def lookup(party: str, tenant: Tenant | None) -> User | None:
+        user = directory.user_in_tenant(tenant.id, party) if tenant is not None else None
+        if user is None and tenant is not None:
+            user = directory.user_of_device(tenant.realm, party)
         if user is None and party.startswith("+"):
             n = directory.owner_of_did(party)
             user = directory.user_by_id(n.user_id) if n and n.user_id is not None else None
@@ -412,8 +523,11 @@ def directory_parties(directory: Directory, domain: str) -> Callable[[CallRecord
 
     def parties(record: CallRecordLike) -> list[Party]:
         out = []
-        caller = lookup(record.caller) if record.direction != "inbound" else None
-        callee = lookup(record.callee) if record.direction != "outbound" else None
+        tenant_id = record.tenant_id
+        tenant = (directory.tenant(tenant_id) if tenant_id is not None
+                  else directory.tenant_for_domain(domain))
+        caller = lookup(record.caller, tenant) if record.direction != "inbound" else None
+        callee = lookup(record.callee, tenant) if record.direction != "outbound" else None
         if caller is not None:
             out.append(Party(caller.id, "out", callee.name if callee else "",
                              callee.extension if callee else record.callee))

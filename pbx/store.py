@@ -29,7 +29,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,6 +337,24 @@ class Trunk:
     register_expiry: int
 
 
+@dataclass(slots=True)
+class HistoryWrite:
+    """What one batch knows of one history entry (see :meth:`Store.history_write`):
+    ``entry_id`` None → a new entry (inserted with whatever times are known already), else the
+    stored entry gets ``answered_at``/``ended_at`` where given (the first answer and the first end
+    count, as with :meth:`Store.history_answered` / :meth:`Store.history_end`)."""
+
+    user_id: int
+    call_id: str
+    direction: str
+    other_name: str
+    other_number: str
+    started_at: float
+    entry_id: int | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One call in a user's history. ``ended_at`` is None while the call is in progress."""
@@ -460,6 +478,7 @@ class PbxStore(Protocol):
                       other_number: str, started_at: float) -> int: ...
     def history_answered(self, entry_id: int, answered_at: float) -> None: ...
     def history_end(self, entry_id: int, ended_at: float) -> HistoryEntry | None: ...
+    def history_write(self, writes: Sequence[HistoryWrite]) -> list[int]: ...
     def history(self, user_id: int, limit: int = 200) -> list[HistoryEntry]: ...
     def history_delete(self, user_id: int, entry_id: int) -> bool: ...
     def history_clear(self, user_id: int) -> int: ...
@@ -1250,6 +1269,46 @@ class Store:
             row = db.execute(f"SELECT {_HISTORY_COLS} FROM call_history WHERE id=?",
                              (entry_id,)).fetchone()
         return _history(row) if row else None
+
+    def history_write(self, writes: Sequence[HistoryWrite]) -> list[int]:
+        """Apply a batch of history writes in ONE transaction (group commit: one fsync for
+        everything the call-history worker collected while the previous commit ran) and return
+        the entry ids in order (new ids for inserts). An entry whose start, answer and end are
+        all in the batch is one INSERT. Raises :class:`StoreError` for a bad direction before
+        anything is written; other failures roll the whole batch back (the caller retries the
+        writes one by one to isolate the bad one)."""
+        for w in writes:
+            if w.direction not in ("in", "out"):
+                raise StoreError(f"direction {w.direction!r} must be 'in' or 'out'")
+        ids: list[int] = []
+        with self._tx() as db:
+            for w in writes:
+                if w.entry_id is None:
+                    ended = w.ended_at
+                    duration = (max(0.0, ended - w.answered_at)
+                                if ended is not None and w.answered_at is not None else 0.0)
+                    missed = ended is not None and w.answered_at is None and w.direction == "in"
+                    cur = db.execute(
+                        "INSERT INTO call_history(user_id, call_id, direction, other_name, "
+                        "other_number, started_at, answered_at, ended_at, duration, missed) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (w.user_id, w.call_id, w.direction, w.other_name, w.other_number,
+                         w.started_at, w.answered_at, ended, duration, int(missed)))
+                    assert cur.lastrowid is not None
+                    ids.append(cur.lastrowid)
+                    continue
+                if w.answered_at is not None:
+                    db.execute("UPDATE call_history SET answered_at=? "
+                               "WHERE id=? AND answered_at IS NULL", (w.answered_at, w.entry_id))
+                if w.ended_at is not None:
+                    db.execute(
+                        "UPDATE call_history SET ended_at=?, "
+                        "duration=CASE WHEN answered_at IS NULL THEN 0 "
+                        "ELSE max(0, ? - answered_at) END, "
+                        "missed=(answered_at IS NULL AND direction='in') "
+                        "WHERE id=? AND ended_at IS NULL", (w.ended_at, w.ended_at, w.entry_id))
+                ids.append(w.entry_id)
+        return ids
 
     def history_close_unfinished(self, now: float) -> int:
         """At start-up: entries of calls that were in progress when the server stopped end now."""

@@ -181,6 +181,7 @@ async def test_call_record_hook_writes_both_users_histories(store: Store) -> Non
         started: float
         answered: float | None = None
         ended: float | None = None
+        tenant_id: int | None = None
 
     d = Directory(store)
     anna = store.add_user("100", "pw100", tenant="acme", name="Anna")
@@ -209,4 +210,94 @@ async def test_call_record_hook_writes_both_users_histories(store: Store) -> Non
     assert a == [("c3", "out", "", "+4989777", 0.0, False), ("c1", "out", "Ben", "101", 30.0, False)]
     assert b == [("c2", "in", "", "+4989777", 0.0, True), ("c1", "in", "Anna", "100", 30.0, False)]
     assert hook._open == {}
+    h.close()
+
+
+async def test_call_record_hook_looks_parties_up_in_the_records_tenant(store: Store) -> None:
+    """Two tenants with the same extensions: a call in the second tenant lands in the history
+    of that tenant's users, not in the default (or first) tenant's."""
+    from pbx.callcontrol import CallRecord
+    from pbx.directory import CallRecordHistory, directory_parties
+
+    d = Directory(store)
+    store.add_tenant("beta", domain="beta.example.com")
+    acme_100 = store.add_user("100", "pw-long", tenant="acme", name="Anna Acme")
+    acme_101 = store.add_user("101", "pw-long", tenant="acme", name="Ben Acme")
+    beta_100 = store.add_user("100", "pw-long", tenant="beta", name="Anna Beta")
+    beta_101 = store.add_user("101", "pw-long", tenant="beta", name="Ben Beta")
+    beta = next(t for t in store.tenants() if t.name == "beta")
+    h = AsyncHistory(store)
+    hook = CallRecordHistory(h, directory_parties(d, "acme.example.com"))
+    r = CallRecord("c-beta", "internal", "100", "101", started=1.0, tenant_id=beta.id)
+    hook(r)
+    r.answered, r.ended = 2.0, 5.0
+    hook(r)
+    await h.drain()
+    assert [(e.direction, e.other_name) for e in store.history(beta_100.id)] == [("out", "Ben Beta")]
+    assert [(e.direction, e.other_name) for e in store.history(beta_101.id)] == [("in", "Anna Beta")]
+    assert store.history(acme_100.id) == [] and store.history(acme_101.id) == []
+    h.close()
+
+
+def test_async_history_group_commits_what_queued_meanwhile(store: Store) -> None:
+    """While a commit runs, new writes queue; the next commit takes them all in one
+    transaction, and an entry whose start, answer and end queued together is one row with the
+    right duration. Updates of an entry stored by an earlier batch find its id."""
+    import threading
+
+    u = store.add_user("100", tenant="acme")
+    gate, entered = threading.Event(), threading.Event()
+    real_write = store.history_write
+    sizes: list[int] = []
+
+    def slow_write(writes):  # type: ignore[no-untyped-def]
+        sizes.append(len(writes))
+        entered.set()
+        gate.wait(5)
+        return real_write(writes)
+
+    store.history_write = slow_write  # type: ignore[method-assign]
+    h = AsyncHistory(store)
+    first = h.call_started(u.id, "long", "in", "Ben", "101", at=1.0)
+    assert entered.wait(5)  # the worker is inside the first commit now
+    records = []
+    for i in range(50):
+        r = h.call_started(u.id, f"c{i}", "out", "", "102", at=10.0 + i)
+        h.call_answered(r, 11.0 + i)
+        h.call_ended(r, 21.0 + i)
+        records.append(r)
+    h.call_answered(first, 3.0)  # an update of the entry in the running batch
+    h.call_ended(first, 8.0)
+    gate.set()
+    assert h.wait_idle(5)
+    assert sizes[0] == 1 and sizes[1] == 51  # 50 whole calls + the update, one transaction
+    entries = {e.call_id: e for e in store.history(u.id, limit=100)}
+    assert len(entries) == 51
+    assert all(entries[f"c{i}"].duration == 10.0 and not entries[f"c{i}"].missed
+               for i in range(50))
+    assert (entries["long"].answered_at, entries["long"].ended_at, entries["long"].duration) == (
+        3.0, 8.0, 5.0)
+    assert all(r.entry_id == entries[r_id].id for r, r_id in zip(records, [f"c{i}" for i in range(50)], strict=True))
+    h.close()
+
+
+def test_async_history_one_bad_write_costs_only_itself(store: Store) -> None:
+    """A batch holding a write that fails (its user is gone) is retried write by write: the
+    good entries are stored, the error is reported once, the bad entry's updates do nothing."""
+    u = store.add_user("100", tenant="acme")
+    errors: list[BaseException] = []
+    h = AsyncHistory(store, on_error=errors.append)
+    with h._cond:  # hold the worker so that all of these land in one batch
+        good1 = h.call_started(u.id, "good1", "in", "", "1", at=1.0)
+        bad = h.call_started(424242, "bad", "in", "", "2", at=2.0)
+        good2 = h.call_started(u.id, "good2", "in", "", "3", at=3.0)
+        h.call_ended(good1, 4.0)
+    assert h.wait_idle(5)
+    h.call_answered(bad, 5.0)
+    h.call_ended(bad, 6.0)
+    h.call_ended(good2, 7.0)
+    assert h.wait_idle(5)
+    assert len(errors) == 1 and bad.failed and bad.entry_id is None
+    got = sorted((e.call_id, e.ended_at, e.missed) for e in store.history(u.id))
+    assert got == [("good1", 4.0, True), ("good2", 7.0, True)]
     h.close()

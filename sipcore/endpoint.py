@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from sipcore.transaction import (
     AckTimedOut,
     ClientTransaction,
     Event,
+    ForeignChallengeDropped,
     Input,
     InviteClientTransaction,
     InviteServerTransaction,
@@ -86,11 +88,13 @@ __all__ = [
     "Endpoint",
     "EndpointConfig",
     "Event",
+    "ForeignChallengeDropped",
     "RequestCancelled",
     "RequestReceived",
     "ResponseReceived",
     "TransactionTimedOut",
     "TransportErrored",
+    "came_from",
 ]
 
 DEFAULT_ALLOW = frozenset({
@@ -158,7 +162,33 @@ _STAT_KEYS = (
     "responses_received_4xx", "responses_received_5xx", "responses_received_6xx",
     "responses_sent_1xx", "responses_sent_2xx", "responses_sent_3xx",
     "responses_sent_4xx", "responses_sent_5xx", "responses_sent_6xx",
+    "foreign_challenges",
 )  # fmt: skip
+
+
+def came_from(sent_to: Peer, source: Peer) -> bool:
+    """Could a response from ``source`` come from where we sent the request (``sent_to``)?
+
+    The same connection when both name one (TCP/TLS/WS), else the same transport, address and
+    port. A ``sent_to`` host that is a DNS name cannot be compared here (the transport resolved
+    it): True, and a TU that cares (trunks) checks the source against what it knows.
+    """
+    if sent_to.conn_id is not None and source.conn_id is not None:
+        return sent_to.conn_id == source.conn_id
+    if sent_to.transport != source.transport or sent_to.port != source.port:
+        return False
+    expected = _ip(sent_to.host)
+    return expected is None or expected == _ip(source.host)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:a.b.c.d from a dual-stack socket
+    return address
 
 
 def _clean_reason(reason: str) -> str:
@@ -216,7 +246,7 @@ class Endpoint:
             if isinstance(message, Request):
                 self._receive_request(message, peer, now)
             else:
-                self._receive_response(message, now)
+                self._receive_response(message, peer, now)
         except RemoteProtocolError as exc:
             # The one place where a remote protocol error becomes a response (DESIGN.md §4).
             if isinstance(message, Request):
@@ -573,7 +603,7 @@ class Endpoint:
             self._count_sent(487)
             self._events.append(RequestCancelled(invite.id))
 
-    def _receive_response(self, response: Response, now: float) -> None:
+    def _receive_response(self, response: Response, peer: Peer, now: float) -> None:
         self._stats["responses_received"] += 1
         status = response.status
         if 100 <= status < 700:
@@ -586,7 +616,16 @@ class Endpoint:
             self._stats["stray_responses"] += 1
             self._emit_trace("sip.stray_response", status=status, branch=branch)
             return
-        tx.receive_response(response, now)
+        if status in (401, 407) and not came_from(tx.peer, peer):
+            # Answering it would hand credentials to whoever sent it, and letting it complete
+            # the transaction would let anyone who learnt the branch block the real answer:
+            # the transaction never sees it; the TU hears of it for its security log.
+            self._stats["foreign_challenges"] += 1
+            self._emit_trace("sip.foreign_challenge", status=status, host=peer.host,
+                             sent_to=tx.peer.host)
+            self._events.append(ForeignChallengeDropped(response, tx.id, peer, tx.peer))
+            return
+        tx.receive_response(response, now, peer)
         if (
             status < 200
             and isinstance(tx, InviteClientTransaction)

@@ -69,10 +69,28 @@ class RequestReceived:
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
-    """A response matched one of our client transactions (retransmitted 2xx included)."""
+    """A response matched one of our client transactions (retransmitted 2xx included).
+
+    ``peer`` is where the response came from (its connection for TCP/TLS/WS): a TU that
+    answers challenges checks it against where it sent the request (SECURITY.md, "credential
+    leaks").
+    """
 
     response: Response
     transaction_id: str
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignChallengeDropped:
+    """A 401/407 matched one of our client transactions but came from another address than
+    the one the request went to (``sent_to``).  The transaction never saw it — it still waits
+    for the real answer — and nobody may answer it; the TU logs it (a security event)."""
+
+    response: Response
+    transaction_id: str
+    peer: Peer
+    sent_to: Peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +137,7 @@ Event = (
     | RequestCancelled
     | AckReceived
     | AckTimedOut
+    | ForeignChallengeDropped
 )
 
 
@@ -474,7 +493,7 @@ class ClientTransaction(Transaction):
     """ICT/NICT common parts: the serialized request is kept for retransmission."""
 
     TU_INPUTS = CLIENT_TU_INPUTS
-    __slots__ = ("_data", "ack", "cancel_reason", "cancel_requested", "cancel_sent")
+    __slots__ = ("_data", "ack", "cancel_reason", "cancel_requested", "cancel_sent", "source")
 
     def __init__(
         self, host: TransactionHost, tx_id: str, key: object, request: Request, peer: Peer
@@ -489,13 +508,16 @@ class ClientTransaction(Transaction):
         self.cancel_sent = False
         #: Reason header value for the CANCEL (RFC 3326), if any.
         self.cancel_reason: str | None = None
+        #: Where the response being handled came from (reported in ResponseReceived.peer).
+        self.source = peer
 
     def start(self, now: float) -> None:
         """Hand the request to the transaction: first transmission and timers."""
         self.handle(In.START, now)
 
-    def receive_response(self, response: Response, now: float) -> Action:
-        """A response matched this transaction."""
+    def receive_response(self, response: Response, now: float, source: Peer) -> Action:
+        """A response from ``source`` matched this transaction."""
+        self.source = source
         return self.handle(response_input(response.status), now, response)
 
     def _retransmit(self) -> None:
@@ -503,11 +525,11 @@ class ClientTransaction(Transaction):
 
     def _pass_provisional(self, now: float, message: Response | None) -> None:
         assert message is not None
-        self._host.post(ResponseReceived(message, self.id))
+        self._host.post(ResponseReceived(message, self.id, self.source))
 
     def _pass_response(self, now: float, message: Response | None) -> None:
         assert message is not None
-        self._host.post(ResponseReceived(message, self.id))
+        self._host.post(ResponseReceived(message, self.id, self.source))
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -536,7 +558,7 @@ class InviteClientTransaction(ClientTransaction):
     def _pass_2xx(self, now: float, message: Response | None) -> None:
         self._stop(In.TIMER_A, In.TIMER_B)
         assert message is not None
-        self._host.post(ResponseReceived(message, self.id))
+        self._host.post(ResponseReceived(message, self.id, self.source))
         self._start(In.TIMER_M, 64 * self._host.timers.t1, now)
 
     def _ack_and_pass(self, now: float, message: Response | None) -> None:
@@ -544,7 +566,7 @@ class InviteClientTransaction(ClientTransaction):
         self._stop(In.TIMER_A, In.TIMER_B)
         self.ack = build_ack(self.request, message).serialize()
         self._host.transmit(self.ack, self.peer, False)
-        self._host.post(ResponseReceived(message, self.id))
+        self._host.post(ResponseReceived(message, self.id, self.source))
         self._start(In.TIMER_D, 0.0 if self.reliable else self._host.timers.timer_d, now)
 
     def _resend_ack(self, now: float, message: Response | None) -> None:
@@ -582,7 +604,7 @@ class NonInviteClientTransaction(ClientTransaction):
     def _pass_final(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._stop(In.TIMER_E, In.TIMER_F)
-        self._host.post(ResponseReceived(message, self.id))
+        self._host.post(ResponseReceived(message, self.id, self.source))
         self._start(In.TIMER_K, 0.0 if self.reliable else self._host.timers.t4, now)
 
 

@@ -117,7 +117,7 @@ async def test_registers_through_a_challenge_and_consumes_only_its_own_events() 
         assert contact.startswith("<sip:4930111@127.0.0.1:")
         assert manager.contact_for(manager.trunks["carrier"]) in contact
         # events that are not ours are left to the server
-        stray = ResponseReceived(ok(fake.received[0]), "t-unknown")
+        stray = ResponseReceived(ok(fake.received[0]), "t-unknown", Peer("udp", CARRIER, port))
         assert manager.on_event(stray) is False
         assert manager.on_event(TransactionTimedOut("t-unknown")) is False
         assert manager.on_event(RequestReceived(fake.received[0], Peer("udp", CARRIER, port),

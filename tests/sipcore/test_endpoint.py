@@ -14,11 +14,13 @@ from sipcore.endpoint import (
     AckTimedOut,
     Endpoint,
     EndpointConfig,
+    ForeignChallengeDropped,
     RequestCancelled,
     RequestReceived,
     ResponseReceived,
     TransactionTimedOut,
     TransportErrored,
+    came_from,
 )
 from sipcore.errors import LocalProtocolError
 from sipcore.headers import Headers
@@ -498,3 +500,45 @@ def test_random_event_sequences_never_raise(actions: list[tuple[object, ...]]) -
         ep.transport_failed(BOB, now)
     ep.handle_timer(now + 600.0)
     assert ep.statistics()["transactions"] == 0 and ep.get_timer() is None
+
+
+@pytest.mark.parametrize("status", [401, 407])
+def test_challenge_from_another_address_never_reaches_the_transaction(status: int) -> None:
+    """SECURITY.md "credential leaks": a 401/407 with our branch from anywhere but where the
+    INVITE went is reported as ForeignChallengeDropped (no ACK to anybody); the transaction
+    still takes the real answer, whose ResponseReceived names its source."""
+    ep = Endpoint(config())
+    tx = ep.send_request(invite_request(), BOB, 0.0)
+    ((data, _),) = ep.data_to_send()
+    inv = parse_message(data)
+    assert isinstance(inv, Request)
+    challenge = make_response(inv, status, to_tag="x1")
+    for forger in (Peer("udp", "198.51.100.66", BOB.port), Peer("udp", BOB.host, BOB.port + 1),
+                   Peer("tcp", BOB.host, BOB.port, conn_id=3)):
+        ep.receive_datagram(challenge.serialize(), forger, 0.1)
+        (event,) = ep.events()
+        assert isinstance(event, ForeignChallengeDropped)
+        assert (event.transaction_id, event.peer, event.sent_to) == (tx, forger, BOB)
+        assert event.response.status == status
+        assert ep.data_to_send() == []  # not even an ACK
+    assert ep.statistics()["foreign_challenges"] == 3
+    real = Peer("udp", f"::ffff:{BOB.host}", BOB.port)  # a dual-stack socket's spelling
+    ep.receive_datagram(challenge.serialize(), real, 0.2)
+    (event,) = ep.events()
+    assert isinstance(event, ResponseReceived) and event.peer == real
+    assert event.transaction_id == tx and event.response.status == status
+    ((ack, _),) = ep.data_to_send()
+    assert ack.startswith(b"ACK ")
+
+
+def test_came_from_compares_connection_address_and_port() -> None:
+    sent = Peer("tcp", "192.0.2.5", 5060, conn_id=4)
+    assert came_from(sent, Peer("tcp", "192.0.2.5", 5060, conn_id=4))
+    assert not came_from(sent, Peer("tcp", "192.0.2.5", 5060, conn_id=5))
+    fresh = Peer("tcp", "192.0.2.5", 5060)  # "open a new connection": compare the address
+    assert came_from(fresh, Peer("tcp", "192.0.2.5", 5060, conn_id=9))
+    assert not came_from(fresh, Peer("tcp", "192.0.2.6", 5060, conn_id=9))
+    assert not came_from(fresh, Peer("udp", "192.0.2.5", 5060))
+    assert came_from(Peer("udp", "[2001:db8::1]", 5060), Peer("udp", "2001:db8:0::1", 5060))
+    # a DNS name was resolved by the transport: the TU has to judge (trunks do)
+    assert came_from(Peer("udp", "carrier.example", 5060), Peer("udp", "192.0.2.9", 5060))

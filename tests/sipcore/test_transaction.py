@@ -130,7 +130,7 @@ def apply(tx: Transaction, event: Input, now: float = 0.0) -> Action:
     if event in status:
         resp = response(tx.request, status[event])
         if isinstance(tx, ClientTransaction):
-            return tx.receive_response(resp, now)
+            return tx.receive_response(resp, now, tx.peer)
         assert isinstance(tx, ServerTransaction)
         return tx.send_response(resp, now)
     if event is Input.ACK and isinstance(tx, InviteServerTransaction):
@@ -229,7 +229,7 @@ def test_ict_non_2xx_generates_ack_and_timer_d(peer: Peer) -> None:
     tx.start(0.0)
     host.now = 0.2
     final = response(tx.request, 486)
-    tx.receive_response(final, 0.2)
+    tx.receive_response(final, 0.2, tx.peer)
     ack = parse_message(host.sent[-1][1])
     assert isinstance(ack, Request) and ack.method == "ACK"
     # §17.1.1.3: same branch and Request-URI, To with the response's tag, CSeq number kept
@@ -238,13 +238,13 @@ def test_ict_non_2xx_generates_ack_and_timer_d(peer: Peer) -> None:
     assert ack.to_tag == "totag" and ack.cseq.seq == 1 and ack.cseq.method == "ACK"
     assert ack.headers.get_all("Route") == tx.request.headers.get_all("Route")
     assert len(ack.vias) == 1
-    assert host.events == [ResponseReceived(final, "tx1")]
+    assert host.events == [ResponseReceived(final, "tx1", tx.peer)]
     if peer.reliable:
         assert tx.state is State.TERMINATED  # Timer D = 0
         return
     assert tx.state.value == "completed"
     # retransmitted final -> same ACK again, not passed up
-    tx.receive_response(final, 1.0)
+    tx.receive_response(final, 1.0, tx.peer)
     assert host.sent[-1][1] == host.sent[-2][1] and len(host.events) == 1
     host.run(100.0)
     assert (0.2 + 32.0, Input.TIMER_D) in host.fired
@@ -258,10 +258,10 @@ def test_ict_2xx_goes_to_accepted_until_timer_m(t1: float) -> None:
     assert isinstance(tx, InviteClientTransaction)
     tx.start(0.0)
     ok = response(tx.request, 200)
-    tx.receive_response(ok, 0.0)
+    tx.receive_response(ok, 0.0, tx.peer)
     assert tx.state.value == "accepted"
-    tx.receive_response(ok, 1.0)  # retransmitted 2xx reaches the TU (RFC 6026 §8.4)
-    assert host.events == [ResponseReceived(ok, "tx1")] * 2
+    tx.receive_response(ok, 1.0, tx.peer)  # retransmitted 2xx reaches the TU (RFC 6026 §8.4)
+    assert host.events == [ResponseReceived(ok, "tx1", tx.peer)] * 2
     assert not any(b"ACK" in d.split(b"\r\n")[0] for _, d, _ in host.sent)  # TU ACKs a 2xx
     host.run(1000.0)
     assert host.fired == [(64 * t1, Input.TIMER_M)]
@@ -274,7 +274,7 @@ def test_ict_provisional_stops_retransmissions_and_timer_b() -> None:
     assert isinstance(tx, InviteClientTransaction)
     tx.start(0.0)
     host.run(0.7)
-    tx.receive_response(response(tx.request, 180), 0.7)
+    tx.receive_response(response(tx.request, 180), 0.7, tx.peer)
     host.run(1000.0)
     assert host.retransmit_times() == [0.5]
     assert tx.state.value == "proceeding"
@@ -317,7 +317,7 @@ def test_nict_proceeding_retransmits_every_t2() -> None:
     assert isinstance(tx, NonInviteClientTransaction)
     tx.start(0.0)
     host.run(0.6)
-    tx.receive_response(response(tx.request, 100), 0.6)
+    tx.receive_response(response(tx.request, 100), 0.6, tx.peer)
     host.run(1000.0)
     # after the first retransmission at 0.5 the next E fires at 1.5 (armed before the 1xx),
     # then every T2
@@ -334,12 +334,12 @@ def test_nict_timer_k(peer: Peer, k: float) -> None:
     assert isinstance(tx, NonInviteClientTransaction)
     tx.start(0.0)
     final = response(tx.request, 200)
-    tx.receive_response(final, 1.0)
+    tx.receive_response(final, 1.0, tx.peer)
     if k == 0.0:
         assert tx.state is State.TERMINATED
         return
-    tx.receive_response(final, 2.0)  # absorbed in Completed
-    assert host.events == [ResponseReceived(final, "tx1")]
+    tx.receive_response(final, 2.0, tx.peer)  # absorbed in Completed
+    assert host.events == [ResponseReceived(final, "tx1", tx.peer)]
     host.run(100.0)
     assert host.fired[-1] == (6.0, Input.TIMER_K)
 

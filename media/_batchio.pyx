@@ -93,6 +93,7 @@ DEF N_COUNTERS = 8
 
 ALIVE = 2.0
 PROBATION = 4
+LATCH_WINDOW = 2.0
 COUNTERS = (
     "rx_packets", "rx_octets", "tx_packets", "tx_octets", "relayed", "malformed", "source",
     "tx_errors",
@@ -100,6 +101,7 @@ COUNTERS = (
 
 cdef double C_ALIVE = 2.0
 cdef int C_PROBATION = 4
+cdef double C_LATCH_WINDOW = 2.0
 
 ctypedef struct slot_t:
     int fd
@@ -116,6 +118,9 @@ ctypedef struct slot_t:
     int has_cand
     unsigned int cand_seq
     int cand_n
+    double latch_until
+    sockaddr_storage prev
+    int has_prev
     int relay
     unsigned int out_ssrc
     unsigned char pt_map[128]
@@ -149,6 +154,16 @@ cdef inline bint addr_eq(const sockaddr_storage *a, const sockaddr_storage *b) n
     b6 = <const sockaddr_in6 *>b
     return a6.sin6_port == b6.sin6_port and memcmp(a6.sin6_addr.s6_addr, b6.sin6_addr.s6_addr,
                                                    16) == 0
+
+
+cdef inline bint host_eq(const sockaddr_storage *a, const sockaddr_storage *b) noexcept nogil:
+    # the address without the port
+    if a.ss_family != b.ss_family:
+        return False
+    if a.ss_family == AF_INET:
+        return (<const sockaddr_in *>a).sin_addr.s_addr == (<const sockaddr_in *>b).sin_addr.s_addr
+    return memcmp((<const sockaddr_in6 *>a).sin6_addr.s6_addr,
+                  (<const sockaddr_in6 *>b).sin6_addr.s6_addr, 16) == 0
 
 
 cdef inline int header_length(const unsigned char *d, Py_ssize_t n) noexcept nogil:
@@ -221,9 +236,19 @@ cdef inline bint source_ok(slot_t *s, const sockaddr_storage *addr, unsigned int
         s.has_cur = 1
         s.cur_seen = now
         s.has_cand = 0
+        s.latch_until = -1e18
         return True
     if s.has_cur and addr_eq(addr, &s.cur):
         s.cur_seen = now
+        return True
+    if now < s.latch_until:
+        # after a re-offer: only the signalled host latches (see media.batchio)
+        if not s.has_sig or (s.has_prev and addr_eq(addr, &s.prev)) or not host_eq(addr, &s.sig):
+            return False
+        memcpy(&s.cur, addr, sizeof(sockaddr_storage))
+        s.has_cur = 1
+        s.cur_seen = now
+        s.latch_until = -1e18
         return True
     if now - s.sig_seen < C_ALIVE or now - s.cur_seen < C_ALIVE:
         s.has_cand = 0
@@ -323,6 +348,7 @@ cdef class PacketHub:
         s.rtcp_mux = rtcp_mux
         s.sig_seen = -1e18
         s.cur_seen = -1e18
+        s.latch_until = -1e18
         s.relay = -1
         s.tap_pt = -1
         s.ts_step = 160
@@ -350,9 +376,16 @@ cdef class PacketHub:
                 self.slots[i].relay = -1
         self.free_slots.append(slot)
 
-    def set_remote(self, int slot, addr):
-        """Set the signalled remote address (from SDP); it becomes the send target."""
+    def set_remote(self, int slot, addr, now=None):
+        """Set the signalled remote address (from SDP); with ``now``, a re-offer opens the
+        latch window (see media.batchio)."""
         cdef slot_t *s = self._get(slot)
+        cdef sockaddr_storage prev
+        cdef int had = s.has_cur or s.has_sig
+        if s.has_cur:
+            memcpy(&prev, &s.cur, sizeof(sockaddr_storage))
+        elif s.has_sig:
+            memcpy(&prev, &s.sig, sizeof(sockaddr_storage))
         if addr is None:
             s.has_sig = 0
             s.has_cur = 0
@@ -365,6 +398,13 @@ cdef class PacketHub:
         s.cur_seen = -1e18
         s.has_cand = 0
         s.cand_n = 0
+        s.has_prev = 0
+        s.latch_until = -1e18
+        if now is not None and addr is not None and not (had and addr_eq(&prev, &s.sig)):
+            if had:
+                memcpy(&s.prev, &prev, sizeof(sockaddr_storage))
+                s.has_prev = 1
+            s.latch_until = <double>now + C_LATCH_WINDOW
 
     def remote(self, int slot):
         """Where this slot sends: the latched source, else the signalled address."""

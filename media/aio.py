@@ -246,8 +246,6 @@ class SrtpKeys(Protocol):
 
 _RTP_HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
-#: An empty RTP header (version 2) for :meth:`RtpSession._vouch_for_remote`.
-_VOUCH_HEADER = bytes([0x80, 0]) + bytes(10)
 _DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False), "recvonly": (False, True),
                "inactive": (False, False)}
 
@@ -342,29 +340,23 @@ class RtpSession:
 
         ``host`` must be a numeric IP address (resolve names in the signalling layer).
 
-        A *new* address (re-INVITE/UPDATE moved the media) resets the latch to it and counts it
-        as heard now: packets still arriving from the old address are then a foreign source
-        under the anti-bleed rule (refused while the signalled source is alive, which it is from
-        this moment for ``ALIVE`` seconds and then as long as it sends), so stale packets from
-        the old port cannot pull the audio back there.
+        A *new* address (re-INVITE/UPDATE moved the media) goes to the packet hub as a
+        re-offer: the source heard until now is refused from this moment, and for the hub's
+        latch window (``LATCH_WINDOW``) only the new signalled address, or the first packet
+        from its host on another port, re-latches the stream (symmetric RTP, RFC 4961); packets
+        from anywhere else are dropped and counted as ``source``. So stale packets from the old
+        port cannot pull the audio back there, and no stranger can take the stream over.
         """
         previous = self.remote
         self.remote = (host, port)
-        self._hub.set_remote(self.slot, self.remote)
         if previous is not None and previous != self.remote:
-            self._vouch_for_remote()
+            loop = self.engine._loop
+            self._hub.set_remote(self.slot, self.remote, loop.time() if loop is not None else 0.0)
+        else:
+            self._hub.set_remote(self.slot, self.remote)
         if self.rtcp_slot is not None:
             self.remote_rtcp = (host, rtcp_port if rtcp_port is not None else port + 1)
             self._hub.set_remote(self.rtcp_slot, self.remote_rtcp)
-
-    def _vouch_for_remote(self) -> None:
-        # The hub marks a source alive only when it hears it; a minimal RTP header "from" the
-        # signalled address runs through the hub's own source rule and does exactly that (the
-        # signalled address is always accepted; nothing is decoded or counted as received).
-        loop = self.engine._loop
-        now = loop.time() if loop is not None else 0.0
-        assert self.remote is not None
-        self._hub.accept(self.slot, _VOUCH_HEADER, self.remote, now)
 
     def set_direction(self, direction: str) -> None:
         """SDP direction: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (hold)."""

@@ -17,6 +17,10 @@ made for it:
   accepted; a different source is accepted only after 4 in-sequence packets, and never while the
   signalled or the current source was heard within :data:`ALIVE` seconds. Accepted packets make
   their source the send target (symmetric RTP, RFC 4961). Refused packets count ``source``;
+* the latch window after a re-offer: when SDP moves a running stream (``set_remote`` with
+  ``now``), the old source is refused outright and for :data:`LATCH_WINDOW` seconds only the new
+  signalled address, or the first packet from the signalled host on another port (a NAT that
+  rewrote the port, RFC 4961 style), may latch; no stranger starts probation in that window;
 * the relay fast path: a slot with a relay target rewrites SSRC, sequence number, timestamp (and
   payload type through a map) for the outgoing leg and sends the packet from the target's socket
   to the target's current remote address, so a relayed call never reaches Python.
@@ -45,6 +49,8 @@ import numpy.typing as npt
 ALIVE = 2.0
 #: In-sequence packets a new source must send before it is accepted.
 PROBATION = 4
+#: Seconds after a re-offer during which the stream re-latches on the new signalled host only.
+LATCH_WINDOW = 2.0
 #: Upper bound on packets drained per socket in one poll (keeps one busy socket from starving).
 MAX_PER_SOCKET = 32
 
@@ -109,7 +115,9 @@ class _Slot:
         "in_ssrc",
         "last_seq",
         "last_ts",
+        "latch_until",
         "out_ssrc",
+        "prev",
         "pt_map",
         "raw",
         "relay",
@@ -135,6 +143,8 @@ class _Slot:
         self.cand: Addr | None = None
         self.cand_seq = 0
         self.cand_n = 0
+        self.latch_until = -1e18  # end of the latch window after a re-offer
+        self.prev: Addr | None = None  # the source a re-offer moved away from
         self.relay = -1
         self.out_ssrc = 0
         self.pt_map: bytes | None = None
@@ -200,14 +210,28 @@ class PacketHub:
                 other.relay = -1
         self._free.append(slot)
 
-    def set_remote(self, slot: int, addr: Addr | None) -> None:
-        """Set the signalled remote address (from SDP); it becomes the send target."""
+    def set_remote(self, slot: int, addr: Addr | None, now: float | None = None) -> None:
+        """Set the signalled remote address (from SDP); it becomes the send target.
+
+        With ``now`` the address comes from a re-offer (re-INVITE/UPDATE) of a running stream:
+        the source used until now is refused from here on, and until ``now +``
+        :data:`LATCH_WINDOW` only the new signalled address — or the first packet from its host
+        on another port — latches; other sources are dropped and counted, none starts
+        probation. Without ``now`` (the first signalled address) no window opens.
+        """
         s = self._slots[slot]
+        prev = s.cur if s.cur is not None else s.sig
         s.sig = addr
         s.cur = addr
         s.sig_seen = s.cur_seen = -1e18
         s.cand = None
         s.cand_n = 0
+        if now is not None and addr is not None and prev != addr:
+            s.prev = prev
+            s.latch_until = now + LATCH_WINDOW
+        else:
+            s.prev = None
+            s.latch_until = -1e18
 
     def remote(self, slot: int) -> Addr | None:
         """Where this slot sends: the latched source, else the signalled address."""
@@ -261,9 +285,19 @@ class PacketHub:
             s.cur = addr
             s.cur_seen = now
             s.cand = None
+            s.latch_until = -1e18
             return True
         if addr == s.cur:
             s.cur_seen = now
+            return True
+        if now < s.latch_until:
+            # After a re-offer: the signalled host's first packet latches (its NAT may have
+            # picked another port); the old source and every other host are refused.
+            if s.sig is None or addr == s.prev or addr[0] != s.sig[0]:
+                return False
+            s.cur = addr
+            s.cur_seen = now
+            s.latch_until = -1e18
             return True
         # A stranger: never while a known source is alive (RTP bleed / injection defence).
         if now - s.sig_seen < ALIVE or now - s.cur_seen < ALIVE:

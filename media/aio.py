@@ -39,7 +39,7 @@ from media import batchio as _batchio_ref
 from media import rtcp as _rtcp
 from media._accel import load
 from media.codecs import Codec, PayloadFormat, UnsupportedCodec, create_codec
-from media.dtmf import DtmfReceiver, DtmfSender
+from media.dtmf import DtmfReceiver, DtmfSender, DtmfSuppressor
 from media.jitter import JitterBuffer
 from media.mixer import Codec as MixCodec
 from media.mixer import Mixer, Mode
@@ -63,6 +63,7 @@ __all__ = [
     "RelayBridge",
     "RtpSession",
     "SrtpKeys",
+    "inband_only",
     "make_codec",
     "payload_format",
 ]
@@ -694,18 +695,41 @@ class Link:
         self._job.cancel()
 
 
-class Bridge:
-    """A two-party transcoding bridge: decode → resample → encode, both ways, every tick."""
+def inband_only(source: object, sink: object) -> bool:
+    """True when ``source`` (an RTP leg without telephone-event) can send digits only as tones
+    while ``sink`` negotiated RFC 4733: the sink gets the digits as events (or SIP INFO), so the
+    tones must not reach it as well (:class:`Bridge` mutes them)."""
+    return (getattr(source, "telephone_event_pt", 0) is None
+            and getattr(sink, "telephone_event_pt", None) is not None)
 
-    def __init__(self, clock: MediaClock, a: MediaPort, b: MediaPort) -> None:
+
+class Bridge:
+    """A two-party transcoding bridge: decode → resample → encode, both ways, every tick.
+
+    ``mute_dtmf`` = (a→b, b→a): replace in-band DTMF in that direction by silence
+    (:class:`media.dtmf.DtmfSuppressor`, one frame of delay). By default a direction is muted
+    when its source can only send tones and its sink gets digits as events
+    (:func:`inband_only`); between two in-band legs the audio passes untouched.
+    """
+
+    def __init__(self, clock: MediaClock, a: MediaPort, b: MediaPort, *,
+                 mute_dtmf: tuple[bool, bool] | None = None) -> None:
         self.a, self.b = a, b
         self._ab = _Resample(a.sample_rate, b.sample_rate)
         self._ba = _Resample(b.sample_rate, a.sample_rate)
+        if mute_dtmf is None:
+            mute_dtmf = (inband_only(a, b), inband_only(b, a))
+        self.suppress_ab = DtmfSuppressor(a.sample_rate) if mute_dtmf[0] else None
+        self.suppress_ba = DtmfSuppressor(b.sample_rate) if mute_dtmf[1] else None
         self._job = clock.add(self._tick, Phase.BRIDGE)
 
     def _tick(self, now: float) -> None:
         fa = self.a.get_frame()
         fb = self.b.get_frame()
+        if self.suppress_ab is not None:
+            fa = self.suppress_ab.process(fa)
+        if self.suppress_ba is not None:
+            fb = self.suppress_ba.process(fb)
         if fa is not None:
             self.b.put_frame(self._ab(fa))
         if fb is not None:

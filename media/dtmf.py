@@ -55,6 +55,7 @@ __all__ = [
     "DtmfPacket",
     "DtmfReceiver",
     "DtmfSender",
+    "DtmfSuppressor",
     "TelephoneEvent",
     "decode_event",
     "digit_to_event",
@@ -62,6 +63,7 @@ __all__ = [
     "encode_event",
     "event_to_digit",
     "goertzel",
+    "is_dtmf_frame",
     "tone_ratio",
 ]
 
@@ -576,3 +578,76 @@ class DtmfDetector:
         expected = 2.0 * math.pi * freq * h / self.sample_rate
         error = (advance - expected + math.pi) % (2.0 * math.pi) - math.pi
         return error * self.sample_rate / (2.0 * math.pi * h)
+
+
+# --- in-band suppression --------------------------------------------------------------------
+
+#: Suppressor limits: looser than the detector's, since muting a little too much costs 20 ms of
+#: audio while a tone that leaks through is dialled twice at the far end.
+SUPPRESS_MIN_SHARE = 0.5  # the pair's share of a frame's energy
+SUPPRESS_MAX_TWIST_DB = 10.0  # either way
+
+
+def is_dtmf_frame(frame: npt.ArrayLike, rate: int) -> bool:
+    """True when ``frame`` is (mostly) a DTMF pair: one row and one column tone, each at least
+    −36 dBm0, within ±10 dB of each other, together most of the frame's energy."""
+    x = np.ascontiguousarray(frame, dtype=np.float64).reshape(-1)
+    n = x.size
+    energy = float(x @ x)
+    if n == 0 or energy <= 0.0:
+        return False
+    p = np.empty(8, dtype=np.float64)
+    _kernel.goertzel_powers(x, _ALL_FREQUENCIES, float(rate), p)
+    pr = float(p[:4].max())
+    pc = float(p[4:].max())
+    minimum = dbm0_to_amplitude(MIN_LEVEL_DBM0) * n / 2.0  # |X| of a sine at the minimum level
+    if min(pr, pc) < minimum * minimum:
+        return False
+    if abs(10.0 * math.log10(pc / pr)) > SUPPRESS_MAX_TWIST_DB:
+        return False
+    return (pr + pc) / (energy * n / 2.0) >= SUPPRESS_MIN_SHARE
+
+
+class DtmfSuppressor:
+    """Mutes in-band DTMF in a stream of frames (sans-IO), for a leg whose digits the far end
+    receives as RFC 4733 events or SIP INFO instead: the tone must not reach it as well, or it
+    would be dialled twice.
+
+    Frames come out one frame late (:meth:`process` returns the previous frame), so the frame
+    before a tone — which a tone starting mid-frame only partly covers — is known to precede a
+    tone and is muted too; after the last tone frame ``hangover`` more frames are muted (the
+    tone's partly covered end). Muted frames are silence; other frames pass untouched.
+    """
+
+    def __init__(self, sample_rate: int = 8000, *, hangover: int = 1) -> None:
+        self.sample_rate = sample_rate
+        self.hangover = hangover
+        self._held: Frame | None = None
+        self._held_tone = False
+        self._after = 0  # frames still to mute after a tone
+        #: Frames replaced by silence so far.
+        self.muted = 0
+
+    def process(self, frame: Frame | None) -> Frame | None:
+        """Take this tick's frame (None: nothing arrived); return the previous tick's, muted
+        when it is DTMF or next to DTMF."""
+        tone = frame is not None and is_dtmf_frame(frame, self.sample_rate)
+        out, out_tone = self._held, self._held_tone
+        self._held, self._held_tone = frame, tone
+        if out is None:
+            self._after = max(0, self._after - 1)
+            return None
+        if out_tone:
+            self._after = self.hangover
+            mute = True
+        elif tone:
+            mute = True  # the tone starts in the next frame: this one may hold its onset
+        elif self._after > 0:
+            self._after -= 1
+            mute = True
+        else:
+            mute = False
+        if not mute:
+            return out
+        self.muted += 1
+        return np.zeros(len(out), dtype=np.int16)

@@ -84,6 +84,8 @@ class PbxServer:
         self._realms: dict[str, tuple[DigestServer, DigestServer,
                                       Callable[[str], Credentials | None]]] = {}
         self.trunks: TrunkManager | None = None
+        #: Directory.reloads when the trunk manager last took the directory's trunks.
+        self._trunks_seen = -1
         self.history: AsyncHistory | None = None
         self.digest = DigestServer(
             config.realm,
@@ -226,16 +228,31 @@ class PbxServer:
         SIP listeners are bound: the Contact needs their address). A trunk row that does not
         make a usable trunk is logged and left out."""
         assert self.sip is not None
-        configs = []
-        for row in self.directory.all_trunks():
-            try:
-                configs.append(TrunkConfig.from_store(row))
-            except ValueError as exc:
-                self.log.error("trunk.unusable", trunk=row.name, error=str(exc))
         advertise = self.config.sip.advertise or None
-        self.trunks = TrunkManager(configs, contact_host=advertise,
+        self.trunks = TrunkManager(self._trunk_configs(), contact_host=advertise,
                                    user_agent=f"{self.config.sip.user_agent}/{__version__}")
         self.trunks.start(self.sip)
+        self._trunks_seen = self.directory.reloads
+
+    def _trunk_configs(self) -> list[TrunkConfig]:
+        """The directory's trunks as TrunkConfigs (a row that makes no usable trunk is logged
+        and left out)."""
+        configs = []
+        for row in self.directory.all_trunks():
+            tenant = self.directory.tenant(row.tenant_id)
+            try:
+                configs.append(TrunkConfig.from_store(row, tenant=tenant.name if tenant else ""))
+            except ValueError as exc:
+                self.log.error("trunk.unusable", trunk=row.name, error=str(exc))
+        return configs
+
+    def _reconcile_trunks(self) -> None:
+        """After a directory reload (this process's write or another's, e.g. ``asyncpbx trunk
+        add``): trunks added, removed or changed take effect without a restart."""
+        if self.trunks is None or self.directory.reloads == self._trunks_seen:
+            return
+        self._trunks_seen = self.directory.reloads
+        self.trunks.reconcile(self._trunk_configs())
 
     async def _stop_calls(self) -> None:
         """Release every call (BYE/CANCEL/5xx), then stop the media engine."""
@@ -259,11 +276,12 @@ class PbxServer:
         except OSError as exc:
             self.log.error("http.listen_failed", listen=self.config.http.listen, error=str(exc))
 
-    def health_figures(self) -> dict[str, int]:
+    def health_figures(self) -> dict[str, object]:
         """What /health reports besides status and uptime."""
         calls = getattr(self, "b2bua", None)  # the call layer, once it runs
         return {"registrations": self.registrar.count(),
-                "active_calls": len(calls.calls) if calls is not None else 0}
+                "active_calls": len(calls.calls) if calls is not None else 0,
+                "trunks": self.trunks.health_list() if self.trunks is not None else []}
 
     def stop(self) -> None:
         """Ask :meth:`run` to return."""
@@ -299,6 +317,10 @@ class PbxServer:
                     self.log.info("directory.reloaded", reloads=self.directory.reloads)
             except Exception:
                 self.log.exception("directory.reload_failed")
+            try:
+                self._reconcile_trunks()
+            except Exception:
+                self.log.exception("trunk.reconcile_failed")
 
     def _keep_flow(self, b: Binding, removed: bool) -> None:
         """Keep a registration's TCP/TLS/WS connection open while its binding lives (RFC 5626

@@ -2,9 +2,14 @@
 this application later).
 
 aiohttp serves it on the server's event loop (``[http] listen``, port 0 allowed). ``/health``
-answers ``{"status": "ok", "registrations": N, "active_calls": N, "uptime": seconds}`` for load
-balancers and monitoring; when the server cannot produce its figures it answers 503 with
-``"status": "error"`` so a balancer takes the node out.
+answers ``{"status": "ok", "registrations": N, "active_calls": N, "uptime": seconds,
+"trunks": [...]}`` for load balancers and monitoring; when the server cannot produce its figures
+it answers 503 with ``"status": "error"`` so a balancer takes the node out.
+
+Each trunk entry (:meth:`pbx.trunks.TrunkManager.health_list`) has ``name``, ``tenant``,
+``kind`` ("ip"/"register"), ``state`` ("registered", "registering", "failed" — then
+``last_status``/``last_error`` say why —, "ip" for IP trunks) and, for a registration trunk,
+``next_refresh``: seconds until its next REGISTER (refresh or retry). Never a password.
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # aiohttp is imported when the service is built: config parsing stays light
     from aiohttp import web
 
-#: What the server reports: {"registrations": int, "active_calls": int}.
-HealthFigures = Callable[[], Mapping[str, int]]
+#: What the server reports: {"registrations": int, "active_calls": int, "trunks": [dict, ...]}.
+HealthFigures = Callable[[], Mapping[str, object]]
+
+#: Trunk entry fields /health passes on (anything else a figure source adds stays inside).
+TRUNK_FIELDS = ("name", "tenant", "kind", "state", "next_refresh", "expires_in", "last_status",
+                "last_error", "failures", "refused_challenges", "foreign_challenges")
 
 
 class HttpService:
@@ -42,8 +51,13 @@ class HttpService:
         except Exception as exc:  # the node is not healthy; say so instead of a 500 page
             return web_json({"status": "error", "error": type(exc).__name__, "uptime": uptime},
                             503)
-        body = {"status": "ok", "registrations": int(figures.get("registrations", 0)),
-                "active_calls": int(figures.get("active_calls", 0)), "uptime": uptime}
+        try:
+            body = {"status": "ok", "registrations": _int(figures.get("registrations", 0)),
+                    "active_calls": _int(figures.get("active_calls", 0)), "uptime": uptime,
+                    "trunks": _trunks(figures.get("trunks", []))}
+        except (TypeError, ValueError) as exc:
+            return web_json({"status": "error", "error": type(exc).__name__, "uptime": uptime},
+                            503)
         return web_json(body, 200)
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -70,6 +84,24 @@ class HttpService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"not a number: {value!r}")
+    return int(value)
+
+
+def _trunks(value: object) -> list[dict[str, object]]:
+    """The trunk entries, each reduced to :data:`TRUNK_FIELDS` (JSON-safe)."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"trunks: not a list: {value!r}")
+    out = []
+    for entry in value:
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"trunk entry: not a mapping: {entry!r}")
+        out.append({k: entry[k] for k in TRUNK_FIELDS if k in entry})
+    return out
 
 
 def web_json(body: Mapping[str, object], status: int) -> web.Response:

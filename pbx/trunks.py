@@ -34,10 +34,16 @@ from typing import Any, Literal, Protocol, cast
 from pbx.logsetup import get_logger
 from sipcore.aio.endpoint import AsyncEndpoint
 from sipcore.digest import DigestClient
+from sipcore.endpoint import came_from
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.headers import Headers
 from sipcore.message import Request, Response, new_call_id, new_tag
-from sipcore.transaction import ResponseReceived, TransactionTimedOut, TransportErrored
+from sipcore.transaction import (
+    ForeignChallengeDropped,
+    ResponseReceived,
+    TransactionTimedOut,
+    TransportErrored,
+)
 from sipcore.transport import Peer, TransportName
 from sipcore.uac_register import (
     ChallengeRefused,
@@ -194,6 +200,8 @@ class TrunkConfig:
     domain: str = ""
     #: The owning tenant (store row); trunk names are unique per tenant only, see :attr:`key`.
     tenant_id: int | None = None
+    #: The owning tenant's name (for ``/health`` and logs).
+    tenant: str = ""
     #: Parsed ``allowed_sources`` (derived; not a store column).
     sources: tuple[SourceRule, ...] = field(default=(), init=False, compare=False, repr=False)
 
@@ -220,7 +228,7 @@ class TrunkConfig:
         object.__setattr__(self, "sources", tuple(rules))
 
     @classmethod
-    def from_store(cls, row: TrunkRow, *, domain: str = "") -> TrunkConfig:
+    def from_store(cls, row: TrunkRow, *, domain: str = "", tenant: str = "") -> TrunkConfig:
         """Build from a store row (``pbx.store.Trunk``); raises ValueError naming the field."""
         kind = row.kind
         transport = row.transport
@@ -234,6 +242,7 @@ class TrunkConfig:
             username=row.username, password=row.password, realm=row.realm,
             allowed_sources=tuple(row.allowed_sources), trusted=bool(row.trusted),
             register_expiry=row.register_expiry, domain=domain, tenant_id=row.tenant_id,
+            tenant=tenant,
         )
 
     @property
@@ -268,6 +277,20 @@ class TrunkConfig:
     def matches_source(self, peer: Peer) -> bool:
         """Did a request from ``peer`` come from this trunk?"""
         return any(rule.matches(peer) for rule in self.sources)
+
+    def responds_from(self, source: Peer) -> bool:
+        """Did a response from ``source`` come from this trunk — the transport, address and
+        port we send to (for TCP/TLS that is the connection we opened to it)?
+
+        A ``host`` that is a DNS name was resolved by the transport and cannot be compared:
+        then the source must be one of ``allowed_sources`` (with our port), so an operator
+        who wants challenges from a named carrier answered lists its addresses.
+        """
+        if source.transport != self.transport or source.port != self.port:
+            return False
+        if _is_ip(self.host):
+            return came_from(self.peer, source)
+        return self.matches_source(source)
 
 
 def identify_trunk(trunks: Iterable[TrunkConfig], peer: Peer) -> TrunkConfig | None:
@@ -384,7 +407,7 @@ def answer_challenge(
 
     ``request`` is the one we sent in the challenged transaction and ``sent_to`` where we sent
     it: it must be this trunk's host; ``source`` (when the caller knows where the response came
-    from) must be too. The challenge must be for the trunk's ``realm``. The returned copy has
+    from) must be the trunk (:meth:`TrunkConfig.responds_from`). The challenge must be for the trunk's ``realm``. The returned copy has
     CSeq + 1 and no Via (the endpoint adds a fresh branch): send it in a new client transaction
     and use that CSeq from then on (RFC 3261 §22.2). Raises :class:`ChallengeRefusedError`.
     """
@@ -393,9 +416,10 @@ def answer_challenge(
     if not same_host(sent_to.host, trunk.host):
         raise ChallengeRefusedError(
             f"request went to {sent_to.host}, not to trunk {trunk.name} ({trunk.host})")
-    if source is not None and not same_host(source.host, trunk.host):
+    if source is not None and not trunk.responds_from(source):
         raise ChallengeRefusedError(
-            f"challenge came from {source.host}, not from trunk {trunk.name} ({trunk.host})")
+            f"challenge came from {source.transport}:{source.host}:{source.port}, not from "
+            f"trunk {trunk.name} ({trunk.transport}:{trunk.host}:{trunk.port})")
     if not trunk.realm:
         raise ChallengeRefusedError(f"trunk {trunk.name} has no realm configured")
     if not trunk.username:
@@ -416,8 +440,13 @@ def answer_challenge(
 # -------------------------------------------------------------------------------------- driver
 @dataclass(slots=True)
 class _Pending:
-    trunk: str
+    #: The registration slot: a trunk key, or a retiring registration's id.
+    slot: str
     cseq: int
+
+
+#: Transactions whose foreign challenges were logged (bounded: a flood must not grow it).
+_FOREIGN_LOGGED_MAX = 1024
 
 
 class TrunkManager:
@@ -425,9 +454,10 @@ class TrunkManager:
 
     Life cycle: build it with the trunks, call :meth:`start` once the endpoint is started,
     forward every endpoint event to :meth:`on_event` (it returns True for the ones it
-    consumed), and ``await`` :meth:`stop` before closing the endpoint.
-    ``contact_host`` is the address written into our Contact (needed when listening on a
-    wildcard address); otherwise the listener's own address is used.
+    consumed), call :meth:`reconcile` with the store's trunks whenever they may have changed
+    (the server does after each directory reload), and ``await`` :meth:`stop` before closing
+    the endpoint. ``contact_host`` is the address written into our Contact (needed when
+    listening on a wildcard address); otherwise the listener's own address is used.
     """
 
     def __init__(
@@ -441,6 +471,7 @@ class TrunkManager:
         user_agent: str | None = None,
         digest: DigestClient | None = None,
     ) -> None:
+        #: The current trunks by :attr:`TrunkConfig.key` (the B2BUA routes and identifies by it).
         self.trunks: dict[str, TrunkConfig] = {}
         for trunk in trunks:
             if trunk.key in self.trunks:
@@ -455,13 +486,20 @@ class TrunkManager:
         self.digest = digest if digest is not None else DigestClient()
         self.log = get_logger("trunks")
         self.seclog = get_logger("security")
+        #: The registration of each current registration trunk, by trunk key.
         self.registrations: dict[str, Registration] = {}
+        #: Registrations of removed or changed trunks that are still de-registering, by an id
+        #: of their own (the trunk key may already name the new registration).
+        self._retiring: dict[str, tuple[TrunkConfig, Registration]] = {}
+        self._retired = 0
         self._sip: AsyncEndpoint[Any] | None = None
         self._pending: dict[str, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stopped: asyncio.Event | None = None
         self._refused: dict[str, int] = dict.fromkeys(self.trunks, 0)
+        self._foreign: dict[str, int] = dict.fromkeys(self.trunks, 0)
+        self._foreign_logged: dict[str, None] = {}
 
     # -- the trunk table (inbound/outbound helpers for the B2BUA) ----------------------------------
 
@@ -523,19 +561,48 @@ class TrunkManager:
     def start(self, sip: AsyncEndpoint[Any]) -> None:
         """Begin registering every registration trunk over ``sip`` (already started)."""
         self._sip = sip
-        now = self._now()
         for trunk in self.trunks.values():
-            if trunk.kind != "register" or trunk.key in self.registrations:
-                continue
-            try:
-                registration = self._registration(trunk)
-            except LocalProtocolError as exc:
-                self.log.error("trunk.register.unusable", trunk=trunk.key, error=str(exc))
-                continue
-            self.registrations[trunk.key] = registration
-            registration.start(now)
-            self._drain(trunk.key)
+            self._begin(trunk)
         self._arm()
+
+    def reconcile(self, trunks: Iterable[TrunkConfig]) -> tuple[list[str], list[str], list[str]]:
+        """Make ``trunks`` (the store's, after a change) the current trunk table while running.
+
+        A new registration trunk starts registering; a removed one de-registers (REGISTER with
+        Expires: 0) and stops; a changed one does both (old binding removed, new one made). IP
+        trunks appear and disappear for inbound source matching and outbound routing at once.
+        A key given twice keeps the first. Returns the keys (added, removed, changed).
+        """
+        wanted: dict[str, TrunkConfig] = {}
+        for trunk in trunks:
+            if trunk.key in wanted:
+                self.log.error("trunk.duplicate", trunk=trunk.key)
+                continue
+            wanted[trunk.key] = trunk
+        added = [k for k in wanted if k not in self.trunks]
+        removed = [k for k in self.trunks if k not in wanted]
+        changed = [k for k, t in wanted.items() if k in self.trunks and self.trunks[k] != t]
+        if not (added or removed or changed):
+            return added, removed, changed
+        # A changed trunk whose binding would be the same one (same registrar and AOR) starts
+        # registering only once the old binding is removed: the Expires: 0 arriving after the
+        # new REGISTER would delete the new binding (_drain begins it then).
+        later = {key for key in removed + changed
+                 if self._retire(key) and key in changed
+                 and _same_binding(self.trunks[key], wanted[key])}
+        self.trunks = wanted
+        for key in added + changed:
+            self._refused.setdefault(key, 0)
+            self._foreign.setdefault(key, 0)
+            if self._sip is not None and key not in later:
+                self._begin(wanted[key])
+        for key in removed:
+            self._refused.pop(key, None)
+            self._foreign.pop(key, None)
+        self.log.info("trunk.reconciled", added=added, removed=removed, changed=changed)
+        if self._sip is not None:
+            self._arm()
+        return added, removed, changed
 
     async def stop(self, timeout: float = 5.0) -> None:
         """De-register every trunk (REGISTER with Expires: 0) and wait up to ``timeout``
@@ -544,7 +611,7 @@ class TrunkManager:
             return
         self._stopped = asyncio.Event()
         now = self._now()
-        for name, registration in self.registrations.items():
+        for name, registration in list(self.registrations.items()):
             registration.stop(now)
             self._drain(name)
         self._check_stopped()
@@ -553,6 +620,7 @@ class TrunkManager:
         except TimeoutError:
             waiting = [n for n, r in self.registrations.items()
                        if r.state is not RegistrationState.STOPPED]
+            waiting += [t.key for t, _ in self._retiring.values()]
             self.log.warning("trunk.unregister.timeout", trunks=waiting)
         finally:
             if self._timer is not None:
@@ -560,62 +628,104 @@ class TrunkManager:
             self._timer = None
             self._timer_at = None
             self._pending.clear()
+            self._retiring.clear()
 
     # -- events ------------------------------------------------------------------------------------
 
     def on_event(self, event: object) -> bool:
-        """Handle an endpoint event of one of our REGISTER transactions; True when consumed
+        """Handle an endpoint event of one of our REGISTER transactions, and log every
+        challenge the endpoint dropped because it came from elsewhere; True when consumed
         (the caller then ignores it)."""
+        if isinstance(event, ForeignChallengeDropped):
+            self._foreign_challenge(event)
+            return True
         if not isinstance(event, ResponseReceived | TransactionTimedOut | TransportErrored):
             return False
         pending = self._pending.get(event.transaction_id)
         if pending is None:
             return False
-        registration = self.registrations.get(pending.trunk)
+        slot = self._slot(pending.slot)
         now = self._now()
         if isinstance(event, ResponseReceived):
             if event.response.status < 200:
                 return True
             del self._pending[event.transaction_id]
-            if registration is not None:
-                # Forward compatible: an endpoint that reports the source of responses lets
-                # the registration refuse a challenge from another host.
-                source = getattr(event, "peer", None)
-                registration.handle_response(event.response, now,
-                                             source if isinstance(source, Peer) else None)
+            if slot is not None:
+                trunk, registration = slot
+                # The endpoint only lets a challenge through from where the REGISTER went, or
+                # when that was a DNS name: then we vouch for an allowed source (None) or hand
+                # the source over, and the registration refuses the challenge.
+                source = None if trunk.responds_from(event.peer) else event.peer
+                registration.handle_response(event.response, now, source)
         else:
             del self._pending[event.transaction_id]
-            if registration is not None:
+            if slot is not None:
                 reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport error"
-                registration.handle_failure(pending.cseq, now, reason)
-        self._drain(pending.trunk)
+                slot[1].handle_failure(pending.cseq, now, reason)
+        self._drain(pending.slot)
         self._arm()
         return True
+
+    def _foreign_challenge(self, event: ForeignChallengeDropped) -> None:
+        """SECURITY.md "credential leaks": someone else answered our request with a challenge.
+        One security line per transaction (a flood of forgeries is counted, not logged)."""
+        pending = self._pending.get(event.transaction_id)
+        trunk: TrunkConfig | None = None
+        if pending is not None:
+            slot = self._slot(pending.slot)
+            trunk = slot[0] if slot is not None else None
+        else:  # an INVITE of a trunk leg: known by where it went
+            trunk = next((t for t in self.trunks.values() if t.peer == event.sent_to), None)
+        if trunk is not None and trunk.key in self._foreign:
+            self._foreign[trunk.key] += 1
+        if event.transaction_id in self._foreign_logged:
+            return
+        if len(self._foreign_logged) >= _FOREIGN_LOGGED_MAX:
+            del self._foreign_logged[next(iter(self._foreign_logged))]
+        self._foreign_logged[event.transaction_id] = None
+        self.seclog.warning(
+            "security.trunk.foreign_challenge", src=event.peer.host, port=event.peer.port,
+            transport=event.peer.transport, status=event.response.status,
+            trunk=trunk.key if trunk is not None else None,
+            sent_to=f"{event.sent_to.host}:{event.sent_to.port}",
+            method=event.response.cseq.method if _has_cseq(event.response) else None)
 
     # -- health ------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, dict[str, object]]:
-        """Per trunk: kind, host, state ("registering"/"registered"/"failed"/"stopped"/…;
-        "ip" trunks report "static"), seconds until the binding expires, consecutive failures,
-        last error, refused challenges."""
+        """Per trunk key: name, tenant, kind, host, state ("registering"/"registered"/
+        "failed"/"stopped"/"idle"; "ip" for IP trunks), ``next_refresh`` (seconds until the
+        next REGISTER: refresh or retry), ``expires_in`` (seconds until the binding expires),
+        consecutive failures, last error and status, refused and foreign challenges."""
         now = self._now() if self._sip is not None else None
         out: dict[str, dict[str, object]] = {}
-        for name, trunk in self.trunks.items():
-            entry: dict[str, object] = {"kind": trunk.kind, "host": trunk.host,
-                                        "refused_challenges": self._refused.get(name, 0)}
-            registration = self.registrations.get(name)
+        for key, trunk in self.trunks.items():
+            entry: dict[str, object] = {
+                "name": trunk.name, "tenant": trunk.tenant, "kind": trunk.kind,
+                "host": trunk.host, "refused_challenges": self._refused.get(key, 0),
+                "foreign_challenges": self._foreign.get(key, 0)}
+            registration = self.registrations.get(key)
             if trunk.kind == "ip":
-                entry["state"] = "static"
+                entry["state"] = "ip"
             elif registration is None:
                 entry["state"] = "idle"
             else:
                 entry["state"] = _health_state(registration.state)
                 entry["failures"] = registration.failures
                 entry["last_error"] = registration.last_error
+                entry["last_status"] = _status_of(registration.last_error)
+                deadline = registration.get_timer()
+                if deadline is not None and now is not None:
+                    entry["next_refresh"] = max(0, round(deadline - now))
                 if registration.expires_at is not None and now is not None:
                     entry["expires_in"] = max(0, round(registration.expires_at - now))
-            out[name] = entry
+            out[key] = entry
         return out
+
+    def health_list(self) -> list[dict[str, object]]:
+        """:meth:`health` as a list sorted by tenant and name (what ``/health`` shows)."""
+        return sorted(self.health().values(),
+                      key=lambda e: (str(e["tenant"]), str(e["name"])))
 
     def states(self) -> Mapping[str, str]:
         """trunk key → health state (see :meth:`health`)."""
@@ -636,6 +746,45 @@ class TrunkManager:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    def _slot(self, slot: str) -> tuple[TrunkConfig, Registration] | None:
+        """(trunk, registration) of a current trunk key or a retiring registration's id."""
+        retiring = self._retiring.get(slot)
+        if retiring is not None:
+            return retiring
+        registration = self.registrations.get(slot)
+        trunk = self.trunks.get(slot)
+        return (trunk, registration) if registration is not None and trunk is not None else None
+
+    def _begin(self, trunk: TrunkConfig) -> None:
+        """Start registering ``trunk`` (a registration trunk without a registration)."""
+        if trunk.kind != "register" or trunk.key in self.registrations:
+            return
+        try:
+            registration = self._registration(trunk)
+        except LocalProtocolError as exc:
+            self.log.error("trunk.register.unusable", trunk=trunk.key, error=str(exc))
+            return
+        self.registrations[trunk.key] = registration
+        registration.start(self._now())
+        self._drain(trunk.key)
+
+    def _retire(self, key: str) -> bool:
+        """Take the registration of trunk ``key`` out of service: de-register (Expires: 0)
+        under an id of its own until it has stopped. True while that is under way."""
+        registration = self.registrations.pop(key, None)
+        trunk = self.trunks[key]
+        if registration is None or self._sip is None:
+            return False
+        self._retired += 1
+        slot = f"{key}#retired{self._retired}"
+        self._retiring[slot] = (trunk, registration)
+        for pending in self._pending.values():
+            if pending.slot == key:
+                pending.slot = slot
+        registration.stop(self._now())
+        self._drain(slot)
+        return slot in self._retiring
+
     def _registration(self, trunk: TrunkConfig) -> Registration:
         aor = f"sip:{trunk.username}@{trunk.aor_domain}"
         return Registration(
@@ -653,13 +802,14 @@ class TrunkManager:
             user_agent=self.user_agent,
         )
 
-    def _drain(self, name: str) -> None:
+    def _drain(self, slot_id: str) -> None:
         """Send what the registration wants sent; log what it reports."""
-        registration = self.registrations.get(name)
-        if registration is None:
+        slot = self._slot(slot_id)
+        if slot is None:
             return
+        trunk, registration = slot
+        name = trunk.key
         sip = self._require_sip()
-        trunk = self.trunks[name]
         for request in registration.requests_to_send():
             cseq = registration.cseq
             try:
@@ -668,10 +818,11 @@ class TrunkManager:
                 self.log.error("trunk.register.send_failed", trunk=name, error=str(exc))
                 registration.handle_failure(cseq, self._now(), f"send failed: {exc}")
                 continue
-            self._pending[tx_id] = _Pending(name, cseq)
+            self._pending[tx_id] = _Pending(slot_id, cseq)
         for event in registration.events():
             if isinstance(event, ChallengeRefused):
-                self._refused[name] = self._refused.get(name, 0) + 1
+                if name in self._refused:
+                    self._refused[name] += 1
                 self.seclog.warning(
                     "security.trunk.challenge_refused", trunk=name,
                     src=event.source.host if event.source else trunk.host,
@@ -688,16 +839,25 @@ class TrunkManager:
                     self.log.warning("trunk.register.failed", **fields)
                 else:
                     self.log.info("trunk.register." + event.state.value, **fields)
+        if slot_id in self._retiring and registration.state is RegistrationState.STOPPED:
+            del self._retiring[slot_id]
+            successor = self.trunks.get(name)
+            if successor is not None and successor is not trunk and self._stopped is None:
+                self._begin(successor)  # a changed trunk that waited for this (reconcile)
         self._check_stopped()
 
     def _check_stopped(self) -> None:
-        if self._stopped is not None and all(
+        if self._stopped is not None and not self._retiring and all(
             r.state is RegistrationState.STOPPED for r in self.registrations.values()
         ):
             self._stopped.set()
 
+    def _all_registrations(self) -> list[tuple[str, Registration]]:
+        return [*self.registrations.items(),
+                *((slot, reg) for slot, (_, reg) in self._retiring.items())]
+
     def _arm(self) -> None:
-        deadlines = [d for r in self.registrations.values() if (d := r.get_timer()) is not None]
+        deadlines = [d for _, r in self._all_registrations() if (d := r.get_timer()) is not None]
         deadline = min(deadlines) if deadlines else None
         if deadline == self._timer_at and (deadline is None or self._timer is not None):
             return
@@ -715,16 +875,38 @@ class TrunkManager:
         now = self._now()
         if deadline is not None:
             now = max(now, deadline)  # asyncio may fire a hair early
-        for name, registration in list(self.registrations.items()):
+        for slot, registration in self._all_registrations():
             try:
                 registration.handle_timer(now)
-                self._drain(name)
+                self._drain(slot)
             except Exception:  # one broken trunk must not stop the others' timers
-                self.log.exception("trunk.timer_failed", trunk=name)
+                self.log.exception("trunk.timer_failed", trunk=slot)
         self._arm()
+
+
+def _same_binding(old: TrunkConfig, new: TrunkConfig) -> bool:
+    """Would both trunks' registrations bind the same AOR at the same registrar?"""
+    return (old.peer, old.username, old.aor_domain) == (new.peer, new.username, new.aor_domain)
 
 
 def _health_state(state: RegistrationState) -> str:
     if state is RegistrationState.REFRESHING:
         return "registered"  # still bound while the refresh is out
     return str(state.value)
+
+
+def _status_of(error: str | None) -> int | None:
+    """The status code a registration's ``last_error`` starts with ("403 Forbidden" → 403;
+    None for a timeout or a refused challenge)."""
+    if error is None:
+        return None
+    head = error.split(" ", 1)[0].rstrip(":")
+    return int(head) if head.isdigit() and len(head) == 3 else None
+
+
+def _has_cseq(response: Response) -> bool:
+    try:
+        response.cseq  # noqa: B018 - parsing is the check
+    except ParseError:
+        return False
+    return True

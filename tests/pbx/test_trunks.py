@@ -301,8 +301,8 @@ def test_manager_answer_challenge_logs_and_returns_none_when_refused() -> None:
 def test_health_without_a_running_endpoint() -> None:
     manager = TrunkManager([trunk(), trunk(name="reg", kind="register")])
     health = manager.health()
-    assert health["telco"]["state"] == "static" and health["reg"]["state"] == "idle"
-    assert manager.states() == {"telco": "static", "reg": "idle"}
+    assert health["telco"]["state"] == "ip" and health["reg"]["state"] == "idle"
+    assert manager.states() == {"telco": "ip", "reg": "idle"}
     with pytest.raises(RuntimeError):
         manager.contact_for(trunk())
 

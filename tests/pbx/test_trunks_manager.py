@@ -171,5 +171,5 @@ async def test_unusable_trunk_does_not_stop_the_others() -> None:
     ) as (manager, _):
         await until(lambda: manager.states()["good"] == "registered")
         assert manager.states()["tcp-only"] == "idle"
-        assert manager.states()["static"] == "static"
+        assert manager.states()["static"] == "ip"
         assert manager.identify(Peer("udp", "203.0.113.1", 5060)) is manager.trunks["static"]

@@ -225,3 +225,58 @@ def test_trunks_added_and_removed_by_the_cli_take_effect_while_running(tmp_path:
         assert ["carrier"] in removed, reconciled
         # nothing more is sent to the removed trunk (a stopped registration has no timer)
         assert everything(carrier, 1.5) == []
+
+
+def test_foreign_challenge_to_an_outbound_invite_is_ignored_the_trunks_own_is_answered(
+        tmp_path: Path) -> None:
+    from tests.interop.test_calls_sipp import USERS as CALL_USERS
+    from tests.interop.test_calls_sipp import caller
+
+    carrier_auth = DigestServer(REALM, b"c" * 32, algorithms=("MD5",), proxy=True)
+    creds = {USERNAME: make_credentials(USERNAME, REALM, PASSWORD, ("MD5",))}
+    with udp_socket(CARRIER_HOST) as carrier, udp_socket(FORGER_HOST) as forger:
+        carrier_port = carrier.getsockname()[1]
+
+        def setup(store: object) -> None:
+            assert isinstance(store, Store)
+            store.add_trunk("carrier", kind="ip", host=CARRIER_HOST, port=carrier_port,
+                            username=USERNAME, password=PASSWORD, realm=REALM)
+            store.add_number("+49301112233", user=CALL_USERS[0][0])
+
+        config = "[media]\nport_min = 46000\nport_max = 46899\n"
+        with running_pbx(tmp_path, transports=("udp",), users=CALL_USERS, config_extra=config,
+                         store_setup=setup) as pbx:
+            outcome: list[tuple[int, int, str]] = []
+            call = threading.Thread(target=lambda: outcome.append(caller(
+                pbx, tmp_path, "call_uac_fail.xml", dst="0301234567", rtp_port=46990,
+                extra=["-key", "extra_header", "Subject: outbound"])))
+            call.start()
+            try:
+                invite, pbx_addr = receive(carrier, 20, lambda r: r.method == "INVITE")
+                assert invite.uri.user == "+49301234567"  # type: ignore[union-attr]
+                forged = make_response(invite, 407, to_tag=new_tag())
+                forged.headers.add("Proxy-Authenticate", f'Digest realm="{REALM}", '
+                                   'nonce="f0rged", algorithm=MD5, qop="auth"')
+                forger.sendto(forged.serialize(), pbx_addr)
+                for data in everything(carrier, 2.5):  # INVITE retransmissions at most
+                    message = parse_message(data)
+                    assert isinstance(message, Request) and message.method == "INVITE", data[:300]
+                    assert "Proxy-Authorization" not in message.headers, data[:600]
+                assert everything(forger, 0.2) == []  # no ACK, no credentials
+                lines = security_lines(pbx)
+                assert len(lines) == 1 and lines[0]["src"] == FORGER_HOST, lines
+                assert lines[0]["status"] == 407 and str(lines[0]["trunk"]).endswith("/carrier")
+
+                carrier.sendto(carrier_auth.challenge(invite, CARRIER_HOST, time.time())
+                               .serialize(), pbx_addr)
+                again, _ = receive(carrier, 10, lambda r: r.method == "INVITE"
+                                   and "Proxy-Authorization" in r.headers)
+                assert again.call_id == invite.call_id
+                assert carrier_auth.verify(again, CARRIER_HOST, creds.get, time.time()).ok
+                carrier.sendto(make_response(again, 486, to_tag=new_tag()).serialize(),
+                               pbx_addr)
+            finally:
+                call.join(60)
+            assert outcome and outcome[0][:2] == (1, 0), outcome
+            assert everything(forger, 0.2) == []
+            assert len(security_lines(pbx)) == 1

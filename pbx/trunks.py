@@ -286,11 +286,14 @@ class TrunkConfig:
         then the source must be one of ``allowed_sources`` (with our port), so an operator
         who wants challenges from a named carrier answered lists its addresses.
         """
-        if source.transport != self.transport or source.port != self.port:
+        # A request too large for UDP went over TCP to the same host:port (RFC 3261 §18.1.1).
+        switched = (self.transport, source.transport) == ("udp", "tcp")
+        if source.port != self.port or (source.transport != self.transport and not switched):
             return False
         if _is_ip(self.host):
-            return came_from(self.peer, source)
-        return self.matches_source(source)
+            return came_from(Peer(source.transport, self.host, self.port), source)
+        return any(rule.matches(Peer(self.transport, source.host, source.port))
+                   for rule in self.sources)
 
 
 def identify_trunk(trunks: Iterable[TrunkConfig], peer: Peer) -> TrunkConfig | None:

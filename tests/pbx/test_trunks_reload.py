@@ -213,7 +213,9 @@ def test_responds_from_is_the_address_we_send_to() -> None:
     assert t.responds_from(Peer("udp", f"::ffff:{CARRIER}", 5070))
     assert not t.responds_from(Peer("udp", CARRIER, 5071))
     assert not t.responds_from(Peer("udp", FORGER, 5070))
-    assert not t.responds_from(Peer("tcp", CARRIER, 5070, conn_id=1))
+    assert t.responds_from(Peer("tcp", CARRIER, 5070, conn_id=1))  # too large for UDP
+    assert not reg_trunk(5070, transport="tcp").responds_from(Peer("udp", CARRIER, 5070))
+    assert not reg_trunk(5070, transport="tls").responds_from(Peer("tcp", CARRIER, 5070))
     # a DNS name: only its listed addresses count
     named = reg_trunk(5070, host="carrier.example", allowed_sources=("127.0.0.2/32",))
     assert named.responds_from(Peer("udp", CARRIER, 5070))

@@ -14,12 +14,18 @@ What lives here
 * :class:`TrunkManager` — the asyncio driver: one sans-IO
   :class:`~sipcore.uac_register.Registration` per registration trunk over the server's
   :class:`~sipcore.aio.endpoint.AsyncEndpoint`, one timer handle for all of them, the endpoint's
-  events for our transactions (:meth:`TrunkManager.on_event`), per-trunk state for ``/health``,
-  de-registration on :meth:`TrunkManager.stop`.
+  events for our transactions (:meth:`TrunkManager.on_event`), per-trunk state for ``/health``
+  (:meth:`TrunkManager.health_list`), trunks added/removed/changed while running
+  (:meth:`TrunkManager.reconcile`: new ones register, removed ones de-register), de-registration
+  on :meth:`TrunkManager.stop`.
 
 Security (SECURITY.md "credential leaks", "toll fraud"): credentials are only ever computed in
-answer to a challenge on a transaction we sent to that trunk's host, in that trunk's realm; every
-refusal is a ``security.trunk.challenge_refused`` log line carrying ``src=``.
+answer to a challenge on a transaction we sent to that trunk's host, in that trunk's realm, that
+came from the trunk (:meth:`TrunkConfig.responds_from`); every refusal is a
+``security.trunk.challenge_refused`` log line carrying ``src=``. A challenge from another address
+never even reaches the transaction (the endpoint drops it, :class:`~sipcore.transaction.
+ForeignChallengeDropped`): it is logged once per transaction as
+``security.trunk.foreign_challenge src=…`` and the real answer is still awaited.
 """
 
 from __future__ import annotations

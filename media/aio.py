@@ -359,6 +359,14 @@ class RtpSession:
             self.remote_rtcp = (host, rtcp_port if rtcp_port is not None else port + 1)
             self._hub.set_remote(self.rtcp_slot, self.remote_rtcp)
 
+    def set_srtp(self, srtp: SrtpKeys | None) -> None:
+        """Switch this leg to SRTP with ``srtp`` (or back to plain RTP with None) before its
+        media flows: e.g. an offer retried with the other RTP profile after a 488. SRTP
+        packets go up raw (authenticated before anything else); plain ones are checked in the
+        hub."""
+        self.srtp = srtp
+        self._hub.set_raw(self.slot, srtp is not None)
+
     def set_direction(self, direction: str) -> None:
         """SDP direction: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (hold)."""
         self.sending, self.receiving = _DIRECTIONS[direction]

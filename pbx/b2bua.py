@@ -33,8 +33,12 @@ else SIP INFO). A leg without telephone-event bridged to one with it gets an in-
 
 SRTP (SDES, RFC 4568) is terminated per leg: an offer with RTP/SAVP and ``a=crypto`` is answered
 with RTP/SAVP and a key of ours, and that leg's RtpSession protects/unprotects with a
-:class:`media.srtp.SrtpSession`; the other legs keep whatever they negotiated (we offer plain
-RTP). A leg cannot switch between RTP and SRTP by re-INVITE (488); it may re-key.
+:class:`media.srtp.SrtpSession`; the other legs keep whatever they negotiated. We offer a callee
+plain RTP — or RTP/SAVP with fresh keys (one ``a=crypto`` per suite) to a device known to want
+SRTP; a 415/488/606 to that INVITE gets one new INVITE (CSeq + 1, new transaction) offering the
+other profile, and a device that took SAVP that way is remembered
+(:meth:`B2bua.learn_srtp`). A leg cannot switch between RTP and SRTP by re-INVITE (488); it may
+re-key.
 """
 
 from __future__ import annotations
@@ -64,7 +68,14 @@ from features.registry import FeatureRegistry, default_registry
 from media.aio import MediaEngine, RtpSession, payload_format
 from media.codecs import UnsupportedCodec
 from media.port import Frame, MediaPort, samples_per_frame
-from media.srtp import CryptoAttribute, SrtpSession, answer_crypto, parse_crypto
+from media.srtp import (
+    SUITES,
+    CryptoAttribute,
+    SrtpSession,
+    answer_crypto,
+    generate_crypto,
+    parse_crypto,
+)
 from media.tones import Segment, Tone, ToneGenerator, ToneName, tone_plan
 from pbx.callcontrol import (
     Call,
@@ -187,6 +198,19 @@ def _option_tags(message: Request | Response, name: str) -> set[str]:
 #: Secure RTP profiles (RFC 3711/4585); SDES keys (RFC 4568) ride in their ``a=crypto`` lines.
 SAVP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF")
+
+
+#: Final responses to an INVITE that reject its offer's media: Unsupported Media Type, Not
+#: Acceptable Here, Not Acceptable (RFC 3261 §21.4.13, §21.4.26, §21.6.4).
+MEDIA_REJECTED = (415, 488, 606)
+#: How many devices :meth:`B2bua.learn_srtp` remembers as wanting SRTP (oldest forgotten first).
+SRTP_DEVICES_MAX = 10_000
+
+
+def offer_keys() -> list[CryptoAttribute]:
+    """Fresh SDES keys for an RTP/SAVP offer: one ``a=crypto`` line per suite we support,
+    tags 1, 2, … in our order of preference (RFC 4568 §6.1)."""
+    return [generate_crypto(tag, suite) for tag, suite in enumerate(SUITES, start=1)]
 
 
 def first_audio(sdp: SessionDescription) -> MediaDescription | None:
@@ -411,14 +435,18 @@ class SipLeg(Leg):
         self.local_sdp = ans
         return ans
 
-    def _offer(self, first: str | None = None) -> SessionDescription:
+    def _offer(self, first: str | None = None,
+               crypto: list[CryptoAttribute] | None = None) -> SessionDescription:
+        """Our offer on this leg's session; RTP/SAVP with ``crypto`` as ``a=crypto`` lines
+        (SDES, RFC 4568) when given, else plain RTP/AVP."""
         assert self.session is not None
         codecs = list(ALL_CODECS)
         if first:
             codecs.sort(key=lambda c: c.name.upper() != first.upper())
         offer = create_offer(codecs, address=self.b2bua.sdp_address, port=self.session.local_port,
                              session_id=self.session_id, session_version=self.session_version,
-                             username="asyncpbx")
+                             username="asyncpbx", proto="RTP/SAVP" if crypto else "RTP/AVP",
+                             extra_attributes=[("crypto", c.to_sdp()) for c in crypto or ()])
         self.local_sdp = offer
         return offer
 
@@ -783,6 +811,73 @@ class OutboundLeg(SipLeg):
         self.invite_tx: str | None = None
         self.dialog_set: DialogSet | None = None
         self.cancelled = False
+        #: Our SDES keys while the offer is RTP/SAVP (one per suite, tags 1, 2…); None: plain.
+        self.offer_crypto: list[CryptoAttribute] | None = None
+        self._first_codec: str | None = None
+        self._profile_retried = False
+
+    def _initial_offer(self, first: str | None) -> SessionDescription:
+        """Make the leg's session and the INVITE's offer: RTP/SAVP with fresh SDES keys when
+        the device is known to want SRTP (:meth:`B2bua.wants_srtp`), plain RTP/AVP otherwise."""
+        self._first_codec = first
+        self._new_session()
+        if self.target is not None and self.b2bua.wants_srtp(self.target):
+            self.offer_crypto = offer_keys()
+        return self._offer(first, self.offer_crypto)
+
+    def _retry_other_profile(self, status: int) -> bool:
+        """A final 415/488/606 to our INVITE rejected its media (RFC 3261 §21.4.13/§21.4.26,
+        §21.6.4): once per leg, send a new INVITE (same dialog identifiers, CSeq + 1, new
+        transaction) offering the other RTP profile — SAVP with fresh keys after a plain offer,
+        plain after a SAVP one. Returns True when the retry went out."""
+        if (status not in MEDIA_REJECTED or self._profile_retried or self.cancelled
+                or self.invite is None or self.session is None
+                or self.state not in (LegState.CALLING, LegState.EARLY)):
+            return False
+        self._profile_retried = True
+        srtp = self.offer_crypto is None
+        if self.target is not None:
+            self.b2bua.learn_srtp(self.target, False)  # what we assumed was wrong
+        self.offer_crypto = offer_keys() if srtp else None
+        self.session.set_srtp(None)
+        self.sdes = None
+        self.session_version += 1
+        body = self._offer(self._first_codec, self.offer_crypto).serialize()
+        again = self.invite.copy()
+        again.headers.remove("Via")  # the endpoint adds one with a fresh branch
+        again.headers.set("CSeq", f"{self.invite.cseq.seq + 1} INVITE")
+        again.body = body
+        again.headers.set("Content-Length", str(len(body)))
+        self.b2bua.log.info("call.offer_retry", call_id=self._call_id(), leg=self.id,
+                            status=status, profile="RTP/SAVP" if srtp else "RTP/AVP")
+        self.b2bua.forget_tx(self.invite_tx)
+        self.invite = again
+        self.dialog_set = DialogSet(again, None, local_contact=self.contact)
+        self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event,
+                                                 keep=True)
+        return True
+
+    def _use_answer_keys(self, sdp: SessionDescription) -> None:
+        """Key this leg's SRTP from the answer to our SAVP offer: the answer's ``a=crypto``
+        names one of our tags (RFC 4568 §7.1.2); ParseError(488) when it names none. A plain
+        answer to a SAVP offer leaves the leg on plain RTP."""
+        session = self.session
+        if self.offer_crypto is None or session is None:
+            return
+        answered = offered_crypto(sdp)
+        if answered is None:
+            session.set_srtp(None)
+            self.sdes = None
+            return
+        ours = {(c.tag, c.suite): c for c in self.offer_crypto}
+        for remote in answered:
+            local = ours.get((remote.tag, remote.suite))
+            if local is not None and remote.mki is None and not remote.session_params:
+                if self.sdes is None or self.sdes[0].key != remote.key:
+                    session.set_srtp(SrtpSession(local, remote))
+                    self.sdes = (remote, local)
+                return
+        raise ParseError("No acceptable SRTP crypto in the answer", 488)
 
     def start(self) -> None:
         """Send the INVITE with our offer (the caller's codec first: a relay is then likely)."""
@@ -791,8 +886,7 @@ class OutboundLeg(SipLeg):
         caller_media = self.call.caller.media if self.call is not None else None
         if isinstance(caller_media, RtpSession):
             first = caller_media.format.name
-        self._new_session()
-        offer = self._offer(first)
+        offer = self._initial_offer(first)
         h = Headers()
         for r in self.route:
             h.add("Route", r)
@@ -840,13 +934,17 @@ class OutboundLeg(SipLeg):
             early = False
             if _is_sdp(response):
                 with contextlib.suppress(ParseError):
-                    self._apply_remote(parse_sdp(response.body))
+                    early_sdp = parse_sdp(response.body)
+                    self._use_answer_keys(early_sdp)
+                    self._apply_remote(early_sdp)
                     early = True
             self.apply(LegInput.PROGRESS)
             self.post(LegProgressed(self, status, early))
             return
         if status < 300:
             self._on_2xx(response, dialog)
+            return
+        if self._retry_other_profile(status):
             return
         if self.state in (LegState.CALLING, LegState.EARLY):
             self.final_status = status
@@ -873,13 +971,18 @@ class OutboundLeg(SipLeg):
         self._bind_dialog(dialog)
         if _is_sdp(response):
             try:
-                self._apply_remote(parse_sdp(response.body))
+                answer_sdp = parse_sdp(response.body)
+                self._use_answer_keys(answer_sdp)
+                self._apply_remote(answer_sdp)
             except ParseError:
                 self.b2bua.send_request(dialog.create_request("BYE"), self.peer, None)
                 self.final_status = 488
                 self.apply(LegInput.FAIL)
                 self.post(LegFailed(self, 488, "bad answer SDP"))
                 return
+        if self.target is not None and self._profile_retried:
+            self.b2bua.learn_srtp(self.target, self.session is not None
+                                  and self.session.srtp is not None)
         se = _parse_se(response.headers.get("Session-Expires"))
         if se is not None:
             self.se_interval = max(se[0], self.b2bua.settings.min_se)
@@ -956,8 +1059,7 @@ class TrunkLeg(OutboundLeg):
         caller_media = self.call.caller.media if self.call is not None else None
         if isinstance(caller_media, RtpSession):
             first = caller_media.format.name
-        self._new_session()
-        offer = self._offer(first)
+        offer = self._initial_offer(first)
         request = build_outbound_request(
             self.trunk, number=self.callee_user, caller_did=self.caller_did,
             contact=self._contact_uri, caller_name=self.caller_name or None,
@@ -1058,6 +1160,9 @@ class B2bua:
         #: call id (Call.id) → who is calling, for routing (see :meth:`_origin`)
         self.origins: dict[str, CallOrigin] = {}
         self._caller_dids: dict[str, str | None] = {}
+        #: Devices (contact URIs) that took an RTP/SAVP offer after refusing plain RTP: they
+        #: get SAVP first next time (insertion-ordered, bounded by SRTP_DEVICES_MAX).
+        self.srtp_devices: dict[str, None] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -1104,6 +1209,20 @@ class B2bua:
             resp.headers.set("Content-Type", "application/sdp")
             resp.headers.set("Content-Length", str(len(body)))
         self.sip.send_response(resp, transaction_id=tx)
+
+    def wants_srtp(self, target: Target) -> bool:
+        """Is ``target`` known to want SRTP (our first offer to it is then RTP/SAVP)?"""
+        return target.contact in self.srtp_devices
+
+    def learn_srtp(self, target: Target, wants: bool) -> None:
+        """Remember (or forget) that ``target`` wants SRTP: learnt when a SAVP retry after a
+        refused plain offer is answered, forgotten when a SAVP offer is refused."""
+        devices = self.srtp_devices
+        devices.pop(target.contact, None)
+        if wants and target.contact:
+            devices[target.contact] = None
+            if len(devices) > SRTP_DEVICES_MAX:
+                del devices[next(iter(devices))]
 
     def forget(self, leg: SipLeg) -> None:
         """Drop a leg's table entries (its media is closed)."""

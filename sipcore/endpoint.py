@@ -593,8 +593,7 @@ class Endpoint:
             self._respond(tx, 481, None, [], now)
             return
         # §9.2: the To tag of the 200 (CANCEL) and of the 487 (INVITE) should be the same.
-        sent = invite.last_response
-        tag = (sent.to_tag if sent is not None else None) or new_tag()
+        tag = invite.sent_to_tag or new_tag()
         self._respond(tx, 200, None, [], now, to_tag=tag)
         if invite.state is State.PROCEEDING:
             response = make_response(invite.request, 487, to_tag=tag)
@@ -834,8 +833,8 @@ class Endpoint:
 
     # ------------------------------------------------------------- 2xx retransmission (UAS core)
     def _start_2xx(self, tx: InviteServerTransaction, response: Response, now: float) -> None:
-        request = tx.request
-        key = (request.call_id, request.from_tag, response.to_tag, request.cseq.seq)
+        # The response echoes Call-ID, From and CSeq (the request itself is retired by now).
+        key = (response.call_id, response.from_tag, response.to_tag, response.cseq.seq)
         old = self._pending_2xx.get(key)
         if old is not None:
             self._stop_2xx(old)

@@ -488,6 +488,19 @@ class Transaction:
     def _terminate(self, now: float, message: Response | None) -> None:
         pass
 
+    def _retire(self) -> None:
+        """Drop the parsed messages once only retransmissions remain to absorb or pass.
+
+        A transaction that has its final response waits out Timer D/I/J/K/L/M (up to 64*T1 =
+        32 s) matching retransmissions by key only. Keeping the parsed request (and response)
+        for that time holds dozens of objects per transaction: at hundreds of calls a second
+        that is hundreds of thousands of live objects the garbage collector rescans, with
+        pauses of 100 ms and more (measured). RFC 2543 peers (no magic-cookie branch, key[0]
+        None) keep theirs: their matching compares the Request-URI and To tag.
+        """
+        if self.key[0] is not None:  # type: ignore[index]
+            self.request = RETIRED_REQUEST
+
 
 class ClientTransaction(Transaction):
     """ICT/NICT common parts: the serialized request is kept for retransmission."""
@@ -522,6 +535,11 @@ class ClientTransaction(Transaction):
 
     def _retransmit(self) -> None:
         self._host.transmit(self._data, self.peer, True)
+
+    def _retire(self) -> None:
+        # A final response arrived: no more retransmissions of the request, no CANCEL.
+        super()._retire()
+        self._data = b""
 
     def _pass_provisional(self, now: float, message: Response | None) -> None:
         assert message is not None
@@ -559,6 +577,7 @@ class InviteClientTransaction(ClientTransaction):
         self._stop(In.TIMER_A, In.TIMER_B)
         assert message is not None
         self._host.post(ResponseReceived(message, self.id, self.source))
+        self._retire()
         self._start(In.TIMER_M, 64 * self._host.timers.t1, now)
 
     def _ack_and_pass(self, now: float, message: Response | None) -> None:
@@ -567,6 +586,7 @@ class InviteClientTransaction(ClientTransaction):
         self.ack = build_ack(self.request, message).serialize()
         self._host.transmit(self.ack, self.peer, False)
         self._host.post(ResponseReceived(message, self.id, self.source))
+        self._retire()
         self._start(In.TIMER_D, 0.0 if self.reliable else self._host.timers.timer_d, now)
 
     def _resend_ack(self, now: float, message: Response | None) -> None:
@@ -605,6 +625,7 @@ class NonInviteClientTransaction(ClientTransaction):
         assert message is not None
         self._stop(In.TIMER_E, In.TIMER_F)
         self._host.post(ResponseReceived(message, self.id, self.source))
+        self._retire()
         self._start(In.TIMER_K, 0.0 if self.reliable else self._host.timers.t4, now)
 
 
@@ -612,7 +633,7 @@ class ServerTransaction(Transaction):
     """IST/NIST common parts: the last response is kept serialized for retransmission."""
 
     TU_INPUTS = SERVER_TU_INPUTS
-    __slots__ = ("_response_data", "merge_key", "response_peer", "send_trying")
+    __slots__ = ("_response_data", "merge_key", "response_peer", "send_trying", "sent_to_tag")
 
     def __init__(
         self,
@@ -625,6 +646,8 @@ class ServerTransaction(Transaction):
     ) -> None:
         super().__init__(host, tx_id, key, request, peer)
         self._response_data: bytes | None = None
+        #: The To tag of the last response sent (kept when the parsed response is retired).
+        self.sent_to_tag: str | None = None
         #: Where responses go (§18.2.2): the connection, or received/rport of the top Via.
         self.response_peer = response_peer if response_peer is not None else peer
         #: IST: answer 100 Trying on creation (off when the endpoint rejects at once).
@@ -655,12 +678,18 @@ class ServerTransaction(Transaction):
 
     def _send(self, response: Response, retransmission: bool = False) -> None:
         self.last_response = response
+        self.sent_to_tag = response.to_tag
         self._response_data = response.serialize()
         self._host.transmit(self._response_data, self.response_peer, retransmission)
 
     def _send_response(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._send(message)
+
+    def _retire(self) -> None:
+        super()._retire()
+        if self.key[0] is not None:  # type: ignore[index]
+            self.last_response = None  # sent_to_tag and the serialized copy remain
 
     def _resend_response(self, now: float, message: Response | None) -> None:
         if self._response_data is not None:
@@ -686,11 +715,13 @@ class InviteServerTransaction(ServerTransaction):
     def _send_2xx(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._send(message)
+        self._retire()
         self._start(In.TIMER_L, 64 * self._host.timers.t1, now)
 
     def _send_final(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._send(message)
+        self._retire()
         if not self.reliable:
             self._start(In.TIMER_G, self._interval, now)
         self._start(In.TIMER_H, 64 * self._host.timers.t1, now)
@@ -720,18 +751,11 @@ class NonInviteServerTransaction(ServerTransaction):
     def _send_final(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._send(message)
-        if self.key[0] is not None:  # type: ignore[index]
-            # Completed only absorbs retransmissions (matched by key, answered with the
-            # serialized response) for Timer J = 64*T1: drop the parsed messages, which would
-            # keep dozens of objects per transaction alive for 32 s — at thousands of
-            # REGISTERs a second that is memory and long garbage-collector pauses.
-            # (RFC 2543 peers keep theirs: matches_2543 compares Request-URI and To tag.)
-            self.request = RETIRED_REQUEST
-            self.last_response = None
+        self._retire()  # Completed only absorbs retransmissions for Timer J
         self._start(In.TIMER_J, 0.0 if self.reliable else 64 * self._host.timers.t1, now)
 
 
-#: Stands in for the request of a completed non-INVITE server transaction (see _send_final).
+#: Stands in for the request of a transaction that has its final response (see _retire).
 RETIRED_REQUEST = Request("RETIRED", "sip:retired.invalid", Headers())
 
 

@@ -16,6 +16,7 @@ from sipcore.transaction import (
     IST_TABLE,
     NICT_TABLE,
     NIST_TABLE,
+    RETIRED_REQUEST,
     SERVER_TU_INPUTS,
     TIMERS,
     AckReceived,
@@ -228,15 +229,17 @@ def test_ict_non_2xx_generates_ack_and_timer_d(peer: Peer) -> None:
     assert isinstance(tx, InviteClientTransaction)
     tx.start(0.0)
     host.now = 0.2
-    final = response(tx.request, 486)
+    invite = tx.request
+    final = response(invite, 486)
     tx.receive_response(final, 0.2, tx.peer)
     ack = parse_message(host.sent[-1][1])
     assert isinstance(ack, Request) and ack.method == "ACK"
     # §17.1.1.3: same branch and Request-URI, To with the response's tag, CSeq number kept
-    assert ack.top_via.branch == tx.request.top_via.branch
-    assert str(ack.uri) == str(tx.request.uri)
+    assert ack.top_via.branch == invite.top_via.branch
+    assert str(ack.uri) == str(invite.uri)
     assert ack.to_tag == "totag" and ack.cseq.seq == 1 and ack.cseq.method == "ACK"
-    assert ack.headers.get_all("Route") == tx.request.headers.get_all("Route")
+    assert ack.headers.get_all("Route") == invite.headers.get_all("Route")
+    assert tx.request is RETIRED_REQUEST  # only retransmissions left: parsed request dropped
     assert len(ack.vias) == 1
     assert host.events == [ResponseReceived(final, "tx1", tx.peer)]
     if peer.reliable:
@@ -388,13 +391,15 @@ def test_ist_accepted_timer_l_absorbs_invite_and_passes_ack(t1: float) -> None:
     tx = make_tx("IST", host)
     assert isinstance(tx, InviteServerTransaction)
     tx.start(0.0)
-    tx.send_response(response(tx.request, 200), 0.0)
+    invite = tx.request
+    tx.send_response(response(invite, 200), 0.0)
+    assert tx.request is RETIRED_REQUEST and tx.sent_to_tag == "totag"
     sent = len(host.sent)
     assert tx.receive_request(0.1) is Action.IGNORE and len(host.sent) == sent
     ack = request("ACK")
     tx.receive_ack(ack, 0.2)
     assert host.events == [AckReceived(ack, UDP)]
-    tx.send_response(response(tx.request, 200), 0.5)  # the TU's own 2xx retransmission
+    tx.send_response(response(invite, 200), 0.5)  # the TU's own 2xx retransmission
     assert len(host.sent) == sent + 1
     host.run(1000.0)
     assert host.fired == [(64 * t1, Input.TIMER_L)]

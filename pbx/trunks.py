@@ -31,9 +31,12 @@ ForeignChallengeDropped`): it is logged once per transaction as
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
@@ -63,6 +66,7 @@ from sipcore.uri import quote_string
 __all__ = [
     "PRIVATE_HEADERS",
     "ChallengeRefusedError",
+    "Resolver",
     "SourceRule",
     "TrunkConfig",
     "TrunkKind",
@@ -72,12 +76,16 @@ __all__ = [
     "build_outbound_request",
     "identify_trunk",
     "parse_source",
+    "resolve_host",
     "sanitize_inbound",
 ]
 
 TrunkKind = Literal["register", "ip"]
 _TRANSPORTS: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+#: Transports whose requests go to the trunk's name even once it is resolved: the TLS
+#: certificate (and a WebSocket's Host) is checked against the name, not an address.
+_BY_NAME: frozenset[TransportName] = frozenset({"tls", "ws", "wss"})
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -149,6 +157,14 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _normal_ip(text: str) -> str:
+    """An address as ``ipaddress`` writes it (ValueError naming it when it is none)."""
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError(f"trunk address {text!r} is not an IP address") from None
+
+
 # ------------------------------------------------------------------------------------- config
 class TrunkRow(Protocol):
     """What :meth:`TrunkConfig.from_store` reads (the shape of ``pbx.store.Trunk``)."""
@@ -208,7 +224,11 @@ class TrunkConfig:
     tenant_id: int | None = None
     #: The owning tenant's name (for ``/health`` and logs).
     tenant: str = ""
-    #: Parsed ``allowed_sources`` (derived; not a store column).
+    #: The addresses a ``host`` that is a DNS name resolved to (A/AAAA, in the resolver's
+    #: order), filled in by :class:`TrunkManager` — not a store column and not part of
+    #: equality: a trunk does not "change" when its name resolves anew. Empty for an IP host.
+    addresses: tuple[str, ...] = field(default=(), compare=False)
+    #: Parsed ``allowed_sources`` plus the resolved ``addresses`` (derived; not a store column).
     sources: tuple[SourceRule, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -231,6 +251,13 @@ class TrunkConfig:
         if not rules and _is_ip(self.host):
             rules.append(parse_source(self.host if ":" not in self.host else
                                       self.host.strip("[]")))
+        if self.addresses:
+            if _is_ip(self.host):
+                raise ValueError(f"trunk.host: {self.host!r} is an address, nothing to resolve")
+            normalised = tuple(dict.fromkeys(_normal_ip(a) for a in self.addresses))
+            object.__setattr__(self, "addresses", normalised)
+            # The carrier's own name is its source too (any port: carriers send from pools).
+            rules += [parse_source(address) for address in normalised]
         object.__setattr__(self, "sources", tuple(rules))
 
     @classmethod
@@ -258,9 +285,27 @@ class TrunkConfig:
         return self.name if self.tenant_id is None else f"{self.tenant_id}/{self.name}"
 
     @property
+    def named(self) -> bool:
+        """Is ``host`` a DNS name (resolved by :class:`TrunkManager`) rather than an address?"""
+        return not _is_ip(self.host)
+
+    @property
     def peer(self) -> Peer:
-        """Where requests to this trunk go."""
+        """Where requests to this trunk go: ``host``, or for a DNS name its first resolved
+        address — then the endpoint knows the address a challenge must come from, as for an
+        IP trunk. TLS and WebSocket trunks keep the name (their certificate names it)."""
+        if self.addresses and self.transport not in _BY_NAME:
+            return Peer(self.transport, self.addresses[0], self.port)
         return Peer(self.transport, self.host, self.port)
+
+    def with_addresses(self, addresses: Iterable[str]) -> TrunkConfig:
+        """A copy whose DNS-named ``host`` resolved to ``addresses`` (ValueError for an IP host
+        or something that is not an address)."""
+        return dataclasses.replace(self, addresses=tuple(addresses))
+
+    def sends_to(self, host: str) -> bool:
+        """Is ``host`` where requests to this trunk go — ``host`` itself or a resolved address?"""
+        return same_host(host, self.host) or any(same_host(host, a) for a in self.addresses)
 
     @property
     def aor_domain(self) -> str:
@@ -288,9 +333,9 @@ class TrunkConfig:
         """Did a response from ``source`` come from this trunk — the transport, address and
         port we send to (for TCP/TLS that is the connection we opened to it)?
 
-        A ``host`` that is a DNS name was resolved by the transport and cannot be compared:
-        then the source must be one of ``allowed_sources`` (with our port), so an operator
-        who wants challenges from a named carrier answered lists its addresses.
+        A ``host`` that is a DNS name counts from the addresses it resolved to
+        (:attr:`addresses`, kept current by :class:`TrunkManager`) and from ``allowed_sources``
+        — always with our port; before it has resolved only ``allowed_sources`` count.
         """
         # A request too large for UDP went over TCP to the same host:port (RFC 3261 §18.1.1).
         switched = (self.transport, source.transport) == ("udp", "tcp")
@@ -422,7 +467,7 @@ def answer_challenge(
     """
     if response.status not in (401, 407):
         raise ChallengeRefusedError(f"{response.status} is not a challenge")
-    if not same_host(sent_to.host, trunk.host):
+    if not trunk.sends_to(sent_to.host):
         raise ChallengeRefusedError(
             f"request went to {sent_to.host}, not to trunk {trunk.name} ({trunk.host})")
     if source is not None and not trunk.responds_from(source):
@@ -444,6 +489,43 @@ def answer_challenge(
     authorized.headers.remove("Via")
     authorized.headers.set("CSeq", f"{cseq.seq + 1} {cseq.method}")
     return authorized
+
+
+# ------------------------------------------------------------------------------------------ DNS
+#: Resolves a trunk's DNS name: ``(host, port, transport)`` → its addresses (A/AAAA), best
+#: first; raises OSError (or returns nothing) when the name does not resolve.
+Resolver = Callable[[str, int, TransportName], Awaitable[Sequence[str]]]
+
+
+async def resolve_host(host: str, port: int, transport: TransportName) -> list[str]:
+    """The default :data:`Resolver`: A/AAAA through the event loop's ``getaddrinfo`` (a thread,
+    never the loop itself), in the system's order of preference (RFC 6724), duplicates
+    dropped. No SRV/NAPTR (RFC 3263): the trunk's port is configured. OSError when the name
+    does not resolve to any address."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos
+                                   if info[0] in (socket.AF_INET, socket.AF_INET6)))
+    if not addresses:
+        raise OSError(f"{host} has no IPv4/IPv6 address")
+    return addresses
+
+
+@dataclass(slots=True)
+class _Dns:
+    """What we know about one named trunk's host: its query task and the last outcome."""
+
+    #: (host, port, transport) being resolved: a trunk whose host changes gets a new query.
+    query: tuple[str, int, TransportName]
+    task: asyncio.Task[None] | None = None
+    #: Set to resolve at once (a registration failed, :meth:`TrunkManager.resolve_now`).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The last error ("cannot resolve …"); None after a success.
+    error: str | None = None
+    failures: int = 0
+    resolved_at: float | None = None
+    #: When the next query runs (loop time).
+    next_at: float | None = None
 
 
 # -------------------------------------------------------------------------------------- driver
@@ -479,6 +561,10 @@ class TrunkManager:
         retry_max: float = 1800.0,
         user_agent: str | None = None,
         digest: DigestClient | None = None,
+        resolver: Resolver | None = None,
+        resolve_interval: float = 300.0,
+        resolve_retry: float = 30.0,
+        resolve_timeout: float = 10.0,
     ) -> None:
         #: The current trunks by :attr:`TrunkConfig.key` (the B2BUA routes and identifies by it).
         self.trunks: dict[str, TrunkConfig] = {}
@@ -509,6 +595,14 @@ class TrunkManager:
         self._refused: dict[str, int] = dict.fromkeys(self.trunks, 0)
         self._foreign: dict[str, int] = dict.fromkeys(self.trunks, 0)
         self._foreign_logged: dict[str, None] = {}
+        #: Resolves named trunk hosts (default :func:`resolve_host`); re-resolved every
+        #: ``resolve_interval`` seconds, after a failure in ``resolve_retry`` seconds doubling up
+        #: to ``resolve_interval``; a query taking longer than ``resolve_timeout`` has failed.
+        self.resolver: Resolver = resolver if resolver is not None else resolve_host
+        self.resolve_interval = resolve_interval
+        self.resolve_retry = resolve_retry
+        self.resolve_timeout = resolve_timeout
+        self._dns: dict[str, _Dns] = {}
 
     # -- the trunk table (inbound/outbound helpers for the B2BUA) ----------------------------------
 
@@ -568,11 +662,20 @@ class TrunkManager:
     # -- life cycle --------------------------------------------------------------------------------
 
     def start(self, sip: AsyncEndpoint[Any]) -> None:
-        """Begin registering every registration trunk over ``sip`` (already started)."""
+        """Begin registering every registration trunk over ``sip`` (already started); a trunk
+        whose host is a DNS name first resolves it (in the background), then registers."""
         self._sip = sip
         for trunk in self.trunks.values():
+            self._watch(trunk)
             self._begin(trunk)
         self._arm()
+
+    def resolve_now(self, key: str | None = None) -> None:
+        """Resolve the DNS name of trunk ``key`` (all named trunks: None) again now rather
+        than at the next interval."""
+        for name, dns in self._dns.items():
+            if key is None or name == key:
+                dns.wake.set()
 
     def reconcile(self, trunks: Iterable[TrunkConfig]) -> tuple[list[str], list[str], list[str]]:
         """Make ``trunks`` (the store's, after a change) the current trunk table while running.
@@ -599,15 +702,23 @@ class TrunkManager:
         later = {key for key in removed + changed
                  if self._retire(key) and key in changed
                  and _same_binding(self.trunks[key], wanted[key])}
+        for key, trunk in wanted.items():
+            # What a name resolved to stays valid for the same name (the query runs on).
+            old = self.trunks.get(key)
+            if old is not None and old.addresses and _query(old) == _query(trunk):
+                wanted[key] = trunk if trunk is old else trunk.with_addresses(old.addresses)
         self.trunks = wanted
         for key in added + changed:
             self._refused.setdefault(key, 0)
             self._foreign.setdefault(key, 0)
-            if self._sip is not None and key not in later:
-                self._begin(wanted[key])
+            if self._sip is not None:
+                self._watch(wanted[key])
+                if key not in later:
+                    self._begin(wanted[key])
         for key in removed:
             self._refused.pop(key, None)
             self._foreign.pop(key, None)
+            self._unwatch(key)
         self.log.info("trunk.reconciled", added=added, removed=removed, changed=changed)
         if self._sip is not None:
             self._arm()
@@ -615,7 +726,13 @@ class TrunkManager:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """De-register every trunk (REGISTER with Expires: 0) and wait up to ``timeout``
-        seconds for the outcomes; then forget the timer. Call before closing the endpoint."""
+        seconds for the outcomes; then forget the timer and stop resolving names. Call before
+        closing the endpoint."""
+        tasks = [dns.task for dns in self._dns.values() if dns.task is not None]
+        for key in list(self._dns):
+            self._unwatch(key)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._sip is None:
             return
         self._stopped = asyncio.Event()
@@ -703,9 +820,12 @@ class TrunkManager:
 
     def health(self) -> dict[str, dict[str, object]]:
         """Per trunk key: name, tenant, kind, host, state ("registering"/"registered"/
-        "failed"/"stopped"/"idle"; "ip" for IP trunks), ``next_refresh`` (seconds until the
-        next REGISTER: refresh or retry), ``expires_in`` (seconds until the binding expires),
-        consecutive failures, last error and status, refused and foreign challenges."""
+        "failed"/"stopped"/"idle"; "ip" for IP trunks; "resolving" while a DNS-named host has
+        not resolved yet, "failed" with ``last_error`` "cannot resolve …" when it does not),
+        ``next_refresh`` (seconds until the next REGISTER: refresh or retry), ``expires_in``
+        (seconds until the binding expires), consecutive failures, last error and status,
+        refused and foreign challenges; for a named host also ``addresses`` (what it resolved
+        to), ``next_resolve`` (seconds) and ``dns_error`` while the last query failed."""
         now = self._now() if self._sip is not None else None
         out: dict[str, dict[str, object]] = {}
         for key, trunk in self.trunks.items():
@@ -714,7 +834,21 @@ class TrunkManager:
                 "host": trunk.host, "refused_challenges": self._refused.get(key, 0),
                 "foreign_challenges": self._foreign.get(key, 0)}
             registration = self.registrations.get(key)
-            if trunk.kind == "ip":
+            dns = self._dns.get(key)
+            if trunk.named:
+                entry["addresses"] = list(trunk.addresses)
+                if dns is not None and dns.error is not None:
+                    entry["dns_error"] = dns.error
+                if dns is not None and dns.next_at is not None and now is not None:
+                    entry["next_resolve"] = max(0, round(dns.next_at - now))
+            if trunk.named and not trunk.addresses and registration is None:
+                # Nothing to send to, nothing to recognise it by: not usable until it resolves.
+                failed = dns is not None and dns.error is not None
+                entry["state"] = "failed" if failed else "resolving"
+                entry["last_error"] = dns.error if dns is not None else None
+                if dns is not None:
+                    entry["failures"] = dns.failures
+            elif trunk.kind == "ip":
                 entry["state"] = "ip"
             elif registration is None:
                 entry["state"] = "idle"
@@ -768,6 +902,8 @@ class TrunkManager:
         """Start registering ``trunk`` (a registration trunk without a registration)."""
         if trunk.kind != "register" or trunk.key in self.registrations:
             return
+        if trunk.named and not trunk.addresses:
+            return  # registers once its name resolves (_dns_resolved)
         try:
             registration = self._registration(trunk)
         except LocalProtocolError as exc:
@@ -822,7 +958,7 @@ class TrunkManager:
         for request in registration.requests_to_send():
             cseq = registration.cseq
             try:
-                tx_id = sip.send_request(request, trunk.peer)
+                tx_id = sip.send_request(request, registration.peer)
             except (LocalProtocolError, OSError) as exc:
                 self.log.error("trunk.register.send_failed", trunk=name, error=str(exc))
                 registration.handle_failure(cseq, self._now(), f"send failed: {exc}")
@@ -846,6 +982,7 @@ class TrunkManager:
                     if deadline is not None:
                         fields["retry_in"] = round(deadline - self._now(), 1)
                     self.log.warning("trunk.register.failed", **fields)
+                    self.resolve_now(name)  # the carrier may have moved: look again
                 else:
                     self.log.info("trunk.register." + event.state.value, **fields)
         if slot_id in self._retiring and registration.state is RegistrationState.STOPPED:
@@ -864,6 +1001,94 @@ class TrunkManager:
     def _all_registrations(self) -> list[tuple[str, Registration]]:
         return [*self.registrations.items(),
                 *((slot, reg) for slot, (_, reg) in self._retiring.items())]
+
+    # -- DNS -------------------------------------------------------------------------------------
+
+    def _watch(self, trunk: TrunkConfig) -> None:
+        """Keep resolving ``trunk``'s host when it is a DNS name (a query task per trunk)."""
+        key = trunk.key
+        current = self._dns.get(key)
+        if not trunk.named:
+            self._unwatch(key)
+            return
+        if current is not None and current.query == _query(trunk):
+            return
+        self._unwatch(key)
+        dns = _Dns(_query(trunk))
+        self._dns[key] = dns
+        dns.task = asyncio.get_running_loop().create_task(self._dns_loop(key, dns),
+                                                          name=f"trunk-dns {key}")
+
+    def _unwatch(self, key: str) -> None:
+        dns = self._dns.pop(key, None)
+        if dns is not None and dns.task is not None:
+            dns.task.cancel()
+
+    async def _dns_loop(self, key: str, dns: _Dns) -> None:
+        """Resolve, wait (``resolve_interval`` after a success, a growing retry delay after a
+        failure, less when woken), resolve again — until cancelled."""
+        host, port, transport = dns.query
+        while True:
+            dns.wake.clear()
+            try:
+                async with asyncio.timeout(self.resolve_timeout):
+                    found = await self.resolver(host, port, transport)
+                addresses = tuple(dict.fromkeys(_normal_ip(a) for a in found))
+                if not addresses:
+                    raise OSError("no address")
+            except TimeoutError:
+                delay = self._dns_failed(key, dns, f"no answer in {self.resolve_timeout:g} s")
+            except Exception as exc:  # any resolver failure means "not resolved", retried
+                delay = self._dns_failed(key, dns, str(exc) or type(exc).__name__)
+            else:
+                try:
+                    delay = self._dns_resolved(key, dns, addresses)
+                except Exception:  # a bug must not end the trunk's queries for good
+                    self.log.exception("trunk.dns.apply_failed", trunk=key)
+                    delay = self.resolve_retry
+            dns.next_at = self._now() + delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dns.wake.wait(), delay)
+
+    def _dns_failed(self, key: str, dns: _Dns, reason: str) -> float:
+        """Record a failed query; logged when the error is new. Returns the retry delay. What
+        the name resolved to before stays in use (a DNS outage must not cut a working trunk)."""
+        dns.failures += 1
+        delay = min(self.resolve_retry * 2.0 ** min(dns.failures - 1, 16),
+                    max(self.resolve_interval, self.resolve_retry))
+        error = f"cannot resolve {dns.query[0]}: {reason}"
+        if error != dns.error:
+            trunk = self.trunks.get(key)
+            self.log.warning("trunk.dns.failed", trunk=key, host=dns.query[0], error=error,
+                             retry_in=round(delay, 1),
+                             keeping=list(trunk.addresses) if trunk is not None else [])
+        dns.error = error
+        return delay
+
+    def _dns_resolved(self, key: str, dns: _Dns, addresses: tuple[str, ...]) -> float:
+        """Take a query's answer: the trunk's requests go to its first address, challenges and
+        inbound requests count from all of them; a registration trunk waiting for it begins."""
+        trunk = self.trunks.get(key)
+        if trunk is None or _query(trunk) != dns.query:
+            return self.resolve_interval  # changed meanwhile: its own query is under way
+        if addresses != trunk.addresses or dns.error is not None:
+            self.log.info("trunk.dns.resolved", trunk=key, host=trunk.host,
+                          addresses=list(addresses), previous=list(trunk.addresses))
+        dns.error = None
+        dns.failures = 0
+        dns.resolved_at = self._now()
+        if addresses != trunk.addresses:
+            trunk = trunk.with_addresses(addresses)
+            self.trunks[key] = trunk
+            registration = self.registrations.get(key)
+            if registration is not None:
+                registration.peer = trunk.peer  # the next REGISTER goes there
+        if (trunk.kind == "register" and key not in self.registrations and self._stopped is None
+                and self._sip is not None
+                and not any(_same_binding(old, trunk) for old, _ in self._retiring.values())):
+            self._begin(trunk)
+            self._arm()
+        return self.resolve_interval
 
     def _arm(self) -> None:
         deadlines = [d for _, r in self._all_registrations() if (d := r.get_timer()) is not None]
@@ -895,7 +1120,13 @@ class TrunkManager:
 
 def _same_binding(old: TrunkConfig, new: TrunkConfig) -> bool:
     """Would both trunks' registrations bind the same AOR at the same registrar?"""
-    return (old.peer, old.username, old.aor_domain) == (new.peer, new.username, new.aor_domain)
+    return (_query(old), old.username, old.aor_domain) == (_query(new), new.username,
+                                                          new.aor_domain)
+
+
+def _query(trunk: TrunkConfig) -> tuple[str, int, TransportName]:
+    """What names a trunk's registrar: its configured host (name or address), port, transport."""
+    return (trunk.host.lower(), trunk.port, trunk.transport)
 
 
 def _health_state(state: RegistrationState) -> str:

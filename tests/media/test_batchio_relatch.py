@@ -126,3 +126,29 @@ def test_same_address_again_opens_no_window(hub: tuple[Any, int]) -> None:
     h.set_remote(slot, NEW)
     h.set_remote(slot, NEW, 5.0)  # hold/resume or a refresh keeps the address
     assert _feed(h, slot, NAT, 5.0, 4) == [False, False, False, True]
+
+
+async def test_session_reoffer_relatches_on_the_signalled_host() -> None:
+    # RtpSession.set_remote after the first address is a re-offer: the hub's latch window
+    from media.aio import MediaEngine
+    from tests.media.test_aio import Peer, run_for
+
+    async with MediaEngine("127.0.0.1", (31800, 31863)) as engine:
+        old, signalled, nat, stranger = Peer(), Peer(), Peer(), Peer("127.0.0.2")
+        try:
+            sess = engine.create_session(remote=old.addr)
+            old.start_tone(sess.local_addr, 440.0)
+            await run_for(0.2)
+            assert sess.send_address == old.addr
+            refused = engine.hub.counters(sess.slot)["source"]
+            sess.set_remote(*signalled.addr)  # the phone moved; its NAT picked another port
+            stranger.start_tone(sess.local_addr, 300.0)
+            await run_for(0.3)
+            assert sess.send_address == signalled.addr  # nobody latched yet
+            nat.start_tone(sess.local_addr, 880.0)
+            await run_for(0.3)
+            assert sess.send_address == nat.addr
+            assert engine.hub.counters(sess.slot)["source"] - refused >= 20
+        finally:
+            for p in (old, signalled, nat, stranger):
+                p.close()

@@ -7,6 +7,14 @@ sockets: the carrier's registrar on 127.0.0.2, a forger on 127.0.0.3.
 * ``asyncpbx trunk add/remove`` (a separate CLI process writing the store) take effect in the
   running server: a REGISTER arrives, then a REGISTER with Expires: 0; ``/health`` lists the
   trunks with their state.
+* A trunk whose host is a DNS name (``localhost``: the only name /etc/hosts gives us without a
+  network, so that carrier runs on 127.0.0.1 with a port of its own) is resolved by the
+  server: the REGISTER goes to the address, the carrier's 401 is answered, forged ones (from
+  127.0.0.3, and from 127.0.0.1 on another port) are not; a name that does not resolve is
+  "failed" in ``/health`` with a clear error.
+* An inbound call from a SIPp carrier on 127.0.0.2 to a DID is challenged (407: the source is
+  no trunk, so it must be a device) until ``asyncpbx trunk add … --kind ip`` runs against the
+  live server; then the same INVITE reaches the registered owner, who answers.
 
 Every socket read is bounded in time.
 """
@@ -31,7 +39,7 @@ import pytest
 from pbx.store import Store
 from sipcore.digest import DigestServer, make_credentials
 from sipcore.message import Request, make_response, new_tag, parse_message
-from tests.interop.harness import ROOT, PbxProcess, running_pbx
+from tests.interop.harness import ROOT, PbxProcess, free_port, running_pbx, sipp
 
 pytestmark = pytest.mark.interop
 
@@ -280,3 +288,120 @@ def test_foreign_challenge_to_an_outbound_invite_is_ignored_the_trunks_own_is_an
             assert outcome and outcome[0][:2] == (1, 0), outcome
             assert everything(forger, 0.2) == []
             assert len(security_lines(pbx)) == 1
+
+
+def _wait_state(pbx: PbxProcess, name: str, state: str, timeout: float = 10.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while (entry := trunks_of(pbx).get(name, {})).get("state") != state:
+        assert time.monotonic() < deadline, health(pbx)
+        time.sleep(0.1)
+    return entry
+
+
+def test_trunk_named_by_dns_is_resolved_its_challenge_answered_forged_ones_not(
+        tmp_path: Path) -> None:
+    carrier_auth = DigestServer(REALM, b"c" * 32, algorithms=("MD5",))
+    creds = {USERNAME: make_credentials(USERNAME, REALM, PASSWORD, ("MD5",))}
+    with udp_socket("127.0.0.1") as carrier, udp_socket(FORGER_HOST) as forger, \
+            udp_socket("127.0.0.1") as neighbour:
+        carrier_port = carrier.getsockname()[1]
+
+        def setup(store: object) -> None:
+            assert isinstance(store, Store)
+            store.add_trunk("carrier", kind="register", host="localhost", port=carrier_port,
+                            username=USERNAME, password=PASSWORD, realm=REALM,
+                            register_expiry=600)
+            store.add_trunk("nowhere", kind="register", host="sbc.nowhere.invalid",
+                            username=USERNAME, password=PASSWORD, realm=REALM)
+
+        with running_pbx(tmp_path, transports=("udp",), users=USERS, store_setup=setup) as pbx:
+            first, pbx_addr = receive(carrier, 15)
+            assert first.method == "REGISTER" and "Authorization" not in first.headers
+            assert str(first.uri) == f"sip:localhost:{carrier_port}"  # the name stays in URIs
+            assert trunks_of(pbx)["carrier"]["state"] == "registering"
+
+            # forgeries of a challenge to our REGISTER: another address, and our carrier's
+            # address with another port — neither is where the REGISTER went
+            for sock in (forger, neighbour):
+                forged = make_response(first, 401, to_tag=new_tag())
+                forged.headers.add("WWW-Authenticate", f'Digest realm="{REALM}", '
+                                   'nonce="f0rged", algorithm=MD5, qop="auth"')
+                sock.sendto(forged.serialize(), pbx_addr)
+            for data in everything(carrier, 2.5):  # retransmissions of the first REGISTER
+                message = parse_message(data)
+                assert isinstance(message, Request), data[:200]
+                assert "Authorization" not in message.headers, data[:400]
+            assert everything(forger, 0.2) == [] and everything(neighbour, 0.2) == []
+            lines = security_lines(pbx)
+            assert len(lines) == 1 and lines[0]["src"] == FORGER_HOST, lines  # one per transaction
+            assert trunks_of(pbx)["carrier"]["foreign_challenges"] == 2
+
+            # the carrier's own challenge: answered, to the carrier
+            carrier.sendto(carrier_auth.challenge(first, "127.0.0.1", time.time()).serialize(),
+                           pbx_addr)
+            second, _ = receive(carrier, 10, lambda r: "Authorization" in r.headers)
+            assert second.call_id == first.call_id and second.cseq.seq == first.cseq.seq + 1
+            assert carrier_auth.verify(second, "127.0.0.1", creds.get, time.time()).ok
+            carrier.sendto(ok(second, 600), pbx_addr)
+            entry = _wait_state(pbx, "carrier", "registered")
+            assert entry["refused_challenges"] == 0
+            assert everything(forger, 0.2) == [] and everything(neighbour, 0.2) == []
+
+            # a name that does not resolve: failed, with the reason, nothing crashed
+            nowhere = _wait_state(pbx, "nowhere", "failed")
+            assert str(nowhere["last_error"]).startswith("cannot resolve sbc.nowhere.invalid")
+            answer_unregister(carrier)
+        failed = [e for e in pbx.log_events() if e.get("event") == "trunk.dns.failed"]
+        assert len(failed) == 1 and str(failed[0]["trunk"]).endswith("/nowhere"), failed
+
+
+def test_inbound_call_through_an_ip_trunk_added_by_the_cli_while_running(
+        tmp_path: Path) -> None:
+    from tests.interop.test_calls_sipp import USERS as CALL_USERS
+    from tests.interop.test_calls_sipp import SippUas, final_statuses, register_port
+
+    did = "+49301112244"
+
+    def setup(store: object) -> None:
+        assert isinstance(store, Store)
+        store.add_number(did, user=CALL_USERS[1][0])
+
+    def carrier_call(log: str, rtp_port: int, timeout: float) -> int:
+        """The carrier's INVITE to the DID from 127.0.0.2 (SIPp); the number of calls that
+        succeeded."""
+        res = sipp("carrier_call_inbound.xml", pbx.addr("udp"), tmp_path,
+                   local_ip=CARRIER_HOST, timeout=timeout,
+                   extra=["-key", "dst", did, "-key", "caller", "+4917012345",
+                          "-key", "rtp_port", str(rtp_port), "-d", "1000",
+                          "-trace_msg", "-message_file", str(tmp_path / log)])
+        assert res.failed + res.successful == 1, res.output
+        return res.successful
+
+    config = "[media]\nport_min = 46000\nport_max = 46899\n"
+    with running_pbx(tmp_path, transports=("udp",), users=CALL_USERS, config_extra=config,
+                     store_setup=setup) as pbx:
+        phone_port = free_port()
+        register_port(pbx, CALL_USERS[1][0], CALL_USERS[1][1], phone_port)
+
+        # no trunk at 127.0.0.2 yet: a stranger must authenticate as a device — 407, no call
+        assert carrier_call("before.log", 46990, 15) == 0
+        refused = final_statuses((tmp_path / "before.log").read_text())
+        assert refused and set(refused) == {407}, refused  # (retransmitted: SIPp sends no ACK)
+        assert not [e for e in pbx.log_events() if e.get("event") == "call.started"]
+
+        cli(pbx, "trunk", "add", "sbc", "--kind", "ip", "--host", CARRIER_HOST)
+        _wait_state(pbx, "sbc", "ip")
+        phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port,
+                        keys={"rtp_port": "46994"}, name="phone101")
+        try:
+            assert carrier_call("after.log", 46992, 40) == 1, (tmp_path / "after.log").read_text()
+            rc, phone_out = phone.result()
+        finally:
+            phone.stop()
+        assert rc == 0, phone_out
+        assert final_statuses((tmp_path / "after.log").read_text()) == []
+        invite = phone.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+        assert "+4917012345" in invite.split("From:", 1)[1].splitlines()[0]
+    started = [e for e in pbx.log_events() if e.get("event") == "call.started"]
+    assert len(started) == 1 and started[0]["callee"] == did, started
+    assert str(started[0]["src"]).startswith(f"{CARRIER_HOST}:")

@@ -18,6 +18,15 @@ What lives here
   (:meth:`TrunkManager.health_list`), trunks added/removed/changed while running
   (:meth:`TrunkManager.reconcile`: new ones register, removed ones de-register), de-registration
   on :meth:`TrunkManager.stop`.
+* DNS names: a trunk ``host`` that is a name (``sip.carrier.de``) is resolved by the manager
+  (A/AAAA via the loop's ``getaddrinfo``, or any :data:`Resolver`; no SRV/NAPTR — the port is
+  configured) at start, on reconcile, every ``resolve_interval``, just before each registration
+  refresh and at once after a registration failure; failures are retried with a growing delay.
+  The resolved addresses live in :attr:`TrunkConfig.addresses`: requests go to the first one
+  (so the endpoint's foreign-challenge check applies as for an IP trunk), challenges count
+  from any of them with the trunk's port, inbound requests from any of them. A name that has
+  never resolved leaves the trunk "failed" (``last_error`` "cannot resolve …"); one that stops
+  resolving keeps its last addresses.
 
 Security (SECURITY.md "credential leaks", "toll fraud"): credentials are only ever computed in
 answer to a challenge on a transaction we sent to that trunk's host, in that trunk's realm, that
@@ -31,7 +40,6 @@ ForeignChallengeDropped`): it is logged once per transaction as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -518,8 +526,12 @@ class _Dns:
     #: (host, port, transport) being resolved: a trunk whose host changes gets a new query.
     query: tuple[str, int, TransportName]
     task: asyncio.Task[None] | None = None
-    #: Set to resolve at once (a registration failed, :meth:`TrunkManager.resolve_now`).
+    #: Wakes the query task: to resolve at once when ``urgent`` (a registration failed,
+    #: :meth:`TrunkManager.resolve_now`), else to plan the next query anew (a refresh is due).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    urgent: bool = False
+    #: When the last query started (loop time).
+    queried_at: float | None = None
     #: The last error ("cannot resolve …"); None after a success.
     error: str | None = None
     failures: int = 0
@@ -675,6 +687,7 @@ class TrunkManager:
         than at the next interval."""
         for name, dns in self._dns.items():
             if key is None or name == key:
+                dns.urgent = True
                 dns.wake.set()
 
     def reconcile(self, trunks: Iterable[TrunkConfig]) -> tuple[list[str], list[str], list[str]]:
@@ -985,6 +998,9 @@ class TrunkManager:
                     self.resolve_now(name)  # the carrier may have moved: look again
                 else:
                     self.log.info("trunk.register." + event.state.value, **fields)
+                    dns = self._dns.get(name)
+                    if event.state is RegistrationState.REGISTERED and dns is not None:
+                        dns.wake.set()  # re-plan: resolve again before the next refresh
         if slot_id in self._retiring and registration.state is RegistrationState.STOPPED:
             del self._retiring[slot_id]
             successor = self.trunks.get(name)
@@ -1026,10 +1042,12 @@ class TrunkManager:
 
     async def _dns_loop(self, key: str, dns: _Dns) -> None:
         """Resolve, wait (``resolve_interval`` after a success, a growing retry delay after a
-        failure, less when woken), resolve again — until cancelled."""
+        failure; until just before the registration's next refresh when that comes sooner;
+        not at all when woken urgently), resolve again — until cancelled."""
         host, port, transport = dns.query
         while True:
-            dns.wake.clear()
+            dns.urgent = False
+            dns.queried_at = self._now()
             try:
                 async with asyncio.timeout(self.resolve_timeout):
                     found = await self.resolver(host, port, transport)
@@ -1046,9 +1064,27 @@ class TrunkManager:
                 except Exception:  # a bug must not end the trunk's queries for good
                     self.log.exception("trunk.dns.apply_failed", trunk=key)
                     delay = self.resolve_retry
-            dns.next_at = self._now() + delay
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dns.wake.wait(), delay)
+            await self._dns_wait(key, dns, self._now() + delay)
+
+    async def _dns_wait(self, key: str, dns: _Dns, due: float) -> None:
+        """Sleep until ``due`` or until just before the registration's refresh, whichever
+        comes first — the refresh then goes where the name points now; re-planned whenever
+        the registration is (re)bound, cut short by :meth:`resolve_now`."""
+        while not dns.urgent:
+            at = due
+            registration = self.registrations.get(key)
+            deadline = registration.get_timer() if registration is not None else None
+            if (registration is not None and deadline is not None
+                    and registration.state is RegistrationState.REGISTERED):
+                before = deadline - self.resolve_timeout  # a query may take that long
+                if dns.queried_at is None or before > dns.queried_at:
+                    at = min(at, before)
+            dns.next_at = at
+            dns.wake.clear()
+            try:
+                await asyncio.wait_for(dns.wake.wait(), max(0.0, at - self._now()))
+            except TimeoutError:
+                return
 
     def _dns_failed(self, key: str, dns: _Dns, reason: str) -> float:
         """Record a failed query; logged when the error is new. Returns the retry delay. What

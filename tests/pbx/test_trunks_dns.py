@@ -7,6 +7,7 @@ loopback against scripted carriers on 127.0.0.2 / 127.0.0.4, a forger on 127.0.0
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import Sequence
 
@@ -258,6 +259,31 @@ async def test_a_name_that_moves_is_followed_by_the_next_register() -> None:
                 assert moved_proto.received[0].call_id == old.received[0].call_id
         finally:
             moved.close()
+
+
+async def test_name_is_resolved_again_before_each_registration_refresh() -> None:
+    """With a long resolve interval, every refresh REGISTER is still preceded by a query."""
+    order: list[str] = []
+    resolver = FakeResolver({NAME: [CARRIER]})
+
+    async def recording(host: str, port: int, transport: TransportName) -> Sequence[str]:
+        order.append("resolve")
+        return await resolver(host, port, transport)
+
+    def script(request: Request) -> Response:
+        order.append("REGISTER")
+        return ok(request, 2)
+
+    async with carrier(script) as (_, port), \
+            manager_for(named(port, register_expiry=2), resolver=recording,
+                        refresh_fraction=0.5, resolve_interval=3600,
+                        resolve_timeout=0.2) as (manager, _):
+        await until(lambda: order.count("REGISTER") >= 3)
+        registers = [i for i, what in enumerate(order) if what == "REGISTER"][:3]
+        assert order[0] == "resolve" and registers[0] > 0
+        for previous, refresh in itertools.pairwise(registers):
+            assert "resolve" in order[previous:refresh], order  # looked again before it
+        assert manager.states()["carrier"] == "registered"
 
 
 async def test_reconcile_resolves_added_keeps_unchanged_and_stops_removed_names() -> None:

@@ -4,7 +4,8 @@ for RTP, baresip where a phone's own SRTP matters):
 * a callee that refuses our plain RTP offer with 488 gets the INVITE again, once, as RTP/SAVP with
   SDES keys of its leg; the call connects, the SRTP audio is checked both ways with the keys from
   the wire, and the next call to that device is offered SAVP first — which a device that now
-  refuses SAVP answers with 488 and gets plain RTP instead;
+  refuses SAVP answers with 488 and gets plain RTP instead; with an SRTP caller too, each leg
+  runs on keys of its own; a baresip callee with mandatory SRTP talks to a plain caller;
 * in-band DTMF from a caller without telephone-event reaches an RFC 4733 callee as events only:
   its recording holds no DTMF tone energy during the digit, but the caller's voice elsewhere;
 * a caller's re-INVITE that moves its media re-latches the stream on the new port (audio both
@@ -13,6 +14,7 @@ for RTP, baresip where a phone's own SRTP matters):
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -270,14 +272,31 @@ def _pbx_crypto(msg: str) -> dict[int, CryptoAttribute]:
                                                                     msg, re.M))}
 
 
-def _srtp_call(pbx: PbxProcess, tmp: Path, port: int, *, wants_srtp: bool,
-               name: str) -> tuple[str, np.ndarray, np.ndarray, dict[str, object]]:
-    """One call from a SIPp caller (tone 1000 Hz) to the SIPp callee on ``port`` (tone 700 Hz)
-    answering 488 to the profile it refuses. Returns the callee's SIP log, what each side
-    heard, and the call.answered log event."""
-    key = CryptoAttribute(1, "AES_CM_128_HMAC_SHA1_80", os.urandom(30)) if wants_srtp else None
+def _new_key() -> CryptoAttribute:
+    return CryptoAttribute(1, "AES_CM_128_HMAC_SHA1_80", os.urandom(30))
+
+
+def _answer_crypto(log: str) -> CryptoAttribute | None:
+    """The ``a=crypto`` tag 1 in the (last) 200 OK with SDP of a SIPp message log."""
+    found = None
+    for m in re.finditer(r"^SIP/2\.0 200 OK.*?(?=^-{10,}|\Z)", log, re.M | re.S):
+        found = _pbx_crypto(m.group(0)).get(1, found)
+    return found
+
+
+def _srtp_call(pbx: PbxProcess, tmp: Path, port: int, *, wants_srtp: bool, name: str,
+               caller_srtp: bool = False
+               ) -> tuple[str, np.ndarray, np.ndarray, dict[str, object],
+                          dict[str, CryptoAttribute | None]]:
+    """One call from a SIPp caller (tone 1000 Hz; SDES-SRTP with ``caller_srtp``) to the SIPp
+    callee on ``port`` (tone 700 Hz) answering 488 to the profile it refuses. Returns the
+    callee's SIP log, what each side heard (decrypted with the keys the PBX put on the wire),
+    the call.answered log event and the keys: ``caller``/``callee`` (the peers' own) and
+    ``to_caller``/``to_callee`` (the PBX's on each leg)."""
+    key = _new_key() if wants_srtp else None
+    caller_key = _new_key() if caller_srtp else None
     callee_rtp = SrtpPeer(700.0, key)
-    caller_rtp = RtpPeer(send_hz=1000.0)
+    caller_rtp = SrtpPeer(1000.0, caller_key)
     before = len(events(pbx, "call.answered"))
     try:
         uas = SippUas(tmp, str(uas_scenario(tmp, wants_srtp=wants_srtp, key=key)), port,
@@ -298,8 +317,11 @@ def _srtp_call(pbx: PbxProcess, tmp: Path, port: int, *, wants_srtp: bool,
         aimer = threading.Thread(target=aim, daemon=True)
         aimer.start()
         try:
-            ok, failed, out = caller(pbx, tmp, "call_uac.xml", pause_ms=3000,
-                                     rtp_port=caller_rtp.port)
+            ok, failed, out = caller(
+                pbx, tmp, "call_uac_savp.xml" if caller_srtp else "call_uac.xml",
+                pause_ms=3000, rtp_port=caller_rtp.port,
+                extra=["-key", "crypto_key", base64.b64encode(caller_key.key).decode()]
+                if caller_key is not None else [])
             rc, uas_out = uas.result()
         finally:
             stop.set()
@@ -313,9 +335,11 @@ def _srtp_call(pbx: PbxProcess, tmp: Path, port: int, *, wants_srtp: bool,
         caller_rtp.close()
     sent = invites(log)
     pbx_key = _pbx_crypto(sent[-1]).get(1) if wants_srtp else None
+    to_caller = _answer_crypto(messages(tmp)) if caller_srtp else None
     answered = events(pbx, "call.answered")
     assert len(answered) == before + 1, answered
-    return log, callee_rtp.pcm(pbx_key), caller_rtp.pcm(), answered[-1]
+    keys = {"caller": caller_key, "callee": key, "to_caller": to_caller, "to_callee": pbx_key}
+    return (log, callee_rtp.pcm(pbx_key), caller_rtp.pcm(to_caller), answered[-1], keys)
 
 
 def test_callee_refusing_plain_rtp_gets_a_savp_retry_then_savp_first(tmp_path: Path) -> None:
@@ -324,7 +348,7 @@ def test_callee_refusing_plain_rtp_gets_a_savp_retry_then_savp_first(tmp_path: P
         register_port(pbx, "101", USERS[1][1], port)
 
         # call 1: plain offer -> 488 -> one SAVP retry -> 200; SRTP audio both ways
-        log, heard_callee, heard_caller, answered = _srtp_call(
+        log, heard_callee, heard_caller, answered, _ = _srtp_call(
             pbx, tmp_path, port, wants_srtp=True, name="uas1")
         sent = invites(log)
         assert len(sent) == 2, log[-4000:]
@@ -349,7 +373,7 @@ def test_callee_refusing_plain_rtp_gets_a_savp_retry_then_savp_first(tmp_path: P
 
         # call 2: the device is known to want SRTP: SAVP first. It now refuses SAVP (488):
         # one plain retry, and the call runs on plain RTP
-        log2, heard_callee2, heard_caller2, answered2 = _srtp_call(
+        log2, heard_callee2, heard_caller2, answered2, _ = _srtp_call(
             pbx, tmp_path, port, wants_srtp=False, name="uas2")
         sent2 = invites(log2)
         assert len(sent2) == 2, log2[-4000:]
@@ -358,6 +382,25 @@ def test_callee_refusing_plain_rtp_gets_a_savp_retry_then_savp_first(tmp_path: P
         assert _cseq(sent2[1]) == _cseq(sent2[0]) + 1
         assert answered2["srtp"] == [False, False], answered2
         assert hears(heard_callee2, 1000.0) and hears(heard_caller2, 700.0)
+
+
+def test_srtp_caller_and_srtp_callee_each_leg_its_own_keys(tmp_path: Path) -> None:
+    with pbx_media2(tmp_path) as pbx:
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        log, heard_callee, heard_caller, answered, keys = _srtp_call(
+            pbx, tmp_path, port, wants_srtp=True, name="uas", caller_srtp=True)
+    # the caller's SRTP does not make the PBX offer SAVP to an unknown device: 488, then SAVP
+    sent = invites(log)
+    assert len(sent) == 2 and "a=crypto" not in sent[0] and "a=crypto" in sent[1]
+    assert answered["srtp"] == [True, True], answered
+    # four different keys: each leg has the PBX's own, neither is a peer's key passed on
+    found = [keys[k] for k in ("caller", "callee", "to_caller", "to_callee")]
+    assert all(k is not None for k in found), keys
+    assert len({k.key for k in found if k is not None}) == 4
+    # SRTP both ways on both legs, decrypted with the keys from the wire
+    assert hears(heard_callee, 1000.0), len(heard_callee)
+    assert hears(heard_caller, 700.0), len(heard_caller)
 
 
 def test_baresip_callee_with_mandatory_srtp_hears_a_plain_caller(tmp_path: Path) -> None:

@@ -581,7 +581,9 @@ class Call:
         self.ringback_source = ringback_source
         self.busy_source = busy_source
         self.on_record = on_record
-        self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        #: Posted events not yet read (one reader: the call's script, see next_event).
+        self.events: deque[CallEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         #: Events an operation read but left for the next one (read first, in order).
         self._backlog: deque[CallEvent] = deque()
         self.bridges: list[Bridge] = []
@@ -600,16 +602,28 @@ class Call:
     def post(self, event: CallEvent) -> None:
         """Queue an event for the call's script (legs call this)."""
         if not self.released:
-            self.events.put_nowait(event)
+            self.events.append(event)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def next_event(self, timeout: float | None = None) -> CallEvent | None:
         """The next event, or None after ``timeout`` seconds."""
         if self._backlog:
             return self._backlog.popleft()
-        try:
-            return await asyncio.wait_for(self.events.get(), timeout)
-        except TimeoutError:
-            return None
+        if not self.events:
+            # One future and one timer handle per wait: asyncio.wait_for would wrap the wait
+            # in a new Task each time (several per call, on the per-call hot path).
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = (loop.call_later(timeout, _wake, waiter) if timeout is not None else None)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return self.events.popleft() if self.events else None
 
     def _notify_record(self) -> None:
         if self.on_record is not None:
@@ -906,6 +920,11 @@ class Call:
         self._notify_record()
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def supervise(call: Call, script: Callable[[Call], Awaitable[None]],
                     on_error: Callable[[Call, BaseException], None] | None = None) -> None:
     """Run ``script(call)`` with a per-call :class:`asyncio.TaskGroup` as ``call.tasks``.
@@ -933,3 +952,9 @@ async def supervise(call: Call, script: Callable[[Call], Awaitable[None]],
     finally:
         call.tasks = None
         call.release(cause)
+        # The call is over: late signalling on its legs (a BYE's 200, retransmissions) is
+        # dropped by Leg.post. Detaching breaks the call <-> leg reference cycles, so a call's
+        # few hundred objects are freed by reference counting when the B2BUA lets go of them
+        # instead of piling up for the cycle collector (long pauses at hundreds of calls/s).
+        for leg in call.legs:
+            leg.call = None

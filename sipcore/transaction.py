@@ -701,11 +701,15 @@ class InviteServerTransaction(ServerTransaction):
 
     TABLE = IST_TABLE
     __slots__ = ("_ack",)
+    _ack: Request | None
 
     def receive_ack(self, ack: Request, now: float) -> Action:
         """An ACK matched (non-2xx: confirms; Accepted: handed to the TU as AckReceived)."""
         self._ack = ack
-        return self.handle(In.ACK, now)
+        try:
+            return self.handle(In.ACK, now)
+        finally:
+            self._ack = None  # passed on or absorbed: not kept for the rest of Timer L/I
 
     def _send_trying(self, now: float, message: Response | None) -> None:
         # §17.2.1: 100 Trying unless the TU answers within 200 ms; we cannot know, so at once.
@@ -736,6 +740,7 @@ class InviteServerTransaction(ServerTransaction):
         self._start(In.TIMER_I, 0.0 if self.reliable else self._host.timers.t4, now)
 
     def _pass_ack(self, now: float, message: Response | None) -> None:
+        assert self._ack is not None
         self._host.post(AckReceived(self._ack, self.peer))
 
 

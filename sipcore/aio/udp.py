@@ -22,6 +22,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.local: tuple[str, int] = ("", 0)
         # A datagram longer than this was cut short by recvfrom() (or is over the limit anyway).
         self._max = layer.limits.max_message_size
+        self._peers: dict[tuple[Any, ...], Peer] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (CPython's _SelectorDatagramTransport does not subclass DatagramTransport in 3.11.)
@@ -71,7 +72,16 @@ class UdpListener(asyncio.DatagramProtocol):
             # CRLF keep-alives some UAs send over UDP (no answer defined there).
             stats["udp_keepalives_received"] += 1
             return
-        self.layer.deliver(data, Peer("udp", str(addr[0]), int(addr[1])))
+        peers = self._peers
+        peer = peers.get(addr)
+        if peer is None:
+            # One Peer per source address, reused: a call's dozen messages (and the
+            # transactions that keep their peer for up to 32 s) share it instead of each
+            # holding a fresh object for the garbage collector to scan. Bounded for scanners.
+            if len(peers) >= 4096:
+                peers.clear()
+            peer = peers[addr] = Peer("udp", str(addr[0]), int(addr[1]))
+        self.layer.deliver(data, peer)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable …) carry no address we could map to a transaction here;

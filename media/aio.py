@@ -134,6 +134,13 @@ class ClockJob:
 
     def cancel(self) -> None:
         self.active = False
+        # The callback is usually a bound method of the job's owner, which holds the job: drop
+        # it so the owner is freed by reference counting, not left to the cycle collector.
+        self.callback = _no_tick
+
+
+def _no_tick(now: float) -> None:
+    """The callback of a cancelled :class:`ClockJob`."""
 
 
 class MediaClock:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._procs import Server, SippRun, SippUas, _free_udp_port, cpus, pin
+from bench._procs import Server, SippRun, SippUas, _free_udp_port, cpus, pin, sipp_media_port
 
 DEFAULT_RATES = (25, 50, 100, 200, 300, 400, 500, 700, 1000, 1500)
 DEFAULT_RTP = (100, 250, 500, 750, 1000)
@@ -201,7 +201,7 @@ def _sipp_uac(scenario: str, target: tuple[str, int], *, rate: int, calls: int, 
             "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate),
             "-rp", "1000", "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin",
             "-trace_stat", "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
-            "-recv_timeout", "8000", "-buff_size", "4194304", "-mp", str(_free_udp_port()),
+            "-recv_timeout", "8000", "-buff_size", "4194304", "-mp", str(sipp_media_port()),
             "-auth_uri", f"101@{target[0]}:{target[1]}", f"{target[0]}:{target[1]}"]
     t0 = time.monotonic()
     subprocess.run(args, cwd=workdir, capture_output=True, timeout=timeout + 30,

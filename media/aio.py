@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import random
 import socket
 import struct
 import time
@@ -293,7 +294,7 @@ class RtpSession:
             self.local_addr[1] if rtcp_sock is None else rtcp_sock.getsockname()[1]
         )
         self.srtp = srtp
-        self.ssrc = int.from_bytes(os.urandom(4), "big")
+        self.ssrc = _prng.getrandbits(32)
         self.telephone_event_pt = telephone_event_pt
         self.cn_payload_type = cn_payload_type
         self.remote: tuple[str, int] | None = None
@@ -324,8 +325,7 @@ class RtpSession:
             "dtmf_malformed": 0,
         }
         self.set_format(fmt)
-        hub.set_ssrc(self.slot, self.ssrc, int.from_bytes(os.urandom(2), "big"),
-                     int.from_bytes(os.urandom(4), "big"))
+        hub.set_ssrc(self.slot, self.ssrc, _prng.getrandbits(16), _prng.getrandbits(32))
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -1150,5 +1150,11 @@ class MediaEngine:
         }
 
 
+#: SSRCs, initial sequence numbers and timestamps, RTCP interval jitter: RFC 3550 wants them
+#: random, not secret (SRTP keys still come from os.urandom, media.srtp), so a PRNG seeded
+#: from the OS instead of one getrandom() system call per value (several per call).
+_prng = random.Random(os.urandom(32))
+
+
 def _rand01() -> float:
-    return int.from_bytes(os.urandom(2), "big") / 65536.0
+    return _prng.random()

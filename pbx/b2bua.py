@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -346,7 +346,7 @@ class SipLeg(Leg):
         self.session: RtpSession | None = None
         self.local_sdp: SessionDescription | None = None
         self.remote_sdp: SessionDescription | None = None
-        self.session_id = int.from_bytes(os.urandom(4), "big")
+        self.session_id = random.getrandbits(31)  # o= sess-id: unique, not secret (RFC 4566)
         self.session_version = 0
         self.contact = b2bua.contact_for(peer)
         #: RFC 4028 state: interval, and whether we refresh (else we expect refreshes).
@@ -1324,7 +1324,10 @@ class B2bua:
             leg.prepare_media()
         except ParseError as exc:
             leg.close_media()
-            self.respond(request, tx=tx, status=exc.status_hint if exc.status_hint >= 400 else 488)
+            status = exc.status_hint if exc.status_hint >= 400 else 488
+            self.log.info("call.offer_refused", call_id=request.call_id, status=status,
+                          reason=exc.reason)
+            self.respond(request, tx=tx, status=status)
             return
         except OSError:
             leg.close_media()

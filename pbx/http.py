@@ -9,7 +9,10 @@ it answers 503 with ``"status": "error"`` so a balancer takes the node out.
 Each trunk entry (:meth:`pbx.trunks.TrunkManager.health_list`) has ``name``, ``tenant``,
 ``kind`` ("ip"/"register"), ``state`` ("registered", "registering", "failed" — then
 ``last_status``/``last_error`` say why —, "ip" for IP trunks) and, for a registration trunk,
-``next_refresh``: seconds until its next REGISTER (refresh or retry). Never a password.
+``next_refresh``: seconds until its next REGISTER (refresh or retry). A trunk whose host is a
+DNS name also has ``addresses`` (what the name resolved to; empty until it does),
+``next_resolve`` (seconds until the next query) and, while the last query failed, ``dns_error``.
+Never a password: only :data:`TRUNK_FIELDS` leave the server.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ HealthFigures = Callable[[], Mapping[str, object]]
 
 #: Trunk entry fields /health passes on (anything else a figure source adds stays inside).
 TRUNK_FIELDS = ("name", "tenant", "kind", "state", "next_refresh", "expires_in", "last_status",
-                "last_error", "failures", "refused_challenges", "foreign_challenges")
+                "last_error", "failures", "refused_challenges", "foreign_challenges",
+                "addresses", "dns_error", "next_resolve")
 
 
 class HttpService:

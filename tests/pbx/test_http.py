@@ -101,3 +101,60 @@ async def test_serve_prints_http_and_answers_health(tmp_path: object) -> None:
             body = await resp.json()
     assert resp.status == 200 and body["status"] == "ok"
     assert (body["registrations"], body["active_calls"]) == (0, 0)
+
+
+async def _get_health(service: HttpService) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{service.port}/health") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert isinstance(body, dict)
+    return body
+
+
+async def test_health_trunk_entries_carry_dns_fields_and_nothing_secret() -> None:
+    """A named trunk's addresses, dns_error and next_resolve reach /health; fields outside
+    TRUNK_FIELDS (password, username, host, anything new) stay inside."""
+    entry = {"name": "carrier", "tenant": "acme", "kind": "register", "state": "registered",
+             "host": "sip.carrier.test", "addresses": ["192.0.2.7", "2001:db8::7"],
+             "dns_error": "cannot resolve sip.carrier.test: timed out", "next_resolve": 42,
+             "password": "s3cret", "username": "4930111", "secret_sauce": "x"}
+    service = await start_http("127.0.0.1:0", lambda: {"trunks": [entry]})
+    assert service is not None
+    try:
+        body = await _get_health(service)
+    finally:
+        await service.close()
+    trunks = body["trunks"]
+    assert isinstance(trunks, list) and len(trunks) == 1
+    shown = trunks[0]
+    assert shown["addresses"] == ["192.0.2.7", "2001:db8::7"]
+    assert shown["dns_error"] == "cannot resolve sip.carrier.test: timed out"
+    assert shown["next_resolve"] == 42
+    assert set(shown) == {"name", "tenant", "kind", "state", "addresses", "dns_error",
+                          "next_resolve"}
+    assert "s3cret" not in str(body) and "4930111" not in str(body)
+
+
+async def test_health_shows_an_unresolved_named_trunk_from_the_manager() -> None:
+    """TrunkManager.health_list() of a name that does not resolve, through /health."""
+    from tests.pbx.test_trunks_dns import FakeResolver, named
+    from tests.pbx.test_trunks_manager import manager_for, until
+
+    resolver = FakeResolver()  # knows no names: every query fails
+    async with manager_for(named(kind="ip"), resolver=resolver, resolve_retry=30.0,
+                           resolve_interval=300.0) as (manager, _):
+        await until(lambda: manager.states().get("carrier") == "failed")
+        service = await start_http("127.0.0.1:0", lambda: {"trunks": manager.health_list()})
+        assert service is not None
+        try:
+            body = await _get_health(service)
+        finally:
+            await service.close()
+    trunks = body["trunks"]
+    assert isinstance(trunks, list)
+    (shown,) = trunks
+    assert shown["state"] == "failed" and shown["addresses"] == []
+    assert str(shown["dns_error"]).startswith("cannot resolve sip.carrier.test: ")
+    assert 0 < int(shown["next_resolve"]) <= 30
+    assert "s3cret" not in str(body)

@@ -168,14 +168,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--kind", required=True, choices=TRUNK_KINDS,
                    help="register: we register with the carrier; ip: known by address")
-    p.add_argument("--host", required=True)
+    p.add_argument("--host", required=True,
+                   help="the carrier's IP address or DNS name (a name is resolved by the "
+                        "server, A/AAAA, and followed when it changes)")
     p.add_argument("--port", type=int, default=5060)
     p.add_argument("--transport", default="udp", choices=TRUNK_TRANSPORTS)
     p.add_argument("--username", default="")
     p.add_argument("--password", default="")
     p.add_argument("--realm", default="", help="the carrier's digest realm (we answer only it)")
     p.add_argument("--allow", action="append", default=[], metavar="ADDR",
-                   help="[transport:]address[/prefix][:port] calls may come from (repeatable)")
+                   help="[transport:]address[/prefix][:port] calls may come from (repeatable; "
+                        "default: the host's address(es))")
     p.add_argument("--trusted", action="store_true",
                    help="send/accept P-Asserted-Identity")
     p.add_argument("--register-expiry", type=int, default=600, metavar="SECONDS")

@@ -549,6 +549,47 @@ def source_network(text: str) -> str:
         raise StoreError(f"allowed source {text!r} is not an IP address or network") from None
 
 
+#: One label of an RFC 3261 ``hostname`` (``domainlabel``; at most 63 octets, RFC 1035 §2.3.4).
+_DOMAINLABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def trunk_host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP address (IPv6 bare or in brackets) nor a DNS host name
+    (RFC 3261 ``hostname``: dot-separated labels of letters, digits and inner hyphens, the last
+    one beginning with a letter, at most 253 characters); None when it is one of them."""
+    import ipaddress
+
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(literal)
+    except ValueError:
+        address = None
+    if address is not None:
+        if literal is not host and address.version != 6:
+            return "only IPv6 addresses are written in brackets"
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+            return "a zone index (%...) cannot go in a SIP URI"
+        return None
+    if host.count(":") == 1 and "[" not in host:
+        return "the port goes in the port field (--port), not in the host"
+    if "[" in host or "]" in host or ":" in host:
+        return "not a valid IPv6 address"
+    name = host[:-1] if host.endswith(".") else host  # a fully qualified name may end in '.'
+    if not name:
+        return "empty"
+    if len(name) > 253:
+        return "longer than 253 characters"
+    labels = name.split(".")
+    for label in labels:
+        if not _DOMAINLABEL_RE.match(label):
+            return (f"label {label!r} is not 1-63 letters, digits and inner hyphens" if label
+                    else "empty label (two dots in a row or a leading dot)")
+    if not labels[-1][0].isalpha():
+        # RFC 3261 toplabel: what looks like a mistyped address (1.2.3.999) is not a name.
+        return f"its last label {labels[-1]!r} must begin with a letter (or it is a bad address)"
+    return None
+
+
 def _parse_sources(sources: Iterable[str]) -> tuple[str, ...]:
     out = []
     for s in sources:
@@ -1130,17 +1171,19 @@ class Store:
         trusted: bool = False,
         register_expiry: int = 600,
     ) -> Trunk:
-        """Add a carrier trunk. ``register`` trunks need username and password; ``ip`` trunks
-        need allowed source addresses (the host, when it is an IP address, by default)."""
-        import ipaddress
-
+        """Add a carrier trunk. ``host`` is an IP address or a DNS name (see
+        :func:`trunk_host_problem`); a name is resolved by :class:`pbx.trunks.TrunkManager`
+        (A/AAAA). ``register`` trunks need username and password. An ``ip`` trunk without
+        ``allowed_sources`` is recognised by its host's address(es)."""
         t = self._tenant_or_default(tenant)
         if not NAME_RE.match(name):
             raise StoreError(f"trunk name {name!r} must be 1-32 of a-z 0-9 _ - (lower case)")
         if kind not in TRUNK_KINDS:
             raise StoreError(f"trunk kind {kind!r} must be one of {', '.join(TRUNK_KINDS)}")
-        if not DOMAIN_RE.match(host):
-            raise StoreError(f"trunk host {host!r} is not a host name or IP address")
+        problem = trunk_host_problem(host)
+        if problem is not None:
+            raise StoreError(f"trunk host {host!r} is neither an IP address nor a DNS name: "
+                             f"{problem}")
         if not 1 <= port <= 65535:
             raise StoreError(f"trunk port {port} is outside 1-65535")
         if transport not in TRUNK_TRANSPORTS:
@@ -1150,14 +1193,9 @@ class Store:
             raise StoreError("a register trunk needs --username and --password")
         if not 60 <= register_expiry <= 86400:
             raise StoreError("register expiry must lie between 60 and 86400 seconds")
+        # Without a list an IP trunk is known by its host's address, or by what its DNS name
+        # resolves to (pbx.trunks.TrunkManager does that): --allow is optional either way.
         sources = _parse_sources(allowed_sources)
-        if not sources and kind == "ip":
-            # Without a list, the host itself is the only source (pbx.trunks does the same).
-            try:
-                ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                raise StoreError("an IP trunk needs --allow ADDRESS (its host is a name, "
-                                 "not an address)") from None
         try:
             with self._tx() as db:
                 cur = db.execute(

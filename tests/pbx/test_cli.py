@@ -193,7 +193,10 @@ def test_store_errors_after_the_default_tenant_exists(tmp_path: Path,
     for args, message in [
         (["number", "add", "12", "--company"], "number '12' is not a telephone number"),
         (["number", "add", "+4930123456", "--user", "101"], "no user 101"),
-        (["trunk", "add", "t", "--kind", "ip", "--host", "carrier.example"], "needs --allow"),
+        (["trunk", "add", "t", "--kind", "ip", "--host", "carrier_1.example"],
+         "trunk host 'carrier_1.example' is neither an IP address nor a DNS name"),
+        (["trunk", "add", "t", "--kind", "ip", "--host", "10.0.0.256"],
+         "trunk host '10.0.0.256' is neither an IP address nor a DNS name"),
         (["trunk", "add", "t", "--kind", "register", "--host", "c.example"], "needs --username"),
         (["device", "add", "100", "--username", "100", "--password", "pw1234"], "exists already"),
         (["device", "remove", "nope"], "no device nope"),
@@ -202,6 +205,25 @@ def test_store_errors_after_the_default_tenant_exists(tmp_path: Path,
         assert main([*args, "--data-dir", d]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_ip_trunk_with_a_dns_name_needs_no_allow(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The server resolves a named host (TrunkManager); the CLI no longer asks for --allow."""
+    d = str(tmp_path)
+    assert _run(capsys, d, "user", "add", "100", "--password", "pw100")[0] == 0
+    code, out, err = _run(capsys, d, "trunk", "add", "sbc", "--kind", "ip", "--host",
+                          "sbc.carrier.example", "--port", "5080")
+    assert code == 0, err
+    assert out.strip() == "added ip trunk sbc to udp:sbc.carrier.example:5080"
+    code, out, err = _run(capsys, d, "trunk", "add", "lit", "--kind", "ip", "--host",
+                          "192.0.2.7")
+    assert code == 0, err
+    code, out, _ = _run(capsys, d, "trunk", "list")
+    assert out.splitlines() == ["lit\tip\tudp:192.0.2.7:5060\tuntrusted",
+                                "sbc\tip\tudp:sbc.carrier.example:5080\tuntrusted"]
+    code, out, _ = _run(capsys, d, "trunk", "add", "--help")
+    assert code == 0 and "IP address or DNS name" in out
 
 
 @pytest.mark.parametrize("command", ["tenant", "user", "device", "number", "trunk"])

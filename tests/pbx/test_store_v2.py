@@ -262,7 +262,7 @@ def test_trunks(store: Store) -> None:
     for kwargs, match in [
         ({"name": "x", "kind": "sms", "host": "h"}, "trunk kind"),
         ({"name": "x", "kind": "register", "host": "h"}, "needs --username"),
-        ({"name": "x", "kind": "ip", "host": "carrier.example"}, "needs --allow"),
+        ({"name": "x", "kind": "ip", "host": "carrier..example"}, "trunk host 'carrier..ex"),
         ({"name": "x", "kind": "ip", "host": "1.2.3.4", "allowed_sources": ["a.b"]}, "not an IP"),
         ({"name": "x", "kind": "ip", "host": "1.2.3.4", "port": 0}, "port"),
         ({"name": "x", "kind": "ip", "host": "1.2.3.4", "transport": "sctp"}, "transport"),
@@ -272,6 +272,60 @@ def test_trunks(store: Store) -> None:
             store.add_trunk(tenant="acme", **kwargs)  # type: ignore[arg-type]
     store.remove_trunk("carrier", tenant="acme")
     assert [t.name for t in store.trunks()] == ["pbxnet"]
+
+
+def test_ip_trunk_by_dns_name_needs_no_allow(store: Store) -> None:
+    """TrunkManager resolves a named host and knows the trunk by its addresses: --allow is
+    optional; an address literal works as before (its address is the source)."""
+    named = store.add_trunk("sbc", tenant="acme", kind="ip", host="sbc.carrier.example")
+    assert (named.host, named.allowed_sources) == ("sbc.carrier.example", ())
+    fqdn = store.add_trunk("fqdn", tenant="acme", kind="ip", host="sbc.carrier.example.")
+    single = store.add_trunk("lan", tenant="acme", kind="ip", host="localhost")
+    v4 = store.add_trunk("v4", tenant="acme", kind="ip", host="192.0.2.7")
+    v6 = store.add_trunk("v6", tenant="acme", kind="ip", host="[2001:db8::7]")
+    bare6 = store.add_trunk("bare6", tenant="acme", kind="ip", host="2001:db8::8")
+    assert [t.host for t in (fqdn, single, v4, v6, bare6)] == [
+        "sbc.carrier.example.", "localhost", "192.0.2.7", "[2001:db8::7]", "2001:db8::8"]
+    stored = {t.name: t for t in store.trunks("acme")}
+    assert stored["sbc"].host == "sbc.carrier.example" and stored["sbc"].allowed_sources == ()
+
+    from pbx.trunks import TrunkConfig
+
+    # What the server builds from the rows: the name waits for DNS, the literal is its source.
+    config = TrunkConfig.from_store(stored["sbc"], tenant="acme")
+    assert config.named and config.addresses == ()
+    literal = TrunkConfig.from_store(stored["v4"], tenant="acme")
+    assert not literal.named and [str(r.network) for r in literal.sources] == ["192.0.2.7/32"]
+
+
+@pytest.mark.parametrize(("host", "why"), [
+    ("1.2.3.999", "last label '999' must begin with a letter"),
+    ("10.0.0", "last label '0' must begin with a letter"),
+    ("carrier..example", "empty label"),
+    (".carrier.example", "empty label"),
+    ("-sbc.example", "label '-sbc'"),
+    ("sbc-.example", "label 'sbc-'"),
+    ("sbc_1.example", "label 'sbc_1'"),
+    ("x" * 64 + ".example", "label 'xxxx"),
+    (("a" * 60 + ".") * 5 + "com", "longer than 253"),
+    ("sbc.example:5060", "port goes in the port field (--port)"),
+    ("2001:db8::zz", "not a valid IPv6 address"),
+    ("[2001:db8::1", "not a valid IPv6 address"),
+    ("[192.0.2.7]", "only IPv6 addresses are written in brackets"),
+    ("fe80::1%eth0", "zone index"),
+    (".", "empty"),
+])
+def test_trunk_host_neither_address_nor_name_is_refused(store: Store, host: str,
+                                                        why: str) -> None:
+    for kind, username in (("ip", ""), ("register", "u")):
+        with pytest.raises(StoreError) as caught:
+            store.add_trunk("x", tenant="acme", kind=kind, host=host, username=username,
+                            password=username)
+        message = str(caught.value)
+        assert message.startswith(f"trunk host {host!r} is neither an IP address nor a DNS "
+                                  "name: "), message
+        assert why in message, message
+    assert store.trunks("acme") == []
 
 
 SCHEMA = {

@@ -772,12 +772,14 @@ class InboundLeg(SipLeg):
                 self.b2bua.dialogs.remove(self.dialog)
             self.post(LegFailed(self, 487, "cancelled"))
 
-    def reject(self, status: int, reason: str | None = None) -> None:
-        """A final error response to the caller."""
+    def reject(self, status: int, reason: str | None = None, *,
+               retry_after: int | None = None) -> None:
+        """A final error response to the caller (with ``Retry-After`` seconds when given)."""
         if self.state not in (LegState.CALLING, LegState.EARLY) or self._answered_sent:
             return
         self.final_status = status
-        self._send(self._response(status, reason))
+        extra = [("Retry-After", str(retry_after))] if retry_after is not None else None
+        self._send(self._response(status, reason, extra=extra))
         self.apply(LegInput.FAIL)
 
     def cancel(self, reason: str | None = None) -> None:
@@ -1476,6 +1478,16 @@ class B2bua:
             if key not in self.trunks.trunks:
                 return Reject(503, "Trunk Unavailable")
             call.record.direction = "outbound"
+            trunk = self.trunks.trunks[key]
+            if trunk.named and not trunk.addresses:
+                # Its DNS name has not resolved (yet): nothing to send an INVITE to. Refuse now
+                # rather than after Timer B; Retry-After is the manager's DNS retry delay.
+                self.log.warning("call.trunk_unresolved", call_id=call.record.call_id, trunk=key,
+                                 host=trunk.host)
+                if isinstance(call.caller, InboundLeg):
+                    call.caller.reject(503, "Trunk Unresolved",
+                                       retry_after=max(1, round(self.trunks.resolve_retry)))
+                return Reject(503, "Trunk Unresolved")
             self.log.info("call.outbound", call_id=call.record.call_id, trunk=key,
                           number=dest.number, caller_did=dest.caller_did)
             target = Target("number", user=dest.number, contact=key,

@@ -37,6 +37,14 @@ def need(tool: str) -> str:
     return path
 
 
+def read_log(path: Path) -> str:
+    """A log file as text, "" when it does not exist. Undecodable bytes become U+FFFD: SIPp's
+    -trace_msg/-trace_err copy whatever datagram arrived (a stray RTCP packet included) and
+    baresip prints what it was sent, so a peer's log is not necessarily UTF-8 — reading it
+    must never be what fails a test."""
+    return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     """A port the OS hands out now (for peers that cannot bind port 0 themselves)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
@@ -136,7 +144,7 @@ class PbxProcess:
                 _drain(self.proc.stdout)
                 return self
         self.stop()
-        raise RuntimeError(f"server did not start; log:\n{self.log_path.read_text()[-4000:]}")
+        raise RuntimeError(f"server did not start; log:\n{read_log(self.log_path)[-4000:]}")
 
     def addr(self, transport: str) -> tuple[str, int]:
         return self.listening[transport]
@@ -158,7 +166,7 @@ class PbxProcess:
     def log_events(self) -> list[dict[str, object]]:
         """The server's JSON log lines."""
         out = []
-        for line in self.log_path.read_text().splitlines():
+        for line in read_log(self.log_path).splitlines():
             with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
         return out
@@ -186,7 +194,7 @@ def running_pbx(workdir: Path, **kwargs: object) -> Iterator[PbxProcess]:
         yield pbx
     finally:
         rc = pbx.stop()
-        log = pbx.log_path.read_text() if pbx.log_path.exists() else ""
+        log = read_log(pbx.log_path)
         assert "Traceback" not in log, f"server logged a traceback:\n{log[-6000:]}"
         assert rc in (0, None, -signal.SIGTERM), f"server exited with {rc}:\n{log[-4000:]}"
 
@@ -252,14 +260,14 @@ def sipp(
                           timeout=timeout + 30, stdin=subprocess.DEVNULL)
     ok, bad = _sipp_counts(stat)
     errors = (workdir / "sipp-errors.log")
-    err_text = errors.read_text()[-3000:] if errors.exists() else ""
+    err_text = read_log(errors)[-3000:]
     return SippResult(proc.returncode, ok, bad, proc.stdout[-3000:] + proc.stderr[-3000:] + err_text)
 
 
 def _sipp_counts(stat: Path) -> tuple[int, int]:
     if not stat.exists():
         return 0, 0
-    lines = [ln for ln in stat.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in read_log(stat).splitlines() if ln.strip()]
     if len(lines) < 2:
         return 0, 0
     head = lines[0].split(";")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from media.dtmf import tone_ratio
-from tests.interop.harness import PbxProcess, need, running_pbx
+from tests.interop.harness import PbxProcess, need, read_log, running_pbx
 
 pytestmark = pytest.mark.interop
 
@@ -73,7 +73,7 @@ def baresip_dir(root: Path, ext: str, password: str, server: tuple[str, int], to
 def recording(d: Path) -> tuple[np.ndarray, int]:
     """What the phone heard (sndfile's decoded dump): mono samples and rate."""
     files = sorted(d.glob("dump-*-dec.wav"))
-    assert files, f"no recording in {d}: {(d / 'out.log').read_text()[-2000:]}"
+    assert files, f"no recording in {d}: {read_log(d / 'out.log')[-2000:]}"
     with wave.open(str(files[-1])) as w:
         rate, channels = w.getframerate(), w.getnchannels()
         pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
@@ -133,7 +133,7 @@ def test_two_softphones_hear_each_other(tmp_path: Path, codecs_100: str, codecs_
                 [binary, "-f", str(d100), "-e", f"/dial sip:101@{server[0]}:{server[1]}"],
                 stdin=subprocess.PIPE, stdout=(d100 / "out.log").open("w"),
                 stderr=subprocess.STDOUT, text=True)
-            assert wait_for(pbx, "call.answered"), (d100 / "out.log").read_text()[-3000:]
+            assert wait_for(pbx, "call.answered"), read_log(d100 / "out.log")[-3000:]
             time.sleep(3.0)  # talk
         finally:
             if caller is not None:

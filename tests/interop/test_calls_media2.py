@@ -32,7 +32,7 @@ import pytest
 from media.dtmf import DtmfDetector, dtmf_tone, is_dtmf_frame, tone_ratio
 from media.g711 import linear_to_ulaw, ulaw_to_linear
 from media.srtp import CryptoAttribute, SrtpSession, parse_crypto
-from tests.interop.harness import PbxProcess, free_port, need, running_pbx
+from tests.interop.harness import PbxProcess, free_port, need, read_log, running_pbx
 from tests.interop.test_calls_sipp import (
     USERS,
     RtpPeer,
@@ -440,7 +440,7 @@ def test_baresip_callee_with_mandatory_srtp_hears_a_plain_caller(tmp_path: Path)
                 stdin=subprocess.PIPE, stdout=(d100 / "out.log").open("w"),
                 stderr=subprocess.STDOUT, text=True)
             assert wait_for(pbx, "call.answered"), (
-                (d100 / "out.log").read_text()[-2000:] + (d101 / "out.log").read_text()[-2000:])
+                read_log(d100 / "out.log")[-2000:] + read_log(d101 / "out.log")[-2000:])
             time.sleep(3.0)  # talk
         finally:
             if caller_ua is not None:

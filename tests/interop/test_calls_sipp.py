@@ -26,6 +26,7 @@ from tests.interop.harness import (
     PbxProcess,
     free_port,
     need,
+    read_log,
     running_pbx,
     sipp,
     users_csv,
@@ -100,7 +101,7 @@ class SippUas:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
-        err = self.errors.read_text()[-3000:] if self.errors.exists() else ""
+        err = read_log(self.errors)[-3000:]
         return self.proc.returncode, (out or "")[-3000:] + err
 
     def stop(self) -> None:
@@ -109,7 +110,7 @@ class SippUas:
             self.proc.communicate()
 
     def log(self) -> str:
-        return self.messages.read_text() if self.messages.exists() else ""
+        return read_log(self.messages)
 
 
 _ULAW = np.array([ulaw_to_linear(c) for c in range(256)], np.int16)
@@ -227,8 +228,7 @@ def final_statuses(log: str) -> list[int]:
 
 
 def messages(tmp: Path, name: str = "caller-messages.log") -> str:
-    path = tmp / name
-    return path.read_text() if path.exists() else ""
+    return read_log(tmp / name)
 
 
 def test_callee_hangs_up(tmp_path: Path) -> None:

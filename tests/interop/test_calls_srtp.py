@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.harness import need, running_pbx
+from tests.interop.harness import need, read_log, running_pbx
 from tests.interop.test_calls_baresip import (
     TONE_100,
     TONE_101,
@@ -52,7 +52,7 @@ def test_srtp_caller_talks_to_plain_rtp_callee(tmp_path: Path) -> None:
                 [binary, "-f", str(d100), "-e", f"/dial sip:101@{server[0]}:{server[1]}"],
                 stdin=subprocess.PIPE, stdout=(d100 / "out.log").open("w"),
                 stderr=subprocess.STDOUT, text=True)
-            assert wait_for(pbx, "call.answered"), (d100 / "out.log").read_text()[-3000:]
+            assert wait_for(pbx, "call.answered"), read_log(d100 / "out.log")[-3000:]
             time.sleep(3.0)  # talk
         finally:
             if caller is not None:

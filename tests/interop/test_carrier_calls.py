@@ -26,6 +26,7 @@ from tests.interop.harness import (
     PbxProcess,
     free_port,
     need,
+    read_log,
     running_pbx,
     sipp,
     users_csv,
@@ -94,8 +95,7 @@ def _finish(proc: subprocess.Popen[str], tmp: Path) -> tuple[int, str]:
         proc.kill()
         out, _ = proc.communicate()
     errors = tmp / "carrier-errors.log"
-    return proc.returncode, (out or "")[-3000:] + (errors.read_text()[-3000:]
-                                                   if errors.exists() else "")
+    return proc.returncode, (out or "")[-3000:] + read_log(errors)[-3000:]
 
 
 def test_inbound_did_call_reaches_the_owner_and_is_answered(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_unknown_did_from_the_carrier_gets_404(tmp_path: Path) -> None:
                                       "-key", "rtp_port", "45994", "-trace_msg",
                                       "-message_file", str(tmp_path / "in404.log")])
         assert res.successful == 0
-    assert final_statuses((tmp_path / "in404.log").read_text())[-1] == 404
+    assert final_statuses(read_log(tmp_path / "in404.log"))[-1] == 404
 
 
 def test_outbound_national_call_reaches_the_carrier_normalised_with_the_did(
@@ -145,7 +145,7 @@ def test_outbound_national_call_reaches_the_carrier_normalised_with_the_did(
         rc, carrier_out = _finish(carrier, tmp_path)
         assert (ok, failed) == (1, 0), out + carrier_out
         assert rc == 0, carrier_out
-    log = (tmp_path / "carrier-messages.log").read_text()
+    log = read_log(tmp_path / "carrier-messages.log")
     assert "INVITE sip:+49301234567@" in log
     assert "Authorization: Digest" in log and 'realm="carrier.test"' in log
     outbound = [e for e in pbx.log_events() if e.get("event") == "call.outbound"]
@@ -214,7 +214,7 @@ def test_emergency_call_by_a_user_without_national_permission_reaches_the_carrie
                                   "carrier_call_refused.xml", log="national.log",
                                   extra=("-key", "extra_header", "Subject: national"))
         assert (ok, failed) == (1, 0), out
-        assert final_statuses((tmp_path / "national.log").read_text())[-1] == 403
+        assert final_statuses(read_log(tmp_path / "national.log"))[-1] == 403
         # ... but 112 goes out through the trunk, as dialled, answered by the carrier
         with carrier_uas(tmp_path, "carrier_call_emergency.xml", carrier_port, 45988) as carrier:
             ok, failed, out = call_as(pbx, tmp_path, INTERNAL_USER, "112", "call_uac.xml",
@@ -222,7 +222,7 @@ def test_emergency_call_by_a_user_without_national_permission_reaches_the_carrie
             rc, carrier_out = _finish(carrier, tmp_path)
         assert (ok, failed) == (1, 0), out + carrier_out
         assert rc == 0, carrier_out
-    log = (tmp_path / "carrier-messages.log").read_text()
+    log = read_log(tmp_path / "carrier-messages.log")
     assert "INVITE sip:112@" in log
     assert "Authorization: Digest" in log and 'realm="carrier.test"' in log
     outbound = [e for e in pbx.log_events() if e.get("event") == "call.outbound"]
@@ -242,17 +242,17 @@ def test_registration_trunk_registers_when_the_server_starts(tmp_path: Path) -> 
     with carrier_uas(tmp_path, "carrier_register.xml", carrier_port, 45986) as carrier:
         with running_pbx(tmp_path, transports=("udp",), users=USERS,
                          store_setup=setup) as pbx:
-            assert wait_for(pbx, "trunk.register.registered"), pbx.log_path.read_text()[-3000:]
+            assert wait_for(pbx, "trunk.register.registered"), read_log(pbx.log_path)[-3000:]
             # the 4 s the carrier granted run out: the server refreshes (a second 200)
             assert wait_for(pbx, "trunk.register.registered", count=2, timeout=15), \
-                pbx.log_path.read_text()[-3000:]
+                read_log(pbx.log_path)[-3000:]
         rc, carrier_out = _finish(carrier, tmp_path)
     assert rc == 0, carrier_out  # the scenario saw register, refresh and de-register
     registered = [e for e in pbx.log_events() if e.get("event") == "trunk.register.registered"]
     # the trunk is named <tenant id>/<name>
     assert str(registered[0]["trunk"]).endswith("/carrier"), registered
     assert registered[0]["host"] == CARRIER_HOST, registered
-    log = (tmp_path / "carrier-messages.log").read_text()
+    log = read_log(tmp_path / "carrier-messages.log")
     requests = [m for m in log.split("-----------------------------------------------")
                 if "\nREGISTER sip:" in m]
     assert ["Authorization: Digest" in r for r in requests[:2]] == [False, True], requests[:2]

@@ -40,7 +40,7 @@ def test_sipsak_registers(tmp_path: Path, transport: str) -> None:
                                               else socket.SOCK_STREAM))]
         if transport == "tls":
             args.append("--tls-ignore-cert-failure")
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=40)
+        proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=40)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
         assert "successful" in out, out
@@ -73,7 +73,8 @@ def test_baresip_registers_and_refreshes(tmp_path: Path, transport: str) -> None
                    "regint=6")
         d = _baresip_dir(tmp_path, account, 0)  # port 0: libre picks free UDP/TCP/TLS ports
         proc = subprocess.Popen([binary, "-f", str(d)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
         try:
             deadline = time.monotonic() + 30
             refreshed: list[dict[str, object]] = []

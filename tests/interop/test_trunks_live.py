@@ -39,7 +39,7 @@ import pytest
 from pbx.store import Store
 from sipcore.digest import DigestServer, make_credentials
 from sipcore.message import Request, make_response, new_tag, parse_message
-from tests.interop.harness import ROOT, PbxProcess, free_port, running_pbx, sipp
+from tests.interop.harness import ROOT, PbxProcess, free_port, read_log, running_pbx, sipp
 
 pytestmark = pytest.mark.interop
 
@@ -385,7 +385,7 @@ def test_inbound_call_through_an_ip_trunk_added_by_the_cli_while_running(
 
         # no trunk at 127.0.0.2 yet: a stranger must authenticate as a device — 407, no call
         assert carrier_call("before.log", 46990, 15) == 0
-        refused = final_statuses((tmp_path / "before.log").read_text())
+        refused = final_statuses(read_log(tmp_path / "before.log"))
         assert refused and set(refused) == {407}, refused  # (retransmitted: SIPp sends no ACK)
         assert not [e for e in pbx.log_events() if e.get("event") == "call.started"]
 
@@ -394,12 +394,12 @@ def test_inbound_call_through_an_ip_trunk_added_by_the_cli_while_running(
         phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port,
                         keys={"rtp_port": "46994"}, name="phone101")
         try:
-            assert carrier_call("after.log", 46992, 40) == 1, (tmp_path / "after.log").read_text()
+            assert carrier_call("after.log", 46992, 40) == 1, read_log(tmp_path / "after.log")
             rc, phone_out = phone.result()
         finally:
             phone.stop()
         assert rc == 0, phone_out
-        assert final_statuses((tmp_path / "after.log").read_text()) == []
+        assert final_statuses(read_log(tmp_path / "after.log")) == []
         invite = phone.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
         assert "+4917012345" in invite.split("From:", 1)[1].splitlines()[0]
     started = [e for e in pbx.log_events() if e.get("event") == "call.started"]

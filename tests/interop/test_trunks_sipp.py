@@ -29,7 +29,7 @@ from sipcore.endpoint import (
 )
 from sipcore.headers import Headers
 from sipcore.message import Request, Response
-from tests.interop.harness import SCENARIOS, free_port, need
+from tests.interop.harness import SCENARIOS, free_port, need, read_log
 
 pytestmark = pytest.mark.interop
 
@@ -58,7 +58,7 @@ def sipp_carrier(scenario: str, workdir: Path, port: int) -> Iterator[subprocess
         "-trace_err", "-error_file", str(workdir / f"{scenario}.errors.log"),
     ]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.DEVNULL, text=True, errors="replace")
     try:
         deadline = time.monotonic() + 10
         while not _udp_bound(CARRIER_HOST, port):
@@ -84,7 +84,7 @@ def _finish(proc: subprocess.Popen[str], workdir: Path, scenario: str) -> tuple[
         proc.kill()
         out, _ = proc.communicate(timeout=5)
     errors = workdir / f"{scenario}.errors.log"
-    text = (out or "")[-3000:] + (errors.read_text()[-3000:] if errors.exists() else "")
+    text = (out or "")[-3000:] + read_log(errors)[-3000:]
     return proc.returncode, text
 
 

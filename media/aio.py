@@ -29,6 +29,7 @@ import random
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -279,6 +280,8 @@ class RtpSession:
         telephone_event_pt: int | None,
         srtp: SrtpKeys | None,
         cn_payload_type: int | None,
+        local_addr: tuple[str, int] | None = None,
+        rtcp_port: int | None = None,
     ) -> None:
         self.engine = engine
         self._rtp_sock = rtp_sock
@@ -289,9 +292,11 @@ class RtpSession:
         self.rtcp_slot: int | None = (
             hub.add(rtcp_sock, raw=True) if rtcp_sock is not None else None
         )
-        self.local_addr: tuple[str, int] = rtp_sock.getsockname()[:2]
+        self.local_addr: tuple[str, int] = (
+            local_addr if local_addr is not None else rtp_sock.getsockname()[:2])
         self.rtcp_port: int = (
-            self.local_addr[1] if rtcp_sock is None else rtcp_sock.getsockname()[1]
+            self.local_addr[1] if rtcp_sock is None
+            else rtcp_port if rtcp_port is not None else rtcp_sock.getsockname()[1]
         )
         self.srtp = srtp
         self.ssrc = _prng.getrandbits(32)
@@ -621,12 +626,10 @@ class RtpSession:
         if self.closed:
             return
         self.closed = True
-        self.engine._release(self)
         self._hub.remove(self.slot)
-        self._rtp_sock.close()
         if self.rtcp_slot is not None and self._rtcp_sock is not None:
             self._hub.remove(self.rtcp_slot)
-            self._rtcp_sock.close()
+        self.engine._release(self)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -943,6 +946,13 @@ class MediaEngine:
         self.hub: Any = _hubmod.PacketHub()
         self._sessions: dict[int, RtpSession] = {}
         self._used: set[int] = set()
+        self._closing = False
+        #: Sockets of ended sessions kept bound for reuse, oldest first: (port, rtp, rtcp|None).
+        #: A call would otherwise pay socket/bind/ioctl/getsockname/close for each of its (up to)
+        #: four sockets — some 20 system calls per call on the signalling hot path.
+        self._spare: deque[tuple[int, socket.socket, socket.socket | None]] = deque()
+        # At most an eighth of the range waits as spares, so they never crowd out new calls.
+        self.spare_max = min(SPARE_SOCKETS_MAX, ((hi - lo) // 2 + 1) // 8)
         # Start at a random pair so port numbers do not reveal the call count.
         self._next_port = lo + 2 * (int.from_bytes(os.urandom(2), "big") % ((hi - lo) // 2 + 1))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -970,8 +980,11 @@ class MediaEngine:
             self._clock.stop()
         if self._loop is not None:
             self._loop.remove_reader(self.hub.fileno())
+        self._closing = True
         for s in self.sessions:
             s.close()
+        while self._spare:
+            self._close_pair(*self._spare.popleft())
         self.hub.close()
 
     async def __aenter__(self) -> MediaEngine:
@@ -993,6 +1006,19 @@ class MediaEngine:
         self.counters["tick_errors"] += 1
 
     # -- ports and sessions ----------------------------------------------------------------------
+
+    def _reuse_pair(self, mux: bool) -> tuple[int, socket.socket, socket.socket | None] | None:
+        """The oldest spare socket pair of this shape, emptied of datagrams that arrived after
+        its last session ended (they belong to nobody); None when there is none."""
+        spare = self._spare
+        for i, entry in enumerate(spare):
+            if (entry[2] is None) == mux:
+                del spare[i]
+                for sock in entry[1:]:
+                    if sock is not None:
+                        _drain(sock)
+                return entry
+        return None
 
     def _bind_pair(self, mux: bool) -> tuple[socket.socket, socket.socket | None]:
         lo, hi = self.port_range
@@ -1046,11 +1072,25 @@ class MediaEngine:
         """
         fmt = codec if isinstance(codec, PayloadFormat) else payload_format(codec, payload_type)
         mux = self.rtcp_mux if rtcp_mux is None else rtcp_mux
-        rtp, rtcp = self._bind_pair(mux)
+        reused = self._reuse_pair(mux)
+        if reused is not None:
+            port, rtp, rtcp = reused
+            local: tuple[str, int] | None = (self.host, port)
+        else:
+            try:
+                rtp, rtcp = self._bind_pair(mux)
+            except OSError:
+                if not self._spare:
+                    raise
+                while self._spare:  # spares of the other shape (rtcp-mux or not): give them up
+                    self._close_pair(*self._spare.popleft())
+                rtp, rtcp = self._bind_pair(mux)
+            local = None
         try:
             sess = RtpSession(
                 self, rtp, rtcp, fmt=fmt, telephone_event_pt=telephone_event_pt, srtp=srtp,
-                cn_payload_type=cn_payload_type,
+                cn_payload_type=cn_payload_type, local_addr=local,
+                rtcp_port=None if local is None or rtcp is None else local[1] + 1,
             )
         except BaseException:
             self._used.discard(rtp.getsockname()[1])
@@ -1068,13 +1108,27 @@ class MediaEngine:
         return sess
 
     def _release(self, sess: RtpSession) -> None:
+        """A session closed (its hub slots are gone): keep its sockets for reuse, or close them
+        when the spare pool is full (the oldest spare pair goes first) or the engine stops."""
         self._sessions.pop(sess.slot, None)
         if sess.rtcp_slot is not None:
             self._sessions.pop(sess.rtcp_slot, None)
-        self._used.discard(sess.local_port)
         self._rtcp_due.pop(sess, None)
         for conf in list(self._mixers.conferences):
             conf.remove(sess)
+        port, rtp, rtcp = sess.local_port, sess._rtp_sock, sess._rtcp_sock
+        if self._closing or self.spare_max <= 0:
+            self._close_pair(port, rtp, rtcp)
+            return
+        self._spare.append((port, rtp, rtcp))
+        while len(self._spare) > self.spare_max:
+            self._close_pair(*self._spare.popleft())
+
+    def _close_pair(self, port: int, rtp: socket.socket, rtcp: socket.socket | None) -> None:
+        self._used.discard(port)
+        rtp.close()
+        if rtcp is not None:
+            rtcp.close()
 
     @property
     def sessions(self) -> list[RtpSession]:
@@ -1154,6 +1208,19 @@ class MediaEngine:
 #: random, not secret (SRTP keys still come from os.urandom, media.srtp), so a PRNG seeded
 #: from the OS instead of one getrandom() system call per value (several per call).
 _prng = random.Random(os.urandom(32))
+
+
+#: Spare socket pairs a :class:`MediaEngine` keeps bound for reuse by default.
+SPARE_SOCKETS_MAX = 256
+
+
+def _drain(sock: socket.socket, limit: int = 64) -> None:
+    """Read and drop what waits in a (non-blocking) socket."""
+    for _ in range(limit):
+        try:
+            sock.recv(2048)
+        except OSError:  # BlockingIOError when empty; anything else: nothing to drain either
+            return
 
 
 def _rand01() -> float:

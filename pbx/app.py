@@ -302,6 +302,7 @@ class PbxServer:
             allow=ALLOWED_METHODS,
             supported=SUPPORTED_OPTIONS,
             t1=self.config.sip.t1,
+            trying_after_tu=True,  # a challenged INVITE gets its 407 without a 100 first
         ))
 
     async def _housekeeping(self) -> None:

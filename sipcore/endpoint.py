@@ -131,6 +131,11 @@ class EndpointConfig:
     answer_options: bool = True
     #: Retransmit 2xx to INVITE until ACK (§13.3.1.4) and post AckTimedOut after 64*T1.
     retransmit_2xx: bool = True
+    #: Hold an INVITE's 100 Trying until the TU has seen the request (see :meth:`Endpoint.
+    #: flush_trying`): a TU that answers at once (a 407 challenge, a 404, a 486) spares the
+    #: peer a useless 100 and us a message — §17.2.1 asks for the 100 only when the TU will
+    #: not respond within 200 ms. Off: the 100 goes out when the transaction starts.
+    trying_after_tu: bool = False
 
 
 class _Pending2xx:
@@ -219,6 +224,8 @@ class Endpoint:
         #: (Call-ID, From tag, CSeq number, method) -> server tx, for §8.2.2.2 merged requests.
         self._merge: dict[tuple[str, str | None, int, str], ServerTransaction] = {}
         self._pending_2xx: dict[tuple[str, str | None, str | None, int], _Pending2xx] = {}
+        #: New INVITE transactions whose 100 Trying waits for the TU (trying_after_tu).
+        self._trying_due: list[InviteServerTransaction] = []
         self._local: set[tuple[str, int | None]] = set()
         for host, port in config.sent_by.values():
             self._local.add((host.lower(), port))
@@ -373,6 +380,21 @@ class Endpoint:
             self._start_2xx(tx, response, now)
         return True
 
+    def flush_trying(self, now: float) -> bool:
+        """Send the held 100 Trying of every new INVITE the TU has not answered yet (with
+        ``trying_after_tu``: call after the TU handled the events of this round). True when
+        something was queued for :meth:`data_to_send`."""
+        if not self._trying_due:
+            return False
+        due, self._trying_due = self._trying_due, []
+        sent = False
+        for tx in due:
+            if tx.state is State.PROCEEDING and tx.last_response is None:
+                tx.send_trying = True
+                tx.handle_trying(now)
+                sent = True
+        return sent
+
     def cancel(self, transaction_id: str, now: float, reason: str | None = None) -> None:
         """Cancel a pending INVITE client transaction (§9.1).
 
@@ -517,6 +539,9 @@ class Endpoint:
             tx.start(now)
             self._respond(tx, status, reason, extra, now)
             return
+        if isinstance(tx, InviteServerTransaction) and self.config.trying_after_tu:
+            tx.send_trying = False
+            self._trying_due.append(tx)
         tx.start(now)
         if method == "OPTIONS" and self.config.answer_options:
             self._respond(tx, 200, None, self._capabilities(), now)

@@ -712,9 +712,14 @@ class InviteServerTransaction(ServerTransaction):
             self._ack = None  # passed on or absorbed: not kept for the rest of Timer L/I
 
     def _send_trying(self, now: float, message: Response | None) -> None:
-        # §17.2.1: 100 Trying unless the TU answers within 200 ms; we cannot know, so at once.
+        # §17.2.1: 100 Trying unless the TU answers within 200 ms; we cannot know, so at once
+        # (or, with the endpoint's trying_after_tu, once the TU has had the request).
         if self.send_trying:
             self._send(make_response(self.request, 100))
+
+    def handle_trying(self, now: float) -> None:
+        """Send the 100 Trying that was held at creation (still Proceeding, nothing sent)."""
+        self._send_trying(now, None)
 
     def _send_2xx(self, now: float, message: Response | None) -> None:
         assert message is not None

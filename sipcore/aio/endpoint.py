@@ -290,6 +290,11 @@ class AsyncEndpoint(Generic[E]):
                         transports.send(data, peer)
                 for event in endpoint.events():
                     self._emit(event)
+                # INVITEs the TU left unanswered get their held 100 Trying now (an endpoint
+                # without trying_after_tu holds none; test doubles may lack the method)
+                flush = getattr(endpoint, "flush_trying", None)
+                if flush is not None and flush(self._now()):
+                    self._pump_again = True
                 if not self._pump_again:
                     break
             self._arm_timer()

@@ -542,3 +542,33 @@ def test_came_from_compares_connection_address_and_port() -> None:
     assert came_from(Peer("udp", "[2001:db8::1]", 5060), Peer("udp", "2001:db8:0::1", 5060))
     # a DNS name was resolved by the transport: the TU has to judge (trunks do)
     assert came_from(Peer("udp", "carrier.example", 5060), Peer("udp", "192.0.2.9", 5060))
+
+
+# ----------------------------------------------------------------- 100 Trying held for the TU
+def test_trying_after_tu_spares_the_100_when_the_tu_answers_at_once() -> None:
+    """With trying_after_tu an INVITE the TU answers in the same round (a 407 challenge) gets
+    only that answer; one the TU leaves pending gets its 100 when the endpoint is flushed;
+    a retransmission of an answered INVITE is answered with the final response."""
+    ep = Endpoint(config(trying_after_tu=True))
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKa"), SRC, 0.0)
+    assert ep.data_to_send() == []  # nothing yet: the TU has not seen it
+    (challenged,) = ep.events()
+    assert isinstance(challenged, RequestReceived)
+    ep.send_response(make_response(challenged.request, 407, to_tag="t1"), 0.0)
+    assert ep.flush_trying(0.0) is False
+    assert [r.status for r, _ in responses(ep)] == [407]
+
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKb", call_id="call-2"), SRC, 0.1)
+    assert len(ep.events()) == 1
+    assert ep.flush_trying(0.1) is True
+    assert [r.status for r, _ in responses(ep)] == [100]
+    assert ep.flush_trying(0.2) is False  # once
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKb", call_id="call-2"), SRC, 0.3)
+    assert [r.status for r, _ in responses(ep)] == [100]  # retransmission: the 100 again
+
+
+def test_trying_is_immediate_by_default() -> None:
+    ep = Endpoint(config())
+    ep.receive_datagram(raw("INVITE"), SRC, 0.0)
+    assert [r.status for r, _ in responses(ep)] == [100]
+    assert ep.flush_trying(0.0) is False

@@ -381,10 +381,8 @@ def sanitize_inbound(request: Request, *, trusted: bool) -> list[str]:
     if trusted:
         return []
     headers = request.headers
-    doomed = sorted({
-        name.lower() for name, _ in headers.items()
-        if name.lower() in PRIVATE_HEADERS or name.lower().startswith("p-")
-    })
+    doomed = sorted(key for key in headers.lookup_keys()
+                    if key in PRIVATE_HEADERS or key.startswith("p-"))
     for name in doomed:
         headers.remove(name)
     return doomed

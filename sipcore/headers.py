@@ -15,7 +15,7 @@ looked up case-insensitively.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, KeysView
 
 __all__ = [
     "COMPACT_FORMS",
@@ -244,6 +244,11 @@ class Headers:
         """How many entries of ``name`` there are."""
         index = self._index if self._index is not None else self._build_index()
         return len(index.get(_lookup(name)[0], ()))
+
+    def lookup_keys(self) -> KeysView[str]:
+        """The lookup keys present: lower-case canonical names (``"v"`` counts as ``"via"``)."""
+        index = self._index if self._index is not None else self._build_index()
+        return index.keys()
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

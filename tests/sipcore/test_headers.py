@@ -72,3 +72,11 @@ def test_multimap_semantics() -> None:
     assert c != h and h.get("X-Bar") is None
     assert Headers([("x-a", "1")]) == Headers([("X-A", "1")])  # names compare case-insensitively
     assert Headers([("X-A", "1")]) != Headers([("X-A", "2")])
+
+
+def test_lookup_keys_are_lower_case_canonical_names() -> None:
+    h = Headers([("v", "SIP/2.0/UDP a"), ("P-Asserted-Identity", "<sip:x@y>"), ("X-Foo", "1"),
+                 ("Call-ID", "c")])
+    assert set(h.lookup_keys()) == {"via", "p-asserted-identity", "x-foo", "call-id"}
+    h.add("ROUTE", "<sip:r>")
+    assert "route" in h.lookup_keys()

@@ -743,7 +743,11 @@ class TrunkManager:
         for key in list(self._dns):
             self._unwatch(key)
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: on Python 3.11 asyncio.wait_for can swallow a cancellation that races
+            # with its own completion; the loops also end on their own once unwatched.
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
         if self._sip is None:
             return
         self._stopped = asyncio.Event()
@@ -1037,13 +1041,14 @@ class TrunkManager:
         dns = self._dns.pop(key, None)
         if dns is not None and dns.task is not None:
             dns.task.cancel()
+            dns.wake.set()  # a loop that missed the cancellation sees it is unwatched and ends
 
     async def _dns_loop(self, key: str, dns: _Dns) -> None:
         """Resolve, wait (``resolve_interval`` after a success, a growing retry delay after a
         failure; until just before the registration's next refresh when that comes sooner;
         not at all when woken urgently), resolve again — until cancelled."""
         host, port, transport = dns.query
-        while True:
+        while self._dns.get(key) is dns:  # until unwatched (or cancelled)
             dns.urgent = False
             dns.queried_at = self._now()
             try:
@@ -1068,7 +1073,7 @@ class TrunkManager:
         """Sleep until ``due`` or until just before the registration's refresh, whichever
         comes first — the refresh then goes where the name points now; re-planned whenever
         the registration is (re)bound, cut short by :meth:`resolve_now`."""
-        while not dns.urgent:
+        while not dns.urgent and self._dns.get(key) is dns:
             at = due
             registration = self.registrations.get(key)
             deadline = registration.get_timer() if registration is not None else None
@@ -1080,7 +1085,8 @@ class TrunkManager:
             dns.next_at = at
             dns.wake.clear()
             try:
-                await asyncio.wait_for(dns.wake.wait(), max(0.0, at - self._now()))
+                async with asyncio.timeout(max(0.0, at - self._now())):
+                    await dns.wake.wait()
             except TimeoutError:
                 return
 

@@ -36,39 +36,15 @@ from tests.interop.harness import PbxProcess, free_port, need, read_log, running
 from tests.interop.test_calls_sipp import (
     USERS,
     RtpPeer,
+    SippUas,
     caller,
     events,
+    messages,
     register_port,
 )
-from tests.interop.test_calls_sipp import SippUas as _SippUas
 
 pytestmark = pytest.mark.interop
 
-
-def messages(tmp: Path, name: str = "caller-messages.log") -> str:
-    """A SIPp message log (undecodable bytes replaced, see :class:`SippUas`)."""
-    path = tmp / name
-    return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
-
-
-class SippUas(_SippUas):
-    """test_calls_sipp's SIPp UAS, reading its logs with errors="replace": SIPp copies a stray
-    binary datagram (an RTCP packet for a port that was its own a moment ago) into them."""
-
-    def result(self, timeout: float = 45.0) -> tuple[int, str]:
-        try:
-            out, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        err = (self.errors.read_bytes().decode("utf-8", "replace")[-3000:]
-               if self.errors.exists() else "")
-        return self.proc.returncode, (out or "")[-3000:] + err
-
-    def log(self) -> str:
-        if not self.messages.exists():
-            return ""
-        return self.messages.read_bytes().decode("utf-8", "replace")
 
 _ULAW = np.array([ulaw_to_linear(c) for c in range(256)], np.int16)
 _ULAW_ENC = np.array([linear_to_ulaw(x) for x in range(-32768, 32768)], np.uint8)

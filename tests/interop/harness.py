@@ -45,11 +45,24 @@ def read_log(path: Path) -> str:
     return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
-    """A port the OS hands out now (for peers that cannot bind port 0 themselves)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port the OS hands out now (for peers that cannot bind port 0 themselves), never one
+    this process handed out before: the OS picks ephemeral ports at random and may well give
+    the same one twice in a row (``a, b = free_port(), free_port()`` — seen in CI as SIPp's
+    "Unable to bind main socket ... Address already in use")."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) > 20000:  # a long session: forget the oldest guesses
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 @dataclass

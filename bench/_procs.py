@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,19 +114,23 @@ class SippRun:
         return self.successful / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def sipp_uac(scenario: str, target: tuple[str, int], *, rate: int, calls: int, workdir: Path,
-             inf: Path | None = None, cpu: int | None = None, limit: int = 2000,
-             timeout: float = 60.0) -> SippRun:
-    """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended."""
+def sipp_uac(scenario: str | Path, target: tuple[str, int], *, rate: int, calls: int,
+             workdir: Path, inf: Path | None = None, cpu: int | None = None, limit: int = 2000,
+             timeout: float = 60.0, extra: Sequence[str] = ()) -> SippRun:
+    """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended. ``scenario`` is a file
+    of bench/scenarios or a path; ``extra`` goes on SIPp's command line before the target."""
+    path = Path(scenario)
+    if not path.is_absolute():
+        path = SCENARIOS / path
     stat = workdir / f"stat-{rate}-{time.monotonic_ns()}.csv"
-    args = [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(SCENARIOS / scenario),
-            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000",
-            "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_stat",
-            "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
+    args = [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(path),
+            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate),
+            "-rp", "1000", "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin",
+            "-trace_stat", "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
             "-recv_timeout", "8000", "-buff_size", "4194304"]
     if inf is not None:
         args += ["-inf", str(inf)]
-    args.append(f"{target[0]}:{target[1]}")
+    args += [*extra, f"{target[0]}:{target[1]}"]
     t0 = time.monotonic()
     subprocess.run(args, cwd=workdir, capture_output=True, timeout=timeout + 30,
                    stdin=subprocess.DEVNULL, check=False)
@@ -136,6 +141,42 @@ def sipp_uac(scenario: str, target: tuple[str, int], *, rate: int, calls: int, w
         row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
         ok, bad = int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
     return SippRun(calls, ok, bad, elapsed)
+
+
+def sustained(run: SippRun, seconds: float, slack: float) -> bool:
+    """A step held its rate: < 0.1 % failed, >= 99.9 % succeeded, and it took at most 20 % +
+    ``slack`` seconds longer than planned."""
+    return (
+        run.failed <= run.attempted * 0.001
+        and run.successful >= run.attempted * 0.999
+        and run.elapsed <= seconds * 1.2 + slack
+    )
+
+
+def climb(label: str, step: Callable[[int, int], SippRun], rates: Sequence[int], seconds: float,
+          *, slack: float, unit: str, quiet: bool) -> tuple[int, list[dict[str, float]]]:
+    """Run ``step(rate, count)`` at each rate (``rate * seconds`` attempts) until two steps in
+    a row miss (see :func:`sustained`); returns the best sustained rate and a row per step."""
+    best = 0
+    rows: list[dict[str, float]] = []
+    misses = 0
+    for rate in rates:
+        count = max(1, int(rate * seconds))
+        run = step(rate, count)
+        ok = sustained(run, seconds, slack)
+        rows.append({"rate": rate, "successful": run.successful, "failed": run.failed,
+                     "elapsed": round(run.elapsed, 2), "sustained": ok})
+        if not quiet:
+            print(f"{label:>12} {rate:>6}{unit}: {run.successful}/{count} ok, {run.failed} "
+                  f"failed, {run.elapsed:.1f} s {'✓' if ok else '✗'}", flush=True)
+        if ok:
+            best = rate
+            misses = 0
+        else:
+            misses += 1
+            if misses >= 2:
+                break
+    return best, rows
 
 
 def _free_udp_port() -> int:

@@ -38,7 +38,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._procs import Server, SippRun, SippUas, _free_udp_port, cpus, pin, sipp_media_port
+from bench._procs import (
+    Server,
+    SippUas,
+    _free_udp_port,
+    climb,
+    cpus,
+    pin,
+    sipp_media_port,
+    sipp_uac,
+)
 
 DEFAULT_RATES = (25, 50, 100, 200, 300, 400, 500, 700, 1000, 1500)
 DEFAULT_RTP = (100, 250, 500, 750, 1000)
@@ -192,60 +201,16 @@ Content-Length: 0
 """
 
 
-def _sipp_uac(scenario: str, target: tuple[str, int], *, rate: int, calls: int, workdir: Path,
-              cpu: int | None, limit: int, timeout: float) -> SippRun:
-    """SIPp as UAC at ``rate`` calls/s until ``calls`` ended (``bench._procs.sipp_uac`` plus
-    ``-auth_uri``: SIPp's digest-uri defaults to remote_ip:port, ours must be the Request-URI)."""
-    stat = workdir / f"stat-{rate}-{time.monotonic_ns()}.csv"
-    args = [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", scenario,
-            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate),
-            "-rp", "1000", "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin",
-            "-trace_stat", "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
-            "-recv_timeout", "8000", "-buff_size", "4194304", "-mp", str(sipp_media_port()),
-            "-auth_uri", f"101@{target[0]}:{target[1]}", f"{target[0]}:{target[1]}"]
-    t0 = time.monotonic()
-    subprocess.run(args, cwd=workdir, capture_output=True, timeout=timeout + 30,
-                   stdin=subprocess.DEVNULL, check=False)
-    elapsed = time.monotonic() - t0
-    ok = bad = 0
-    lines = [ln for ln in stat.read_text().splitlines() if ln.strip()] if stat.exists() else []
-    if len(lines) >= 2:
-        row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
-        ok, bad = int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
-    return SippRun(calls, ok, bad, elapsed)
-
-
-def _sustained(run: SippRun, seconds: float) -> bool:
-    return (
-        run.failed <= run.attempted * 0.001
-        and run.successful >= run.attempted * 0.999
-        and run.elapsed <= seconds * 1.2 + 2.0
-    )
-
-
 def _climb(label: str, scenario: Path, target: tuple[str, int], rates: list[int], seconds: float,
            workdir: Path, cpu: int | None, quiet: bool) -> tuple[int, list[dict[str, float]]]:
-    best = 0
-    rows: list[dict[str, float]] = []
-    misses = 0
-    for rate in rates:
-        calls = max(1, int(rate * seconds))
-        run = _sipp_uac(str(scenario), target, rate=rate, calls=calls, workdir=workdir, cpu=cpu,
-                       limit=max(200, rate * 2), timeout=max(30.0, seconds * 4))
-        ok = _sustained(run, seconds)
-        rows.append({"rate": rate, "successful": run.successful, "failed": run.failed,
-                     "elapsed": round(run.elapsed, 2), "sustained": ok})
-        if not quiet:
-            print(f"{label:>12} {rate:>6} calls/s: {run.successful}/{calls} ok, {run.failed} "
-                  f"failed, {run.elapsed:.1f} s {'✓' if ok else '✗'}", flush=True)
-        if ok:
-            best = rate
-            misses = 0
-        else:
-            misses += 1
-            if misses >= 2:
-                break
-    return best, rows
+    # -auth_uri: SIPp's digest-uri defaults to remote_ip:port, ours must be the Request-URI
+    extra = ["-mp", str(sipp_media_port()), "-auth_uri", f"101@{target[0]}:{target[1]}"]
+    return climb(
+        label,
+        lambda rate, calls: sipp_uac(scenario, target, rate=rate, calls=calls, workdir=workdir,
+                                     cpu=cpu, limit=max(200, rate * 2),
+                                     timeout=max(30.0, seconds * 4), extra=extra),
+        rates, seconds, slack=2.0, unit=" calls/s", quiet=quiet)
 
 
 def _register(server: tuple[str, int], port: int, realm: str) -> None:

@@ -19,42 +19,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench._procs import Server, SippRun, SippUas, cpus, sipp_uac
+from bench._procs import Server, SippUas, climb, cpus, sipp_uac
 
 DEFAULT_RATES = (500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000)
 
 
-def _sustained(run: SippRun, rate: int, seconds: float) -> bool:
-    return (
-        run.failed <= run.attempted * 0.001
-        and run.successful >= run.attempted * 0.999
-        and run.elapsed <= seconds * 1.2 + 1.0
-    )
-
-
 def _climb(label: str, target: tuple[str, int], rates: list[int], seconds: float, workdir: Path,
            inf: Path | None, cpu: int | None, quiet: bool) -> tuple[int, list[dict[str, float]]]:
-    best = 0
-    rows: list[dict[str, float]] = []
-    misses = 0
-    for rate in rates:
-        calls = int(rate * seconds)
-        run = sipp_uac("register_uac.xml", target, rate=rate, calls=calls, workdir=workdir,
-                       inf=inf, cpu=cpu, limit=max(200, rate // 2))
-        ok = _sustained(run, rate, seconds)
-        rows.append({"rate": rate, "successful": run.successful, "failed": run.failed,
-                     "elapsed": round(run.elapsed, 2), "sustained": ok})
-        if not quiet:
-            print(f"{label:>12} {rate:>6}/s: {run.successful}/{calls} ok, {run.failed} failed, "
-                  f"{run.elapsed:.1f} s {'✓' if ok else '✗'}", flush=True)
-        if ok:
-            best = rate
-            misses = 0
-        else:
-            misses += 1
-            if misses >= 2:
-                break
-    return best, rows
+    return climb(
+        label,
+        lambda rate, calls: sipp_uac("register_uac.xml", target, rate=rate, calls=calls,
+                                     workdir=workdir, inf=inf, cpu=cpu, limit=max(200, rate // 2)),
+        rates, seconds, slack=1.0, unit="/s", quiet=quiet)
 
 
 def main(argv: list[str]) -> int:

@@ -881,14 +881,16 @@ class OutboundLeg(SipLeg):
                 return
         raise ParseError("No acceptable SRTP crypto in the answer", 488)
 
+    def _caller_codec_offer(self) -> SessionDescription:
+        """Our first offer on this leg, the caller's codec first (a relay is then likely)."""
+        caller_media = self.call.caller.media if self.call is not None else None
+        first = caller_media.format.name if isinstance(caller_media, RtpSession) else None
+        return self._initial_offer(first)
+
     def start(self) -> None:
         """Send the INVITE with our offer (the caller's codec first: a relay is then likely)."""
         b2b = self.b2bua
-        first = None
-        caller_media = self.call.caller.media if self.call is not None else None
-        if isinstance(caller_media, RtpSession):
-            first = caller_media.format.name
-        offer = self._initial_offer(first)
+        offer = self._caller_codec_offer()
         h = Headers()
         for r in self.route:
             h.add("Route", r)
@@ -1057,11 +1059,7 @@ class TrunkLeg(OutboundLeg):
     def start(self) -> None:
         """Send the INVITE with our offer to the trunk."""
         b2b = self.b2bua
-        first = None
-        caller_media = self.call.caller.media if self.call is not None else None
-        if isinstance(caller_media, RtpSession):
-            first = caller_media.format.name
-        offer = self._initial_offer(first)
+        offer = self._caller_codec_offer()
         request = build_outbound_request(
             self.trunk, number=self.callee_user, caller_did=self.caller_did,
             contact=self._contact_uri, caller_name=self.caller_name or None,

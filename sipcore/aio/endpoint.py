@@ -40,6 +40,7 @@ class SansIOEndpoint(Protocol[E_co]):
     def events(self) -> Sequence[E_co]: ...
     def get_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
+    def flush_trying(self, now: float) -> bool: ...
 
 
 #: Builds the sans-IO endpoint once the listeners are bound (their ports are known then).
@@ -291,9 +292,8 @@ class AsyncEndpoint(Generic[E]):
                 for event in endpoint.events():
                     self._emit(event)
                 # INVITEs the TU left unanswered get their held 100 Trying now (an endpoint
-                # without trying_after_tu holds none; test doubles may lack the method)
-                flush = getattr(endpoint, "flush_trying", None)
-                if flush is not None and flush(self._now()):
+                # without trying_after_tu holds none)
+                if endpoint.flush_trying(self._now()):
                     self._pump_again = True
                 if not self._pump_again:
                     break

@@ -104,6 +104,9 @@ class FakeEndpoint:
         out, self._events = self._events, []
         return out
 
+    def flush_trying(self, now: float) -> bool:
+        return False
+
     def get_timer(self) -> float | None:
         return self.timer
 

@@ -211,6 +211,11 @@ def test_basic_call_answered_and_caller_hangs_up(tmp_path: Path) -> None:
             uas.stop()
         assert (ok, failed) == (1, 0), out
         assert rc == 0, uas_out
+    # The challenged INVITE gets its 407 alone (the 100 Trying waits for the TU, which answers
+    # at once); the authenticated one, which the TU forwards, gets a 100 and then the rest.
+    received = responses_by_cseq(messages(tmp_path))
+    assert received[(1, "INVITE")] == [407], received
+    assert received[(2, "INVITE")][0] == 100 and received[(2, "INVITE")][-1] == 200, received
     # read the log once the server has stopped: call.ended follows the last 200 OK
     started = events(pbx, "call.started")
     answered = events(pbx, "call.answered")
@@ -225,6 +230,19 @@ def final_statuses(log: str) -> list[int]:
     import re
 
     return [int(s) for s in re.findall(r"^SIP/2\.0 ([3-6]\d\d) ", log, re.M)]
+
+
+def responses_by_cseq(log: str) -> dict[tuple[int, str], list[int]]:
+    """The statuses received per (CSeq number, method) in a SIPp message log, in order."""
+    import re
+
+    out: dict[tuple[int, str], list[int]] = {}
+    for message in re.split(r"^-{10,}.*$", log, flags=re.M):
+        status = re.search(r"^SIP/2\.0 (\d{3}) ", message, re.M)
+        cseq = re.search(r"^CSeq:\s*(\d+)\s+(\w+)", message, re.M | re.I)
+        if status and cseq and "message received" in message:
+            out.setdefault((int(cseq[1]), cseq[2]), []).append(int(status[1]))
+    return out
 
 
 def messages(tmp: Path, name: str = "caller-messages.log") -> str:

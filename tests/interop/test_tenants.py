@@ -91,3 +91,19 @@ def test_tenant_user_calls_another_user_of_the_same_tenant(tmp_path: Path) -> No
     assert headers["to"] == f"<sip:102@{DOMAIN_B}>", invite
     assert headers["from"].startswith(f'"B 101" <sip:101@{DOMAIN_B}>;tag='), invite
     assert events(pbx, "call.answered"), "no call.answered"
+    # the call is in the history of the tenant's own 101 and 102 (names from that tenant),
+    # and in nobody's of the default tenant, whose users have the same extensions
+    store = Store(tmp_path / "data")
+    try:
+        b101, b102 = store.user("101", tenant="tenantb"), store.user("102", tenant="tenantb")
+        a101, a102 = store.user("101"), store.user("102")
+        hb101, hb102 = store.history(b101.id), store.history(b102.id)
+        other = store.history(a101.id) + store.history(a102.id)
+    finally:
+        store.close()
+    assert [(e.direction, e.other_name, e.other_number) for e in hb101] == [
+        ("out", "B 102", "102")], hb101
+    assert [(e.direction, e.other_name, e.other_number) for e in hb102] == [
+        ("in", "B 101", "101")], hb102
+    assert all(e.answered_at is not None and e.ended_at is not None for e in hb101 + hb102)
+    assert other == [], other

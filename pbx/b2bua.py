@@ -1148,6 +1148,9 @@ class B2bua:
         self._keep: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls: dict[str, Call] = {}
+        #: answered calls watched for dead media: call -> (legs, per-leg (rx packets, since))
+        self._rtp_watched: dict[Call, tuple[tuple[Leg, ...], dict[str, tuple[float, float]]]] = {}
+        self._rtp_sweeper: asyncio.Task[None] | None = None
         self._tones = tone_plan(self.settings.tones)
         self._tone_cycles: dict[tuple[ToneName, int], npt.NDArray[np.int16] | None] = {}
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_auth": 0}
@@ -1644,46 +1647,70 @@ class B2bua:
                               leg.media.format.name for leg in (caller, callee)],  # type: ignore[union-attr]
                       srtp=[isinstance(leg.media, RtpSession) and leg.media.srtp is not None
                             for leg in (caller, callee)])
-        watcher = None
-        if self.settings.rtp_timeout > 0 and call.tasks is not None:
-            watcher = call.tasks.create_task(self._watch_rtp(call, (caller, callee)))
+        if self.settings.rtp_timeout > 0:
+            self._watch_rtp(call, (caller, callee))
         try:
             ended = await call.wait_hangup(bridge)
             if ended is not None and not call.record.cause:
                 call.record.cause = "caller hung up" if ended is caller else "callee hung up"
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            self._rtp_watched.pop(call, None)
 
-    async def _watch_rtp(self, call: Call, legs: tuple[Leg, ...]) -> None:
-        """End the call when an answered, not-held leg receives no RTP for ``rtp_timeout``."""
+    def _watch_rtp(self, call: Call, legs: tuple[Leg, ...]) -> None:
+        """Watch an answered call for dead media (see :meth:`_sweep_rtp`) until it ends."""
+        self._rtp_watched[call] = (legs, {})
+        if self._rtp_sweeper is None or self._rtp_sweeper.done():
+            self._rtp_sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_rtp(), name="rtp-sweeper")
+
+    async def _sweep_rtp(self) -> None:
+        """End a watched call when an answered, not-held leg receives no RTP for
+        ``rtp_timeout``. One task sweeps every watched call (it ends when there is none left)
+        instead of a task and a timer per call on the call set-up path."""
         timeout = self.settings.rtp_timeout
         loop = asyncio.get_running_loop()
-        last: dict[str, tuple[float, float]] = {}
         interval = min(RTP_CHECK_INTERVAL, max(0.2, timeout / 4))
-        while True:
+        while self._rtp_watched:
             await asyncio.sleep(interval)
             now = loop.time()
-            for leg in legs:
-                session = leg.media
-                if not isinstance(session, RtpSession) or session.closed or not leg.answered:
+            for call, (legs, last) in list(self._rtp_watched.items()):
+                try:
+                    dead = self._rtp_dead(legs, last, now, timeout)
+                except Exception:  # one call's fault must not stop the watch over the others
+                    self.log.exception("call.rtp_watch_failed", call_id=call.record.call_id)
+                    dead = None
+                if dead is None:
                     continue
-                rx = float(session.statistics().get("rx_packets", 0))
-                seen, since = last.get(leg.id, (-1.0, now))
-                if rx != seen or leg.held:
-                    last[leg.id] = (rx, now)
-                    continue
-                if now - since >= timeout:
-                    self.log.info("call.rtp_timeout", call_id=call.record.call_id, leg=leg.id,
-                                  party=leg.party, seconds=timeout)
-                    call.record.cause = "rtp timeout"
-                    leg.hangup("rtp-timeout")
-                    return
+                del self._rtp_watched[call]
+                self.log.info("call.rtp_timeout", call_id=call.record.call_id, leg=dead.id,
+                              party=dead.party, seconds=timeout)
+                call.record.cause = "rtp timeout"
+                dead.hangup("rtp-timeout")
+
+    @staticmethod
+    def _rtp_dead(legs: tuple[Leg, ...], last: dict[str, tuple[float, float]], now: float,
+                  timeout: float) -> Leg | None:
+        """The first leg that has received no RTP for ``timeout`` (answered, not held), if any.
+        ``last`` keeps per leg (packets received, since when) between sweeps."""
+        for leg in legs:
+            session = leg.media
+            if not isinstance(session, RtpSession) or session.closed or not leg.answered:
+                continue
+            rx = float(session.statistics().get("rx_packets", 0))
+            seen, since = last.get(leg.id, (-1.0, now))
+            if rx != seen or leg.held:
+                last[leg.id] = (rx, now)
+                continue
+            if now - since >= timeout:
+                return leg
+        return None
 
     # -- shutdown --------------------------------------------------------------------------------
 
     async def close(self) -> None:
         """Release every call (BYE/CANCEL/5xx) and wait for their tasks."""
+        if self._rtp_sweeper is not None:
+            self._rtp_sweeper.cancel()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import itertools
 import logging
 import time
@@ -47,6 +46,7 @@ from media.aio import Bridge as TranscodingBridge
 from media.aio import RelayBridge
 from media.dtmf import DtmfDetector
 from media.port import Frame, MediaPort
+from sipcore.enums import FastEnum
 
 log = logging.getLogger("pbx.callcontrol")
 
@@ -84,7 +84,7 @@ COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 # ------------------------------------------------------------------------------- leg state table
 
 
-class LegState(enum.Enum):
+class LegState(FastEnum):
     """Where a leg is in its life."""
 
     IDLE = "idle"  # created, nothing sent or answered yet
@@ -94,7 +94,7 @@ class LegState(enum.Enum):
     ENDED = "ended"  # failed, cancelled, rejected or hung up
 
 
-class LegInput(enum.Enum):
+class LegInput(FastEnum):
     """What moves a leg."""
 
     START = "start"  # INVITE sent or received
@@ -503,7 +503,7 @@ class CallRecord:
         return self.answered is None
 
 
-class RingOutcome(enum.Enum):
+class RingOutcome(FastEnum):
     """How :meth:`Call.ring` ended."""
 
     ANSWERED = "answered"

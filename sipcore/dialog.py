@@ -30,17 +30,17 @@ dialogs up for incoming requests: a request with a To tag that matches no dialog
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sipcore.enums import FastEnum
 from sipcore.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from sipcore.headers import Headers
 from sipcore.message import Request, Response
 from sipcore.uri import URI, SipURI, parse_name_addr
 
 
-class DialogState(enum.Enum):
+class DialogState(FastEnum):
     """§12: early (after a 1xx with tag), confirmed (after a 2xx), terminated."""
 
     EARLY = "early"
@@ -48,7 +48,7 @@ class DialogState(enum.Enum):
     TERMINATED = "terminated"
 
 
-class DialogInput(enum.Enum):
+class DialogInput(FastEnum):
     """What moves a dialog."""
 
     PROVISIONAL = "1xx"  # a 1xx with To tag to the dialog-creating INVITE
@@ -58,7 +58,7 @@ class DialogInput(enum.Enum):
     REQUEST_FAILED = "481/408"  # an in-dialog request got 481 or 408 (§12.2.1.2)
 
 
-class DialogAction(enum.Enum):
+class DialogAction(FastEnum):
     """What a transition does."""
 
     IGNORE = "ignore"

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import hashlib
 import hmac
 import itertools
@@ -45,6 +44,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sipcore.enums import FastEnum
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.message import Request, Response, make_response, new_tag
 from sipcore.uri import parse_uri, uri_equal
@@ -294,7 +294,7 @@ def format_auth_header(scheme: str, params: Iterable[tuple[str, str, bool]]) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-class AuthStatus(enum.Enum):
+class AuthStatus(FastEnum):
     """Outcome of :meth:`DigestServer.verify`."""
 
     OK = "ok"
@@ -303,7 +303,7 @@ class AuthStatus(enum.Enum):
     FAILED = "failed"
 
 
-class AuthFailure(enum.Enum):
+class AuthFailure(FastEnum):
     """Why verification failed (for the security log; never sent to the peer)."""
 
     NO_CREDENTIALS = "no credentials"

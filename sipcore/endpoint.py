@@ -39,6 +39,7 @@ import dataclasses
 import heapq
 import ipaddress
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -136,6 +137,10 @@ class EndpointConfig:
     #: peer a useless 100 and us a message — §17.2.1 asks for the 100 only when the TU will
     #: not respond within 200 ms. Off: the 100 goes out when the transaction starts.
     trying_after_tu: bool = False
+    #: With ``trying_after_tu``: how long (seconds, at most 0.2 per §17.2.1) the held 100
+    #: waits for the TU's own provisional or final response. A B2BUA that relays the callee's
+    #: 180/183 within that time sends no 100 at all; a retransmitted INVITE gets it at once.
+    trying_delay: float = 0.0
 
 
 class _Pending2xx:
@@ -224,8 +229,9 @@ class Endpoint:
         #: (Call-ID, From tag, CSeq number, method) -> server tx, for §8.2.2.2 merged requests.
         self._merge: dict[tuple[str, str | None, int, str], ServerTransaction] = {}
         self._pending_2xx: dict[tuple[str, str | None, str | None, int], _Pending2xx] = {}
-        #: New INVITE transactions whose 100 Trying waits for the TU (trying_after_tu).
-        self._trying_due: list[InviteServerTransaction] = []
+        #: (due time, tx) of new INVITEs whose 100 Trying waits for the TU (trying_after_tu);
+        #: one fixed delay, so appended in due order.
+        self._trying_due: deque[tuple[float, InviteServerTransaction]] = deque()
         self._local: set[tuple[str, int | None]] = set()
         for host, port in config.sent_by.values():
             self._local.add((host.lower(), port))
@@ -381,19 +387,23 @@ class Endpoint:
         return True
 
     def flush_trying(self, now: float) -> bool:
-        """Send the held 100 Trying of every new INVITE the TU has not answered yet (with
-        ``trying_after_tu``: call after the TU handled the events of this round). True when
+        """Send the held 100 Trying of every new INVITE that is due (``trying_delay`` after it
+        arrived) and the TU has not answered yet (with ``trying_after_tu``: call after the TU
+        handled the events of this round; :meth:`handle_timer` calls it too). True when
         something was queued for :meth:`data_to_send`."""
-        if not self._trying_due:
-            return False
-        due, self._trying_due = self._trying_due, []
+        due = self._trying_due
         sent = False
-        for tx in due:
-            if tx.state is State.PROCEEDING and tx.last_response is None:
-                tx.send_trying = True
-                tx.handle_trying(now)
-                sent = True
+        while due and due[0][0] <= now:
+            sent = self._send_held_trying(due.popleft()[1], now) or sent
         return sent
+
+    @staticmethod
+    def _send_held_trying(tx: InviteServerTransaction, now: float) -> bool:
+        if tx.send_trying or tx.state is not State.PROCEEDING or tx.last_response is not None:
+            return False
+        tx.send_trying = True
+        tx.handle_trying(now)
+        return True
 
     def cancel(self, transaction_id: str, now: float, reason: str | None = None) -> None:
         """Cancel a pending INVITE client transaction (§9.1).
@@ -430,12 +440,14 @@ class Endpoint:
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called, or None."""
         heap = self._heap
+        trying = self._trying_due[0][0] if self._trying_due else None
         while heap:
             _, seq, target, timer = heap[0]
             if target.timers.get(timer) is seq:
-                return heap[0][0]
+                at = heap[0][0]
+                return at if trying is None or at < trying else trying
             heapq.heappop(heap)
-        return None
+        return trying
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
@@ -452,6 +464,7 @@ class Endpoint:
                 except Exception as exc:  # a bug must not stop the other timers
                     self._stats["internal_errors"] += 1
                     self._emit_trace("sip.internal_error", error=repr(exc), where="timer")
+        self.flush_trying(now)
 
     def statistics(self) -> dict[str, int]:
         """Counters (received, sent, retransmissions, parse_errors, responses by class...) and
@@ -489,11 +502,11 @@ class Endpoint:
         self._by_id.pop(tx.id, None)
         if isinstance(tx, ClientTransaction):
             if self._client.get(tx.key) is tx:  # type: ignore[call-overload]
-                del self._client[tx.key]  # type: ignore[arg-type]
+                del self._client[tx.key]
             return
         assert isinstance(tx, ServerTransaction)
         if self._server.get(tx.key) is tx:  # type: ignore[call-overload]
-            del self._server[tx.key]  # type: ignore[arg-type]
+            del self._server[tx.key]
         mkey = tx.merge_key
         if mkey is not None and self._merge.get(mkey) is tx:
             del self._merge[mkey]
@@ -516,7 +529,10 @@ class Endpoint:
         if tx is not None:
             if key[0] is not None or tx.matches_2543(request):
                 self._stats["retransmissions_received"] += 1
-                tx.receive_request(now)
+                # a held 100 Trying goes now: the UAC is already retransmitting
+                if not (isinstance(tx, InviteServerTransaction)
+                        and self._send_held_trying(tx, now)):
+                    tx.receive_request(now)
                 return
             # RFC 2543 key collision with another request: same Call-ID/From tag/CSeq/Via.
             raise RemoteProtocolError("Merged Request", 482)
@@ -541,7 +557,7 @@ class Endpoint:
             return
         if isinstance(tx, InviteServerTransaction) and self.config.trying_after_tu:
             tx.send_trying = False
-            self._trying_due.append(tx)
+            self._trying_due.append((now + self.config.trying_delay, tx))
         tx.start(now)
         if method == "OPTIONS" and self.config.answer_options:
             self._respond(tx, 200, None, self._capabilities(), now)

@@ -21,6 +21,7 @@ direction (RFC 3264 §8.4), :func:`negotiated_codecs` reads what an answer settl
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -356,7 +357,11 @@ def _uint(text: str, hi: int, what: str) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=512)
 def _parse_rtpmap(value: str) -> RtpMap:
+    # Memoised: the same few rtpmap lines ("0 PCMU/8000" ...) arrive in every offer, and an
+    # m-line's rtpmaps are derived on demand several times per negotiation. RtpMap is frozen,
+    # so sharing one is safe; a bad line raises every time (exceptions are not cached).
     pt, _, rest = value.partition(" ")
     parts = rest.strip().split("/")
     if not parts[0] or len(parts) not in (2, 3) or _TOKEN.fullmatch(parts[0]) is None:

@@ -42,10 +42,10 @@ Endpoint`) that transmits bytes, keeps the timer heap and collects events for th
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from sipcore.enums import FastEnum
 from sipcore.errors import LocalProtocolError
 from sipcore.headers import Headers
 from sipcore.message import MAGIC_COOKIE, Request, Response, make_response
@@ -142,7 +142,7 @@ Event = (
 
 
 # ------------------------------------------------------------------------------ states, inputs
-class State(enum.Enum):
+class State(FastEnum):
     """Transaction states (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2; RFC 6026 Accepted)."""
 
     IDLE = "idle"  # created, START not yet applied
@@ -155,7 +155,7 @@ class State(enum.Enum):
     TERMINATED = "terminated"
 
 
-class Input(enum.Enum):
+class Input(FastEnum):
     """What can happen to a transaction.  Timers double as timer identifiers."""
 
     START = "start"  # client: the TU hands over the request; server: the request arrived
@@ -179,7 +179,7 @@ class Input(enum.Enum):
     TIMER_M = "M"
 
 
-class Action(enum.Enum):
+class Action(FastEnum):
     """What a transition does; each has one handler method on the transaction classes."""
 
     IGNORE = "ignore"

@@ -39,13 +39,13 @@ No I/O and no clock here: every entry point takes ``now``.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipcore.digest import DigestClient
+from sipcore.enums import FastEnum
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.headers import Headers
 from sipcore.message import Request, Response, new_call_id, new_tag
@@ -74,7 +74,7 @@ MAX_EXPIRES = 2**31 - 1
 MIN_REFRESH_DELAY = 1.0
 
 
-class RegistrationState(enum.Enum):
+class RegistrationState(FastEnum):
     """Where a registration is (``health`` folds these into registering/registered/failed)."""
 
     IDLE = "idle"  # created, not started
@@ -86,7 +86,7 @@ class RegistrationState(enum.Enum):
     STOPPED = "stopped"  # nothing out, nothing armed
 
 
-class RegistrationInput(enum.Enum):
+class RegistrationInput(FastEnum):
     """What can happen to a registration."""
 
     START = "start"  # caller
@@ -98,7 +98,7 @@ class RegistrationInput(enum.Enum):
     FAILED = "failed"  # anything else final, a timeout, a transport error, a refused challenge
 
 
-class Action(enum.Enum):
+class Action(FastEnum):
     """What a transition does; each has one handler method on :class:`Registration`."""
 
     IGNORE = "ignore"

@@ -567,6 +567,28 @@ def test_trying_after_tu_spares_the_100_when_the_tu_answers_at_once() -> None:
     assert [r.status for r, _ in responses(ep)] == [100]  # retransmission: the 100 again
 
 
+def test_trying_delay_waits_for_the_tus_provisional() -> None:
+    """With trying_delay the held 100 goes out only when the TU has sent nothing by then; a
+    relayed 180 within the delay means no 100 at all; a retransmitted INVITE gets it at once."""
+    ep = Endpoint(config(trying_after_tu=True, trying_delay=0.2))
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKa", call_id="slow"), SRC, 0.0)
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKb", call_id="fast"), SRC, 0.05)
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKc", call_id="retx"), SRC, 0.06)
+    (_slow, fast, retx) = ep.events()
+    assert isinstance(fast, RequestReceived) and isinstance(retx, RequestReceived)
+    assert ep.flush_trying(0.06) is False and responses(ep) == []
+    assert ep.get_timer() == 0.2  # the first held 100 is due 200 ms after its INVITE
+    ep.send_response(make_response(fast.request, 180, to_tag="t2"), 0.1)
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKc", call_id="retx"), SRC, 0.15)
+    assert [(r.status, r.call_id) for r, _ in responses(ep)] == [(180, "fast"), (100, "retx")]
+    ep.handle_timer(0.2)
+    assert [(r.status, r.call_id) for r, _ in responses(ep)] == [(100, "slow")]
+    ep.handle_timer(0.3)  # "fast" was answered by its 180, "retx" had its 100: nothing more
+    assert responses(ep) == []
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKb", call_id="fast"), SRC, 0.5)
+    assert [r.status for r, _ in responses(ep)] == [180]  # a retransmission: the last response
+
+
 def test_trying_is_immediate_by_default() -> None:
     ep = Endpoint(config())
     ep.receive_datagram(raw("INVITE"), SRC, 0.0)

@@ -26,6 +26,7 @@ import asyncio
 import errno
 import os
 import random
+import select
 import socket
 import struct
 import time
@@ -1014,9 +1015,11 @@ class MediaEngine:
         for i, entry in enumerate(spare):
             if (entry[2] is None) == mux:
                 del spare[i]
-                for sock in entry[1:]:
-                    if sock is not None:
-                        _drain(sock)
+                socks = [s for s in entry[1:] if s is not None]
+                # one select() says which have anything waiting (usually neither): a recv
+                # per socket would raise BlockingIOError on each empty one
+                for sock in select.select(socks, (), (), 0)[0]:
+                    _drain(sock)
                 return entry
         return None
 

@@ -190,8 +190,9 @@ class Headers:
         self.version = 0
         #: lookup key -> version at which entries of that name last changed
         self._changed: dict[str, int] = {}
-        #: lookup key -> values in order; built on the first lookup, dropped by any mutation
-        #: (a message is looked into a dozen times, mostly for headers it does not have)
+        #: lookup key -> values in order; built on the first lookup and kept current by each
+        #: mutation for the one name it changed (a message is looked into a dozen times,
+        #: mostly for headers it does not have, and ours are built header by header)
         self._index: dict[str, list[str]] | None = None
         for name, value in items:
             self._append(name, value)
@@ -285,7 +286,13 @@ class Headers:
     def _touch(self, key: str) -> None:
         self.version += 1
         self._changed[key] = self.version
-        self._index = None
+        index = self._index
+        if index is not None:  # only this name's values changed
+            values = [v for k, _, v in self._items if k == key]
+            if values:
+                index[key] = values
+            else:
+                index.pop(key, None)
 
     def changed_since(self, version: int) -> set[str]:
         """Lookup keys (lower-case canonical names) of the headers mutated after ``version``."""
@@ -293,8 +300,18 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append ``name: value`` at the end."""
-        self._append(name, value)
-        self._touch(_lookup(name)[0])
+        new = self._entries(name, value)
+        self._items.extend(new)
+        key = new[0][0]
+        self.version += 1
+        self._changed[key] = self.version
+        index = self._index
+        if index is not None:  # appended: the new values go last (see _touch)
+            values = index.get(key)
+            if values is None:
+                index[key] = [v for _, _, v in new]
+            else:
+                values.extend(v for _, _, v in new)
 
     def insert(self, name: str, value: str) -> None:
         """Insert before the first header of that name, else at the top (Via, Record-Route)."""

@@ -981,15 +981,26 @@ def make_response(
     entries.append(("content-length", "Content-Length", "0"))
     headers = Headers._trusted(entries)
     response = Response(status, reason, headers)
-    # The echoed Via and CSeq are the request's, byte for byte: their parsed values hold for
-    # the response too, so matching it to its server transaction (server_key) parses nothing.
+    # The echoed Via, From, Call-ID and CSeq are the request's, byte for byte: their parsed
+    # values hold for the response too (shared read-only, like every cached value), and To is
+    # the request's plus the tag we wrote. Matching the response to its server transaction
+    # and reading its tags then parse nothing.
     parsed = request._c()
-    top, cseq = parsed.get("top_via"), parsed.get("cseq")
-    if top is not None and cseq is not None:
-        response._cache = {"top_via": top, "cseq": cseq}
+    cache = {k: parsed[k] for k in _SEEDED if k in parsed}
+    to: NameAddr | None = parsed.get("to")
+    if to is not None:
+        if to_tag is not None and to.params.get("tag") is None:
+            to = NameAddr(to.display, to.uri, {**to.params, "tag": to_tag})
+        cache["to"] = to
+    if cache:
+        response._cache = cache
         response._cache_headers = headers
         response._cache_version = headers.version
     return response
+
+
+#: Parsed request headers a response shares (its copies of them are byte-identical).
+_SEEDED = ("top_via", "vias", "cseq", "call_id", "from")
 
 
 #: Headers a response echoes from its request (RFC 3261 §8.2.6.2), To apart (it may get a tag).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipcore.headers import Headers, canonical_name, split_header_list
 
@@ -80,3 +82,31 @@ def test_lookup_keys_are_lower_case_canonical_names() -> None:
     assert set(h.lookup_keys()) == {"via", "p-asserted-identity", "x-foo", "call-id"}
     h.add("ROUTE", "<sip:r>")
     assert "route" in h.lookup_keys()
+
+
+_NAMES = ["Via", "v", "Route", "Contact", "m", "Call-ID", "X-Thing", "x-thing", "Allow"]
+_OPS = st.tuples(
+    st.sampled_from(["add", "insert", "set", "remove", "replace_first", "remove_first", "get"]),
+    st.sampled_from(_NAMES),
+    st.sampled_from(["a", "b, c", "<sip:x@y,z>;lr", "d"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_OPS, max_size=25))
+def test_index_stays_current_through_mutations(ops: list[tuple[str, str, str]]) -> None:
+    """The lookup index is kept up to date per mutated name (not rebuilt): after any sequence
+    of mutations and lookups it answers exactly what a fresh scan of the entries gives."""
+    h = Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Call-ID", "c1")])
+    for op, name, value in ops:
+        if op == "get":
+            h.get(name)  # builds the index (first time) mid-sequence
+        elif op in ("add", "insert", "set", "replace_first"):
+            getattr(h, op)(name, value)
+        else:
+            getattr(h, op)(name)
+        fresh = Headers(h.items())  # no index yet: scans the entries
+        for n in _NAMES:
+            assert h.get_all(n) == fresh.get_all(n), (n, ops)
+            assert (n in h) == (n in fresh)
+        assert sorted(h.lookup_keys()) == sorted(fresh.lookup_keys())

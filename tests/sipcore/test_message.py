@@ -137,6 +137,23 @@ def test_make_response() -> None:
     assert r2.to_tag == "existing"
 
 
+def test_make_response_shares_what_it_echoes_parsed() -> None:
+    """A response starts with the request's parsed Via/From/Call-ID/CSeq and To (plus the new
+    tag): exactly what parsing its own headers gives, and still right after a mutation."""
+    for request in (parse_message(INVITE), _with_to_tag()):
+        assert isinstance(request, Request)
+        request.validate()  # parses From/To/Via ... into the request's cache
+        for tag in ("xyz", None):
+            r = make_response(request, 200, to_tag=tag)
+            fresh = parse_message(r.serialize())
+            assert isinstance(fresh, Response)
+            assert (r.to, r.from_, r.vias, r.top_via, r.cseq, r.call_id) == (
+                fresh.to, fresh.from_, fresh.vias, fresh.top_via, fresh.cseq, fresh.call_id)
+            assert r.to_tag == fresh.to_tag
+            r.headers.set("To", "<sip:other@example.com>;tag=t9")
+            assert r.to_tag == "t9"  # a changed To is parsed again
+
+
 def _with_to_tag() -> Request:
     m = parse_message(REGISTER.replace(b"<sip:alice@example.com>\r\n",
                                        b"<sip:alice@example.com>;tag=existing\r\n", 1))

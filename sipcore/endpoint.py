@@ -143,6 +143,29 @@ class EndpointConfig:
     trying_delay: float = 0.0
 
 
+#: From/To values of requests we sent that parsed (values only, never the parsed objects):
+#: a dialog's requests repeat them, so each is parsed once. Bounded; cleared when full.
+_VALID_PARTIES: dict[str, None] = {}
+_VALID_PARTIES_SIZE = 4096
+
+
+def _check_parties(request: Request) -> None:
+    """Raise ParseError unless the request has exactly one From and one To that parse."""
+    known = _VALID_PARTIES
+    headers = request.headers
+    for name in ("From", "To"):
+        values = headers.get_all(name)
+        if len(values) == 1 and values[0] in known:
+            continue
+        if name == "From":
+            request.from_  # noqa: B018 - raises for a missing, repeated or bad From
+        else:
+            request.to  # noqa: B018
+        if len(known) >= _VALID_PARTIES_SIZE:
+            known.clear()
+        known[values[0]] = None
+
+
 class _Pending2xx:
     """A 2xx to INVITE waiting for its ACK (§13.3.1.4).  Timer G/H shapes: retransmit at T1
     doubling to T2 (unreliable only), give up after 64*T1."""
@@ -324,8 +347,7 @@ class Endpoint:
         try:
             cseq = request.cseq
             request.call_id  # noqa: B018 - validated here so the transaction cannot fail later
-            request.from_  # noqa: B018
-            request.to  # noqa: B018
+            _check_parties(request)
         except ParseError as exc:
             raise LocalProtocolError(f"incomplete request: {exc.reason}") from None
         if cseq.method != request.method:
@@ -518,13 +540,15 @@ class Endpoint:
         # Expires) so that a broken one is answered 400 here and never surprises the TU.
         # Stamp first: a header mutation clears the message's parsed-header cache, so doing it
         # after validate() would parse everything twice.
+        method = request.method
+        if method == "ACK":
+            # Nothing answers an ACK, so nothing echoes its Via: it is not stamped.
+            request.validate()
+            self._receive_ack(request, server_key(request), peer, now)
+            return
         via = self._stamp_via(request, peer)
         request.validate()
         key = server_key(request)
-        method = request.method
-        if method == "ACK":
-            self._receive_ack(request, key, peer, now)
-            return
         tx = self._server.get(key)
         if tx is not None:
             if key[0] is not None or tx.matches_2543(request):
@@ -879,7 +903,8 @@ class Endpoint:
         old = self._pending_2xx.get(key)
         if old is not None:
             self._stop_2xx(old)
-        data = response.serialize()
+        # the transaction has just sent it (called right after): retransmit those very bytes
+        data = tx.sent_data or response.serialize()
         pending = _Pending2xx(key, tx.id, data, tx.response_peer, self.timers.t1)
         self._pending_2xx[key] = pending
         if not tx.reliable:

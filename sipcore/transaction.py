@@ -676,6 +676,11 @@ class ServerTransaction(Transaction):
             return sent is not None and request.to_tag == sent.to_tag
         return request.to_tag == self.request.to_tag
 
+    @property
+    def sent_data(self) -> bytes | None:
+        """The wire form of the last response sent (kept for retransmissions), or None."""
+        return self._response_data
+
     def _send(self, response: Response, retransmission: bool = False) -> None:
         self.last_response = response
         self.sent_to_tag = response.to_tag

@@ -381,6 +381,27 @@ def test_cancel_of_non_invite_is_local_error() -> None:
     ep.cancel("unknown", 0.1)  # ignored
 
 
+@pytest.mark.parametrize("headers", [
+    [("To", "<sip:bob@192.0.2.200>")],  # no From
+    [("From", "<sip:pbx@192.0.2.100>;tag=me"), ("From", "<sip:x@y>;tag=2"),
+     ("To", "<sip:bob@192.0.2.200>")],  # two
+    [("From", "<sip:pbx@192.0.2.100>;tag=me"), ("To", "<sip:bob@192.0.2.200")],  # bad To
+])  # fmt: skip
+def test_own_request_needs_one_good_from_and_to(headers: list[tuple[str, str]]) -> None:
+    """Values already seen good are not parsed again, but a missing, repeated or bad From/To
+    in a request we send is still refused (LocalProtocolError), before anything goes out."""
+    ep = Endpoint(config())
+    good = [("From", "<sip:pbx@192.0.2.100>;tag=me"), ("To", "<sip:bob@192.0.2.200>")]
+    for _ in range(2):  # the second time from the memo of good values
+        ep.send_request(Request("OPTIONS", "sip:bob@192.0.2.200", Headers(
+            [*good, ("Call-ID", "o"), ("CSeq", "1 OPTIONS")])), BOB, 0.0)
+    ep.data_to_send()
+    with pytest.raises(LocalProtocolError, match="incomplete request"):
+        ep.send_request(Request("OPTIONS", "sip:bob@192.0.2.200", Headers(
+            [*headers, ("Call-ID", "p"), ("CSeq", "1 OPTIONS")])), BOB, 0.0)
+    assert ep.data_to_send() == []
+
+
 def test_stray_response_counted() -> None:
     ep = Endpoint(config())
     inv = parse_message(raw("INVITE"))

@@ -143,29 +143,6 @@ class EndpointConfig:
     trying_delay: float = 0.0
 
 
-#: From/To values of requests we sent that parsed (values only, never the parsed objects):
-#: a dialog's requests repeat them, so each is parsed once. Bounded; cleared when full.
-_VALID_PARTIES: dict[str, None] = {}
-_VALID_PARTIES_SIZE = 4096
-
-
-def _check_parties(request: Request) -> None:
-    """Raise ParseError unless the request has exactly one From and one To that parse."""
-    known = _VALID_PARTIES
-    headers = request.headers
-    for name in ("From", "To"):
-        values = headers.get_all(name)
-        if len(values) == 1 and values[0] in known:
-            continue
-        if name == "From":
-            request.from_  # noqa: B018 - raises for a missing, repeated or bad From
-        else:
-            request.to  # noqa: B018
-        if len(known) >= _VALID_PARTIES_SIZE:
-            known.clear()
-        known[values[0]] = None
-
-
 class _Pending2xx:
     """A 2xx to INVITE waiting for its ACK (§13.3.1.4).  Timer G/H shapes: retransmit at T1
     doubling to T2 (unreliable only), give up after 64*T1."""
@@ -347,7 +324,8 @@ class Endpoint:
         try:
             cseq = request.cseq
             request.call_id  # noqa: B018 - validated here so the transaction cannot fail later
-            _check_parties(request)
+            request.from_  # noqa: B018 (From/To texts already seen are not parsed again)
+            request.to  # noqa: B018
         except ParseError as exc:
             raise LocalProtocolError(f"incomplete request: {exc.reason}") from None
         if cseq.method != request.method:

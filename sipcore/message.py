@@ -290,13 +290,21 @@ _VALID_CONTACTS: dict[str, None] = {}
 _VALID_CONTACTS_SIZE = 16384
 
 
+#: Parsed From/To values by header text, shared by every message carrying that exact text
+#: (a dialog's dozen messages repeat its From and To): read-only like every accessor value.
+#: Bounded; cleared when full.
+_NAME_ADDRS: dict[str, NameAddr] = {}
+_NAME_ADDRS_SIZE = 4096
+
+
 class Message:
     """Common base of :class:`Request` and :class:`Response`.
 
     Accessors (``call_id``, ``cseq``, ``vias`` ...) parse their header on first use, cache the
     result until ``headers`` is mutated, and raise ParseError when the header is missing or
-    invalid. Returned objects are shared with the cache: treat them as read-only and change the
-    message through ``headers`` instead.
+    invalid. Returned objects are shared with the cache (From and To also with other messages
+    carrying the same text): treat them as read-only — ``.copy()`` one to change it — and
+    change the message through ``headers`` instead.
     """
 
     __slots__ = ("_cache", "_cache_headers", "_cache_version", "body", "headers")
@@ -369,7 +377,13 @@ class Message:
 
     def _name_addr(self, key: str, name: str) -> NameAddr:
         """Parse and cache From or To (``key`` is both the cache entry and the header key)."""
-        v = parse_name_addr(self._one(key, name), name)
+        value = self._one(key, name)
+        v = _NAME_ADDRS.get(value)
+        if v is None:
+            v = parse_name_addr(value, name)
+            if len(_NAME_ADDRS) >= _NAME_ADDRS_SIZE:
+                _NAME_ADDRS.clear()
+            _NAME_ADDRS[value] = v
         self._c()[key] = v
         return v
 

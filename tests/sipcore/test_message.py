@@ -154,6 +154,18 @@ def test_make_response_shares_what_it_echoes_parsed() -> None:
             assert r.to_tag == "t9"  # a changed To is parsed again
 
 
+def test_from_to_parsed_once_per_text() -> None:
+    """Messages with the same From/To text share one parsed value; another text (or a bad
+    one) is parsed on its own and a bad one still raises."""
+    a, b = parse_message(INVITE), parse_message(INVITE)
+    assert a.from_ is b.from_ and a.to is b.to and a.from_ == parse_message(INVITE).from_
+    b.headers.set("From", "<sip:other@example.com>;tag=9")
+    assert b.from_tag == "9" and a.from_tag == "88"
+    b.headers.set("To", "<sip:broken@example.com")
+    with pytest.raises(ParseError):
+        b.to  # noqa: B018
+
+
 def _with_to_tag() -> Request:
     m = parse_message(REGISTER.replace(b"<sip:alice@example.com>\r\n",
                                        b"<sip:alice@example.com>;tag=existing\r\n", 1))

@@ -562,11 +562,12 @@ OPUS = Codec("opus", 48000, 2, payload_type=111, fmtp="minptime=10;useinbandfec=
 TELEPHONE_EVENT = Codec("telephone-event", 8000, payload_type=101, fmtp="0-16")
 
 
-def _codec_attrs(rm: RtpMap, fmtp: str | None) -> list[tuple[str, str | None]]:
-    attrs: list[tuple[str, str | None]] = [("rtpmap", str(rm))]
+@functools.lru_cache(maxsize=256)
+def _codec_attrs(rm: RtpMap, fmtp: str | None) -> tuple[tuple[str, str | None], ...]:
+    # memoised: every offer and answer lists the same few codecs (RtpMap is frozen)
     if fmtp:
-        attrs.append(("fmtp", f"{rm.payload_type} {fmtp}"))
-    return attrs
+        return (("rtpmap", str(rm)), ("fmtp", f"{rm.payload_type} {fmtp}"))
+    return (("rtpmap", str(rm)),)
 
 
 def _addrtype(address: str) -> str:
@@ -611,11 +612,15 @@ def create_offer(
 def _pick(offered: MediaDescription, codecs: Sequence[Codec]) -> list[tuple[RtpMap, Codec]]:
     """Our codecs in our order of preference that the offer has, with the offer's PTs."""
     maps = offered.rtpmaps
+    # the offer's rtpmaps in its order, names lower-cased once (Codec.matches, unrolled)
+    offered_maps = [(rm, rm.encoding.lower()) for pt in offered.payload_types
+                    if (rm := maps.get(pt)) is not None]
     chosen: list[tuple[RtpMap, Codec]] = []
     for codec in codecs:
-        for pt in offered.payload_types:
-            rm = maps.get(pt)
-            if rm is not None and codec.matches(rm):
+        name = codec.name.lower()
+        for rm, encoding in offered_maps:
+            if (encoding == name and rm.clock_rate == codec.clock_rate
+                    and (rm.channels or 1) == codec.channels):
                 chosen.append((rm, codec))
                 break
     return chosen

@@ -345,6 +345,9 @@ class SipLeg(Leg):
         self.dialog: Dialog | None = None
         self.session: RtpSession | None = None
         self.local_sdp: SessionDescription | None = None
+        #: (local_sdp, its wire form): the 183 and the 200 of a call carry the same answer.
+        #: A new SDP is always a new object (local_sdp is assigned, never changed in place).
+        self._local_sdp_wire: tuple[SessionDescription, bytes] | None = None
         self.remote_sdp: SessionDescription | None = None
         self.session_id = random.getrandbits(31)  # o= sess-id: unique, not secret (RFC 4566)
         self.session_version = 0
@@ -450,6 +453,13 @@ class SipLeg(Leg):
         self.local_sdp = offer
         return offer
 
+    def _local_sdp_body(self, sdp: SessionDescription) -> bytes:
+        """``sdp.serialize()`` for our current SDP, serialized once per SDP object."""
+        wire = self._local_sdp_wire
+        if wire is None or wire[0] is not sdp:
+            wire = self._local_sdp_wire = (sdp, sdp.serialize())
+        return wire[1]
+
     def close_media(self) -> None:
         """Release the RTP ports and timers."""
         self._cancel_se_timer()
@@ -543,7 +553,7 @@ class SipLeg(Leg):
         assert self.se_interval is not None
         extra = [("Session-Expires", f"{self.se_interval};refresher=uac"),
                  ("Supported", "timer"), ("Allow", ALLOW)]
-        self.send_in_dialog("INVITE", body=self.local_sdp.serialize(),
+        self.send_in_dialog("INVITE", body=self._local_sdp_body(self.local_sdp),
                             content_type="application/sdp", extra=extra,
                             on_response=self._on_refresh_response)
         self._arm_se_timer()
@@ -640,7 +650,7 @@ class SipLeg(Leg):
             if holding != self.held:
                 events.append(LegHeld(self) if holding else LegResumed(self))
         elif request.method == "INVITE" and self.local_sdp is not None:
-            body = self.local_sdp.serialize()  # offerless re-INVITE: our offer in the 2xx
+            body = self._local_sdp_body(self.local_sdp)  # offerless re-INVITE: our offer in the 2xx
         extra = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer")]
         if se is not None:
             extra += self._session_timer_headers(request, uas=True)
@@ -706,7 +716,7 @@ class InboundLeg(SipLeg):
         for name, value in extra or ():
             resp.headers.add(name, value)
         if sdp and self.local_sdp is not None:
-            resp.body = self.local_sdp.serialize()
+            resp.body = self._local_sdp_body(self.local_sdp)
             resp.headers.set("Content-Type", "application/sdp")
             resp.headers.set("Content-Length", str(len(resp.body)))
         return resp

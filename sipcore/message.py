@@ -290,11 +290,22 @@ _VALID_CONTACTS: dict[str, None] = {}
 _VALID_CONTACTS_SIZE = 16384
 
 
-#: Parsed From/To values by header text, shared by every message carrying that exact text
-#: (a dialog's dozen messages repeat its From and To): read-only like every accessor value.
-#: Bounded; cleared when full.
+#: Parsed From/To/Contact values by header text, shared by every message carrying that exact
+#: text (a dialog's dozen messages repeat its From and To, a phone its Contact): read-only
+#: like every accessor value. Bounded; cleared when full.
 _NAME_ADDRS: dict[str, NameAddr] = {}
 _NAME_ADDRS_SIZE = 4096
+
+
+def _shared_name_addr(value: str, what: str) -> NameAddr:
+    """``parse_name_addr(value, what)``, once per distinct text (see :data:`_NAME_ADDRS`)."""
+    v = _NAME_ADDRS.get(value)
+    if v is None:
+        v = parse_name_addr(value, what)
+        if len(_NAME_ADDRS) >= _NAME_ADDRS_SIZE:
+            _NAME_ADDRS.clear()
+        _NAME_ADDRS[value] = v
+    return v
 
 
 class Message:
@@ -377,13 +388,7 @@ class Message:
 
     def _name_addr(self, key: str, name: str) -> NameAddr:
         """Parse and cache From or To (``key`` is both the cache entry and the header key)."""
-        value = self._one(key, name)
-        v = _NAME_ADDRS.get(value)
-        if v is None:
-            v = parse_name_addr(value, name)
-            if len(_NAME_ADDRS) >= _NAME_ADDRS_SIZE:
-                _NAME_ADDRS.clear()
-            _NAME_ADDRS[value] = v
+        v = _shared_name_addr(self._one(key, name), name)
         self._c()[key] = v
         return v
 
@@ -483,7 +488,7 @@ class Message:
             elif "*" in values:
                 raise ParseError("Bad Contact")
             else:
-                v = ([parse_name_addr(x, "Contact") for x in values if x], False)
+                v = ([_shared_name_addr(x, "Contact") for x in values if x], False)
             c["contacts"] = v
         return v
 

@@ -622,6 +622,15 @@ class Message:
     def __bytes__(self) -> bytes:
         return self.serialize()
 
+    def wire_size(self) -> int:
+        """An upper bound of ``len(self.serialize())`` for ASCII headers, without serializing
+        (e.g. for the RFC 3261 §18.1.1 UDP size check): every header entry counted on a line
+        of its own, plus room for Content-Length."""
+        n = len(self._start_line()) + len(self.body) + 28  # CRLFs, Content-Length: <digits>
+        for _, name, value in self.headers._items:
+            n += len(name) + len(value) + 4
+        return n
+
 
 class Request(Message):
     """A SIP request. ``uri`` is the Request-URI (a ``str`` given here is parsed)."""

@@ -234,7 +234,7 @@ class AsyncEndpoint(Generic[E]):
             return peer
         if not self._transports.has_listener("tcp"):
             return peer
-        size = len(request.serialize()) + _VIA_ALLOWANCE
+        size = request.wire_size() + _VIA_ALLOWANCE  # the transaction serializes it once
         if size <= self.limits.udp_size_threshold:
             return peer
         self.stats["udp_switched_to_tcp"] += 1

@@ -117,13 +117,16 @@ class FakeEndpoint:
 
 
 class RawRequest:
-    """Stands in for sipcore.message.Request (only serialize() is used)."""
+    """Stands in for sipcore.message.Request (only serialize() and wire_size() are used)."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
 
     def serialize(self) -> bytes:
         return self.data
+
+    def wire_size(self) -> int:
+        return len(self.data)
 
 
 def options(n: int = 1, via: str = "UDP 127.0.0.1:5999", pad: int = 0) -> bytes:

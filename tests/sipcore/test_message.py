@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipcore.errors import ParseError
 from sipcore.headers import Headers
@@ -164,6 +166,24 @@ def test_from_to_parsed_once_per_text() -> None:
     b.headers.set("To", "<sip:broken@example.com")
     with pytest.raises(ParseError):
         b.to  # noqa: B018
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["Via", "Route", "Allow", "Supported", "X-A"]),
+                       st.text(alphabet="abc ,;=<>:", max_size=30)), max_size=12),
+    st.binary(max_size=300),
+)
+def test_wire_size_bounds_the_serialized_size(extra: list[tuple[str, str]], body: bytes) -> None:
+    """wire_size() (the UDP size check's estimate) is never below the real size of an ASCII
+    message and not far above it."""
+    m = parse_message(INVITE)
+    for name, value in extra:
+        m.headers.add(name, value.strip() or "v")
+    m.body = body
+    size = len(m.serialize())
+    # above by at most a name per entry (list entries serialize on one line)
+    assert size <= m.wire_size() <= size + 40 + sum(len(n) + 4 for n, _ in m.headers)
 
 
 def _with_to_tag() -> Request:

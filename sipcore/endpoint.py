@@ -520,8 +520,8 @@ class Endpoint:
         # after validate() would parse everything twice.
         method = request.method
         if method == "ACK":
-            # Nothing answers an ACK, so nothing echoes its Via: it is not stamped.
-            request.validate()
+            # Nothing answers an ACK, so nothing echoes its Via: it is not stamped; and it is
+            # validated only when it goes on to the TU (see _receive_ack).
             self._receive_ack(request, server_key(request), peer, now)
             return
         via = self._stamp_via(request, peer)
@@ -615,9 +615,11 @@ class Endpoint:
             if tx.state is not State.ACCEPTED:
                 tx.receive_ack(request, now)  # ACK for our non-2xx: absorbed (§17.2.1)
                 return
+            request.validate()
             self._stop_2xx_for(request)
             tx.receive_ack(request, now)  # RFC 6026 Accepted: to the TU
             return
+        request.validate()  # a broken ACK is dropped here, never handed to the TU
         self._stop_2xx_for(request)
         self._events.append(AckReceived(request, peer))
 

@@ -25,6 +25,7 @@ from sipcore.endpoint import (
 from sipcore.errors import LocalProtocolError
 from sipcore.headers import Headers
 from sipcore.message import Request, Response, make_response, parse_message
+from sipcore.transaction import State
 from sipcore.transport import Peer
 
 ME = ("192.0.2.100", 5060)
@@ -615,3 +616,34 @@ def test_trying_is_immediate_by_default() -> None:
     ep.receive_datagram(raw("INVITE"), SRC, 0.0)
     assert [r.status for r, _ in responses(ep)] == [100]
     assert ep.flush_trying(0.0) is False
+
+
+def test_broken_ack_for_a_2xx_is_dropped_not_passed_on() -> None:
+    """An ACK outside any transaction goes to the TU only when its core headers parse (it is
+    validated on that path; nothing is ever answered to an ACK); a good one is passed on."""
+    ep = Endpoint(config())
+    bad = raw("ACK", branch="z9hG4bKack1", to_tag="t1").replace(
+        b"To: <sip:pbx@192.0.2.100>;tag=t1", b"To: <sip:pbx@192.0.2.100;tag=t1")
+    ep.receive_datagram(bad, SRC, 0.0)
+    assert ep.events() == [] and ep.data_to_send() == []
+    assert ep.statistics()["dropped"] == 1
+    ep.receive_datagram(raw("ACK", branch="z9hG4bKack2", to_tag="t1"), SRC, 0.1)
+    (event,) = ep.events()
+    assert isinstance(event, AckReceived) and event.request.to_tag == "t1"
+
+
+def test_ack_for_a_non_2xx_is_absorbed_without_parsing_from_and_to() -> None:
+    """The ACK for our 407 matches its INVITE transaction by branch and is absorbed (§17.2.1);
+    its From/To are not needed for that, so an odd one does not stop the confirmation."""
+    ep = Endpoint(config())
+    ep.receive_datagram(raw("INVITE", branch="z9hG4bKinv"), SRC, 0.0)
+    (invite,) = ep.events()
+    assert isinstance(invite, RequestReceived)
+    ep.send_response(make_response(invite.request, 407, to_tag="t7"), 0.0)
+    ep.data_to_send()
+    ack = raw("ACK", branch="z9hG4bKinv", to_tag="t7").replace(
+        b"From: <sip:alice@example.com>", b"From: <sip:alice@example.com")
+    ep.receive_datagram(ack, SRC, 0.1)
+    assert ep.events() == [] and ep.data_to_send() == []
+    tx = ep.transaction(invite.transaction_id)
+    assert tx is not None and tx.state is State.CONFIRMED  # no more 407 retransmissions

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import random
-import select
 import socket
 import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -1015,11 +1016,11 @@ class MediaEngine:
         for i, entry in enumerate(spare):
             if (entry[2] is None) == mux:
                 del spare[i]
-                socks = [s for s in entry[1:] if s is not None]
-                # one select() says which have anything waiting (usually neither): a recv
-                # per socket would raise BlockingIOError on each empty one
-                for sock in select.select(socks, (), (), 0)[0]:
-                    _drain(sock)
+                for sock in entry[1:]:
+                    # FIONREAD says whether anything waits (usually not): a recv on an empty
+                    # socket would raise BlockingIOError (and select() stops at fd 1024)
+                    if sock is not None and _pending(sock):
+                        _drain(sock)
                 return entry
         return None
 
@@ -1215,6 +1216,11 @@ _prng = random.Random(os.urandom(32))
 
 #: Spare socket pairs a :class:`MediaEngine` keeps bound for reuse by default.
 SPARE_SOCKETS_MAX = 256
+
+
+def _pending(sock: socket.socket) -> int:
+    """Bytes of the next datagram waiting in ``sock`` (0: none, or an empty datagram)."""
+    return int(struct.unpack("=i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
 
 
 def _drain(sock: socket.socket, limit: int = 64) -> None:

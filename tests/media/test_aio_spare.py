@@ -69,3 +69,28 @@ async def test_spares_never_exhaust_the_range() -> None:
         for s in used[1:]:
             s.close()
         mux.close()
+
+
+async def test_spares_with_descriptors_above_1024_are_reused() -> None:
+    """A busy server has thousands of descriptors: reusing (and draining) a spare socket whose
+    number is above FD_SETSIZE works (select() would refuse it), stragglers still dropped."""
+    filler = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        async with MediaEngine("127.0.0.1", PORTS) as engine:
+            first = engine.create_session(remote=("127.0.0.1", 9))
+            assert first._rtp_sock.fileno() > 1024
+            port = first.local_port
+            first.close()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+                peer.bind(("127.0.0.1", 0))
+                peer.sendto(bytes([0x80, 0]) + b"\x00\x01" + b"\x00" * 8 + b"\xff" * 160,
+                            ("127.0.0.1", port))
+                await asyncio.sleep(0.05)
+                second = engine.create_session(remote=peer.getsockname())
+                assert second.local_port == port
+                await asyncio.sleep(0.1)
+                assert second.statistics()["rx_packets"] == 0
+                second.close()
+    finally:
+        for fd in filler:
+            os.close(fd)

@@ -901,24 +901,24 @@ class OutboundLeg(SipLeg):
         """Send the INVITE with our offer (the caller's codec first: a relay is then likely)."""
         b2b = self.b2bua
         offer = self._caller_codec_offer()
-        h = Headers()
-        for r in self.route:
-            h.add("Route", r)
         display = self.caller_display.replace('"', "")
         # AORs, not user@our-domain: a user of another tenant is ext@tenant-domain
         caller_aor = b2b.aor(self.caller_user)
-        h.add("From", f'"{display}" <{caller_aor}>;tag={new_tag()}'
-              if display else f"<{caller_aor}>;tag={new_tag()}")
-        h.add("To", f"<{b2b.aor(self.callee_user)}>")
-        h.add("Call-ID", new_call_id())
-        h.add("CSeq", "1 INVITE")
-        h.add("Contact", self.contact)
-        h.add("Allow", ALLOW)
-        h.add("Supported", "timer")
-        h.add("Content-Type", "application/sdp")
-        body = offer.serialize()
+        body = self._local_sdp_body(offer)
+        h = Headers([
+            *(("Route", r) for r in self.route),
+            ("From", f'"{display}" <{caller_aor}>;tag={new_tag()}'
+             if display else f"<{caller_aor}>;tag={new_tag()}"),
+            ("To", f"<{b2b.aor(self.callee_user)}>"),
+            ("Call-ID", new_call_id()),
+            ("CSeq", "1 INVITE"),
+            ("Contact", self.contact),
+            ("Allow", ALLOW),
+            ("Supported", "timer"),
+            ("Content-Type", "application/sdp"),
+            ("Content-Length", str(len(body))),
+        ])
         request = Request("INVITE", parse_uri(self.request_uri), h, body)
-        request.headers.add("Content-Length", str(len(body)))
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)
         self.apply(LegInput.START)

@@ -275,15 +275,14 @@ class Dialog:
         return self.remote_target, list(routes)
 
     def _headers(self, method: str, seq: int, routes: list[str]) -> Headers:
-        headers = Headers()
-        for route in routes:
-            headers.add("Route", route)
-        headers.add("Max-Forwards", "70")
-        headers.add("From", self.local_party)
-        headers.add("To", self.remote_party)
-        headers.add("Call-ID", self.call_id)
-        headers.add("CSeq", f"{seq} {method}")
-        return headers
+        return Headers([
+            *(("Route", route) for route in routes),
+            ("Max-Forwards", "70"),
+            ("From", self.local_party),
+            ("To", self.remote_party),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{seq} {method}"),
+        ])
 
     def create_request(
         self,

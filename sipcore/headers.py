@@ -100,6 +100,10 @@ _PARSE_NAMES: dict[str, tuple[str, str, int]] = {
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
+#: spelling -> lookup key, for the read paths (a dict hit instead of a _lookup call)
+_KEYS: dict[str, str] = {spelling: key for spelling, (key, _) in _NAMES.items()}
+
+
 def _lookup(name: str) -> tuple[str, str]:
     """Return (lookup key, name to keep) for a header name as given."""
     hit = _NAMES.get(name)
@@ -232,13 +236,13 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` or ``default``."""
         index = self._index if self._index is not None else self._build_index()
-        values = index.get(_lookup(name)[0])
+        values = index.get(_KEYS.get(name) or _lookup(name)[0])
         return default if values is None else values[0]
 
     def get_all(self, name: str) -> list[str]:
         """All values of ``name`` in order (comma lists already split into entries)."""
         index = self._index if self._index is not None else self._build_index()
-        values = index.get(_lookup(name)[0])
+        values = index.get(_KEYS.get(name) or _lookup(name)[0])
         return [] if values is None else values.copy()
 
     def count(self, name: str) -> int:
@@ -255,7 +259,7 @@ class Headers:
         if not isinstance(name, str):
             return False
         index = self._index if self._index is not None else self._build_index()
-        return _lookup(name)[0] in index
+        return (_KEYS.get(name) or _lookup(name)[0]) in index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for _, n, v in self._items)

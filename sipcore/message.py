@@ -339,12 +339,18 @@ class Message:
         if self._cache_headers is h:
             # drop only what depends on the headers that changed: stamping the top Via
             # must not throw away the parsed CSeq, From, To ...
-            changed = h.changed_since(self._cache_version)
+            version = self._cache_version
+            changed = h._changed  # lookup key -> version of its last change
             cache = self._cache
             for name in list(cache):
                 deps = _DEPENDS.get(name)
-                if deps is None or not changed.isdisjoint(deps):
+                if deps is None:
                     del cache[name]
+                    continue
+                for dep in deps:
+                    if changed.get(dep, 0) > version:
+                        del cache[name]
+                        break
         else:  # a new Headers object: nothing cached holds
             self._cache = {}
             self._cache_headers = h

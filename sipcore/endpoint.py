@@ -220,7 +220,13 @@ class Endpoint:
         self._trace = trace
         self._out: list[tuple[bytes, Peer]] = []
         self._events: list[Event] = []
-        self._heap: list[tuple[float, int, _Timed, Input]] = []
+        #: (deadline, token) in deadline order; the token names an entry of _armed unless the
+        #: timer was stopped since (lazy deletion). The heap itself holds no transaction: a
+        #: stopped timer's owner is freed at once instead of lingering up to 64*T1 = 32 s, and
+        #: tuples of a float and an int are not even tracked by the garbage collector.
+        self._heap: list[tuple[float, int]] = []
+        #: token -> (owner, timer) of every armed timer
+        self._armed: dict[int, tuple[_Timed, Input]] = {}
         self._seq = 0
         self._next_id = 0
         self._client: dict[tuple[str, str], ClientTransaction] = {}
@@ -440,11 +446,11 @@ class Endpoint:
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called, or None."""
         heap = self._heap
+        armed = self._armed
         trying = self._trying_due[0][0] if self._trying_due else None
         while heap:
-            _, seq, target, timer = heap[0]
-            if target.timers.get(timer) is seq:
-                at = heap[0][0]
+            at, seq = heap[0]
+            if seq in armed:
                 return at if trying is None or at < trying else trying
             heapq.heappop(heap)
         return trying
@@ -452,10 +458,12 @@ class Endpoint:
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
         heap = self._heap
+        armed = self._armed
         while heap and heap[0][0] <= now:
-            _, seq, target, timer = heapq.heappop(heap)
-            if target.timers.get(timer) is not seq:
-                continue
+            entry = armed.pop(heapq.heappop(heap)[1], None)
+            if entry is None:
+                continue  # stopped since
+            target, timer = entry
             if isinstance(target, _Pending2xx):
                 self._fire_2xx(target, timer, now)
             else:
@@ -471,7 +479,7 @@ class Endpoint:
         the gauges ``transactions`` and ``timers``."""
         stats = dict(self._stats)
         stats["transactions"] = len(self._by_id)
-        stats["timers"] = len(self._heap)
+        stats["timers"] = len(self._armed)
         return stats
 
     def transaction(self, transaction_id: str) -> Transaction | None:
@@ -486,6 +494,10 @@ class Endpoint:
     def schedule(self, tx: Transaction, timer: Input, deadline: float) -> None:
         """Arm a transaction timer."""
         self._schedule(tx, timer, deadline)
+
+    def unschedule(self, token: object) -> None:
+        """Forget an armed timer (stopped, or its transaction ended)."""
+        self._armed.pop(token, None)  # type: ignore[call-overload]
 
     def post(self, event: Event) -> None:
         """Queue an event for the TU."""
@@ -693,12 +705,17 @@ class Endpoint:
     def _schedule(self, target: _Timed, timer: Input, deadline: float) -> None:
         self._seq += 1
         seq = self._seq
+        armed = self._armed
+        old = target.timers.get(timer)
+        if old is not None:  # re-armed: the earlier arming is stale
+            armed.pop(old, None)  # type: ignore[call-overload]
         target.timers[timer] = seq
+        armed[seq] = (target, timer)
         heap = self._heap
-        heapq.heappush(heap, (deadline, seq, target, timer))
+        heapq.heappush(heap, (deadline, seq))
         # Lazy deletion leaves stale entries behind; compact when they dominate.
-        if len(heap) > 4096 and len(heap) > 8 * (len(self._by_id) + len(self._pending_2xx)):
-            self._heap = [e for e in heap if e[2].timers.get(e[3]) is e[1]]
+        if len(heap) > 4096 and len(heap) > 8 * len(armed):
+            self._heap = [e for e in heap if e[1] in armed]
             heapq.heapify(self._heap)
 
     def _emit_trace(self, event: str, **fields: object) -> None:
@@ -904,6 +921,8 @@ class Endpoint:
         self._events.append(AckTimedOut(pending.tx_id))
 
     def _stop_2xx(self, pending: _Pending2xx) -> None:
+        for token in pending.timers.values():
+            self._armed.pop(token, None)  # type: ignore[call-overload]
         pending.timers.clear()
         if self._pending_2xx.get(pending.key) is pending:
             del self._pending_2xx[pending.key]

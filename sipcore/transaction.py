@@ -400,6 +400,10 @@ class TransactionHost(Protocol):
     def schedule(self, tx: Transaction, timer: Input, deadline: float) -> None:
         """Arm ``timer`` of ``tx`` at ``deadline`` (an earlier arming of it becomes stale)."""
 
+    def unschedule(self, token: object) -> None:
+        """Forget an armed timer (its token from ``tx.timers``): stopped, or the transaction
+        ended. The host must then hold no reference to the transaction for it."""
+
     def post(self, event: Event) -> None:
         """Hand an event to the TU."""
 
@@ -456,6 +460,8 @@ class Transaction:
         if action is not Action.IGNORE:
             getattr(self, _HANDLER_NAMES[action])(now, message)
         if next_state is State.TERMINATED:
+            for token in self.timers.values():
+                self._host.unschedule(token)
             self.timers.clear()
             self._host.terminated(self)
         return action
@@ -469,14 +475,16 @@ class Transaction:
     def _start(self, timer: Input, delay: float, now: float) -> None:
         if delay <= 0:
             # A zero timer (reliable transports) fires at once, §17: "Timer K = 0" etc.
-            self.timers.pop(timer, None)
+            self._stop(timer)
             self.handle(timer, now)
             return
         self._host.schedule(self, timer, now + delay)
 
     def _stop(self, *timers: Input) -> None:
         for timer in timers:
-            self.timers.pop(timer, None)
+            token = self.timers.pop(timer, None)
+            if token is not None:
+                self._host.unschedule(token)
 
     # -- common actions
     def _timeout(self, now: float, message: Response | None) -> None:

@@ -25,7 +25,7 @@ from sipcore.endpoint import (
 from sipcore.errors import LocalProtocolError
 from sipcore.headers import Headers
 from sipcore.message import Request, Response, make_response, parse_message
-from sipcore.transaction import State
+from sipcore.transaction import Input, State
 from sipcore.transport import Peer
 
 ME = ("192.0.2.100", 5060)
@@ -647,3 +647,29 @@ def test_ack_for_a_non_2xx_is_absorbed_without_parsing_from_and_to() -> None:
     assert ep.events() == [] and ep.data_to_send() == []
     tx = ep.transaction(invite.transaction_id)
     assert tx is not None and tx.state is State.CONFIRMED  # no more 407 retransmissions
+
+
+def test_stopped_timers_hold_nothing() -> None:
+    """A stopped timer leaves at most a stale (deadline, token) pair in the heap: the endpoint
+    keeps no reference to its owner, so a finished transaction is freed at once rather than
+    when the timer's 32 s deadline comes round (at hundreds of calls a second that is tens of
+    thousands of objects)."""
+    ep = Endpoint(config())
+    req = Request("OPTIONS", "sip:bob@192.0.2.200", Headers([
+        ("From", "<sip:pbx@192.0.2.100>;tag=me"), ("To", "<sip:bob@192.0.2.200>"),
+        ("Call-ID", "t"), ("CSeq", "1 OPTIONS")]))  # fmt: skip
+    tx_id = ep.send_request(req, BOB, 0.0)
+    tx = ep.transaction(tx_id)
+    assert tx is not None and set(tx.timers) == {Input.TIMER_E, Input.TIMER_F}
+    assert ep.statistics()["timers"] == 2
+    (sent, _), = ep.data_to_send()
+    request = parse_message(sent)
+    assert isinstance(request, Request)
+    ep.receive_datagram(make_response(request, 200, to_tag="b").serialize(), BOB, 0.1)
+    assert set(tx.timers) == {Input.TIMER_K}  # E and F stopped, K (T4) armed
+    assert ep.statistics()["timers"] == 1
+    assert all(tx is not owner for owner, _ in ep._armed.values() if _ is not Input.TIMER_K)
+    ep.handle_timer(0.1 + 5.0)  # Timer K: terminated
+    assert ep.transaction(tx_id) is None and ep.statistics()["timers"] == 0
+    assert not any(tx in entry for entry in ep._heap)  # only (deadline, token) pairs
+    assert ep.get_timer() is None  # the stale F entry was dropped, nothing is due

@@ -82,6 +82,7 @@ class FakeHost:
         self.now = 0.0
         self._heap: list[tuple[float, int, Transaction, Input]] = []
         self._seq = itertools.count()
+        self.unscheduled: list[object] = []
 
     def transmit(self, data: bytes, peer: Peer, retransmission: bool) -> None:
         self.sent.append((self.now, data, retransmission))
@@ -90,6 +91,9 @@ class FakeHost:
         seq = next(self._seq)
         tx.timers[timer] = seq
         heapq.heappush(self._heap, (deadline, seq, tx, timer))
+
+    def unschedule(self, token: object) -> None:
+        self.unscheduled.append(token)  # the heap entry goes stale (checked in run())
 
     def post(self, event: Event) -> None:
         self.events.append(event)

@@ -199,18 +199,23 @@ def pbx_with(tmp: Path, extra: str = "") -> Iterator[PbxProcess]:
 # -------------------------------------------------------------------------------------- tests
 
 
+def call_101(pbx: PbxProcess, tmp: Path, scenario: str, rtp_port: int, pause_ms: int) -> None:
+    """100 calls 101, a SIPp UAS playing ``scenario``, through ``pbx``; both ends succeed."""
+    port = free_port()
+    register_port(pbx, "101", USERS[1][1], port)
+    uas = SippUas(tmp, scenario, port, keys={"rtp_port": str(rtp_port)})
+    try:
+        ok, failed, out = caller(pbx, tmp, pause_ms=pause_ms)
+        rc, uas_out = uas.result()
+    finally:
+        uas.stop()
+    assert (ok, failed) == (1, 0), out
+    assert rc == 0, uas_out
+
+
 def test_basic_call_answered_and_caller_hangs_up(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
-        port = free_port()
-        register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "40998"})
-        try:
-            ok, failed, out = caller(pbx, tmp_path, pause_ms=1000)
-            rc, uas_out = uas.result()
-        finally:
-            uas.stop()
-        assert (ok, failed) == (1, 0), out
-        assert rc == 0, uas_out
+        call_101(pbx, tmp_path, "call_uas_answer.xml", 40998, pause_ms=1000)
     # The challenged INVITE gets its 407 alone (the 100 Trying waits for the TU, which answers
     # at once); the authenticated one, which the TU forwards to a callee that rings at once,
     # gets the relayed ringing within the 200 ms the 100 waits (§17.2.1) and so no 100 at all.
@@ -231,16 +236,7 @@ def test_slow_callee_caller_gets_100_trying_first(tmp_path: Path) -> None:
     """A callee that takes 600 ms to ring: the caller's INVITE gets its 100 Trying after the
     200 ms the PBX waits for a provisional to relay (§17.2.1), then the ringing and the 200."""
     with pbx_with(tmp_path) as pbx:
-        port = free_port()
-        register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_slow_ring.xml", port, keys={"rtp_port": "40996"})
-        try:
-            ok, failed, out = caller(pbx, tmp_path, pause_ms=200)
-            rc, uas_out = uas.result()
-        finally:
-            uas.stop()
-        assert (ok, failed) == (1, 0), out
-        assert rc == 0, uas_out
+        call_101(pbx, tmp_path, "call_uas_slow_ring.xml", 40996, pause_ms=200)
     received = responses_by_cseq(messages(tmp_path))
     assert received[(1, "INVITE")] == [407], received
     statuses = received[(2, "INVITE")]

@@ -48,16 +48,23 @@ def read_log(path: Path) -> str:
 _HANDED_OUT: set[int] = set()
 
 
+#: The RTP port ranges of the PBXs the tests run (pbx.config's default 40000-44999 and the
+#: [media] ranges the tests configure): free_port() never guesses a port in there.
+MEDIA_PORTS = (40000, 49999)
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     """A port the OS hands out now (for peers that cannot bind port 0 themselves), never one
     this process handed out before: the OS picks ephemeral ports at random and may well give
     the same one twice in a row (``a, b = free_port(), free_port()`` — seen in CI as SIPp's
-    "Unable to bind main socket ... Address already in use")."""
+    "Unable to bind main socket ... Address already in use"). Never one in 40000-49999
+    either: the PBXs under test allocate RTP ports there (the default range and the ones the
+    tests configure), and one may bind it between our guess and the peer's bind."""
     for _ in range(100):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
+        if port not in _HANDED_OUT and not MEDIA_PORTS[0] <= port <= MEDIA_PORTS[1]:
             if len(_HANDED_OUT) > 20000:  # a long session: forget the oldest guesses
                 _HANDED_OUT.clear()
             _HANDED_OUT.add(port)

@@ -302,9 +302,9 @@ class PbxServer:
             allow=ALLOWED_METHODS,
             supported=SUPPORTED_OPTIONS,
             t1=self.config.sip.t1,
-            trying_after_tu=True,  # a challenged INVITE gets its 407 without a 100 first
-            # ... and a forwarded one none either when the callee's 18x is relayed within
-            # 200 ms (§17.2.1): one message less per call; a slow callee's caller gets the 100.
+            # a challenged INVITE gets its 407 without a 100 first, and a forwarded one none
+            # either when the callee's 18x is relayed within 200 ms (§17.2.1): one message
+            # less per call; a slow callee's caller gets the 100.
             trying_delay=min(0.2, self.config.sip.t1 / 2),
         ))
 

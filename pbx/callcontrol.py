@@ -706,11 +706,6 @@ class Call:
                 if event.leg not in outstanding:
                     continue
                 if isinstance(event, LegProgressed):
-                    if any(isinstance(e, LegAnswered) and e.leg is event.leg
-                           for e in self.events):
-                        # its 200 came in the same batch: an 18x (and ringback) to the
-                        # caller now would be obsolete before it arrived
-                        continue
                     if event.early_media and early is None and caller.media is not None:
                         if ringback is not None:
                             ringback.stop()

@@ -132,15 +132,14 @@ class EndpointConfig:
     answer_options: bool = True
     #: Retransmit 2xx to INVITE until ACK (§13.3.1.4) and post AckTimedOut after 64*T1.
     retransmit_2xx: bool = True
-    #: Hold an INVITE's 100 Trying until the TU has seen the request (see :meth:`Endpoint.
-    #: flush_trying`): a TU that answers at once (a 407 challenge, a 404, a 486) spares the
-    #: peer a useless 100 and us a message — §17.2.1 asks for the 100 only when the TU will
-    #: not respond within 200 ms. Off: the 100 goes out when the transaction starts.
-    trying_after_tu: bool = False
-    #: With ``trying_after_tu``: how long (seconds, at most 0.2 per §17.2.1) the held 100
-    #: waits for the TU's own provisional or final response. A B2BUA that relays the callee's
-    #: 180/183 within that time sends no 100 at all; a retransmitted INVITE gets it at once.
-    trying_delay: float = 0.0
+    #: Hold an INVITE's 100 Trying for the TU (see :meth:`Endpoint.flush_trying`); §17.2.1
+    #: asks for the 100 only when the TU will not respond within 200 ms. ``None``: the 100
+    #: goes out when the transaction starts. ``0``: once the TU has seen the request — a TU
+    #: that answers at once (a 407 challenge, a 404, a 486) spares the peer a useless 100 and
+    #: us a message. ``> 0`` (at most 0.2): that long after the INVITE arrived, unless the TU
+    #: sent a provisional or final response by then — a B2BUA relaying the callee's 180/183
+    #: within that time sends no 100 at all. A retransmitted INVITE gets a held 100 at once.
+    trying_delay: float | None = None
 
 
 class _Pending2xx:
@@ -235,7 +234,7 @@ class Endpoint:
         #: (Call-ID, From tag, CSeq number, method) -> server tx, for §8.2.2.2 merged requests.
         self._merge: dict[tuple[str, str | None, int, str], ServerTransaction] = {}
         self._pending_2xx: dict[tuple[str, str | None, str | None, int], _Pending2xx] = {}
-        #: (due time, tx) of new INVITEs whose 100 Trying waits for the TU (trying_after_tu);
+        #: (due time, tx) of new INVITEs whose 100 Trying waits for the TU (trying_delay);
         #: one fixed delay, so appended in due order.
         self._trying_due: deque[tuple[float, InviteServerTransaction]] = deque()
         self._local: set[tuple[str, int | None]] = set()
@@ -394,7 +393,7 @@ class Endpoint:
 
     def flush_trying(self, now: float) -> bool:
         """Send the held 100 Trying of every new INVITE that is due (``trying_delay`` after it
-        arrived) and the TU has not answered yet (with ``trying_after_tu``: call after the TU
+        arrived) and the TU has not answered yet (with a ``trying_delay``: call after the TU
         handled the events of this round; :meth:`handle_timer` calls it too). True when
         something was queued for :meth:`data_to_send`."""
         due = self._trying_due
@@ -569,9 +568,10 @@ class Endpoint:
             tx.start(now)
             self._respond(tx, status, reason, extra, now)
             return
-        if isinstance(tx, InviteServerTransaction) and self.config.trying_after_tu:
+        delay = self.config.trying_delay
+        if delay is not None and isinstance(tx, InviteServerTransaction):
             tx.send_trying = False
-            self._trying_due.append((now + self.config.trying_delay, tx))
+            self._trying_due.append((now + delay, tx))
         tx.start(now)
         if method == "OPTIONS" and self.config.answer_options:
             self._respond(tx, 200, None, self._capabilities(), now)

@@ -192,7 +192,8 @@ class Headers:
         #: entries as (lookup key, name, value)
         self._items: list[tuple[str, str, str]] = []
         self.version = 0
-        #: lookup key -> version at which entries of that name last changed
+        #: lookup key -> version at which entries of that name last changed (Message reads it
+        #: to drop only the parsed values a change made stale)
         self._changed: dict[str, int] = {}
         #: lookup key -> values in order; built on the first lookup and kept current by each
         #: mutation for the one name it changed (a message is looked into a dozen times,
@@ -287,35 +288,28 @@ class Headers:
 
     # -- mutation ----------------------------------------------------------------------------
 
-    def _touch(self, key: str) -> None:
+    def _touch(self, key: str, appended: list[tuple[str, str, str]] | None = None) -> None:
+        """Record a change of ``key``'s entries (``appended``: they were only added at the end)
+        and keep the index current for that one name."""
         self.version += 1
         self._changed[key] = self.version
         index = self._index
-        if index is not None:  # only this name's values changed
-            values = [v for k, _, v in self._items if k == key]
-            if values:
-                index[key] = values
-            else:
-                index.pop(key, None)
-
-    def changed_since(self, version: int) -> set[str]:
-        """Lookup keys (lower-case canonical names) of the headers mutated after ``version``."""
-        return {k for k, v in self._changed.items() if v > version}
+        if index is None:
+            return
+        if appended is not None and key in index:
+            index[key].extend(v for _, _, v in appended)
+            return
+        values = [v for k, _, v in self._items if k == key]
+        if values:
+            index[key] = values
+        else:
+            index.pop(key, None)
 
     def add(self, name: str, value: str) -> None:
         """Append ``name: value`` at the end."""
         new = self._entries(name, value)
         self._items.extend(new)
-        key = new[0][0]
-        self.version += 1
-        self._changed[key] = self.version
-        index = self._index
-        if index is not None:  # appended: the new values go last (see _touch)
-            values = index.get(key)
-            if values is None:
-                index[key] = [v for _, _, v in new]
-            else:
-                values.extend(v for _, _, v in new)
+        self._touch(new[0][0], new)
 
     def insert(self, name: str, value: str) -> None:
         """Insert before the first header of that name, else at the top (Via, Record-Route)."""

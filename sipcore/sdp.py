@@ -612,15 +612,11 @@ def create_offer(
 def _pick(offered: MediaDescription, codecs: Sequence[Codec]) -> list[tuple[RtpMap, Codec]]:
     """Our codecs in our order of preference that the offer has, with the offer's PTs."""
     maps = offered.rtpmaps
-    # the offer's rtpmaps in its order, names lower-cased once (Codec.matches, unrolled)
-    offered_maps = [(rm, rm.encoding.lower()) for pt in offered.payload_types
-                    if (rm := maps.get(pt)) is not None]
+    offered_maps = [rm for pt in offered.payload_types if (rm := maps.get(pt)) is not None]
     chosen: list[tuple[RtpMap, Codec]] = []
     for codec in codecs:
-        name = codec.name.lower()
-        for rm, encoding in offered_maps:
-            if (encoding == name and rm.clock_rate == codec.clock_rate
-                    and (rm.channels or 1) == codec.channels):
+        for rm in offered_maps:
+            if codec.matches(rm):
                 chosen.append((rm, codec))
                 break
     return chosen

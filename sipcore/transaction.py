@@ -726,7 +726,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def _send_trying(self, now: float, message: Response | None) -> None:
         # §17.2.1: 100 Trying unless the TU answers within 200 ms; we cannot know, so at once
-        # (or, with the endpoint's trying_after_tu, once the TU has had the request).
+        # (or, with the endpoint's trying_delay, once the TU has had the request).
         if self.send_trying:
             self._send(make_response(self.request, 100))
 

@@ -292,7 +292,7 @@ class AsyncEndpoint(Generic[E]):
                 for event in endpoint.events():
                     self._emit(event)
                 # INVITEs the TU left unanswered get their held 100 Trying now (an endpoint
-                # without trying_after_tu holds none)
+                # without a trying_delay holds none)
                 if endpoint.flush_trying(self._now()):
                     self._pump_again = True
                 if not self._pump_again:

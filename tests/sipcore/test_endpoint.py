@@ -567,11 +567,11 @@ def test_came_from_compares_connection_address_and_port() -> None:
 
 
 # ----------------------------------------------------------------- 100 Trying held for the TU
-def test_trying_after_tu_spares_the_100_when_the_tu_answers_at_once() -> None:
-    """With trying_after_tu an INVITE the TU answers in the same round (a 407 challenge) gets
+def test_held_trying_spared_when_the_tu_answers_at_once() -> None:
+    """With trying_delay 0 an INVITE the TU answers in the same round (a 407 challenge) gets
     only that answer; one the TU leaves pending gets its 100 when the endpoint is flushed;
     a retransmission of an answered INVITE is answered with the final response."""
-    ep = Endpoint(config(trying_after_tu=True))
+    ep = Endpoint(config(trying_delay=0.0))
     ep.receive_datagram(raw("INVITE", branch="z9hG4bKa"), SRC, 0.0)
     assert ep.data_to_send() == []  # nothing yet: the TU has not seen it
     (challenged,) = ep.events()
@@ -592,7 +592,7 @@ def test_trying_after_tu_spares_the_100_when_the_tu_answers_at_once() -> None:
 def test_trying_delay_waits_for_the_tus_provisional() -> None:
     """With trying_delay the held 100 goes out only when the TU has sent nothing by then; a
     relayed 180 within the delay means no 100 at all; a retransmitted INVITE gets it at once."""
-    ep = Endpoint(config(trying_after_tu=True, trying_delay=0.2))
+    ep = Endpoint(config(trying_delay=0.2))
     ep.receive_datagram(raw("INVITE", branch="z9hG4bKa", call_id="slow"), SRC, 0.0)
     ep.receive_datagram(raw("INVITE", branch="z9hG4bKb", call_id="fast"), SRC, 0.05)
     ep.receive_datagram(raw("INVITE", branch="z9hG4bKc", call_id="retx"), SRC, 0.06)

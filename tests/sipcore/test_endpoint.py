@@ -668,7 +668,7 @@ def test_stopped_timers_hold_nothing() -> None:
     ep.receive_datagram(make_response(request, 200, to_tag="b").serialize(), BOB, 0.1)
     assert set(tx.timers) == {Input.TIMER_K}  # E and F stopped, K (T4) armed
     assert ep.statistics()["timers"] == 1
-    assert all(tx is not owner for owner, _ in ep._armed.values() if _ is not Input.TIMER_K)
+    assert [timer for owner, timer in ep._armed.values() if owner is tx] == [Input.TIMER_K]
     ep.handle_timer(0.1 + 5.0)  # Timer K: terminated
     assert ep.transaction(tx_id) is None and ep.statistics()["timers"] == 0
     assert not any(tx in entry for entry in ep._heap)  # only (deadline, token) pairs

@@ -304,7 +304,10 @@ def _srtp_call(pbx: PbxProcess, tmp: Path, port: int, *, wants_srtp: bool, name:
             aimer.join(2)
             uas.stop()
         log = uas.log()
-        assert (ok, failed) == (1, 0), out + messages(tmp)[-3000:] + log[-3000:]
+        if (ok, failed) != (1, 0):  # a CI run saw a callee that received nothing: say why
+            server = read_log(pbx.log_path)[-4000:]
+            raise AssertionError(f"{out}{messages(tmp)[-3000:]}\ncallee log:\n{log[-3000:]}"
+                                 f"\ncallee rc {rc}:\n{uas_out}\nserver log:\n{server}")
         assert rc == 0, uas_out + log[-3000:]
     finally:
         callee_rtp.close()

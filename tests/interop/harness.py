@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -53,20 +54,62 @@ _HANDED_OUT: set[int] = set()
 MEDIA_PORTS = (40000, 49999)
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks from when a socket binds port 0 (Linux default 32768-60999)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+#: Where free_port() guesses: below the kernel's ephemeral range (and away from the well-known
+#: SIP ports), so no socket that binds port 0 — an RTP peer, a PBX, another tool — can be handed
+#: a port we gave a peer before that peer binds it. A CI run had exactly that: the SIPp callee's
+#: port (32769, guessed with bind(0) and released) went to the test's own RTP peer created next,
+#: and SIPp failed with "Unable to bind main socket ... Address already in use".
+GUESS_PORTS = (20000, min(31999, _ephemeral_ports()[0] - 1))
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
-    """A port the OS hands out now (for peers that cannot bind port 0 themselves), never one
-    this process handed out before: the OS picks ephemeral ports at random and may well give
-    the same one twice in a row (``a, b = free_port(), free_port()`` — seen in CI as SIPp's
-    "Unable to bind main socket ... Address already in use"). Never one in 40000-49999
-    either: the PBXs under test allocate RTP ports there (the default range and the ones the
-    tests configure), and one may bind it between our guess and the peer's bind."""
+    """A port free now, for peers that cannot bind port 0 themselves: from
+    :data:`GUESS_PORTS` (outside the kernel's ephemeral range and :data:`MEDIA_PORTS`), never
+    one this process handed out before. Each process starts at its own random place in the
+    range (several test runs may share the machine); a port that does not bind is skipped."""
+    lo, hi = GUESS_PORTS
+    if hi - lo < 100:  # an unusual ephemeral range: fall back to the kernel's pick
+        return _kernel_port(host, kind)
+    global _NEXT_GUESS
+    if _NEXT_GUESS is None:
+        _NEXT_GUESS = random.randint(lo, hi)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(hi - lo + 1):
+        port = _NEXT_GUESS
+        _NEXT_GUESS = port + 1 if port < hi else lo
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        if len(_HANDED_OUT) > (hi - lo) // 2:  # a long session: forget the oldest guesses
+            _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {lo}-{hi}")
+
+
+_NEXT_GUESS: int | None = None
+
+
+def _kernel_port(host: str, kind: int) -> int:
     for _ in range(100):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
         if port not in _HANDED_OUT and not MEDIA_PORTS[0] <= port <= MEDIA_PORTS[1]:
-            if len(_HANDED_OUT) > 20000:  # a long session: forget the oldest guesses
-                _HANDED_OUT.clear()
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no fresh free port after 100 tries")

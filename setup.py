@@ -1,4 +1,4 @@
-"""Build the Cython media/SIP kernels.
+"""Build the Cython media/SIP kernels and the mypyc-compiled SIP/call-control modules.
 
 Every ``*.pyx`` under ``sipcore/`` and ``media/`` is compiled; adding a kernel means adding the
 ``.pyx`` (plus its ``.pyi`` stub and the pure-Python reference beside it), nothing here.
@@ -6,14 +6,21 @@ Every ``*.pyx`` under ``sipcore/`` and ``media/`` is compiled; adding a kernel m
 Kernels written once in Cython pure-Python mode are listed in ``PURE_PYTHON``: a plain ``.py``
 (the reference, importable as itself) compiled under the extension's name, its C types in the
 augmenting ``.pxd`` named after the extension (e.g. ``media/_jitter.pxd``).
+
+The typed pure-Python modules listed in ``sipcore._compiled.COMPILED`` (the SIP stack's hot path
+and the call-control core) are compiled with mypyc into extensions beside their sources, in one
+group whose shared runtime is ``sipcore/_native__mypyc``; the ``.py`` files stay the readable
+reference (``ASYNCPBX_NO_EXTENSIONS=1`` loads them instead).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
+from mypyc.build import mypycify
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
@@ -42,10 +49,22 @@ def _extensions() -> list[Extension]:
     return exts
 
 
+def _compiled_modules() -> list[str]:
+    """The source paths of ``sipcore._compiled.COMPILED`` (that file loaded on its own)."""
+    spec = importlib.util.spec_from_file_location("_compiled", HERE / "sipcore" / "_compiled.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [str(Path(*name.split(".")).with_suffix(".py")) for name in module.COMPILED]
+
+
 setup(
-    ext_modules=cythonize(
-        _extensions(),
-        language_level=3,
-        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
-    )
+    ext_modules=[
+        *cythonize(
+            _extensions(),
+            language_level=3,
+            compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        ),
+        *mypycify(_compiled_modules(), opt_level="3", group_name="sipcore._native"),
+    ]
 )

@@ -30,6 +30,7 @@ from pbx.logsetup import configure_logging, get_logger
 from pbx.store import Store
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
+from sipcore import _compiled
 from sipcore.aio.endpoint import AsyncEndpoint, sent_by
 from sipcore.aio.transport import TransportLimits
 from sipcore.digest import Credentials, DigestServer
@@ -574,6 +575,10 @@ def tune_gc() -> None:
 def serve(config: Config, *, demo: bool = False) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
     configure_logging(config.log.level, json=config.log.json)
+    interpreted = _compiled.missing()
+    if interpreted:  # a build without mypyc: it works, but at a fraction of the speed
+        get_logger("pbx").warning("build.not_compiled", modules=interpreted,
+                                  fix="pip install mypy, then pip install -e . again")
     store = Store(config.data_dir, domain=config.domain)
     store.ensure_default_tenant(config.domain, config.realm)
     created = []

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install asyncpbx into it (editable, Cython extensions built in place).
+# Create .venv and install asyncpbx into it (editable; Cython and mypyc extensions built in place).
 #   scripts/bootstrap.sh          runtime dependencies
 #   scripts/bootstrap.sh test     plus what the tests need
 # On a fresh Debian machine it apt-installs the compiler and venv support first (needs root/sudo).
@@ -28,9 +28,10 @@ if command -v apt-get >/dev/null; then
 fi
 
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-.venv/bin/python -m pip install -q --upgrade pip setuptools wheel Cython numpy 2>&1 | grep -v -e '^WARNING' -e '^$' || true
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel Cython numpy mypy 2>&1 | grep -v -e '^WARNING' -e '^$' || true
 target="."
 [ "$extra" = test ] && target=".[test]"
-# --no-build-isolation: build against the Cython/numpy just installed (faster, no second download)
+# --no-build-isolation: build against the Cython/numpy/mypy just installed (faster, no second
+# download); mypy brings mypyc, which compiles the modules listed in sipcore/_compiled.py
 .venv/bin/python -m pip install -q --no-build-isolation -e "$target" 2>&1 | grep -v -e '^WARNING' -e '^$' || true
 .venv/bin/python -c 'import pbx, sipcore, media' || { echo "install failed" >&2; exit 1; }

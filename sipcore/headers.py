@@ -205,11 +205,10 @@ class Headers:
     @classmethod
     def _trusted(cls, entries: list[tuple[str, str, str]]) -> Headers:
         """Build from already-normalised entries (the parser's fast path)."""
-        h = cls.__new__(cls)
+        # cls() then replacing the empty list, not cls.__new__: mypyc's native classes have
+        # no Python-level __new__ to call
+        h = cls()
         h._items = entries
-        h.version = 0
-        h._changed = {}
-        h._index = None
         return h
 
     def _entries(self, name: str, value: str) -> list[tuple[str, str, str]]:

@@ -1,0 +1,88 @@
+"""Which pure-Python modules are compiled with mypyc, and the switch back to their sources.
+
+The SIP stack's hot path (message parsing and serialization, headers, URIs, SDP, digest, the
+transaction layer, the sans-IO endpoint and dialogs) is plain, ``mypy --strict``-typed Python.
+``setup.py`` compiles the modules in :data:`COMPILED` with mypyc into C extensions that sit
+beside their ``.py`` sources and take precedence on import; the source stays the readable
+reference. The calls benchmark measures the gain (bench/README.md).
+
+``ASYNCPBX_NO_EXTENSIONS=1`` (DESIGN.md principle 6, the test suite's second run) makes these
+modules load from their ``.py`` sources: :func:`prefer_sources` puts a finder in front of the
+import system for exactly these names. Without the variable, a module that was not compiled is
+reported by :func:`missing` (checked by the tests and logged at start-up), never a silent slow
+path.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+#: The modules setup.py compiles with mypyc (dotted names; each has its .py beside it). The
+#: asyncio adapters (sipcore.aio) stay interpreted: they are thin, and uvloop hands them values
+#: whose types differ from typeshed's (a list where it says tuple), which compiled code rejects.
+COMPILED: tuple[str, ...] = (
+    "sipcore.headers",
+    "sipcore.uri",
+    "sipcore.message",
+    "sipcore.sdp",
+    "sipcore.digest",
+    "sipcore.transaction",
+    "sipcore.endpoint",
+    "sipcore.dialog",
+)
+
+
+def extensions_disabled() -> bool:
+    """True when ``ASYNCPBX_NO_EXTENSIONS`` asks for the pure-Python references."""
+    return os.environ.get("ASYNCPBX_NO_EXTENSIONS", "") not in ("", "0")
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Find the modules of :data:`COMPILED` as their ``.py`` source, never the extension."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in COMPILED:
+            return None
+        leaf = fullname.rpartition(".")[2] + ".py"
+        for entry in path or ():
+            source = Path(entry) / leaf
+            if source.is_file():
+                return importlib.util.spec_from_file_location(fullname, source)
+        return None
+
+
+def prefer_sources() -> None:
+    """Load the :data:`COMPILED` modules from source from now on (idempotent)."""
+    if not any(isinstance(f, _SourcesFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourcesFirst())
+
+
+def is_compiled(module: ModuleType) -> bool:
+    """True when ``module`` was loaded from a compiled extension."""
+    return not str(getattr(module, "__file__", "") or "").endswith(".py")
+
+
+def missing() -> list[str]:
+    """The :data:`COMPILED` modules that are loaded (or would load) from source although the
+    extensions are not disabled: a build that skipped mypyc. Empty when all is compiled."""
+    if extensions_disabled():
+        return []
+    out = []
+    for name in COMPILED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None or spec.origin.endswith(".py"):
+            out.append(name)
+    return out
+
+
+if extensions_disabled():
+    prefer_sources()

@@ -1270,8 +1270,11 @@ class B2bua:
             callback = self._client.get(tx)
             if callback is None:
                 return
-            final = not isinstance(event, ResponseReceived) or event.response.status >= 200
-            if final and tx not in self._keep:
+            if not isinstance(event, ResponseReceived):
+                # a timeout or transport error ends the client transaction: nothing more will
+                # come for it, kept (late 2xx) or not — drop its route, or it stays forever
+                self.forget_tx(tx)
+            elif event.response.status >= 200 and tx not in self._keep:
                 del self._client[tx]
             callback(event)
         elif isinstance(event, RequestCancelled):

@@ -9,8 +9,8 @@ reference. The calls benchmark measures the gain (bench/README.md).
 ``ASYNCPBX_NO_EXTENSIONS=1`` (DESIGN.md principle 6, the test suite's second run) makes these
 modules load from their ``.py`` sources: :func:`prefer_sources` puts a finder in front of the
 import system for exactly these names. Without the variable, a module that was not compiled is
-reported by :func:`missing` (checked by the tests and logged at start-up), never a silent slow
-path.
+reported by :func:`missing`, one whose source was edited after the build by :func:`stale` (both
+checked by the tests and logged at start-up): never a silent slow path, never silently old code.
 """
 
 from __future__ import annotations
@@ -80,6 +80,25 @@ def missing() -> list[str]:
     for name in COMPILED:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None or spec.origin.endswith(".py"):
+            out.append(name)
+    return out
+
+
+def stale() -> list[str]:
+    """The :data:`COMPILED` modules whose ``.py`` source changed after the extension was built:
+    in an editable checkout, an edit (or a ``git checkout``) does not reach the compiled module
+    until ``pip install -e .`` runs again — the tests and the start-up log say so instead of
+    silently running the old code. Empty when the extensions are disabled or not built."""
+    if extensions_disabled():
+        return []
+    out = []
+    for name in COMPILED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None or spec.origin.endswith(".py"):
+            continue
+        built = Path(spec.origin)
+        source = built.parent / (name.rpartition(".")[2] + ".py")
+        if source.is_file() and source.stat().st_mtime > built.stat().st_mtime:
             out.append(name)
     return out
 

@@ -1,4 +1,4 @@
-"""Build the Cython media/SIP kernels and the mypyc-compiled SIP/call-control modules.
+"""Build the Cython media/SIP kernels and the mypyc-compiled modules of the SIP core.
 
 Every ``*.pyx`` under ``sipcore/`` and ``media/`` is compiled; adding a kernel means adding the
 ``.pyx`` (plus its ``.pyi`` stub and the pure-Python reference beside it), nothing here.
@@ -7,8 +7,8 @@ Kernels written once in Cython pure-Python mode are listed in ``PURE_PYTHON``: a
 (the reference, importable as itself) compiled under the extension's name, its C types in the
 augmenting ``.pxd`` named after the extension (e.g. ``media/_jitter.pxd``).
 
-The typed pure-Python modules listed in ``sipcore._compiled.COMPILED`` (the SIP stack's hot path
-and the call-control core) are compiled with mypyc into extensions beside their sources, in one
+The typed pure-Python modules listed in ``sipcore._compiled.COMPILED`` (the SIP stack's sans-IO
+hot path) are compiled with mypyc into extensions beside their sources, in one
 group whose shared runtime is ``sipcore/_native__mypyc``; the ``.py`` files stay the readable
 reference (``ASYNCPBX_NO_EXTENSIONS=1`` loads them instead).
 """

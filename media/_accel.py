@@ -7,13 +7,12 @@ error, never a silent slow path.
 from __future__ import annotations
 
 import importlib
-import os
 from types import ModuleType
 
+from sipcore import _compiled
 
-def extensions_disabled() -> bool:
-    """True when ``ASYNCPBX_NO_EXTENSIONS`` asks for the pure-Python references."""
-    return os.environ.get("ASYNCPBX_NO_EXTENSIONS", "") not in ("", "0")
+# One switch for the whole tree: the same variable also turns off the mypyc-compiled modules.
+extensions_disabled = _compiled.extensions_disabled
 
 
 def load(extension: str, reference: str) -> ModuleType:

@@ -575,13 +575,13 @@ def tune_gc() -> None:
 def serve(config: Config, *, demo: bool = False) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
     configure_logging(config.log.level, json=config.log.json)
+    log = get_logger("pbx")
     interpreted, stale = _compiled.missing(), _compiled.stale()
     if interpreted:  # a build without mypyc: it works, but at a fraction of the speed
-        get_logger("pbx").warning("build.not_compiled", modules=interpreted,
-                                  fix="pip install mypy, then pip install -e . again")
+        log.warning("build.not_compiled", modules=interpreted,
+                    fix="pip install mypy, then pip install -e . again")
     if stale:  # an edited checkout: the compiled modules still run the code of the last build
-        get_logger("pbx").warning("build.stale", modules=stale,
-                                  fix="pip install --no-build-isolation -e . again")
+        log.warning("build.stale", modules=stale, fix="pip install --no-build-isolation -e . again")
     store = Store(config.data_dir, domain=config.domain)
     store.ensure_default_tenant(config.domain, config.realm)
     created = []

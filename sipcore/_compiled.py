@@ -52,7 +52,7 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in COMPILED:
             return None
-        leaf = fullname.rpartition(".")[2] + ".py"
+        leaf = _source_name(fullname)
         for entry in path or ():
             source = Path(entry) / leaf
             if source.is_file():
@@ -71,17 +71,23 @@ def is_compiled(module: ModuleType) -> bool:
     return not str(getattr(module, "__file__", "") or "").endswith(".py")
 
 
+def _built() -> dict[str, Path | None]:
+    """Each :data:`COMPILED` module -> the extension the import system would load for it, or
+    None when it would load the ``.py`` source."""
+    out: dict[str, Path | None] = {}
+    for name in COMPILED:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        out[name] = None if origin is None or origin.endswith(".py") else Path(origin)
+    return out
+
+
 def missing() -> list[str]:
     """The :data:`COMPILED` modules that are loaded (or would load) from source although the
     extensions are not disabled: a build that skipped mypyc. Empty when all is compiled."""
     if extensions_disabled():
         return []
-    out = []
-    for name in COMPILED:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None or spec.origin.endswith(".py"):
-            out.append(name)
-    return out
+    return [name for name, built in _built().items() if built is None]
 
 
 def stale() -> list[str]:
@@ -92,15 +98,18 @@ def stale() -> list[str]:
     if extensions_disabled():
         return []
     out = []
-    for name in COMPILED:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None or spec.origin.endswith(".py"):
+    for name, built in _built().items():
+        if built is None:
             continue
-        built = Path(spec.origin)
-        source = built.parent / (name.rpartition(".")[2] + ".py")
+        source = built.parent / _source_name(name)
         if source.is_file() and source.stat().st_mtime > built.stat().st_mtime:
             out.append(name)
     return out
+
+
+def _source_name(name: str) -> str:
+    """``sipcore.message`` -> ``message.py``."""
+    return name.rpartition(".")[2] + ".py"
 
 
 if extensions_disabled():

@@ -46,9 +46,6 @@ def read_log(path: Path) -> str:
     return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
 
 
-_HANDED_OUT: set[int] = set()
-
-
 #: The RTP port ranges of the PBXs the tests run (pbx.config's default 40000-44999 and the
 #: [media] ranges the tests configure): free_port() never guesses a port in there.
 MEDIA_PORTS = (40000, 49999)
@@ -73,9 +70,9 @@ GUESS_PORTS = (20000, min(31999, _ephemeral_ports()[0] - 1))
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     """A port free now, for peers that cannot bind port 0 themselves: from
-    :data:`GUESS_PORTS` (outside the kernel's ephemeral range and :data:`MEDIA_PORTS`), never
-    one this process handed out before. Each process starts at its own random place in the
-    range (several test runs may share the machine); a port that does not bind is skipped."""
+    :data:`GUESS_PORTS` (outside the kernel's ephemeral range and :data:`MEDIA_PORTS`), walked
+    in order from a random start per process (several test runs may share the machine), so a
+    port comes back only after the whole range went round; one that does not bind is skipped."""
     lo, hi = GUESS_PORTS
     if hi - lo < 100:  # an unusual ephemeral range: fall back to the kernel's pick
         return _kernel_port(host, kind)
@@ -86,25 +83,22 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     for _ in range(hi - lo + 1):
         port = _NEXT_GUESS
         _NEXT_GUESS = port + 1 if port < hi else lo
-        if port in _HANDED_OUT:
-            continue
         with socket.socket(family, kind) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-        _HANDED_OUT.add(port)
-        if len(_HANDED_OUT) > (hi - lo) // 2:  # a long session: forget the oldest guesses
-            _HANDED_OUT.clear()
-            _HANDED_OUT.add(port)
         return port
     raise RuntimeError(f"no free port in {lo}-{hi}")
 
 
 _NEXT_GUESS: int | None = None
+#: Ports _kernel_port handed out (the kernel may pick the same one twice in a row).
+_HANDED_OUT: set[int] = set()
 
 
 def _kernel_port(host: str, kind: int) -> int:
+    """The fallback: a port the kernel picks, never one handed out before nor a media port."""
     for _ in range(100):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
             s.bind((host, 0))

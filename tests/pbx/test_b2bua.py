@@ -10,14 +10,6 @@ import pytest
 
 from media.dtmf import dtmf_tone
 from media.srtp import generate_crypto
-from pbx.b2bua import (
-    _dtmf_from_info,
-    _parse_se,
-    choose_sdes,
-    leg_answer,
-    negotiate_session_timer,
-    offered_crypto,
-)
 from pbx.callcontrol import (
     DtmfReceived,
     InbandDtmf,
@@ -26,6 +18,9 @@ from pbx.callcontrol import (
     _tell,
     needs_inband_detection,
 )
+from pbx.legs.sdp import choose_sdes, leg_answer, offered_crypto
+from pbx.legs.sip import dtmf_from_info
+from pbx.legs.timer import negotiate_session_timer, parse_session_expires
 from sipcore.errors import ParseError
 from sipcore.sdp import parse_sdp
 
@@ -124,15 +119,15 @@ def test_choose_sdes_keeps_keys_when_the_reoffer_keeps_the_peers_key() -> None:
 ])
 def test_negotiate_session_timer(header: str, supported: bool,
                                  expected: tuple[int, str]) -> None:
-    se = _parse_se(header)
+    se = parse_session_expires(header)
     assert se is not None
     assert negotiate_session_timer(se, supported, min_se=90, session_expires=3600) == expected
 
 
 def test_parse_se() -> None:
-    assert _parse_se("1800;refresher=UAS") == (1800, "uas")
-    assert _parse_se("abc") is None
-    assert _parse_se(None) is None
+    assert parse_session_expires("1800;refresher=UAS") == (1800, "uas")
+    assert parse_session_expires("abc") is None
+    assert parse_session_expires(None) is None
 
 
 # ------------------------------------------------------------------------------- DTMF
@@ -147,7 +142,7 @@ def test_parse_se() -> None:
     (b"Duration=160\r\n", None),
 ])
 def test_dtmf_from_info(body: bytes, digit: str | None) -> None:
-    assert _dtmf_from_info(body) == digit
+    assert dtmf_from_info(body) == digit
 
 
 class _Media:

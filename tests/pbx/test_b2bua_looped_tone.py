@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from media.tones import Segment, Tone, ToneGenerator, ToneName, tone_plan
-from pbx.b2bua import MOH_TONE, LoopedTone, looped_tone_cycle
+from pbx.tonesources import MOH_TONE, LoopedTone, looped_tone_cycle
 
 
 @pytest.mark.parametrize("name", [ToneName.RINGBACK, ToneName.BUSY])

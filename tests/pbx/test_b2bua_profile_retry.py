@@ -10,8 +10,10 @@ import pytest
 
 import pbx.b2bua as b2bua_mod
 from media.srtp import SUITES, CryptoAttribute, SrtpSession, generate_crypto
-from pbx.b2bua import B2bua, OutboundLeg, offer_keys, offered_crypto
+from pbx.b2bua import B2bua
 from pbx.callcontrol import Target
+from pbx.legs import OutboundLeg
+from pbx.legs.sdp import offer_keys, offered_crypto
 from sipcore.errors import ParseError
 from sipcore.sdp import SessionDescription, parse_sdp
 

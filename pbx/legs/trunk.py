@@ -1,0 +1,76 @@
+"""A leg toward a carrier trunk (digest answered only for that trunk's own challenge)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pbx.callcontrol import (
+    Call,
+    LegInput,
+    LegState,
+    Target,
+)
+from pbx.legs.outbound import OutboundLeg
+from pbx.legs.sip import ALLOW
+from pbx.trunks import TrunkConfig, build_outbound_request
+from sipcore.dialog import DialogSet
+from sipcore.endpoint import (
+    Event,
+    ResponseReceived,
+)
+from sipcore.transport import Peer
+
+if TYPE_CHECKING:
+    from pbx.b2bua import B2bua
+
+
+class TrunkLeg(OutboundLeg):
+    """A leg toward a carrier trunk: the INVITE comes from :func:`pbx.trunks.build_outbound_request`
+    (Request-URI ``+E164@trunk``, From = the caller's DID, P-Asserted-Identity only to trusted
+    trunks). A 401/407 is answered once with the trunk's credentials — only on this INVITE
+    transaction, which went to that trunk, and only in the trunk's realm (no digest leak)."""
+
+    def __init__(self, b2bua: B2bua, call: Call, target: Target, *, trunk: TrunkConfig,
+                 caller_did: str | None, caller_name: str = "") -> None:
+        super().__init__(b2bua, call, target, request_uri="", peer=trunk.peer,
+                         caller_user=caller_did or "", callee_user=target.user)
+        assert b2bua.trunks is not None
+        self.trunk = trunk
+        self.caller_did = caller_did
+        self.caller_name = caller_name
+        self._contact_uri = b2bua.trunks.contact_for(trunk, user=caller_did or None)
+        self.contact = f"<{self._contact_uri}>"
+        self._challenged = False
+
+    def start(self) -> None:
+        """Send the INVITE with our offer to the trunk."""
+        b2b = self.b2bua
+        offer = self._caller_codec_offer()
+        request = build_outbound_request(
+            self.trunk, number=self.callee_user, caller_did=self.caller_did,
+            contact=self._contact_uri, caller_name=self.caller_name or None,
+            body=offer.serialize(), content_type="application/sdp")
+        request.headers.add("Allow", ALLOW)
+        request.headers.add("Supported", "timer")
+        self.invite = request
+        self.dialog_set = DialogSet(request, None, local_contact=self.contact)
+        self.apply(LegInput.START)
+        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event, keep=True)
+
+    def _on_invite_event(self, event: Event) -> None:
+        if (isinstance(event, ResponseReceived) and event.response.status in (401, 407)
+                and not self._challenged and not self.cancelled and self.invite is not None
+                and self.state in (LegState.CALLING, LegState.EARLY)
+                and self.b2bua.trunks is not None):
+            self._challenged = True  # once: a second challenge means wrong credentials
+            source = getattr(event, "peer", None)
+            again = self.b2bua.trunks.answer_challenge(
+                self.trunk.key, self.invite, event.response, sent_to=self.peer,
+                source=source if isinstance(source, Peer) else None)
+            if again is not None:
+                self.b2bua.forget_tx(self.invite_tx)
+                self.invite = again
+                self.dialog_set = DialogSet(again, None, local_contact=self.contact)
+                self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event,
+                                                         keep=True)
+                return
+        super()._on_invite_event(event)

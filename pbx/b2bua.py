@@ -72,7 +72,6 @@ from pbx.callcontrol import (
     Leg,
     LegEnded,
     LegFailed,
-    LegState,
     RingOutcome,
     Target,
     supervise,
@@ -87,6 +86,7 @@ from pbx.legs.sdp import (
 from pbx.legs.sip import SipLeg
 from pbx.legs.timer import parse_session_expires
 from pbx.legs.trunk import TrunkLeg
+from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin
 from pbx.tonesources import MOH_TONE, LoopedTone, looped_tone_cycle
 from pbx.trunks import TrunkManager
@@ -152,6 +152,7 @@ class B2bua:
 
         self.sip = sip
         self.engine = engine
+        self.graph = EngineGraph(engine)
         self.digest = digest
         self.lookup = lookup
         self.registrar = registrar
@@ -377,7 +378,7 @@ class B2bua:
         record = CallRecord(call_id=request.call_id, direction=origin.direction,
                             caller=caller, callee=origin.callee or dialled, started=now,
                             tenant_id=tenant_id)
-        call = Call(leg, graph=self.engine, leg_factory=self._make_leg, record=record,
+        call = Call(leg, graph=self.graph, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         self.calls[call.id] = call
@@ -649,7 +650,7 @@ class B2bua:
         (early media) and hears the busy tone for that long (or until it gives up)."""
         caller = call.caller
         if (status == 486 and self.settings.busy_tone > 0
-                and caller.state in (LegState.CALLING, LegState.EARLY)
+                and caller.unanswered
                 and caller.media is not None
                 # an offerless INVITE's offer may not go in an unreliable 18x
                 and not (isinstance(caller, InboundLeg) and caller.delayed_offer)):

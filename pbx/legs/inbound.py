@@ -5,8 +5,6 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from pbx.callcontrol import (
-    LegAnswered,
-    LegFailed,
     LegInput,
     LegMediaChanged,
     LegState,
@@ -42,9 +40,8 @@ class InboundLeg(SipLeg):
         self.invite = request
         self.transaction_id = transaction_id
         self.to_tag = new_tag()
-        self._answered_sent = False
         self.delayed_offer = False
-        self.apply(LegInput.START)
+        self.transition(LegInput.START)
 
     def prepare_media(self) -> None:
         """Allocate the RTP session and answer the caller's offer (or make ours when the INVITE
@@ -89,25 +86,27 @@ class InboundLeg(SipLeg):
 
     def progress(self, *, early_media: bool) -> None:
         """180 Ringing, or 183 Session Progress with our SDP (we play ringback or relay)."""
-        if self.state not in (LegState.CALLING, LegState.EARLY):
+        if not self.unanswered:
             return
         self._send(self._response(183 if early_media else 180, sdp=early_media))
-        self.apply(LegInput.PROGRESS)
+        # the LegProgressed this posts reaches the call that asked for it; its operations
+        # only act on a caller leg's failure or end
+        self.transition(LegInput.PROGRESS)
 
     def answer(self) -> None:
         """200 OK with our SDP; the ACK makes the leg ANSWERED."""
-        if self._answered_sent or self.ended:
+        if not self.unanswered:
             return
-        self._answered_sent = True
         extra = self._session_timer_headers(self.invite, uas=True)
         extra.append(("Supported", "timer"))
         resp = self._response(200, sdp=True, extra=extra)
         self.b2bua.uas_2xx[self.transaction_id] = self
         self._send(resp)
+        self.transition(LegInput.ANSWER)
 
     def on_ack(self, request: Request) -> None:
         """The ACK for our 2xx: the leg is up (a delayed offer's answer comes in it)."""
-        if not self._answered_sent or self.answered or self.ended:
+        if self.state is not LegState.ANSWERING:
             super().on_ack(request)
             return
         if self.delayed_offer and is_sdp(request) and self.session is not None:
@@ -116,36 +115,34 @@ class InboundLeg(SipLeg):
                 self._apply_remote(parse_sdp(request.body))
                 # codec and telephone-event are known only now: bridges must follow
                 self.post(LegMediaChanged(self))
-        if self.apply(LegInput.ANSWER):
-            self.b2bua.uas_2xx.pop(self.transaction_id, None)
-            self._arm_se_timer()
-            self.post(LegAnswered(self))
+        self.b2bua.uas_2xx.pop(self.transaction_id, None)
+        self._arm_se_timer()
+        self.transition(LegInput.CONFIRM)
 
     def on_ack_timeout(self) -> None:
         """No ACK for our 2xx (§13.3.1.4): send BYE and end."""
-        if self.ended:
+        if self.state is not LegState.ANSWERING:
             return
-        self.state = LegState.ANSWERED
         self._send_bye()
         self._ended("ack-timeout", remote=False)
 
     def on_cancelled(self) -> None:
         """The caller's CANCEL (the endpoint has answered 200 + 487)."""
-        if self.apply(LegInput.FAIL):
+        if self.unanswered:
             self.final_status = 487
             if self.dialog is not None:
                 self.b2bua.dialogs.remove(self.dialog)
-            self.post(LegFailed(self, 487, "cancelled"))
+            self.transition(LegInput.FAIL, status=487, reason="cancelled")
 
     def reject(self, status: int, reason: str | None = None, *,
                retry_after: int | None = None) -> None:
         """A final error response to the caller (with ``Retry-After`` seconds when given)."""
-        if self.state not in (LegState.CALLING, LegState.EARLY) or self._answered_sent:
+        if not self.unanswered:
             return
         self.final_status = status
         extra = [("Retry-After", str(retry_after))] if retry_after is not None else None
         self._send(self._response(status, reason, extra=extra))
-        self.apply(LegInput.FAIL)
+        self.transition(LegInput.ABANDON)
 
     def cancel(self, reason: str | None = None) -> None:
         """Not applicable to an inbound leg: reject with 487."""
@@ -153,8 +150,7 @@ class InboundLeg(SipLeg):
 
     def hangup(self, cause: str = "normal") -> None:
         """BYE when up (or when our 2xx is awaiting its ACK), else a final error response."""
-        if self.state is LegState.ANSWERED or (self._answered_sent and not self.ended):
-            self.state = LegState.ANSWERED
+        if self.state is LegState.ANSWERED or self.state is LegState.ANSWERING:
             super().hangup(cause)
         elif not self.ended:
             self.reject(500 if cause == "error" else 480)

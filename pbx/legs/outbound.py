@@ -11,10 +11,7 @@ from media.srtp import (
 )
 from pbx.callcontrol import (
     Call,
-    LegAnswered,
-    LegFailed,
     LegInput,
-    LegProgressed,
     LegState,
     Target,
 )
@@ -86,7 +83,7 @@ class OutboundLeg(SipLeg):
         plain after a SAVP one. Returns True when the retry went out."""
         if (status not in MEDIA_REJECTED or self._profile_retried or self.cancelled
                 or self.invite is None or self.session is None
-                or self.state not in (LegState.CALLING, LegState.EARLY)):
+                or not self.unanswered):
             return False
         self._profile_retried = True
         srtp = self.offer_crypto is None
@@ -163,16 +160,15 @@ class OutboundLeg(SipLeg):
         request = Request("INVITE", parse_uri(self.request_uri), h, body)
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)
-        self.apply(LegInput.START)
+        self.transition(LegInput.START)
         self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event,
                                           keep=True)
 
     def _on_invite_event(self, event: Event) -> None:
         if isinstance(event, TransactionTimedOut | TransportErrored):
-            if self.state in (LegState.CALLING, LegState.EARLY):
+            if self.unanswered:
                 self.final_status = 408 if isinstance(event, TransactionTimedOut) else 503
-                self.apply(LegInput.FAIL)
-                self.post(LegFailed(self, self.final_status, "timeout"))
+                self.transition(LegInput.FAIL, status=self.final_status, reason="timeout")
                 self.close_media()
             return
         if not isinstance(event, ResponseReceived):
@@ -185,7 +181,7 @@ class OutboundLeg(SipLeg):
         except RemoteProtocolError:
             return
         if status < 200:
-            if status == 100 or self.state not in (LegState.CALLING, LegState.EARLY):
+            if status == 100 or not self.unanswered:
                 return
             early = False
             if is_sdp(response):
@@ -194,18 +190,16 @@ class OutboundLeg(SipLeg):
                     self._use_answer_keys(early_sdp)
                     self._apply_remote(early_sdp)
                     early = True
-            self.apply(LegInput.PROGRESS)
-            self.post(LegProgressed(self, status, early))
+            self.transition(LegInput.PROGRESS, status=status, early_media=early)
             return
         if status < 300:
             self._on_2xx(response, dialog)
             return
         if self._retry_other_profile(status):
             return
-        if self.state in (LegState.CALLING, LegState.EARLY):
+        if self.unanswered:
             self.final_status = status
-            self.apply(LegInput.FAIL)
-            self.post(LegFailed(self, status, response.reason or ""))
+            self.transition(LegInput.FAIL, status=status, reason=response.reason or "")
         self.b2bua.forget_tx(self.invite_tx)
         self.close_media()
 
@@ -233,8 +227,7 @@ class OutboundLeg(SipLeg):
             except ParseError:
                 self.b2bua.send_request(dialog.create_request("BYE"), self.peer, None)
                 self.final_status = 488
-                self.apply(LegInput.FAIL)
-                self.post(LegFailed(self, 488, "bad answer SDP"))
+                self.transition(LegInput.FAIL, status=488, reason="bad answer SDP")
                 return
         if self.target is not None and self._profile_retried:
             self.b2bua.learn_srtp(self.target, self.session is not None
@@ -243,19 +236,20 @@ class OutboundLeg(SipLeg):
         if se is not None:
             self.se_interval = max(se[0], self.b2bua.settings.min_se)
             self.se_we_refresh = se[1] != "uas"
-        self.apply(LegInput.ANSWER)
+        # the 2xx came and its ACK went (above): answered and confirmed in one step
+        self.transition(LegInput.ANSWER)
         self._arm_se_timer()
-        self.post(LegAnswered(self))
+        self.transition(LegInput.CONFIRM)
 
     def cancel(self, reason: str | None = None) -> None:
         """CANCEL the INVITE (a 2xx that crosses it is ACKed and BYEd)."""
-        if self.state not in (LegState.CALLING, LegState.EARLY) or self.cancelled:
+        if not self.unanswered or self.cancelled:
             return
         self.cancelled = True
         if self.invite_tx is not None:
             self.b2bua.sip_cancel(self.invite_tx, reason)
         self.final_status = 487
-        self.apply(LegInput.FAIL)
+        self.transition(LegInput.ABANDON)
         if self.session is not None:
             self.session.close()
 

@@ -17,8 +17,6 @@ from pbx.callcontrol import (
     Call,
     DtmfReceived,
     Leg,
-    LegEnded,
-    LegFailed,
     LegHeld,
     LegInput,
     LegMediaChanged,
@@ -231,13 +229,12 @@ class SipLeg(Leg):
             self.b2bua.dialogs.remove(self.dialog)
 
     def _ended(self, cause: str, remote: bool) -> None:
-        if self.apply(LegInput.END):
-            self.post(LegEnded(self, cause, remote))
+        self.transition(LegInput.END, cause=cause, remote=remote)
         self._cancel_se_timer()
 
     def hangup(self, cause: str = "normal") -> None:
         """BYE when answered, otherwise what the subclass does for an unanswered leg."""
-        if self.state is LegState.ANSWERED:
+        if self.state is LegState.ANSWERED or self.state is LegState.ANSWERING:
             self._send_bye('SIP;cause=500;text="Server Internal Error"' if cause == "error"
                            else None)
             self._ended(cause, remote=False)
@@ -339,12 +336,11 @@ class SipLeg(Leg):
             b2b.respond(request, 200, tx=tx)
             if self.dialog is not None:
                 b2b.dialogs.remove(self.dialog)
-            if self.state is LegState.ANSWERED:
+            if self.state is LegState.ANSWERED or self.state is LegState.ANSWERING:
                 self._ended("bye", remote=True)
-            elif not self.ended:
+            else:
                 # BYE on an early dialog (the caller gave up after our 18x)
-                self.apply(LegInput.FAIL)
-                self.post(LegFailed(self, 487, "bye"))
+                self.transition(LegInput.FAIL, status=487, reason="bye")
             return
         if method in ("INVITE", "UPDATE"):
             self._on_offer_request(request, tx)

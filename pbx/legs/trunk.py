@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 from pbx.callcontrol import (
     Call,
     LegInput,
-    LegState,
     Target,
 )
 from pbx.legs.outbound import OutboundLeg
@@ -53,13 +52,13 @@ class TrunkLeg(OutboundLeg):
         request.headers.add("Supported", "timer")
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)
-        self.apply(LegInput.START)
+        self.transition(LegInput.START)
         self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event, keep=True)
 
     def _on_invite_event(self, event: Event) -> None:
         if (isinstance(event, ResponseReceived) and event.response.status in (401, 407)
                 and not self._challenged and not self.cancelled and self.invite is not None
-                and self.state in (LegState.CALLING, LegState.EARLY)
+                and self.unanswered
                 and self.b2bua.trunks is not None):
             self._challenged = True  # once: a second challenge means wrong credentials
             source = getattr(event, "peer", None)

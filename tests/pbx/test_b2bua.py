@@ -15,8 +15,8 @@ from pbx.callcontrol import (
     InbandDtmf,
     Leg,
     RingOutcome,
-    _tell,
     needs_inband_detection,
+    tell_outcome,
 )
 from pbx.legs.sdp import choose_sdes, leg_answer, offered_crypto
 from pbx.legs.sip import dtmf_from_info
@@ -206,4 +206,4 @@ def test_inband_dtmf_posts_detected_digits() -> None:
 ])
 def test_final_response_mapping(statuses: list[int], timed_out: bool,
                                 expected: tuple[RingOutcome, int]) -> None:
-    assert _tell(statuses, timed_out) == expected
+    assert tell_outcome(statuses, timed_out) == expected

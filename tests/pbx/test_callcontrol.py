@@ -4,23 +4,18 @@ operation, the per-call supervisor, and the feature chains."""
 from __future__ import annotations
 
 import asyncio
-import itertools
-from typing import Any
 
 import pytest
 
 from features.base import BaseFeature, CallContext, Continue, Decision, Reject, Ring, Setting
 from features.registry import FeatureRegistry, default_registry
 from features.ringing import OrdinaryRinging
-from media.port import Frame
 from pbx.callcontrol import (
     COMPLETED_ELSEWHERE,
-    LEG_TABLE,
     Bridge,
     Call,
     CallRecord,
     DtmfReceived,
-    Leg,
     LegAnswered,
     LegEnded,
     LegFailed,
@@ -31,127 +26,57 @@ from pbx.callcontrol import (
     LegState,
     RingOutcome,
     Target,
-    leg_transition,
     supervise,
 )
-
-
-class Port:
-    sample_rate = 8000
-
-    def get_frame(self) -> Frame | None:
-        return None
-
-    def put_frame(self, frame: Frame) -> None:
-        pass
-
-
-class FakeLink:
-    def __init__(self, kind: str, a: Any, b: Any, graph: FakeGraph) -> None:
-        self.kind, self.a, self.b, self.graph = kind, a, b, graph
-        self.closed = False
-        graph.live.append(self)
-
-    def close(self) -> None:
-        self.closed = True
-        if self in self.graph.live:
-            self.graph.live.remove(self)
-
-
-class FakeGraph:
-    def __init__(self) -> None:
-        self.live: list[FakeLink] = []
-
-    def bridge(self, a: Any, b: Any) -> FakeLink:
-        return FakeLink("bridge", a, b, self)
-
-    def link(self, source: Any, sink: Any, *, fill_silence: bool = False) -> FakeLink:
-        return FakeLink("link", source, sink, self)
-
-
-class FakeLeg(Leg):
-    def __init__(self, call: Call | None, direction: str = "outbound", target: Target | None = None,
-                 party: str = "") -> None:
-        super().__init__(call, party=party, target=target)
-        self.direction = direction
-        self.media = Port()
-        self.log: list[tuple[str, object]] = []
-        if direction == "inbound":
-            self.apply(LegInput.START)
-
-    def start(self) -> None:
-        self.apply(LegInput.START)
-        self.log.append(("start", None))
-
-    def progress(self, *, early_media: bool) -> None:
-        self.apply(LegInput.PROGRESS)
-        self.log.append(("progress", early_media))
-
-    def answer(self) -> None:
-        self.log.append(("answer", None))
-        if self.apply(LegInput.ANSWER):
-            self.post(LegAnswered(self))
-
-    def reject(self, status: int, reason: str | None = None) -> None:
-        self.log.append(("reject", status))
-        self.apply(LegInput.FAIL)
-
-    def cancel(self, reason: str | None = None) -> None:
-        self.log.append(("cancel", reason))
-        self.apply(LegInput.FAIL)
-
-    def hangup(self, cause: str = "normal") -> None:
-        self.log.append(("hangup", cause))
-        if self.answered:
-            self.apply(LegInput.END)
-        elif self.direction == "inbound":
-            self.reject(500 if cause == "error" else 480)
-        else:
-            self.cancel()
-
-    def send_dtmf(self, digits: str) -> None:
-        self.log.append(("dtmf", digits))
-
-    def close_media(self) -> None:
-        self.log.append(("close_media", None))
-
-
-def log_of(leg: Leg) -> list[tuple[str, object]]:
-    assert isinstance(leg, FakeLeg)
-    return leg.log
-
-
-def make_call(records: list[CallRecord] | None = None) -> tuple[Call, FakeGraph, list[FakeLeg]]:
-    graph = FakeGraph()
-    created: list[FakeLeg] = []
-
-    def factory(call: Call, target: Target) -> Leg:
-        leg = FakeLeg(call, target=target, party=target.label)
-        created.append(leg)
-        return leg
-
-    caller = FakeLeg(None, "inbound", party="100")
-    record = CallRecord("cid", "internal", "100", "101", started=0.0)
-    call = Call(caller, graph=graph, leg_factory=factory, record=record,
-                hold_source=lambda rate: Port(), ringback_source=lambda rate: Port(),
-                on_record=(records.append if records is not None else None))
-    return call, graph, created
-
+from tests.conftest import FakeLeg, log_of
+from tests.conftest import new_fake_call as make_call
 
 TARGETS = (Target("device", "101", "sip:a", "a"), Target("device", "101", "sip:b", "b"))
 
 
-def test_leg_table_all_pairs() -> None:
-    for state, event in itertools.product(LegState, LegInput):
-        nxt = leg_transition(state, event)
-        assert nxt == LEG_TABLE.get((state, event))
-        if state is LegState.ENDED:
-            assert nxt is None  # an ended leg ignores everything
-    # every non-final state can end
-    for state in (LegState.IDLE, LegState.CALLING, LegState.EARLY):
-        assert leg_transition(state, LegInput.FAIL) is LegState.ENDED
-    assert leg_transition(LegState.ANSWERED, LegInput.FAIL) is None
-    assert leg_transition(LegState.ANSWERED, LegInput.END) is LegState.ENDED
+def test_an_ended_leg_ignores_everything_and_posts_nothing() -> None:
+    call, _, _ = make_call()
+    leg = FakeLeg(call)
+    leg.start()
+    leg.far_fail(486)
+    assert [type(e) for e in call.events] == [LegFailed] and leg.ended
+    for event in LegInput:
+        assert leg.transition(event) is False
+    assert len(call.events) == 1
+
+
+def test_each_change_posts_the_event_its_action_names() -> None:
+    call, _, _ = make_call()
+    leg = FakeLeg(call)
+    leg.start()
+    assert not call.events  # sending the INVITE tells nobody
+    leg.far_ringing(183, early_media=True)
+    leg.far_ringing(180)
+    assert call.events.popleft() == LegProgressed(leg, 183, True)
+    assert call.events.popleft() == LegProgressed(leg, 180, False)
+    assert leg.transition(LegInput.ANSWER) and leg.state is LegState.ANSWERING
+    assert not call.events and not leg.answered  # the 2xx alone does not make it up
+    assert leg.transition(LegInput.FAIL) is False  # a late failure cannot undo a 2xx
+    assert leg.transition(LegInput.CONFIRM)
+    assert call.events.popleft() == LegAnswered(leg) and leg.answered
+    leg.far_hangup()
+    assert call.events.popleft() == LegEnded(leg, "bye", True) and leg.ended
+
+
+def test_abandoning_an_unanswered_leg_is_silent_and_final() -> None:
+    call, _, _ = make_call()
+    leg = FakeLeg(call)
+    leg.start()
+    leg.cancel()
+    assert leg.ended and not call.events
+    leg.far_answer()  # a 2xx that crossed our CANCEL changes nothing
+    assert leg.ended and not call.events
+    # an answering (2xx sent, no ACK) leg cannot be abandoned, only ended
+    other = FakeLeg(call, "inbound")
+    other.transition(LegInput.ANSWER)
+    assert other.transition(LegInput.ABANDON) is False
+    assert other.transition(LegInput.END, cause="ack-timeout", remote=False)
+    assert call.events.popleft() == LegEnded(other, "ack-timeout", False)
 
 
 async def test_ring_first_answer_wins_and_others_get_reason() -> None:
@@ -160,11 +85,9 @@ async def test_ring_first_answer_wins_and_others_get_reason() -> None:
     async def drive() -> None:
         await asyncio.sleep(0)
         a, b = legs
-        a.apply(LegInput.PROGRESS)
-        call.post(LegProgressed(a, 180, early_media=False))
+        a.far_ringing(180)
         await asyncio.sleep(0.01)
-        b.apply(LegInput.ANSWER)
-        call.post(LegAnswered(b))
+        b.far_answer()
 
     task = asyncio.create_task(drive())
     result = await call.ring(TARGETS, timeout=5)
@@ -181,13 +104,12 @@ async def test_ring_relays_early_media_instead_of_ringback() -> None:
 
     async def drive() -> None:
         await asyncio.sleep(0)
-        legs[0].apply(LegInput.PROGRESS)
-        call.post(LegProgressed(legs[0], 183, early_media=True))
+        legs[0].far_ringing(183, early_media=True)
         await asyncio.sleep(0.01)
         kinds = [link.kind for link in graph.live]
         assert kinds == ["bridge"], kinds
-        call.post(LegFailed(legs[0], 486))
-        call.post(LegFailed(legs[1], 480))
+        legs[0].far_fail(486)
+        legs[1].far_fail(480)
 
     task = asyncio.create_task(drive())
     result = await call.ring(TARGETS, timeout=5)
@@ -208,8 +130,8 @@ async def test_ring_caller_gone() -> None:
 
     async def drive() -> None:
         await asyncio.sleep(0)
-        call.caller.apply(LegInput.FAIL)
-        call.post(LegFailed(call.caller, 487))
+        assert isinstance(call.caller, FakeLeg)
+        call.caller.far_fail(487, "cancelled")
 
     task = asyncio.create_task(drive())
     result = await call.ring(TARGETS, timeout=5)
@@ -249,10 +171,11 @@ async def test_bridge_hold_plays_music_to_the_other_side() -> None:
     call.post(LegHeld(callee))
     call.post(DtmfReceived(call.caller, "5"))
     call.post(LegResumed(callee))
-    callee.apply(LegInput.START)
-    callee.apply(LegInput.ANSWER)
-    callee.apply(LegInput.END)
-    call.post(LegEnded(callee, "bye"))
+    assert isinstance(callee, FakeLeg)
+    callee.start()
+    callee.far_answer()
+    assert isinstance(call.events.pop(), LegAnswered)
+    callee.far_hangup()
     holds: list[list[str]] = []
     orig = Bridge.rebuild
 
@@ -327,10 +250,8 @@ async def test_ring_answer_in_the_same_batch_as_ringing() -> None:
     async def drive() -> None:
         await asyncio.sleep(0)
         a = legs[0]
-        a.apply(LegInput.PROGRESS)
-        a.apply(LegInput.ANSWER)
-        call.post(LegProgressed(a, 180, early_media=False))
-        call.post(LegAnswered(a))
+        a.far_ringing(180)
+        a.far_answer()
 
     task = asyncio.create_task(drive())
     result = await call.ring(TARGETS[:1], timeout=5)

@@ -37,509 +37,30 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from media.aio import Bridge as TranscodingBridge
-from media.aio import RelayBridge
-from media.dtmf import DtmfDetector
-from media.port import Frame, MediaPort
-from sipcore.enums import FastEnum
+from media.port import MediaPort
+from pbx.callcontrol.events import (
+    CallEvent,
+    DtmfReceived,
+    LegAnswered,
+    LegEnded,
+    LegFailed,
+    LegHeld,
+    LegMediaChanged,
+    LegProgressed,
+    LegResumed,
+)
+from pbx.callcontrol.legs import Leg, LegInput, LegState, Target
+from pbx.callcontrol.media import Bridge, MediaGraph, Playback
+from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 
 log = logging.getLogger("pbx.callcontrol")
 
-__all__ = [
-    "LEG_TABLE",
-    "Bridge",
-    "Call",
-    "CallEvent",
-    "CallRecord",
-    "DtmfReceived",
-    "InbandDtmf",
-    "Leg",
-    "LegAnswered",
-    "LegEnded",
-    "LegFailed",
-    "LegHeld",
-    "LegInput",
-    "LegMediaChanged",
-    "LegProgressed",
-    "LegResumed",
-    "LegState",
-    "MediaGraph",
-    "Playback",
-    "RingOutcome",
-    "RingResult",
-    "Target",
-    "needs_inband_detection",
-    "supervise",
-]
-
 #: RFC 3326 Reason for the targets that lose a parallel ring.
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
-
-
-# ------------------------------------------------------------------------------- leg state table
-
-
-class LegState(FastEnum):
-    """Where a leg is in its life."""
-
-    IDLE = "idle"  # created, nothing sent or answered yet
-    CALLING = "calling"  # INVITE sent (outbound) or received and not answered yet (inbound)
-    EARLY = "early"  # a provisional response went/came (ringing or early media)
-    ANSWERED = "answered"  # 2xx: the leg is up
-    ENDED = "ended"  # failed, cancelled, rejected or hung up
-
-
-class LegInput(FastEnum):
-    """What moves a leg."""
-
-    START = "start"  # INVITE sent or received
-    PROGRESS = "progress"  # 18x sent/received
-    ANSWER = "answer"  # 2xx sent/received
-    FAIL = "fail"  # a final non-2xx, CANCEL, timeout
-    END = "end"  # BYE (either way) or a local release
-
-
-LS, LI = LegState, LegInput
-LEG_TABLE: dict[tuple[LegState, LegInput], LegState] = {
-    (LS.IDLE, LI.START): LS.CALLING,
-    (LS.IDLE, LI.FAIL): LS.ENDED,
-    (LS.IDLE, LI.END): LS.ENDED,
-    (LS.CALLING, LI.PROGRESS): LS.EARLY,
-    (LS.CALLING, LI.ANSWER): LS.ANSWERED,
-    (LS.CALLING, LI.FAIL): LS.ENDED,
-    (LS.CALLING, LI.END): LS.ENDED,
-    (LS.EARLY, LI.PROGRESS): LS.EARLY,
-    (LS.EARLY, LI.ANSWER): LS.ANSWERED,
-    (LS.EARLY, LI.FAIL): LS.ENDED,
-    (LS.EARLY, LI.END): LS.ENDED,
-    (LS.ANSWERED, LI.END): LS.ENDED,
-}
-
-
-def leg_transition(state: LegState, event: LegInput) -> LegState | None:
-    """The next state, or None when ``event`` does not apply in ``state`` (it is ignored)."""
-    return LEG_TABLE.get((state, event))
-
-
-# -------------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class LegProgressed:
-    """An outbound leg got a provisional response (``early_media``: it came with SDP)."""
-
-    leg: Leg
-    status: int
-    early_media: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LegAnswered:
-    """A leg was answered (outbound: 2xx received; inbound: our 2xx was ACKed)."""
-
-    leg: Leg
-
-
-@dataclass(frozen=True, slots=True)
-class LegFailed:
-    """A leg ended before it was answered: a final non-2xx, a timeout, or the caller's CANCEL
-    (status 487)."""
-
-    leg: Leg
-    status: int
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class LegEnded:
-    """An answered leg ended (``remote``: the far end hung up; else we did, or it died)."""
-
-    leg: Leg
-    cause: str
-    remote: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LegHeld:
-    """The far end of the leg put us on hold (it sends ``sendonly``/``inactive``)."""
-
-    leg: Leg
-
-
-@dataclass(frozen=True, slots=True)
-class LegResumed:
-    """The far end took the call off hold."""
-
-    leg: Leg
-
-
-@dataclass(frozen=True, slots=True)
-class LegMediaChanged:
-    """The leg renegotiated its codec (re-INVITE/UPDATE): bridges must be rebuilt."""
-
-    leg: Leg
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfReceived:
-    """A digit arrived on the leg; ``source`` is ``"rfc4733"``, ``"info"`` or ``"inband"``."""
-
-    leg: Leg
-    digit: str
-    source: str = "rfc4733"
-
-
-CallEvent = (
-    LegProgressed | LegAnswered | LegFailed | LegEnded | LegHeld | LegResumed | LegMediaChanged
-    | DtmfReceived
-)
-
-
-# ------------------------------------------------------------------------------------ targets
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Something a leg can be created towards: a registered device (``contact`` is its opaque
-    address, e.g. a SIP Contact URI), a user (all their devices), or an external number.
-
-    ``kind`` is ``"device"``, ``"user"`` or ``"number"``; ``user`` the extension it belongs to;
-    ``label`` what appears in logs."""
-
-    kind: str
-    user: str = ""
-    contact: str = ""
-    label: str = ""
-
-
-# --------------------------------------------------------------------------------------- legs
-
-
-class MediaGraph(Protocol):
-    """What call control needs of the media engine (:class:`media.aio.MediaEngine` fits)."""
-
-    def bridge(self, a: MediaPort, b: MediaPort) -> Any: ...
-    def link(self, source: MediaPort, sink: MediaPort, *, fill_silence: bool = False) -> Any: ...
-
-
-_leg_ids = itertools.count(1)
-
-
-class Leg:
-    """One party's connection to a call; subclasses implement the signalling.
-
-    ``direction`` is ``"inbound"`` (the caller's INVITE) or ``"outbound"`` (an INVITE we sent).
-    ``media`` is the leg's media port in our media core (None until negotiated). ``held`` is True
-    while the far end has put us on hold.
-    """
-
-    direction: str = "outbound"
-
-    def __init__(self, call: Call | None, *, party: str = "", target: Target | None = None) -> None:
-        self.id = f"L{next(_leg_ids)}"
-        self.call = call
-        self.party = party
-        self.target = target
-        self.state = LegState.IDLE
-        self.media: MediaPort | None = None
-        self.held = False
-        self.final_status: int | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} {self.direction} {self.state.value} {self.party}>"
-
-    # -- state -----------------------------------------------------------------------------------
-
-    @property
-    def answered(self) -> bool:
-        """The leg is up."""
-        return self.state is LegState.ANSWERED
-
-    @property
-    def ended(self) -> bool:
-        """The leg is over."""
-        return self.state is LegState.ENDED
-
-    def apply(self, event: LegInput) -> bool:
-        """Move along :data:`LEG_TABLE`; False (state unchanged) when ``event`` does not apply."""
-        nxt = leg_transition(self.state, event)
-        if nxt is None:
-            return False
-        self.state = nxt
-        return True
-
-    def post(self, event: CallEvent) -> None:
-        """Hand an event to the owning call (dropped when the leg has no call any more)."""
-        if self.call is not None:
-            self.call.post(event)
-
-    # -- commands (signalling subclasses override) -----------------------------------------------
-
-    def start(self) -> None:
-        """Outbound: send the INVITE."""
-        raise NotImplementedError
-
-    def progress(self, *, early_media: bool) -> None:
-        """Inbound: send 180 (no media) or 183 with our SDP (``early_media``)."""
-        raise NotImplementedError
-
-    def answer(self) -> None:
-        """Inbound: send 2xx with our SDP; :class:`LegAnswered` follows on the ACK."""
-        raise NotImplementedError
-
-    def reject(self, status: int, reason: str | None = None) -> None:
-        """Inbound, unanswered: send a final error response."""
-        raise NotImplementedError
-
-    def cancel(self, reason: str | None = None) -> None:
-        """Outbound, unanswered: CANCEL (``reason`` becomes an RFC 3326 Reason header)."""
-        raise NotImplementedError
-
-    def hangup(self, cause: str = "normal") -> None:
-        """End the leg whatever its state: BYE when answered, else CANCEL/reject (500 for
-        ``cause="error"``, 480 otherwise)."""
-        raise NotImplementedError
-
-    def send_dtmf(self, digits: str) -> None:
-        """Send digits the way this leg negotiated (RFC 4733 or SIP INFO)."""
-        raise NotImplementedError
-
-    def close_media(self) -> None:
-        """Free the leg's media resources (ports)."""
-
-
-# ------------------------------------------------------------------------------- media helpers
-
-
-class _Watched:
-    """A source port that reports when it runs dry (a non-looping player/tone finished)."""
-
-    def __init__(self, port: MediaPort, done: asyncio.Future[None]) -> None:
-        self.port = port
-        self.sample_rate = port.sample_rate
-        self._done = done
-
-    def get_frame(self) -> Frame | None:
-        frame = self.port.get_frame()
-        if frame is None and not self._done.done():
-            self._done.set_result(None)
-        return frame
-
-    def put_frame(self, frame: Frame) -> None:
-        self.port.put_frame(frame)
-
-
-class Playback:
-    """A media port playing to a leg: :meth:`stop` ends it; ``await playback.done`` waits until
-    the source runs dry."""
-
-    def __init__(self, graph: MediaGraph, source: MediaPort, sink: MediaPort) -> None:
-        loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.source = source
-        self._link = graph.link(_Watched(source, self.done), sink)
-
-    def stop(self) -> None:
-        """Stop playing (idempotent) and close the source when it can be closed."""
-        self._link.close()
-        close = getattr(self.source, "close", None) or getattr(self.source, "stop", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                close()
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-class InbandDtmf:
-    """A sink port that detects in-band DTMF in what a leg sends and posts
-    :class:`DtmfReceived` (``source="inband"``) for it."""
-
-    def __init__(self, leg: Leg, sample_rate: int) -> None:
-        self.leg = leg
-        self.sample_rate = sample_rate
-        self._detector = DtmfDetector(sample_rate)
-
-    def get_frame(self) -> Frame | None:
-        """A sink only."""
-        return None
-
-    def put_frame(self, frame: Frame) -> None:
-        """Feed one frame; every recognised digit becomes a :class:`DtmfReceived`."""
-        for found in self._detector.process(frame):
-            self.leg.post(DtmfReceived(self.leg, found.digit, "inband"))
-
-
-def needs_inband_detection(leg: Leg, other: Leg) -> bool:
-    """True when ``leg`` can only send digits in-band (an RTP leg without telephone-event)
-    while ``other`` negotiated RFC 4733: its digits must be detected and sent as events.
-    (Towards a leg without telephone-event the tones simply pass in the audio.)"""
-    return (leg.media is not None and other.media is not None
-            and getattr(leg.media, "telephone_event_pt", 0) is None
-            and getattr(other.media, "telephone_event_pt", None) is not None)
-
-
-class Bridge:
-    """Two legs talking to each other through the media core.
-
-    Relay when both legs are RTP with one codec, transcoding otherwise (``graph.bridge``). While
-    one side holds, the other hears ``hold_source()`` (music on hold) instead; :meth:`rebuild`
-    follows a codec change.
-    """
-
-    def __init__(
-        self,
-        graph: MediaGraph,
-        a: Leg,
-        b: Leg,
-        *,
-        hold_source: Callable[[int], MediaPort] | None = None,
-    ) -> None:
-        self.graph = graph
-        self.a, self.b = a, b
-        self.hold_source = hold_source
-        self._bridge: Any = None
-        self._moh: dict[str, Playback] = {}
-        self._taps: list[Any] = []
-        self.closed = False
-        #: True while the media core relays RFC 4733 events itself (same codec, both legs
-        #: negotiated telephone-event): call control must not send digits again.
-        self.relays_dtmf = False
-        self.rebuild()
-
-    def other(self, leg: Leg) -> Leg:
-        """The leg on the other side of ``leg``."""
-        return self.b if leg is self.a else self.a
-
-    def rebuild(self) -> None:
-        """(Re)wire the media for the legs' current codecs and hold states."""
-        if self.closed:
-            return
-        self._unbridge()
-        for p in self._moh.values():
-            p.stop()
-        self._moh.clear()
-        held = [leg for leg in (self.a, self.b) if leg.held]
-        if not held:
-            if self.a.media is not None and self.b.media is not None:
-                inband = [leg for leg in (self.a, self.b)
-                          if needs_inband_detection(leg, self.other(leg))]
-                clock = getattr(self.graph, "clock", None)
-                if inband and clock is not None:
-                    # the detector needs decoded audio, which a packet relay never produces
-                    self._bridge = TranscodingBridge(clock, self.a.media, self.b.media)
-                    for leg in inband:
-                        assert leg.media is not None
-                        self._taps.append(self.graph.link(
-                            leg.media, InbandDtmf(leg, leg.media.sample_rate)))
-                else:
-                    self._bridge = self.graph.bridge(self.a.media, self.b.media)
-                self.relays_dtmf = isinstance(self._bridge, RelayBridge) and all(
-                    getattr(m, "telephone_event_pt", None) is not None
-                    for m in (self.a.media, self.b.media))
-            return
-        # Whoever put the call on hold sends no media; the other party hears music on hold.
-        for holder in held:
-            listener = self.other(holder)
-            if listener.held or listener.media is None or self.hold_source is None:
-                continue
-            self._moh[listener.id] = Playback(
-                self.graph, self.hold_source(listener.media.sample_rate), listener.media)
-
-    def _unbridge(self) -> None:
-        self.relays_dtmf = False
-        for tap in self._taps:
-            tap.close()
-        self._taps.clear()
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
-
-    @property
-    def music_on_hold_to(self) -> list[str]:
-        """Ids of the legs hearing music on hold now."""
-        return list(self._moh)
-
-    def close(self) -> None:
-        """Disconnect the legs (they stay up)."""
-        if self.closed:
-            return
-        self._unbridge()
-        for p in self._moh.values():
-            p.stop()
-        self._moh.clear()
-        self.closed = True
-
-
-# ------------------------------------------------------------------------------------ records
-
-
-@dataclass
-class CallRecord:
-    """What call history needs: times are wall-clock (``time.time()``); ``answered`` and
-    ``ended`` stay None until they happen. ``status`` is the final SIP status towards the
-    caller (200 when answered)."""
-
-    call_id: str
-    direction: str  # "internal", "inbound", "outbound"
-    caller: str
-    callee: str
-    started: float
-    answered: float | None = None
-    ended: float | None = None
-    status: int | None = None
-    cause: str = ""
-    answered_by: str = ""
-    #: the tenant whose users ``caller``/``callee`` name (None: the default tenant)
-    tenant_id: int | None = None
-
-    @property
-    def missed(self) -> bool:
-        """True when the call was never answered."""
-        return self.answered is None
-
-
-class RingOutcome(FastEnum):
-    """How :meth:`Call.ring` ended."""
-
-    ANSWERED = "answered"
-    BUSY = "busy"
-    NO_ANSWER = "no_answer"  # the ring timeout passed
-    UNREACHABLE = "unreachable"  # no target could be reached / all failed otherwise
-    REJECTED = "rejected"  # a target declined (603)
-    CALLER_GONE = "caller_gone"  # the caller cancelled or hung up
-
-
-@dataclass
-class RingResult:
-    """Result of :meth:`Call.ring`: the winning leg when answered, else the outcome and the most
-    telling final status of the targets."""
-
-    outcome: RingOutcome
-    leg: Leg | None = None
-    status: int = 0
-    statuses: list[int] = field(default_factory=list)
-
-
-#: Final statuses that mean "the callee is busy" (RFC 3261 §21.4.25, §21.6.1).
-_BUSY = frozenset({486, 600})
-_DECLINED = frozenset({603, 607})
-
-
-def _tell(statuses: list[int], timed_out: bool) -> tuple[RingOutcome, int]:
-    if any(s in _BUSY for s in statuses):
-        return RingOutcome.BUSY, 486
-    if timed_out:
-        return RingOutcome.NO_ANSWER, 480
-    if any(s in _DECLINED for s in statuses):
-        return RingOutcome.REJECTED, 603
-    # the lowest class is the most specific (RFC 3261 §16.7 picks a 4xx over 5xx/6xx)
-    best = min(statuses, default=480, key=lambda s: (s // 100 if s != 408 else 4.9, s))
-    return RingOutcome.UNREACHABLE, 480 if best in (408, 487) else best
 
 
 # -------------------------------------------------------------------------------------- calls
@@ -664,8 +185,8 @@ class Call:
                 leg.start()
             except Exception:
                 log.exception("call.leg_start_failed", extra={"target": t.label})
-                leg.apply(LegInput.FAIL)
                 leg.final_status = 500
+                leg.transition(LegInput.ABANDON)
                 continue
             legs.append(leg)
         if not legs:
@@ -691,7 +212,7 @@ class Call:
                 if remaining <= 0:
                     for leg in pending():
                         leg.cancel()
-                    outcome, status = _tell(statuses, timed_out=True)
+                    outcome, status = tell_outcome(statuses, timed_out=True)
                     return RingResult(outcome, status=status, statuses=statuses)
                 event = await self.next_event(remaining)
                 if event is None:
@@ -731,7 +252,7 @@ class Call:
                 elif isinstance(event, LegEnded):
                     outstanding.discard(event.leg)
                     statuses.append(480)
-            outcome, status = _tell(statuses, timed_out=False)
+            outcome, status = tell_outcome(statuses, timed_out=False)
             return RingResult(outcome, status=status, statuses=statuses)
         finally:
             if ringback is not None:
@@ -925,36 +446,3 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-async def supervise(call: Call, script: Callable[[Call], Awaitable[None]],
-                    on_error: Callable[[Call, BaseException], None] | None = None) -> None:
-    """Run ``script(call)`` with a per-call :class:`asyncio.TaskGroup` as ``call.tasks``.
-
-    Whatever happens — normal end, an exception in the script or one of its tasks, cancellation
-    at shutdown — the call is released cleanly (:meth:`Call.release`) and nothing escapes: one
-    call's failure never touches another. Cancellation is re-raised after the release.
-    """
-    call._notify_record()
-    cause = "normal"
-    try:
-        async with asyncio.TaskGroup() as tg:
-            call.tasks = tg
-            await script(call)
-    except asyncio.CancelledError:
-        cause = "shutdown"
-        call.release(cause)
-        raise
-    except Exception as exc:  # the supervisor's whole point: nothing escapes
-        cause = "error"
-        if on_error is not None:
-            on_error(call, exc)
-        else:
-            log.exception("call.failed")
-    finally:
-        call.tasks = None
-        call.release(cause)
-        # The call is over: late signalling on its legs (a BYE's 200, retransmissions) is
-        # dropped by Leg.post. Detaching breaks the call <-> leg reference cycles, so a call's
-        # few hundred objects are freed by reference counting when the B2BUA lets go of them
-        # instead of piling up for the cycle collector (long pauses at hundreds of calls/s).
-        for leg in call.legs:
-            leg.call = None

@@ -1,0 +1,213 @@
+"""Media helpers of call control: bridges between legs, playback to a leg, in-band DTMF taps.
+
+Call control talks to the media engine only through :class:`MediaGraph`: it links ports and
+bridges two legs' ports; it never sees RTP, codecs or the media clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+from media.dtmf import DtmfDetector
+from media.port import Frame, MediaPort
+from pbx.callcontrol.events import DtmfReceived
+from pbx.callcontrol.legs import Leg
+
+
+class MediaLink(Protocol):
+    """A connection in the media graph (a one-way link, a bridge): it lasts until closed."""
+
+    def close(self) -> None: ...
+
+
+class MediaBridge(MediaLink, Protocol):
+    """Two ports talking both ways. ``relays_events``: RFC 4733 telephone-events pass through
+    untouched (a packet relay between legs that both negotiated them) — call control must not
+    send the digits again."""
+
+    @property
+    def relays_events(self) -> bool: ...
+
+
+class MediaConference(MediaLink, Protocol):
+    """An N-party mix: every member hears the sum of the others (mix-minus)."""
+
+    def add(self, port: MediaPort) -> None: ...
+    def remove(self, port: MediaPort) -> None: ...
+
+
+class MediaGraph(Protocol):
+    """What call control needs of the media engine, and all it sees of it: ports connected by
+    links, bridges and conferences. No RTP, codecs or media clock (:mod:`pbx.mediagraph`
+    adapts :class:`media.aio.MediaEngine`; tests use a fake)."""
+
+    def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False) -> MediaBridge:
+        """Connect two ports both ways (``decode``: through decoded audio even when a packet
+        relay would do, so a tap can hear it)."""
+        ...
+
+    def link(self, source: MediaPort, sink: MediaPort, *,
+             fill_silence: bool = False) -> MediaLink:
+        """One way: ``sink`` gets what ``source`` produces, every 20 ms tick."""
+        ...
+
+    def conference(self, sample_rate: int) -> MediaConference:
+        """A new, empty conference."""
+        ...
+
+
+class _Watched:
+    """A source port that reports when it runs dry (a non-looping player/tone finished)."""
+
+    def __init__(self, port: MediaPort, done: asyncio.Future[None]) -> None:
+        self.port = port
+        self.sample_rate = port.sample_rate
+        self._done = done
+
+    def get_frame(self) -> Frame | None:
+        frame = self.port.get_frame()
+        if frame is None and not self._done.done():
+            self._done.set_result(None)
+        return frame
+
+    def put_frame(self, frame: Frame) -> None:
+        self.port.put_frame(frame)
+
+
+class Playback:
+    """A media port playing to a leg: :meth:`stop` ends it; ``await playback.done`` waits until
+    the source runs dry."""
+
+    def __init__(self, graph: MediaGraph, source: MediaPort, sink: MediaPort) -> None:
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.source = source
+        self._link = graph.link(_Watched(source, self.done), sink)
+
+    def stop(self) -> None:
+        """Stop playing (idempotent) and close the source when it can be closed."""
+        self._link.close()
+        close = getattr(self.source, "close", None) or getattr(self.source, "stop", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class InbandDtmf:
+    """A sink port that detects in-band DTMF in what a leg sends and posts
+    :class:`DtmfReceived` (``source="inband"``) for it."""
+
+    def __init__(self, leg: Leg, sample_rate: int) -> None:
+        self.leg = leg
+        self.sample_rate = sample_rate
+        self._detector = DtmfDetector(sample_rate)
+
+    def get_frame(self) -> Frame | None:
+        """A sink only."""
+        return None
+
+    def put_frame(self, frame: Frame) -> None:
+        """Feed one frame; every recognised digit becomes a :class:`DtmfReceived`."""
+        for found in self._detector.process(frame):
+            self.leg.post(DtmfReceived(self.leg, found.digit, "inband"))
+
+
+def needs_inband_detection(leg: Leg, other: Leg) -> bool:
+    """True when ``leg`` can only send digits in-band (an RTP leg without telephone-event)
+    while ``other`` negotiated RFC 4733: its digits must be detected and sent as events.
+    (Towards a leg without telephone-event the tones simply pass in the audio.)"""
+    return (leg.media is not None and other.media is not None
+            and getattr(leg.media, "telephone_event_pt", 0) is None
+            and getattr(other.media, "telephone_event_pt", None) is not None)
+
+
+class Bridge:
+    """Two legs talking to each other through the media core.
+
+    Relay when both legs are RTP with one codec, transcoding otherwise (``graph.bridge``). While
+    one side holds, the other hears ``hold_source()`` (music on hold) instead; :meth:`rebuild`
+    follows a codec change.
+    """
+
+    def __init__(
+        self,
+        graph: MediaGraph,
+        a: Leg,
+        b: Leg,
+        *,
+        hold_source: Callable[[int], MediaPort] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.a, self.b = a, b
+        self.hold_source = hold_source
+        self._bridge: MediaBridge | None = None
+        self._moh: dict[str, Playback] = {}
+        self._taps: list[MediaLink] = []
+        self.closed = False
+        #: True while the media core relays RFC 4733 events itself (same codec, both legs
+        #: negotiated telephone-event): call control must not send digits again.
+        self.relays_dtmf = False
+        self.rebuild()
+
+    def other(self, leg: Leg) -> Leg:
+        """The leg on the other side of ``leg``."""
+        return self.b if leg is self.a else self.a
+
+    def rebuild(self) -> None:
+        """(Re)wire the media for the legs' current codecs and hold states."""
+        if self.closed:
+            return
+        self._unbridge()
+        for p in self._moh.values():
+            p.stop()
+        self._moh.clear()
+        held = [leg for leg in (self.a, self.b) if leg.held]
+        if not held:
+            if self.a.media is not None and self.b.media is not None:
+                inband = [leg for leg in (self.a, self.b)
+                          if needs_inband_detection(leg, self.other(leg))]
+                # the detector needs decoded audio, which a packet relay never produces
+                self._bridge = self.graph.bridge(self.a.media, self.b.media, decode=bool(inband))
+                for leg in inband:
+                    assert leg.media is not None
+                    self._taps.append(self.graph.link(
+                        leg.media, InbandDtmf(leg, leg.media.sample_rate)))
+                self.relays_dtmf = self._bridge.relays_events
+            return
+        # Whoever put the call on hold sends no media; the other party hears music on hold.
+        for holder in held:
+            listener = self.other(holder)
+            if listener.held or listener.media is None or self.hold_source is None:
+                continue
+            self._moh[listener.id] = Playback(
+                self.graph, self.hold_source(listener.media.sample_rate), listener.media)
+
+    def _unbridge(self) -> None:
+        self.relays_dtmf = False
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+    @property
+    def music_on_hold_to(self) -> list[str]:
+        """Ids of the legs hearing music on hold now."""
+        return list(self._moh)
+
+    def close(self) -> None:
+        """Disconnect the legs (they stay up)."""
+        if self.closed:
+            return
+        self._unbridge()
+        for p in self._moh.values():
+            p.stop()
+        self._moh.clear()
+        self.closed = True
+

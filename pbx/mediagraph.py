@@ -1,0 +1,76 @@
+"""The media engine as call control sees it: :class:`EngineGraph` adapts
+:class:`media.aio.MediaEngine` to :class:`pbx.callcontrol.MediaGraph`.
+
+Call control knows ports, links, bridges and conferences; which bridge the engine builds (a packet
+relay between same-codec RTP legs, a transcoding bridge otherwise) and its media clock stay here.
+"""
+
+from __future__ import annotations
+
+from media.aio import Bridge as TranscodingBridge
+from media.aio import Conference, Link, MediaEngine, RelayBridge
+from media.port import MediaPort
+
+__all__ = ["EngineBridge", "EngineConference", "EngineGraph"]
+
+
+class EngineBridge:
+    """A relay or transcoding bridge of the engine, with what call control asks of it."""
+
+    __slots__ = ("_bridge", "relays_events")
+
+    def __init__(self, bridge: RelayBridge | TranscodingBridge, relays_events: bool) -> None:
+        self._bridge = bridge
+        self.relays_events = relays_events
+
+    def close(self) -> None:
+        """Disconnect the two ports."""
+        self._bridge.close()
+
+
+class EngineConference:
+    """An engine conference; members join with the normal mode, unmuted."""
+
+    __slots__ = ("_conference",)
+
+    def __init__(self, conference: Conference) -> None:
+        self._conference = conference
+
+    def add(self, port: MediaPort) -> None:
+        """Let ``port`` hear the others and be heard."""
+        self._conference.add(port)
+
+    def remove(self, port: MediaPort) -> None:
+        """Take ``port`` out of the mix."""
+        self._conference.remove(port)
+
+    def close(self) -> None:
+        """End the conference (its members stay up)."""
+        self._conference.close()
+
+
+class EngineGraph:
+    """:class:`pbx.callcontrol.MediaGraph` over a :class:`MediaEngine`."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: MediaEngine) -> None:
+        self.engine = engine
+
+    def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False) -> EngineBridge:
+        """A packet relay when both are RTP legs of one codec (and ``decode`` is not asked),
+        a transcoding bridge otherwise."""
+        if decode:
+            return EngineBridge(TranscodingBridge(self.engine.clock, a, b), False)
+        made = self.engine.bridge(a, b)
+        relays = isinstance(made, RelayBridge) and all(
+            getattr(m, "telephone_event_pt", None) is not None for m in (a, b))
+        return EngineBridge(made, relays)
+
+    def link(self, source: MediaPort, sink: MediaPort, *, fill_silence: bool = False) -> Link:
+        """One-way, every tick."""
+        return self.engine.link(source, sink, fill_silence=fill_silence)
+
+    def conference(self, sample_rate: int) -> EngineConference:
+        """A new conference mixed at ``sample_rate``."""
+        return EngineConference(self.engine.conference(sample_rate))

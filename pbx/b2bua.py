@@ -47,7 +47,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import numpy as np
@@ -101,7 +101,7 @@ from sipcore.endpoint import (
     TransportErrored,
 )
 from sipcore.errors import ParseError, RemoteProtocolError
-from sipcore.message import Request, Response, make_response, new_tag
+from sipcore.message import Request, Response, make_response, new_call_id, new_tag
 from sipcore.registrar import Binding, Registrar
 from sipcore.transport import Peer
 from sipcore.uri import SipURI, parse_uri
@@ -371,15 +371,37 @@ class B2bua:
         call = Call(leg, graph=self.graph, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
+        self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
+                      src=f"{peer.host}:{peer.port}")
+        self._start(call, origin, self.script.run)
+
+    def _start(self, call: Call, origin: CallOrigin,
+               script: Callable[[Call], Coroutine[Any, Any, None]]) -> None:
+        """Run ``script`` for ``call`` under its supervisor."""
         self.calls[call.id] = call
         self.origins[call.id] = origin
         self.stats["calls"] += 1
-        self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
-                      src=f"{peer.host}:{peer.port}")
         task = asyncio.get_running_loop().create_task(
-            supervise(call, self.script.run, self._on_call_error), name=f"call-{call.id}")
+            supervise(call, script, self._on_call_error), name=f"call-{call.id}")
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._call_done, call=call))
+
+    def call_back(self, user: Any, dialled: str, *, timeout: float | None = None) -> Call:
+        """Call-back for the directory user ``user``: ring their devices, and when one
+        answers, call ``dialled`` on their behalf and connect both (a PBX-initiated call, no
+        inbound leg). Returns the call (it runs in the background)."""
+        view = self.routing.view(user)
+        record = CallRecord(call_id=new_call_id(), direction="internal",
+                            caller=user.extension, callee=dialled, started=time.time(),
+                            tenant_id=user.tenant_id)
+        call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
+                    hold_source=self._moh_source, ringback_source=self._ringback_source,
+                    busy_source=self._busy_source, on_record=self.on_record)
+        ring = timeout if timeout is not None else self.settings.ring_timeout
+        self.log.info("call.callback", call_id=record.call_id, user=view.key, dialled=dialled)
+        self._start(call, CallOrigin(caller=user.extension, user=user),
+                    lambda c: self.script.call_back(c, view, dialled, ring))
+        return call
 
     def _call_done(self, task: asyncio.Task[None], *, call: Call) -> None:
         self._tasks.discard(task)
@@ -512,6 +534,8 @@ class B2bua:
         # the user's own name: display_name() looks the extension up in the default tenant
         display = (str(user.name) if user is not None
                    else self.display_name(call.record.caller))
+        if call.caller is None:  # a call-back rings the user first: show whom it will call
+            caller, display = call.record.callee, f"Call-back {call.record.callee}"
         return OutboundLeg(self, call, target, request_uri=target.contact, peer=peer,
                            route=binding.path if binding is not None else (),
                            caller_display=display, caller_user=caller, callee_user=target.user)
@@ -546,6 +570,16 @@ class B2bua:
         (early media) and hears the busy tone for that long (or until it gives up)."""
         caller = call.caller
         if caller is None:
+            return
+        if caller.answered and caller.media is not None:
+            # a call-back's user is already talking to us: tell them in band
+            call.record.status = status
+            playback = call.play(caller, self._busy_source(caller.media.sample_rate)
+                                 if status == 486 else
+                                 self._tone_source(ToneName.ERROR, caller.media.sample_rate))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._caller_gone(call), max(self.settings.busy_tone, 3.0))
+            playback.stop()
             return
         if (status == 486 and self.settings.busy_tone > 0
                 and caller.unanswered

@@ -245,9 +245,12 @@ class Call:
                             ringback.stop()
                             ringback = None
                         early = Bridge(self.graph, caller, event.leg)
-                    if not caller_progressed and caller.state is not LegState.ANSWERED:
+                    if not caller_progressed:
                         caller_progressed = True
-                        caller.progress(early_media=early_media or early is not None)
+                        # an answered caller (a call-back's first party) hears our ringback
+                        # in its call; an unanswered one gets it as early media
+                        if caller.state is not LegState.ANSWERED:
+                            caller.progress(early_media=early_media or early is not None)
                         if early is None and early_media and caller.media is not None and \
                                 self.ringback_source is not None:
                             ringback = Playback(self.graph,

@@ -139,6 +139,27 @@ class CallScript:
         else:
             await self._carry_out(call, ctx, decision)
 
+    async def call_back(self, call: Call, user: UserView, dialled: str,
+                        timeout: float) -> None:
+        """Call-back (click-to-dial, 3PCC as in RFC 3725): ring ``user``'s devices first;
+        when one answers it is the caller, hears ringback, and the call goes on as if the
+        user had dialled ``dialled`` from it (their originating chain, their routing)."""
+        targets = self.host.devices(user)
+        if not targets:
+            call.record.status = 480
+            log.info("call.callback_unreachable", call_id=call.record.call_id, user=user.key)
+            return
+        if await call.originate(targets, timeout) is None:
+            log.info("call.callback_unanswered", call_id=call.record.call_id, user=user.key,
+                     status=call.record.status)
+            return
+        ctx = self.context(call, user)
+        decision = await self.registry.run_chain(Hook.ORIGINATE, ctx)
+        if isinstance(decision, Continue):
+            await self._route(call, ctx, dialled, user)
+        else:
+            await self._carry_out(call, ctx, decision)
+
     async def _route(self, call: Call, ctx: CallContext, dialled: str,
                      on_behalf_of: UserView | None) -> None:
         while True:

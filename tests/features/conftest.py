@@ -169,6 +169,20 @@ class Pbx:
         return Placed(call, graph, legs, task, script)
 
 
+    def call_back(self, user: str, dialled: str) -> Placed:
+        """A call-back for ``user`` to ``dialled`` (no inbound leg)."""
+        template, _, legs = new_fake_call(caller=user, callee=dialled)
+        graph = RecordingGraph()
+        call = Call(None, graph=graph, leg_factory=template.leg_factory, record=template.record,
+                    ringback_source=lambda rate: Tone(name=ToneName.RINGBACK))
+        record = self.directory.user_in_tenant(self.tenant_id, user)
+        self.host_ns.origins[call.id] = CallOrigin(caller=user, user=record)
+        script = CallScript(self, self.registry, confirm_seconds=0.05)  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(
+            supervise(call, lambda c: script.call_back(c, self.user(user), dialled, 2.0)))
+        return Placed(call, graph, legs, task, script)
+
+
 class _Host(SimpleNamespace):
     """The B2BUA attributes CallRouter reads."""
 

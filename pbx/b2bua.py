@@ -160,10 +160,6 @@ class B2bua:
         self.seclog = seclog or get_logger("security")
         self.dialogs = DialogTable()
         self.dialog_legs: dict[tuple[str, str, str], SipLeg] = {}
-        self.uas_invites: dict[str, InboundLeg] = {}
-        self.uas_2xx: dict[str, InboundLeg] = {}
-        self._client: dict[str, Callable[[Event], None]] = {}
-        self._keep: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls: dict[str, Call] = {}
         #: answered calls watched for dead media: call -> (legs, per-leg (rx packets, since))
@@ -200,20 +196,11 @@ class B2bua:
         return f"<sip:asyncpbx@{host}:{port}{tp}>"
 
     def send_request(self, request: Request, peer: Peer,
-                     on_event: Callable[[Event], None] | None, *, keep: bool = False) -> str:
-        """Send a request; its responses and transaction events go to ``on_event``."""
-        tx: str = self.sip.send_request(request, peer)
-        if on_event is not None and request.method != "ACK":
-            self._client[tx] = on_event
-            if keep:
-                self._keep.add(tx)
+                     on_event: Callable[[Event], None] | None) -> str:
+        """Send a request; its responses and transaction events go to ``on_event`` (sipcore's
+        transaction carries it: no table of ours maps transaction ids to handlers)."""
+        tx: str = self.sip.send_request(request, peer, owner=on_event)
         return tx
-
-    def forget_tx(self, tx: str | None) -> None:
-        """Stop routing events of a client transaction."""
-        if tx is not None:
-            self._client.pop(tx, None)
-            self._keep.discard(tx)
 
     def sip_cancel(self, tx: str, reason: str | None) -> None:
         """CANCEL a pending INVITE client transaction."""
@@ -255,13 +242,6 @@ class B2bua:
             self.dialogs.remove(leg.dialog)
             if self.dialog_legs.get(leg.dialog.id) is leg:
                 del self.dialog_legs[leg.dialog.id]
-        if isinstance(leg, InboundLeg):
-            self.uas_invites.pop(leg.transaction_id, None)
-            self.uas_2xx.pop(leg.transaction_id, None)
-        elif isinstance(leg, OutboundLeg) and (leg.dialog is not None or not leg.cancelled):
-            # A cancelled INVITE keeps its callback until its final response (the 487 forgets
-            # it): a 2xx crossing the CANCEL must still be ACKed and hung up.
-            self.forget_tx(leg.invite_tx)
 
     # -- endpoint events -------------------------------------------------------------------------
 
@@ -278,27 +258,19 @@ class B2bua:
                     self.respond(request, 500, tx=event.transaction_id)
             return
         if isinstance(event, ResponseReceived | TransactionTimedOut | TransportErrored):
-            tx = event.transaction_id
-            callback = self._client.get(tx)
-            if callback is None:
-                return
-            if not isinstance(event, ResponseReceived):
-                # a timeout or transport error ends the client transaction: nothing more will
-                # come for it, kept (late 2xx) or not — drop its route, or it stays forever
-                self.forget_tx(tx)
-            elif event.response.status >= 200 and tx not in self._keep:
-                del self._client[tx]
-            callback(event)
-        elif isinstance(event, RequestCancelled):
-            leg = self.uas_invites.get(event.transaction_id)
-            if leg is not None:
-                leg.on_cancelled()
+            # the handler the request was sent with, carried by sipcore's own transaction
+            if callable(event.owner):
+                event.owner(event)
+        elif isinstance(event, RequestCancelled | AckTimedOut):
+            # the inbound leg that took the INVITE server transaction (InboundLeg.claim)
+            leg = event.owner
+            if isinstance(leg, InboundLeg):
+                if isinstance(event, RequestCancelled):
+                    leg.on_cancelled()
+                else:
+                    leg.on_ack_timeout()
         elif isinstance(event, AckReceived):
             self._on_ack(event.request)
-        elif isinstance(event, AckTimedOut):
-            inbound = self.uas_2xx.pop(event.transaction_id, None)
-            if inbound is not None:
-                inbound.on_ack_timeout()
 
     def _on_ack(self, request: Request) -> None:
         try:
@@ -362,7 +334,7 @@ class B2bua:
             self.log.warning("media.ports_exhausted", call_id=request.call_id)
             self.respond(request, tx=tx, status=503, extra=[("Retry-After", "5")])
             return
-        self.uas_invites[event.transaction_id] = leg
+        self.sip.set_owner(event.transaction_id, leg)
         tenant_id = (origin.user.tenant_id if origin.user is not None
                      else origin.trunk.tenant_id if origin.trunk is not None else None)
         record = CallRecord(call_id=request.call_id, direction=origin.direction,

@@ -146,12 +146,13 @@ class _Pending2xx:
     """A 2xx to INVITE waiting for its ACK (§13.3.1.4).  Timer G/H shapes: retransmit at T1
     doubling to T2 (unreliable only), give up after 64*T1."""
 
-    __slots__ = ("data", "interval", "key", "peer", "timers", "tx_id")
+    __slots__ = ("data", "interval", "key", "owner", "peer", "timers", "tx_id")
 
     def __init__(self, key: tuple[str, str | None, str | None, int], tx_id: str,
-                 data: bytes, peer: Peer, interval: float) -> None:  # fmt: skip
+                 data: bytes, peer: Peer, interval: float, owner: object) -> None:  # fmt: skip
         self.key = key
         self.tx_id = tx_id
+        self.owner = owner
         self.data = data
         self.peer = peer
         self.interval = interval
@@ -296,8 +297,10 @@ class Endpoint:
             if pending.peer == peer:
                 self._stop_2xx(pending)
 
-    def send_request(self, request: Request, peer: Peer, now: float) -> str:
+    def send_request(self, request: Request, peer: Peer, now: float, *,
+                     owner: object = None) -> str:
         """Send ``request`` to ``peer`` through a new client transaction; return its id.
+        The transaction's events carry ``owner`` (whatever the TU routes them by).
 
         Adds our top Via (sent-by of ``peer.transport``, a fresh branch, ``rport``) when the
         request has none, Max-Forwards 70 and User-Agent when missing.  An ACK (for a 2xx,
@@ -344,6 +347,7 @@ class Endpoint:
             raise LocalProtocolError("branch already in use by a client transaction")
         cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
         tx = cls(self, tx_id, key, request, peer)
+        tx.owner = owner
         self._client[key] = tx
         self._by_id[tx_id] = tx
         tx.start(now)
@@ -480,6 +484,15 @@ class Endpoint:
         stats["transactions"] = len(self._by_id)
         stats["timers"] = len(self._armed)
         return stats
+
+    def set_owner(self, transaction_id: str, owner: object) -> bool:
+        """Give a live (server) transaction to ``owner``: its later events (RequestCancelled,
+        AckTimedOut for its 2xx) carry it. False when the transaction is gone."""
+        tx = self._by_id.get(transaction_id)
+        if tx is None:
+            return False
+        tx.owner = owner
+        return True
 
     def transaction(self, transaction_id: str) -> Transaction | None:
         """The live transaction with that id (for inspection and tests), or None."""
@@ -657,7 +670,7 @@ class Endpoint:
             self._add_server(response)
             invite.send_response(response, now)
             self._count_sent(487)
-            self._events.append(RequestCancelled(invite.id))
+            self._events.append(RequestCancelled(invite.id, invite.owner))
 
     def _receive_response(self, response: Response, peer: Peer, now: float) -> None:
         self._stats["responses_received"] += 1
@@ -902,7 +915,7 @@ class Endpoint:
             self._stop_2xx(old)
         # the transaction has just sent it (called right after): retransmit those very bytes
         data = tx.sent_data or response.serialize()
-        pending = _Pending2xx(key, tx.id, data, tx.response_peer, self.timers.t1)
+        pending = _Pending2xx(key, tx.id, data, tx.response_peer, self.timers.t1, tx.owner)
         self._pending_2xx[key] = pending
         if not tx.reliable:
             self._schedule(pending, Input.TIMER_G, now + self.timers.t1)
@@ -918,7 +931,7 @@ class Endpoint:
         self._stop_2xx(pending)
         self._stats["ack_timeouts"] += 1
         self._emit_trace("sip.tx.ack_timeout", transaction_id=pending.tx_id)
-        self._events.append(AckTimedOut(pending.tx_id))
+        self._events.append(AckTimedOut(pending.tx_id, pending.owner))
 
     def _stop_2xx(self, pending: _Pending2xx) -> None:
         for token in pending.timers.values():

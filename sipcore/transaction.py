@@ -43,7 +43,7 @@ Endpoint`) that transmits bytes, keeps the timer heap and collects events for th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sipcore.enums import FastEnum
 from sipcore.errors import LocalProtocolError
@@ -79,6 +79,8 @@ class ResponseReceived:
     response: Response
     transaction_id: str
     peer: Peer
+    #: Whom the TU gave the transaction to (:meth:`Endpoint.send_request`'s ``owner``).
+    owner: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class TransactionTimedOut:
     """Timer B/F (client: no final response) or Timer H (IST: no ACK for a non-2xx) fired."""
 
     transaction_id: str
+    owner: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ class TransportErrored:
     """The transport failed while the transaction needed it (§17.1.4, §17.2.4)."""
 
     transaction_id: str
+    owner: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,7 @@ class RequestCancelled:
     """A CANCEL matched a pending INVITE server transaction; the endpoint already sent 487."""
 
     transaction_id: str
+    owner: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,7 @@ class AckTimedOut:
     """We retransmitted a 2xx to INVITE for 64*T1 without any ACK (§13.3.1.4): send a BYE."""
 
     transaction_id: str
+    owner: Any = None
 
 
 Event = (
@@ -424,6 +430,7 @@ class Transaction:
         "id",
         "key",
         "last_response",
+        "owner",
         "peer",
         "reliable",
         "request",
@@ -442,6 +449,9 @@ class Transaction:
         self.reliable = peer.reliable
         self.state = State.IDLE
         self.last_response: Response | None = None
+        #: The TU's handle for this transaction, carried by its events (the TU needs no table
+        #: of its own from transaction ids to whatever handles them).
+        self.owner: object = None
         #: Armed timers: timer -> token given by the host's heap (lazy deletion there).
         self.timers: dict[Input, object] = {}
         #: Current retransmission interval of Timer A/E/G.
@@ -488,10 +498,10 @@ class Transaction:
 
     # -- common actions
     def _timeout(self, now: float, message: Response | None) -> None:
-        self._host.post(TransactionTimedOut(self.id))
+        self._host.post(TransactionTimedOut(self.id, self.owner))
 
     def _report_transport_error(self, now: float, message: Response | None) -> None:
-        self._host.post(TransportErrored(self.id))
+        self._host.post(TransportErrored(self.id, self.owner))
 
     def _terminate(self, now: float, message: Response | None) -> None:
         pass
@@ -551,11 +561,11 @@ class ClientTransaction(Transaction):
 
     def _pass_provisional(self, now: float, message: Response | None) -> None:
         assert message is not None
-        self._host.post(ResponseReceived(message, self.id, self.source))
+        self._host.post(ResponseReceived(message, self.id, self.source, self.owner))
 
     def _pass_response(self, now: float, message: Response | None) -> None:
         assert message is not None
-        self._host.post(ResponseReceived(message, self.id, self.source))
+        self._host.post(ResponseReceived(message, self.id, self.source, self.owner))
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -584,7 +594,7 @@ class InviteClientTransaction(ClientTransaction):
     def _pass_2xx(self, now: float, message: Response | None) -> None:
         self._stop(In.TIMER_A, In.TIMER_B)
         assert message is not None
-        self._host.post(ResponseReceived(message, self.id, self.source))
+        self._host.post(ResponseReceived(message, self.id, self.source, self.owner))
         self._retire()
         self._start(In.TIMER_M, 64 * self._host.timers.t1, now)
 
@@ -593,7 +603,7 @@ class InviteClientTransaction(ClientTransaction):
         self._stop(In.TIMER_A, In.TIMER_B)
         self.ack = build_ack(self.request, message).serialize()
         self._host.transmit(self.ack, self.peer, False)
-        self._host.post(ResponseReceived(message, self.id, self.source))
+        self._host.post(ResponseReceived(message, self.id, self.source, self.owner))
         self._retire()
         self._start(In.TIMER_D, 0.0 if self.reliable else self._host.timers.timer_d, now)
 
@@ -632,7 +642,7 @@ class NonInviteClientTransaction(ClientTransaction):
     def _pass_final(self, now: float, message: Response | None) -> None:
         assert message is not None
         self._stop(In.TIMER_E, In.TIMER_F)
-        self._host.post(ResponseReceived(message, self.id, self.source))
+        self._host.post(ResponseReceived(message, self.id, self.source, self.owner))
         self._retire()
         self._start(In.TIMER_K, 0.0 if self.reliable else self._host.timers.t4, now)
 

@@ -100,7 +100,6 @@ class InboundLeg(SipLeg):
         extra = self._session_timer_headers(self.invite, uas=True)
         extra.append(("Supported", "timer"))
         resp = self._response(200, sdp=True, extra=extra)
-        self.b2bua.uas_2xx[self.transaction_id] = self
         self._send(resp)
         self.transition(LegInput.ANSWER)
 
@@ -115,7 +114,6 @@ class InboundLeg(SipLeg):
                 self._apply_remote(parse_sdp(request.body))
                 # codec and telephone-event are known only now: bridges must follow
                 self.post(LegMediaChanged(self))
-        self.b2bua.uas_2xx.pop(self.transaction_id, None)
         self._arm_se_timer()
         self.transition(LegInput.CONFIRM)
 

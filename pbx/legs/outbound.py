@@ -102,11 +102,9 @@ class OutboundLeg(SipLeg):
         again.headers.set("Content-Length", str(len(body)))
         self.b2bua.log.info("call.offer_retry", call_id=self._call_id(), leg=self.id,
                             status=status, profile="RTP/SAVP" if srtp else "RTP/AVP")
-        self.b2bua.forget_tx(self.invite_tx)
         self.invite = again
         self.dialog_set = DialogSet(again, None, local_contact=self.contact)
-        self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event,
-                                                 keep=True)
+        self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event)
         return True
 
     def _use_answer_keys(self, sdp: SessionDescription) -> None:
@@ -167,8 +165,7 @@ class OutboundLeg(SipLeg):
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)
         self.transition(LegInput.START)
-        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event,
-                                          keep=True)
+        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event)
 
     def _on_invite_event(self, event: Event) -> None:
         if isinstance(event, TransactionTimedOut | TransportErrored):
@@ -206,7 +203,6 @@ class OutboundLeg(SipLeg):
         if self.unanswered:
             self.final_status = status
             self.transition(LegInput.FAIL, status=status, reason=response.reason or "")
-        self.b2bua.forget_tx(self.invite_tx)
         self.close_media()
 
     def _on_2xx(self, response: Response, dialog: Dialog | None) -> None:

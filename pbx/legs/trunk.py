@@ -59,7 +59,7 @@ class TrunkLeg(OutboundLeg):
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)
         self.transition(LegInput.START)
-        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event, keep=True)
+        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event)
 
     def _on_invite_event(self, event: Event) -> None:
         if (isinstance(event, ResponseReceived) and event.response.status in (401, 407)
@@ -72,10 +72,8 @@ class TrunkLeg(OutboundLeg):
                 self.trunk.key, self.invite, event.response, sent_to=self.peer,
                 source=source if isinstance(source, Peer) else None)
             if again is not None:
-                self.b2bua.forget_tx(self.invite_tx)
                 self.invite = again
                 self.dialog_set = DialogSet(again, None, local_contact=self.contact)
-                self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event,
-                                                         keep=True)
+                self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event)
                 return
         super()._on_invite_event(event)

@@ -29,7 +29,9 @@ class SansIOEndpoint(Protocol[E_co]):
     """The contract of :class:`sipcore.endpoint.Endpoint` that the pump relies on."""
 
     def receive_datagram(self, data: bytes, peer: Peer, now: float) -> None: ...
-    def send_request(self, request: Any, peer: Peer, now: float) -> str: ...
+    def send_request(self, request: Any, peer: Peer, now: float, *,
+                     owner: object = None) -> str: ...
+    def set_owner(self, transaction_id: str, owner: object) -> bool: ...
     def send_response(
         self, response: Any, now: float, *, transaction_id: str | None = None
     ) -> bool: ...
@@ -204,15 +206,16 @@ class AsyncEndpoint(Generic[E]):
 
     # -- commands ------------------------------------------------------------------------------
 
-    def send_request(self, request: Any, peer: Peer) -> str:
-        """Send a request (``Endpoint.send_request``); returns the transaction key.
+    def send_request(self, request: Any, peer: Peer, *, owner: object = None) -> str:
+        """Send a request (``Endpoint.send_request``; its events carry ``owner``); returns the
+        transaction key.
 
         RFC 3261 §18.1.1: a request that would exceed ``limits.udp_size_threshold`` bytes over UDP
         goes over TCP to the same host:port when we listen on TCP (decided here, before the
         Endpoint writes the Via, so the Via says TCP).
         """
         peer = self.choose_peer(request, peer)
-        key = self.endpoint.send_request(request, peer, self._now())
+        key = self.endpoint.send_request(request, peer, self._now(), owner=owner)
         self.pump()
         return key
 
@@ -222,6 +225,10 @@ class AsyncEndpoint(Generic[E]):
         sent = self.endpoint.send_response(response, self._now(), transaction_id=transaction_id)
         self.pump()
         return sent
+
+    def set_owner(self, transaction_id: str, owner: object) -> bool:
+        """Give a server transaction to ``owner`` (``Endpoint.set_owner``)."""
+        return self.endpoint.set_owner(transaction_id, owner)
 
     def cancel(self, transaction_id: str, reason: str | None = None) -> None:
         """Cancel a pending INVITE client transaction (``Endpoint.cancel``, RFC 3261 §9.1)."""

@@ -43,10 +43,17 @@ class FakeSip:
         self.requests: list[tuple[Request, Peer]] = []
         self.responses: list[tuple[Response, str | None]] = []
         self.cancelled: list[str] = []
+        self.owners: list[object] = []
+        self.server_owners: dict[str, object] = {}
 
-    def send_request(self, request: Request, peer: Peer) -> str:
+    def send_request(self, request: Request, peer: Peer, *, owner: object = None) -> str:
         self.requests.append((request, peer))
+        self.owners.append(owner)
         return f"client-{len(self.requests)}"
+
+    def set_owner(self, transaction_id: str, owner: object) -> bool:
+        self.server_owners[transaction_id] = owner
+        return True
 
     def send_response(self, response: Response, transaction_id: str | None = None) -> None:
         self.responses.append((response, transaction_id))

@@ -78,7 +78,11 @@ class FakeEndpoint:
     def transport_failed(self, peer: Peer, now: float) -> None:
         self.failed.append(peer)
 
-    def send_request(self, request: Any, peer: Peer, now: float) -> str:
+    def set_owner(self, transaction_id: str, owner: object) -> bool:
+        return True
+
+    def send_request(self, request: Any, peer: Peer, now: float, *,
+                     owner: object = None) -> str:
         data = request.serialize()
         data = data.replace(b"SIP/2.0/UDP", b"SIP/2.0/" + peer.via_transport.encode(), 1)
         self.sent.append((request, peer))

@@ -44,6 +44,7 @@ from media import rtcp as _rtcp
 from media._accel import load
 from media.codecs import Codec, PayloadFormat, UnsupportedCodec, create_codec
 from media.dtmf import DtmfReceiver, DtmfSender, DtmfSuppressor
+from media.errors import MediaParseError
 from media.jitter import JitterBuffer
 from media.mixer import Codec as MixCodec
 from media.mixer import Mixer, Mode
@@ -51,7 +52,6 @@ from media.port import PTIME, Frame, MediaPort, samples_per_frame
 from media.resample import Resampler
 from media.rtp import RtpError, RtpPacket
 from media.stats import ReceiverStatistics
-from sipcore.errors import ParseError
 
 _hubmod: Any = load("media._batchio", "media.batchio")
 
@@ -547,7 +547,7 @@ class RtpSession:
             self._jitter.skip(pkt)  # shares the sequence space: not a loss for the audio
             try:
                 digits = self._dtmf_rx.receive(bytes(pkt.payload), pkt.timestamp, pkt.marker)
-            except ParseError:
+            except MediaParseError:
                 self.counters["dtmf_malformed"] += 1
                 return
             for d in digits:

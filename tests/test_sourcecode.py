@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sipcore", "media", "features", "pbx", "bench")
+PACKAGES = ("native", "sipcore", "media", "features", "pbx", "bench")
 
 #: Modules of the sans-IO cores that may do I/O (the asyncio adapters).
 IO_ADAPTERS = {
@@ -57,10 +57,12 @@ def test_sans_io_cores_do_no_io(path: Path) -> None:
 
 
 def test_layering() -> None:
-    """sipcore imports nothing of ours; media only sipcore; features never sipcore."""
+    """native (the no-extensions switch) imports nothing of ours; sipcore and media only native;
+    features never sipcore."""
     allowed = {
-        "sipcore": {"sipcore"},
-        "media": {"media", "sipcore"},
+        "native": {"native"},
+        "sipcore": {"sipcore", "native"},
+        "media": {"media", "native"},
         "pbx": {"pbx", "sipcore", "media", "features"},
         "features": {"features", "pbx", "media"},
     }
@@ -71,6 +73,15 @@ def test_layering() -> None:
             if ours - ok:
                 problems.append(f"{path.relative_to(ROOT)} imports {sorted(ours - ok)}")
     assert not problems, problems
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "media").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_media_imports_no_sipcore(path: Path) -> None:
+    """media is below signalling: it has its own errors (media.errors) and reads the
+    no-extensions switch from ``native``, so nothing in it imports sipcore (issue 10)."""
+    bad = sorted(n for n in _imports(path) if _top(n) == "sipcore")
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
 def test_ruff_clean() -> None:

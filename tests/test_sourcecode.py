@@ -15,7 +15,8 @@ PACKAGES = ("native", "sipcore", "media", "features", "pbx", "bench")
 
 #: Modules of the sans-IO cores that may do I/O (the asyncio adapters).
 IO_ADAPTERS = {
-    "media/aio.py",
+    "media/clock.py",
+    "media/engine.py",
     "media/webrtc.py",
     "media/player.py",
     "media/recorder.py",

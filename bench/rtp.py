@@ -275,10 +275,10 @@ async def _run_k(
         rx0 = sum(engine.hub.counters(s.slot)["rx_packets"] for s in sessions)
         orig_tick = clock.tick
 
-        def timed_tick(deadline: float) -> None:
-            orig_tick(deadline)
+        def timed_tick(now: float) -> None:
+            orig_tick(now)
             # loop.time() has 1 ms resolution under uvloop; monotonic() is the same clock, finer
-            late.append(time.monotonic() - deadline)
+            late.append(time.monotonic() - now)
 
         clock.tick = timed_tick  # type: ignore[method-assign]
         await asyncio.sleep(duration)

@@ -112,7 +112,7 @@ class RtpSession:
         self._dtmf_tx: DtmfSender | None = None
         self._dtmf_job: ClockJob | None = None
         self._marker = True
-        self._last_tx = 0.0
+        self._last_tx: float | None = None  # media time of our last own packet
         self._tick_at = -1.0
         self._tick_packet: RtpPacket | None = None
         self._tick_conceal = False
@@ -250,7 +250,9 @@ class RtpSession:
         now = clock.now if clock is not None else 0.0
         seq = (seq + 1) & 0xFFFF
         # The timestamp follows media time, so silence (no put_frame) advances it too.
-        gap = max(1, round((now - self._last_tx) / PTIME)) if now > self._last_tx else 1
+        # (our first packet steps once: the stream's random start is its origin)
+        last = self._last_tx
+        gap = max(1, round((now - last) / PTIME)) if last is not None and now > last else 1
         ts = (ts + step * gap) & 0xFFFFFFFF
         marker = marker or self._marker or gap > 1
         self._last_tx = now

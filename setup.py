@@ -15,7 +15,7 @@ reference (``ASYNCPBX_NO_EXTENSIONS=1`` loads them instead).
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 from pathlib import Path
 
 import numpy
@@ -50,12 +50,15 @@ def _extensions() -> list[Extension]:
 
 
 def _compiled_modules() -> list[str]:
-    """The source paths of ``sipcore._compiled.COMPILED`` (that file loaded on its own)."""
-    spec = importlib.util.spec_from_file_location("_compiled", HERE / "sipcore" / "_compiled.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [str(Path(*name.split(".")).with_suffix(".py")) for name in module.COMPILED]
+    """The source paths of ``sipcore._compiled.COMPILED``, read from that file's text (not run:
+    it imports the ``native`` switch, which a build need not be able to import)."""
+    tree = ast.parse((HERE / "sipcore" / "_compiled.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                and node.target.id == "COMPILED" and node.value is not None:
+            names: tuple[str, ...] = ast.literal_eval(node.value)
+            return [str(Path(*name.split(".")).with_suffix(".py")) for name in names]
+    raise RuntimeError("sipcore/_compiled.py defines no COMPILED tuple")
 
 
 setup(

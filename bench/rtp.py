@@ -273,16 +273,16 @@ async def _run_k(
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         w0 = time.monotonic()
         rx0 = sum(engine.hub.counters(s.slot)["rx_packets"] for s in sessions)
-        orig_tick = clock._tick
+        orig_tick = clock.tick
 
-        def timed_tick(deadline: float) -> None:
-            orig_tick(deadline)
+        def timed_tick(now: float) -> None:
+            orig_tick(now)
             # loop.time() has 1 ms resolution under uvloop; monotonic() is the same clock, finer
-            late.append(time.monotonic() - deadline)
+            late.append(time.monotonic() - now)
 
-        clock._tick = timed_tick  # type: ignore[method-assign]
+        clock.tick = timed_tick  # type: ignore[method-assign]
         await asyncio.sleep(duration)
-        clock._tick = orig_tick  # type: ignore[method-assign]
+        clock.tick = orig_tick  # type: ignore[method-assign]
         rx1 = sum(engine.hub.counters(s.slot)["rx_packets"] for s in sessions)
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - w0

@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from sipcore import _compiled
-
 # One switch for the whole tree: the same variable also turns off the mypyc-compiled modules.
-extensions_disabled = _compiled.extensions_disabled
+from native import extensions_disabled
+
+__all__ = ["extensions_disabled", "load"]
 
 
 def load(extension: str, reference: str) -> ModuleType:

@@ -32,7 +32,7 @@ decrypted packet is run through :meth:`PacketHub.accept`) and RTCP (its own sock
 per RFC 5761 on the RTP socket).
 
 This module is the pure-Python reference; ``media/_batchio.pyx`` is the same API in Cython with
-``epoll_wait``/``recvmmsg`` and no per-packet Python objects on the relay path. ``media.aio`` picks
+``epoll_wait``/``recvmmsg`` and no per-packet Python objects on the relay path. ``media.engine`` picks
 one with :func:`media._accel.load`.
 """
 

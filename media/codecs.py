@@ -48,6 +48,8 @@ __all__ = [
     "PayloadTypeRegistry",
     "UnsupportedCodec",
     "create_codec",
+    "make_codec",
+    "payload_format",
 ]
 
 
@@ -479,3 +481,28 @@ def create_codec(fmt: PayloadFormat) -> Codec:
     if name == "OPUS" and fmt.clock_rate == 48000:
         return OpusCodec(fmt)
     raise UnsupportedCodec(f"{fmt.encoding_name}/{fmt.clock_rate}")
+
+
+# SDP encoding names map to their standard RTP clock rates.
+_CLOCK_RATES = {"PCMU": (8000, 1), "PCMA": (8000, 1), "G722": (8000, 1), "OPUS": (48000, 2)}
+
+
+def payload_format(name: str, payload_type: int | None = None) -> PayloadFormat:
+    """The :class:`~media.codecs.PayloadFormat` for an SDP encoding name (PCMU, PCMA, G722, OPUS).
+
+    ``payload_type`` defaults to the static number (0, 8, 9) or 111 for Opus.
+    """
+    key = name.upper()
+    if key not in _CLOCK_RATES:
+        raise UnsupportedCodec(name)
+    rate, channels = _CLOCK_RATES[key]
+    pt = payload_type if payload_type is not None else {"PCMU": 0, "PCMA": 8, "G722": 9}.get(
+        key, 111
+    )
+    return PayloadFormat(pt, "opus" if key == "OPUS" else key, rate, channels)
+
+
+def make_codec(codec: str | PayloadFormat, payload_type: int | None = None) -> Codec:
+    """A fresh codec object (``media.codecs``) for an encoding name or a payload format."""
+    fmt = codec if isinstance(codec, PayloadFormat) else payload_format(codec, payload_type)
+    return create_codec(fmt)

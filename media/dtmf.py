@@ -39,9 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from media._accel import load
+from media.errors import MediaParseError, MediaUsageError
 from media.port import Frame, samples_per_frame
 from media.tones import dbm0_to_amplitude
-from sipcore.errors import LocalProtocolError, ParseError
 
 __all__ = [
     "COLUMN_FREQUENCIES",
@@ -83,7 +83,7 @@ def digit_to_event(digit: str) -> int:
         return FLASH
     idx = DIGITS.find(d) if len(d) == 1 else -1
     if idx < 0:
-        raise LocalProtocolError(f"{digit!r} is not a DTMF digit")
+        raise MediaUsageError(f"{digit!r} is not a DTMF digit")
     return idx
 
 
@@ -100,7 +100,7 @@ def _frequencies(digit: str) -> tuple[float, float]:
         c = row.find(d)
         if c >= 0 and len(d) == 1:
             return ROW_FREQUENCIES[r], COLUMN_FREQUENCIES[c]
-    raise LocalProtocolError(f"{digit!r} has no DTMF tone pair")
+    raise MediaUsageError(f"{digit!r} has no DTMF tone pair")
 
 
 # --- RFC 4733 payload ----------------------------------------------------------------------
@@ -124,19 +124,19 @@ class TelephoneEvent:
 def encode_event(ev: TelephoneEvent) -> bytes:
     """The 4-byte payload of ``ev`` (RFC 4733 §2.3); the R bit is sent as zero."""
     if not (0 <= ev.event <= 255 and 0 <= ev.volume <= 63 and 0 <= ev.duration <= 0xFFFF):
-        raise LocalProtocolError(f"telephone-event field out of range: {ev}")
+        raise MediaUsageError(f"telephone-event field out of range: {ev}")
     return bytes(
         (ev.event, (0x80 if ev.end else 0) | ev.volume, ev.duration >> 8, ev.duration & 0xFF)
     )
 
 
 def decode_event(payload: bytes) -> TelephoneEvent:
-    """Parse a telephone-event payload; raises ``ParseError`` if shorter than 4 bytes.
+    """Parse a telephone-event payload; raises ``MediaParseError`` if shorter than 4 bytes.
 
     Only the first event block is read (RFC 2198 redundancy, if any, is the RTP layer's).
     """
     if len(payload) < 4:
-        raise ParseError(f"telephone-event payload of {len(payload)} bytes, need 4")
+        raise MediaParseError(f"telephone-event payload of {len(payload)} bytes, need 4")
     return TelephoneEvent(
         event=payload[0],
         end=bool(payload[1] & 0x80),
@@ -183,7 +183,7 @@ class DtmfSender:
         end_repeats: int = 3,
     ) -> None:
         if not 0 <= volume <= 63:
-            raise LocalProtocolError("volume is 0..63 (−dBm0)")
+            raise MediaUsageError("volume is 0..63 (−dBm0)")
         self.clock_rate = clock_rate
         self.interval = clock_rate * packet_ms // 1000
         self.volume = volume
@@ -312,7 +312,7 @@ class DtmfReceiver:
     def receive(self, payload: bytes, timestamp: int, marker: bool = False) -> list[DigitReceived]:
         """Feed one telephone-event packet; returns the digit if this is a new event.
 
-        Raises ``ParseError`` for a payload shorter than 4 bytes; non-DTMF events are ignored.
+        Raises ``MediaParseError`` for a payload shorter than 4 bytes; non-DTMF events are ignored.
         """
         ev = decode_event(payload)
         digit = event_to_digit(ev.event)

@@ -28,8 +28,8 @@ import numpy.typing as npt
 
 from media import g711
 from media._accel import load
+from media.errors import MediaUsageError
 from media.port import Frame, samples_per_frame
-from sipcore.errors import LocalProtocolError
 
 __all__ = [
     "FRESH",
@@ -226,7 +226,7 @@ class Mixer:
 
     def __init__(self, sample_rate: int = 8000, capacity: int = 32, conferences: int = 8) -> None:
         if sample_rate % 50 or sample_rate <= 0:
-            raise LocalProtocolError(f"sample rate {sample_rate} has no whole 20 ms frame")
+            raise MediaUsageError(f"sample rate {sample_rate} has no whole 20 ms frame")
         self.sample_rate = sample_rate
         self.samples_per_frame = samples_per_frame(sample_rate)
         self._participants: dict[int, _Participant] = {}
@@ -314,9 +314,9 @@ class Mixer:
         """Add a participant to ``conference``; returns its id (its row)."""
         members = self._conference_members(conference)
         if codec != Codec.LINEAR and self.sample_rate != 8000:
-            raise LocalProtocolError("G.711 rows need an 8 kHz mixer")
+            raise MediaUsageError("G.711 rows need an 8 kHz mixer")
         if len(members) >= 65535:
-            raise LocalProtocolError("a conference holds at most 65,535 participants")
+            raise MediaUsageError("a conference holds at most 65,535 participants")
         if self._free_rows:
             row = self._free_rows.pop()
         else:
@@ -375,7 +375,7 @@ class Mixer:
         """Deliver ``participant``'s 20 ms int16 frame for this tick (LINEAR or G.711 rows)."""
         self._get(participant)
         if frame.shape != (self.samples_per_frame,):
-            raise LocalProtocolError(
+            raise MediaUsageError(
                 f"frame has shape {frame.shape}, expected ({self.samples_per_frame},)"
             )
         if self.codec[participant] != Codec.LINEAR:
@@ -393,9 +393,9 @@ class Mixer:
         """Deliver ``participant``'s G.711 payload (one 20 ms frame) for this tick."""
         self._get(participant)
         if self.codec[participant] == Codec.LINEAR:
-            raise LocalProtocolError("put_payload on a LINEAR participant")
+            raise MediaUsageError("put_payload on a LINEAR participant")
         if len(payload) != self.samples_per_frame:
-            raise LocalProtocolError(
+            raise MediaUsageError(
                 f"payload has {len(payload)} bytes, expected {self.samples_per_frame}"
             )
         self.payload_in[participant] = np.frombuffer(payload, dtype=np.uint8)
@@ -430,13 +430,13 @@ class Mixer:
         try:
             return self._participants[participant]
         except KeyError:
-            raise LocalProtocolError(f"no participant {participant}") from None
+            raise MediaUsageError(f"no participant {participant}") from None
 
     def _conference_members(self, conference: int) -> set[int]:
         try:
             return self._members[conference]
         except KeyError:
-            raise LocalProtocolError(f"no conference {conference}") from None
+            raise MediaUsageError(f"no conference {conference}") from None
 
     def _update_flags(self, row: int) -> None:
         info = self._participants[row]

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from media.port import Frame
 
-__all__ = ["Resampler", "resample"]
+__all__ = ["RateAdapter", "Resampler", "resample"]
 
 
 class Resampler:
@@ -103,3 +103,17 @@ class Resampler:
 def resample(samples: Frame, in_rate: int, out_rate: int) -> Frame:
     """One-shot resampling of a whole signal (same filter as :class:`Resampler`)."""
     return Resampler(in_rate, out_rate).process(samples)
+
+
+class RateAdapter:
+    """A stateful :class:`Resampler` between two ports' rates that is a no-op when they agree."""
+
+    __slots__ = ("_r",)
+
+    def __init__(self, src: int, dst: int) -> None:
+        self._r = Resampler(src, dst) if src != dst else None
+
+    def __call__(self, frame: Frame) -> Frame:
+        if self._r is None:
+            return frame
+        return self._r.process(frame)

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from media.errors import MediaParseError
 from media.rtp import Buffer
 
 __all__ = [
@@ -57,7 +58,7 @@ _SR_INFO = struct.Struct("!IQIII")  # SSRC, NTP, RTP ts, packet count, octet cou
 _BLOCK = struct.Struct("!IBBHIIII")  # ssrc, fraction, lost(24 as 8+16), ehsn, jitter, lsr, dlsr
 
 
-class RtcpError(ValueError):
+class RtcpError(MediaParseError):
     """A datagram that is not a valid RTCP (compound) packet; counted and dropped."""
 
 

@@ -21,6 +21,8 @@ import secrets
 import struct
 from typing import Final
 
+from media.errors import MediaParseError
+
 __all__ = [
     "RTP_HEADER_SIZE",
     "RTP_VERSION",
@@ -47,7 +49,7 @@ _EXT = struct.Struct("!HH")
 Buffer = bytes | bytearray | memoryview
 
 
-class RtpError(ValueError):
+class RtpError(MediaParseError):
     """A datagram that is not a valid RTP packet; counted and dropped by the socket layer."""
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pylibsrtp
 
-from sipcore.errors import ParseError
+from media.errors import MediaParseError
 
 __all__ = [
     "SUITES",
@@ -73,27 +73,27 @@ class CryptoAttribute:
 
 
 def parse_crypto(value: str) -> CryptoAttribute:
-    """Parse an ``a=crypto`` value; :class:`ParseError` (488 hint) for anything malformed.
+    """Parse an ``a=crypto`` value; :class:`~media.errors.MediaParseError` for anything malformed.
 
     Unknown suites parse (so an offer can be scanned) but :func:`answer_crypto` skips them.
     """
     m = _CRYPTO_RE.match(value.strip())
     if m is None:
-        raise ParseError("malformed a=crypto", status_hint=488)
+        raise MediaParseError("malformed a=crypto")
     tag = int(m.group(1))
     suite = m.group(2)
     key_params = m.group(3)
     if not key_params.startswith("inline:"):
-        raise ParseError("a=crypto key method is not inline", status_hint=488)
+        raise MediaParseError("a=crypto key method is not inline")
     parts = key_params[len("inline:"):].split("|")
     if len(parts) > 3:
-        raise ParseError("a=crypto key parameters malformed", status_hint=488)
+        raise MediaParseError("a=crypto key parameters malformed")
     try:
         key = base64.b64decode(parts[0], validate=True)
     except (binascii.Error, ValueError):
-        raise ParseError("a=crypto key is not base64", status_hint=488) from None
+        raise MediaParseError("a=crypto key is not base64") from None
     if suite in SUITES and len(key) != _KEY_SALT_LEN:
-        raise ParseError("a=crypto key||salt has the wrong length", status_hint=488)
+        raise MediaParseError("a=crypto key||salt has the wrong length")
     lifetime: int | None = None
     mki: tuple[int, int] | None = None
     for extra in parts[1:]:
@@ -102,13 +102,13 @@ def parse_crypto(value: str) -> CryptoAttribute:
         if mk is not None and mki is None:
             mki = (int(mk.group(1)), int(mk.group(2)))
             if not 1 <= mki[1] <= 128:
-                raise ParseError("a=crypto MKI length out of range", status_hint=488)
+                raise MediaParseError("a=crypto MKI length out of range")
         elif lt is not None and lifetime is None and mki is None:
             lifetime = 1 << int(lt.group(1)) if lt.group(1) else int(lt.group(2))
             if not 0 < lifetime <= 1 << 48:
-                raise ParseError("a=crypto lifetime out of range", status_hint=488)
+                raise MediaParseError("a=crypto lifetime out of range")
         else:
-            raise ParseError("a=crypto key parameters malformed", status_hint=488)
+            raise MediaParseError("a=crypto key parameters malformed")
     return CryptoAttribute(tag, suite, key, lifetime, mki, (m.group(4) or "").strip())
 
 

@@ -7,7 +7,8 @@ beside their ``.py`` sources and take precedence on import; the source stays the
 reference. The calls benchmark measures the gain (bench/README.md).
 
 ``ASYNCPBX_NO_EXTENSIONS=1`` (DESIGN.md principle 6, the test suite's second run) makes these
-modules load from their ``.py`` sources: :func:`prefer_sources` puts a finder in front of the
+modules load from their ``.py`` sources (the switch itself is :func:`native.extensions_disabled`,
+shared with the media kernels): :func:`prefer_sources` puts a finder in front of the
 import system for exactly these names. Without the variable, a module that was not compiled is
 reported by :func:`missing`, one whose source was edited after the build by :func:`stale` (both
 checked by the tests and logged at start-up): never a silent slow path, never silently old code.
@@ -18,11 +19,12 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+
+from native import extensions_disabled as extensions_disabled
 
 #: The modules setup.py compiles with mypyc (dotted names; each has its .py beside it). The
 #: asyncio adapters (sipcore.aio) stay interpreted: they are thin, and uvloop hands them values
@@ -37,11 +39,6 @@ COMPILED: tuple[str, ...] = (
     "sipcore.endpoint",
     "sipcore.dialog",
 )
-
-
-def extensions_disabled() -> bool:
-    """True when ``ASYNCPBX_NO_EXTENSIONS`` asks for the pure-Python references."""
-    return os.environ.get("ASYNCPBX_NO_EXTENSIONS", "") not in ("", "0")
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sipcore", "media", "features", "pbx", "bench")
+PACKAGES = ("native", "sipcore", "media", "features", "pbx", "bench")
 
 #: Modules of the sans-IO cores that may do I/O (the asyncio adapters).
 IO_ADAPTERS = {
-    "media/aio.py",
+    "media/clock.py",
+    "media/engine.py",
     "media/webrtc.py",
     "media/player.py",
     "media/recorder.py",
@@ -57,10 +58,12 @@ def test_sans_io_cores_do_no_io(path: Path) -> None:
 
 
 def test_layering() -> None:
-    """sipcore imports nothing of ours; media only sipcore; features never sipcore."""
+    """native (the no-extensions switch) imports nothing of ours; sipcore and media only native;
+    features never sipcore."""
     allowed = {
-        "sipcore": {"sipcore"},
-        "media": {"media", "sipcore"},
+        "native": {"native"},
+        "sipcore": {"sipcore", "native"},
+        "media": {"media", "native"},
         "pbx": {"pbx", "sipcore", "media", "features"},  # features: app.py only (below)
         "features": {"features", "pbx", "media"},
     }
@@ -84,8 +87,9 @@ def test_features_and_call_control_keep_their_layers() -> None:
         if rel != "pbx/app.py" and any(_top(n) == "features" for n in names):
             problems.append(f"{rel} imports features (only pbx/app.py may)")
         if rel.startswith("pbx/callcontrol/"):
-            bad = sorted(n for n in names if n.startswith(("media.aio", "pbx.legs", "pbx.b2bua",
-                                                            "pbx.store", "pbx.trunks")))
+            bad = sorted(n for n in names if n.startswith((
+                "media.aio", "media.engine", "media.session", "media.bridge", "media.clock",
+                "media.conference", "pbx.legs", "pbx.b2bua", "pbx.store", "pbx.trunks")))
             if bad:
                 problems.append(f"{rel} imports {bad}")
     for path in (ROOT / "features").rglob("*.py"):
@@ -95,6 +99,15 @@ def test_features_and_call_control_keep_their_layers() -> None:
         if bad:
             problems.append(f"{rel} imports {bad} (features see pbx.callcontrol only)")
     assert not problems, problems
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "media").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_media_imports_no_sipcore(path: Path) -> None:
+    """media is below signalling: it has its own errors (media.errors) and reads the
+    no-extensions switch from ``native``, so nothing in it imports sipcore (issue 10)."""
+    bad = sorted(n for n in _imports(path) if _top(n) == "sipcore")
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
 def test_ruff_clean() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import replace
 
+from media.errors import MediaParseError
 from media.srtp import (
     SUITES,
     CryptoAttribute,
@@ -66,7 +67,7 @@ def offered_crypto(sdp: SessionDescription) -> list[CryptoAttribute] | None:
         return None
     found: list[CryptoAttribute] = []
     for value in m.get_attributes("crypto"):
-        with contextlib.suppress(ParseError):
+        with contextlib.suppress(MediaParseError):  # an unparseable line is not an offer
             found.append(parse_crypto(value))
     return found
 

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import math
 import random
+import select
 import socket
 import struct
 import wave
@@ -21,9 +22,13 @@ import numpy as np
 import pytest
 
 from media import dtmf
-from media.aio import MediaClock, MediaEngine, RtpSession, make_codec
+from media.bridge import Bridge
+from media.codecs import make_codec
+from media.engine import MediaEngine
 from media.port import Frame
 from media.recorder import Recorder
+from media.session import RtpSession
+from tests.media.fakeclock import FakeClock, Phone, fake_engine
 
 PORTS = (30000, 30999)
 
@@ -227,190 +232,172 @@ async def test_relay_maps_payload_types_and_dtmf() -> None:
      ("PCMU", 0, "PCMA", 8)],
 )
 async def test_transcoding_bridge(ca: str, pta: int, cb: str, ptb: int) -> None:
-    async with MediaEngine("127.0.0.1", PORTS) as engine:
-        pa, pb = Peer(codec=ca, pt=pta), Peer(codec=cb, pt=ptb)
+    async with fake_engine() as engine:
+        pa, pb = Phone(ca, pta), Phone(cb, ptb)
         a = engine.create_session(payload_type=pta, codec=ca, remote=pa.addr)
         b = engine.create_session(payload_type=ptb, codec=cb, remote=pb.addr)
         bridge = engine.bridge(a, b)
-        assert type(bridge).__name__ == "Bridge"
+        assert isinstance(bridge, Bridge)
+        clock = FakeClock(engine, [pa, pb])
+        clock.talk(pa, a.local_addr, pa.tone_packets(1000, 60))
+        clock.talk(pb, b.local_addr, pb.tone_packets(700, 60))
+        clock.run(60)
+        clock.settle()
+        ta, tb = a.statistics()["tx_packets"], b.statistics()["tx_packets"]
+    for phone, leg, tx in ((pa, a, ta), (pb, b, tb)):
+        pkts = phone.rtp()
+        # one packet per tick once the jitter buffer plays out, all of them arrived, one stream
+        assert 50 <= len(pkts) == tx <= 60
+        assert {struct.unpack_from("!I", d, 8)[0] for d in pkts} == {leg.ssrc}
+        seqs = [struct.unpack_from("!H", d, 2)[0] for d in pkts]
+        stamps = [struct.unpack_from("!I", d, 4)[0] for d in pkts]
+        assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(seqs))
+        step = leg.codec.timestamp_increment
+        assert all((y - x) & 0xFFFFFFFF == step for x, y in itertools.pairwise(stamps))
+    got_b, got_a = pb.audio(skip=0.3), pa.audio(skip=0.3)
+    rb, ra = pb.rate, pa.rate
+    assert len(got_b) > rb * 0.5 and len(got_a) > ra * 0.5
+    assert dominant(got_b, rb, [700, 1000, 1300]) == 1000
+    assert dominant(got_a, ra, [700, 1000, 1300]) == 700
+    assert hears(got_b, rb, 1000) and hears(got_a, ra, 700)
+
+
+async def test_realtime_engine_bridges_on_the_loop() -> None:
+    """The engine as the PBX runs it: hub reader and 20 ms clock on the event loop."""
+    async with MediaEngine("127.0.0.1", PORTS) as engine:
+        pa, pb = Peer(), Peer(codec="PCMA", pt=8)
+        a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr)
+        b = engine.create_session(payload_type=8, codec="PCMA", remote=pb.addr)
+        assert isinstance(engine.bridge(a, b), Bridge)
+        assert engine.clock.running
         pa.start_tone(a.local_addr, 1000)
         pb.start_tone(b.local_addr, 700)
-        await run_for(1.2)
+        await run_for(1.0)
         pa.close()
         pb.close()
-        got_b = pb.audio(skip=0.3)
-        got_a = pa.audio(skip=0.3)
-        rb, ra = pb.codec.sample_rate, pa.codec.sample_rate
-        assert len(got_b) > rb * 0.5 and len(got_a) > ra * 0.5
-        assert dominant(got_b, rb, [700, 1000, 1300]) == 1000
-        assert dominant(got_a, ra, [700, 1000, 1300]) == 700
-        assert hears(got_b, rb, 1000) and hears(got_a, ra, 700)
+        assert engine.clock.ticks >= 30
+    got_b, got_a = pb.audio(skip=0.3), pa.audio(skip=0.3)
+    assert len(got_b) > 8000 * 0.3 and len(got_a) > 8000 * 0.3
+    assert hears(got_b, 8000, 1000) and hears(got_a, 8000, 700)
 
 
 @pytest.mark.parametrize("n", [3, 10])
 async def test_conference_each_hears_the_others_not_themselves(n: int) -> None:
     freqs = [400 + 150 * i for i in range(n)]
-    async with MediaEngine("127.0.0.1", PORTS) as engine:
+    async with fake_engine() as engine:
         conf = engine.conference()
-        peers = [Peer() for _ in range(n)]
-        legs = [engine.create_session(payload_type=0, codec="PCMU", remote=p.addr) for p in peers]
+        phones = [Phone() for _ in range(n)]
+        legs = [engine.create_session(payload_type=0, codec="PCMU", remote=p.addr)
+                for p in phones]
         for leg in legs:
             conf.add(leg)
-        for p, leg, f in zip(peers, legs, freqs, strict=True):
-            p.start_tone(leg.local_addr, f, seed=f, amp=20000 / n)
-        await run_for(1.2)
-        for p in peers:
-            p.close()
-        for i, p in enumerate(peers):
-            audio = p.audio(skip=0.3)
-            assert len(audio) > 4000
-            own = goertzel(audio, 8000, freqs[i])
-            for j, f in enumerate(freqs):
-                if j != i:
-                    assert hears(audio, 8000, f), (i, f)
-                    assert goertzel(audio, 8000, f) > 20 * own, (i, j)
+        clock = FakeClock(engine, phones)
+        for p, leg, f in zip(phones, legs, freqs, strict=True):
+            clock.talk(p, leg.local_addr, p.tone_packets(f, 60, amp=20000 / n))
+        clock.run(60)
+        clock.settle()
+    for i, p in enumerate(phones):
+        audio = p.audio(skip=0.3)
+        assert len(audio) > 4000
+        own = goertzel(audio, 8000, freqs[i])
+        for j, f in enumerate(freqs):
+            if j != i:
+                assert hears(audio, 8000, f), (i, f)
+                assert goertzel(audio, 8000, f) > 20 * own, (i, j)
 
 
 async def test_jitter_buffer_under_loss_and_jitter() -> None:
-    async with MediaEngine("127.0.0.1", PORTS) as engine:
-        pa, pb = Peer(), Peer(codec="PCMA", pt=8)
+    async with fake_engine() as engine:
+        pa, pb = Phone(), Phone("PCMA", 8)
         a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr)
         b = engine.create_session(payload_type=8, codec="PCMA", remote=pb.addr)
         engine.bridge(a, b)  # transcoding: A's packets go through A's jitter buffer
-        pa.start_tone(a.local_addr, 1000, loss=0.05, jitter=0.040, seed=7)
-        await run_for(2.0)
-        pa.close()
-        pb.close()
-        got = pb.audio(skip=0.3)
-        assert len(got) > 8000 * 1.2  # most frames arrive despite 5 % loss
-        assert dominant(got, 8000, [500, 1000, 2000]) == 1000
+        clock = FakeClock(engine, [pa, pb])
+        # 5 % loss, each packet up to 40 ms late (they overtake each other)
+        lost = clock.talk(pa, a.local_addr, pa.tone_packets(1000, 100), loss=0.05, jitter=2,
+                          seed=7)
+        clock.run(110)
+        clock.settle()
         st = a.statistics()
-        assert st["rx_packets"] > 60
-        assert st["jitter_concealed"] >= 1  # the 5 % loss is concealed, not played as garbage
+    assert 2 <= len(lost) <= 10
+    assert st["rx_packets"] == 100 - len(lost)
+    assert st["lost"] == len(lost)  # the receiver statistics see exactly the lost packets
+    # every packet is played or counted late (none vanishes), and every gap — lost or too
+    # late — is concealed, not played as garbage or skipped: B hears one steady stream
+    assert st["jitter_emitted"] + st["jitter_late"] == st["rx_packets"]
+    assert st["jitter_concealed"] >= len(lost) + st["jitter_late"]
+    pkts = pb.rtp()
+    seqs = [struct.unpack_from("!H", d, 2)[0] for d in pkts]
+    assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(seqs))
+    got = pb.audio(skip=0.3)
+    assert len(got) > 8000 * 1.2
+    assert dominant(got, 8000, [500, 1000, 2000]) == 1000
 
 
 async def test_recording_opens_with_wave(tmp_path: Path) -> None:
     path = tmp_path / "rec.wav"
-    async with MediaEngine("127.0.0.1", PORTS) as engine:
-        pa = Peer(codec="G722", pt=9)
+    async with fake_engine() as engine:
+        pa = Phone("G722", 9)
         a = engine.create_session(payload_type=9, codec="G722", remote=pa.addr)
         rec = Recorder(path, sample_rate=8000)  # G.722 is 16 kHz: the link resamples
         link = engine.link(a, rec, fill_silence=True)
-        pa.start_tone(a.local_addr, 1000)
-        await run_for(1.0)
+        clock = FakeClock(engine, [pa])
+        clock.talk(pa, a.local_addr, pa.tone_packets(1000, 50))
+        clock.run(50)
         link.close()
+        clock.run(5)  # a closed link moves nothing more
         assert rec.close() == path
-        pa.close()
     with wave.open(str(path), "rb") as w:
         assert w.getframerate() == 8000 and w.getnchannels() == 1 and w.getsampwidth() == 2
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    assert len(data) > 8000 * 0.8
+    assert len(data) == 50 * 160  # fill_silence: one frame per tick, silence included
     assert dominant(data[2400:], 8000, [500, 1000, 2000]) == 1000
     assert hears(data[2400:], 8000, 1000)
 
 
 async def test_dtmf_sent_and_received_as_telephone_events() -> None:
-    async with MediaEngine("127.0.0.1", PORTS) as engine:
-        pa, pb = Peer(), Peer()
+    async with fake_engine() as engine:
+        pa, pb = Phone(), Phone()
         a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr)
         b = engine.create_session(payload_type=0, codec="PCMU", remote=pb.addr,
                                   telephone_event_pt=101)
         got: list[str] = []
         a.on_dtmf = got.append
         engine.bridge(a, b)  # relay: PBX-generated DTMF on B, received DTMF on A
-        # the phone on A sends "5" (start, continuation, 3 × end) between audio packets
+        clock = FakeClock(engine, [pa, pb])
+        # the phone on A sends "5" (start, continuation, 3 × end), one packet per tick
         sender = dtmf.DtmfSender()
         sender.send("5", duration_ms=60)
         for i in range(8):
             for p in sender.tick(1000 + 160 * i):
-                ssrc = pa.ssrc
-                hdr = struct.pack("!BBHII", 0x80, (0x80 if p.marker else 0) | 101, pa._seq,
-                                  p.timestamp, ssrc)
-                pa._seq += 1
-                pa.sock.sendto(hdr + p.payload, a.local_addr)
-        await run_for(0.1)
+                hdr = struct.pack("!BBHII", 0x80, (0x80 if p.marker else 0) | 101, pa.seq,
+                                  p.timestamp, pa.ssrc)
+                pa.seq += 1
+                clock.at(i, pa, hdr + p.payload, a.local_addr)
+        clock.run(10)
         b.send_dtmf("1#", duration_ms=60, gap_ms=40)
-        await run_for(0.6)
-        pa.close()
-        pb.close()
+        clock.run(30)
+        clock.settle()
     # A decoded the phone's event once (the three end packets are one event)
     assert got == ["5"]
     # B's phone got the relayed "5" and the PBX's "1", "#" as RFC 4733 packets on PT 101
     rx = dtmf.DtmfReceiver()
     digits = []
-    for d in pb.rtp():
-        if d[1] & 0x7F == 101:
-            digits += [x.digit for x in rx.receive(d[12:16], struct.unpack_from("!I", d, 4)[0],
-                                                   bool(d[1] & 0x80))]
+    events = [d for d in pb.rtp() if d[1] & 0x7F == 101]
+    for d in events:
+        digits += [x.digit for x in rx.receive(d[12:16], struct.unpack_from("!I", d, 4)[0],
+                                               bool(d[1] & 0x80))]
     assert digits == ["5", "1", "#"]
-
-
-class FakeLoop:
-    """Just enough of an event loop for MediaClock: a settable time and call_at."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.calls: list[tuple[float, Callable[[], None]]] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def call_at(self, when: float, cb: Callable[[], None]) -> Any:
-        self.calls.append((when, cb))
-
-        class Handle:
-            def cancel(self) -> None:
-                pass
-
-        return Handle()
-
-    def fire(self, at: float) -> None:
-        self.now = at
-        _, cb = self.calls.pop(0)
-        cb()
-
-
-def test_media_clock_absolute_deadlines_catch_up_and_overruns() -> None:
-    loop = FakeLoop()
-    clock = MediaClock(loop, max_catchup=3)  # type: ignore[arg-type]
-    seen: list[float] = []
-    clock.add(seen.append)
-    clock.start()
-    t0 = loop.calls[0][0]
-    assert t0 == pytest.approx(100.02)
-    # on time (with a little wake-up latency): one tick per wake, deadlines stay on the grid
-    for i in range(5):
-        loop.fire(t0 + i * 0.02 + 0.001)
-        assert loop.calls[-1][0] == pytest.approx(t0 + (i + 1) * 0.02)  # not drifting
-    assert seen == pytest.approx([t0 + i * 0.02 for i in range(5)])
-    assert clock.overruns == 0
-    # 45 ms late: the missed ticks run back to back, no more
-    loop.fire(t0 + 5 * 0.02 + 0.045)
-    assert len(seen) == 8 and clock.overruns == 1 and clock.skipped == 0
-    assert loop.calls[-1][0] == pytest.approx(t0 + 8 * 0.02)
-    # a 1 s stall: at most max_catchup ticks, the rest skipped and counted
-    loop.fire(t0 + 8 * 0.02 + 1.0)
-    assert len(seen) == 11
-    assert clock.skipped == 51 - 3 and clock.overruns == 1 + 48 + 1
-    assert loop.calls[-1][0] > loop.now
-
-
-def test_media_clock_survives_a_failing_job() -> None:
-    loop = FakeLoop()
-    clock = MediaClock(loop)  # type: ignore[arg-type]
-    errors: list[BaseException] = []
-    clock.on_error = errors.append
-    good: list[float] = []
-
-    def bad(now: float) -> None:
-        raise RuntimeError("boom")
-
-    clock.add(bad)
-    clock.add(good.append)
-    clock.start()
-    for _ in range(3):
-        loop.fire(loop.calls[0][0])
-    assert len(good) == 3 and len(errors) == 1
+    # the PBX's own digits, one packet per tick on B's stream: start with the marker, growing
+    # durations, the end packet three times (RFC 4733 §2.5.1.4), one timestamp per event
+    ours = [d for d in events if d[12] != 5]
+    seqs = [struct.unpack_from("!H", d, 2)[0] for d in ours]
+    assert [(d[12], d[13] >> 7, struct.unpack_from("!H", d, 14)[0]) for d in ours] == [
+        (digit, end, dur) for digit in (1, 11)
+        for end, dur in ((0, 160), (0, 320), (1, 480), (1, 480), (1, 480))]
+    assert [d[1] >> 7 for d in ours] == [1, 0, 0, 0, 0] * 2
+    assert len({struct.unpack_from("!I", d, 4)[0] for d in ours[:5]}) == 1
+    assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(seqs))
 
 
 async def test_malformed_rtp_and_rtcp_dropped_and_counted() -> None:
@@ -447,32 +434,37 @@ async def test_malformed_rtp_and_rtcp_dropped_and_counted() -> None:
 
 
 async def test_rtcp_reports_are_sent() -> None:
-    async with MediaEngine("127.0.0.1", PORTS, rtcp_interval=0.2) as engine:
-        pa = Peer()
-        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtcp.bind(("127.0.0.1", 0))
-        rtcp.setblocking(False)
+    async with fake_engine(rtcp_interval=0.2) as engine:
+        pa, rtcp = Phone(), Phone()
         a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr,
-                                  remote_rtcp_port=rtcp.getsockname()[1])
+                                  remote_rtcp_port=rtcp.addr[1])
         b = engine.create_session(payload_type=0, codec="PCMA", remote=pa.addr)
         engine.bridge(a, b)
-        pa.start_tone(a.local_addr, 1000)
-        await run_for(1.0)
-        reports = []
-        while True:
-            try:
-                reports.append(rtcp.recv(2048))
-            except BlockingIOError:
-                break
+        clock = FakeClock(engine, [pa])
+        packets = pa.tone_packets(1000, 50)
+        clock.talk(pa, a.local_addr, packets)
+        reports: list[tuple[int, bytes]] = []  # (step it was sent in, report)
+        for step in range(50):
+            sent = a.counters["rtcp_tx"]
+            clock.run(1)
+            if a.counters["rtcp_tx"] > sent:  # a report went out in this step: read it
+                select.select([rtcp.sock], [], [], 2.0)
+                assert rtcp.collect() == 1
+                reports.append((step, rtcp.received[-1]))
+        assert len(reports) == a.counters["rtcp_tx"]
         rtcp.close()
         pa.close()
-    assert reports
-    # A only receives (the bridge sends its audio out of B), so A sends receiver reports.
-    rr = reports[-1]
-    assert rr[1] == 201 and rr[0] >> 6 == 2
-    assert struct.unpack_from("!I", rr, 4)[0] == a.ssrc
-    # one report block about the phone's stream: its SSRC, highest sequence number seen
-    assert rr[0] & 0x1F == 1 and struct.unpack_from("!I", rr, 8)[0] == pa.ssrc
+    # every 0.1–0.3 s (the interval 0.2 s randomised by 0.5–1.5, RFC 3550 §6.3.1) for 1 s
+    assert 3 <= len(reports) <= 10
+    for step, rr in reports:
+        # A only receives (the bridge sends its audio out of B), so A sends receiver reports
+        assert rr[1] == 201 and rr[0] >> 6 == 2
+        assert struct.unpack_from("!I", rr, 4)[0] == a.ssrc
+        # one report block about the phone's stream: its SSRC and the highest sequence
+        # number received so far — the packet of the step the report went out in
+        assert rr[0] & 0x1F == 1 and struct.unpack_from("!I", rr, 8)[0] == pa.ssrc
+        ehsn = struct.unpack_from("!I", rr, 16)[0]
+        assert ehsn & 0xFFFF == struct.unpack_from("!H", packets[step], 2)[0]
 
 
 async def test_port_allocation_even_pairs_and_release() -> None:

@@ -78,7 +78,7 @@ async def test_spares_with_descriptors_above_1024_are_reused() -> None:
     try:
         async with MediaEngine("127.0.0.1", PORTS) as engine:
             first = engine.create_session(remote=("127.0.0.1", 9))
-            assert first._rtp_sock.fileno() > 1024
+            assert engine._sockets[first][0].fileno() > 1024
             port = first.local_port
             first.close()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:

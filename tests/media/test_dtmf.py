@@ -24,7 +24,7 @@ from media.dtmf import (
     dtmf_tone,
     encode_event,
 )
-from sipcore.errors import LocalProtocolError, ParseError
+from media.errors import MediaParseError, MediaUsageError
 
 RATE = 8000
 
@@ -50,16 +50,16 @@ def test_event_payload_layout() -> None:
     # RFC 4733 §2.3: event | E R volume | duration (network order); '#' = 11.
     assert encode_event(TelephoneEvent(11, True, 10, 800)) == bytes([11, 0x8A, 0x03, 0x20])
     assert decode_event(bytes([5, 0x4A, 0, 160])) == TelephoneEvent(5, False, 10, 160)  # R ignored
-    with pytest.raises(ParseError):
+    with pytest.raises(MediaParseError):
         decode_event(b"\x01\x02\x03")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(MediaUsageError):
         encode_event(TelephoneEvent(1, False, 64, 0))
 
 
 def test_digit_event_mapping() -> None:
     assert [dtmf.digit_to_event(d) for d in "0*#AD!"] == [0, 10, 11, 12, 15, 16]
     assert "".join(dtmf.event_to_digit(e) or "?" for e in range(18)) == DIGITS + "!?"
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(MediaUsageError):
         dtmf.digit_to_event("E")
 
 
@@ -132,7 +132,7 @@ def test_sender_long_event_is_segmented() -> None:
 
 def test_sender_rejects_bad_digits_atomically() -> None:
     s = DtmfSender()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(MediaUsageError):
         s.send("12x")
     assert not s.busy
 
@@ -178,7 +178,7 @@ def test_receiver_only_end_packets_and_non_dtmf_events() -> None:
     assert [d.digit for d in r.receive(end, 5000)] == ["7"]
     assert r.receive(end, 5000) == [] and r.receive(end, 5000) == []
     assert r.receive(encode_event(TelephoneEvent(32, False, 10, 160)), 9000) == []  # fax CED
-    with pytest.raises(ParseError):
+    with pytest.raises(MediaParseError):
         r.receive(b"\x00", 1)
 
 

@@ -1,18 +1,19 @@
 """In-band DTMF suppression: a leg that sends digits as tones to a leg that gets them as RFC 4733
 events must not deliver the tones as well (the far end would dial twice). The sans-IO
-``DtmfSuppressor`` and the transcoding ``Bridge`` that uses it, over real RTP on loopback."""
+``DtmfSuppressor`` and the transcoding ``Bridge`` that uses it, over real RTP on loopback on a
+fake clock."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
 import pytest
 
-from media.aio import Bridge, MediaEngine, inband_only
+from media.bridge import Bridge, inband_only
 from media.dtmf import DtmfDetector, DtmfSuppressor, dtmf_tone, is_dtmf_frame, tone_ratio
-from tests.media.test_aio import Peer, run_for, tone
+from tests.media.fakeclock import FakeClock, Phone, fake_engine
+from tests.media.test_aio import tone
 
 PORTS = (31700, 31799)
 FRAME = 160
@@ -86,29 +87,21 @@ def test_inband_only_decides_the_direction() -> None:
 
 async def _bridge_call(te_b: int | None) -> tuple[np.ndarray[Any, Any], Bridge]:
     sig, _, _ = _signal("7", 8000 + 50, 150, seconds=2.5)
-    async with MediaEngine("127.0.0.1", PORTS) as engine:
-        pa, pb = Peer(), Peer(codec="PCMA", pt=8)
+    async with fake_engine(PORTS) as engine:
+        pa, pb = Phone(), Phone("PCMA", 8)
         a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr,
                                   telephone_event_pt=None)
         b = engine.create_session(payload_type=8, codec="PCMA", remote=pb.addr,
                                   telephone_event_pt=te_b)
         bridge = Bridge(engine.clock, a, b)
-
-        async def send() -> None:
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            for i in range(sig.size // FRAME):
-                pa._send(pa.packet(sig[i * FRAME:(i + 1) * FRAME]), a.local_addr)
-                await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
-
-        try:
-            await send()
-            await run_for(0.3)
-        finally:
-            bridge.close()
-            pa.close()
-            pb.close()
-        return pb.audio(skip=0.0), bridge
+        clock = FakeClock(engine, [pa, pb])
+        frames = sig.size // FRAME
+        clock.talk(pa, a.local_addr, [pa.packet(sig[i * FRAME:(i + 1) * FRAME])
+                                      for i in range(frames)])
+        clock.run(frames + 15)
+        clock.settle()
+        bridge.close()
+        return pb.audio(), bridge
 
 
 async def test_bridge_mutes_tones_towards_an_rfc4733_leg() -> None:

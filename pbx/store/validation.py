@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterable
 
 from pbx.store.records import StoreError
+from sipcore.address import parse_source
 
 #: Extensions are 2–8 digits (the dial plan of a small or mid business).
 EXTENSION_RE = re.compile(r"^[0-9]{2,8}$")
@@ -68,26 +69,12 @@ def no_control(**fields: str) -> None:
 
 def source_network(text: str) -> str:
     """The address/network of an allowed-source entry ``[transport:]address[/prefix][:port]``
-    (the syntax of :func:`pbx.trunks.parse_source`); StoreError when it is none."""
-    rest = text.strip()
-    for name in TRUNK_TRANSPORTS:
-        if rest.lower().startswith(name + ":"):
-            rest = rest[len(name) + 1:]
-            break
-    port = ""
-    if rest.startswith("["):
-        addr, bracket, tail = rest[1:].partition("]")
-        if not bracket or (tail and not tail.startswith(":")):
-            raise StoreError(f"allowed source {text!r}: IPv6 addresses are written [addr]:port")
-        rest, port = addr, tail[1:]
-    elif rest.count(":") == 1:
-        rest, _, port = rest.partition(":")
-    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
-        raise StoreError(f"allowed source {text!r}: port {port!r} is not 1-65535")
+    (:func:`sipcore.address.parse_source`, transports of :data:`TRUNK_TRANSPORTS`);
+    StoreError naming the entry when it is none."""
     try:
-        return str(ipaddress.ip_network(rest, strict=False))
-    except ValueError:
-        raise StoreError(f"allowed source {text!r} is not an IP address or network") from None
+        return str(parse_source(text, TRUNK_TRANSPORTS).network)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 #: One label of an RFC 3261 ``hostname`` (``domainlabel``; at most 63 octets, RFC 1035 §2.3.4).

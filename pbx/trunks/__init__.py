@@ -2,8 +2,8 @@
 
 One job per module:
 
-* :mod:`~pbx.trunks.config` — :class:`TrunkConfig`, one trunk as the store defines it, and its
-  allowed sources (:class:`SourceRule`, :func:`parse_source`).
+* :mod:`~pbx.trunks.config` — :class:`TrunkConfig`, one trunk as the store defines it; its
+  allowed sources are parsed by :func:`sipcore.address.parse_source` (re-exported here).
 * :mod:`~pbx.trunks.inbound` — :func:`identify_trunk` finds the trunk a request came from by its
   source address (optionally port and transport); :func:`sanitize_inbound` strips identity and
   routing headers that only a trusted peer may send (P-Asserted-Identity, Remote-Party-ID,
@@ -22,11 +22,12 @@ One job per module:
 
 from __future__ import annotations
 
-from pbx.trunks.config import SourceRule, TrunkConfig, TrunkKind, TrunkRow, parse_source
+from pbx.trunks.config import TrunkConfig, TrunkKind, TrunkRow
 from pbx.trunks.dns import Resolver, resolve_host
 from pbx.trunks.inbound import PRIVATE_HEADERS, identify_trunk, sanitize_inbound
 from pbx.trunks.manager import TrunkManager
 from pbx.trunks.outbound import ChallengeRefusedError, answer_challenge, build_outbound_request
+from sipcore.address import SourceRule, parse_source
 
 __all__ = [
     "PRIVATE_HEADERS",

@@ -1,8 +1,9 @@
-"""One trunk as the store defines it (:class:`TrunkConfig`) and its allowed sources.
+r"""One trunk as the store defines it (:class:`TrunkConfig`) and its allowed sources.
 
 A trunk is a carrier we register with (``register``) or exchange calls with by address
 (``ip``). :class:`TrunkConfig` is frozen and validated on construction (every ValueError names
-the field); :class:`SourceRule` is one entry of its allowed-source list.
+the field); its allowed sources are :class:`~sipcore.address.SourceRule`\ s
+(:func:`~sipcore.address.parse_source` syntax).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast
 
+from sipcore.address import SourceRule, format_host, parse_source
 from sipcore.endpoint import came_from
 from sipcore.transport import Peer, TransportName
 from sipcore.uac_register import same_host
@@ -23,67 +25,6 @@ _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 #: Transports whose requests go to the trunk's name even once it is resolved: the TLS
 #: certificate (and a WebSocket's Host) is checked against the name, not an address.
 _BY_NAME: frozenset[TransportName] = frozenset({"tls", "ws", "wss"})
-
-
-# ------------------------------------------------------------------------------------ sources
-@dataclass(frozen=True, slots=True)
-class SourceRule:
-    """An allowed source of a trunk: a network, optionally one port and one transport."""
-
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
-    port: int | None = None
-    transport: TransportName | None = None
-
-    def matches(self, peer: Peer) -> bool:
-        """Does a request from ``peer`` come from this source?"""
-        try:
-            address = ipaddress.ip_address(peer.host.strip("[]"))
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:a.b.c.d from a dual-stack socket
-        if address.version != self.network.version or address not in self.network:
-            return False
-        if self.port is not None and peer.port != self.port:
-            return False
-        return self.transport is None or peer.transport == self.transport
-
-
-def parse_source(text: str) -> SourceRule:
-    """``[transport:]address[/prefix][:port]`` → :class:`SourceRule`; IPv6 with a port in
-    brackets (``tcp:[2001:db8::1]:5061``). Raises ValueError naming the bad entry."""
-    rest = text.strip()
-    transport: TransportName | None = None
-    for name in _TRANSPORTS:
-        if rest.lower().startswith(name + ":"):
-            transport = name
-            rest = rest[len(name) + 1 :]
-            break
-    port: int | None = None
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            raise ValueError(f"allowed source {text!r}: unbalanced '['")
-        tail = rest[end + 1 :]
-        rest = rest[1:end]
-        if tail:
-            if not tail.startswith(":"):
-                raise ValueError(f"allowed source {text!r}: junk after ']'")
-            port = _port(tail[1:], text)
-    elif rest.count(":") == 1:  # IPv4 (or IPv4 network) with a port
-        rest, _, port_text = rest.partition(":")
-        port = _port(port_text, text)
-    try:
-        network = ipaddress.ip_network(rest, strict=False)
-    except ValueError:
-        raise ValueError(f"allowed source {text!r} is not an IP address or network") from None
-    return SourceRule(network, port, transport)
-
-
-def _port(text: str, entry: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"allowed source {entry!r}: bad port {text!r}")
-    return int(text)
 
 
 def _is_ip(host: str) -> bool:
@@ -183,7 +124,12 @@ class TrunkConfig:
                 raise ValueError("trunk.username: a registration trunk needs one")
             if not self.register_expiry > 0:
                 raise ValueError("trunk.register_expiry: must be positive")
-        rules = [parse_source(s) for s in self.allowed_sources]
+        rules = []
+        for i, source in enumerate(self.allowed_sources):
+            try:
+                rules.append(parse_source(source))
+            except ValueError as exc:
+                raise ValueError(f"trunk.allowed_sources[{i}]: {exc}") from None
         if not rules and _is_ip(self.host):
             rules.append(parse_source(self.host if ":" not in self.host else
                                       self.host.strip("[]")))
@@ -251,7 +197,7 @@ class TrunkConfig:
     @property
     def uri_host(self) -> str:
         """``host[:port]`` for URIs (IPv6 in brackets, the default port left out)."""
-        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        host = format_host(self.host)
         if self.port != _DEFAULT_PORTS[self.transport]:
             host += f":{self.port}"
         return host

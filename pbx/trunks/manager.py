@@ -37,6 +37,7 @@ from pbx.trunks.config import TrunkConfig
 from pbx.trunks.dns import DnsWatcher, HostQuery, Resolver, resolve_host
 from pbx.trunks.inbound import identify_trunk, sanitize_inbound
 from pbx.trunks.outbound import ChallengeRefusedError, answer_challenge
+from sipcore.address import format_host
 from sipcore.aio.endpoint import AsyncEndpoint
 from sipcore.digest import DigestClient
 from sipcore.errors import LocalProtocolError, ParseError
@@ -157,9 +158,7 @@ class TrunkManager:
             raise LocalProtocolError(
                 f"trunk {trunk.name}: not listening on {trunk.transport} to receive its requests")
         host, port = listening[0]
-        host = self.contact_host or host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        host = format_host(self.contact_host or host)
         name = user if user is not None else trunk.username
         userinfo = f"{name}@" if name else ""
         params = "" if trunk.transport == "udp" else f";transport={trunk.transport}"

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from sipcore.address import format_host
 from sipcore.aio.listen import ListenSpecLike, as_listen_spec
 from sipcore.aio.transport import TransportLayer, TransportLimits
 from sipcore.transport import Peer
@@ -56,10 +57,7 @@ def sent_by(
     out: dict[str, tuple[str, int]] = {}
     for transport, host, port in listening:
         if transport not in out:
-            name = advertise or host
-            if ":" in name and not name.startswith("["):
-                name = f"[{name}]"
-            out[transport] = (name, port)
+            out[transport] = (format_host(advertise or host), port)
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import socket
 import ssl
 from collections import Counter
@@ -28,8 +27,6 @@ from sipcore.aio.stream import SipStreamConnection, StreamConnection
 from sipcore.aio.udp import UdpListener
 from sipcore.aio.ws import WebSocketConnection
 from sipcore.transport import Peer, TransportName
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

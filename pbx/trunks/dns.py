@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pbx.trunks.config import normal_ip
+from sipcore.aio.tasks import Child, TaskScope
 from sipcore.transport import TransportName
 
 #: Resolves a trunk's DNS name: ``(host, port, transport)`` → its addresses (A/AAAA), best
@@ -36,11 +37,12 @@ async def resolve_host(host: str, port: int, transport: TransportName) -> list[s
 
 @dataclass(slots=True)
 class HostQuery:
-    """What we know about one named trunk's host: its query task and the last outcome."""
+    """What we know about one named trunk's host: its query loop and the last outcome."""
 
     #: (host, port, transport) being resolved: a trunk whose host changes gets a new query.
     query: tuple[str, int, TransportName]
-    task: asyncio.Task[None] | None = None
+    #: The query loop (a child of the manager's task scope).
+    loop: Child | None = None
     #: Wakes the query task: to resolve at once when ``urgent`` (a registration failed,
     #: :meth:`TrunkManager.resolve_now`), else to plan the next query anew (a refresh is due).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,8 +89,10 @@ class DnsWatcher:
     the owner (:class:`DnsOwner`); what a name resolved to before a failure stays in use.
     """
 
-    def __init__(self, owner: DnsOwner, log: Any) -> None:
+    def __init__(self, owner: DnsOwner, tasks: TaskScope, log: Any) -> None:
         self.owner = owner
+        #: Where the query loops run (the owner's task scope).
+        self.tasks = tasks
         self.log = log
         #: The query state of each watched trunk key (for ``/health``).
         self.queries: dict[str, HostQuery] = {}
@@ -105,14 +109,13 @@ class DnsWatcher:
         self.unwatch(key)
         dns = HostQuery(query)
         self.queries[key] = dns
-        dns.task = asyncio.get_running_loop().create_task(self._loop(key, dns),
-                                                          name=f"trunk-dns {key}")
+        dns.loop = self.tasks.spawn(self._loop(key, dns), f"trunk-dns {key}")
 
     def unwatch(self, key: str) -> None:
         """Stop resolving for trunk ``key``."""
         dns = self.queries.pop(key, None)
-        if dns is not None and dns.task is not None:
-            dns.task.cancel()
+        if dns is not None and dns.loop is not None:
+            dns.loop.cancel()
             dns.wake.set()  # a loop that missed the cancellation sees it is unwatched and ends
 
     def resolve_now(self, key: str | None = None) -> None:
@@ -128,17 +131,11 @@ class DnsWatcher:
         if dns is not None:
             dns.wake.set()
 
-    async def stop(self, timeout: float) -> None:
-        """Stop every loop; wait up to ``timeout`` seconds for them to end."""
-        tasks = [dns.task for dns in self.queries.values() if dns.task is not None]
+    def stop(self) -> None:
+        """Stop every loop (they end once the task scope has delivered the cancellation; the
+        owner's :meth:`TaskScope.close` waits for that, bounded)."""
         for key in list(self.queries):
             self.unwatch(key)
-        if tasks:
-            # Bounded: on Python 3.11 asyncio.wait_for can swallow a cancellation that races
-            # with its own completion; the loops also end on their own once unwatched.
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

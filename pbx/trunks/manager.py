@@ -39,6 +39,7 @@ from pbx.trunks.inbound import identify_trunk, sanitize_inbound
 from pbx.trunks.outbound import ChallengeRefusedError, answer_challenge
 from sipcore.address import format_host
 from sipcore.aio.endpoint import AsyncEndpoint
+from sipcore.aio.tasks import TaskScope
 from sipcore.digest import DigestClient
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.message import Request, Response
@@ -131,7 +132,10 @@ class TrunkManager:
         self.resolve_interval = resolve_interval
         self.resolve_retry = resolve_retry
         self.resolve_timeout = resolve_timeout
-        self._dns = DnsWatcher(self, self.log)
+        #: The manager's tasks (one DNS query loop per named trunk) live in its TaskGroup,
+        #: from :meth:`start` (or :meth:`run`) to :meth:`stop`.
+        self._tasks = TaskScope("trunks")
+        self._dns = DnsWatcher(self, self._tasks, self.log)
 
     # -- the trunk table (inbound/outbound helpers for the B2BUA) ----------------------------------
 
@@ -190,7 +194,21 @@ class TrunkManager:
 
     def start(self, sip: AsyncEndpoint[Any]) -> None:
         """Begin registering every registration trunk over ``sip`` (already started); a trunk
-        whose host is a DNS name first resolves it (in the background), then registers."""
+        whose host is a DNS name first resolves it (in the background), then registers. The
+        manager's TaskGroup runs in a task of its own until :meth:`stop` (an owner with a
+        TaskGroup of its own runs :meth:`run` in it instead)."""
+        self._begin_all(sip)
+        self._tasks.start()
+
+    async def run(self, sip: AsyncEndpoint[Any]) -> None:
+        """:meth:`start` for an owner with a TaskGroup: ``tg.create_task(trunks.run(sip))``
+        runs the manager's TaskGroup in the owner's until :meth:`stop`."""
+        self._begin_all(sip)
+        await self._tasks.run()
+
+    def _begin_all(self, sip: AsyncEndpoint[Any]) -> None:
+        if self._sip is not None:
+            raise RuntimeError("TrunkManager started twice")
         self._sip = sip
         for trunk in self.trunks.values():
             self._watch(trunk)
@@ -253,7 +271,11 @@ class TrunkManager:
         """De-register every trunk (REGISTER with Expires: 0) and wait up to ``timeout``
         seconds for the outcomes; then forget the timer and stop resolving names. Call before
         closing the endpoint."""
-        await self._dns.stop(timeout)
+        self._dns.stop()
+        # Bounded by the timeout: a loop that misses its cancellation (on Python 3.11
+        # asyncio.wait_for can swallow one that races with its completion) still ends on its
+        # own once unwatched, but stop does not wait for that.
+        await self._tasks.close(timeout)
         if self._sip is None:
             return
         self._stopped = asyncio.Event()

@@ -1,7 +1,8 @@
-"""DNS names of trunk hosts: the resolver and what is known about each name.
+"""DNS names of trunk hosts: the resolver, the query loops, what is known about each name.
 
 A trunk ``host`` that is a name (``sip.carrier.de``) is resolved A/AAAA (no SRV/NAPTR: the
-port is configured) by :class:`pbx.trunks.TrunkManager`.
+port is configured): :class:`DnsWatcher` runs one query loop per named trunk in the task scope
+of its owner, :class:`pbx.trunks.TrunkManager`, which applies the answers (:class:`DnsOwner`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+from sipcore.aio.listen import ListenSpec, parse_listen_spec
 
 
 class ConfigError(ValueError):
@@ -32,47 +32,13 @@ class ConfigError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True, slots=True)
-class ListenSpec:
-    """One ``transport:host:port`` listen address."""
-
-    transport: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
-
-
 def parse_listen(text: str, key: str = "sip.listen") -> ListenSpec:
-    """Parse ``udp:127.0.0.1:5060`` / ``tcp:[::1]:5060``; raises ConfigError naming ``key``."""
-    transport, sep, rest = text.partition(":")
-    transport = transport.strip().lower()
-    if not sep or transport not in TRANSPORTS:
-        raise ConfigError(key, f"{text!r} must look like 'udp:127.0.0.1:5060' "
-                               f"with a transport out of {', '.join(TRANSPORTS)}")
-    if rest.startswith("["):
-        host, bracket, tail = rest[1:].partition("]")
-        if not bracket or not tail.startswith(":"):
-            raise ConfigError(key, f"{text!r}: IPv6 addresses are written [addr]:port")
-        port_text = tail[1:]
-    else:
-        host, sep, port_text = rest.rpartition(":")
-        if not sep:
-            raise ConfigError(key, f"{text!r} has no port")
+    """Parse ``udp:127.0.0.1:5060`` / ``tcp:[::1]:5060`` (:func:`sipcore.aio.listen.
+    parse_listen_spec`); raises ConfigError naming ``key``."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not host or any(c in host for c in " /[]"):
-            raise ConfigError(key, f"{text!r}: {host!r} is not an IP address or host name") from None
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(key, f"{text!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, f"{text!r}: port {port} is outside 0-65535")
-    return ListenSpec(transport, host, port)
+        return parse_listen_spec(text)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

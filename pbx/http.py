@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from sipcore.address import parse_host_port
+
 if TYPE_CHECKING:  # aiohttp is imported when the service is built: config parsing stays light
     from aiohttp import web
 
@@ -121,20 +123,7 @@ def parse_http_listen(text: str) -> tuple[str, int] | None:
     text = text.strip()
     if not text:
         return None
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ValueError(f"{text!r}: IPv6 addresses are written [addr]:port")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"{text!r} must look like '127.0.0.1:8080'")
-    if not host or any(c in host for c in " /[]"):
-        raise ValueError(f"{text!r}: {host!r} is not an address or host name")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: port {port_text!r} is not 0-65535")
-    return host, int(port_text)
+    return parse_host_port(text)
 
 
 async def start_http(listen: str, health: HealthFigures, *,

@@ -9,17 +9,18 @@ hands ``events()`` to the application and re-arms the one timer handle at ``get_
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from sipcore.address import format_host
 from sipcore.aio.listen import ListenSpecLike, as_listen_spec
+from sipcore.aio.log import get_logger
 from sipcore.aio.transport import TransportLayer, TransportLimits
 from sipcore.transport import Peer
 
-log = logging.getLogger(__name__)
+log = get_logger("sip.endpoint")
 
 E = TypeVar("E")
 E_co = TypeVar("E_co", covariant=True)
@@ -58,10 +59,7 @@ def sent_by(
     out: dict[str, tuple[str, int]] = {}
     for transport, host, port in listening:
         if transport not in out:
-            name = advertise or host
-            if ":" in name and not name.startswith("["):
-                name = f"[{name}]"
-            out[transport] = (name, port)
+            out[transport] = (format_host(advertise or host), port)
     return out
 
 
@@ -260,7 +258,8 @@ class AsyncEndpoint(Generic[E]):
             # The Endpoint answers bad input itself; anything escaping is a bug that must not take
             # the transport down (DESIGN.md principle 4).
             self.stats["endpoint_errors"] += 1
-            log.exception("sip.endpoint.receive_failed", extra={"peer": peer})
+            log.exception("sip.endpoint.receive_failed", src=peer.host, port=peer.port,
+                          transport=peer.transport)
         self.pump()
 
     def transport_failed(self, peer: Peer) -> None:
@@ -272,7 +271,8 @@ class AsyncEndpoint(Generic[E]):
             self._endpoint.transport_failed(peer, self._now())
         except Exception:
             self.stats["endpoint_errors"] += 1
-            log.exception("sip.endpoint.transport_failed_failed", extra={"peer": peer})
+            log.exception("sip.endpoint.transport_failed_failed", src=peer.host, port=peer.port,
+                          transport=peer.transport)
         self.pump()
 
     # -- the pump ------------------------------------------------------------------------------

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Protocol, cast, get_args
 
+from sipcore.address import format_host, parse_host_port
 from sipcore.transport import TransportName
 
 TRANSPORTS: tuple[str, ...] = get_args(TransportName)
 
 
 class ListenSpecLike(Protocol):
-    """Anything with ``transport``, ``host`` and ``port`` (the app's config has its own class)."""
+    """Anything with ``transport``, ``host`` and ``port`` (a :class:`ListenSpec` or a look-alike)."""
 
     @property
     def transport(self) -> str: ...
@@ -34,8 +34,7 @@ class ListenSpec:
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
+        return f"{self.transport}:{format_host(self.host)}:{self.port}"
 
 
 def parse_listen_spec(text: str) -> ListenSpec:
@@ -52,28 +51,10 @@ def parse_listen_spec(text: str) -> ListenSpec:
             f"listen spec {text!r}: unknown transport {transport!r} "
             f"(one of {', '.join(TRANSPORTS)})"
         )
-    if rest.startswith("["):
-        host, bracket, tail = rest[1:].partition("]")
-        if not bracket or not tail.startswith(":"):
-            raise ValueError(f"listen spec {text!r}: IPv6 address must be written '[addr]:port'")
-        port_text = tail[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"listen spec {text!r}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = rest.rpartition(":")
-        if not sep:
-            raise ValueError(f"listen spec {text!r}: missing port")
-        if ":" in host:
-            raise ValueError(f"listen spec {text!r}: IPv6 address must be written '[addr]:port'")
-        if not host or any(c in host for c in " /[]@"):
-            raise ValueError(f"listen spec {text!r}: {host!r} is not an IP address or host name")
-    if not port_text.isdigit():
-        raise ValueError(f"listen spec {text!r}: port {port_text!r} is not a number")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"listen spec {text!r}: port {port} is outside 0-65535")
+    try:
+        host, port = parse_host_port(rest, entry=text)
+    except ValueError as exc:
+        raise ValueError(f"listen spec {exc}") from None
     return ListenSpec(cast(TransportName, transport), host, port)
 
 
@@ -81,5 +62,5 @@ def as_listen_spec(spec: str | ListenSpecLike) -> ListenSpec:
     """Accept a spec string or any object with transport/host/port (validated the same way)."""
     if isinstance(spec, str):
         return parse_listen_spec(spec)
-    host = spec.host[1:-1] if spec.host.startswith("[") else spec.host
+    host = spec.host.removeprefix("[").removesuffix("]")
     return parse_listen_spec(str(ListenSpec(cast(TransportName, spec.transport), host, spec.port)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import socket
 import ssl
 from collections import Counter
@@ -25,11 +24,10 @@ from typing import Protocol
 
 from sipcore.aio.listen import ListenSpec
 from sipcore.aio.stream import SipStreamConnection, StreamConnection
+from sipcore.aio.tasks import TaskScope
 from sipcore.aio.udp import UdpListener
 from sipcore.aio.ws import WebSocketConnection
 from sipcore.transport import Peer, TransportName
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,9 @@ class TransportLayer:
         #: IP literal -> address family, so a send does not re-parse the address every time.
         self._families: dict[str, int] = {}
         self._servers: list[tuple[TransportName, asyncio.Server]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The layer's tasks (connects, name look-ups) live in its TaskGroup, closed by close().
+        self._tasks = TaskScope("sip transports")
+        self._tasks.start()
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -208,7 +208,8 @@ class TransportLayer:
             try:
                 version = ipaddress.ip_address(host.split("%", 1)[0]).version
             except ValueError:
-                self._spawn(self._resolve_and_send_udp(data, peer, host))
+                self._tasks.spawn(self._resolve_and_send_udp(data, peer, host),
+                                  f"udp resolve {host}")
                 return
             family = socket.AF_INET6 if version == 6 else socket.AF_INET
             if len(self._families) >= 65536:  # bounded: a scanner must not grow it forever
@@ -245,7 +246,7 @@ class TransportLayer:
         self._conns[conn.conn_id] = conn
         self._by_addr[(transport, host, port)] = conn
         self.stats["connections_opening"] += 1
-        self._spawn(self._open(conn, host, port))
+        self._tasks.spawn(self._open(conn, host, port), f"{transport} connect {host}:{port}")
         self._ensure_sweep()
         return conn
 
@@ -339,11 +340,6 @@ class TransportLayer:
 
     # -- housekeeping --------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _fail_soon(self, peer: Peer) -> None:
         # Not from inside the sink's own send loop: report on the next loop iteration.
         self.loop.call_soon(self._report_failure, peer)
@@ -403,7 +399,8 @@ class TransportLayer:
         for conn in self._conns.values():
             key = f"connections_{conn.transport_name}"
             out[key] = out.get(key, 0) + 1
-        out["tasks_current"] = len(self._tasks)
+        out["tasks_current"] = self._tasks.active
+        out["task_failures"] = self._tasks.failures
         return out
 
     async def close(self) -> None:
@@ -419,10 +416,7 @@ class TransportLayer:
         for udp in self._udp:
             if udp.transport is not None:
                 udp.transport.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()  # cancels connects and look-ups in progress, waits for them
         conns = list(self._conns.values())
         for conn in conns:
             conn.close()

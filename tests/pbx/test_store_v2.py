@@ -91,7 +91,7 @@ def test_empty_v1_directory_makes_no_tenant(tmp_path: Path) -> None:
 
 def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _v1_database(tmp_path)
-    import pbx.store as store_mod
+    import pbx.store.schema as store_mod
 
     ddl, _step = store_mod.MIGRATIONS[1]  # type: ignore[misc]
 

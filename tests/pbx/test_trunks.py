@@ -44,8 +44,9 @@ def trunk(**kw: object) -> TrunkConfig:
         ({"transport": "sctp"}, "trunk.transport"),
         ({"kind": "register", "username": ""}, "trunk.username"),
         ({"kind": "register", "register_expiry": 0}, "trunk.register_expiry"),
-        ({"allowed_sources": ("not-an-ip",)}, "allowed source"),
-        ({"allowed_sources": ("1.2.3.4:99999",)}, "bad port"),
+        ({"allowed_sources": ("not-an-ip",)}, r"trunk.allowed_sources\[0\]: allowed source"),
+        ({"allowed_sources": ("10.0.0.1", "1.2.3.4:99999")},
+         r"trunk.allowed_sources\[1\]: .* port 99999 is outside 1-65535"),
     ],
 )
 def test_bad_config_names_the_field(kw: dict[str, object], field: str) -> None:

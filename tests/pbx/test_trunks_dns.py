@@ -17,11 +17,14 @@ import structlog
 from pbx.trunks import (
     ChallengeRefusedError,
     TrunkConfig,
+    TrunkManager,
     answer_challenge,
     build_outbound_request,
     resolve_host,
 )
+from sipcore.aio.endpoint import AsyncEndpoint, sent_by
 from sipcore.digest import DigestClient, DigestServer, make_credentials
+from sipcore.endpoint import Endpoint, EndpointConfig
 from sipcore.message import Request, Response, make_response, new_tag
 from sipcore.transport import Peer, TransportName
 from tests.pbx.test_trunks_manager import REALM, FakeCarrier, carrier, manager_for, ok, until
@@ -317,3 +320,42 @@ async def test_resolver_that_hangs_times_out_and_stop_is_bounded() -> None:
                            resolve_retry=10) as (manager, _):
         await until(lambda: manager.health()["carrier"]["state"] == "failed")
         assert "no answer in 0.05 s" in str(manager.health()["carrier"]["last_error"])
+
+
+def _trunk_tasks() -> list[str]:
+    return sorted(t.get_name() for t in asyncio.all_tasks()
+                  if t.get_name().startswith(("trunk-dns", "trunks scope")))
+
+
+async def test_dns_loops_live_in_the_managers_task_group_and_end_with_stop() -> None:
+    """DESIGN.md principle 8: the query loops are children of the manager's TaskGroup; stop()
+    leaves no task of the manager behind, and a removed trunk's loop ends at once."""
+    resolver = FakeResolver({NAME: [CARRIER], "other.carrier.test": [CARRIER_B]})
+    a = named(5090, name="a", kind="ip")
+    b = named(5090, name="b", kind="ip", host="other.carrier.test")
+    async with manager_for(a, b, resolver=resolver) as (manager, _):
+        await until(lambda: bool(manager.trunks["a"].addresses and manager.trunks["b"].addresses))
+        assert _trunk_tasks() == ["trunk-dns a", "trunk-dns b", "trunks scope"]
+        manager.reconcile([a])
+        await until(lambda: _trunk_tasks() == ["trunk-dns a", "trunks scope"])
+    assert _trunk_tasks() == []
+
+
+async def test_run_puts_the_manager_in_its_owners_task_group() -> None:
+    """The structured form: the owner runs the manager in its own TaskGroup until stop()."""
+    resolver = FakeResolver({NAME: [CARRIER]})
+    manager = TrunkManager([named(5090, kind="ip")], resolver=resolver)
+
+    def factory(listening: list[tuple[str, str, int]]) -> Endpoint:
+        return Endpoint(EndpointConfig(sent_by=sent_by(listening)))
+
+    async with AsyncEndpoint(factory, ["udp:127.0.0.1:0"], on_event=manager.on_event) as sip:
+        async with asyncio.TaskGroup() as tg:
+            runner = tg.create_task(manager.run(sip))
+            await until(lambda: manager.trunks["carrier"].addresses == (CARRIER,))
+            assert _trunk_tasks() == ["trunk-dns carrier"]  # no scope task of its own
+            await manager.stop()
+        assert runner.done() and not runner.cancelled()
+    assert _trunk_tasks() == []
+    with pytest.raises(RuntimeError, match="started twice"):
+        manager.start(sip)

@@ -361,3 +361,40 @@ async def test_options_over_ipv6() -> None:
         response = check_ok(await read_message(reader), 2)
         assert response.top_via.received == "::1"
         writer.close()
+
+
+class _BrokenEndpoint:
+    """A real Endpoint with a bug in its receive path (a wrapper: the compiled class cannot be
+    subclassed)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    def receive_datagram(self, data: bytes, peer: Peer, now: float) -> None:
+        raise RuntimeError("bug in the core")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._endpoint, name)
+
+
+async def test_a_core_bug_is_logged_with_its_fields_and_the_transport_lives() -> None:
+    """The adapters log through structlog: the peer's fields reach the log line (a stdlib
+    ``extra=`` used to drop them)."""
+    import structlog
+
+    def factory(listening: list[tuple[str, str, int]]) -> Any:
+        return _BrokenEndpoint(make_endpoint(listening))
+
+    async with AsyncEndpoint(factory, ["udp:127.0.0.1:0"], on_event=print) as aep:
+        client = await udp_client()
+        assert client.transport is not None
+        with structlog.testing.capture_logs() as logs:
+            client.transport.sendto(options(1), host_port(aep, "udp"))
+            await wait_for(lambda: aep.statistics().get("endpoint_errors", 0) == 1)
+        client.transport.close()
+    failed = [e for e in logs if e["event"] == "sip.endpoint.receive_failed"]
+    assert len(failed) == 1
+    line = failed[0]
+    assert (line["src"], line["transport"], line["logger"]) == ("127.0.0.1", "udp", "sip.endpoint")
+    assert isinstance(line["port"], int) and line["port"] > 0
+    assert line["log_level"] == "error" and line.get("exc_info") is True

@@ -1044,3 +1044,54 @@ async def test_close_closes_everything() -> None:
         await writer.wait_closed()
     assert fake.failed == []  # our own shutdown is not a transport failure
     await wait_for(lambda: open_fds() <= baseline)
+
+
+# -- the layer's TaskGroup ---------------------------------------------------------------------
+
+
+async def test_close_ends_a_name_lookup_in_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer's tasks live in its TaskGroup: close() cancels them and waits for them."""
+    looking_up = asyncio.Event()
+    ended: list[str] = []
+
+    async def hanging_getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+        looking_up.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.append("lookup")
+        return []
+
+    aep: AsyncEndpoint[Any] = AsyncEndpoint(FakeEndpoint(), ["udp:127.0.0.1:0"], on_event=print)
+    await aep.start()
+    monkeypatch.setattr(aep.transports.loop, "getaddrinfo", hanging_getaddrinfo)
+    aep.transports.send(b"OPTIONS", Peer("udp", "pbx.invalid", 5060))
+    await asyncio.wait_for(looking_up.wait(), 5)
+    assert aep.statistics()["tasks_current"] == 1
+    await aep.close()
+    assert ended == ["lookup"] and aep.transports.statistics()["tasks_current"] == 0
+
+
+async def test_a_bug_in_a_transport_task_is_logged_and_the_layer_lives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task that raises something unexpected (here getaddrinfo's UnicodeError for a bad
+    name) is logged with its name; the other tasks and the layer go on."""
+    import structlog
+
+    async def broken_getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+        raise UnicodeError("label empty or too long")
+
+    fake = FakeEndpoint()
+    async with AsyncEndpoint(fake, ["udp:127.0.0.1:0"], on_event=print) as aep:
+        monkeypatch.setattr(aep.transports.loop, "getaddrinfo", broken_getaddrinfo)
+        with structlog.testing.capture_logs() as logs:
+            aep.transports.send(b"OPTIONS", Peer("udp", "a..b", 5060))
+            await wait_for(lambda: aep.transports.statistics()["task_failures"] == 1)
+        failed = [e for e in logs if e["event"] == "task_scope.child_failed"]
+        assert failed and failed[0]["task"] == "udp resolve a..b"
+        client = await udp_client()
+        assert client.transport is not None
+        client.transport.sendto(options(1), host_port(aep, "udp"))
+        assert b"200 OK" in await client.recv()
+        client.transport.close()

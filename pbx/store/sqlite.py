@@ -1,443 +1,61 @@
-"""The embedded store: SQLite in the data directory (WAL, versioned migrations).
+"""The SQLite implementation of the store: ``data_dir/asyncpbx.sqlite3``, WAL mode, one writer.
 
-Model (schema version 2): **tenants** (a company with its SIP domain, extension plan, main
-number, country and area code) have **users** (extension, name, e-mail, language, voicemail PIN,
-mobile and remote office numbers, call permission); a user has **devices** (SIP accounts: a
-username and the HA1 digests for one realm, never the password), **numbers** (E.164 DIDs owned by
-a user, a group or the company), per-user **feature settings** (JSON checked against the
-feature's schema) and a **call history**. **Trunks** connect a tenant to carriers.
-
-Hot paths never wait on the database (DESIGN.md "Storage"): the server reads a
-:class:`pbx.directory.Directory` cache that store mutations keep current (write-through via
-:meth:`Store.add_listener`), keeps registrations in memory and writes their changes behind,
-batched once a second. WAL + ``synchronous=FULL`` on every transaction: a committed call record
-or user survives a power cut; a crash loses at most the last second of registration refreshes
-(phones re-register anyway) and never corrupts the file.
+WAL + ``synchronous=FULL`` on every transaction: a committed call record or user survives a
+power cut; a crash loses at most the last second of registration refreshes (phones re-register
+anyway) and never corrupts the file. Migrations (:mod:`pbx.store.schema`) run when it opens.
 
 The store is synchronous on purpose: the CLI calls it directly and the server calls it through
 ``asyncio.to_thread`` (or :class:`pbx.directory.AsyncHistory`); one lock serialises use of the
-single connection. :class:`PbxStore` is the narrow interface a PostgreSQL implementation fills.
+single connection.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import re
 import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pbx.routing.dialplan import DialPlan, Permission, reserved_extension, to_e164
-from pbx.settings_schema import (
-    SettingError,
-    SettingsSchema,
-    stored_over_defaults,
-)
+from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
 from pbx.settings_schema import validate as validate_settings
-from sipcore.digest import Credentials, make_credentials
+from pbx.store import schema as _schema
+from pbx.store.records import (
+    DEFAULT_TENANT,
+    Device,
+    HistoryEntry,
+    HistoryWrite,
+    Number,
+    StoreError,
+    Tenant,
+    Trunk,
+    User,
+)
+from pbx.store.validation import (
+    DEVICE_KINDS,
+    DOMAIN_RE,
+    EMAIL_RE,
+    EXTENSION_RE,
+    LANGUAGES,
+    NAME_RE,
+    PIN_RE,
+    TRUNK_KINDS,
+    TRUNK_TRANSPORTS,
+    USERNAME_RE,
+    check_pin,
+    hash_pin,
+    no_control,
+    parse_sources,
+    trunk_host_problem,
+)
+from sipcore.digest import make_credentials
 from sipcore.registrar import Binding
 from sipcore.transport import Peer
-
-#: Extensions are 2–8 digits (the dial plan of a small or mid business).
-EXTENSION_RE = re.compile(r"^[0-9]{2,8}$")
-#: Tenant handles (CLI/API names) and trunk names.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-#: A SIP domain: a host name or an IP address (no user part, no port, no parameters).
-DOMAIN_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
-#: Device usernames: the RFC 3261 "user" characters people actually use.
-USERNAME_RE = re.compile(r"^[A-Za-z0-9._+~-]{1,64}$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PIN_RE = re.compile(r"^[0-9]{4,8}$")
-E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-
-DEFAULT_TENANT = "default"
-LANGUAGES = ("de", "en")
-DEVICE_KINDS = ("desk", "softphone", "browser", "mobile")
-TRUNK_KINDS = ("register", "ip")
-TRUNK_TRANSPORTS = ("udp", "tcp", "tls")
-OWNER_KINDS = ("user", "group", "company")
-
-#: A migration: SQL run as one script, or (DDL, data step) where the data step runs in the same
-#: transaction after the DDL (to move rows with Python logic).
-Migration = str | tuple[str, Callable[[sqlite3.Connection, "MigrationContext"], None]]
-
-
-@dataclass(frozen=True, slots=True)
-class MigrationContext:
-    """What a data migration may need from the configuration."""
-
-    domain: str
-
-
-def _migrate_v1_users(db: sqlite3.Connection, ctx: MigrationContext) -> None:
-    """v1 users become users of the "default" tenant, each with one device whose credentials are
-    their existing HA1s (username = extension), so phones keep registering unchanged."""
-    rows = db.execute(
-        "SELECT extension, name, realm, ha1_md5, ha1_sha256, created_at FROM users_v1 "
-        "ORDER BY extension"
-    ).fetchall()
-    if rows:
-        realm = rows[0][2]
-        domain = ctx.domain or realm
-        db.execute(
-            "INSERT INTO tenants(name, company, domain, realm, ext_min_len, ext_max_len) "
-            "VALUES (?, '', ?, ?, 2, 8)",
-            (DEFAULT_TENANT, domain, realm),
-        )
-        tenant_id = db.execute("SELECT id FROM tenants WHERE name=?", (DEFAULT_TENANT,)).fetchone()[0]
-        for extension, name, user_realm, md5, sha256, created_at in rows:
-            cur = db.execute(
-                "INSERT INTO users(tenant_id, extension, name, created_at) VALUES (?, ?, ?, ?)",
-                (tenant_id, extension, name, created_at),
-            )
-            db.execute(
-                "INSERT INTO devices(user_id, username, realm, ha1_md5, ha1_sha256, kind, "
-                "created_at) VALUES (?, ?, ?, ?, ?, 'desk', ?)",
-                (cur.lastrowid, extension, user_realm, md5, sha256, created_at),
-            )
-    db.execute("DROP TABLE users_v1")
-
-
-#: Versioned migrations: index + 1 is the schema version after running it. Never edit a released
-#: migration: existing data directories have run it already; add the next one.
-MIGRATIONS: tuple[Migration, ...] = (
-    # 1: users and registrations
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE users (
-        extension   TEXT PRIMARY KEY,
-        name        TEXT NOT NULL DEFAULT '',
-        realm       TEXT NOT NULL,
-        ha1_md5     TEXT NOT NULL,
-        ha1_sha256  TEXT NOT NULL,
-        created_at  REAL NOT NULL DEFAULT (unixepoch())
-    );
-    CREATE TABLE registrations (
-        aor         TEXT NOT NULL,
-        uri         TEXT NOT NULL,   -- the contact URI (key with aor)
-        contact     TEXT NOT NULL,   -- the Contact value as echoed
-        expires_at  REAL NOT NULL,   -- POSIX time
-        q           REAL NOT NULL,
-        call_id     TEXT NOT NULL,
-        cseq        INTEGER NOT NULL,
-        path        TEXT NOT NULL DEFAULT '',   -- Path header values, one per line
-        transport   TEXT,            -- where the REGISTER came from (NAT traversal)
-        host        TEXT,
-        port        INTEGER,
-        user_agent  TEXT,
-        instance    TEXT,
-        reg_id      INTEGER,
-        PRIMARY KEY (aor, uri)
-    );
-    """,
-    # 2: tenants, users v2, devices, numbers, trunks, feature settings, call history
-    ("""
-    CREATE TABLE tenants (
-        id            INTEGER PRIMARY KEY,
-        name          TEXT NOT NULL UNIQUE,          -- handle for CLI/API: "default", "acme"
-        company       TEXT NOT NULL DEFAULT '',
-        domain        TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        realm         TEXT NOT NULL,                 -- digest realm of new devices
-        ext_min_len   INTEGER NOT NULL DEFAULT 3,    -- the extension plan
-        ext_max_len   INTEGER NOT NULL DEFAULT 3,
-        main_number   TEXT,                          -- E.164
-        country_code  TEXT NOT NULL DEFAULT '49',
-        area_code     TEXT NOT NULL DEFAULT '',
-        created_at    REAL NOT NULL DEFAULT (unixepoch())
-    );
-    ALTER TABLE users RENAME TO users_v1;
-    CREATE TABLE users (
-        id            INTEGER PRIMARY KEY,
-        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-        extension     TEXT NOT NULL,
-        name          TEXT NOT NULL DEFAULT '',
-        email         TEXT NOT NULL DEFAULT '',
-        language      TEXT NOT NULL DEFAULT 'de' CHECK (language IN ('de', 'en')),
-        voicemail_pin TEXT,                          -- scrypt hash, never the PIN
-        mobile_number TEXT,                          -- E.164
-        remote_office_number TEXT,                   -- E.164
-        permission    TEXT NOT NULL DEFAULT 'national'
-                      CHECK (permission IN ('internal', 'national', 'international')),
-        premium_allowed INTEGER NOT NULL DEFAULT 0,
-        created_at    REAL NOT NULL DEFAULT (unixepoch()),
-        UNIQUE (tenant_id, extension)
-    );
-    CREATE TABLE devices (
-        id            INTEGER PRIMARY KEY,
-        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        username      TEXT NOT NULL,
-        realm         TEXT NOT NULL,                 -- the HA1s are only valid for this realm
-        ha1_md5       TEXT NOT NULL,
-        ha1_sha256    TEXT NOT NULL,
-        kind          TEXT NOT NULL DEFAULT 'softphone'
-                      CHECK (kind IN ('desk', 'softphone', 'browser', 'mobile')),
-        mobile        INTEGER NOT NULL DEFAULT 0,    -- a mobile client (push/battery-aware)
-        created_at    REAL NOT NULL DEFAULT (unixepoch()),
-        UNIQUE (realm, username)
-    );
-    CREATE INDEX devices_user ON devices(user_id);
-    CREATE TABLE numbers (
-        e164          TEXT PRIMARY KEY,              -- "+4930123456"
-        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-        owner_kind    TEXT NOT NULL CHECK (owner_kind IN ('user', 'group', 'company')),
-        user_id       INTEGER REFERENCES users(id) ON DELETE CASCADE,
-        group_name    TEXT,
-        created_at    REAL NOT NULL DEFAULT (unixepoch()),
-        CHECK ((owner_kind = 'user') = (user_id IS NOT NULL)),
-        CHECK ((owner_kind = 'group') = (group_name IS NOT NULL))
-    );
-    CREATE TABLE trunks (
-        id            INTEGER PRIMARY KEY,
-        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-        name          TEXT NOT NULL,
-        kind          TEXT NOT NULL CHECK (kind IN ('register', 'ip')),
-        host          TEXT NOT NULL,
-        port          INTEGER NOT NULL DEFAULT 5060,
-        transport     TEXT NOT NULL DEFAULT 'udp',
-        username      TEXT NOT NULL DEFAULT '',
-        -- The carrier account's password in clear: answering the carrier's digest challenge
-        -- needs it (an HA1 would do only for one realm and MD5); the data directory is
-        -- private to the service account.
-        password      TEXT NOT NULL DEFAULT '',
-        realm         TEXT NOT NULL DEFAULT '',      -- the only realm we answer challenges for
-        allowed_sources TEXT NOT NULL DEFAULT '',    -- [transport:]addr[/prefix][:port], one a line
-        trusted       INTEGER NOT NULL DEFAULT 0,    -- gets P-Asserted-Identity
-        register_expiry INTEGER NOT NULL DEFAULT 600,
-        created_at    REAL NOT NULL DEFAULT (unixepoch()),
-        UNIQUE (tenant_id, name)
-    );
-    CREATE TABLE feature_settings (
-        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        feature       TEXT NOT NULL,
-        value         TEXT NOT NULL,                 -- JSON object, checked against the schema
-        updated_at    REAL NOT NULL DEFAULT (unixepoch()),
-        PRIMARY KEY (user_id, feature)
-    );
-    CREATE TABLE call_history (
-        id            INTEGER PRIMARY KEY,
-        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        call_id       TEXT NOT NULL,
-        direction     TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-        other_name    TEXT NOT NULL DEFAULT '',
-        other_number  TEXT NOT NULL DEFAULT '',
-        started_at    REAL NOT NULL,
-        answered_at   REAL,
-        ended_at      REAL,                          -- NULL while the call is in progress
-        duration      REAL NOT NULL DEFAULT 0,       -- seconds talked (answer to end)
-        missed        INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX call_history_user ON call_history(user_id, started_at);
-    """, _migrate_v1_users),
-)
-
-
-class StoreError(ValueError):
-    """A request to the store that cannot be carried out (message says why)."""
-
-
-# -- records ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    """A company: its SIP domain, digest realm, extension plan and numbering context."""
-
-    id: int
-    name: str
-    company: str
-    domain: str
-    realm: str
-    ext_min_len: int
-    ext_max_len: int
-    main_number: str | None
-    country_code: str
-    area_code: str
-
-    @property
-    def dialplan(self) -> DialPlan:
-        """The dial plan context for this tenant's users."""
-        return DialPlan(country_code=self.country_code, area_code=self.area_code,
-                        ext_min_len=self.ext_min_len, ext_max_len=self.ext_max_len)
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A PBX user (without secrets: the voicemail PIN hash stays in the store)."""
-
-    id: int
-    tenant_id: int
-    extension: str
-    name: str
-    email: str
-    language: str
-    mobile_number: str | None
-    remote_office_number: str | None
-    permission: Permission
-    premium_allowed: bool
-    has_voicemail_pin: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    """A SIP account of a user: username and HA1 digests for one realm."""
-
-    id: int
-    user_id: int
-    username: str
-    realm: str
-    ha1_md5: str
-    ha1_sha256: str
-    kind: str
-    mobile: bool
-
-    def credentials(self) -> Credentials:
-        """The digest credentials (stored HA1s, never the password)."""
-        return Credentials(
-            username=self.username,
-            realm=self.realm,
-            ha1={"MD5": self.ha1_md5, "SHA-256": self.ha1_sha256},
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Number:
-    """An E.164 DID and its owner (a user, a group by name, or the company)."""
-
-    e164: str
-    tenant_id: int
-    owner_kind: str
-    user_id: int | None
-    group_name: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Trunk:
-    """A carrier connection of a tenant.
-
-    ``password`` is kept in clear because answering the carrier's challenge needs it; it is only
-    ever used for challenges from this trunk's host with ``realm`` (SECURITY.md: no digest leak).
-    ``allowed_sources`` are where calls from this trunk may come from
-    (``[transport:]address[/prefix][:port]``); empty means the host (when it is an address).
-    """
-
-    id: int
-    tenant_id: int
-    name: str
-    kind: str
-    host: str
-    port: int
-    transport: str
-    username: str
-    password: str
-    realm: str
-    allowed_sources: tuple[str, ...]
-    trusted: bool
-    register_expiry: int
-
-
-@dataclass(slots=True)
-class HistoryWrite:
-    """What one batch knows of one history entry (see :meth:`Store.history_write`):
-    ``entry_id`` None → a new entry (inserted with whatever times are known already), else the
-    stored entry gets ``answered_at``/``ended_at`` where given (the first answer and the first end
-    count, as with :meth:`Store.history_answered` / :meth:`Store.history_end`)."""
-
-    user_id: int
-    call_id: str
-    direction: str
-    other_name: str
-    other_number: str
-    started_at: float
-    entry_id: int | None = None
-    answered_at: float | None = None
-    ended_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One call in a user's history. ``ended_at`` is None while the call is in progress."""
-
-    id: int
-    user_id: int
-    call_id: str
-    direction: str
-    other_name: str
-    other_number: str
-    started_at: float
-    answered_at: float | None
-    ended_at: float | None
-    duration: float
-    missed: bool
-
-
-# -- feature settings schemas ------------------------------------------------------------------------
-# One schema language for the whole product: pbx.settings_schema (the features declare theirs).
-
-
-
-# -- PINs ---------------------------------------------------------------------------------------------
-
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
-
-
-def hash_pin(pin: str) -> str:
-    """A salted scrypt hash of a voicemail PIN (``scrypt$n$r$p$salt$hash``)."""
-    salt = secrets.token_bytes(16)
-    h = hashlib.scrypt(pin.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${h.hex()}"
-
-
-def check_pin(stored: str, pin: str) -> bool:
-    """Whether ``pin`` matches a hash from :func:`hash_pin` (constant-time comparison)."""
-    try:
-        algo, n, r, p, salt, digest = stored.split("$")
-        if algo != "scrypt":
-            return False
-        h = hashlib.scrypt(pin.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                           dklen=len(digest) // 2)
-    except ValueError:
-        return False
-    return hmac.compare_digest(h.hex(), digest)
-
-
-# -- the interface ---------------------------------------------------------------------------------
-
-
-class PbxStore(Protocol):
-    """What the server, the directory cache and the CLI need from a store. :class:`Store` is the
-    SQLite implementation; a PostgreSQL one fills the same methods (synchronous, thread-safe)."""
-
-    def add_listener(self, callback: Callable[[str], None]) -> None: ...
-    def data_version(self) -> int: ...
-    def secret(self, name: str, nbytes: int = 32) -> bytes: ...
-    def tenants(self) -> list[Tenant]: ...
-    def users(self, tenant: str | None = None) -> list[User]: ...
-    def devices(self, tenant: str | None = None) -> list[Device]: ...
-    def numbers(self, tenant: str | None = None) -> list[Number]: ...
-    def trunks(self, tenant: str | None = None) -> list[Trunk]: ...
-    def all_feature_settings(self) -> dict[tuple[int, str], dict[str, Any]]: ...
-    def save_bindings(self, upserts: Iterable[Binding],
-                      removals: Iterable[tuple[str, str]]) -> None: ...
-    def load_bindings(self, now: float) -> list[Binding]: ...
-    def history_start(self, user_id: int, call_id: str, direction: str, other_name: str,
-                      other_number: str, started_at: float) -> int: ...
-    def history_answered(self, entry_id: int, answered_at: float) -> None: ...
-    def history_end(self, entry_id: int, ended_at: float) -> HistoryEntry | None: ...
-    def history_write(self, writes: Sequence[HistoryWrite]) -> list[int]: ...
-    def history(self, user_id: int, limit: int = 200) -> list[HistoryEntry]: ...
-    def history_delete(self, user_id: int, entry_id: int) -> bool: ...
-    def history_clear(self, user_id: int) -> int: ...
-
-
-# -- SQLite ------------------------------------------------------------------------------------------
 
 _TENANT_COLS = ("id, name, company, domain, realm, ext_min_len, ext_max_len, main_number, "
                 "country_code, area_code")
@@ -469,87 +87,6 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
     return HistoryEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
                         float(row[9]), bool(row[10]))
 
-
-def _no_control(**fields: str) -> None:
-    for key, text in fields.items():
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise StoreError(f"{key} must not contain control characters")
-
-
-def source_network(text: str) -> str:
-    """The address/network of an allowed-source entry ``[transport:]address[/prefix][:port]``
-    (the syntax of :func:`pbx.trunks.parse_source`); StoreError when it is none."""
-    import ipaddress
-
-    rest = text.strip()
-    for name in TRUNK_TRANSPORTS:
-        if rest.lower().startswith(name + ":"):
-            rest = rest[len(name) + 1:]
-            break
-    port = ""
-    if rest.startswith("["):
-        addr, bracket, tail = rest[1:].partition("]")
-        if not bracket or (tail and not tail.startswith(":")):
-            raise StoreError(f"allowed source {text!r}: IPv6 addresses are written [addr]:port")
-        rest, port = addr, tail[1:]
-    elif rest.count(":") == 1:
-        rest, _, port = rest.partition(":")
-    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
-        raise StoreError(f"allowed source {text!r}: port {port!r} is not 1-65535")
-    try:
-        return str(ipaddress.ip_network(rest, strict=False))
-    except ValueError:
-        raise StoreError(f"allowed source {text!r} is not an IP address or network") from None
-
-
-#: One label of an RFC 3261 ``hostname`` (``domainlabel``; at most 63 octets, RFC 1035 §2.3.4).
-_DOMAINLABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
-
-def trunk_host_problem(host: str) -> str | None:
-    """Why ``host`` is neither an IP address (IPv6 bare or in brackets) nor a DNS host name
-    (RFC 3261 ``hostname``: dot-separated labels of letters, digits and inner hyphens, the last
-    one beginning with a letter, at most 253 characters); None when it is one of them."""
-    import ipaddress
-
-    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        address = ipaddress.ip_address(literal)
-    except ValueError:
-        address = None
-    if address is not None:
-        if literal is not host and address.version != 6:
-            return "only IPv6 addresses are written in brackets"
-        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-            return "a zone index (%...) cannot go in a SIP URI"
-        return None
-    if host.count(":") == 1 and "[" not in host:
-        return "the port goes in the port field (--port), not in the host"
-    if "[" in host or "]" in host or ":" in host:
-        return "not a valid IPv6 address"
-    name = host[:-1] if host.endswith(".") else host  # a fully qualified name may end in '.'
-    if not name:
-        return "empty"
-    if len(name) > 253:
-        return "longer than 253 characters"
-    labels = name.split(".")
-    for label in labels:
-        if not _DOMAINLABEL_RE.match(label):
-            return (f"label {label!r} is not 1-63 letters, digits and inner hyphens" if label
-                    else "empty label (two dots in a row or a leading dot)")
-    if not labels[-1][0].isalpha():
-        # RFC 3261 toplabel: what looks like a mistyped address (1.2.3.999) is not a name.
-        return f"its last label {labels[-1]!r} must begin with a letter (or it is a bad address)"
-    return None
-
-
-def _parse_sources(sources: Iterable[str]) -> tuple[str, ...]:
-    out = []
-    for s in sources:
-        if s.strip():
-            source_network(s)
-            out.append(s.strip())
-    return tuple(out)
 
 
 class Store:
@@ -613,16 +150,16 @@ class Store:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        ctx = MigrationContext(domain=self.domain)
+        ctx = _schema.MigrationContext(domain=self.domain)
         with self._lock:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            if version > len(MIGRATIONS):
+            if version > len(_schema.MIGRATIONS):
                 raise StoreError(
                     f"{self.path} has schema version {version}, newer than this asyncpbx "
-                    f"({len(MIGRATIONS)}): upgrade asyncpbx"
+                    f"({len(_schema.MIGRATIONS)}): upgrade asyncpbx"
                 )
-            for number in range(version, len(MIGRATIONS)):
-                migration = MIGRATIONS[number]
+            for number in range(version, len(_schema.MIGRATIONS)):
+                migration = _schema.MIGRATIONS[number]
                 if isinstance(migration, str):
                     # executescript commits; the version bump is in the same script so a crash
                     # mid-migration re-runs it from a consistent point.
@@ -692,7 +229,7 @@ class Store:
         if not DOMAIN_RE.match(domain):
             raise StoreError(f"domain {domain!r} is not a host name or IP address")
         realm = realm or domain
-        _no_control(company=company, realm=realm)
+        no_control(company=company, realm=realm)
         if '"' in realm or "\\" in realm:
             raise StoreError("realm must not contain quotes or backslashes")
         max_len = ext_min_len if ext_max_len is None else ext_max_len
@@ -838,7 +375,7 @@ class Store:
             raise StoreError(f"extension {extension}: {reserved}")
         if password is not None:
             self._check_password(password)
-        _no_control(name=name, email=email)
+        no_control(name=name, email=email)
         if email and not EMAIL_RE.match(email):
             raise StoreError(f"e-mail address {email!r} is not valid")
         if language not in LANGUAGES:
@@ -899,7 +436,7 @@ class Store:
         cols: dict[str, Any] = {}
         for key, value in changes.items():
             if key in ("name", "email"):
-                _no_control(**{key: str(value)})
+                no_control(**{key: str(value)})
                 if key == "email" and value and not EMAIL_RE.match(value):
                     raise StoreError(f"e-mail address {value!r} is not valid")
                 cols[key] = str(value)
@@ -1072,7 +609,7 @@ class Store:
         if group is not None and (not group or len(group) > 64):
             raise StoreError("group name must have 1 to 64 characters")
         if group is not None:
-            _no_control(group=group)
+            no_control(group=group)
         kind = "user" if user is not None else "group" if group is not None else "company"
         try:
             with self._tx() as db:
@@ -1141,14 +678,14 @@ class Store:
             raise StoreError(f"trunk port {port} is outside 1-65535")
         if transport not in TRUNK_TRANSPORTS:
             raise StoreError(f"transport {transport!r} must be one of {', '.join(TRUNK_TRANSPORTS)}")
-        _no_control(username=username, password=password, realm=realm)
+        no_control(username=username, password=password, realm=realm)
         if kind == "register" and (not username or not password):
             raise StoreError("a register trunk needs --username and --password")
         if not 60 <= register_expiry <= 86400:
             raise StoreError("register expiry must lie between 60 and 86400 seconds")
         # Without a list an IP trunk is known by its host's address, or by what its DNS name
         # resolves to (pbx.trunks.TrunkManager does that): --allow is optional either way.
-        sources = _parse_sources(allowed_sources)
+        sources = parse_sources(allowed_sources)
         try:
             with self._tx() as db:
                 cur = db.execute(

@@ -1,0 +1,186 @@
+"""The store's schema: versioned migrations, run at start-up by :class:`pbx.store.Store`.
+
+``PRAGMA user_version`` is the number of migrations run; a migration is never edited once
+released (existing data directories have run it), the next one is added instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pbx.store.records import DEFAULT_TENANT
+
+#: A migration: SQL run as one script, or (DDL, data step) where the data step runs in the same
+#: transaction after the DDL (to move rows with Python logic).
+Migration = str | tuple[str, Callable[[sqlite3.Connection, "MigrationContext"], None]]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationContext:
+    """What a data migration may need from the configuration."""
+
+    domain: str
+
+
+def _migrate_v1_users(db: sqlite3.Connection, ctx: MigrationContext) -> None:
+    """v1 users become users of the "default" tenant, each with one device whose credentials are
+    their existing HA1s (username = extension), so phones keep registering unchanged."""
+    rows = db.execute(
+        "SELECT extension, name, realm, ha1_md5, ha1_sha256, created_at FROM users_v1 "
+        "ORDER BY extension"
+    ).fetchall()
+    if rows:
+        realm = rows[0][2]
+        domain = ctx.domain or realm
+        db.execute(
+            "INSERT INTO tenants(name, company, domain, realm, ext_min_len, ext_max_len) "
+            "VALUES (?, '', ?, ?, 2, 8)",
+            (DEFAULT_TENANT, domain, realm),
+        )
+        tenant_id = db.execute("SELECT id FROM tenants WHERE name=?", (DEFAULT_TENANT,)).fetchone()[0]
+        for extension, name, user_realm, md5, sha256, created_at in rows:
+            cur = db.execute(
+                "INSERT INTO users(tenant_id, extension, name, created_at) VALUES (?, ?, ?, ?)",
+                (tenant_id, extension, name, created_at),
+            )
+            db.execute(
+                "INSERT INTO devices(user_id, username, realm, ha1_md5, ha1_sha256, kind, "
+                "created_at) VALUES (?, ?, ?, ?, ?, 'desk', ?)",
+                (cur.lastrowid, extension, user_realm, md5, sha256, created_at),
+            )
+    db.execute("DROP TABLE users_v1")
+
+
+#: Versioned migrations: index + 1 is the schema version after running it. Never edit a released
+#: migration: existing data directories have run it already; add the next one.
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: users and registrations
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE users (
+        extension   TEXT PRIMARY KEY,
+        name        TEXT NOT NULL DEFAULT '',
+        realm       TEXT NOT NULL,
+        ha1_md5     TEXT NOT NULL,
+        ha1_sha256  TEXT NOT NULL,
+        created_at  REAL NOT NULL DEFAULT (unixepoch())
+    );
+    CREATE TABLE registrations (
+        aor         TEXT NOT NULL,
+        uri         TEXT NOT NULL,   -- the contact URI (key with aor)
+        contact     TEXT NOT NULL,   -- the Contact value as echoed
+        expires_at  REAL NOT NULL,   -- POSIX time
+        q           REAL NOT NULL,
+        call_id     TEXT NOT NULL,
+        cseq        INTEGER NOT NULL,
+        path        TEXT NOT NULL DEFAULT '',   -- Path header values, one per line
+        transport   TEXT,            -- where the REGISTER came from (NAT traversal)
+        host        TEXT,
+        port        INTEGER,
+        user_agent  TEXT,
+        instance    TEXT,
+        reg_id      INTEGER,
+        PRIMARY KEY (aor, uri)
+    );
+    """,
+    # 2: tenants, users v2, devices, numbers, trunks, feature settings, call history
+    ("""
+    CREATE TABLE tenants (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,          -- handle for CLI/API: "default", "acme"
+        company       TEXT NOT NULL DEFAULT '',
+        domain        TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        realm         TEXT NOT NULL,                 -- digest realm of new devices
+        ext_min_len   INTEGER NOT NULL DEFAULT 3,    -- the extension plan
+        ext_max_len   INTEGER NOT NULL DEFAULT 3,
+        main_number   TEXT,                          -- E.164
+        country_code  TEXT NOT NULL DEFAULT '49',
+        area_code     TEXT NOT NULL DEFAULT '',
+        created_at    REAL NOT NULL DEFAULT (unixepoch())
+    );
+    ALTER TABLE users RENAME TO users_v1;
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        extension     TEXT NOT NULL,
+        name          TEXT NOT NULL DEFAULT '',
+        email         TEXT NOT NULL DEFAULT '',
+        language      TEXT NOT NULL DEFAULT 'de' CHECK (language IN ('de', 'en')),
+        voicemail_pin TEXT,                          -- scrypt hash, never the PIN
+        mobile_number TEXT,                          -- E.164
+        remote_office_number TEXT,                   -- E.164
+        permission    TEXT NOT NULL DEFAULT 'national'
+                      CHECK (permission IN ('internal', 'national', 'international')),
+        premium_allowed INTEGER NOT NULL DEFAULT 0,
+        created_at    REAL NOT NULL DEFAULT (unixepoch()),
+        UNIQUE (tenant_id, extension)
+    );
+    CREATE TABLE devices (
+        id            INTEGER PRIMARY KEY,
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        username      TEXT NOT NULL,
+        realm         TEXT NOT NULL,                 -- the HA1s are only valid for this realm
+        ha1_md5       TEXT NOT NULL,
+        ha1_sha256    TEXT NOT NULL,
+        kind          TEXT NOT NULL DEFAULT 'softphone'
+                      CHECK (kind IN ('desk', 'softphone', 'browser', 'mobile')),
+        mobile        INTEGER NOT NULL DEFAULT 0,    -- a mobile client (push/battery-aware)
+        created_at    REAL NOT NULL DEFAULT (unixepoch()),
+        UNIQUE (realm, username)
+    );
+    CREATE INDEX devices_user ON devices(user_id);
+    CREATE TABLE numbers (
+        e164          TEXT PRIMARY KEY,              -- "+4930123456"
+        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        owner_kind    TEXT NOT NULL CHECK (owner_kind IN ('user', 'group', 'company')),
+        user_id       INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        group_name    TEXT,
+        created_at    REAL NOT NULL DEFAULT (unixepoch()),
+        CHECK ((owner_kind = 'user') = (user_id IS NOT NULL)),
+        CHECK ((owner_kind = 'group') = (group_name IS NOT NULL))
+    );
+    CREATE TABLE trunks (
+        id            INTEGER PRIMARY KEY,
+        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name          TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('register', 'ip')),
+        host          TEXT NOT NULL,
+        port          INTEGER NOT NULL DEFAULT 5060,
+        transport     TEXT NOT NULL DEFAULT 'udp',
+        username      TEXT NOT NULL DEFAULT '',
+        -- The carrier account's password in clear: answering the carrier's digest challenge
+        -- needs it (an HA1 would do only for one realm and MD5); the data directory is
+        -- private to the service account.
+        password      TEXT NOT NULL DEFAULT '',
+        realm         TEXT NOT NULL DEFAULT '',      -- the only realm we answer challenges for
+        allowed_sources TEXT NOT NULL DEFAULT '',    -- [transport:]addr[/prefix][:port], one a line
+        trusted       INTEGER NOT NULL DEFAULT 0,    -- gets P-Asserted-Identity
+        register_expiry INTEGER NOT NULL DEFAULT 600,
+        created_at    REAL NOT NULL DEFAULT (unixepoch()),
+        UNIQUE (tenant_id, name)
+    );
+    CREATE TABLE feature_settings (
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        feature       TEXT NOT NULL,
+        value         TEXT NOT NULL,                 -- JSON object, checked against the schema
+        updated_at    REAL NOT NULL DEFAULT (unixepoch()),
+        PRIMARY KEY (user_id, feature)
+    );
+    CREATE TABLE call_history (
+        id            INTEGER PRIMARY KEY,
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        call_id       TEXT NOT NULL,
+        direction     TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        other_name    TEXT NOT NULL DEFAULT '',
+        other_number  TEXT NOT NULL DEFAULT '',
+        started_at    REAL NOT NULL,
+        answered_at   REAL,
+        ended_at      REAL,                          -- NULL while the call is in progress
+        duration      REAL NOT NULL DEFAULT 0,       -- seconds talked (answer to end)
+        missed        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX call_history_user ON call_history(user_id, started_at);
+    """, _migrate_v1_users),
+)

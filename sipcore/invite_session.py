@@ -650,17 +650,21 @@ class InviteSession:
         if method not in ("INVITE", "UPDATE"):
             return
         seq = request.cseq.seq
+        initial = False
         if method == "INVITE":
             if "INVITE" in self._out or "INVITE" in self._in:
                 raise LocalProtocolError("an INVITE transaction is already in progress (§14.1)")
-            if self.role is Role.UAC and self.state is SessionState.CALLING:
-                self.invite_seq = seq
-            elif self.state is not SessionState.CONFIRMED:
+            initial = self.role is Role.UAC and self.state is SessionState.CALLING
+            if not initial and self.state is not SessionState.CONFIRMED:
                 raise LocalProtocolError("a re-INVITE needs a confirmed dialog")
+        if self.state is SessionState.TERMINATED:
+            raise LocalProtocolError("the session is over")
         if _is_sdp(request):
             self._offer(OfferInput.SEND_OFFER)
             self._offer_carrier = ("out", method, seq)
             self._early_answer = False
+        if initial:
+            self.invite_seq = seq
         self._out[method] = seq
         if self._retry_method == method:  # the retry went out (or the TU sent another request)
             self._disarm(SessionInput.TIMER_GLARE)
@@ -688,9 +692,9 @@ class InviteSession:
         return self._handle(SessionInput.HANGUP, now)
 
     def request_failed(self, method: str, now: float) -> None:
-        """A request of ours in this usage got no answer (transaction timeout or transport
-        error): for the dialog-creating INVITE the call failed; otherwise the dialog is gone
-        (§12.2.1.2, RFC 4028 §10: BYE)."""
+        """A request of ours in this dialog (any method) got no answer (transaction timeout or
+        transport error): for the dialog-creating INVITE the call failed; otherwise the dialog
+        is gone (§12.2.1.2, §14.1, RFC 4028 §10: BYE)."""
         self._out.pop(method, None)
         if method == "INVITE" and self.state in (SessionState.CALLING, SessionState.CANCELLING):
             if self.state is SessionState.CALLING:
@@ -726,6 +730,8 @@ class InviteSession:
             return Incoming(SdpRole.NONE)
         if method not in ("INVITE", "UPDATE"):
             return Incoming(SdpRole.NONE)
+        if self.state is SessionState.TERMINATED:
+            raise RequestRefused("Call/Transaction Does Not Exist", 481)
         if "update" in option_tags(request, "Allow"):
             self._peer_allows_update = True
         initial = method == "INVITE" and self.role is Role.UAS and self.invite_seq is None

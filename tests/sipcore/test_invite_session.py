@@ -699,9 +699,15 @@ def test_reinvite_481_and_408_end_the_dialog_with_bye() -> None:
 
 def test_bye_received_and_sent() -> None:
     c = uac_confirmed()
+    late = peer_request(c, "UPDATE")
     c.session.receive_request(peer_request(c, "BYE"), 5.0)
     assert c.drain() == [SessionEnded("bye", True, None)]
     assert c.session.hangup(6.0) is A.IGNORE  # already over
+    with pytest.raises(RequestRefused) as info:  # a request after the end
+        c.session.receive_request(late, 6.0)
+    assert info.value.status_hint == 481
+    with pytest.raises(LocalProtocolError):
+        c.session.send_request(invite(seq=9), 6.0)
     c = uas_confirmed()
     c.session.hangup(5.0, 'SIP;cause=200;text="done"')
     bye, ended = c.drain()

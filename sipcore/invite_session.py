@@ -539,7 +539,8 @@ class InviteSession:
         self.offer_state = OfferState.NO_OFFER
         #: The dialog, once the first 2xx (UAC) or our first 1xx/2xx with a tag (UAS) made it.
         self.dialog: Dialog | None = None
-        #: CSeq number of the dialog-creating INVITE.
+        #: CSeq number of the dialog-creating INVITE (in the UAC's CSeq space: ours when we
+        #: are the UAC, the peer's when we are the UAS).
         self.invite_seq: int | None = None
         #: Session timer: the running interval (None: no timer) and whether we refresh.
         self.interval: int | None = None
@@ -617,6 +618,10 @@ class InviteSession:
             self._events.append(SessionEnded(self.end_cause or "ended", self._end_remote,
                                              self._end_status))
         return action
+
+    def _our_initial(self, seq: int) -> bool:
+        """A response with this CSeq is to the dialog-creating INVITE we sent (UAC)."""
+        return self.role is Role.UAC and seq == self.invite_seq
 
     def _offer(self, event: OfferInput) -> OfferAction:
         action, self.offer_state = offer_lookup(self.offer_state, event)
@@ -884,7 +889,7 @@ class InviteSession:
         if "update" in option_tags(response, "Allow"):
             self._peer_allows_update = True
         if status < 200:
-            if method == "INVITE" and seq == self.invite_seq:
+            if method == "INVITE" and self._our_initial(seq):
                 role = self._sdp_in_provisional(response, method, seq)
                 self._handle(SessionInput.RECV_1XX, now, response)
                 return role
@@ -917,7 +922,7 @@ class InviteSession:
             return SdpRole.NONE  # not the request in progress (a late or stray answer)
         del self._out[method]
         status = response.status
-        initial = method == "INVITE" and seq == self.invite_seq
+        initial = method == "INVITE" and self._our_initial(seq)
         if initial:
             self.offer_state = OfferState.NO_OFFER  # a new INVITE is a new exchange
             self._offer_carrier = None
@@ -1105,7 +1110,8 @@ class InviteSession:
         pending = self._pending_2xx
         self._pending_2xx = None
         self._disarm(SessionInput.TIMER_2XX, SessionInput.TIMER_ACK)
-        return pending is not None and pending.cseq.seq == self.invite_seq
+        return pending is not None and self.role is Role.UAS and \
+            pending.cseq.seq == self.invite_seq
 
     def _confirm(self, now: float, message: object, dialog: Dialog | None) -> None:
         if self._stop_2xx():

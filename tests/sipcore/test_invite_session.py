@@ -869,3 +869,161 @@ def test_no_timer_without_session_expires() -> None:
     assert c.session.interval is None and c.session.timers() == {}
     assert c.session.response_headers() == []
     assert InviteSession(Role.UAC, SessionConfig(request_timer=False)).request_headers() == []
+
+
+# ----------------------------------------------------- two sessions joined back to back
+class Pair:
+    """A UAC and a UAS session wired together: every event is carried to the other side the way
+    a TU would (ACK/BYE requests delivered, refreshes and retries sent and answered)."""
+
+    def __init__(self, uac_rng: float = 0.5, uas_rng: float = 0.5) -> None:
+        self.now = 0.0
+        self.a = InviteSession(Role.UAC, rng=lambda: uac_rng)
+        self.b = InviteSession(Role.UAS, rng=lambda: uas_rng)
+        inv = invite(extra="".join(f"{n}: {v}\r\n" for n, v in self.a.request_headers()))
+        self.a.send_request(inv, 0.0)
+        assert self.b.receive_request(inv, 0.0).sdp is SdpRole.OFFER
+        ok = reply(inv, 200, sdp=True, headers=self.b.response_headers())
+        self.a_dialog = DialogSet(inv).receive_response(ok)
+        self.b_dialog = Dialog.from_uas(inv, ok)
+        self.b.send_response(ok, 0.0, self.b_dialog)
+        assert self.a.receive_response(ok, 0.0, self.a_dialog) is SdpRole.ANSWER
+        self.ended: dict[str, SessionEnded] = {}
+        self.pump()
+
+    def side(self, s: InviteSession) -> tuple[InviteSession, Dialog, InviteSession]:
+        if s is self.a:
+            assert self.a_dialog is not None
+            return self.a, self.a_dialog, self.b
+        return self.b, self.b_dialog, self.a
+
+    def pump(self) -> None:
+        """Deliver events until both sides are quiet."""
+        busy = True
+        while busy:
+            busy = False
+            for s in (self.a, self.b):
+                me, dialog, other = self.side(s)
+                for ev in me.events():
+                    busy = True
+                    self.deliver(me, dialog, other, ev)
+
+    def deliver(self, me: InviteSession, dialog: Dialog, other: InviteSession,
+                ev: SessionEvent) -> None:
+        if isinstance(ev, AckToSend | ByeToSend):
+            other.receive_request(ev.request, self.now)
+        elif isinstance(ev, RefreshToSend | RetryToSend):
+            self.send(me, dialog, other, ev.method, list(ev.headers))
+        elif isinstance(ev, SessionEnded):
+            self.ended["a" if me is self.a else "b"] = ev
+
+    def send(self, me: InviteSession, dialog: Dialog, other: InviteSession, method: str,
+             headers: list[tuple[str, str]]) -> Request:
+        """``me`` sends an offer in ``method``; ``other`` answers it (or refuses it)."""
+        request = body(dialog.create_request(method, extra=[*headers, ("Supported", "timer")]),
+                       True)
+        me.send_request(request, self.now)
+        try:
+            incoming = other.receive_request(request, self.now)
+        except RequestRefused as exc:
+            me.receive_response(reply(request, exc.status_hint, headers=exc.headers), self.now,
+                                dialog)
+            return request
+        ok = reply(request, 200, sdp=incoming.sdp is SdpRole.OFFER, headers=incoming.headers)
+        other.send_response(ok, self.now, self.side(other)[1])
+        me.receive_response(ok, self.now, dialog)
+        return request
+
+    def run_until(self, t: float) -> None:
+        while True:
+            due = [d for d in (self.a.next_deadline(), self.b.next_deadline()) if d is not None]
+            if not due or min(due) > t:
+                self.now = t
+                return
+            self.now = min(due)
+            self.a.handle_timer(self.now)
+            self.b.handle_timer(self.now)
+            self.pump()
+
+
+def test_pair_sets_up_refreshes_and_hangs_up() -> None:
+    p = Pair()
+    assert p.a.state is St.CONFIRMED and p.b.state is St.CONFIRMED
+    assert p.a.offer_state is OfferState.ANSWERED and p.b.offer_state is OfferState.ANSWERED
+    # the UAC asked for 1800 s, the UAS let the UAC (which supports timer) refresh
+    assert (p.a.interval, p.a.we_refresh, p.b.interval, p.b.we_refresh) == (1800, True,
+                                                                            1800, False)
+    p.run_until(10_000.0)  # five refreshes: nobody expires
+    assert p.ended == {}
+    assert p.a.timers()[In.TIMER_REFRESH] == pytest.approx(10_800.0)  # refreshed at 9900
+    assert p.b.timers()[In.TIMER_EXPIRE] == pytest.approx(9900 + 1800 - 32)
+    p.a.hangup(p.now)
+    p.pump()
+    assert p.ended == {"a": SessionEnded("hangup", False), "b": SessionEnded("bye", True)}
+
+
+def test_pair_glare_both_back_off_the_uas_retries_first() -> None:
+    p = Pair(uac_rng=0.0, uas_rng=0.0)
+    a_dialog = p.a_dialog
+    assert a_dialog is not None
+    a_inv = body(a_dialog.create_request("INVITE"), True)
+    b_inv = body(p.b_dialog.create_request("INVITE"), True)
+    p.a.send_request(a_inv, 1.0)
+    p.b.send_request(b_inv, 1.0)
+    for other, request in ((p.b, a_inv), (p.a, b_inv)):  # the INVITEs cross
+        with pytest.raises(RequestRefused) as info:
+            other.receive_request(request, 1.0)
+        assert info.value.status_hint == 491
+    p.a.receive_response(reply(a_inv, 491), 1.0, a_dialog)
+    p.b.receive_response(reply(b_inv, 491), 1.0, p.b_dialog)
+    assert p.a.timers()[In.TIMER_GLARE] == 3.1 and p.b.timers()[In.TIMER_GLARE] == 1.0
+    p.run_until(5.0)  # the UAS's retry at 1.0 succeeds; the UAC's at 3.1 then goes through
+    assert p.a.state is St.CONFIRMED and p.b.state is St.CONFIRMED
+    assert p.a.offer_state is OfferState.ANSWERED and p.b.offer_state is OfferState.ANSWERED
+    assert In.TIMER_GLARE not in p.a.timers() and In.TIMER_GLARE not in p.b.timers()
+    assert p.a_dialog is not None and p.a_dialog.local_seq == 3  # INVITE, the glared, the retry
+    assert p.b_dialog.local_seq == 2
+
+
+def test_pair_uas_never_acked_byes_the_uac() -> None:
+    a = InviteSession(Role.UAC)
+    b = InviteSession(Role.UAS)
+    inv = invite()
+    a.send_request(inv, 0.0)
+    b.receive_request(inv, 0.0)
+    ok = reply(inv, 200, sdp=True)
+    b.send_response(ok, 0.0, Dialog.from_uas(inv, ok))
+    events: list[SessionEvent] = []
+    while b.state is St.ACCEPTED:  # every 2xx is lost on the way: no ACK ever comes
+        deadline = b.next_deadline()
+        assert deadline is not None
+        b.handle_timer(deadline)
+        events += b.events()
+    assert len(of_type(events, ResponseToRetransmit)) == 10
+    bye, ended = events[-2:]
+    assert isinstance(bye, ByeToSend) and ended == SessionEnded("ack-timeout", False)
+    # the BYE reaches the UAC, which never saw the 2xx: its INVITE is still early
+    assert a.state is St.CALLING
+    a.receive_request(bye.request, 32.0)
+    assert a.end_cause == "bye" and a.events() == [SessionEnded("bye", True)]
+
+
+def test_cseq_spaces_do_not_mix() -> None:
+    """The peer's CSeq numbers are not ours: a re-INVITE from the callee with CSeq 1 (the
+    number of our own INVITE) is a re-INVITE, its ACK no second establishment."""
+    c = uac_confirmed()
+    reinvite = peer_request(c, "INVITE", sdp=True)
+    assert reinvite.cseq.seq == 1
+    c.session.receive_request(reinvite, 1.0)
+    c.session.send_response(reply(reinvite, 200, sdp=True), 1.0)
+    assert c.session.timers() == {In.TIMER_2XX: 1.5, In.TIMER_ACK: 33.0}
+    assert c.peer is not None
+    c.session.receive_request(c.peer.create_ack(1), 1.2)
+    assert c.drain() == [] and c.session.timers() == {}
+    # and the callee's own re-INVITE with CSeq 1 failing is not the call failing
+    u = uas_confirmed()
+    ours = our_request(u, "INVITE", sdp=True)
+    assert ours.cseq.seq == 1
+    u.session.receive_response(reply(ours, 180), 2.0, u.dialog)
+    u.session.receive_response(reply(ours, 488), 2.0, u.dialog)
+    assert state_of(u) is St.CONFIRMED and offer_of(u) is OfferState.ANSWERED and u.drain() == []

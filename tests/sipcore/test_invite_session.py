@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipcore.dialog import Dialog, DialogSet, DialogState
 from sipcore.errors import LocalProtocolError, RemoteProtocolError
@@ -1027,3 +1029,33 @@ def test_cseq_spaces_do_not_mix() -> None:
     u.session.receive_response(reply(ours, 180), 2.0, u.dialog)
     u.session.receive_response(reply(ours, 488), 2.0, u.dialog)
     assert state_of(u) is St.CONFIRMED and offer_of(u) is OfferState.ANSWERED and u.drain() == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["a_invite", "b_invite", "a_update", "b_update", "a_hangup",
+                                 "b_hangup", "advance", "advance_long"]), max_size=25))
+def test_pair_random_walk_keeps_the_invariants(steps: list[str]) -> None:
+    p = Pair()
+    for step in steps:
+        if step.startswith("advance"):
+            p.run_until(p.now + (2000.0 if step == "advance_long" else 300.0))
+            continue
+        who, what = step.split("_")
+        me, dialog, other = p.side(p.a if who == "a" else p.b)
+        if what == "hangup":
+            me.hangup(p.now)
+        elif me.state is St.CONFIRMED and other.state is St.CONFIRMED:
+            p.send(me, dialog, other, what.upper(), me.request_headers())
+        p.pump()
+        for s in (p.a, p.b):
+            if s.state is St.TERMINATED:
+                assert s.timers() == {}
+            else:  # every exchange completed: nothing left pending
+                assert s.offer_state is OfferState.ANSWERED
+                assert s.next_deadline() is not None  # the session timer runs
+    # one hang-up ends both sides, each exactly once, whoever hung up
+    if p.a.state is St.TERMINATED or p.b.state is St.TERMINATED:
+        assert p.a.state is St.TERMINATED and p.b.state is St.TERMINATED
+        assert {p.ended["a"].remote, p.ended["b"].remote} == {True, False}
+    else:
+        assert p.ended == {}

@@ -17,9 +17,22 @@ every caller (20 ms µ-law packets carrying their send time) to the PBX port of 
 answer (read from SIPp's message trace); the PBX relays them to the callee leg, a SIPp UAS with
 ``-rtp_echo`` sends them back, the PBX relays them to the caller again. A K passes with loss
 < 0.1 % and p99 round-trip latency (through the PBX twice) < 10 ms; the figure is the largest
-passing K. Server CPU over the measurement window is reported beside it.
+passing K. Server CPU over the measurement window is reported beside it (as a share of one core,
+``server_cpu_fraction``, and per call and second, ``server_cpu_ms_per_call_second``).
 
-    asyncpbx bench calls [--seconds 4] [--rates 25,50,...] [--rtp 100,250,500,...] [--json]
+Beside every signalling step: the server's CPU per call (``server_cpu_ms_per_call``: CPU seconds
+of the server process and its children during the step, from ``/proc``, divided by the calls
+that succeeded), the SIPp UAS's for the baseline (``uas_cpu_ms_per_call``), and the UAC's share
+of its own core (``uac_cpu_fraction``; near 1.0 the load generator is the limit). The baseline is
+not held to the list of rates: while it holds it climbs on past the list (×1.25 a step, up to
+``--max-rate``, by default far above the PBX's limit) until it misses twice, so the ratio is
+against its own ceiling.
+
+``--server-tree PATH`` (repeatable, see :mod:`bench._compare`) runs the PBX part (signalling and
+RTP) against other checkouts in the same run and reports them as ratios against the first.
+
+    asyncpbx bench calls [--seconds 4] [--rates 25,50,...] [--max-rate N] [--rtp 100,250,...]
+                         [--server-tree PATH ...] [--rounds N] [--json]
 """
 
 from __future__ import annotations
@@ -35,10 +48,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench._compare import add_tree_args, print_summary, ratio, schedule, summarize, trees_from
 from bench._procs import (
+    Climb,
     Server,
     SippUas,
     _free_udp_port,
@@ -49,9 +65,13 @@ from bench._procs import (
     sipp_uac,
 )
 
+#: Where a climb that still holds stops: far above the PBX's limit (~1,100 calls/s on the
+#: 2-core development VMs), so the SIPp-direct baseline reaches its own.
+MAX_RATE = 100000
 DEFAULT_RATES = (25, 50, 100, 200, 300, 400, 500, 700, 1000, 1500)
 DEFAULT_RTP = (100, 250, 500, 750, 1000)
 PASSWORD = "bench-caller-pw"
+CPU_KEY = "server_cpu_ms_per_call"
 
 _INVITE_HEAD = """INVITE sip:101@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
@@ -202,7 +222,8 @@ Content-Length: 0
 
 
 def _climb(label: str, scenario: Path, target: tuple[str, int], rates: list[int], seconds: float,
-           workdir: Path, cpu: int | None, quiet: bool) -> tuple[int, list[dict[str, float]]]:
+           workdir: Path, cpu: int | None, quiet: bool, *,
+           meters: Mapping[str, Callable[[], float]], ceiling: int | None) -> Climb:
     # -auth_uri: SIPp's digest-uri defaults to remote_ip:port, ours must be the Request-URI
     extra = ["-mp", str(sipp_media_port()), "-auth_uri", f"101@{target[0]}:{target[1]}"]
     return climb(
@@ -212,7 +233,8 @@ def _climb(label: str, scenario: Path, target: tuple[str, int], rates: list[int]
                                      timeout=max(30.0, seconds * 4), extra=extra),
         # held = no backlog: SIPp → SIPp ends its steps on time (+ 0.01 s), so a step that
         # ends more than 10 % + 0.5 s late means the server fell behind the offered rate
-        rates, seconds, slack=0.5, factor=1.1, unit=" calls/s", quiet=quiet)
+        rates, seconds, slack=0.5, factor=1.1, unit=" calls/s", quiet=quiet, op="call",
+        meters=meters, ceiling=ceiling)
 
 
 def _register(server: tuple[str, int], port: int, realm: str) -> None:
@@ -264,14 +286,8 @@ class _RegisteredUas(SippUas):
         time.sleep(0.5)
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rtp_step(k: int, target: tuple[str, int], gen: Any, gen_port: int, workdir: Path,
-              cpu: int | None, server_pid: int, warmup: float, duration: float,
+              cpu: int | None, server_cpu: Callable[[], float], warmup: float, duration: float,
               quiet: bool) -> dict[str, Any]:
     """K concurrent answered calls with G.711 both ways through the PBX (see the module doc)."""
     setup_rate = 200
@@ -304,7 +320,8 @@ def _rtp_step(k: int, target: tuple[str, int], gen: Any, gen_port: int, workdir:
     if len(ports) < k:
         proc.terminate()
         proc.wait(30)
-        row.update(loss=1.0, p50_ms=0.0, p99_ms=0.0, server_cpu=0.0, generator_cpu=0.0,
+        row.update(loss=1.0, p50_ms=0.0, p99_ms=0.0, server_cpu_fraction=None,
+                   server_cpu_ms_per_call_second=None, generator_cpu_fraction=None,
                    sent=0, received=0, **{"pass": False})
         if not quiet:
             print(f"{'rtp':>12} K={k:5d}: only {len(ports)} of {k} calls answered ✗", flush=True)
@@ -312,29 +329,30 @@ def _rtp_step(k: int, target: tuple[str, int], gen: Any, gen_port: int, workdir:
     time.sleep(0.5)  # the last ACKs
     gen.send(("phones", "relay", [(p, 0) for p in sorted(ports)], warmup, duration))
     time.sleep(warmup)
-    c0, w0 = _proc_cpu(server_pid), time.monotonic()
+    c0, w0 = server_cpu(), time.monotonic()
     time.sleep(duration)
-    c1, w1 = _proc_cpu(server_pid), time.monotonic()
+    c1, w1 = server_cpu(), time.monotonic()
     lg = gen.recv()
     proc.wait(hold_s + 90)
     loss = 1 - lg["received"] / max(lg["sent"], 1)
     row.update(
         sent=lg["sent"], received=lg["received"], loss=round(loss, 6),
         p50_ms=round(lg["p50"] * 1e3, 3), p99_ms=round(lg["p99"] * 1e3, 3),
-        server_cpu=round((c1 - c0) / (w1 - w0), 3),
-        generator_cpu=round(lg["cpu_total"] / max(lg["t_total"], 1e-9), 3),
+        server_cpu_fraction=round((c1 - c0) / (w1 - w0), 3),
+        server_cpu_ms_per_call_second=round((c1 - c0) * 1e3 / ((w1 - w0) * k), 4),
+        generator_cpu_fraction=round(lg["cpu_total"] / max(lg["t_total"], 1e-9), 3),
     )
     row["pass"] = bool(loss < 0.001 and lg["p99"] < 0.010 and lg["sent"] > 0)
     if not quiet:
         print(f"{'rtp':>12} K={k:5d}: loss {loss * 100:6.3f} %  p50 {row['p50_ms']:6.2f} ms  "
-              f"p99 {row['p99_ms']:6.2f} ms  server cpu {row['server_cpu'] * 100:5.1f} %  "
-              f"(generator {row['generator_cpu'] * 100:3.0f} %)  "
+              f"p99 {row['p99_ms']:6.2f} ms  server cpu {row['server_cpu_fraction'] * 100:5.1f} %  "
+              f"(generator {row['generator_cpu_fraction'] * 100:3.0f} %)  "
               f"{'✓' if row['pass'] else '✗'}", flush=True)
     return row
 
 
 def _rtp_climb(ks: list[int], target: tuple[str, int], workdir: Path, cpu: int | None,
-               server_pid: int, warmup: float, duration: float,
+               server_cpu: Callable[[], float], warmup: float, duration: float,
                quiet: bool) -> tuple[int, list[dict[str, Any]]]:
     from bench.rtp import _loadgen
 
@@ -345,7 +363,7 @@ def _rtp_climb(ks: list[int], target: tuple[str, int], workdir: Path, cpu: int |
         gen_port = int(parent.recv()[0][1])
         best, rows, misses = 0, [], 0
         for k in ks:
-            row = _rtp_step(k, target, parent, gen_port, workdir, cpu, server_pid, warmup,
+            row = _rtp_step(k, target, parent, gen_port, workdir, cpu, server_cpu, warmup,
                             duration, quiet)
             rows.append(row)
             if row["pass"]:
@@ -362,24 +380,56 @@ def _rtp_climb(ks: list[int], target: tuple[str, int], workdir: Path, cpu: int |
             gen.terminate()
 
 
+def _pbx_run(server: Server, uac_auth: Path, uas: Path, workdir: Path, rates: list[int],
+             rtp_ks: list[int], args: argparse.Namespace, load_core: int, realm: str,
+             ceiling: int, label: str) -> tuple[Climb | None, int, list[dict[str, Any]]]:
+    """The PBX part against one running server: the signalling climb, then the RTP climb."""
+    target = server.listening["udp"]
+    pbx: Climb | None = None
+    rtp, rtp_rows = 0, list[dict[str, Any]]()
+    # -rtp_echo: the callee returns the RTP of the media part (idle while no RTP flows)
+    callee = _RegisteredUas(str(uas), workdir, load_core, target, realm, echo=True)
+    try:
+        if rates:
+            pbx = _climb(label, uac_auth, target, rates, args.seconds, workdir, load_core,
+                         args.json, meters={"server": server.cpu_seconds}, ceiling=ceiling)
+        if rtp_ks:
+            rtp, rtp_rows = _rtp_climb(rtp_ks, target, workdir, load_core, server.cpu_seconds,
+                                       1.0, args.rtp_seconds, args.json)
+    finally:
+        callee.stop()
+    return pbx, rtp, rtp_rows
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmark; prints one final JSON line."""
     parser = argparse.ArgumentParser(prog="asyncpbx bench calls")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
+    parser.add_argument("--max-rate", type=int, default=None,
+                        help="climbs that still hold at the end of --rates go on up to this "
+                             "rate (default: 100,000 calls/s, or 10 × the highest of --rates "
+                             "if that is more)")
     parser.add_argument("--rtp", default=",".join(map(str, DEFAULT_RTP)),
                         help="concurrent RTP calls to try (empty: skip)")
     parser.add_argument("--rtp-seconds", type=float, default=5.0)
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
+    add_tree_args(parser)
     args = parser.parse_args(argv)
     if shutil.which("sipp") is None:
         print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
         return 2
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     rtp_ks = [int(k) for k in args.rtp.split(",") if k.strip()]
+    try:
+        trees = trees_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    ceiling = (args.max_rate if args.max_rate is not None
+               else max(MAX_RATE, 10 * max(rates, default=0)))
     cpu_list = cpus()
-    server_cpu = cpu_list[0]
-    load_cpu = cpu_list[1] if len(cpu_list) > 1 else cpu_list[0]
+    server_core = cpu_list[0]
+    load_core = cpu_list[1] if len(cpu_list) > 1 else cpu_list[0]
     workdir = Path(tempfile.mkdtemp(prefix="asyncpbx-bench-calls-"))
     uac_auth, uac_direct, uas = (workdir / "uac_auth.xml", workdir / "uac_direct.xml",
                                  workdir / "uas.xml")
@@ -391,52 +441,77 @@ def main(argv: list[str]) -> int:
               f'[auth]\nrealm = "{realm}"\n[log]\nlevel = "warning"\n'
               '[http]\nlisten = ""\n'
               '[media]\nport_min = 40000\nport_max = 44999\nrtp_timeout = 0\n')
+    direct: Climb | None = None
+    runs: list[tuple[int, Climb | None, int, list[dict[str, Any]]]] = []
+    idle: list[float] = []
     try:
-        direct, direct_rows = 0, list[dict[str, float]]()
         if rates:
-            direct_uas = SippUas(str(uas), workdir, cpu=server_cpu)
+            direct_uas = SippUas(str(uas), workdir, cpu=server_core)
             try:
-                direct, direct_rows = _climb("sipp→sipp", uac_direct,
-                                             ("127.0.0.1", direct_uas.port), rates, args.seconds,
-                                             workdir, load_cpu, args.json)
+                direct = _climb("sipp→sipp", uac_direct, ("127.0.0.1", direct_uas.port), rates,
+                                args.seconds, workdir, load_core, args.json,
+                                meters={"uas": direct_uas.cpu_seconds}, ceiling=ceiling)
             finally:
                 direct_uas.stop()
-        pbx, pbx_rows = 0, list[dict[str, float]]()
-        rtp, rtp_rows = 0, list[dict[str, Any]]()
-        with Server(config, users=[("100", PASSWORD), ("101", PASSWORD)],
-                    cpu=server_cpu) as server:
-            target = server.listening["udp"]
-            # -rtp_echo: the callee returns the RTP of the media part (idle while no RTP flows)
-            callee = _RegisteredUas(str(uas), workdir, load_cpu, target, realm, echo=True)
-            try:
-                if rates:
-                    pbx, pbx_rows = _climb("sipp→pbx→sipp", uac_auth, target, rates,
-                                           args.seconds, workdir, load_cpu, args.json)
-                if rtp_ks:
-                    assert server.proc is not None
-                    rtp, rtp_rows = _rtp_climb(rtp_ks, target, workdir, load_cpu, server.proc.pid,
-                                               1.0, args.rtp_seconds, args.json)
-            finally:
-                callee.stop()
+        for i in schedule(len(trees), args.rounds):
+            label = "sipp→pbx→sipp" if len(trees) == 1 else f"sipp→pbx[{i}]→sipp"
+            with Server(config, users=[("100", PASSWORD), ("101", PASSWORD)],
+                        cpu=server_core, tree=trees[i]) as server:
+                idle.append(server.idle_cpu_fraction())
+                runs.append((i, *_pbx_run(server, uac_auth, uas, workdir, rates, rtp_ks, args,
+                                          load_core, realm, ceiling, label)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
+    _, pbx, rtp, rtp_rows = runs[0]
+    pbx_best = pbx.best if pbx else 0
+    direct_best = direct.best if direct else 0
+    pbx_cpu = pbx.at_best(CPU_KEY) if pbx else None
+    uas_cpu = direct.at_best("uas_cpu_ms_per_call") if direct else None
+    result: dict[str, Any] = {
         "bench": "calls",
-        "pbx_calls_per_s": pbx,
-        "sipp_direct_calls_per_s": direct,
-        "ratio_pbx_to_direct": round(pbx / direct, 3) if direct else None,
+        "server_tree": trees[0].describe(),
+        "pbx_calls_per_s": pbx_best,
+        "pbx_limit_found": pbx.limit_found if pbx else None,
+        CPU_KEY: pbx_cpu,
+        "server_idle_cpu_fraction": idle[0],
+        "sipp_direct_calls_per_s": direct_best,
+        "direct_limit_found": direct.limit_found if direct else None,
+        "direct_uas_cpu_ms_per_call": uas_cpu,
+        "ratio_pbx_to_direct": ratio(direct_best, pbx_best),
+        "ratio_pbx_cpu_to_direct_uas_cpu": ratio(uas_cpu, pbx_cpu),
         "seconds_per_step": args.seconds,
-        "server_cpu": server_cpu,
+        "max_rate": ceiling,
+        "server_pinned_cpu": server_core,
+        "load_pinned_cpu": load_core,
         "rtp_concurrent_calls": rtp if rtp_ks else None,
-        "pbx_steps": pbx_rows,
-        "direct_steps": direct_rows,
+        "pbx_steps": pbx.rows if pbx else [],
+        "direct_steps": direct.rows if direct else [],
         "rtp_steps": rtp_rows,
     }
+    if len(runs) > 1:
+        result["runs"] = [
+            {"tree": trees[i].describe(), "pbx_calls_per_s": c.best if c else 0,
+             "ratio_pbx_to_direct": ratio(direct_best, c.best if c else 0),
+             CPU_KEY: c.at_best(CPU_KEY) if c else None,
+             "server_idle_cpu_fraction": idle[n],
+             "rtp_concurrent_calls": k if rtp_ks else None,
+             "pbx_steps": c.rows if c else [], "rtp_steps": rows}
+            for n, (i, c, k, rows) in enumerate(runs)]
+        if rates:
+            result["compare"] = summarize(
+                trees, [(i, c.best, c.rows) for i, c, _, _ in runs if c], CPU_KEY)
     if not args.json:
-        print(f"asyncpbx sustained {pbx} full calls/s (two legs, digest, media ports) on one "
-              f"core; SIPp→SIPp direct reached {direct}/s")
+        if pbx and direct:
+            more = "" if pbx.limit_found else " (still holding at --max-rate: a lower bound)"
+            dmore = "" if direct.limit_found else " (still holding at --max-rate: a lower bound)"
+            print(f"asyncpbx sustained {pbx_best} full calls/s (two legs, digest, media ports) "
+                  f"on one core{more}, {pbx_cpu} ms server CPU per call there "
+                  f"(idle: {idle[0] * 100:.1f} % of a core); SIPp→SIPp direct "
+                  f"reached {direct_best}/s{dmore} (ratio {result['ratio_pbx_to_direct']})")
         if rtp_ks:
             print(f"asyncpbx held {rtp} concurrent calls with G.711 both ways (loss < 0.1 %, "
                   "p99 < 10 ms)")
+        if "compare" in result:
+            print_summary(result["compare"], CPU_KEY, "calls/s")
     print(json.dumps(result))
     return 0

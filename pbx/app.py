@@ -19,14 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from features import default_features
 from media.aio import MediaEngine
 from pbx import __version__
 from pbx.b2bua import B2bua, CallSettings
-from pbx.callcontrol import CallRecord
+from pbx.callcontrol import CallRecord, FeatureRegistry
 from pbx.config import Config, ConfigError
-from pbx.directory import AsyncHistory, CallRecordHistory, Directory, Router, directory_parties
+from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
+from pbx.routing.router import Router
+from pbx.services import EventBus, SettingsService
 from pbx.store import Store
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
@@ -81,6 +84,11 @@ class PbxServer:
         #: this process's store object; other processes' changes are polled once a second).
         self.directory = Directory(store)
         self.router = Router(self.directory)
+        #: The composition root's one import of the features: their registry (chains, codes),
+        #: the event bus and the settings service every change of a setting goes through.
+        self.features = FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout))
+        self.events = EventBus()
+        self.settings = SettingsService(store, self.directory, self.events, self.features.schema)
         #: realm → (REGISTER digest server, INVITE digest server (407), credentials lookup)
         self._realms: dict[str, tuple[DigestServer, DigestServer,
                                       Callable[[str], Credentials | None]]] = {}
@@ -218,8 +226,10 @@ class PbxServer:
                                   busy_tone=c.busy_tone, moh_file=m.moh_file, tones=c.tones,
                                   sdp_address=m.advertise),
             on_record=self._call_record, log=self.log, seclog=self.seclog,
-            display_name=self._display_name,
+            display_name=self._display_name, features=self.features,
         )
+        self.b2bua.services.directory = self.directory
+        self.b2bua.services.settings_service = self.settings
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks

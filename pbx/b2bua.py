@@ -47,37 +47,31 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from features.base import (
-    CallContext,
-    Continue,
-    Decision,
-    Handled,
-    Redirect,
-    Reject,
-    Ring,
-)
-from features.registry import FeatureRegistry, default_registry
 from media.aio import MediaEngine, RtpSession
 from media.port import MediaPort
 from media.tones import ToneGenerator, ToneName, tone_plan
 from pbx.callcontrol import (
     Call,
     CallRecord,
+    CallScript,
+    FeatureRegistry,
     Leg,
     LegEnded,
     LegFailed,
-    RingOutcome,
+    Reject,
+    Ring,
+    Routed,
     Target,
+    UserView,
     supervise,
 )
 from pbx.callsettings import CallSettings
-from pbx.directory import Destination, Router
 from pbx.legs.inbound import InboundLeg
 from pbx.legs.outbound import OutboundLeg
 from pbx.legs.sdp import (
@@ -88,6 +82,9 @@ from pbx.legs.timer import parse_session_expires
 from pbx.legs.trunk import TrunkLeg
 from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin
+from pbx.routing.calls import CallRouter
+from pbx.routing.router import Router
+from pbx.services.calls import CallServices
 from pbx.tonesources import MOH_TONE, LoopedTone, looped_tone_cycle
 from pbx.trunks import TrunkManager
 from sipcore.dialog import DialogTable
@@ -104,7 +101,7 @@ from sipcore.endpoint import (
     TransportErrored,
 )
 from sipcore.errors import ParseError, RemoteProtocolError
-from sipcore.message import Request, Response, make_response, new_tag
+from sipcore.message import Request, Response, make_response, new_call_id, new_tag
 from sipcore.registrar import Binding, Registrar
 from sipcore.transport import Peer
 from sipcore.uri import SipURI, parse_uri
@@ -113,12 +110,6 @@ __all__ = ["B2bua", "CallSettings", "InboundLeg", "OutboundLeg", "SipLeg"]
 
 #: How often a call's legs are checked for RTP inactivity, at most (s).
 RTP_CHECK_INTERVAL = 5.0
-#: Loop protection for Redirect decisions (FEATURES.md: never more than 5 forwards).
-MAX_REDIRECTS = 5
-
-
-#: How long a call through a trunk may ring (the carrier applies its own no-answer timeout).
-TRUNK_RING_TIMEOUT = 180.0
 
 
 
@@ -143,7 +134,7 @@ class B2bua:
         user_exists: Callable[[str], bool],
         display_name: Callable[[str], str] | None = None,
         settings: CallSettings | None = None,
-        features: FeatureRegistry | None = None,
+        features: FeatureRegistry,
         on_record: Callable[[CallRecord], None] | None = None,
         log: Any = None,
         seclog: Any = None,
@@ -163,11 +154,6 @@ class B2bua:
         self.sdp_address = self.settings.sdp_address or engine.host
         if self.sdp_address in ("0.0.0.0", "::"):
             self.sdp_address = domain
-        if features is None:
-            features = default_registry()
-            ringing = features.get("ringing")
-            if ringing is not None:
-                ringing.default_timeout = self.settings.ring_timeout  # type: ignore[attr-defined]
         self.features = features
         self.on_record = on_record
         self.log = log or get_logger("pbx.calls")
@@ -194,7 +180,11 @@ class B2bua:
         self.trunks: TrunkManager | None = None
         #: call id (Call.id) → who is calling, for routing (see :meth:`_origin`)
         self.origins: dict[str, CallOrigin] = {}
-        self._caller_dids: dict[str, str | None] = {}
+        self.routing = CallRouter(self)
+        #: What features get besides the call (settings, routability); the server gives it the
+        #: directory and the settings service.
+        self.services = CallServices(features, self.routing)
+        self.script = CallScript(self, features)
         #: Devices (contact URIs) that took an RTP/SAVP offer after refusing plain RTP: they
         #: get SAVP first next time (insertion-ordered, bounded by SRTP_DEVICES_MAX).
         self.srtp_devices: dict[str, None] = {}
@@ -381,21 +371,43 @@ class B2bua:
         call = Call(leg, graph=self.graph, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
+        self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
+                      src=f"{peer.host}:{peer.port}")
+        self._start(call, origin, self.script.run)
+
+    def _start(self, call: Call, origin: CallOrigin,
+               script: Callable[[Call], Coroutine[Any, Any, None]]) -> None:
+        """Run ``script`` for ``call`` under its supervisor."""
         self.calls[call.id] = call
         self.origins[call.id] = origin
         self.stats["calls"] += 1
-        self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
-                      src=f"{peer.host}:{peer.port}")
         task = asyncio.get_running_loop().create_task(
-            supervise(call, self._script, self._on_call_error), name=f"call-{call.id}")
+            supervise(call, script, self._on_call_error), name=f"call-{call.id}")
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._call_done, call=call))
+
+    def call_back(self, user: Any, dialled: str, *, timeout: float | None = None) -> Call:
+        """Call-back for the directory user ``user``: ring their devices, and when one
+        answers, call ``dialled`` on their behalf and connect both (a PBX-initiated call, no
+        inbound leg). Returns the call (it runs in the background)."""
+        view = self.routing.view(user)
+        record = CallRecord(call_id=new_call_id(), direction="internal",
+                            caller=user.extension, callee=dialled, started=time.time(),
+                            tenant_id=user.tenant_id)
+        call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
+                    hold_source=self._moh_source, ringback_source=self._ringback_source,
+                    busy_source=self._busy_source, on_record=self.on_record)
+        ring = timeout if timeout is not None else self.settings.ring_timeout
+        self.log.info("call.callback", call_id=record.call_id, user=view.key, dialled=dialled)
+        self._start(call, CallOrigin(caller=user.extension, user=user),
+                    lambda c: self.script.call_back(c, view, dialled, ring))
+        return call
 
     def _call_done(self, task: asyncio.Task[None], *, call: Call) -> None:
         self._tasks.discard(task)
         self.calls.pop(call.id, None)
         self.origins.pop(call.id, None)
-        self._caller_dids.pop(call.id, None)
+        self.routing.forget(call)
         r = call.record
         duration = round(r.ended - r.answered, 3) if r.ended and r.answered else 0.0
         self.log.info("call.ended", call_id=r.call_id, caller=r.caller, callee=r.callee,
@@ -435,11 +447,6 @@ class B2bua:
         return LoopedTone(cycle, rate)
 
     # -- routing and legs ------------------------------------------------------------------------
-
-    def route(self, caller: str, dialled: str) -> str | None:
-        """The user a dialled string reaches (an extension today; the dial plan replaces this:
-        numbers → trunks). None: 404."""
-        return dialled if dialled and self.user_exists(dialled) else None
 
     def _origin(self, event: RequestReceived, now: float) -> CallOrigin | None:
         """Who sends this new INVITE: a trunk (identified by source; untrusted identity and
@@ -485,72 +492,12 @@ class B2bua:
             return None
         return CallOrigin(caller=caller, user=user)
 
-    def route_call(self, call: Call, dialled: str) -> str | Reject | Ring:
-        """Where ``dialled`` goes in this call: a user (the key :meth:`aor` takes), a
-        :class:`Ring` of a number through the caller's tenant's trunk, or a :class:`Reject`
-        (refused by the dial plan: nothing is sent to any trunk)."""
-        origin = self.origins.get(call.id)
-        router = self.router
-        if router is None or origin is None:
-            user = self.route(call.record.caller, dialled)
-            return user if user is not None else Reject(404)
-        if origin.trunk is not None:
-            tenant_id = origin.trunk.tenant_id
-            dest = (router.incoming(tenant_id, dialled) if tenant_id is not None
-                    else Destination("refused", status=404))
-            if dest.kind != "user" and tenant_id is not None:
-                found = router.directory.user_in_tenant(tenant_id, dialled)
-                if found is not None:
-                    dest = Destination("user", user=found)
-        elif origin.user is not None:
-            dest = router.outgoing(origin.user, dialled)
-        else:
-            user = self.route(call.record.caller, dialled)
-            return user if user is not None else Reject(404)
-        if dest.kind == "user" and dest.user is not None:
-            return self.user_key(dest.user)
-        if dest.kind == "trunk" and dest.trunk is not None and self.trunks is not None:
-            key = f"{dest.trunk.tenant_id}/{dest.trunk.name}"
-            if key not in self.trunks.trunks:
-                return Reject(503, "Trunk Unavailable")
-            call.record.direction = "outbound"
-            trunk = self.trunks.trunks[key]
-            if trunk.named and not trunk.addresses:
-                # Its DNS name has not resolved (yet): nothing to send an INVITE to. Refuse now
-                # rather than after Timer B; Retry-After is the manager's DNS retry delay.
-                self.log.warning("call.trunk_unresolved", call_id=call.record.call_id, trunk=key,
-                                 host=trunk.host)
-                if isinstance(call.caller, InboundLeg):
-                    call.caller.reject(503, "Trunk Unresolved",
-                                       retry_after=max(1, round(self.trunks.resolve_retry)))
-                return Reject(503, "Trunk Unresolved")
-            self.log.info("call.outbound", call_id=call.record.call_id, trunk=key,
-                          number=dest.number, caller_did=dest.caller_did)
-            target = Target("number", user=dest.number, contact=key,
-                            label=f"{key}:{dest.number}")
-            self._caller_dids[call.id] = dest.caller_did
-            return Ring((target,), TRUNK_RING_TIMEOUT)
-        self.log.info("call.refused", call_id=call.record.call_id, caller=call.record.caller,
-                      dialled=dialled, status=dest.status, reason=dest.reason)
-        return Reject(dest.status or 404, dest.reason or None)
-
-    def user_key(self, user: Any) -> str:
-        """The key :meth:`aor` turns into ``user``'s AOR: the extension in the default tenant
-        (whose domain is ours), ``ext@domain`` in others."""
-        if self.router is None:
-            return str(user.extension)
-        tenant = self.router.directory.tenant(user.tenant_id)
-        default = self.router.directory.default_tenant
-        if tenant is None or default is None or tenant.id == default.id:
-            return str(user.extension)
-        return f"{user.extension}@{tenant.domain}"
-
     def _make_trunk_leg(self, call: Call, target: Target) -> Leg:
         trunk = self.trunks.trunks.get(target.contact) if self.trunks is not None else None
         if trunk is None:
             raise ValueError(f"no trunk {target.contact}")
         return TrunkLeg(self, call, target, trunk=trunk,
-                        caller_did=self._caller_dids.get(call.id),
+                        caller_did=self.routing.caller_dids.get(call.id),
                         caller_name=self.display_name(call.record.caller))
 
     def aor(self, user: str) -> str:
@@ -583,72 +530,57 @@ class B2bua:
         origin = self.origins.get(call.id)
         # a user caller is named by its key (ext@tenant-domain outside the default tenant)
         user = origin.user if origin is not None else None
-        caller = self.user_key(user) if user is not None else call.record.caller
+        caller = self.routing.user_key(user) if user is not None else call.record.caller
         # the user's own name: display_name() looks the extension up in the default tenant
         display = (str(user.name) if user is not None
                    else self.display_name(call.record.caller))
+        if call.caller is None:  # a call-back rings the user first: show whom it will call
+            caller, display = call.record.callee, f"Call-back {call.record.callee}"
         return OutboundLeg(self, call, target, request_uri=target.contact, peer=peer,
                            route=binding.path if binding is not None else (),
                            caller_display=display, caller_user=caller, callee_user=target.user)
 
-    # -- the call script -------------------------------------------------------------------------
+    # -- the call script's host (pbx.callcontrol.ScriptHost) ------------------------------------
 
-    async def _script(self, call: Call) -> None:
-        record = call.record
-        ctx = CallContext(caller=record.caller, callee=record.callee, call=call)
-        decision: Decision = await self.features.run_chain("on_originate", ctx)
-        if await self._final(call, decision):
-            return
-        target = record.callee
-        for _ in range(MAX_REDIRECTS + 1):
-            routed = self.route_call(call, target)
-            if isinstance(routed, Reject):
-                await self._fail(call, routed.status, routed.reason)
-                return
-            if isinstance(routed, Ring):
-                decision = routed  # a number through a trunk: no terminating features
-            else:
-                user = routed
-                if user in ctx.history:
-                    call.reject(482, "Loop Detected")
-                    return
-                ctx.history.append(user)
-                ctx.callee = user
-                ctx.devices = self.devices_of(user)
-                decision = await self.features.run_chain("on_terminate", ctx)
-            if isinstance(decision, Continue):
-                call.reject(480)  # nobody to ring: not registered
-                return
-            if isinstance(decision, Ring):
-                result = await call.ring(decision.targets, decision.timeout)
-                if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
-                    await self._connect(call, result.leg)
-                    return
-                if result.outcome is RingOutcome.CALLER_GONE:
-                    return
-                ctx.status = result.status
-                hook = "on_busy" if result.outcome is RingOutcome.BUSY else "on_no_answer"
-                decision = await self.features.run_chain(hook, ctx)
-                if isinstance(decision, Continue):
-                    await self._fail(call, result.status)
-                    return
-            if isinstance(decision, Redirect):
-                target = decision.target
-                continue
-            if await self._final(call, decision):
-                return
-        call.reject(482, "Too Many Redirects")
+    def originator(self, call: Call) -> UserView | None:
+        """The user who placed ``call``."""
+        return self.routing.originator(call)
 
-    async def _final(self, call: Call, decision: Decision) -> bool:
-        if isinstance(decision, Reject):
-            await self._fail(call, decision.status, decision.reason)
-            return True
-        return isinstance(decision, Handled)
+    def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
+            Routed | Ring | Reject):
+        """Where ``dialled`` goes, sent by ``on_behalf_of`` (:class:`CallRouter`)."""
+        return self.routing.route(call, dialled, on_behalf_of)
 
-    async def _fail(self, call: Call, status: int, reason: str | None = None) -> None:
+    def devices(self, user: UserView) -> list[Target]:
+        """The user's registered devices."""
+        return self.devices_of(user.key)
+
+    def tone(self, name: ToneName, rate: int) -> MediaPort:
+        """One of our tones, looped."""
+        return self._tone_source(name, rate)
+
+    async def fail(self, call: Call, status: int, reason: str | None = None, *,
+                   retry_after: int | None = None) -> None:
+        """Tell the unanswered caller ``status`` (see :meth:`_fail`)."""
+        await self._fail(call, status, reason, retry_after=retry_after)
+
+    async def _fail(self, call: Call, status: int, reason: str | None = None, *,
+                    retry_after: int | None = None) -> None:
         """Reject the caller; with ``busy_tone`` > 0 a busy caller first gets a 183 with our SDP
         (early media) and hears the busy tone for that long (or until it gives up)."""
         caller = call.caller
+        if caller is None:
+            return
+        if caller.answered and caller.media is not None:
+            # a call-back's user is already talking to us: tell them in band
+            call.record.status = status
+            playback = call.play(caller, self._busy_source(caller.media.sample_rate)
+                                 if status == 486 else
+                                 self._tone_source(ToneName.ERROR, caller.media.sample_rate))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._caller_gone(call), max(self.settings.busy_tone, 3.0))
+            playback.stop()
+            return
         if (status == 486 and self.settings.busy_tone > 0
                 and caller.unanswered
                 and caller.media is not None
@@ -659,6 +591,9 @@ class B2bua:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._caller_gone(call), self.settings.busy_tone)
             playback.stop()
+        if retry_after is not None and isinstance(caller, InboundLeg) and caller.unanswered:
+            call.record.status = status
+            caller.reject(status, reason, retry_after=retry_after)
         call.reject(status, reason)
 
     @staticmethod
@@ -669,11 +604,15 @@ class B2bua:
                     event, LegFailed | LegEnded):
                 return
 
-    async def _connect(self, call: Call, callee: Leg) -> None:
+    async def connect(self, call: Call, callee: Leg) -> Leg | None:
+        """Bridge the caller to ``callee``, answer the caller, run the call until a leg ends
+        (returned; None when the caller went away first)."""
         caller = call.caller
+        if caller is None:
+            return None
         bridge = call.bridge(caller, callee)
         if not await call.answer(caller):
-            return
+            return None
         call.mark_answered(callee)
         self.stats["answered"] += 1
         self.log.info("call.answered", call_id=call.record.call_id, caller=call.record.caller,
@@ -690,6 +629,7 @@ class B2bua:
                 call.record.cause = "caller hung up" if ended is caller else "callee hung up"
         finally:
             self._rtp_watched.pop(call, None)
+        return ended
 
     def _watch_rtp(self, call: Call, legs: tuple[Leg, ...]) -> None:
         """Watch an answered call for dead media (see :meth:`_sweep_rtp`) until it ends."""

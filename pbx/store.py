@@ -33,9 +33,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from pbx.dialplan import DialPlan, Permission, reserved_extension, to_e164
+from pbx.routing.dialplan import DialPlan, Permission, reserved_extension, to_e164
+from pbx.settings_schema import (
+    SettingError,
+    SettingsSchema,
+    stored_over_defaults,
+)
+from pbx.settings_schema import validate as validate_settings
 from sipcore.digest import Credentials, make_credentials
 from sipcore.registrar import Binding
 from sipcore.transport import Peer
@@ -373,61 +379,8 @@ class HistoryEntry:
 
 
 # -- feature settings schemas ------------------------------------------------------------------------
+# One schema language for the whole product: pbx.settings_schema (the features declare theirs).
 
-#: A feature's settings schema: a plain dict ``{key: {"type": "bool"|"int"|"float"|"str"|"list",
-#: "default": value, "min": n, "max": n, "choices": [...], "max_length": n}}``. Every key needs a
-#: default; unknown keys are refused; ``list`` items are strings.
-SettingsSchema = Mapping[str, Mapping[str, Any]]
-
-_SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
-    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple),
-}
-
-
-def _check_field(feature: str, key: str, spec: Mapping[str, Any], value: Any) -> Any:
-    kind: str = spec.get("type", "")
-    if kind not in _SCHEMA_TYPES:
-        raise StoreError(f"{feature}.{key}: schema type {kind!r} is not one of {sorted(_SCHEMA_TYPES)}")
-    if not isinstance(value, _SCHEMA_TYPES[kind]) or (kind != "bool" and isinstance(value, bool)):
-        raise StoreError(f"{feature}.{key}: must be {kind}, not {value!r}")
-    if kind == "list":
-        items: list[Any] = list(cast("list[Any]", value))
-        if not all(isinstance(v, str) for v in items):
-            raise StoreError(f"{feature}.{key}: list items must be strings")
-        value = items
-    if "choices" in spec and value not in spec["choices"]:
-        raise StoreError(f"{feature}.{key}: {value!r} is not one of {list(spec['choices'])}")
-    if kind in ("int", "float"):
-        if "min" in spec and value < spec["min"]:
-            raise StoreError(f"{feature}.{key}: must be at least {spec['min']}")
-        if "max" in spec and value > spec["max"]:
-            raise StoreError(f"{feature}.{key}: must be at most {spec['max']}")
-        if kind == "float":
-            value = float(value)
-    if kind in ("str", "list") and "max_length" in spec and len(value) > spec["max_length"]:
-        raise StoreError(f"{feature}.{key}: longer than {spec['max_length']}")
-    return value
-
-
-def settings_defaults(schema: SettingsSchema) -> dict[str, Any]:
-    """The default settings of a schema (copies, so callers may mutate them)."""
-    return {k: (list(spec["default"]) if isinstance(spec["default"], list | tuple)
-                else spec["default"]) for k, spec in schema.items()}
-
-
-def validate_settings(feature: str, schema: SettingsSchema, value: Mapping[str, Any],
-                      base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Check ``value`` against ``schema``; returns the full settings (``base`` — or the defaults —
-    updated with ``value``). Raises StoreError naming ``feature.key``."""
-    if not isinstance(value, Mapping):
-        raise StoreError(f"{feature}: settings must be an object")
-    out = dict(base) if base is not None else settings_defaults(schema)
-    for key, v in value.items():
-        spec = schema.get(key)
-        if spec is None:
-            raise StoreError(f"{feature}.{key}: unknown setting (known: {', '.join(sorted(schema))})")
-        out[key] = _check_field(feature, key, spec, v)
-    return out
 
 
 # -- PINs ---------------------------------------------------------------------------------------------
@@ -1241,7 +1194,10 @@ class Store:
         """Update a user's settings of ``feature`` (checked against its schema; keys not given
         keep their current value); returns the full settings."""
         current = self.feature_settings(user_id, feature, schema)
-        merged = validate_settings(feature, schema, value, base=current)
+        try:
+            merged = validate_settings(feature, schema, value, base=current)
+        except SettingError as exc:
+            raise StoreError(str(exc)) from None
         try:
             with self._tx() as db:
                 db.execute(
@@ -1264,9 +1220,7 @@ class Store:
         stored: dict[str, Any] = json.loads(row[0]) if row else {}
         if schema is None:
             return stored
-        out = settings_defaults(schema)
-        out.update({k: v for k, v in stored.items() if k in schema})
-        return out
+        return stored_over_defaults(schema, stored)
 
     def all_feature_settings(self) -> dict[tuple[int, str], dict[str, Any]]:
         """Every stored settings object by (user id, feature) — for the directory cache."""

@@ -61,7 +61,7 @@ def test_layering() -> None:
     allowed = {
         "sipcore": {"sipcore"},
         "media": {"media", "sipcore"},
-        "pbx": {"pbx", "sipcore", "media", "features"},
+        "pbx": {"pbx", "sipcore", "media", "features"},  # features: app.py only (below)
         "features": {"features", "pbx", "media"},
     }
     problems = []
@@ -70,6 +70,30 @@ def test_layering() -> None:
             ours = {_top(n) for n in _imports(path)} & set(PACKAGES)
             if ours - ok:
                 problems.append(f"{path.relative_to(ROOT)} imports {sorted(ours - ok)}")
+    assert not problems, problems
+
+
+def test_features_and_call_control_keep_their_layers() -> None:
+    """Only the composition root (pbx/app.py) imports features; features see call control only
+    (pbx.callcontrol, never SIP, the store or another pbx module); call control reaches media
+    through its MediaGraph protocol (no media.aio engine classes) and knows no SIP legs."""
+    problems = []
+    for path in (ROOT / "pbx").rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        names = _imports(path)
+        if rel != "pbx/app.py" and any(_top(n) == "features" for n in names):
+            problems.append(f"{rel} imports features (only pbx/app.py may)")
+        if rel.startswith("pbx/callcontrol/"):
+            bad = sorted(n for n in names if n.startswith(("media.aio", "pbx.legs", "pbx.b2bua",
+                                                            "pbx.store", "pbx.trunks")))
+            if bad:
+                problems.append(f"{rel} imports {bad}")
+    for path in (ROOT / "features").rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        bad = sorted(n for n in _imports(path)
+                     if (_top(n) == "pbx" and n != "pbx.callcontrol") or _top(n) == "sipcore")
+        if bad:
+            problems.append(f"{rel} imports {bad} (features see pbx.callcontrol only)")
     assert not problems, problems
 
 

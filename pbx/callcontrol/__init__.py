@@ -11,10 +11,23 @@ Modules, one job each:
 * :mod:`.media` — the :class:`MediaGraph` protocol, bridges, playback, in-band DTMF taps;
 * :mod:`.records` — the call record and ring outcomes;
 * :mod:`.call` — :class:`Call`, its operations (ring, answer, bridge, play, collect digits …);
-* :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens.
+* :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens;
+* :mod:`.decisions`, :mod:`.feature`, :mod:`.context` — what features are written against;
+* :mod:`.registry` — the features in chain order and their feature-code table;
+* :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
 
 from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, LegFactory
+from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
+from pbx.callcontrol.decisions import (
+    Confirm,
+    Continue,
+    Decision,
+    Handled,
+    Redirect,
+    Reject,
+    Ring,
+)
 from pbx.callcontrol.events import (
     CallEvent,
     DtmfReceived,
@@ -26,6 +39,7 @@ from pbx.callcontrol.events import (
     LegProgressed,
     LegResumed,
 )
+from pbx.callcontrol.feature import BaseFeature, Feature, FeatureCode, Hook
 from pbx.callcontrol.legs import (
     LEG_TABLE,
     Leg,
@@ -35,18 +49,43 @@ from pbx.callcontrol.legs import (
     Target,
     leg_transition,
 )
-from pbx.callcontrol.media import Bridge, InbandDtmf, MediaGraph, Playback, needs_inband_detection
+from pbx.callcontrol.media import (
+    Bridge,
+    Conference,
+    InbandDtmf,
+    MediaGraph,
+    Playback,
+    needs_inband_detection,
+)
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
+from pbx.callcontrol.registry import CodeMatch, FeatureRegistry
+from pbx.callcontrol.script import MAX_REDIRECTS, CallScript, Routed, ScriptHost
 from pbx.callcontrol.supervise import supervise
+from pbx.settings_schema import Setting
 
 __all__ = [
     "COMPLETED_ELSEWHERE",
     "LEG_TABLE",
+    "MAX_REDIRECTS",
+    "BaseFeature",
     "Bridge",
     "Call",
+    "CallContext",
     "CallEvent",
     "CallRecord",
+    "CallScript",
+    "CodeMatch",
+    "Conference",
+    "Confirm",
+    "Continue",
+    "Decision",
+    "Diversion",
     "DtmfReceived",
+    "Feature",
+    "FeatureCode",
+    "FeatureRegistry",
+    "Handled",
+    "Hook",
     "InbandDtmf",
     "Leg",
     "LegAction",
@@ -62,9 +101,17 @@ __all__ = [
     "LegState",
     "MediaGraph",
     "Playback",
+    "Redirect",
+    "Reject",
+    "Ring",
     "RingOutcome",
     "RingResult",
+    "Routed",
+    "ScriptHost",
+    "Services",
+    "Setting",
     "Target",
+    "UserView",
     "leg_transition",
     "needs_inband_detection",
     "supervise",

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from media.port import MediaPort
+from pbx.callcontrol.context import Diversion
 from pbx.callcontrol.events import (
     CallEvent,
     DtmfReceived,
@@ -54,7 +55,7 @@ from pbx.callcontrol.events import (
     LegResumed,
 )
 from pbx.callcontrol.legs import Leg, LegInput, LegState, Target
-from pbx.callcontrol.media import Bridge, MediaGraph, Playback
+from pbx.callcontrol.media import Bridge, Conference, MediaGraph, Playback
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 
 log = logging.getLogger("pbx.callcontrol")
@@ -73,6 +74,9 @@ LegFactory = Callable[["Call", Target], Leg]
 class Call:
     """One call: the caller leg, the legs created for it, its media and its events.
 
+    ``caller`` is None for a call the PBX places itself (:meth:`originate`, e.g. call-back):
+    the first party to answer becomes its caller leg.
+
     ``graph`` is the media engine, ``leg_factory(call, target)`` makes an outbound leg (the
     B2BUA's), ``hold_source(rate)`` the music-on-hold port, ``ringback_source(rate)`` our own
     ringback tone. ``on_record`` is the call-history hook: called with the :class:`CallRecord`
@@ -81,7 +85,7 @@ class Call:
 
     def __init__(
         self,
-        caller: Leg,
+        caller: Leg | None,
         *,
         graph: MediaGraph,
         leg_factory: LegFactory,
@@ -93,8 +97,10 @@ class Call:
     ) -> None:
         self.id = f"C{next(_call_ids)}"
         self.caller = caller
-        caller.call = self
-        self.legs: list[Leg] = [caller]
+        self.legs: list[Leg] = []
+        if caller is not None:
+            caller.call = self
+            self.legs.append(caller)
         self.graph = graph
         self.leg_factory = leg_factory
         self.record = record
@@ -112,8 +118,13 @@ class Call:
         self.recordings: list[Any] = []
         self.tasks: asyncio.TaskGroup | None = None
         self.released = False
-        #: Digits seen outside collect_dtmf (features' on_dtmf reads them).
+        #: Digits seen outside collect_dtmf.
         self.dtmf_log: list[str] = []
+        #: Called for each digit while the call is connected (the script's on_dtmf delivery).
+        self.on_digit: Callable[[Leg, str], None] | None = None
+        #: The redirections the call went through (legs announce them: Diversion headers).
+        self.diversions: list[Diversion] = []
+        self.conferences: list[Conference] = []
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.record.call_id} {self.record.caller}->{self.record.callee}>"
@@ -217,7 +228,7 @@ class Call:
                 event = await self.next_event(remaining)
                 if event is None:
                     continue
-                if event.leg is caller:
+                if caller is not None and event.leg is caller:
                     if isinstance(event, LegFailed | LegEnded):
                         for leg in pending():
                             leg.cancel()
@@ -227,14 +238,19 @@ class Call:
                 if event.leg not in outstanding:
                     continue
                 if isinstance(event, LegProgressed):
+                    if caller is None:
+                        continue
                     if event.early_media and early is None and caller.media is not None:
                         if ringback is not None:
                             ringback.stop()
                             ringback = None
                         early = Bridge(self.graph, caller, event.leg)
-                    if not caller_progressed and caller.state is not LegState.ANSWERED:
+                    if not caller_progressed:
                         caller_progressed = True
-                        caller.progress(early_media=early_media or early is not None)
+                        # an answered caller (a call-back's first party) hears our ringback
+                        # in its call; an unanswered one gets it as early media
+                        if caller.state is not LegState.ANSWERED:
+                            caller.progress(early_media=early_media or early is not None)
                         if early is None and early_media and caller.media is not None and \
                                 self.ringback_source is not None:
                             ringback = Playback(self.graph,
@@ -271,6 +287,8 @@ class Call:
     async def answer(self, leg: Leg | None = None) -> bool:
         """Answer ``leg`` (default: the caller) and wait for its ACK; False when it went away."""
         leg = leg or self.caller
+        if leg is None:
+            return False
         if leg.answered:
             return True
         leg.answer()
@@ -299,7 +317,7 @@ class Call:
     def reject(self, status: int, reason: str | None = None) -> None:
         """Reject the unanswered caller with ``status`` (e.g. 486, 480, 404, 603)."""
         self.record.status = status
-        if not self.caller.ended and not self.caller.answered:
+        if self.caller is not None and self.caller.unanswered:
             self.caller.reject(status, reason)
 
     def bridge(self, a: Leg, b: Leg) -> Bridge:
@@ -402,6 +420,8 @@ class Call:
                         br.rebuild()
             elif isinstance(event, DtmfReceived):
                 self.dtmf_log.append(event.digit)
+                if self.on_digit is not None:
+                    self.on_digit(event.leg, event.digit)
                 # RFC 4733 packets between same-codec legs are relayed by the media core
                 if bridge is not None and event.leg in (bridge.a, bridge.b) and not (
                         bridge.relays_dtmf and event.source == "rfc4733"):
@@ -409,6 +429,57 @@ class Call:
                     with contextlib.suppress(Exception):
                         other.send_dtmf(event.digit)
         return None
+
+    async def originate(self, targets: Sequence[Target], timeout: float) -> Leg | None:
+        """A call the PBX places itself: ring ``targets`` (no caller hears anything meanwhile);
+        the leg that answers becomes :attr:`caller` and is returned (None: nobody answered —
+        ``record.status`` says why)."""
+        if self.caller is not None:
+            raise RuntimeError(f"{self} already has a caller")
+        result = await self.ring(targets, timeout, early_media=False)
+        if result.outcome is not RingOutcome.ANSWERED or result.leg is None:
+            self.record.status = result.status
+            return None
+        self.caller = result.leg
+        return result.leg
+
+    def conference(self, sample_rate: int = 8000) -> Conference:
+        """A conference port of this call: legs joined into it hear each other (released with
+        the call)."""
+        conf = Conference(self.graph.conference(sample_rate))
+        self.conferences.append(conf)
+        return conf
+
+    def join(self, conference: Conference, leg: Leg) -> None:
+        """Move ``leg`` into ``conference``: its two-party bridges close first."""
+        if leg.media is None:
+            raise RuntimeError(f"{leg} has no media")
+        for br in [br for br in self.bridges if leg in (br.a, br.b)]:
+            self.unbridge(br)
+        conference.add(leg)
+
+    def replace(self, bridge: Bridge, old: Leg, new: Leg) -> Bridge:
+        """Swap one side of ``bridge``: ``old`` leaves (it stays up; hang it up or reuse it),
+        ``new`` talks to the other side (transfer, pickup, call pull)."""
+        if old not in (bridge.a, bridge.b):
+            raise ValueError(f"{old} is not in that bridge")
+        other = bridge.other(old)
+        self.unbridge(bridge)
+        if new.call is not self:
+            self.adopt(new)
+        return self.bridge(other, new)
+
+    def adopt(self, leg: Leg) -> None:
+        """Move ``leg`` from its call into this one (its events come here from now on)."""
+        previous = leg.call
+        if previous is not None and previous is not self:
+            if leg in previous.legs:
+                previous.legs.remove(leg)
+            if previous.caller is leg:
+                previous.caller = None
+        leg.call = self
+        if leg not in self.legs:
+            self.legs.append(leg)
 
     def hangup(self, cause: str = "normal") -> None:
         """End every leg (BYE/CANCEL/reject as each needs); see :meth:`release`."""
@@ -425,6 +496,8 @@ class Call:
         self.released = True
         for br in self.bridges:
             br.close()
+        for conf in self.conferences:
+            conf.close()
         for p in self.playbacks:
             p.stop()
         for link, rec in self.recordings:

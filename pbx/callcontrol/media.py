@@ -211,3 +211,34 @@ class Bridge:
         self._moh.clear()
         self.closed = True
 
+
+
+class Conference:
+    """A conference port of a call (:meth:`pbx.callcontrol.Call.conference`): the legs in it
+    hear each other."""
+
+    def __init__(self, port: MediaConference) -> None:
+        self._port = port
+        self.members: list[Leg] = []
+        self.closed = False
+
+    def add(self, leg: Leg) -> None:
+        """Let ``leg`` hear the others and be heard (idempotent)."""
+        if leg in self.members or leg.media is None:
+            return
+        self._port.add(leg.media)
+        self.members.append(leg)
+
+    def remove(self, leg: Leg) -> None:
+        """Take ``leg`` out (it stays up)."""
+        if leg in self.members:
+            self.members.remove(leg)
+            if leg.media is not None:
+                self._port.remove(leg.media)
+
+    def close(self) -> None:
+        """End the mix (idempotent; the legs stay up)."""
+        if not self.closed:
+            self.closed = True
+            self.members.clear()
+            self._port.close()

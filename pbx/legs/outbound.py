@@ -15,6 +15,7 @@ from pbx.callcontrol import (
     LegState,
     Target,
 )
+from pbx.legs.diversion import diversion_headers
 from pbx.legs.sdp import (
     MEDIA_REJECTED,
     is_sdp,
@@ -132,7 +133,8 @@ class OutboundLeg(SipLeg):
 
     def _caller_codec_offer(self) -> SessionDescription:
         """Our first offer on this leg, the caller's codec first (a relay is then likely)."""
-        caller_media = self.call.caller.media if self.call is not None else None
+        caller = self.call.caller if self.call is not None else None
+        caller_media = caller.media if caller is not None else None
         first = caller_media.format.name if isinstance(caller_media, RtpSession) else None
         return self._initial_offer(first)
 
@@ -157,6 +159,10 @@ class OutboundLeg(SipLeg):
             ("Content-Type", "application/sdp"),
             ("Content-Length", str(len(body))),
         ])
+        if self.call is not None:
+            for name, value in diversion_headers(self.call.diversions, self.callee_user,
+                                                 b2b.aor):
+                h.add(name, value)
         request = Request("INVITE", parse_uri(self.request_uri), h, body)
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)

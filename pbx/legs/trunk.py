@@ -8,6 +8,7 @@ from pbx.callcontrol import (
     LegInput,
     Target,
 )
+from pbx.legs.diversion import diversion_headers
 from pbx.legs.outbound import OutboundLeg
 from pbx.legs.sip import ALLOW
 from pbx.trunks import TrunkConfig, build_outbound_request
@@ -50,6 +51,11 @@ class TrunkLeg(OutboundLeg):
             body=offer.serialize(), content_type="application/sdp")
         request.headers.add("Allow", ALLOW)
         request.headers.add("Supported", "timer")
+        if self.call is not None:
+            domain = self.trunk.aor_domain
+            for name, value in diversion_headers(self.call.diversions, self.callee_user,
+                                                 lambda n: f"sip:{n}@{domain}"):
+                request.headers.add(name, value)
         self.invite = request
         self.dialog_set = DialogSet(request, None, local_contact=self.contact)
         self.transition(LegInput.START)

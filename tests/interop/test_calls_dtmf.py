@@ -108,7 +108,7 @@ def test_rfc4733_from_caller_reaches_callee_without_telephone_event_as_info(
             port = free_port()
             register_port(pbx, "101", USERS[1][1], port)
             uas = SippUas(tmp_path, "call_uas_answer_info.xml", port,
-                          keys={"rtp_port": "45990"})
+                          keys={"rtp_port": str(free_port())})
             try:
                 ok, failed, out = caller(pbx, tmp_path, "call_uac.xml", pause_ms=3500,
                                          rtp_port=sender.port)

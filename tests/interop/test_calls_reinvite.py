@@ -206,7 +206,7 @@ def test_forked_callees_second_200_is_acked_and_hung_up(tmp_path: Path) -> None:
         # the UAS scenario requires ACKs for both 200s, a BYE for the second dialog at once
         # and, after the caller's BYE, one for the first
         run_call(pbx, tmp_path, "call_uas_fork.xml", "call_uac.xml",
-                 uas_keys={"rtp_port": "45980"}, rtp_port=45982, pause_ms=1500)
+                 uas_keys={"rtp_port": str(free_port())}, rtp_port=free_port(), pause_ms=1500)
     ended = events(pbx, "call.ended")
     assert ended and ended[0]["answered"] is True and ended[0]["cause"] == "caller hung up"
 
@@ -216,7 +216,7 @@ def test_unacked_200_ends_the_call_with_bye(tmp_path: Path) -> None:
     config = "t1 = 0.05\n[media]\nport_min = 45000\nport_max = 45999\n"
     with running_pbx(tmp_path, transports=("udp",), users=USERS, config_extra=config) as pbx:
         run_call(pbx, tmp_path, "call_uas_answer.xml", "call_uac_no_ack.xml",
-                 uas_keys={"rtp_port": "45984"}, rtp_port=45986)
+                 uas_keys={"rtp_port": str(free_port())}, rtp_port=free_port())
         # both legs got BYE (the scenarios require it)
     ended = events(pbx, "call.ended")
     assert ended, "no call.ended"
@@ -228,7 +228,7 @@ def test_busy_callee_caller_hears_busy_tone_before_486(tmp_path: Path) -> None:
         with pbx_with(tmp_path, "[calls]\nbusy_tone = 2.5\n") as pbx:
             port = free_port()
             register_port(pbx, "101", USERS[1][1], port)
-            uas = SippUas(tmp_path, "call_uas_busy.xml", port, keys={"rtp_port": "45988"})
+            uas = SippUas(tmp_path, "call_uas_busy.xml", port, keys={"rtp_port": str(free_port())})
             try:
                 ok, failed, out = caller(pbx, tmp_path, "call_uac_fail.xml",
                                          rtp_port=caller_rtp.port,
@@ -270,11 +270,11 @@ def test_unrefreshed_session_timer_ends_the_call_with_bye(tmp_path: Path) -> Non
     with pbx_with(tmp_path) as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "45978"},
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())},
                       timeout=100)
         try:
             ok, failed, out = caller(pbx, tmp_path, "call_uac_timer_expire.xml",
-                                     rtp_port=45976, timeout=100.0)
+                                     rtp_port=free_port(), timeout=100.0)
             rc, uas_out = uas.result(timeout=110.0)
         finally:
             uas.stop()

@@ -174,13 +174,13 @@ class RtpPeer:
 
 
 def caller(pbx: PbxProcess, tmp: Path, scenario: str = "call_uac.xml", *, dst: str = "101",
-           pause_ms: int = 1000, rtp_port: int = 40000, extra: Sequence[str] = (),
+           pause_ms: int = 1000, rtp_port: int | None = None, extra: Sequence[str] = (),
            timeout: float = 40.0) -> tuple[int, int, str]:
     inf = users_csv(tmp / f"caller-{time.monotonic_ns()}.csv", [USERS[0]])
     host, port = pbx.addr("udp")
     # SIPp's digest-uri defaults to remote_ip:port; ours must name the Request-URI
     res = sipp(scenario, pbx.addr("udp"), tmp, inf=inf, timeout=timeout,
-               extra=["-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst, "-key", "rtp_port", str(rtp_port), "-d", str(pause_ms),
+               extra=["-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst, "-key", "rtp_port", str(rtp_port or free_port()), "-d", str(pause_ms),
                       "-trace_msg", "-message_file", str(tmp / "caller-messages.log"), *extra])
     return res.successful, res.failed, res.output
 
@@ -215,7 +215,7 @@ def call_101(pbx: PbxProcess, tmp: Path, scenario: str, rtp_port: int, pause_ms:
 
 def test_basic_call_answered_and_caller_hangs_up(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
-        call_101(pbx, tmp_path, "call_uas_answer.xml", 40998, pause_ms=1000)
+        call_101(pbx, tmp_path, "call_uas_answer.xml", free_port(), pause_ms=1000)
     # The challenged INVITE gets its 407 alone (the 100 Trying waits for the TU, which answers
     # at once); the authenticated one, which the TU forwards to a callee that rings at once,
     # gets the relayed ringing within the 200 ms the 100 waits (§17.2.1) and so no 100 at all.
@@ -236,7 +236,7 @@ def test_slow_callee_caller_gets_100_trying_first(tmp_path: Path) -> None:
     """A callee that takes 600 ms to ring: the caller's INVITE gets its 100 Trying after the
     200 ms the PBX waits for a provisional to relay (§17.2.1), then the ringing and the 200."""
     with pbx_with(tmp_path) as pbx:
-        call_101(pbx, tmp_path, "call_uas_slow_ring.xml", 40996, pause_ms=200)
+        call_101(pbx, tmp_path, "call_uas_slow_ring.xml", free_port(), pause_ms=200)
     received = responses_by_cseq(messages(tmp_path))
     assert received[(1, "INVITE")] == [407], received
     statuses = received[(2, "INVITE")]
@@ -272,7 +272,7 @@ def test_callee_hangs_up(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_bye.xml", port, keys={"rtp_port": "40996"},
+        uas = SippUas(tmp_path, "call_uas_bye.xml", port, keys={"rtp_port": str(free_port())},
                       pause_ms=1000)
         try:
             ok, failed, out = caller(pbx, tmp_path, "call_uac_wait_bye.xml")
@@ -289,7 +289,7 @@ def test_caller_cancel_reaches_the_callee(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_ring.xml", port, keys={"rtp_port": "40994"},
+        uas = SippUas(tmp_path, "call_uas_ring.xml", port, keys={"rtp_port": str(free_port())},
                       name="ring")
         try:
             ok, failed, out = caller(pbx, tmp_path, "call_uac_cancel.xml", pause_ms=500)
@@ -309,7 +309,7 @@ def test_busy_callee_gives_486(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_busy.xml", port, keys={"rtp_port": "40992"})
+        uas = SippUas(tmp_path, "call_uas_busy.xml", port, keys={"rtp_port": str(free_port())})
         try:
             ok, failed, out = caller(pbx, tmp_path, "call_uac_fail.xml",
                                      extra=["-key", "extra_header", "Subject: busy"])
@@ -325,7 +325,7 @@ def test_no_answer_gives_480_after_ring_timeout(tmp_path: Path) -> None:
     with pbx_with(tmp_path, "[calls]\nring_timeout = 2.0\n") as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_ring.xml", port, keys={"rtp_port": "40990"},
+        uas = SippUas(tmp_path, "call_uas_ring.xml", port, keys={"rtp_port": str(free_port())},
                       name="ring")
         try:
             t0 = time.monotonic()
@@ -356,9 +356,9 @@ def test_two_devices_ring_one_answers_other_gets_cancel_with_reason(tmp_path: Pa
         port_a, port_b = free_port(), free_port()
         register_port(pbx, "101", USERS[1][1], port_a)
         register_port(pbx, "101", USERS[1][1], port_b)
-        answering = SippUas(tmp_path, "call_uas_answer.xml", port_a, keys={"rtp_port": "40988"},
+        answering = SippUas(tmp_path, "call_uas_answer.xml", port_a, keys={"rtp_port": str(free_port())},
                             name="answer")
-        ringing = SippUas(tmp_path, "call_uas_ring.xml", port_b, keys={"rtp_port": "40986"},
+        ringing = SippUas(tmp_path, "call_uas_ring.xml", port_b, keys={"rtp_port": str(free_port())},
                           name="ring")
         try:
             ok, failed, out = caller(pbx, tmp_path, pause_ms=500)
@@ -378,7 +378,7 @@ def test_session_timer_negotiated_and_refreshed(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "40984"},
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())},
                       pause_ms=3000)
         try:
             ok, failed, out = caller(pbx, tmp_path, "call_uac_timer.xml", pause_ms=1000)
@@ -404,7 +404,7 @@ def test_dead_call_is_reaped_when_rtp_stops(tmp_path: Path) -> None:
     with pbx_with(tmp_path, "rtp_timeout = 2.0\n") as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "40982"})
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())})
         try:
             ok, failed, out = caller(pbx, tmp_path, "call_uac_wait_bye.xml")
             rc, uas_out = uas.result()

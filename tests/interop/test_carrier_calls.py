@@ -103,13 +103,13 @@ def test_inbound_did_call_reaches_the_owner_and_is_answered(tmp_path: Path) -> N
     with pbx_with_carrier(tmp_path, carrier_port) as pbx:
         phone_port = free_port()
         register_port(pbx, "101", USERS[1][1], phone_port)
-        phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port, keys={"rtp_port": "45998"},
+        phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port, keys={"rtp_port": str(free_port())},
                         name="phone101")
         try:
             res = sipp("carrier_call_inbound.xml", pbx.addr("udp"), tmp_path,
                        local_ip=CARRIER_HOST, timeout=40,
                        extra=["-key", "dst", DID_101, "-key", "caller", "+4917012345",
-                              "-key", "rtp_port", "45996", "-d", "1000"])
+                              "-key", "rtp_port", str(free_port()), "-d", "1000"])
             rc, phone_out = phone.result()
         finally:
             phone.stop()
@@ -129,7 +129,7 @@ def test_unknown_did_from_the_carrier_gets_404(tmp_path: Path) -> None:
     with pbx_with_carrier(tmp_path, carrier_port) as pbx:
         res = sipp("carrier_call_inbound.xml", pbx.addr("udp"), tmp_path, local_ip=CARRIER_HOST,
                    timeout=15, extra=["-key", "dst", "+49309999999", "-key", "caller", "+4917",
-                                      "-key", "rtp_port", "45994", "-trace_msg",
+                                      "-key", "rtp_port", str(free_port()), "-trace_msg",
                                       "-message_file", str(tmp_path / "in404.log")])
         assert res.successful == 0
     assert final_statuses(read_log(tmp_path / "in404.log"))[-1] == 404
@@ -141,7 +141,7 @@ def test_outbound_national_call_reaches_the_carrier_normalised_with_the_did(
     with pbx_with_carrier(tmp_path, carrier_port) as pbx, \
             carrier_uas(tmp_path, "carrier_call_outbound.xml", carrier_port, 45990) as carrier:
         ok, failed, out = caller(pbx, tmp_path, dst="0301234567", pause_ms=1000,
-                                 rtp_port=45992)
+                                 rtp_port=free_port())
         rc, carrier_out = _finish(carrier, tmp_path)
         assert (ok, failed) == (1, 0), out + carrier_out
         assert rc == 0, carrier_out
@@ -198,7 +198,7 @@ def call_as(pbx: PbxProcess, tmp: Path, user: tuple[str, str], dst: str, scenari
     host, port = pbx.addr("udp")
     res = sipp(scenario, pbx.addr("udp"), tmp, inf=inf, timeout=30,
                extra=["-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst,
-                      "-key", "rtp_port", "45984", "-d", "1000", "-trace_msg",
+                      "-key", "rtp_port", str(free_port()), "-d", "1000", "-trace_msg",
                       "-message_file", str(tmp / log), *extra])
     return res.successful, res.failed, res.output
 
@@ -216,7 +216,7 @@ def test_emergency_call_by_a_user_without_national_permission_reaches_the_carrie
         assert (ok, failed) == (1, 0), out
         assert final_statuses(read_log(tmp_path / "national.log"))[-1] == 403
         # ... but 112 goes out through the trunk, as dialled, answered by the carrier
-        with carrier_uas(tmp_path, "carrier_call_emergency.xml", carrier_port, 45988) as carrier:
+        with carrier_uas(tmp_path, "carrier_call_emergency.xml", carrier_port, free_port()) as carrier:
             ok, failed, out = call_as(pbx, tmp_path, INTERNAL_USER, "112", "call_uac.xml",
                                       log="emergency.log")
             rc, carrier_out = _finish(carrier, tmp_path)
@@ -239,7 +239,7 @@ def test_registration_trunk_registers_when_the_server_starts(tmp_path: Path) -> 
                         username="4930111", password="s3cret", realm="carrier.test",
                         register_expiry=600)
 
-    with carrier_uas(tmp_path, "carrier_register.xml", carrier_port, 45986) as carrier:
+    with carrier_uas(tmp_path, "carrier_register.xml", carrier_port, free_port()) as carrier:
         with running_pbx(tmp_path, transports=("udp",), users=USERS,
                          store_setup=setup) as pbx:
             assert wait_for(pbx, "trunk.register.registered"), read_log(pbx.log_path)[-3000:]

@@ -35,7 +35,7 @@ def test_restart_during_a_call_keeps_registrations_and_history(tmp_path: Path) -
     phone_port = free_port()
     with running_pbx(tmp_path, transports=("udp",), users=USERS, config_extra=config) as pbx:
         register_port(pbx, "101", USERS[1][1], phone_port)
-        phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port, keys={"rtp_port": "48998"},
+        phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port, keys={"rtp_port": str(free_port())},
                         name="phone-a")
         # a long call (30 s of talk) in the background; the server goes down in the middle
         inf = users_csv(tmp_path / "caller-a.csv", [USERS[0]])
@@ -43,7 +43,7 @@ def test_restart_during_a_call_keeps_registrations_and_history(tmp_path: Path) -
         runner = threading.Thread(target=sipp, args=("call_uac.xml", pbx.addr("udp"), tmp_path),
                                   kwargs={"inf": inf, "timeout": 40, "extra": [
                                       "-auth_uri", f"101@{host}:{port}", "-key", "dst", "101",
-                                      "-key", "rtp_port", "48996", "-d", "30000"]},
+                                      "-key", "rtp_port", str(free_port()), "-d", "30000"]},
                                   daemon=True)
         runner.start()
         try:
@@ -64,9 +64,9 @@ def test_restart_during_a_call_keeps_registrations_and_history(tmp_path: Path) -
 
         # the restored binding is used: the phone did not register again
         phone2 = SippUas(tmp_path, "call_uas_answer.xml", phone_port,
-                         keys={"rtp_port": "48994"}, name="phone-b")
+                         keys={"rtp_port": str(free_port())}, name="phone-b")
         try:
-            ok, failed, out = caller(pbx, tmp_path, pause_ms=500, rtp_port=48992)
+            ok, failed, out = caller(pbx, tmp_path, pause_ms=500, rtp_port=free_port())
             rc2, out2 = phone2.result()
         finally:
             phone2.stop()

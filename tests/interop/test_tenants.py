@@ -70,13 +70,13 @@ def test_tenant_user_calls_another_user_of_the_same_tenant(tmp_path: Path) -> No
         port = free_port()
         ok = register_in_tenant(pbx, "102", USERS_B[1][1], port)
         assert ok.status == 200, ok
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": "48996"},
+        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())},
                       name="b102")
         try:
             inf = users_csv(tmp_path / "b101.csv", [USERS_B[0]])
             res = sipp("tenant_call_uac.xml", pbx.addr("udp"), tmp_path, inf=inf, timeout=30,
                        extra=["-auth_uri", f"102@{DOMAIN_B}", "-key", "dst", "102",
-                              "-key", "domain", DOMAIN_B, "-key", "rtp_port", "48994",
+                              "-key", "domain", DOMAIN_B, "-key", "rtp_port", str(free_port()),
                               "-d", "1000"])
             rc, uas_out = uas.result()
         finally:

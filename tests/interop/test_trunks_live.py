@@ -256,7 +256,7 @@ def test_foreign_challenge_to_an_outbound_invite_is_ignored_the_trunks_own_is_an
                          store_setup=setup) as pbx:
             outcome: list[tuple[int, int, str]] = []
             call = threading.Thread(target=lambda: outcome.append(caller(
-                pbx, tmp_path, "call_uac_fail.xml", dst="0301234567", rtp_port=46990,
+                pbx, tmp_path, "call_uac_fail.xml", dst="0301234567", rtp_port=free_port(),
                 extra=["-key", "extra_header", "Subject: outbound"])))
             call.start()
             try:
@@ -372,7 +372,7 @@ def test_inbound_call_through_an_ip_trunk_added_by_the_cli_while_running(
         res = sipp("carrier_call_inbound.xml", pbx.addr("udp"), tmp_path,
                    local_ip=CARRIER_HOST, timeout=timeout,
                    extra=["-key", "dst", did, "-key", "caller", "+4917012345",
-                          "-key", "rtp_port", str(rtp_port), "-d", "1000",
+                          "-key", "rtp_port", str(rtp_port or free_port()), "-d", "1000",
                           "-trace_msg", "-message_file", str(tmp_path / log)])
         assert res.failed + res.successful == 1, res.output
         return res.successful
@@ -384,7 +384,7 @@ def test_inbound_call_through_an_ip_trunk_added_by_the_cli_while_running(
         register_port(pbx, CALL_USERS[1][0], CALL_USERS[1][1], phone_port)
 
         # no trunk at 127.0.0.2 yet: a stranger must authenticate as a device — 407, no call
-        assert carrier_call("before.log", 46990, 15) == 0
+        assert carrier_call("before.log", free_port(), 15) == 0
         refused = final_statuses(read_log(tmp_path / "before.log"))
         assert refused and set(refused) == {407}, refused  # (retransmitted: SIPp sends no ACK)
         assert not [e for e in pbx.log_events() if e.get("event") == "call.started"]
@@ -392,9 +392,9 @@ def test_inbound_call_through_an_ip_trunk_added_by_the_cli_while_running(
         cli(pbx, "trunk", "add", "sbc", "--kind", "ip", "--host", CARRIER_HOST)
         _wait_state(pbx, "sbc", "ip")
         phone = SippUas(tmp_path, "call_uas_answer.xml", phone_port,
-                        keys={"rtp_port": "46994"}, name="phone101")
+                        keys={"rtp_port": str(free_port())}, name="phone101")
         try:
-            assert carrier_call("after.log", 46992, 40) == 1, read_log(tmp_path / "after.log")
+            assert carrier_call("after.log", free_port(), 40) == 1, read_log(tmp_path / "after.log")
             rc, phone_out = phone.result()
         finally:
             phone.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from features import default_features
 from media.aio import MediaEngine
 from pbx.b2bua import B2bua
+from pbx.callcontrol import FeatureRegistry
 from sipcore.digest import DigestServer
 from sipcore.endpoint import Event
 from sipcore.message import make_response
@@ -23,7 +25,8 @@ def test_a_kept_invite_transaction_that_times_out_is_forgotten() -> None:
                 digest=DigestServer(REALM, b"n" * 32, proxy=True, algorithms=("MD5",)),
                 lookup=lambda username: None,
                 registrar=SimpleNamespace(bindings=lambda aor, now: []),  # type: ignore[arg-type]
-                domain="127.0.0.1", user_exists=lambda ext: False)
+                domain="127.0.0.1", user_exists=lambda ext: False,
+                features=FeatureRegistry(default_features()))
     seen: list[Event] = []
     timed_out = b2b.send_request(invite("kept-1"), PHONE, seen.append, keep=True)
     failed = b2b.send_request(invite("kept-2"), PHONE, seen.append, keep=True)

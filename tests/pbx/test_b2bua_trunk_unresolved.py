@@ -15,10 +15,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from features import default_features
 from media.aio import MediaEngine
 from pbx.b2bua import B2bua
-from pbx.callcontrol import CallRecord
-from pbx.directory import Directory, Router
+from pbx.callcontrol import CallRecord, FeatureRegistry
+from pbx.directory import Directory
+from pbx.routing.router import Router
 from pbx.store import Store
 from pbx.trunks import TrunkConfig
 from sipcore.digest import DigestClient, DigestServer
@@ -136,7 +138,7 @@ async def pbx_with_trunk(tmp_path: Path, *, resolved: bool) -> AsyncIterator[
     await engine.start()
     b2b = B2bua(sip, engine, digest=digest, lookup=lookup, registrar=SimpleNamespace(bindings=lambda aor, now: []),  # type: ignore[arg-type]
                 domain="127.0.0.1", user_exists=lambda ext: False, log=log, seclog=log,
-                on_record=records.append)
+                on_record=records.append, features=FeatureRegistry(default_features()))
     b2b.auth_for = lambda request: (digest, lookup)
     b2b.router = Router(directory)
     b2b.trunks = FakeTrunks(trunk)  # type: ignore[assignment]

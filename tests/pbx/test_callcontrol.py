@@ -7,9 +7,6 @@ import asyncio
 
 import pytest
 
-from features.base import BaseFeature, CallContext, Continue, Decision, Reject, Ring, Setting
-from features.registry import FeatureRegistry, default_registry
-from features.ringing import OrdinaryRinging
 from pbx.callcontrol import (
     COMPLETED_ELSEWHERE,
     Bridge,
@@ -203,45 +200,6 @@ async def test_collect_dtmf_keeps_other_events() -> None:
     assert isinstance(await call.next_event(0.1), LegEnded)
 
 
-# --------------------------------------------------------------------------------- features
-
-
-class Dnd(BaseFeature):
-    name = "dnd"
-    priority = 100
-    settings_schema = {"on": Setting(bool, False)}
-
-    async def on_terminate(self, ctx: CallContext) -> Decision:
-        return Reject(486) if ctx.setting(self, "on") else Continue()
-
-
-async def test_chain_runs_in_priority_order() -> None:
-    registry = FeatureRegistry([OrdinaryRinging(12.0), Dnd()])
-    assert [f.name for f in registry.chain("on_terminate")] == ["dnd", "ringing"]
-    devices = (TARGETS[0],)
-    ctx = CallContext("100", "101", devices=devices)
-    assert await registry.run_chain("on_terminate", ctx) == Ring(devices, 12.0)
-    ctx.settings = {"dnd": {"on": True}}
-    assert await registry.run_chain("on_terminate", ctx) == Reject(486)
-    assert isinstance(await registry.run_chain("on_terminate", CallContext("100", "101")),
-                      Continue)
-    with pytest.raises(ValueError):
-        registry.register(Dnd())
-
-
-async def test_ringing_default_is_four_rings_and_user_setting_wins() -> None:
-    ringing = default_registry().get("ringing")
-    assert isinstance(ringing, OrdinaryRinging)
-    ctx = CallContext("100", "101", devices=TARGETS)
-    decision = await ringing.on_terminate(ctx)
-    assert decision == Ring(TARGETS, 20.0)
-    ctx.settings = {"ringing": {"ring_timeout": 7.5}}
-    assert await ringing.on_terminate(ctx) == Ring(TARGETS, 7.5)
-    assert ringing.settings_schema["ring_timeout"].coerce(30) == 30.0
-    with pytest.raises(ValueError):
-        ringing.settings_schema["ring_timeout"].coerce(1)
-
-
 async def test_ring_answer_in_the_same_batch_as_ringing() -> None:
     """A 180 and a 200 read in one batch: the leg is already answered when ring() reads the
     LegProgressed; the LegAnswered behind it must still win the ring."""
@@ -257,3 +215,58 @@ async def test_ring_answer_in_the_same_batch_as_ringing() -> None:
     result = await call.ring(TARGETS[:1], timeout=5)
     await task
     assert result.outcome is RingOutcome.ANSWERED and result.leg is legs[0]
+
+
+async def test_originate_makes_the_first_answer_the_caller() -> None:
+    graph_call, graph, legs = make_call()
+    call = Call(None, graph=graph, leg_factory=graph_call.leg_factory, record=graph_call.record)
+
+    async def drive() -> None:
+        await asyncio.sleep(0)
+        legs[1].far_answer()
+
+    task = asyncio.create_task(drive())
+    winner = await call.originate(TARGETS, timeout=5)
+    await task
+    assert winner is legs[1] and call.caller is winner
+    assert ("cancel", COMPLETED_ELSEWHERE) in legs[0].log
+    assert not graph.live  # no ringback: there was nobody to hear it
+
+
+async def test_originate_nobody_answers() -> None:
+    template, graph, _legs = make_call()
+    call = Call(None, graph=graph, leg_factory=template.leg_factory, record=template.record)
+    assert await call.originate(TARGETS[:1], timeout=0.05) is None
+    assert call.caller is None and call.record.status == 480
+    assert await call.answer() is False
+
+
+async def test_conference_join_closes_the_bridge_and_release_closes_the_mix() -> None:
+    call, graph, _ = make_call()
+    callee = call.add_leg(TARGETS[0])
+    call.bridge(call.caller, callee)  # type: ignore[arg-type]
+    conf = call.conference()
+    call.join(conf, call.caller)  # type: ignore[arg-type]
+    call.join(conf, callee)
+    kinds = [link.kind for link in graph.live]
+    assert kinds == ["conference"] and not call.bridges
+    mix = graph.live[0]
+    assert mix.members == [call.caller.media, callee.media]  # type: ignore[union-attr]
+    conf.remove(callee)
+    assert mix.members == [call.caller.media]  # type: ignore[union-attr]
+    call.release()
+    assert not graph.live
+
+
+async def test_replace_moves_one_side_of_a_bridge_to_a_leg_of_another_call() -> None:
+    call, graph, _ = make_call()
+    other, _, _ = make_call()
+    callee = call.add_leg(TARGETS[0])
+    bridge = call.bridge(call.caller, callee)  # type: ignore[arg-type]
+    newcomer = other.add_leg(TARGETS[1])
+    moved = call.replace(bridge, callee, newcomer)
+    assert (moved.a, moved.b) == (call.caller, newcomer)
+    assert newcomer.call is call and newcomer in call.legs and newcomer not in other.legs
+    assert bridge.closed and [link.kind for link in graph.live] == ["bridge"]
+    with pytest.raises(ValueError):
+        call.replace(moved, callee, newcomer)

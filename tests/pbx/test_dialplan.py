@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbx.dialplan import (
+from pbx.routing.dialplan import (
     Classified,
     DialPlan,
     NumberClass,

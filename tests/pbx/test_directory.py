@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pbx.directory import AsyncHistory, Directory
+from pbx.settings_schema import Setting
 from pbx.store import Store
 from sipcore.digest import compute_ha1
 
@@ -107,7 +108,7 @@ def test_write_through_keeps_the_cache_current(store: Store) -> None:
     assert d.owner_of_did("+4930123456") is not None
     u = store.update_user("100", tenant="acme", permission="international")
     assert d.user("acme.example.com", "100") == u
-    schema = {"on": {"type": "bool", "default": False}}
+    schema = {"on": Setting(bool, False)}
     assert d.settings(u.id, "dnd", schema) == {"on": False}
     store.set_feature_settings(u.id, "dnd", schema, {"on": True})
     assert d.settings(u.id, "dnd", schema) == {"on": True}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pbx.dialplan import Permission
+from pbx.routing.dialplan import Permission
+from pbx.settings_schema import Setting
 from pbx.store import (
     DEFAULT_TENANT,
     MIGRATIONS,
@@ -329,11 +330,11 @@ def test_trunk_host_neither_address_nor_name_is_refused(store: Store, host: str,
 
 
 SCHEMA = {
-    "enabled": {"type": "bool", "default": False},
-    "rings": {"type": "int", "default": 4, "min": 1, "max": 20},
-    "target": {"type": "str", "default": "", "max_length": 32},
-    "mode": {"type": "str", "default": "always", "choices": ["always", "busy"]},
-    "targets": {"type": "list", "default": []},
+    "enabled": Setting(bool, False),
+    "rings": Setting(int, 4, minimum=1, maximum=20),
+    "target": Setting(str, "", max_length=32),
+    "mode": Setting(str, "always", choices=("always", "busy")),
+    "targets": Setting(list, []),
 }
 
 
@@ -348,9 +349,10 @@ def test_feature_settings(store: Store) -> None:
     assert store.feature_settings(u.id, "forwarding", SCHEMA) == got
     for value, match in [
         ({"rings": 0}, "forwarding.rings: must be at least 1"),
-        ({"rings": "4"}, "forwarding.rings: must be int"),
-        ({"rings": True}, "must be int"),
-        ({"enabled": 1}, "must be bool"),
+        ({"rings": "4"}, "forwarding.rings: must be a number"),
+        ({"rings": 4.5}, "forwarding.rings: must be a whole number"),
+        ({"rings": True}, "must be a number"),
+        ({"enabled": 1}, "must be true or false"),
         ({"mode": "never"}, "not one of"),
         ({"target": "x" * 33}, "longer than 32"),
         ({"targets": [1]}, "strings"),
@@ -362,7 +364,7 @@ def test_feature_settings(store: Store) -> None:
         store.set_feature_settings(99999, "forwarding", SCHEMA, {"rings": 5})
     assert store.feature_settings(u.id, "forwarding", SCHEMA)["rings"] == 6
     assert store.all_feature_settings()[(u.id, "forwarding")]["rings"] == 6
-    assert validate_settings("f", {"x": {"type": "float", "default": 1.0}}, {"x": 2}) == {"x": 2.0}
+    assert validate_settings("f", {"x": Setting(float, 1.0)}, {"x": 2}) == {"x": 2.0}
 
 
 def test_history(store: Store) -> None:
@@ -419,7 +421,7 @@ def test_listeners_hear_configuration_changes_only(store: Store) -> None:
     store.add_device("100", "dev2", "pw-dev2", tenant="acme")
     store.add_number("+49301234561", tenant="acme", user="100")
     store.add_trunk("t", tenant="acme", kind="ip", host="127.0.0.3")
-    store.set_feature_settings(u.id, "dnd", {"on": {"type": "bool", "default": False}},
+    store.set_feature_settings(u.id, "dnd", {"on": Setting(bool, False)},
                                {"on": True})
     store.history_start(u.id, "c", "in", "", "", 1.0)
     store.save_bindings([], [])

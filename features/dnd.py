@@ -1,0 +1,47 @@
+"""Do not disturb (FEATURES.md): callers get busy, the call is logged as missed.
+
+``*78`` switches it on, ``*79`` off (FEATURE_CODES.md). It runs first in the terminating chain,
+so no device rings; the busy chain does not run either (a user who does not want to be disturbed
+is not forwarded on busy by accident — forwarding immediate, which they chose, runs after DND
+only when DND is off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pbx.callcontrol import (
+    BaseFeature,
+    CallContext,
+    Confirm,
+    Continue,
+    Decision,
+    FeatureCode,
+    Reject,
+    Setting,
+)
+
+
+class DoNotDisturb(BaseFeature):
+    """Reject incoming calls with 486 Busy Here while on."""
+
+    name = "dnd"
+    priority = 100
+    settings_schema: Mapping[str, Setting] = {
+        "enabled": Setting(bool, False, "callers get busy; no device rings"),
+    }
+    feature_codes: Sequence[FeatureCode] = (
+        FeatureCode("on", "*78", description="do not disturb on"),
+        FeatureCode("off", "*79", description="do not disturb off"),
+    )
+
+    async def on_terminate(self, ctx: CallContext) -> Decision:
+        """Busy while on."""
+        if ctx.setting(self, "enabled"):
+            return Reject(486, "Busy Here")
+        return Continue()
+
+    async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
+                              number: str) -> Decision:
+        """``*78`` on, ``*79`` off."""
+        return Confirm(ctx.update(self, enabled=code.action == "on"))

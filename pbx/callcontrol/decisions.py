@@ -1,0 +1,66 @@
+"""What a feature's hook answers: one decision, the script carries it out.
+
+* :class:`Continue` — not my business, ask the next feature;
+* :class:`Reject` — end the call with this SIP status (486 busy, 433 anonymity disallowed …);
+* :class:`Redirect` — route the call on to another target, on behalf of the user whose feature
+  decided (their permissions and caller number; the far end learns of the diversion);
+* :class:`Ring` — ring these targets in parallel for ``timeout`` seconds;
+* :class:`Confirm` — (feature codes) answer, play the confirmation or error tone, hang up;
+* :class:`Handled` — the feature did everything itself (played an announcement, ran an IVR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pbx.callcontrol.legs import Target
+
+__all__ = ["Confirm", "Continue", "Decision", "Handled", "Redirect", "Reject", "Ring"]
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Not handled here: the next feature in the chain decides."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """End the call with ``status`` (and an optional reason phrase; ``retry_after`` seconds
+    when the caller may try again later, e.g. a 503)."""
+
+    status: int
+    reason: str | None = None
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Route the call to ``target`` (an extension or a number) instead. ``reason`` is the
+    diversion reason as RFC 5806 names it (``unconditional``, ``user-busy``, ``no-answer``,
+    ``unavailable``, ``do-not-disturb`` …)."""
+
+    target: str
+    reason: str = "unconditional"
+
+
+@dataclass(frozen=True, slots=True)
+class Ring:
+    """Ring ``targets`` in parallel for ``timeout`` seconds (first answer wins)."""
+
+    targets: tuple[Target, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """A feature code did its job (``ok``) or could not (``ok=False``: the error tone)."""
+
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """The feature handled the call completely."""
+
+
+Decision = Continue | Reject | Redirect | Ring | Confirm | Handled

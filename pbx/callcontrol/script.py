@@ -1,0 +1,322 @@
+"""The call script: what happens to a new call, from the first feature to the hang-up.
+
+1. A user who dialled a feature code: the owning feature handles it (``on_feature_code``).
+2. The caller's originating chain (``on_originate``).
+3. Routing what was dialled on behalf of the caller (their tenant, permissions, caller number).
+4. For a user: their terminating chain (``on_terminate``); ringing is the last feature in it.
+   A number reached through a trunk has no terminating features.
+5. A ring that is not answered runs ``on_busy``, ``on_no_answer`` or ``on_unreachable`` (no
+   device, or every device failed) for that user; the first decision wins, ``Continue`` sends
+   the caller the ring's final status.
+6. A :class:`Redirect` routes the target on behalf of the user who redirected (their
+   permissions, their number as the caller's diversion), at most :data:`MAX_REDIRECTS` times and
+   never back to a user the call already reached.
+7. Answered: the legs are bridged until one hangs up; digits on a user's leg go to ``on_dtmf``.
+
+The script talks to the rest of the PBX through :class:`ScriptHost` (the B2BUA implements it)
+and to features through the registry: it knows no SIP and no feature by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from media.port import MediaPort
+from media.tones import ToneName
+from pbx.callcontrol.call import Call
+from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
+from pbx.callcontrol.decisions import (
+    Confirm,
+    Continue,
+    Decision,
+    Handled,
+    Redirect,
+    Reject,
+    Ring,
+)
+from pbx.callcontrol.feature import Hook
+from pbx.callcontrol.legs import Leg, Target
+from pbx.callcontrol.records import RingOutcome
+from pbx.callcontrol.registry import CodeMatch, FeatureRegistry
+
+__all__ = ["CONFIRM_SECONDS", "MAX_REDIRECTS", "CallScript", "Routed", "ScriptHost"]
+
+log = structlog.get_logger("pbx.callcontrol")
+
+#: FEATURES.md: "a call is never forwarded more than 5 times".
+MAX_REDIRECTS = 5
+#: How long the confirmation (or error) tone of a feature code plays before we hang up.
+CONFIRM_SECONDS = 2.0
+#: A bare code that takes a number prompts for it: digits end with ``#`` or this pause.
+NUMBER_TIMEOUT = 10.0
+NUMBER_INTER_DIGIT = 5.0
+#: Digits of one in-call sequence belong together when no longer apart than this.
+DTMF_SEQUENCE_GAP = 3.0
+
+_RING_HOOKS = {RingOutcome.BUSY: Hook.BUSY, RingOutcome.REJECTED: Hook.BUSY,
+               RingOutcome.NO_ANSWER: Hook.NO_ANSWER, RingOutcome.UNREACHABLE: Hook.UNREACHABLE}
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """Routing's answer for a user: ring them (``user``)."""
+
+    user: UserView
+
+
+class ScriptHost(Protocol):
+    """What the script needs of the PBX around it."""
+
+    @property
+    def services(self) -> Services:
+        """Settings and routability for features."""
+        ...
+
+    def originator(self, call: Call) -> UserView | None:
+        """The user who placed ``call`` (None: a trunk or an anonymous caller)."""
+        ...
+
+    def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
+            Routed | Ring | Reject):
+        """Where ``dialled`` goes when ``on_behalf_of`` (the caller, or the user who
+        redirected) sends the call there."""
+        ...
+
+    def devices(self, user: UserView) -> list[Target]:
+        """The reachable device targets of ``user``."""
+        ...
+
+    def tone(self, name: ToneName, rate: int) -> MediaPort:
+        """A media port playing one of our tones."""
+        ...
+
+    async def connect(self, call: Call, callee: Leg) -> Leg | None:
+        """Answer the caller, bridge it to ``callee`` and run the call until a leg ends
+        (returned). ``call.on_digit`` is set before this is awaited."""
+        ...
+
+    async def fail(self, call: Call, status: int, reason: str | None = None, *,
+                   retry_after: int | None = None) -> None:
+        """Tell an unanswered caller ``status`` (with a busy tone first where configured)."""
+        ...
+
+
+class CallScript:
+    """Runs one call from start to end (see the module docstring)."""
+
+    def __init__(self, host: ScriptHost, registry: FeatureRegistry, *,
+                 confirm_seconds: float = CONFIRM_SECONDS) -> None:
+        self.host = host
+        self.registry = registry
+        self.confirm_seconds = confirm_seconds
+
+    def context(self, call: Call, user: UserView | None) -> CallContext:
+        """A fresh context for ``user``'s features in ``call``."""
+        settings: Mapping[str, Mapping[str, Any]] = (
+            self.host.services.settings(user) if user is not None else {})
+        return CallContext(caller=call.record.caller, callee=call.record.callee, call=call,
+                           user=user, services=self.host.services, settings=settings)
+
+    async def run(self, call: Call) -> None:
+        """The whole script for one call."""
+        caller = self.host.originator(call)
+        ctx = self.context(call, caller)
+        if caller is not None:
+            match = self.registry.match(call.record.callee)
+            if match is not None:
+                await self._feature_code(call, ctx, match)
+                return
+        decision = await self.registry.run_chain(Hook.ORIGINATE, ctx)
+        if isinstance(decision, Continue):
+            await self._route(call, ctx, call.record.callee, caller)
+        else:
+            await self._carry_out(call, ctx, decision)
+
+    async def call_back(self, call: Call, user: UserView, dialled: str,
+                        timeout: float) -> None:
+        """Call-back (click-to-dial, 3PCC as in RFC 3725): ring ``user``'s devices first;
+        when one answers it is the caller, hears ringback, and the call goes on as if the
+        user had dialled ``dialled`` from it (their originating chain, their routing)."""
+        targets = self.host.devices(user)
+        if not targets:
+            call.record.status = 480
+            log.info("call.callback_unreachable", call_id=call.record.call_id, user=user.key)
+            return
+        if await call.originate(targets, timeout) is None:
+            log.info("call.callback_unanswered", call_id=call.record.call_id, user=user.key,
+                     status=call.record.status)
+            return
+        ctx = self.context(call, user)
+        decision = await self.registry.run_chain(Hook.ORIGINATE, ctx)
+        if isinstance(decision, Continue):
+            await self._route(call, ctx, dialled, user)
+        else:
+            await self._carry_out(call, ctx, decision)
+
+    async def _route(self, call: Call, ctx: CallContext, dialled: str,
+                     on_behalf_of: UserView | None) -> None:
+        while True:
+            routed = self.host.route(call, dialled, on_behalf_of)
+            if isinstance(routed, Reject):
+                await self.host.fail(call, routed.status, routed.reason,
+                                     retry_after=routed.retry_after)
+                return
+            if isinstance(routed, Ring):  # a number through a trunk: no terminating features
+                result = await call.ring(routed.targets, routed.timeout)
+                if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
+                    await self._connect(call, ctx, result.leg)
+                elif result.outcome is not RingOutcome.CALLER_GONE:
+                    await self.host.fail(call, result.status)
+                return
+            user = routed.user
+            if user.key in ctx.history:
+                log.info("call.loop", call_id=call.record.call_id, user=user.key,
+                         history=ctx.history)
+                await self.host.fail(call, 482, "Loop Detected")
+                return
+            ctx = self._reach(call, ctx, user)
+            decision = await self._terminate(call, ctx)
+            if isinstance(decision, Redirect) and len(ctx.diversions) >= MAX_REDIRECTS:
+                log.info("call.too_many_redirects", call_id=call.record.call_id,
+                         history=ctx.history)
+                await self.host.fail(call, 482, "Too Many Redirects")
+                return
+            if isinstance(decision, Redirect):
+                ctx.diversions.append(Diversion(user, decision.reason,
+                                                user.numbers[0] if user.numbers
+                                                else user.extension))
+                call.diversions = list(ctx.diversions)
+                log.info("call.redirected", call_id=call.record.call_id, by=user.key,
+                         to=decision.target, reason=decision.reason)
+                dialled, on_behalf_of = decision.target, user
+                continue
+            await self._carry_out(call, ctx, decision)
+            return
+
+    def _reach(self, call: Call, previous: CallContext, user: UserView) -> CallContext:
+        """The context for the user the call reached now (their settings and devices)."""
+        ctx = self.context(call, user)
+        ctx.history = [*previous.history, user.key]
+        ctx.diversions = previous.diversions
+        ctx.devices = self.host.devices(user)
+        return ctx
+
+    async def _terminate(self, call: Call, ctx: CallContext) -> Decision:
+        """The user's terminating chain and, when it rings, what follows the ring; returns a
+        Redirect for the caller of this method to route, or a final decision (Handled when the
+        call was connected or the caller left)."""
+        decision = await self.registry.run_chain(Hook.TERMINATE, ctx)
+        if isinstance(decision, Continue):  # nobody to ring: no registered device
+            ctx.status = 480
+            decision = await self.registry.run_chain(Hook.UNREACHABLE, ctx)
+            return decision if not isinstance(decision, Continue) else Reject(480)
+        if not isinstance(decision, Ring):
+            return decision
+        result = await call.ring(decision.targets, decision.timeout)
+        if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
+            await self._connect(call, ctx, result.leg)
+            return Handled()
+        if result.outcome is RingOutcome.CALLER_GONE:
+            return Handled()
+        ctx.status = result.status
+        after = await self.registry.run_chain(_RING_HOOKS[result.outcome], ctx)
+        return after if not isinstance(after, Continue) else Reject(result.status)
+
+    async def _carry_out(self, call: Call, ctx: CallContext, decision: Decision) -> None:
+        if isinstance(decision, Reject):
+            await self.host.fail(call, decision.status, decision.reason,
+                                 retry_after=decision.retry_after)
+        elif isinstance(decision, Ring):
+            result = await call.ring(decision.targets, decision.timeout)
+            if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
+                await self._connect(call, ctx, result.leg)
+            elif result.outcome is not RingOutcome.CALLER_GONE:
+                await self.host.fail(call, result.status)
+        elif isinstance(decision, Redirect):  # from the originating chain: the caller's own
+            await self._route(call, ctx, decision.target, ctx.user)
+        elif isinstance(decision, Confirm):
+            await self.confirm(call, decision.ok)
+        # Handled / Continue: nothing left to do
+
+    # -- feature codes ---------------------------------------------------------------------------
+
+    async def _feature_code(self, call: Call, ctx: CallContext, match: CodeMatch) -> None:
+        if match.code.takes_number and not match.number:
+            # dialled bare: answer, beep, and take the number from the keypad (ends with #)
+            if call.caller is None or not await call.answer():
+                return
+            prompt = call.play(call.caller, self._tone(call, ToneName.BEEP))
+            number = await call.collect_dtmf(call.caller, max_digits=32, timeout=NUMBER_TIMEOUT,
+                                             inter_digit=NUMBER_INTER_DIGIT, terminators="#")
+            prompt.stop()
+            if not number:
+                await self.confirm(call, False)
+                return
+            match = dataclasses.replace(match, number=number)
+        decision = await self.registry.dispatch_code(match, ctx)
+        # a code must be answered: a feature that passes leaves the caller with the error tone
+        await self._carry_out(call, ctx, Confirm(ok=False) if isinstance(decision, Continue)
+                              else decision)
+
+    def _tone(self, call: Call, name: ToneName) -> MediaPort:
+        caller = call.caller
+        rate = caller.media.sample_rate if caller is not None and caller.media is not None \
+            else 8000
+        return self.host.tone(name, rate)
+
+    async def confirm(self, call: Call, ok: bool) -> None:
+        """Answer the caller, play the confirmation (or error) tone, hang up."""
+        caller = call.caller
+        if caller is None or not await call.answer():
+            return
+        playback = call.play(caller, self._tone(
+            call, ToneName.CONFIRMATION if ok else ToneName.ERROR))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.wait_hangup(), self.confirm_seconds)
+        playback.stop()
+        call.record.cause = call.record.cause or ("feature code" if ok else "feature code failed")
+        call.hangup()
+
+    # -- connected -------------------------------------------------------------------------------
+
+    async def _connect(self, call: Call, ctx: CallContext, callee: Leg) -> None:
+        """Bridge and run the call; digits on a user's leg go to that user's on_dtmf chain."""
+        users: dict[Leg, UserView | None] = {callee: ctx.user}
+        if call.caller is not None:
+            users[call.caller] = self.host.originator(call)
+        buffers: dict[Leg, tuple[str, float]] = {}
+        loop = asyncio.get_running_loop()
+
+        def on_digit(leg: Leg, digit: str) -> None:
+            user = users.get(leg)
+            if user is None or call.tasks is None:
+                return
+            digits, last = buffers.get(leg, ("", 0.0))
+            now = loop.time()
+            digits = (digits if now - last <= DTMF_SEQUENCE_GAP else "") + digit
+            buffers[leg] = (digits, now)
+            call.tasks.create_task(self._dtmf(call, user, leg, digits, buffers))
+
+        call.on_digit = on_digit
+        try:
+            await self.host.connect(call, callee)
+        finally:
+            call.on_digit = None
+
+    async def _dtmf(self, call: Call, user: UserView, leg: Leg, digits: str,
+                    buffers: dict[Leg, tuple[str, float]]) -> None:
+        ctx = self.context(call, user)
+        ctx.digits = digits
+        decision = await self.registry.run_chain(Hook.DTMF, ctx)
+        if isinstance(decision, Continue):
+            return
+        buffers.pop(leg, None)  # a feature took the sequence
+        if isinstance(decision, Reject):
+            call.hangup()

@@ -1,0 +1,61 @@
+"""What call control offers features beyond the call (:class:`pbx.callcontrol.Services`):
+a user's settings from the directory cache, changes through the settings service, and whether
+a number is routable for a user."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from pbx.callcontrol import FeatureRegistry, UserView
+from pbx.directory import Directory
+from pbx.routing.calls import CallRouter
+from pbx.services.settings import SettingsService
+from pbx.settings_schema import SettingError, defaults, stored_over_defaults
+
+__all__ = ["CallServices"]
+
+log = structlog.get_logger("pbx.features")
+
+
+class CallServices:
+    """:class:`pbx.callcontrol.Services` over the directory, the settings service and routing.
+    Without a directory (a bare B2BUA) every user has the defaults and nothing is stored."""
+
+    def __init__(self, registry: FeatureRegistry, routing: CallRouter) -> None:
+        self.registry = registry
+        self.routing = routing
+        self.directory: Directory | None = None
+        self.settings_service: SettingsService | None = None
+
+    def settings(self, user: UserView) -> Mapping[str, Mapping[str, Any]]:
+        """Every feature's settings of ``user`` (stored over defaults)."""
+        out: dict[str, Mapping[str, Any]] = {}
+        for feature in self.registry.features:
+            schema = feature.settings_schema
+            if not schema:
+                continue
+            if self.directory is None or user.id is None:
+                out[feature.name] = defaults(schema)
+            else:
+                out[feature.name] = stored_over_defaults(
+                    schema, self.directory.settings(user.id, feature.name))
+        return out
+
+    def update_settings(self, user: UserView, feature: str, changes: Mapping[str, Any], *,
+                        source: str) -> dict[str, Any]:
+        """Through the settings service (ValueError naming the key when refused)."""
+        if self.settings_service is None or user.id is None:
+            raise SettingError(f"{feature}: {user.key} has no stored settings")
+        try:
+            return self.settings_service.update(user.id, feature, changes, source=source)
+        except ValueError as exc:
+            log.info("settings.refused", user=user.key, feature=feature, source=source,
+                     error=str(exc))
+            raise
+
+    def routable(self, user: UserView, dialled: str) -> bool:
+        """Whether ``dialled`` would be routed for ``user``."""
+        return self.routing.routable(user, dialled)

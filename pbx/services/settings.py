@@ -1,0 +1,90 @@
+"""The settings service: the one way any user's feature setting changes.
+
+``update(user_id, feature, changes, source=…)`` validates ``changes`` with the feature's schema
+(:mod:`pbx.settings_schema`), stores the result, refreshes the directory cache the calls read
+from, and publishes one ``settings.changed`` event with the old and new values. Feature codes use
+it now; the CLI, the REST API and the portal use the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from pbx.services.events import EventBus
+from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
+from pbx.settings_schema import validate as validate_settings
+
+__all__ = ["SettingsService", "SettingsStore", "UnknownFeature"]
+
+log = structlog.get_logger("pbx.settings")
+
+
+class UnknownFeature(SettingError):
+    """No feature of that name has settings."""
+
+
+class SettingsStore(Protocol):
+    """The store's side of settings (:class:`pbx.store.Store` fits)."""
+
+    def set_feature_settings(self, user_id: int, feature: str, schema: SettingsSchema,
+                             value: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class SettingsCache(Protocol):
+    """The read side the calls use (:class:`pbx.directory.Directory` fits)."""
+
+    def settings(self, user_id: int, feature: str,
+                 schema: SettingsSchema | None = None) -> dict[str, Any]: ...
+
+    def refresh_if_changed(self) -> bool: ...
+
+
+class SettingsService:
+    """Validate, store, refresh the cache, emit ``settings.changed`` — in that order.
+
+    ``schemas(feature)`` gives a feature's schema (None: the feature has no settings).
+    """
+
+    def __init__(self, store: SettingsStore, cache: SettingsCache, bus: EventBus,
+                 schemas: Callable[[str], SettingsSchema | None]) -> None:
+        self.store = store
+        self.cache = cache
+        self.bus = bus
+        self.schemas = schemas
+
+    def schema(self, feature: str) -> SettingsSchema:
+        """``feature``'s schema (:class:`UnknownFeature` when it has none)."""
+        schema = self.schemas(feature)
+        if schema is None:
+            raise UnknownFeature(f"{feature}: no such feature with settings")
+        return schema
+
+    def get(self, user_id: int, feature: str) -> dict[str, Any]:
+        """A user's settings of ``feature`` (stored over defaults), from the cache."""
+        return stored_over_defaults(self.schema(feature), self.cache.settings(user_id, feature))
+
+    def update(self, user_id: int, feature: str, changes: Mapping[str, Any], *,
+               source: str = "api") -> dict[str, Any]:
+        """Apply ``changes``; returns the user's full settings of ``feature`` afterwards.
+
+        Raises :class:`SettingError` naming ``feature.key`` (nothing stored then), or the
+        store's error for an unknown user. ``source`` says who changed it (``feature_code``,
+        ``api``, ``cli``, ``portal``) for the event and the log.
+        """
+        schema = self.schema(feature)
+        before = self.get(user_id, feature)
+        validate_settings(feature, schema, changes, base=before)  # fail before touching the store
+        after = self.store.set_feature_settings(user_id, feature, schema, changes)
+        # The directory reloads on the store's change notice; this covers a cache that does not
+        # listen (another process's store): the very next call must see the new value.
+        self.cache.refresh_if_changed()
+        changed = {k: after[k] for k in after if before.get(k) != after[k]}
+        log.info("settings.changed", user_id=user_id, feature=feature, source=source,
+                 changed=sorted(changed))
+        self.bus.publish("settings.changed", {
+            "user_id": user_id, "feature": feature, "source": source,
+            "before": before, "after": after, "changed": changed})
+        return after

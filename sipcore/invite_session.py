@@ -101,6 +101,7 @@ __all__ = [
     "SessionExpires",
     "SessionInput",
     "SessionState",
+    "negotiate",
     "offer_lookup",
     "option_tags",
     "parse_min_se",
@@ -480,6 +481,20 @@ def option_tags(message: Request | Response, name: str) -> set[str]:
             if t.strip()}
 
 
+def negotiate(se: SessionExpires, supported: bool, *, min_se: int, session_expires: int,
+              their_min_se: int = 0, prefer: str = "uac") -> SessionExpires:
+    """RFC 4028 §9 for a request we answer (its ``se``; ``supported``: its UAC supports
+    ``timer``): the interval is the requested one capped by our ``session_expires``, at least
+    our ``min_se`` and the request's Min-SE; the refresher is the requested one, else ``prefer``
+    when the UAC supports timers, else the UAS (a UAC without timer support cannot refresh).
+    The 422 for ``se.seconds < min_se`` is the caller's to send before asking this."""
+    seconds = max(min_se, their_min_se, min(se.seconds, session_expires))
+    refresher = se.refresher or (prefer if supported else "uas")
+    if refresher == "uac" and not supported:
+        refresher = "uas"
+    return SessionExpires(seconds, refresher)
+
+
 def _timer_supported(message: Request | Response) -> bool:
     return "timer" in option_tags(message, "Supported") | option_tags(message, "Require")
 
@@ -785,18 +800,18 @@ class InviteSession:
             if se.seconds < config.min_se:
                 raise RequestRefused("Session Interval Too Small", 422,
                                      (("Min-SE", str(config.min_se)),))
-            seconds = max(config.min_se, their_min, min(se.seconds, config.session_expires))
-            refresher = se.refresher or (config.refresher if supported else "uas")
+            granted = negotiate(se, supported, min_se=config.min_se,
+                                session_expires=config.session_expires, their_min_se=their_min,
+                                prefer=config.refresher)
         elif self.interval is not None:
             # a refresh without Session-Expires keeps the running timer (named from this
             # transaction's point of view: we are its UAS)
-            seconds = self.interval
-            refresher = "uas" if self.we_refresh else "uac"
+            running = SessionExpires(self.interval, "uas" if self.we_refresh else "uac")
+            granted = negotiate(running, supported, min_se=self.interval,
+                                session_expires=self.interval)
         else:
             return ()
-        if refresher == "uac" and not supported:
-            refresher = "uas"  # a UAC without timer support cannot refresh (§9)
-        headers = [("Session-Expires", f"{seconds};refresher={refresher}")]
+        headers = [("Session-Expires", str(granted))]
         if supported:
             headers.append(("Require", "timer"))
         return tuple(headers)

@@ -39,6 +39,7 @@ from sipcore.invite_session import (
     SessionExpires,
     SessionInput,
     SessionState,
+    negotiate,
     offer_lookup,
     option_tags,
     parse_min_se,
@@ -1059,3 +1060,20 @@ def test_pair_random_walk_keeps_the_invariants(steps: list[str]) -> None:
         assert {p.ended["a"].remote, p.ended["b"].remote} == {True, False}
     else:
         assert p.ended == {}
+
+
+@pytest.mark.parametrize(("se", "supported", "their_min", "expected"), [
+    (SessionExpires(1800), True, 0, SessionExpires(1800, "uac")),
+    (SessionExpires(1800), False, 0, SessionExpires(1800, "uas")),
+    (SessionExpires(1800, "uac"), False, 0, SessionExpires(1800, "uas")),
+    (SessionExpires(1800, "uas"), True, 0, SessionExpires(1800, "uas")),
+    (SessionExpires(7200, "uac"), True, 0, SessionExpires(3600, "uac")),
+    (SessionExpires(30), True, 0, SessionExpires(90, "uac")),
+    (SessionExpires(1800), True, 2400, SessionExpires(2400, "uac")),
+])
+def test_negotiate(se: SessionExpires, supported: bool, their_min: int,
+                   expected: SessionExpires) -> None:
+    assert negotiate(se, supported, min_se=90, session_expires=3600,
+                     their_min_se=their_min) == expected
+    assert negotiate(SessionExpires(1800), True, min_se=90, session_expires=3600,
+                     prefer="uas") == SessionExpires(1800, "uas")

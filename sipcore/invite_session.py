@@ -587,6 +587,7 @@ class InviteSession:
         self._retry_method: str | None = None
         self._delayed_ack: tuple[Dialog, int] | None = None
         self._offerless_invite: int | None = None
+        self._offerless_out: int | None = None
 
     def __repr__(self) -> str:
         return f"<InviteSession {self.role.value} {self.state.value} {self.offer_state.value}>"
@@ -683,6 +684,8 @@ class InviteSession:
             self._offer(OfferInput.SEND_OFFER)
             self._offer_carrier = ("out", method, seq)
             self._early_answer = False
+        elif method == "INVITE":
+            self._offerless_out = seq  # its 2xx will carry the peer's offer
         if initial:
             self.invite_seq = seq
         self._out[method] = seq
@@ -976,8 +979,8 @@ class InviteSession:
                 return SdpRole.ANSWER
             self._rollback_if_carrier("out", method, seq)  # no answer at all: the offer lapsed
             return SdpRole.NONE
-        if _is_sdp(response) and method == "INVITE" and self.offer_state is not \
-                OfferState.OFFER_RECEIVED:
+        if _is_sdp(response) and method == "INVITE" and self._offerless_out == seq:
+            self._offerless_out = None
             self._offer(OfferInput.RECV_OFFER)  # offerless INVITE: the 2xx offers
             self._offer_carrier = ("in", method, seq)
             return SdpRole.OFFER

@@ -1077,3 +1077,19 @@ def test_negotiate(se: SessionExpires, supported: bool, their_min: int,
                      their_min_se=their_min) == expected
     assert negotiate(SessionExpires(1800), True, min_se=90, session_expires=3600,
                      prefer="uas") == SessionExpires(1800, "uas")
+
+
+def test_offerless_reinvite_of_ours_is_answered_in_the_ack() -> None:
+    c = uac_confirmed()
+    reinvite = our_request(c, "INVITE")  # no SDP: the peer offers in its 2xx
+    resp = reply(reinvite, 200, sdp=True)
+    assert c.session.receive_response(resp, 1.0, c.dialog) is SdpRole.OFFER
+    assert c.drain() == []  # the ACK waits for our answer
+    c.session.answer_in_ack(SDP, 1.1)
+    (ack,) = c.drain()
+    assert isinstance(ack, AckToSend) and ack.request.body == SDP
+    assert ack.request.cseq.seq == reinvite.cseq.seq and offer_of(c) is OfferState.ANSWERED
+    # an INVITE of ours that offered: SDP in its 2xx is the answer, never a new offer
+    reinvite = our_request(c, "INVITE", sdp=True)
+    assert c.session.receive_response(reply(reinvite, 200, sdp=True), 2.0, c.dialog) is \
+        SdpRole.ANSWER

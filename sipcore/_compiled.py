@@ -1,7 +1,7 @@
 """Which pure-Python modules are compiled with mypyc, and the switch back to their sources.
 
 The SIP stack's hot path (message parsing and serialization, headers, URIs, SDP, digest, the
-transaction layer, the sans-IO endpoint and dialogs) is plain, ``mypy --strict``-typed Python.
+transaction layer, the sans-IO endpoint, dialogs and the INVITE usage) is plain, ``mypy --strict``-typed Python.
 ``setup.py`` compiles the modules in :data:`COMPILED` with mypyc into C extensions that sit
 beside their ``.py`` sources and take precedence on import; the source stays the readable
 reference. The calls benchmark measures the gain (bench/README.md).
@@ -38,6 +38,7 @@ COMPILED: tuple[str, ...] = (
     "sipcore.transaction",
     "sipcore.endpoint",
     "sipcore.dialog",
+    "sipcore.invite_session",
 )
 
 

@@ -32,5 +32,13 @@ class ParseError(RemoteProtocolError):
         super().__init__(reason, status_hint)
 
 
+class SdesError(ParseError):
+    """A malformed or unusable SDES ``a=crypto`` line (RFC 4568): answered with 488 Not
+    Acceptable Here when no other line of the offer is usable."""
+
+    def __init__(self, reason: str, status_hint: int = 488) -> None:
+        super().__init__(reason, status_hint)
+
+
 class LocalProtocolError(SipError):
     """Our own code asked for something the protocol does not allow."""

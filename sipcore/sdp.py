@@ -17,34 +17,47 @@ Offer/answer (RFC 3264): :func:`create_offer` builds an offer from our codec lis
 mirrored, rejected streams with port 0, direction mirrored, telephone-event kept when offered),
 :func:`hold` / :func:`resume` / :func:`with_direction` produce re-offers that change the
 direction (RFC 3264 §8.4), :func:`negotiated_codecs` reads what an answer settled on.
+
+SDES (RFC 4568): :func:`parse_crypto` reads one ``a=crypto`` value into a :class:`SdesCrypto`
+(tag, crypto-suite, one or more ``inline:`` key parameters with their lifetime and MKI, session
+parameters) and ``str()`` writes it back; :meth:`MediaDescription.crypto` parses every line of a
+stream.  A malformed line raises :class:`~sipcore.errors.SdesError`, a ``ParseError`` with status
+hint 488 (Not Acceptable Here), so the caller can skip the line or turn it into the 488 of an
+offer that has no usable line.  Which suites we accept and which keys we use is policy, not here.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from sipcore.errors import ParseError
+from sipcore.errors import ParseError, SdesError
 
 __all__ = [
     "G722",
     "OPUS",
     "PCMA",
     "PCMU",
+    "SDES_KEY_LENGTHS",
     "TELEPHONE_EVENT",
     "Codec",
     "Connection",
     "MediaDescription",
     "Origin",
     "RtpMap",
+    "SdesCrypto",
+    "SdesKey",
     "SessionDescription",
     "Timing",
     "answer",
     "create_offer",
     "hold",
     "negotiated_codecs",
+    "parse_crypto",
     "parse_sdp",
     "resume",
     "with_direction",
@@ -220,6 +233,14 @@ class MediaDescription:
         attrs = [(n, v) for n, v in self.attributes if n not in DIRECTIONS]
         attrs.append((value, None))
         self.attributes = attrs
+
+    def crypto(self) -> list[SdesCrypto]:
+        """Every ``a=crypto`` line of this stream, parsed (RFC 4568 §9.1), in order.
+
+        Raises :class:`~sipcore.errors.SdesError` (hint 488) on the first malformed line; use
+        :func:`parse_crypto` on :meth:`get_attributes` ``("crypto")`` to skip bad lines instead.
+        """
+        return [parse_crypto(value) for value in self.get_attributes("crypto")]
 
     @property
     def rtcp_mux(self) -> bool:
@@ -757,3 +778,167 @@ def negotiated_codecs(media: MediaDescription) -> list[RtpMap]:
         return []
     maps = media.rtpmaps
     return [maps[pt] for pt in media.payload_types if pt in maps]
+
+
+# -- SDES a=crypto (RFC 4568) ------------------------------------------------------------------
+
+#: Length of the master key || master salt of the crypto-suites we know (RFC 4568 §6.2,
+#: RFC 6188 §7.1, RFC 7714 §12). Lines with an unknown suite parse with any key length.
+SDES_KEY_LENGTHS: dict[str, int] = {
+    "AES_CM_128_HMAC_SHA1_80": 30,
+    "AES_CM_128_HMAC_SHA1_32": 30,
+    "F8_128_HMAC_SHA1_80": 30,
+    "AES_192_CM_HMAC_SHA1_80": 38,
+    "AES_192_CM_HMAC_SHA1_32": 38,
+    "AES_256_CM_HMAC_SHA1_80": 46,
+    "AES_256_CM_HMAC_SHA1_32": 46,
+    "AEAD_AES_128_GCM": 28,
+    "AEAD_AES_256_GCM": 44,
+}
+#: RFC 4568 §6.1: an SRTP master key lives for at most 2^48 packets.
+SDES_MAX_LIFETIME = 1 << 48
+
+_WSP = re.compile(r"[ \t]+")
+_SUITE = re.compile(r"[A-Za-z0-9_]+")
+_DIGITS = re.compile(r"[0-9]+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_VCHAR = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True, slots=True)
+class SdesKey:
+    """One key-param of an ``a=crypto`` line: ``inline:<key||salt>[|<lifetime>][|<MKI>:<len>]``
+    (RFC 4568 §6.1). ``lifetime`` is in packets; ``mki`` is (value, length in bytes)."""
+
+    key_salt: bytes
+    lifetime: int | None = None
+    mki: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        text = "inline:" + base64.b64encode(self.key_salt).decode("ascii")
+        if self.lifetime is not None:
+            exp = self.lifetime.bit_length() - 1
+            text += f"|2^{exp}" if self.lifetime == 1 << exp else f"|{self.lifetime}"
+        if self.mki is not None:
+            text += f"|{self.mki[0]}:{self.mki[1]}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class SdesCrypto:
+    """One ``a=crypto`` attribute (RFC 4568 §9.1): tag, crypto-suite, key parameters (one, or
+    several each with an MKI) and session parameters (``KDR=``, ``UNENCRYPTED_SRTP``,
+    ``WSH=`` …, kept verbatim in order). ``str()`` is the attribute value (after
+    ``a=crypto:``)."""
+
+    tag: int
+    suite: str
+    keys: tuple[SdesKey, ...]
+    session_params: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> SdesKey:
+        """The first (usually the only) key parameter."""
+        return self.keys[0]
+
+    def __str__(self) -> str:
+        parts = [str(self.tag), self.suite, ";".join(str(k) for k in self.keys),
+                 *self.session_params]
+        return " ".join(parts)
+
+
+def _parse_sdes_key(text: str, suite: str) -> SdesKey:
+    method, colon, info = text.partition(":")
+    if not colon:
+        raise SdesError("a=crypto key parameter has no key method")
+    if method.lower() != "inline":
+        # §9.1 allows other key methods; none is defined, so none is usable
+        raise SdesError(f"a=crypto key method {method[:20]!r} is not inline")
+    fields = info.split("|")
+    if len(fields) > 3:
+        raise SdesError("a=crypto key parameters malformed")
+    encoded = fields[0]
+    if _BASE64.fullmatch(encoded) is None:
+        raise SdesError("a=crypto key is not base64")
+    # some peers drop the base64 padding (46-byte AES-256 keys): tolerate it
+    encoded += "=" * (-len(encoded) % 4)
+    try:
+        key_salt = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise SdesError("a=crypto key is not base64") from None
+    expected = SDES_KEY_LENGTHS.get(suite)
+    if not key_salt or (expected is not None and len(key_salt) != expected):
+        raise SdesError("a=crypto key||salt has the wrong length for its suite")
+    lifetime: int | None = None
+    mki: tuple[int, int] | None = None
+    for extra in fields[1:]:
+        value, colon, length = extra.partition(":")
+        if colon:  # MKI, always last (§9.1: key-salt ["|" lifetime] ["|" mki])
+            if mki is not None or _DIGITS.fullmatch(value) is None or len(value) > 40 \
+                    or _DIGITS.fullmatch(length) is None or len(length) > 3:
+                raise SdesError("a=crypto MKI malformed")
+            mki = (int(value), int(length))
+            if not 1 <= mki[1] <= 128:
+                raise SdesError("a=crypto MKI length out of range")
+            if mki[0] >= 1 << (8 * mki[1]):
+                raise SdesError("a=crypto MKI value does not fit its length")
+        else:
+            if lifetime is not None or mki is not None:
+                raise SdesError("a=crypto key parameters malformed")
+            power = value.startswith("2^")
+            digits = value[2:] if power else value
+            if _DIGITS.fullmatch(digits) is None or len(digits) > 20:
+                raise SdesError("a=crypto lifetime malformed")
+            number = int(digits)
+            lifetime = (1 << number if number <= 48 else 0) if power else number
+            if not 0 < lifetime <= SDES_MAX_LIFETIME:
+                raise SdesError("a=crypto lifetime out of range")
+    return SdesKey(key_salt, lifetime, mki)
+
+
+def _check_session_param(param: str) -> None:
+    """The session parameters of RFC 4568 §6.3 whose values we can check; others are kept."""
+    name, eq, value = param.partition("=")
+    upper = name.upper()
+    if upper in ("KDR", "WSH"):
+        if not eq or _DIGITS.fullmatch(value) is None or len(value) > 10:
+            raise SdesError(f"a=crypto {upper} malformed")
+        if upper == "KDR" and int(value) > 24:
+            raise SdesError("a=crypto KDR out of range")
+        if upper == "WSH" and int(value) < 64:
+            raise SdesError("a=crypto WSH below 64")
+    elif upper in ("UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP") and eq:
+        raise SdesError(f"a=crypto {upper} takes no value")
+
+
+def parse_crypto(value: str) -> SdesCrypto:
+    """Parse the value of one ``a=crypto`` attribute (RFC 4568 §9.1)::
+
+        <tag> 1*WSP <crypto-suite> 1*WSP <key-params> *(1*WSP <session-param>)
+
+    Unknown crypto-suites parse (so an offer can be scanned; choosing one is policy), with any
+    key length; the suites of :data:`SDES_KEY_LENGTHS` must carry exactly their key||salt.
+    Several key parameters (``;``-separated) must each have an MKI of one length (§6.1).
+    Raises :class:`~sipcore.errors.SdesError` (hint 488) on anything malformed.
+    """
+    if len(value) > 4096:
+        raise SdesError("a=crypto too long")
+    fields = _WSP.split(value.strip(" \t"))
+    if len(fields) < 3:
+        raise SdesError("malformed a=crypto")
+    tag_text, suite, key_params = fields[0], fields[1], fields[2]
+    if _DIGITS.fullmatch(tag_text) is None or len(tag_text) > 9:
+        raise SdesError("a=crypto tag malformed")
+    if _SUITE.fullmatch(suite) is None:
+        raise SdesError("a=crypto suite malformed")
+    keys = tuple(_parse_sdes_key(part, suite) for part in key_params.split(";"))
+    if len(keys) > 1:
+        lengths = {k.mki[1] if k.mki is not None else None for k in keys}
+        if None in lengths or len(lengths) != 1:
+            raise SdesError("a=crypto keys need MKIs of one length")
+    params = tuple(fields[3:])
+    for param in params:
+        if _VCHAR.fullmatch(param) is None:
+            raise SdesError("a=crypto session parameter malformed")
+        _check_session_param(param)
+    return SdesCrypto(int(tag_text), suite, keys, params)

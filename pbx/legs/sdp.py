@@ -1,18 +1,21 @@
-"""SDP policy of our SIP legs: the codecs we offer and answer, and SDES (RFC 4568) key choice."""
+"""SDP policy of our SIP legs: the codecs we offer and answer, and SDES (RFC 4568) key choice.
+
+The ``a=crypto`` lines are read and written by :mod:`sipcore.sdp` (:func:`~sipcore.sdp.
+parse_crypto`, :class:`~sipcore.sdp.SdesCrypto`); the keys the media layer runs SRTP with are
+:class:`media.srtp.CryptoAttribute` (one key each). This module converts between the two, the
+only place that sees both.
+"""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 
-from media.errors import MediaParseError
 from media.srtp import (
     SUITES,
     CryptoAttribute,
     answer_crypto,
     generate_crypto,
-    parse_crypto,
 )
-from sipcore.errors import ParseError
+from sipcore.errors import SdesError
 from sipcore.message import Request, Response
 from sipcore.sdp import (
     G722,
@@ -22,8 +25,11 @@ from sipcore.sdp import (
     TELEPHONE_EVENT,
     Codec,
     MediaDescription,
+    SdesCrypto,
+    SdesKey,
     SessionDescription,
     answer,
+    parse_crypto,
 )
 
 #: Voice codecs in our order of preference; telephone-event at 8 kHz and at Opus's 48 kHz.
@@ -59,16 +65,34 @@ def first_audio(sdp: SessionDescription) -> MediaDescription | None:
     return next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
 
 
+def media_key(crypto: SdesCrypto) -> CryptoAttribute:
+    """An ``a=crypto`` line as the media layer's key: its first key parameter. A line with
+    several keys carries MKIs (RFC 4568 §6.1), which :func:`answer_crypto` does not take."""
+    key = crypto.key
+    return CryptoAttribute(crypto.tag, crypto.suite, key.key_salt, key.lifetime, key.mki,
+                           " ".join(crypto.session_params))
+
+
+def crypto_line(key: CryptoAttribute) -> str:
+    """The ``a=crypto`` value of one of our keys (written by :mod:`sipcore.sdp`)."""
+    params = tuple(key.session_params.split()) if key.session_params else ()
+    return str(SdesCrypto(key.tag, key.suite, (SdesKey(key.key, key.lifetime, key.mki),), params))
+
+
 def offered_crypto(sdp: SessionDescription) -> list[CryptoAttribute] | None:
     """The parseable ``a=crypto`` lines of the first audio stream when it is RTP/SAVP(F);
-    None when the stream is plain RTP (or there is none)."""
+    None when the stream is plain RTP (or there is none). A malformed line
+    (:class:`~sipcore.errors.SdesError`) is skipped: another line may still be usable, and
+    :func:`choose_sdes` answers 488 when none is."""
     m = first_audio(sdp)
     if m is None or m.proto not in SAVP_PROTOS:
         return None
     found: list[CryptoAttribute] = []
     for value in m.get_attributes("crypto"):
-        with contextlib.suppress(MediaParseError):  # an unparseable line is not an offer
-            found.append(parse_crypto(value))
+        try:
+            found.append(media_key(parse_crypto(value)))
+        except SdesError:
+            continue
     return found
 
 
@@ -77,7 +101,8 @@ def choose_sdes(offered: list[CryptoAttribute],
                 ) -> tuple[CryptoAttribute, CryptoAttribute]:
     """``(remote, local)`` keys for an SDES offer: the current pair again when the offer still
     carries the peer's current key (a re-INVITE that changes nothing else), else the first
-    acceptable line with a fresh key of ours. ParseError(488) when nothing is acceptable."""
+    acceptable line with a fresh key of ours. SdesError (a ParseError, 488) when nothing is
+    acceptable."""
     if current is not None:
         for attr in offered:
             if attr.key == current[0].key and attr.suite == current[0].suite and \
@@ -85,7 +110,7 @@ def choose_sdes(offered: list[CryptoAttribute],
                 return attr, replace(current[1], tag=attr.tag)
     chosen = answer_crypto(offered)
     if chosen is None:
-        raise ParseError("No acceptable SRTP crypto suite", 488)
+        raise SdesError("No acceptable SRTP crypto suite")
     return chosen
 
 
@@ -102,6 +127,6 @@ def leg_answer(offer: SessionDescription, *, current: str,
     if sdes is not None:
         for m in ans.media:
             if m.port != 0:  # before the direction attribute, which answer() puts last
-                m.attributes.insert(len(m.attributes) - 1, ("crypto", sdes[1].to_sdp()))
+                m.attributes.insert(len(m.attributes) - 1, ("crypto", crypto_line(sdes[1])))
     return ans
 

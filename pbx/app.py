@@ -183,20 +183,26 @@ class PbxServer:
         )
         await self.sip.start()
         try:
-            self._start_trunks()
-            await self._start_http()
-            await self._start_calls()
-            self.log.info("server.started", version=__version__, domain=self.config.domain,
-                          listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
-                          registrations_restored=len(restored) if restored else
-                          self.registrar.count())
-            if on_ready is not None:
-                on_ready(self)
-            await self._housekeeping()
+            # DESIGN.md principle 8: the services' task scopes (trunk DNS and registrations,
+            # the calls) run inside the server's TaskGroup and end before it closes.
+            async with asyncio.TaskGroup() as services:
+                try:
+                    self._start_trunks(services)
+                    await self._start_http()
+                    await self._start_calls(services)
+                    self.log.info("server.started", version=__version__,
+                                  domain=self.config.domain,
+                                  listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
+                                  registrations_restored=len(restored) if restored else
+                                  self.registrar.count())
+                    if on_ready is not None:
+                        on_ready(self)
+                    await self._housekeeping()
+                finally:
+                    await self._stop_calls()
+                    if self.trunks is not None:
+                        await self.trunks.stop()
         finally:
-            await self._stop_calls()
-            if self.trunks is not None:
-                await self.trunks.stop()
             if self.http is not None:
                 await self.http.close()
             if self.history is not None:
@@ -207,7 +213,7 @@ class PbxServer:
             self._flush_sync()
             self.log.info("server.stopped", **{k: v for k, v in sorted(stats.items()) if v})
 
-    async def _start_calls(self) -> None:
+    async def _start_calls(self, services: asyncio.TaskGroup) -> None:
         """Start the media engine and the B2BUA (after the SIP listeners are bound)."""
         assert self.sip is not None
         m, c = self.config.media, self.config.calls
@@ -230,11 +236,12 @@ class PbxServer:
         )
         self.b2bua.services.directory = self.directory
         self.b2bua.services.settings_service = self.settings
+        services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
 
-    def _start_trunks(self) -> None:
+    def _start_trunks(self, services: asyncio.TaskGroup) -> None:
         """Build the trunk manager from the store's trunks and start registering (after the
         SIP listeners are bound: the Contact needs their address). A trunk row that does not
         make a usable trunk is logged and left out."""
@@ -242,7 +249,7 @@ class PbxServer:
         advertise = self.config.sip.advertise or None
         self.trunks = TrunkManager(self._trunk_configs(), contact_host=advertise,
                                    user_agent=f"{self.config.sip.user_agent}/{__version__}")
-        self.trunks.start(self.sip)
+        services.create_task(self.trunks.run(self.sip), name="trunks")
         self._trunks_seen = self.directory.reloads
 
     def _trunk_configs(self) -> list[TrunkConfig]:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -84,9 +83,11 @@ from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin
 from pbx.routing.calls import CallRouter
 from pbx.routing.router import Router
+from pbx.rtpwatch import RtpWatch
 from pbx.services.calls import CallServices
 from pbx.tonesources import MOH_TONE, LoopedTone, looped_tone_cycle
 from pbx.trunks import TrunkManager
+from sipcore.aio.tasks import TaskScope
 from sipcore.dialog import DialogTable
 from sipcore.digest import Credentials, DigestServer
 from sipcore.endpoint import (
@@ -108,8 +109,6 @@ from sipcore.uri import SipURI, parse_uri
 
 __all__ = ["B2bua", "CallSettings", "InboundLeg", "OutboundLeg", "SipLeg"]
 
-#: How often a call's legs are checked for RTP inactivity, at most (s).
-RTP_CHECK_INTERVAL = 5.0
 
 
 
@@ -160,11 +159,13 @@ class B2bua:
         self.seclog = seclog or get_logger("security")
         self.dialogs = DialogTable()
         self.dialog_legs: dict[tuple[str, str, str], SipLeg] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Every call's task (and the RTP sweeper) is a child of this scope (DESIGN.md
+        #: principle 8): the server runs it in its TaskGroup (:meth:`run`); a B2BUA nobody
+        #: runs starts it on the first call.
+        self.tasks = TaskScope("calls")
+        self._scope_owned = False
         self.calls: dict[str, Call] = {}
-        #: answered calls watched for dead media: call -> (legs, per-leg (rx packets, since))
-        self._rtp_watched: dict[Call, tuple[tuple[Leg, ...], dict[str, tuple[float, float]]]] = {}
-        self._rtp_sweeper: asyncio.Task[None] | None = None
+        self.rtp_watch = RtpWatch(self.tasks, self.settings.rtp_timeout, self.log)
         self._tones = tone_plan(self.settings.tones)
         self._tone_cycles: dict[tuple[ToneName, int], npt.NDArray[np.int16] | None] = {}
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "rejected_auth": 0}
@@ -353,10 +354,21 @@ class B2bua:
         self.calls[call.id] = call
         self.origins[call.id] = origin
         self.stats["calls"] += 1
-        task = asyncio.get_running_loop().create_task(
-            supervise(call, script, self._on_call_error), name=f"call-{call.id}")
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._call_done, call=call))
+        if not self._scope_owned and not self.tasks.started:
+            self.tasks.start()
+        self.tasks.spawn(self._run_call(call, script), f"call-{call.id}")
+
+    async def _run_call(self, call: Call,
+                        script: Callable[[Call], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await supervise(call, script, self._on_call_error)
+        finally:
+            self._call_done(call)
+
+    async def run(self) -> None:
+        """Own the calls' task scope inside the caller's TaskGroup until :meth:`close`."""
+        self._scope_owned = True
+        await self.tasks.run()
 
     def call_back(self, user: Any, dialled: str, *, timeout: float | None = None) -> Call:
         """Call-back for the directory user ``user``: ring their devices, and when one
@@ -375,8 +387,7 @@ class B2bua:
                     lambda c: self.script.call_back(c, view, dialled, ring))
         return call
 
-    def _call_done(self, task: asyncio.Task[None], *, call: Call) -> None:
-        self._tasks.discard(task)
+    def _call_done(self, call: Call) -> None:
         self.calls.pop(call.id, None)
         self.origins.pop(call.id, None)
         self.routing.forget(call)
@@ -594,75 +605,21 @@ class B2bua:
                       srtp=[isinstance(leg.media, RtpSession) and leg.media.srtp is not None
                             for leg in (caller, callee)])
         if self.settings.rtp_timeout > 0:
-            self._watch_rtp(call, (caller, callee))
+            self.rtp_watch.watch(call, (caller, callee))
         try:
             ended = await call.wait_hangup(bridge)
             if ended is not None and not call.record.cause:
                 call.record.cause = "caller hung up" if ended is caller else "callee hung up"
         finally:
-            self._rtp_watched.pop(call, None)
+            self.rtp_watch.forget(call)
         return ended
-
-    def _watch_rtp(self, call: Call, legs: tuple[Leg, ...]) -> None:
-        """Watch an answered call for dead media (see :meth:`_sweep_rtp`) until it ends."""
-        self._rtp_watched[call] = (legs, {})
-        if self._rtp_sweeper is None or self._rtp_sweeper.done():
-            self._rtp_sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_rtp(), name="rtp-sweeper")
-
-    async def _sweep_rtp(self) -> None:
-        """End a watched call when an answered, not-held leg receives no RTP for
-        ``rtp_timeout``. One task sweeps every watched call (it ends when there is none left)
-        instead of a task and a timer per call on the call set-up path."""
-        timeout = self.settings.rtp_timeout
-        loop = asyncio.get_running_loop()
-        interval = min(RTP_CHECK_INTERVAL, max(0.2, timeout / 4))
-        while self._rtp_watched:
-            await asyncio.sleep(interval)
-            now = loop.time()
-            for call, (legs, last) in list(self._rtp_watched.items()):
-                try:
-                    dead = self._rtp_dead(legs, last, now, timeout)
-                except Exception:  # one call's fault must not stop the watch over the others
-                    self.log.exception("call.rtp_watch_failed", call_id=call.record.call_id)
-                    dead = None
-                if dead is None:
-                    continue
-                del self._rtp_watched[call]
-                self.log.info("call.rtp_timeout", call_id=call.record.call_id, leg=dead.id,
-                              party=dead.party, seconds=timeout)
-                call.record.cause = "rtp timeout"
-                dead.hangup("rtp-timeout")
-
-    @staticmethod
-    def _rtp_dead(legs: tuple[Leg, ...], last: dict[str, tuple[float, float]], now: float,
-                  timeout: float) -> Leg | None:
-        """The first leg that has received no RTP for ``timeout`` (answered, not held), if any.
-        ``last`` keeps per leg (packets received, since when) between sweeps."""
-        for leg in legs:
-            session = leg.media
-            if not isinstance(session, RtpSession) or session.closed or not leg.answered:
-                continue
-            rx = float(session.statistics().get("rx_packets", 0))
-            seen, since = last.get(leg.id, (-1.0, now))
-            if rx != seen or leg.held:
-                last[leg.id] = (rx, now)
-                continue
-            if now - since >= timeout:
-                return leg
-        return None
 
     # -- shutdown --------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Release every call (BYE/CANCEL/5xx) and wait for their tasks."""
-        if self._rtp_sweeper is not None:
-            self._rtp_sweeper.cancel()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Release every call (BYE/CANCEL/5xx): the scope cancels their tasks, each call's
+        supervisor releases it, and the scope waits for them all."""
+        await self.tasks.close(timeout=10.0)
 
     def statistics(self) -> dict[str, int]:
         """Counters plus the number of active calls."""

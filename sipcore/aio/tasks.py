@@ -138,6 +138,11 @@ class TaskScope:
                 runner.result()  # re-raise what the group could not contain (BaseException)
 
     @property
+    def started(self) -> bool:
+        """True once the group runs (or ran): :meth:`run` or :meth:`start` was called."""
+        return self._ended is not None or self._runner is not None
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed

@@ -2,7 +2,10 @@
 # Install what the tests need (Python packages into ./.venv; SIPp, baresip, sipsak, tshark, sox,
 # stunnel4 via apt-get) and run the whole test suite twice: once on the compiled Cython kernels,
 # once on their pure-Python references (ASYNCPBX_NO_EXTENSIONS=1, DESIGN.md principle 6).
-# Extra arguments go to pytest. ASYNCPBX_TEST_REFERENCES=0 skips the second run.
+# The reference pass runs what exercises the kernels and the compiled modules (media, sipcore,
+# security, and the interop tests that carry audio and DTMF through them), not every feature
+# and interop test twice. Extra arguments go to pytest, in both passes.
+# ASYNCPBX_TEST_REFERENCES=0 skips the second run.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-test-peers.sh
@@ -32,7 +35,14 @@ run_pytest() {  # run_pytest LABEL ARGS... — pytest's "no tests collected" (5)
   return $rc
 }
 
+REFERENCE_TESTS=(tests/media tests/sipcore tests/security tests/interop/test_calls_sipp.py
+                 tests/interop/test_calls_media2.py tests/interop/test_calls_dtmf.py)
+
 run_pytest "tests on the compiled extensions" "$@"
 if [ "${ASYNCPBX_TEST_REFERENCES:-1}" != 0 ]; then
+  paths=0
+  for a in "$@"; do case "$a" in -*) ;; *) paths=1 ;; esac; done
+  # options only (e.g. -x): the reference selection with those options
+  if [ $paths -eq 0 ]; then set -- "$@" "${REFERENCE_TESTS[@]}"; fi
   ASYNCPBX_NO_EXTENSIONS=1 run_pytest "tests on the pure-Python references (ASYNCPBX_NO_EXTENSIONS=1)" "$@"
 fi

@@ -6,15 +6,12 @@ the call-back directly (the REST API that will expose it comes with its own issu
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import pytest
 
-from pbx.app import PbxServer
-from pbx.config import load_config
-from pbx.store import Store
-from tests.interop.harness import PbxProcess, free_port
+from tests.interop.harness import free_port
+from tests.interop.inprocess import serving
 from tests.interop.test_calls_sipp import USERS, SippUas, register_port
 
 pytestmark = pytest.mark.interop
@@ -23,49 +20,36 @@ CONFIG = "[media]\nport_min = 42000\nport_max = 42999\n[calls]\nring_timeout = 5
 
 
 async def test_call_back_calls_the_user_then_the_target(tmp_path: Path) -> None:
-    files = PbxProcess(tmp_path, transports=("udp",), users=USERS, config_extra=CONFIG)
-    tmp_path.mkdir(exist_ok=True)
-    cfg = files.write_config()
-    files.add_users()
-    config = load_config(cfg, data_dir=str(files.data_dir), environ={})
-    store = Store(files.data_dir)
-    server = PbxServer(config, store, out=io.StringIO())
-    ready = asyncio.Event()
-    task = asyncio.create_task(server.run(on_ready=lambda s: ready.set()))
     phones: list[SippUas] = []
-    try:
-        await asyncio.wait_for(ready.wait(), 20)
-        assert server.sip is not None and server.b2bua is not None
-        udp = next((h, p) for t, h, p in server.sip.listening() if t == "udp")
-        files.listening["udp"] = udp
-        for ext, password in USERS[:2]:
-            port = free_port()
-            await asyncio.to_thread(register_port, files, ext, password, port)
-            # 100 answers at once and hangs up after 3 s (-d), which ends the call; 101
-            # answers 500 ms after its INVITE
-            phones.append(SippUas(tmp_path, "call_uas_answer.xml" if ext == "101"
-                                  else "call_uas_bye.xml", port,
-                                  keys={"rtp_port": str(free_port())}, name=f"phone{ext}",
-                                  pause_ms=500 if ext == "101" else 3000))
-        user = server.directory.user(server.domain, "100")
-        assert user is not None
-        call = server.b2bua.call_back(user, "101")
-        results = [await asyncio.to_thread(p.result, 30.0) for p in phones]
-        for phone, (rc, out) in zip(phones, results, strict=True):
-            assert rc == 0, f"{phone.messages}: {out}"
-        for _ in range(100):
-            if call.released:
-                break
-            await asyncio.sleep(0.05)
-        assert call.released and call.record.answered is not None
-        assert call.record.caller == "100" and call.record.callee == "101"
-        invite_100 = phones[0].log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
-        assert "Call-back 101" in invite_100, invite_100  # the user sees whom it will call
-        invite_101 = phones[1].log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
-        assert "<sip:100@" in invite_101.split("From:", 1)[1].split("\n", 1)[0], invite_101
-    finally:
-        for p in phones:
-            p.stop()
-        server.stop()
-        await asyncio.wait_for(task, 20)
-        store.close()
+    async with serving(tmp_path, USERS, CONFIG) as (server, files):
+        assert server.b2bua is not None
+        try:
+            for ext, password in USERS[:2]:
+                port = free_port()
+                await asyncio.to_thread(register_port, files, ext, password, port)
+                # 100 answers at once and hangs up after 3 s (-d), which ends the call; 101
+                # answers 500 ms after its INVITE
+                phones.append(SippUas(tmp_path, "call_uas_answer.xml" if ext == "101"
+                                      else "call_uas_bye.xml", port,
+                                      keys={"rtp_port": str(free_port())}, name=f"phone{ext}",
+                                      pause_ms=500 if ext == "101" else 3000))
+            user = server.directory.user(server.domain, "100")
+            assert user is not None
+            call = server.b2bua.call_back(user, "101")
+            results = [await asyncio.to_thread(p.result, 30.0) for p in phones]
+            for phone, (rc, out) in zip(phones, results, strict=True):
+                assert rc == 0, f"{phone.messages}: {out}"
+            for _ in range(100):
+                if call.released:
+                    break
+                await asyncio.sleep(0.05)
+            assert call.released and call.record.answered is not None
+            assert call.record.caller == "100" and call.record.callee == "101"
+            invite_100 = phones[0].log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+            assert "Call-back 101" in invite_100, invite_100  # the user sees whom it will call
+            invite_101 = phones[1].log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+            from_101 = invite_101.split("From:", 1)[1].split("\n", 1)[0]
+            assert "<sip:100@" in from_101, invite_101
+        finally:
+            for p in phones:
+                p.stop()

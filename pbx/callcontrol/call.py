@@ -34,12 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from media.port import MediaPort
 from pbx.callcontrol.context import Diversion
@@ -58,7 +59,7 @@ from pbx.callcontrol.legs import Leg, LegInput, LegState, Target
 from pbx.callcontrol.media import Bridge, Conference, MediaGraph, Playback
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 
-log = logging.getLogger("pbx.callcontrol")
+log = structlog.get_logger("pbx.callcontrol")
 
 #: RFC 3326 Reason for the targets that lose a parallel ring.
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
@@ -162,7 +163,7 @@ class Call:
             try:
                 self.on_record(self.record)
             except Exception:
-                log.exception("call.record_hook_failed")
+                log.exception("call.record_hook_failed", call_id=self.record.call_id)
 
     # -- operations ------------------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ class Call:
             try:
                 leg.start()
             except Exception:
-                log.exception("call.leg_start_failed", extra={"target": t.label})
+                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
                 leg.final_status = 500
                 leg.transition(LegInput.ABANDON)
                 continue

@@ -4,12 +4,13 @@ whatever happens."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
+
+import structlog
 
 from pbx.callcontrol.call import Call
 
-log = logging.getLogger("pbx.callcontrol")
+log = structlog.get_logger("pbx.callcontrol")
 
 
 async def supervise(call: Call, script: Callable[[Call], Awaitable[None]],
@@ -35,7 +36,7 @@ async def supervise(call: Call, script: Callable[[Call], Awaitable[None]],
         if on_error is not None:
             on_error(call, exc)
         else:
-            log.exception("call.failed")
+            log.exception("call.failed", call_id=call.record.call_id)
     finally:
         call.tasks = None
         call.release(cause)

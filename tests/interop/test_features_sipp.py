@@ -78,6 +78,22 @@ def settings_changes(pbx: PbxProcess, feature: str) -> list[dict[str, object]]:
     return [e for e in events(pbx, "settings.changed") if e.get("feature") == feature]
 
 
+def answered_by_102(pbx: PbxProcess, tmp: Path) -> str:
+    """100 calls 101; a SIPp phone registered as 102 answers. Returns the INVITE 102 got."""
+    port = free_port()
+    register_port(pbx, "102", USERS[2][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())},
+                  name="phone102")
+    try:
+        ok, failed, out = dial(pbx, tmp, 0, "101")
+        rc, uas_out = uas.result()
+    finally:
+        uas.stop()
+    assert (ok, failed) == (1, 0), out
+    assert rc == 0, uas_out
+    return uas.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+
+
 def test_do_not_disturb_by_star78_and_star79(tmp_path: Path) -> None:
     with pbx_for_features(tmp_path) as pbx:
         port = free_port()
@@ -104,18 +120,7 @@ def test_do_not_disturb_by_star78_and_star79(tmp_path: Path) -> None:
 def test_forwarding_immediate_to_an_extension(tmp_path: Path) -> None:
     with pbx_for_features(tmp_path) as pbx:
         assert_confirmed(dial_code(pbx, tmp_path, 1, "*72102"))
-        port = free_port()
-        register_port(pbx, "102", USERS[2][1], port)
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())},
-                      name="phone102")
-        try:
-            ok, failed, out = dial(pbx, tmp_path, 0, "101")
-            rc, uas_out = uas.result()
-        finally:
-            uas.stop()
-        assert (ok, failed) == (1, 0), out
-        assert rc == 0, uas_out
-        invite = uas.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+        invite = answered_by_102(pbx, tmp_path)
         assert "Diversion: <sip:101@" in invite and "reason=unconditional" in invite, invite
         assert "History-Info:" in invite, invite
 
@@ -145,18 +150,7 @@ def test_forwarding_immediate_to_an_outside_number_goes_out_on_the_forwarders_be
 def test_forwarding_when_unreachable_by_star94_and_star95(tmp_path: Path) -> None:
     with pbx_for_features(tmp_path) as pbx:
         assert_confirmed(dial_code(pbx, tmp_path, 1, "*94102"))
-        port = free_port()
-        register_port(pbx, "102", USERS[2][1], port)
-        uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())},
-                      name="phone102")
-        try:
-            ok, failed, out = dial(pbx, tmp_path, 0, "101")  # 101 has no registered device
-            rc, uas_out = uas.result()
-        finally:
-            uas.stop()
-        assert (ok, failed) == (1, 0), out
-        assert rc == 0, uas_out
-        invite = uas.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+        invite = answered_by_102(pbx, tmp_path)  # 101 has no registered device
         assert "reason=unavailable" in invite, invite
 
         assert_confirmed(dial_code(pbx, tmp_path, 1, "*95"))

@@ -81,6 +81,8 @@ class CallContext:
     callee: str
     call: Call | None = None
     user: UserView | None = None
+    #: who placed the call (None: a trunk's or an anonymous caller)
+    originator: UserView | None = None
     services: Services | None = None
     devices: Sequence[Target] = ()
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -15,7 +15,7 @@ import structlog
 
 from pbx.callcontrol.context import CallContext
 from pbx.callcontrol.decisions import Confirm, Continue, Decision
-from pbx.callcontrol.feature import HOOKS, Feature, FeatureCode, Hook
+from pbx.callcontrol.feature import HOOKS, BaseFeature, Feature, FeatureCode, Hook
 from pbx.settings_schema import SettingsSchema
 
 __all__ = ["CodeMatch", "FeatureRegistry"]
@@ -38,12 +38,22 @@ def is_code(dialled: str) -> bool:
     return dialled[:1] in ("*", "#")
 
 
+def _implements(feature: Feature, hook: Hook) -> bool:
+    """False only for a BaseFeature subclass that inherits the hook's ``Continue``."""
+    if not isinstance(feature, BaseFeature):
+        return True
+    return getattr(type(feature), hook.value) is not getattr(BaseFeature, hook.value)
+
+
 class FeatureRegistry:
     """Registered features, kept sorted by (priority, name), and their code table."""
 
     def __init__(self, features: Iterable[Feature] = ()) -> None:
         self._features: list[Feature] = []
         self._codes: dict[str, tuple[Feature, FeatureCode]] = {}
+        #: Per hook, the features that implement it (a BaseFeature's inherited Continue is
+        #: skipped: no coroutine per feature and hook on every call for nothing).
+        self._chains: dict[Hook, list[Feature]] = {hook: [] for hook in Hook}
         for f in features:
             self.register(f)
 
@@ -65,6 +75,8 @@ class FeatureRegistry:
                 self._codes[code] = (feature, fc)
         self._features.append(feature)
         self._features.sort(key=lambda f: (f.priority, f.name))
+        self._chains = {hook: [f for f in self._features if _implements(f, hook)]
+                        for hook in Hook}
 
     def get(self, name: str) -> Feature | None:
         """The feature called ``name``."""
@@ -105,7 +117,7 @@ class FeatureRegistry:
     async def run_chain(self, hook: Hook, ctx: CallContext) -> Decision:
         """The first non-Continue decision of ``hook`` along the chain."""
         method = HOOKS[hook]
-        for feature in self._features:
+        for feature in self._chains[hook]:
             try:
                 decision = await method(feature, ctx)
             except Exception:

@@ -117,17 +117,20 @@ class CallScript:
         self.registry = registry
         self.confirm_seconds = confirm_seconds
 
-    def context(self, call: Call, user: UserView | None) -> CallContext:
-        """A fresh context for ``user``'s features in ``call``."""
+    def context(self, call: Call, user: UserView | None,
+                originator: UserView | None = None) -> CallContext:
+        """A fresh context for ``user``'s features in ``call`` (``originator``: who placed
+        the call)."""
         settings: Mapping[str, Mapping[str, Any]] = (
             self.host.services.settings(user) if user is not None else {})
         return CallContext(caller=call.record.caller, callee=call.record.callee, call=call,
-                           user=user, services=self.host.services, settings=settings)
+                           user=user, services=self.host.services, settings=settings,
+                           originator=originator)
 
     async def run(self, call: Call) -> None:
         """The whole script for one call."""
         caller = self.host.originator(call)
-        ctx = self.context(call, caller)
+        ctx = self.context(call, caller, caller)
         if caller is not None:
             match = self.registry.match(call.record.callee)
             if match is not None:
@@ -153,7 +156,7 @@ class CallScript:
             log.info("call.callback_unanswered", call_id=call.record.call_id, user=user.key,
                      status=call.record.status)
             return
-        ctx = self.context(call, user)
+        ctx = self.context(call, user, user)
         decision = await self.registry.run_chain(Hook.ORIGINATE, ctx)
         if isinstance(decision, Continue):
             await self._route(call, ctx, dialled, user)
@@ -202,7 +205,7 @@ class CallScript:
 
     def _reach(self, call: Call, previous: CallContext, user: UserView) -> CallContext:
         """The context for the user the call reached now (their settings and devices)."""
-        ctx = self.context(call, user)
+        ctx = self.context(call, user, previous.originator)
         ctx.history = [*previous.history, user.key]
         ctx.diversions = previous.diversions
         ctx.devices = self.host.devices(user)
@@ -290,7 +293,7 @@ class CallScript:
         """Bridge and run the call; digits on a user's leg go to that user's on_dtmf chain."""
         users: dict[Leg, UserView | None] = {callee: ctx.user}
         if call.caller is not None:
-            users[call.caller] = self.host.originator(call)
+            users[call.caller] = ctx.originator
         buffers: dict[Leg, tuple[str, float]] = {}
         loop = asyncio.get_running_loop()
 

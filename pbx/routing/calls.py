@@ -40,6 +40,8 @@ class CallRouter:
         self.host = host
         #: Call.id → the caller number (DID) its trunk leg presents.
         self.caller_dids: dict[str, str | None] = {}
+        #: user id → (directory snapshot, view): rebuilt when the directory reloads.
+        self._views: dict[int, tuple[object, UserView]] = {}
 
     # -- users as call control sees them ---------------------------------------------------------
 
@@ -58,11 +60,19 @@ class CallRouter:
     def view(self, user: User) -> UserView:
         """``user`` for features: key, extension, tenant, DIDs, language, name."""
         router = self.host.router
+        snapshot = router.directory.snapshot if router is not None else None
+        cached = self._views.get(user.id)
+        if cached is not None and cached[0] is snapshot and cached[1].name == user.name:
+            return cached[1]
         numbers = (tuple(sorted(n.e164 for n in router.directory.numbers_of(user.id)))
                    if router is not None else ())
-        return UserView(key=self.user_key(user), extension=user.extension, id=user.id,
+        view = UserView(key=self.user_key(user), extension=user.extension, id=user.id,
                         tenant_id=user.tenant_id, numbers=numbers, language=user.language,
                         name=user.name)
+        if len(self._views) > 10_000:
+            self._views.clear()
+        self._views[user.id] = (snapshot, view)
+        return view
 
     def record_of(self, view: UserView) -> User | None:
         """The directory's record of a user view (None for a user the store does not know)."""

@@ -29,9 +29,17 @@ class CallServices:
         self.routing = routing
         self.directory: Directory | None = None
         self.settings_service: SettingsService | None = None
+        #: user id -> (the directory snapshot it was read from, the settings): a new snapshot
+        #: (any change, this process's or another's) makes every entry stale.
+        self._cache: dict[int, tuple[object, Mapping[str, Mapping[str, Any]]]] = {}
 
     def settings(self, user: UserView) -> Mapping[str, Mapping[str, Any]]:
         """Every feature's settings of ``user`` (stored over defaults)."""
+        directory = self.directory
+        if directory is not None and user.id is not None:
+            cached = self._cache.get(user.id)
+            if cached is not None and cached[0] is directory.snapshot:
+                return cached[1]
         out: dict[str, Mapping[str, Any]] = {}
         for feature in self.registry.features:
             schema = feature.settings_schema
@@ -42,6 +50,10 @@ class CallServices:
             else:
                 out[feature.name] = stored_over_defaults(
                     schema, self.directory.settings(user.id, feature.name))
+        if directory is not None and user.id is not None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[user.id] = (directory.snapshot, out)
         return out
 
     def update_settings(self, user: UserView, feature: str, changes: Mapping[str, Any], *,

@@ -80,7 +80,7 @@ from pbx.legs.sip import SipLeg
 from pbx.legs.timer import parse_session_expires
 from pbx.legs.trunk import TrunkLeg
 from pbx.mediagraph import EngineGraph
-from pbx.origin import CallOrigin
+from pbx.origin import CallOrigin, find_origin
 from pbx.routing.calls import CallRouter
 from pbx.routing.router import Router
 from pbx.rtpwatch import RtpWatch
@@ -310,7 +310,7 @@ class B2bua:
     def _new_call(self, event: RequestReceived) -> None:
         request, peer, tx = event.request, event.peer, event.transaction_id
         now = time.time()
-        origin = self._origin(event, now)
+        origin = find_origin(self, event, now)
         if origin is None:
             return  # challenged (407) or refused
         caller = origin.caller
@@ -430,50 +430,6 @@ class B2bua:
         return LoopedTone(cycle, rate)
 
     # -- routing and legs ------------------------------------------------------------------------
-
-    def _origin(self, event: RequestReceived, now: float) -> CallOrigin | None:
-        """Who sends this new INVITE: a trunk (identified by source; untrusted identity and
-        routing headers stripped; no digest; the called DID must have an owner, else 404) or an
-        authenticated device (407 challenge in the realm of the request's tenant; From must be
-        the device or its user). None when the request was answered here."""
-        request, peer, tx = event.request, event.peer, event.transaction_id
-        trunk = self.trunks.inbound(request, peer) if self.trunks is not None else None
-        if trunk is not None:
-            from_uri, ruri, to_uri = request.from_.uri, request.uri, request.to.uri
-            number = from_uri.user if isinstance(from_uri, SipURI) and from_uri.user else ""
-            called = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
-            if not called and isinstance(to_uri, SipURI) and to_uri.user:
-                called = to_uri.user
-            dest = (self.router.incoming(trunk.tenant_id, called)
-                    if self.router is not None and trunk.tenant_id is not None else None)
-            if dest is None or dest.kind != "user":
-                self.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
-                              call_id=request.call_id)
-                self.respond(request, 404, tx=tx)
-                return None
-            return CallOrigin(caller=number or "anonymous", direction="inbound",
-                              callee=dest.number, trunk=trunk)
-        digest, lookup = (self.auth_for(request) if self.auth_for is not None
-                          else (self.digest, self.lookup))
-        result = digest.verify(request, peer.host, lookup, now)
-        if not result.ok:
-            if result.failed and result.reason is not None and result.is_guess:
-                self.stats["rejected_auth"] += 1
-                self.seclog.warning("security.auth.failed", src=peer.host, user=result.username,
-                                    reason=result.reason.value, method="INVITE",
-                                    call_id=request.call_id)
-            self.sip.send_response(digest.challenge(request, peer.host, now, stale=result.stale),
-                                   transaction_id=tx)
-            return None
-        username = result.username or ""
-        user = (self.router.directory.user_of_device(digest.realm, username)
-                if self.router is not None else None)
-        caller = user.extension if user is not None else username
-        from_uri = request.from_.uri
-        if not isinstance(from_uri, SipURI) or from_uri.user not in (username, caller):
-            self.respond(request, tx=tx, status=403, extra=[])
-            return None
-        return CallOrigin(caller=caller, user=user)
 
     def _make_trunk_leg(self, call: Call, target: Target) -> Leg:
         trunk = self.trunks.trunks.get(target.contact) if self.trunks is not None else None

@@ -1,10 +1,23 @@
-"""Who is calling: the origin of a new INVITE (a trunk by source, or an authenticated device)."""
+"""Who is calling: the origin of a new INVITE (a trunk by source, or an authenticated device).
+
+:func:`find_origin` is the B2BUA's caller authentication: a trunk is recognised by where the
+INVITE comes from (no digest), a device must answer a 407 challenge in its tenant's realm and
+send From as itself or its user.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbx.trunks import TrunkConfig
+from sipcore.endpoint import RequestReceived
+from sipcore.uri import SipURI
+
+if TYPE_CHECKING:
+    from pbx.b2bua import B2bua
+
+__all__ = ["CallOrigin", "find_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +33,47 @@ class CallOrigin:
     user: Any = None  # pbx.store.User
     trunk: TrunkConfig | None = None
 
+
+def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | None:
+    """Who sends this new INVITE: a trunk (identified by source; untrusted identity and
+    routing headers stripped; no digest; the called DID must have an owner, else 404) or an
+    authenticated device (407 challenge in the realm of the request's tenant; From must be
+    the device or its user). None when the request was answered here."""
+    request, peer, tx = event.request, event.peer, event.transaction_id
+    trunk = b2b.trunks.inbound(request, peer) if b2b.trunks is not None else None
+    if trunk is not None:
+        from_uri, ruri, to_uri = request.from_.uri, request.uri, request.to.uri
+        number = from_uri.user if isinstance(from_uri, SipURI) and from_uri.user else ""
+        called = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
+        if not called and isinstance(to_uri, SipURI) and to_uri.user:
+            called = to_uri.user
+        dest = (b2b.router.incoming(trunk.tenant_id, called)
+                if b2b.router is not None and trunk.tenant_id is not None else None)
+        if dest is None or dest.kind != "user":
+            b2b.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
+                          call_id=request.call_id)
+            b2b.respond(request, 404, tx=tx)
+            return None
+        return CallOrigin(caller=number or "anonymous", direction="inbound",
+                          callee=dest.number, trunk=trunk)
+    digest, lookup = (b2b.auth_for(request) if b2b.auth_for is not None
+                      else (b2b.digest, b2b.lookup))
+    result = digest.verify(request, peer.host, lookup, now)
+    if not result.ok:
+        if result.failed and result.reason is not None and result.is_guess:
+            b2b.stats["rejected_auth"] += 1
+            b2b.seclog.warning("security.auth.failed", src=peer.host, user=result.username,
+                                reason=result.reason.value, method="INVITE",
+                                call_id=request.call_id)
+        b2b.sip.send_response(digest.challenge(request, peer.host, now, stale=result.stale),
+                               transaction_id=tx)
+        return None
+    username = result.username or ""
+    user = (b2b.router.directory.user_of_device(digest.realm, username)
+            if b2b.router is not None else None)
+    caller = user.extension if user is not None else username
+    from_uri = request.from_.uri
+    if not isinstance(from_uri, SipURI) or from_uri.user not in (username, caller):
+        b2b.respond(request, tx=tx, status=403, extra=[])
+        return None
+    return CallOrigin(caller=caller, user=user)

@@ -78,7 +78,6 @@ from pbx.legs.sdp import (
     SRTP_DEVICES_MAX,
 )
 from pbx.legs.sip import SipLeg
-from pbx.legs.timer import parse_session_expires
 from pbx.legs.trunk import TrunkLeg
 from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin
@@ -101,6 +100,7 @@ from sipcore.endpoint import (
     TransportErrored,
 )
 from sipcore.errors import ParseError, RemoteProtocolError
+from sipcore.invite_session import RequestRefused
 from sipcore.message import Request, Response, make_response, new_call_id, new_tag
 from sipcore.registrar import Binding, Registrar
 from sipcore.transport import Peer
@@ -213,6 +213,13 @@ class B2bua:
     def respond(self, request: Request, status: int, *, tx: str | None = None, body: bytes = b"",
                 extra: list[tuple[str, str]] | None = None) -> None:
         """Answer a request on its server transaction ``tx`` (found from the Via without)."""
+        self.sip.send_response(self.response_for(request, status, body=body, extra=extra),
+                               transaction_id=tx)
+
+    @staticmethod
+    def response_for(request: Request, status: int, *, body: bytes = b"",
+                     extra: list[tuple[str, str]] | None = None) -> Response:
+        """The response :meth:`respond` sends (``body`` is SDP)."""
         resp = make_response(request, status, to_tag=None if request.to_tag else new_tag())
         for name, value in extra or ():
             resp.headers.add(name, value)
@@ -220,7 +227,7 @@ class B2bua:
             resp.body = body
             resp.headers.set("Content-Type", "application/sdp")
             resp.headers.set("Content-Length", str(len(body)))
-        self.sip.send_response(resp, transaction_id=tx)
+        return resp
 
     def wants_srtp(self, target: Target) -> bool:
         """Is ``target`` known to want SRTP (our first offer to it is then RTP/SAVP)?"""
@@ -313,13 +320,16 @@ class B2bua:
         if origin is None:
             return  # challenged (407) or refused
         caller = origin.caller
-        se = parse_session_expires(request.headers.get("Session-Expires"))
-        if se is not None and se[0] < self.settings.min_se:
-            self.respond(request, tx=tx, status=422, extra=[("Min-SE", str(self.settings.min_se))])
-            return
         ruri = request.uri
         dialled = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
         leg = InboundLeg(self, request, peer, event.transaction_id)
+        try:
+            # RFC 4028: 422 below our Min-SE, 400 for a garbled Session-Expires/Min-SE
+            leg.invite_session.receive_request(request, leg.clock())
+        except RequestRefused as exc:
+            leg.close_media()
+            self.respond(request, tx=tx, status=exc.status_hint, extra=list(exc.headers))
+            return
         try:
             leg.prepare_media()
         except ParseError as exc:

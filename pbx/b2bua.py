@@ -77,7 +77,7 @@ from pbx.legs.outbound import OutboundLeg
 from pbx.legs.sdp import (
     SRTP_DEVICES_MAX,
 )
-from pbx.legs.sip import SipLeg
+from pbx.legs.sip import SipLeg, refusal_headers
 from pbx.legs.trunk import TrunkLeg
 from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin
@@ -100,7 +100,6 @@ from sipcore.endpoint import (
     TransportErrored,
 )
 from sipcore.errors import ParseError, RemoteProtocolError
-from sipcore.invite_session import RequestRefused
 from sipcore.message import Request, Response, make_response, new_call_id, new_tag
 from sipcore.registrar import Binding, Registrar
 from sipcore.transport import Peer
@@ -326,9 +325,9 @@ class B2bua:
         try:
             # RFC 4028: 422 below our Min-SE, 400 for a garbled Session-Expires/Min-SE
             leg.invite_session.receive_request(request, leg.clock())
-        except RequestRefused as exc:
+        except RemoteProtocolError as exc:  # RequestRefused, or a malformed header (400)
             leg.close_media()
-            self.respond(request, tx=tx, status=exc.status_hint, extra=list(exc.headers))
+            self.respond(request, tx=tx, status=exc.status_hint, extra=refusal_headers(exc))
             return
         try:
             leg.prepare_media()

@@ -88,6 +88,12 @@ def dtmf_from_info(body: bytes) -> str | None:
     return None
 
 
+def refusal_headers(exc: RemoteProtocolError) -> list[tuple[str, str]]:
+    """The headers the usage's refusal of a request needs (Min-SE for 422, Retry-After for
+    500); none for a malformed Session-Expires/Min-SE (400)."""
+    return list(exc.headers) if isinstance(exc, RequestRefused) else []
+
+
 def _dialog_of(request: Request) -> DialogId:
     """The id of the dialog an in-dialog request of ours belongs to."""
     return (request.call_id, request.from_tag or "", request.to_tag or "")
@@ -454,8 +460,8 @@ class SipLeg(Leg):
         now = self.clock()
         try:
             incoming = self.invite_session.receive_request(request, now)
-        except RequestRefused as exc:
-            b2b.respond(request, exc.status_hint, tx=tx, extra=list(exc.headers))
+        except RemoteProtocolError as exc:  # RequestRefused, or a malformed header (400)
+            b2b.respond(request, exc.status_hint, tx=tx, extra=refusal_headers(exc))
             return
         body = b""
         events: list[Any] = []

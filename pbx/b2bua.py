@@ -20,9 +20,11 @@ for our client transactions (routed by transaction id), CANCEL (the endpoint ans
 into call-control events; each call's script (feature chains → routing → ring → connect → wait
 for hang-up) runs under :func:`pbx.callcontrol.supervise`.
 
-Session timers (RFC 4028): the caller's Session-Expires is honoured (422 below our Min-SE) with
-the caller as refresher unless it asks otherwise; a leg whose session is not refreshed in time is
-ended with BYE. A callee that asks for timers in its 2xx gets them too. Dead calls are also
+Each leg's INVITE usage is a :class:`sipcore.invite_session.InviteSession` (offer/answer state,
+the 2xx/ACK rules, when a BYE may go, 491/500 for overlapping requests); the legs carry out
+what it asks. Session timers (RFC 4028): the caller's Session-Expires is honoured (422 below our
+Min-SE) with the caller as refresher unless it asks otherwise; a leg whose session is not
+refreshed in time is ended with BYE. A callee that asks for timers in its 2xx gets them too. Dead calls are also
 reaped when a leg receives no RTP for ``rtp_timeout`` seconds while it is not on hold.
 
 DTMF: RFC 4733 events are relayed by the media core when both legs negotiated telephone-event

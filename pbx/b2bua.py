@@ -20,9 +20,11 @@ for our client transactions (routed by transaction id), CANCEL (the endpoint ans
 into call-control events; each call's script (feature chains → routing → ring → connect → wait
 for hang-up) runs under :func:`pbx.callcontrol.supervise`.
 
-Session timers (RFC 4028): the caller's Session-Expires is honoured (422 below our Min-SE) with
-the caller as refresher unless it asks otherwise; a leg whose session is not refreshed in time is
-ended with BYE. A callee that asks for timers in its 2xx gets them too. Dead calls are also
+Each leg's INVITE usage is a :class:`sipcore.invite_session.InviteSession` (offer/answer state,
+the 2xx/ACK rules, when a BYE may go, 491/500 for overlapping requests); the legs carry out
+what it asks. Session timers (RFC 4028): the caller's Session-Expires is honoured (422 below our
+Min-SE) with the caller as refresher unless it asks otherwise; a leg whose session is not
+refreshed in time is ended with BYE. A callee that asks for timers in its 2xx gets them too. Dead calls are also
 reaped when a leg receives no RTP for ``rtp_timeout`` seconds while it is not on hold.
 
 DTMF: RFC 4733 events are relayed by the media core when both legs negotiated telephone-event
@@ -76,8 +78,7 @@ from pbx.legs.outbound import OutboundLeg
 from pbx.legs.sdp import (
     SRTP_DEVICES_MAX,
 )
-from pbx.legs.sip import SipLeg
-from pbx.legs.timer import parse_session_expires
+from pbx.legs.sip import SipLeg, refusal_headers
 from pbx.legs.trunk import TrunkLeg
 from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin, find_origin
@@ -214,6 +215,13 @@ class B2bua:
     def respond(self, request: Request, status: int, *, tx: str | None = None, body: bytes = b"",
                 extra: list[tuple[str, str]] | None = None) -> None:
         """Answer a request on its server transaction ``tx`` (found from the Via without)."""
+        self.sip.send_response(self.response_for(request, status, body=body, extra=extra),
+                               transaction_id=tx)
+
+    @staticmethod
+    def response_for(request: Request, status: int, *, body: bytes = b"",
+                     extra: list[tuple[str, str]] | None = None) -> Response:
+        """The response :meth:`respond` sends (``body`` is SDP)."""
         resp = make_response(request, status, to_tag=None if request.to_tag else new_tag())
         for name, value in extra or ():
             resp.headers.add(name, value)
@@ -221,7 +229,7 @@ class B2bua:
             resp.body = body
             resp.headers.set("Content-Type", "application/sdp")
             resp.headers.set("Content-Length", str(len(body)))
-        self.sip.send_response(resp, transaction_id=tx)
+        return resp
 
     def wants_srtp(self, target: Target) -> bool:
         """Is ``target`` known to want SRTP (our first offer to it is then RTP/SAVP)?"""
@@ -314,13 +322,16 @@ class B2bua:
         if origin is None:
             return  # challenged (407) or refused
         caller = origin.caller
-        se = parse_session_expires(request.headers.get("Session-Expires"))
-        if se is not None and se[0] < self.settings.min_se:
-            self.respond(request, tx=tx, status=422, extra=[("Min-SE", str(self.settings.min_se))])
-            return
         ruri = request.uri
         dialled = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
         leg = InboundLeg(self, request, peer, event.transaction_id)
+        try:
+            # RFC 4028: 422 below our Min-SE, 400 for a garbled Session-Expires/Min-SE
+            leg.invite_session.receive_request(request, leg.clock())
+        except RemoteProtocolError as exc:  # RequestRefused, or a malformed header (400)
+            leg.close_media()
+            self.respond(request, tx=tx, status=exc.status_hint, extra=refusal_headers(exc))
+            return
         try:
             leg.prepare_media()
         except ParseError as exc:

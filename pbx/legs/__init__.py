@@ -10,7 +10,9 @@ are reached; a :class:`TrunkLeg` is an outbound leg toward a carrier. Every leg 
 SDP (RFC 3264) against its own RTP session (policy in :mod:`pbx.legs.sdp`), so re-INVITEs and
 UPDATEs (RFC 3311) are answered locally by the leg that received them; hold
 (``sendonly``/``inactive``, RFC 3264 §8.4) rewires the media graph so the held party hears music
-on hold; nothing is renegotiated on the other leg. Legs turn SIP into call-control events
+on hold; nothing is renegotiated on the other leg. The SIP rules of each dialog's INVITE usage (session
+timers, 2xx/ACK, glare, when a BYE may go) are :class:`sipcore.invite_session.InviteSession`'s;
+the leg feeds it its messages and sends what it asks for. Legs turn SIP into call-control events
 (:mod:`pbx.callcontrol`); they never see each other.
 """
 

@@ -1,12 +1,10 @@
 """The caller's leg: we are the UAS of its INVITE (RFC 3261 §13.3)."""
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from pbx.callcontrol import (
     LegInput,
-    LegMediaChanged,
     LegState,
 )
 from pbx.legs.sdp import (
@@ -16,7 +14,7 @@ from pbx.legs.sdp import (
 )
 from pbx.legs.sip import ALLOW, SipLeg
 from sipcore.dialog import Dialog
-from sipcore.errors import ParseError
+from sipcore.invite_session import SessionAction
 from sipcore.message import Request, Response, make_response, new_tag
 from sipcore.sdp import (
     parse_sdp,
@@ -40,8 +38,13 @@ class InboundLeg(SipLeg):
         self.invite = request
         self.transaction_id = transaction_id
         self.to_tag = new_tag()
-        self.delayed_offer = False
         self.transition(LegInput.START)
+
+    @property
+    def delayed_offer(self) -> bool:
+        """The caller's INVITE had no offer: ours goes in the 2xx, its answer in the ACK (so
+        no SDP may go in an unreliable 18x)."""
+        return not is_sdp(self.invite)
 
     def prepare_media(self) -> None:
         """Allocate the RTP session and answer the caller's offer (or make ours when the INVITE
@@ -54,7 +57,6 @@ class InboundLeg(SipLeg):
             self._apply_remote(offer, local=ans)
         else:
             self._new_session()
-            self.delayed_offer = True
             self._offer()
 
     def _response(self, status: int, reason: str | None = None, *, sdp: bool = False,
@@ -74,15 +76,23 @@ class InboundLeg(SipLeg):
         return resp
 
     def _send(self, resp: Response) -> None:
+        now = self.clock()
+        dialog = self.dialog
+        if 100 < resp.status < 300 and dialog is None:
+            dialog = Dialog.from_uas(self.invite, resp, local_contact=self.contact)
+        # the usage first: it refuses a response the rules forbid before anything changes
+        self.invite_session.send_response(resp, now, dialog)
         if 100 < resp.status < 300:
             if self.dialog is None:
-                self._bind_dialog(Dialog.from_uas(self.invite, resp, local_contact=self.contact))
+                assert dialog is not None
+                self._bind_dialog(dialog)
             else:
                 self.dialog.send_response(resp)
         elif self.dialog is not None:
             self.dialog.send_response(resp)
             self.b2bua.dialogs.remove(self.dialog)
         self.b2bua.sip_send_response(resp, self.transaction_id)
+        self._drain(now)
 
     def progress(self, *, early_media: bool) -> None:
         """180 Ringing, or 183 Session Progress with our SDP (we play ringback or relay)."""
@@ -97,35 +107,23 @@ class InboundLeg(SipLeg):
         """200 OK with our SDP; the ACK makes the leg ANSWERED."""
         if not self.unanswered:
             return
-        extra = self._session_timer_headers(self.invite, uas=True)
+        extra = self.invite_session.response_headers()  # RFC 4028 §9
         extra.append(("Supported", "timer"))
         resp = self._response(200, sdp=True, extra=extra)
         self._send(resp)
         self.transition(LegInput.ANSWER)
 
-    def on_ack(self, request: Request) -> None:
-        """The ACK for our 2xx: the leg is up (a delayed offer's answer comes in it)."""
-        if self.state is not LegState.ANSWERING:
-            super().on_ack(request)
-            return
-        if self.delayed_offer and is_sdp(request) and self.session is not None:
-            self.delayed_offer = False
-            with contextlib.suppress(ParseError):
-                self._apply_remote(parse_sdp(request.body))
-                # codec and telephone-event are known only now: bridges must follow
-                self.post(LegMediaChanged(self))
-        self._arm_se_timer()
-        self.transition(LegInput.CONFIRM)
-
     def on_ack_timeout(self) -> None:
-        """No ACK for our 2xx (§13.3.1.4): send BYE and end."""
-        if self.state is not LegState.ANSWERING:
-            return
-        self._send_bye()
-        self._ended("ack-timeout", remote=False)
+        """The endpoint gave up retransmitting our 2xx (§13.3.1.4): the usage sends BYE."""
+        now = self.clock()
+        self.invite_session.ack_timed_out(now)
+        self._drain(now)
 
     def on_cancelled(self) -> None:
         """The caller's CANCEL (the endpoint has answered 200 + 487)."""
+        now = self.clock()
+        self.invite_session.cancelled(now)
+        self._drain(now)
         if self.unanswered:
             self.final_status = 487
             if self.dialog is not None:
@@ -147,9 +145,11 @@ class InboundLeg(SipLeg):
         self.reject(487)
 
     def hangup(self, cause: str = "normal") -> None:
-        """BYE when up (or when our 2xx is awaiting its ACK), else a final error response."""
+        """BYE when up (after the ACK when our 2xx is still awaiting it, §15), else a final
+        error response."""
         if self.state is LegState.ANSWERED or self.state is LegState.ANSWERING:
             super().hangup(cause)
-        elif not self.ended:
+        elif not self.ended and \
+                self.invite_session.hangup(self.clock()) is SessionAction.REJECT:
             self.reject(500 if cause == "error" else 480)
 

@@ -23,8 +23,7 @@ from pbx.legs.sdp import (
     offered_crypto,
 )
 from pbx.legs.sip import ALLOW, SipLeg
-from pbx.legs.timer import parse_session_expires
-from sipcore.dialog import Dialog, DialogSet
+from sipcore.dialog import DialogSet
 from sipcore.endpoint import (
     Event,
     ResponseReceived,
@@ -33,6 +32,13 @@ from sipcore.endpoint import (
 )
 from sipcore.errors import ParseError, RemoteProtocolError
 from sipcore.headers import Headers
+from sipcore.invite_session import (
+    InviteSession,
+    RetryToSend,
+    Role,
+    SdpRole,
+    SessionState,
+)
 from sipcore.message import Request, Response, new_call_id, new_tag
 from sipcore.sdp import (
     SessionDescription,
@@ -67,6 +73,40 @@ class OutboundLeg(SipLeg):
         self.offer_crypto: list[CryptoAttribute] | None = None
         self._first_codec: str | None = None
         self._profile_retried = False
+        #: The 2xx being handled and what its body is to the usage (for SessionEstablished).
+        self._answer: tuple[Response, SdpRole] | None = None
+
+    def _new_invite_session(self) -> InviteSession:
+        """We are the UAC; our INVITE carries no Session-Expires (only ``Supported: timer``):
+        a callee that wants timers names them in its 2xx."""
+        return InviteSession(Role.UAC, self._session_config(request_timer=False))
+
+    def _send_invite(self, request: Request, *, new_session: bool = True) -> None:
+        """Send the dialog-creating INVITE (a first one, or a new transaction after a
+        415/488/606, a 401/407 or a 422), told to the usage first."""
+        now = self.clock()
+        self.invite = request
+        self.dialog_set = DialogSet(request, None, local_contact=self.contact)
+        if new_session:
+            self.invite_session = self._new_invite_session()
+        self.invite_session.send_request(request, now)
+        self.invite_tx = self.b2bua.send_request(request, self.peer, self._on_invite_event)
+        self._drain(now)
+
+    @staticmethod
+    def _next_invite(invite: Request, body: bytes | None = None,
+                     headers: tuple[tuple[str, str], ...] = ()) -> Request:
+        """``invite`` as a new transaction: same dialog identifiers, CSeq + 1, no Via (the
+        endpoint adds one with a fresh branch)."""
+        again = invite.copy()
+        again.headers.remove("Via")
+        again.headers.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
+        for name, value in headers:
+            again.headers.set(name, value)
+        if body is not None:
+            again.body = body
+            again.headers.set("Content-Length", str(len(body)))
+        return again
 
     def _initial_offer(self, first: str | None) -> SessionDescription:
         """Make the leg's session and the INVITE's offer: RTP/SAVP with fresh SDES keys when
@@ -95,17 +135,25 @@ class OutboundLeg(SipLeg):
         self.sdes = None
         self.session_version += 1
         body = self._offer(self._first_codec, self.offer_crypto).serialize()
-        again = self.invite.copy()
-        again.headers.remove("Via")  # the endpoint adds one with a fresh branch
-        again.headers.set("CSeq", f"{self.invite.cseq.seq + 1} INVITE")
-        again.body = body
-        again.headers.set("Content-Length", str(len(body)))
+        again = self._next_invite(self.invite, body)
         self.b2bua.log.info("call.offer_retry", call_id=self._call_id(), leg=self.id,
                             status=status, profile="RTP/SAVP" if srtp else "RTP/AVP")
-        self.invite = again
-        self.dialog_set = DialogSet(again, None, local_contact=self.contact)
-        self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event)
+        self._send_invite(again)
         return True
+
+    def _retry_request(self, event: RetryToSend, now: float) -> None:
+        """A 422 to our INVITE (RFC 4028 §7.4): send it again with the raised interval."""
+        if self.invite_session.state is not SessionState.CALLING:
+            super()._retry_request(event, now)
+            return
+        if self.invite is None or self.cancelled or not self.unanswered:
+            return
+        self._send_invite(self._next_invite(self.invite, headers=event.headers),
+                          new_session=False)
+
+    def _send_cancel(self, reason: str | None) -> None:
+        if self.invite_tx is not None:
+            self.b2bua.sip_cancel(self.invite_tx, reason)
 
     def _use_answer_keys(self, sdp: SessionDescription) -> None:
         """Key this leg's SRTP from the answer to our SAVP offer: the answer's ``a=crypto``
@@ -162,13 +210,14 @@ class OutboundLeg(SipLeg):
                                                  b2b.aor):
                 h.add(name, value)
         request = Request("INVITE", parse_uri(self.request_uri), h, body)
-        self.invite = request
-        self.dialog_set = DialogSet(request, None, local_contact=self.contact)
         self.transition(LegInput.START)
-        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event)
+        self._send_invite(request)
 
     def _on_invite_event(self, event: Event) -> None:
+        now = self.clock()
         if isinstance(event, TransactionTimedOut | TransportErrored):
+            self.invite_session.request_failed("INVITE", now)
+            self._drain(now)
             if self.unanswered:
                 self.final_status = 408 if isinstance(event, TransactionTimedOut) else 503
                 self.transition(LegInput.FAIL, status=self.final_status, reason="timeout")
@@ -183,11 +232,22 @@ class OutboundLeg(SipLeg):
             dialog = self.dialog_set.receive_response(response)
         except RemoteProtocolError:
             return
+        if 200 <= status < 300 and dialog is None:
+            return  # a 2xx without a To tag: nothing to ACK
+        # the usage ACKs every 2xx (again for a retransmission), BYEs those of other forks or
+        # that crossed our CANCEL, and confirms the first (SessionEstablished: _on_established)
+        role = self.invite_session.receive_response(response, now, dialog)
+        if 200 <= status < 300:
+            self._answer = (response, role)
+            self._drain(now)
+            self._answer = None
+            return
+        self._drain(now)
         if status < 200:
             if status == 100 or not self.unanswered:
                 return
             early = False
-            if is_sdp(response):
+            if role is SdpRole.ANSWER:
                 with contextlib.suppress(ParseError):
                     early_sdp = parse_sdp(response.body)
                     self._use_answer_keys(early_sdp)
@@ -195,9 +255,8 @@ class OutboundLeg(SipLeg):
                     early = True
             self.transition(LegInput.PROGRESS, status=status, early_media=early)
             return
-        if status < 300:
-            self._on_2xx(response, dialog)
-            return
+        if self.invite_session.state is not SessionState.TERMINATED:
+            return  # the usage asked for the INVITE again (422) and it went
         if self._retry_other_profile(status):
             return
         if self.unanswered:
@@ -205,51 +264,39 @@ class OutboundLeg(SipLeg):
             self.transition(LegInput.FAIL, status=status, reason=response.reason or "")
         self.close_media()
 
-    def _on_2xx(self, response: Response, dialog: Dialog | None) -> None:
-        if dialog is None:
+    def _on_established(self, now: float) -> None:
+        """Our first 2xx, ACKed by the usage: bind the dialog, take the answer."""
+        answer = self._answer
+        dialog = self.invite_session.dialog
+        if answer is None or dialog is None:
             return
-        seq = response.cseq.seq
-        ack = self._acks.get(id(dialog))
-        if ack is not None:  # a retransmitted 2xx: ACK again (§13.2.2.4)
-            self.b2bua.send_request(ack.copy(), self.peer, None)
-            return
-        ack = dialog.create_ack(seq)
-        self._acks[id(dialog)] = ack
-        self.b2bua.send_request(ack.copy(), self.peer, None)
-        if self.dialog is not None or self.ended or self.cancelled:
-            # a second branch answered, or the answer crossed our CANCEL: hang that one up
-            self.b2bua.send_request(dialog.create_request("BYE"), self.peer, None)
-            return
+        response, role = answer
         self._bind_dialog(dialog)
-        if is_sdp(response):
+        if role is SdpRole.ANSWER and is_sdp(response):
             try:
                 answer_sdp = parse_sdp(response.body)
                 self._use_answer_keys(answer_sdp)
                 self._apply_remote(answer_sdp)
             except ParseError:
-                self.b2bua.send_request(dialog.create_request("BYE"), self.peer, None)
                 self.final_status = 488
                 self.transition(LegInput.FAIL, status=488, reason="bad answer SDP")
+                self.invite_session.hangup(now)  # BYE (drained by the caller)
                 return
         if self.target is not None and self._profile_retried:
             self.b2bua.learn_srtp(self.target, self.session is not None
                                   and self.session.srtp is not None)
-        se = parse_session_expires(response.headers.get("Session-Expires"))
-        if se is not None:
-            self.se_interval = max(se[0], self.b2bua.settings.min_se)
-            self.se_we_refresh = se[1] != "uas"
         # the 2xx came and its ACK went (above): answered and confirmed in one step
         self.transition(LegInput.ANSWER)
-        self._arm_se_timer()
         self.transition(LegInput.CONFIRM)
 
     def cancel(self, reason: str | None = None) -> None:
-        """CANCEL the INVITE (a 2xx that crosses it is ACKed and BYEd)."""
+        """CANCEL the INVITE (the usage ACKs and BYEs a 2xx that crosses it)."""
         if not self.unanswered or self.cancelled:
             return
         self.cancelled = True
-        if self.invite_tx is not None:
-            self.b2bua.sip_cancel(self.invite_tx, reason)
+        now = self.clock()
+        self.invite_session.hangup(now, reason)  # CancelToSend
+        self._drain(now)
         self.final_status = 487
         self.transition(LegInput.ABANDON)
         if self.session is not None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,19 +29,35 @@ from pbx.callcontrol import (
 from pbx.legs.sdp import (
     ALL_CODECS,
     choose_sdes,
-    is_sdp,
     leg_answer,
     offered_crypto,
 )
-from pbx.legs.timer import negotiate_session_timer, option_tags, parse_session_expires
-from sipcore.dialog import Dialog, DialogState
+from sipcore.dialog import Dialog, DialogId, DialogState
 from sipcore.endpoint import (
     Event,
     RequestReceived,
     ResponseReceived,
+    TransactionTimedOut,
+    TransportErrored,
 )
-from sipcore.errors import ParseError
-from sipcore.message import Request
+from sipcore.errors import ParseError, RemoteProtocolError
+from sipcore.invite_session import (
+    AckToSend,
+    ByeToSend,
+    CancelToSend,
+    InviteSession,
+    RefreshToSend,
+    RequestRefused,
+    RetryToSend,
+    Role,
+    SdpRole,
+    SessionConfig,
+    SessionEnded,
+    SessionEstablished,
+    SessionEvent,
+    SessionState,
+)
+from sipcore.message import Request, Response
 from sipcore.sdp import (
     SessionDescription,
     create_offer,
@@ -70,6 +88,17 @@ def dtmf_from_info(body: bytes) -> str | None:
     return None
 
 
+def refusal_headers(exc: RemoteProtocolError) -> list[tuple[str, str]]:
+    """The headers the usage's refusal of a request needs (Min-SE for 422, Retry-After for
+    500); none for a malformed Session-Expires/Min-SE (400)."""
+    return list(exc.headers) if isinstance(exc, RequestRefused) else []
+
+
+def _dialog_of(request: Request) -> DialogId:
+    """The id of the dialog an in-dialog request of ours belongs to."""
+    return (request.call_id, request.from_tag or "", request.to_tag or "")
+
+
 class SipLeg(Leg):
     """A SIP leg: one dialog plus one RTP session. Subclassed for the two directions."""
 
@@ -88,12 +117,11 @@ class SipLeg(Leg):
         self.session_id = random.getrandbits(31)  # o= sess-id: unique, not secret (RFC 4566)
         self.session_version = 0
         self.contact = b2bua.contact_for(peer)
-        #: RFC 4028 state: interval, and whether we refresh (else we expect refreshes).
-        self.se_interval: int | None = None
-        self.se_we_refresh = False
-        self._se_timer: asyncio.TimerHandle | None = None
-        self._reinvite_pending = False
-        self._acks: dict[int, Request] = {}
+        #: The INVITE usage of the leg's dialog (the subclass makes it for its role).
+        self.invite_session = self._new_invite_session()
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._hangup_cause: str | None = None
+        self._media_closed = False
         #: SDES keys ``(remote, local)`` while this leg runs SRTP (RFC 4568).
         self.sdes: tuple[CryptoAttribute, CryptoAttribute] | None = None
 
@@ -197,11 +225,15 @@ class SipLeg(Leg):
         return wire[1]
 
     def close_media(self) -> None:
-        """Release the RTP ports and timers."""
-        self._cancel_se_timer()
+        """Release the RTP ports and timers.  A callee's BYE that waits for the caller's ACK
+        (RFC 3261 §15) keeps the dialog until it went."""
+        self._media_closed = True
         if self.session is not None:
             self.session.on_dtmf = None
             self.session.close()
+        if self.invite_session.state is SessionState.ACCEPTED_HANGUP:
+            return
+        self._cancel_session_timer()
         self.b2bua.forget(self)
 
     # -- dialog plumbing -------------------------------------------------------------------------
@@ -222,21 +254,18 @@ class SipLeg(Leg):
                                         extra=extra)
         return self.b2bua.send_request(request, self.peer, on_response)
 
-    def _send_bye(self, reason: str | None = None) -> None:
-        extra = [("Reason", reason)] if reason else None
-        self.send_in_dialog("BYE", extra=extra, on_response=lambda ev: None)
-        if self.dialog is not None:
-            self.b2bua.dialogs.remove(self.dialog)
-
     def _ended(self, cause: str, remote: bool) -> None:
         self.transition(LegInput.END, cause=cause, remote=remote)
-        self._cancel_se_timer()
 
     def hangup(self, cause: str = "normal") -> None:
-        """BYE when answered, otherwise what the subclass does for an unanswered leg."""
+        """BYE when answered (the usage holds it until the caller's ACK when our 2xx has not
+        been ACKed yet, §15), otherwise what the subclass does for an unanswered leg."""
         if self.state is LegState.ANSWERED or self.state is LegState.ANSWERING:
-            self._send_bye('SIP;cause=500;text="Server Internal Error"' if cause == "error"
-                           else None)
+            now = self.clock()
+            self._hangup_cause = cause
+            self.invite_session.hangup(
+                now, 'SIP;cause=500;text="Server Internal Error"' if cause == "error" else None)
+            self._drain(now)
             self._ended(cause, remote=False)
 
     def send_dtmf(self, digits: str) -> None:
@@ -250,79 +279,146 @@ class SipLeg(Leg):
                                 content_type="application/dtmf-relay",
                                 on_response=lambda ev: None)
 
-    # -- session timers (RFC 4028) ---------------------------------------------------------------
+    # -- the INVITE usage (sipcore.invite_session) -----------------------------------------------
+    # RFC 4028 session timers, the 2xx/ACK rules, 491/422 and when a BYE may go are the usage's;
+    # the leg feeds it every INVITE/UPDATE/ACK/BYE of its dialog and carries out its events.
 
-    def _cancel_se_timer(self) -> None:
-        if self._se_timer is not None:
-            self._se_timer.cancel()
-            self._se_timer = None
+    def _new_invite_session(self) -> InviteSession:
+        """The usage for this leg's role (UAS here; the outbound leg is the UAC)."""
+        return InviteSession(Role.UAS, self._session_config())
 
-    def _arm_se_timer(self) -> None:
-        self._cancel_se_timer()
-        if self.se_interval is None or self.ended:
-            return
-        loop = asyncio.get_running_loop()
-        if self.se_we_refresh:
-            self._se_timer = loop.call_later(self.se_interval / 2, self._refresh_session)
-        else:
-            # §10: without a refresh by then, send BYE (expiry minus a third, at most 32 s)
-            grace = min(32.0, self.se_interval / 3)
-            self._se_timer = loop.call_later(self.se_interval - grace, self._session_expired)
+    def _session_config(self, **overrides: Any) -> SessionConfig:
+        """Our session-timer preferences; the endpoint retransmits our 2xx itself."""
+        settings = self.b2bua.settings
+        return SessionConfig(retransmit_2xx=False, session_expires=settings.session_expires,
+                             min_se=settings.min_se, **overrides)
 
-    def _session_expired(self) -> None:
-        self._se_timer = None
-        if self.state is LegState.ANSWERED:
+    @staticmethod
+    def clock() -> float:
+        """The usage's clock: the event loop's (its timers are armed with ``call_at``)."""
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
+
+    def _drain(self, now: float) -> None:
+        """Carry out what the usage asks for, then arm its next deadline."""
+        while True:
+            events = self.invite_session.events()
+            if not events:
+                break
+            for event in events:
+                self._on_session_event(event, now)
+        self._arm_session_timer()
+
+    def _on_session_event(self, event: SessionEvent, now: float) -> None:
+        b2b = self.b2bua
+        if isinstance(event, AckToSend):
+            b2b.send_request(event.request.copy(), self.peer, None)  # the endpoint adds a Via
+        elif isinstance(event, ByeToSend):
+            b2b.send_request(event.request, self.peer, None)
+            dialog = self.dialog
+            if dialog is not None and _dialog_of(event.request) == dialog.id:
+                b2b.dialogs.remove(dialog)
+        elif isinstance(event, CancelToSend):
+            self._send_cancel(event.reason)
+        elif isinstance(event, RefreshToSend):
+            self._send_session_request(event.method, event.headers, now)
+        elif isinstance(event, RetryToSend):
+            self._retry_request(event, now)
+        elif isinstance(event, SessionEstablished):
+            self._on_established(now)
+        elif isinstance(event, SessionEnded):
+            self._on_session_ended(event)
+
+    def _on_established(self, now: float) -> None:
+        """The dialog-creating INVITE's 2xx was ACKed."""
+        self.transition(LegInput.CONFIRM)
+
+    def _on_session_ended(self, event: SessionEnded) -> None:
+        if event.cause == "session-expired":
             self.b2bua.log.info("call.session_expired", leg=self.id, call_id=self._call_id())
-            self._send_bye('SIP;cause=408;text="Session timer expired"')
-            self._ended("session-timer", remote=False)
+        if self.unanswered:
+            if event.cause == "bye":  # BYE on an early dialog (the caller gave up after our 18x)
+                self.transition(LegInput.FAIL, status=487, reason="bye")
+            return  # an unanswered leg's failure is its final response's or CANCEL's business
+        cause = self._hangup_cause if event.cause == "hangup" and self._hangup_cause else \
+            event.cause
+        self._ended(cause, remote=event.remote)
+        if self._media_closed:
+            self.b2bua.forget(self)
 
-    def _refresh_session(self) -> None:
-        """We are the refresher: a re-INVITE with our current SDP (RFC 4028 §7.4/§8)."""
-        self._se_timer = None
-        if self.state is not LegState.ANSWERED or self.local_sdp is None:
-            return
-        if self._reinvite_pending:
-            self._arm_se_timer()
-            return
-        self._reinvite_pending = True
-        assert self.se_interval is not None
-        extra = [("Session-Expires", f"{self.se_interval};refresher=uac"),
-                 ("Supported", "timer"), ("Allow", ALLOW)]
-        self.send_in_dialog("INVITE", body=self._local_sdp_body(self.local_sdp),
-                            content_type="application/sdp", extra=extra,
-                            on_response=self._on_refresh_response)
-        self._arm_se_timer()
+    def _send_cancel(self, reason: str | None) -> None:
+        """CANCEL our dialog-creating INVITE (outbound legs)."""
 
-    def _on_refresh_response(self, event: Event) -> None:
+    def _retry_request(self, event: RetryToSend, now: float) -> None:
+        """A 422/491 to our request: send it again (in-dialog here; the INVITE that creates the
+        dialog is the outbound leg's)."""
+        if self.invite_session.state is SessionState.CONFIRMED:
+            self._send_session_request(event.method, event.headers, now)
+
+    def _send_session_request(self, method: str, headers: tuple[tuple[str, str], ...],
+                              now: float) -> None:
+        """A session refresh or retry: a re-INVITE with our current SDP, or an UPDATE without
+        (RFC 4028 §7.4/§8)."""
+        dialog = self.dialog
+        if self.state is not LegState.ANSWERED or dialog is None or \
+                dialog.state is DialogState.TERMINATED:
+            return
+        body = b""
+        content_type = None
+        if method == "INVITE":
+            if self.local_sdp is None:
+                return
+            body = self._local_sdp_body(self.local_sdp)
+            content_type = "application/sdp"
+        extra = [*headers, ("Supported", "timer"), ("Allow", ALLOW)]
+        request = dialog.create_request(method, body=body, content_type=content_type,
+                                        extra=extra)
+        self.invite_session.send_request(request, now)
+        self.b2bua.send_request(request, self.peer,
+                                functools.partial(self._on_session_response, method))
+
+    def _on_session_response(self, method: str, event: Event) -> None:
+        """A response to our refresh (or its timeout)."""
+        now = self.clock()
         if isinstance(event, ResponseReceived):
             response = event.response
-            if response.status < 200:
-                return
-            self._reinvite_pending = False
-            if response.status < 300 and self.dialog is not None:
-                self.dialog.receive_response(response)
-                ack = self.dialog.create_ack(response.cseq.seq)
-                self.b2bua.send_request(ack, self.peer, None)
-            elif response.status in (408, 481):
-                self.hangup("session-refresh-failed")
-        else:
-            self._reinvite_pending = False
+            if 200 <= response.status < 300 and self.dialog is not None:
+                with contextlib.suppress(RemoteProtocolError):
+                    self.dialog.receive_response(response)
+            self.invite_session.receive_response(response, now, self.dialog)
+        elif isinstance(event, TransactionTimedOut | TransportErrored):
+            self.invite_session.request_failed(method, now)
+        self._drain(now)
 
-    def _session_timer_headers(self, request: Request, *, uas: bool) -> list[tuple[str, str]]:
-        """Negotiate timers for a request we answer with 2xx; returns headers for the 2xx."""
-        se = parse_session_expires(request.headers.get("Session-Expires"))
-        supported = "timer" in option_tags(request, "Supported") | option_tags(request, "Require")
-        if se is None:
-            return []
-        settings = self.b2bua.settings
-        seconds, refresher = negotiate_session_timer(se, supported, min_se=settings.min_se,
-                                                     session_expires=settings.session_expires)
-        self.se_interval = seconds
-        self.se_we_refresh = refresher == "uas"
-        headers = [("Session-Expires", f"{seconds};refresher={refresher}")]
-        if supported:
-            headers.append(("Require", "timer"))
-        return headers
+    def _arm_session_timer(self) -> None:
+        """One loop timer at the usage's next deadline."""
+        deadline = self.invite_session.next_deadline()
+        handle = self._session_timer
+        if handle is not None:
+            if deadline is not None and handle.when() == deadline:
+                return
+            handle.cancel()
+            self._session_timer = None
+        if deadline is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a unit test driving the leg by hand): nothing fires
+        self._session_timer = loop.call_at(deadline, self._on_session_timer, deadline)
+
+    def _cancel_session_timer(self) -> None:
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
+
+    def _on_session_timer(self, deadline: float) -> None:
+        self._session_timer = None
+        now = max(self.clock(), deadline)  # the loop may run a timer a hair early
+        self.invite_session.handle_timer(now)
+        self._drain(now)
 
     # -- in-dialog requests ----------------------------------------------------------------------
 
@@ -336,11 +432,9 @@ class SipLeg(Leg):
             b2b.respond(request, 200, tx=tx)
             if self.dialog is not None:
                 b2b.dialogs.remove(self.dialog)
-            if self.state is LegState.ANSWERED or self.state is LegState.ANSWERING:
-                self._ended("bye", remote=True)
-            else:
-                # BYE on an early dialog (the caller gave up after our 18x)
-                self.transition(LegInput.FAIL, status=487, reason="bye")
+            now = self.clock()
+            self.invite_session.receive_request(request, now)
+            self._drain(now)
             return
         if method in ("INVITE", "UPDATE"):
             self._on_offer_request(request, tx)
@@ -359,24 +453,25 @@ class SipLeg(Leg):
         b2b.respond(request, 501, tx=tx)
 
     def _on_offer_request(self, request: Request, tx: str) -> None:
-        """re-INVITE or UPDATE: answered locally on this leg (RFC 3261 §14.2, RFC 3311)."""
+        """re-INVITE or UPDATE: answered locally on this leg (RFC 3261 §14.2, RFC 3311); the
+        usage refuses glare (491), an overlapping request (500) and too short a session
+        interval (422)."""
         b2b = self.b2bua
-        if request.method == "INVITE" and self._reinvite_pending:
-            b2b.respond(request, 491, tx=tx)  # RFC 3261 §14.2 glare
-            return
-        se = parse_session_expires(request.headers.get("Session-Expires"))
-        if se is not None and se[0] < b2b.settings.min_se:
-            b2b.respond(request, 422, tx=tx, extra=[("Min-SE", str(b2b.settings.min_se))])
+        now = self.clock()
+        try:
+            incoming = self.invite_session.receive_request(request, now)
+        except RemoteProtocolError as exc:  # RequestRefused, or a malformed header (400)
+            b2b.respond(request, exc.status_hint, tx=tx, extra=refusal_headers(exc))
             return
         body = b""
         events: list[Any] = []
-        if is_sdp(request):
+        if incoming.sdp is SdpRole.OFFER:
             try:
                 offer = parse_sdp(request.body)
                 ans = self._answer_offer(offer)
                 changed, holding = self._apply_remote(offer, local=ans)
             except ParseError as exc:
-                b2b.respond(request, exc.status_hint if exc.status_hint >= 400 else 488, tx=tx)
+                self._reply(request, tx, exc.status_hint if exc.status_hint >= 400 else 488, now)
                 return
             body = ans.serialize()
             if changed:
@@ -385,25 +480,36 @@ class SipLeg(Leg):
                 events.append(LegHeld(self) if holding else LegResumed(self))
         elif request.method == "INVITE" and self.local_sdp is not None:
             body = self._local_sdp_body(self.local_sdp)  # offerless re-INVITE: our offer in the 2xx
-        extra = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer")]
-        if se is not None:
-            extra += self._session_timer_headers(request, uas=True)
-        elif self.se_interval is not None:
-            # refresher named from this transaction's point of view (RFC 4028 §9)
-            who = "uas" if self.se_we_refresh else "uac"
-            extra.append(("Session-Expires", f"{self.se_interval};refresher={who}"))
-        b2b.respond(request, 200, tx=tx, body=body, extra=extra)
-        self._arm_se_timer()
+        extra = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", "timer"),
+                 *incoming.headers]
+        self._reply(request, tx, 200, now, body=body, extra=extra)
         for ev in events:
             self.post(ev)
 
+    def _reply(self, request: Request, tx: str, status: int, now: float, *, body: bytes = b"",
+               extra: list[tuple[str, str]] | None = None) -> None:
+        """Answer an INVITE/UPDATE of the usage: the usage learns the response first (it
+        refuses what the rules forbid before anything goes out)."""
+        response: Response = self.b2bua.response_for(request, status, body=body, extra=extra)
+        self.invite_session.send_response(response, now, self.dialog)
+        self.b2bua.sip_send_response(response, tx)
+        self._drain(now)
+
     def on_ack(self, request: Request) -> None:
-        """ACK in this dialog (for our 2xx to the INVITE or a re-INVITE)."""
-        if is_sdp(request) and self.session is not None:
+        """ACK in this dialog (for our 2xx to the INVITE or a re-INVITE): the usage says
+        whether it carries an answer (to the offer in our 2xx to an offerless INVITE)."""
+        now = self.clock()
+        answering = self.state is LegState.ANSWERING
+        incoming = self.invite_session.receive_request(request, now)
+        session = self.session
+        if incoming.sdp is SdpRole.ANSWER and session is not None and not session.closed:
             with contextlib.suppress(ParseError):
                 changed, _ = self._apply_remote(parse_sdp(request.body))
-                if changed:
+                # after a delayed offer codec and telephone-event are known only now: bridges
+                # must follow
+                if changed or answering:
                     self.post(LegMediaChanged(self))
+        self._drain(now)
 
     def _call_id(self) -> str:
         return self.call.record.call_id if self.call is not None else ""

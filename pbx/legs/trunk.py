@@ -12,7 +12,6 @@ from pbx.legs.diversion import diversion_headers
 from pbx.legs.outbound import OutboundLeg
 from pbx.legs.sip import ALLOW
 from pbx.trunks import TrunkConfig, build_outbound_request
-from sipcore.dialog import DialogSet
 from sipcore.endpoint import (
     Event,
     ResponseReceived,
@@ -43,7 +42,6 @@ class TrunkLeg(OutboundLeg):
 
     def start(self) -> None:
         """Send the INVITE with our offer to the trunk."""
-        b2b = self.b2bua
         offer = self._caller_codec_offer()
         request = build_outbound_request(
             self.trunk, number=self.callee_user, caller_did=self.caller_did,
@@ -56,10 +54,8 @@ class TrunkLeg(OutboundLeg):
             for name, value in diversion_headers(self.call.diversions, self.callee_user,
                                                  lambda n: f"sip:{n}@{domain}"):
                 request.headers.add(name, value)
-        self.invite = request
-        self.dialog_set = DialogSet(request, None, local_contact=self.contact)
         self.transition(LegInput.START)
-        self.invite_tx = b2b.send_request(request, self.peer, self._on_invite_event)
+        self._send_invite(request)
 
     def _on_invite_event(self, event: Event) -> None:
         if (isinstance(event, ResponseReceived) and event.response.status in (401, 407)
@@ -72,8 +68,6 @@ class TrunkLeg(OutboundLeg):
                 self.trunk.key, self.invite, event.response, sent_to=self.peer,
                 source=source if isinstance(source, Peer) else None)
             if again is not None:
-                self.invite = again
-                self.dialog_set = DialogSet(again, None, local_contact=self.contact)
-                self.invite_tx = self.b2bua.send_request(again, self.peer, self._on_invite_event)
+                self._send_invite(again)  # a new INVITE transaction: a new usage
                 return
         super()._on_invite_event(event)

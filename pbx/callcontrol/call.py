@@ -119,8 +119,6 @@ class Call:
         self.recordings: list[Any] = []
         self.tasks: asyncio.TaskGroup | None = None
         self.released = False
-        #: Digits seen outside collect_dtmf.
-        self.dtmf_log: list[str] = []
         #: Called for each digit while the call is connected (the script's on_dtmf delivery).
         self.on_digit: Callable[[Leg, str], None] | None = None
         #: The redirections the call went through (legs announce them: Diversion headers).
@@ -234,8 +232,7 @@ class Call:
                         for leg in pending():
                             leg.cancel()
                         return RingResult(RingOutcome.CALLER_GONE, status=487, statuses=statuses)
-                    self._side_event(event)
-                    continue
+                    continue  # a caller's digit or hold while ringing: nothing to act on
                 if event.leg not in outstanding:
                     continue
                 if isinstance(event, LegProgressed):
@@ -276,10 +273,6 @@ class Call:
                 ringback.stop()
             if early is not None:
                 early.close()
-
-    def _side_event(self, event: CallEvent) -> None:
-        if isinstance(event, DtmfReceived):
-            self.dtmf_log.append(event.digit)
 
     def _defer(self, events: list[CallEvent]) -> None:
         """Give events an operation did not consume back to the next one, in order."""
@@ -420,7 +413,6 @@ class Call:
                     if event.leg in (br.a, br.b):
                         br.rebuild()
             elif isinstance(event, DtmfReceived):
-                self.dtmf_log.append(event.digit)
                 if self.on_digit is not None:
                     self.on_digit(event.leg, event.digit)
                 # RFC 4733 packets between same-codec legs are relayed by the media core

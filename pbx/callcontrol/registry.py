@@ -93,6 +93,10 @@ class FeatureRegistry:
         """All features in chain order."""
         return list(self._features)
 
+    def chain(self, hook: Hook) -> list[Feature]:
+        """The features ``hook`` runs, in order (those that implement it)."""
+        return list(self._chains[hook])
+
     def code_table(self) -> dict[str, tuple[str, FeatureCode]]:
         """Every code → (owning feature, its :class:`FeatureCode`), for the portal and docs."""
         return {code: (f.name, fc) for code, (f, fc) in sorted(self._codes.items())}

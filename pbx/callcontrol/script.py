@@ -125,7 +125,7 @@ class CallScript:
             self.host.services.settings(user) if user is not None else {})
         return CallContext(caller=call.record.caller, callee=call.record.callee, call=call,
                            user=user, services=self.host.services, settings=settings,
-                           originator=originator)
+                           originator=originator, diversions=call.diversions)
 
     async def run(self, call: Call) -> None:
         """The whole script for one call."""
@@ -136,11 +136,7 @@ class CallScript:
             if match is not None:
                 await self._feature_code(call, ctx, match)
                 return
-        decision = await self.registry.run_chain(Hook.ORIGINATE, ctx)
-        if isinstance(decision, Continue):
-            await self._route(call, ctx, call.record.callee, caller)
-        else:
-            await self._carry_out(call, ctx, decision)
+        await self._originate(call, ctx, call.record.callee)
 
     async def call_back(self, call: Call, user: UserView, dialled: str,
                         timeout: float) -> None:
@@ -156,10 +152,13 @@ class CallScript:
             log.info("call.callback_unanswered", call_id=call.record.call_id, user=user.key,
                      status=call.record.status)
             return
-        ctx = self.context(call, user, user)
+        await self._originate(call, self.context(call, user, user), dialled)
+
+    async def _originate(self, call: Call, ctx: CallContext, dialled: str) -> None:
+        """The caller's originating chain, then ``dialled`` routed on their behalf."""
         decision = await self.registry.run_chain(Hook.ORIGINATE, ctx)
         if isinstance(decision, Continue):
-            await self._route(call, ctx, dialled, user)
+            await self._route(call, ctx, dialled, ctx.originator)
         else:
             await self._carry_out(call, ctx, decision)
 
@@ -172,11 +171,7 @@ class CallScript:
                                      retry_after=routed.retry_after)
                 return
             if isinstance(routed, Ring):  # a number through a trunk: no terminating features
-                result = await call.ring(routed.targets, routed.timeout)
-                if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
-                    await self._connect(call, ctx, result.leg)
-                elif result.outcome is not RingOutcome.CALLER_GONE:
-                    await self.host.fail(call, result.status)
+                await self._carry_out(call, ctx, routed)
                 return
             user = routed.user
             if user.key in ctx.history:
@@ -192,10 +187,9 @@ class CallScript:
                 await self.host.fail(call, 482, "Too Many Redirects")
                 return
             if isinstance(decision, Redirect):
-                ctx.diversions.append(Diversion(user, decision.reason,
-                                                user.numbers[0] if user.numbers
-                                                else user.extension))
-                call.diversions = list(ctx.diversions)
+                call.diversions.append(Diversion(user, decision.reason,
+                                                 user.numbers[0] if user.numbers
+                                                 else user.extension))
                 log.info("call.redirected", call_id=call.record.call_id, by=user.key,
                          to=decision.target, reason=decision.reason)
                 dialled, on_behalf_of = decision.target, user
@@ -207,7 +201,6 @@ class CallScript:
         """The context for the user the call reached now (their settings and devices)."""
         ctx = self.context(call, user, previous.originator)
         ctx.history = [*previous.history, user.key]
-        ctx.diversions = previous.diversions
         ctx.devices = self.host.devices(user)
         return ctx
 
@@ -291,6 +284,9 @@ class CallScript:
 
     async def _connect(self, call: Call, ctx: CallContext, callee: Leg) -> None:
         """Bridge and run the call; digits on a user's leg go to that user's on_dtmf chain."""
+        if not self.registry.chain(Hook.DTMF):
+            await self.host.connect(call, callee)  # no feature wants digits: no task per digit
+            return
         users: dict[Leg, UserView | None] = {callee: ctx.user}
         if call.caller is not None:
             users[call.caller] = ctx.originator
@@ -305,7 +301,7 @@ class CallScript:
             now = loop.time()
             digits = (digits if now - last <= DTMF_SEQUENCE_GAP else "") + digit
             buffers[leg] = (digits, now)
-            call.tasks.create_task(self._dtmf(call, user, leg, digits, buffers))
+            call.tasks.create_task(self._dtmf(ctx, user, leg, digits, buffers))
 
         call.on_digit = on_digit
         try:
@@ -313,9 +309,11 @@ class CallScript:
         finally:
             call.on_digit = None
 
-    async def _dtmf(self, call: Call, user: UserView, leg: Leg, digits: str,
+    async def _dtmf(self, connected: CallContext, user: UserView, leg: Leg, digits: str,
                     buffers: dict[Leg, tuple[str, float]]) -> None:
-        ctx = self.context(call, user)
+        call = connected.call
+        assert call is not None
+        ctx = self.context(call, user, connected.originator)
         ctx.digits = digits
         decision = await self.registry.run_chain(Hook.DTMF, ctx)
         if isinstance(decision, Continue):

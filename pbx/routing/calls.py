@@ -62,7 +62,7 @@ class CallRouter:
         router = self.host.router
         snapshot = router.directory.snapshot if router is not None else None
         cached = self._views.get(user.id)
-        if cached is not None and cached[0] is snapshot and cached[1].name == user.name:
+        if cached is not None and cached[0] is snapshot:
             return cached[1]
         numbers = (tuple(sorted(n.e164 for n in router.directory.numbers_of(user.id)))
                    if router is not None else ())

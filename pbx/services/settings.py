@@ -15,7 +15,6 @@ import structlog
 
 from pbx.services.events import EventBus
 from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
-from pbx.settings_schema import validate as validate_settings
 
 __all__ = ["SettingsService", "SettingsStore", "UnknownFeature"]
 
@@ -70,13 +69,12 @@ class SettingsService:
                source: str = "api") -> dict[str, Any]:
         """Apply ``changes``; returns the user's full settings of ``feature`` afterwards.
 
-        Raises :class:`SettingError` naming ``feature.key`` (nothing stored then), or the
-        store's error for an unknown user. ``source`` says who changed it (``feature_code``,
+        Raises a ValueError naming ``feature.key`` (the store validates with the schema before
+        it writes: nothing is stored then), or for an unknown user. ``source`` says who changed it (``feature_code``,
         ``api``, ``cli``, ``portal``) for the event and the log.
         """
         schema = self.schema(feature)
         before = self.get(user_id, feature)
-        validate_settings(feature, schema, changes, base=before)  # fail before touching the store
         after = self.store.set_feature_settings(user_id, feature, schema, changes)
         # The directory reloads on the store's change notice; this covers a cache that does not
         # listen (another process's store): the very next call must see the new value.

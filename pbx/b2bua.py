@@ -65,6 +65,7 @@ from pbx.callcontrol import (
     Leg,
     LegEnded,
     LegFailed,
+    Prompt,
     Reject,
     Ring,
     Routed,
@@ -508,6 +509,12 @@ class B2bua:
     def tone(self, name: ToneName, rate: int) -> MediaPort:
         """One of our tones, looped."""
         return self._tone_source(name, rate)
+
+    def prompt(self, prompt: Prompt, language: str, rate: int,
+               tenant_id: int | None = None) -> MediaPort:
+        """An announcement from the prompt set (the prompt store lands with issue 11's
+        prompts work; nothing calls this before it does)."""
+        raise NotImplementedError(f"prompt {prompt.name!r}: no prompt set loaded")
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
                    retry_after: int | None = None) -> None:

@@ -35,6 +35,10 @@ class UserView:
     numbers: tuple[str, ...] = ()
     language: str = "de"
     name: str = ""
+    #: the user's own mobile number (E.164; parallel ringing, call-back) and remote office
+    #: number (E.164; rings instead of the devices while remote office is on)
+    mobile: str | None = None
+    remote_office: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@
 * :class:`Ring` — ring these targets in parallel for ``timeout`` seconds;
 * :class:`Confirm` — (feature codes) answer, play the confirmation or error tone, hang up;
 * :class:`Handled` — the feature did everything itself (played an announcement, ran an IVR).
+
+:class:`Prompt` names an announcement from the prompt set (in the user's language); a
+:class:`Confirm` plays it instead of the confirmation tone, a :class:`Reject` plays it to the
+caller as early media before the final status.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ from dataclasses import dataclass
 
 from pbx.callcontrol.legs import Target
 
-__all__ = ["Confirm", "Continue", "Decision", "Handled", "Redirect", "Reject", "Ring"]
+__all__ = ["Confirm", "Continue", "Decision", "Handled", "Prompt", "Redirect", "Reject", "Ring"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """An announcement: the prompt ``name`` from the prompt set (``"activated"``,
+    ``"forward_on_to"`` …), followed by ``say`` spoken digit by digit (a number)."""
+
+    name: str
+    say: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +44,9 @@ class Reject:
     status: int
     reason: str | None = None
     retry_after: int | None = None
+    #: played to the caller as early media before the status (433 "anonymous calls are not
+    #: accepted" …)
+    prompt: Prompt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +69,11 @@ class Ring:
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
-    """A feature code did its job (``ok``) or could not (``ok=False``: the error tone)."""
+    """A feature code did its job (``ok``) or could not (``ok=False``: the error tone);
+    ``prompt`` is announced instead of the tone (``"deactivated"``, an interrogation's answer)."""
 
     ok: bool = True
+    prompt: Prompt | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from pbx.callcontrol.decisions import (
     Continue,
     Decision,
     Handled,
+    Prompt,
     Redirect,
     Reject,
     Ring,
@@ -95,6 +96,12 @@ class ScriptHost(Protocol):
 
     def tone(self, name: ToneName, rate: int) -> MediaPort:
         """A media port playing one of our tones."""
+        ...
+
+    def prompt(self, prompt: Prompt, language: str, rate: int,
+               tenant_id: int | None = None) -> MediaPort:
+        """A media port playing ``prompt`` once in ``language`` (the tenant's recorded file
+        where it has one, else the generated set)."""
         ...
 
     async def connect(self, call: Call, callee: Leg) -> Leg | None:

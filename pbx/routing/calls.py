@@ -68,7 +68,8 @@ class CallRouter:
                    if router is not None else ())
         view = UserView(key=self.user_key(user), extension=user.extension, id=user.id,
                         tenant_id=user.tenant_id, numbers=numbers, language=user.language,
-                        name=user.name)
+                        name=user.name, mobile=user.mobile_number,
+                        remote_office=user.remote_office_number)
         if len(self._views) > 10_000:
             self._views.clear()
         self._views[user.id] = (snapshot, view)

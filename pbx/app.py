@@ -101,6 +101,7 @@ class PbxServer:
             store.secret("nonce"),
             nonce_ttl=config.auth.nonce_ttl,
             algorithms=config.auth.algorithms,
+            strict_uri=config.auth.strict_digest_uri,
             # The nonce secret is persisted: nonces from before this start only count as stale
             # (their nonce-count history died with the old process).
             start_time=self._start_time,
@@ -224,7 +225,8 @@ class PbxServer:
             digest=DigestServer(self.config.realm, self.store.secret("nonce"),
                                 nonce_ttl=self.config.auth.nonce_ttl,
                                 algorithms=self.config.auth.algorithms, proxy=True,
-                                start_time=time.time()),
+                                start_time=time.time(),
+                                strict_uri=self.config.auth.strict_digest_uri),
             lookup=self._lookup, registrar=self.registrar, domain=self.domain,
             user_exists=lambda ext: ext in self._credentials,
             settings=CallSettings(ring_timeout=c.ring_timeout, session_expires=c.session_expires,
@@ -457,11 +459,13 @@ class PbxServer:
                 register = DigestServer(realm, self.store.secret("nonce"),
                                         nonce_ttl=self.config.auth.nonce_ttl,
                                         algorithms=self.config.auth.algorithms,
-                                        start_time=self._start_time)
+                                        start_time=self._start_time,
+                                        strict_uri=self.config.auth.strict_digest_uri)
             invite = DigestServer(realm, self.store.secret("nonce"),
                                   nonce_ttl=self.config.auth.nonce_ttl,
                                   algorithms=self.config.auth.algorithms, proxy=True,
-                                  start_time=self._start_time)
+                                  start_time=self._start_time,
+                                  strict_uri=self.config.auth.strict_digest_uri)
             directory = self.directory
 
             def lookup(username: str) -> Credentials | None:

@@ -89,6 +89,11 @@ class AuthConfig:
     #: up unless it is MD5 (measured against all three). Fleets of RFC 8760 phones set
     #: ``["SHA-256", "MD5"]``.
     algorithms: tuple[str, ...] = ("MD5",)
+    #: The digest ``uri`` must be the Request-URI itself (RFC 3261 §22.4). Off by default:
+    #: SIPp 3.6's ``[authentication]`` sends ``uri="sip:host:port"`` for an INVITE to
+    #: ``sip:202@host:port`` (Kamailio accepts it), so a ``uri`` with the Request-URI's scheme,
+    #: host and port and no user part is accepted too; the response must match it either way.
+    strict_digest_uri: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ __all__ = [
     "NameAddr",
     "SipURI",
     "TelURI",
+    "host_equal",
     "parse_name_addr",
     "parse_params",
     "parse_uri",
@@ -379,6 +380,12 @@ def _host_key(host: str) -> str:
         except ValueError:
             return host.lower()
     return host.lower()
+
+
+def host_equal(a: str, b: str) -> bool:
+    """Whether two URI hosts are the same (RFC 3261 §19.1.4: case-insensitive; IPv6
+    references compared by address, so ``[::1]`` equals ``[0:0::1]``)."""
+    return _host_key(a) == _host_key(b)
 
 
 def _pval(v: str | None) -> str | None:

@@ -21,6 +21,14 @@ def test_embedded_default() -> None:
     assert c.domain == "127.0.0.1"
     assert c.data_dir == "asyncpbx-data"
     assert c.auth.algorithms == ("MD5",)
+    assert c.auth.strict_digest_uri is False
+
+
+def test_strict_digest_uri_from_toml_and_environment(tmp_path: Path) -> None:
+    p = _write(tmp_path, "[auth]\nstrict_digest_uri = true\n")
+    assert load_config(p, environ={}).auth.strict_digest_uri is True
+    env = {"ASYNCPBX_AUTH_STRICT_DIGEST_URI": "1"}
+    assert load_config(None, environ=env).auth.strict_digest_uri is True
 
 
 def test_toml_file(tmp_path: Path) -> None:

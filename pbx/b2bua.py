@@ -57,6 +57,7 @@ import numpy.typing as npt
 from media.aio import MediaEngine, RtpSession
 from media.port import MediaPort
 from media.tones import ToneGenerator, ToneName, tone_plan
+from pbx.bans import BanTable
 from pbx.callcontrol import (
     Call,
     CallRecord,
@@ -159,6 +160,9 @@ class B2bua:
         self.on_record = on_record
         self.log = log or get_logger("pbx.calls")
         self.seclog = seclog or get_logger("security")
+        #: The server's per-source ban table (pbx/bans.py), told of every INVITE's digest
+        #: outcome (pbx/origin.py); None: no bans.
+        self.bans: BanTable | None = None
         self.dialogs = DialogTable()
         self.dialog_legs: dict[tuple[str, str, str], SipLeg] = {}
         #: Every call's task (and the RTP sweeper) is a child of this scope (DESIGN.md

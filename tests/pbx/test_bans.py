@@ -7,6 +7,9 @@ from __future__ import annotations
 import pytest
 
 from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
+from pbx.origin import verify_with_bans
+from sipcore.digest import AuthFailure, DigestClient, DigestServer, make_credentials
+from sipcore.message import Request, parse_message
 
 T0 = 1_000.0
 OFFICE = "198.51.100.10"
@@ -114,3 +117,58 @@ def test_trusted_networks_parse(networks: list[str]) -> None:
     trusted = TrustedNetworks(networks)
     assert ("10.1.2.3" in trusted) is (networks == ["10.0.0.0/8"])
     assert ("::1" in trusted) is (networks == ["::1"])
+
+
+# -- pbx.origin.verify_with_bans: the digest outcome reaches the table -------------------------
+
+REALM = "pbx.example.com"
+CREDS = {"100": make_credentials("100", REALM, "right")}
+
+
+def _register(src: str, cseq: int) -> Request:
+    msg = parse_message((
+        f"REGISTER sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{cseq}\r\n"
+        f"From: <sip:100@{REALM}>;tag=a\r\nTo: <sip:100@{REALM}>\r\nCall-ID: c@{src}\r\n"
+        f"CSeq: {cseq} REGISTER\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+def _answered(digest: DigestServer, src: str, cseq: int, password: str, now: float) -> Request:
+    req = _register(src, cseq)
+    return DigestClient().authorize(req, digest.challenge(req, src, now), "100", password,
+                                    realm=REALM)
+
+
+def test_verify_with_bans_counts_guesses_and_marks_successes() -> None:
+    digest = DigestServer(REALM, b"s" * 32, algorithms=("MD5",))
+    bans, seen = table()
+    # no credentials: nothing counted
+    r = verify_with_bans(digest, bans, _register(GUESSER, 1), GUESSER, CREDS.get, T0)
+    assert r.reason is AuthFailure.NO_CREDENTIALS
+    for i in range(5):
+        r = verify_with_bans(digest, bans, _answered(digest, GUESSER, 2 + i, f"x{i}", T0 + i),
+                             GUESSER, CREDS.get, T0 + i)
+        assert r.reason is AuthFailure.WRONG_RESPONSE
+    assert [b.source for b in seen] == [GUESSER]
+    r = verify_with_bans(digest, bans, _answered(digest, OFFICE, 1, "right", T0), OFFICE,
+                         CREDS.get, T0)
+    assert r.ok and all(bans.admit(OFFICE, T0 + i * 0.001) for i in range(100))
+
+
+def test_verify_with_bans_does_not_verify_a_slowed_account() -> None:
+    digest = DigestServer(REALM, b"s" * 32, algorithms=("MD5",))
+    bans, _ = table(account_failures=3, account_interval=5.0)
+    for i in range(3):  # three addresses, one guess each
+        src = f"203.0.113.{i}"
+        verify_with_bans(digest, bans, _answered(digest, src, 1, "nope", T0), src,
+                         CREDS.get, T0)
+    # the next verification of "100" goes through (the right password works) ...
+    r = verify_with_bans(digest, bans, _answered(digest, OFFICE, 1, "right", T0 + 1), OFFICE,
+                         CREDS.get, T0 + 1)
+    assert r.ok
+    # ... the one after within 5 s is not verified at all: refused even with the right password
+    r = verify_with_bans(digest, bans, _answered(digest, OFFICE, 2, "right", T0 + 2), OFFICE,
+                         CREDS.get, T0 + 2)
+    assert not r.ok and r.reason is AuthFailure.WRONG_RESPONSE
+    assert bans.stats["slowed"] == 1

@@ -440,8 +440,6 @@ def main(argv: list[str]) -> int:
     config = ('[sip]\nlisten = ["udp:127.0.0.1:0"]\ndomain = "127.0.0.1"\n'
               f'[auth]\nrealm = "{realm}"\n[log]\nlevel = "warning"\n'
               '[http]\nlisten = ""\n'
-              # the load generator is no attacker: its burst of first INVITEs is not a flood
-              '[security]\ntrusted = ["127.0.0.0/8"]\n'
               '[media]\nport_min = 40000\nport_max = 44999\nrtp_timeout = 0\n')
     direct: Climb | None = None
     runs: list[tuple[int, Climb | None, int, list[dict[str, Any]]]] = []
@@ -457,7 +455,8 @@ def main(argv: list[str]) -> int:
                 direct_uas.stop()
         for i in schedule(len(trees), args.rounds):
             label = "sipp→pbx→sipp" if len(trees) == 1 else f"sipp→pbx[{i}]→sipp"
-            with Server(config, users=[("100", PASSWORD), ("101", PASSWORD)],
+            with Server(config + trees[i].trust_loopback(),
+                        users=[("100", PASSWORD), ("101", PASSWORD)],
                         cpu=server_core, tree=trees[i]) as server:
                 idle.append(server.idle_cpu_fraction())
                 runs.append((i, *_pbx_run(server, uac_auth, uas, workdir, rates, rtp_ks, args,

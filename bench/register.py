@@ -86,9 +86,7 @@ def main(argv: list[str]) -> int:
     inf.write_text("SEQUENTIAL\n" + "".join(
         f"{u};{p};[authentication username={u} password={p}]\n" for u, p in users))
     config = ('[sip]\nlisten = ["udp:127.0.0.1:0"]\ndomain = "127.0.0.1"\nmax_contacts = 10\n'
-              '[log]\nlevel = "warning"\n'
-              # the load generator is no attacker: its first burst of REGISTERs is no flood
-              '[security]\ntrusted = ["127.0.0.0/8"]\n')
+              '[log]\nlevel = "warning"\n')
     runs: list[tuple[int, Climb]] = []
     idle: list[float] = []
     try:
@@ -101,7 +99,8 @@ def main(argv: list[str]) -> int:
             uas.stop()
         for i in schedule(len(trees), args.rounds):
             label = "sipp→pbx" if len(trees) == 1 else f"sipp→pbx[{i}]"
-            with Server(config, users=users, cpu=server_core, tree=trees[i]) as server:
+            with Server(config + trees[i].trust_loopback(), users=users, cpu=server_core,
+                        tree=trees[i]) as server:
                 idle.append(server.idle_cpu_fraction())
                 runs.append((i, _climb(label, server.listening["udp"], rates, args.seconds,
                                        workdir, inf, load_core, args.json,

@@ -491,7 +491,14 @@ class B2bua:
                    else self.display_name(call.record.caller))
         if call.caller is None:  # a call-back rings the user first: show whom it will call
             caller, display = call.record.callee, f"Call-back {call.record.callee}"
-        return OutboundLeg(self, call, target, request_uri=target.contact, peer=peer,
+        request_uri = target.contact
+        if isinstance(uri, SipURI) and uri.headers:
+            # Headers escaped into a registered Contact (RFC 4475 §3.3.14) are never applied
+            # nor passed on: a Request-URI carries none (RFC 3261 §19.1.1, Table 1).
+            bare = uri.copy()
+            bare.headers = {}
+            request_uri = str(bare)
+        return OutboundLeg(self, call, target, request_uri=request_uri, peer=peer,
                            route=binding.path if binding is not None else (),
                            caller_display=display, caller_user=caller, callee_user=target.user)
 

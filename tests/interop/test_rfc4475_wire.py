@@ -21,6 +21,7 @@ import pytest
 
 from sipcore.digest import DigestClient
 from sipcore.message import Request, Response, parse_message
+from sipcore.uri import SipURI
 from tests.interop.harness import PbxProcess, free_port, running_pbx
 from tests.interop.test_calls_sipp import USERS, pbx_with, register_port
 
@@ -150,66 +151,116 @@ def _recv(sock: socket.socket, want: str) -> Request | Response:
     raise AssertionError(f"no {want}")
 
 
+def register_contact(pbx: PbxProcess, ext: str, password: str, port: int, contact: str) -> None:
+    """REGISTER ``contact`` for ``ext`` from ``127.0.0.1:port`` (digest on the 401)."""
+    server = pbx.addr("udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.settimeout(5)
+
+        def request(cseq: int) -> Request:
+            msg = parse_message((
+                f"REGISTER sip:{server[0]} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{os.urandom(5).hex()}\r\n"
+                f"From: <sip:{ext}@{server[0]}>;tag=r1\r\nTo: <sip:{ext}@{server[0]}>\r\n"
+                f"Call-ID: reg-{port}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\n"
+                "Expires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+            assert isinstance(msg, Request)
+            return msg
+
+        s.sendto(request(1).serialize(), server)
+        challenge = parse_message(s.recv(65535))
+        assert isinstance(challenge, Response) and challenge.status == 401
+        authed = DigestClient().authorize(request(2), challenge, ext, password,
+                                          realm="asyncpbx-test")
+        s.sendto(authed.serialize(), server)
+        ok = parse_message(s.recv(65535))
+        assert isinstance(ok, Response) and ok.status == 200, ok
+
+
+def invite_sent_on(pbx: PbxProcess, callee_port: int, ruri_headers: str) -> Request:
+    """100 calls 101 (registered at ``callee_port``) with ``ruri_headers`` escaped into the
+    Request-URI; returns the INVITE the B2BUA sends 101 (which answers 486; all ACKed)."""
+    host, port = pbx.addr("udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        callee.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        callee.bind(("127.0.0.1", callee_port))
+        callee.settimeout(8)
+        caller.bind(("127.0.0.1", 0))
+        caller.settimeout(8)
+        lp = caller.getsockname()[1]
+        call_id = f"escruri-{os.urandom(4).hex()}"
+        body = SDP % free_port()
+        query = f"?{ruri_headers}" if ruri_headers else ""
+
+        def invite(cseq: int) -> Request:
+            text = (f"INVITE sip:101@{host}:{port}{query} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{lp};rport;branch=z9hG4bK{os.urandom(5).hex()}\r\n"
+                    f"From: <sip:100@{host}>;tag=esc1\r\nTo: <sip:101@{host}>\r\n"
+                    f"Call-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
+                    f"Contact: <sip:100@127.0.0.1:{lp}>\r\nMax-Forwards: 70\r\n"
+                    f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n")
+            msg = parse_message(text.encode() + body)
+            assert isinstance(msg, Request)
+            return msg
+
+        def ack(resp: Response, req: Request) -> None:
+            caller.sendto((f"ACK {req.uri} SIP/2.0\r\nVia: {req.headers.get('Via')}\r\n"
+                           f"From: {req.headers.get('From')}\r\nTo: {resp.headers.get('To')}\r\n"
+                           f"Call-ID: {call_id}\r\nCSeq: {req.cseq.seq} ACK\r\n"
+                           "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+                          (host, port))
+
+        first = invite(1)
+        if ruri_headers:  # parsed: the URI carries them, the request does not
+            assert isinstance(first.uri, SipURI) and first.uri.headers
+            assert "Route" not in first.headers and first.max_forwards == 70
+        caller.sendto(first.serialize(), (host, port))
+        challenge = _recv(caller, "final")
+        assert isinstance(challenge, Response) and challenge.status == 407
+        ack(challenge, first)
+        second = DigestClient().authorize(invite(2), challenge, "100", USERS[0][1],
+                                          realm="asyncpbx-test")
+        caller.sendto(second.serialize(), (host, port))
+        sent_on = _recv(callee, "INVITE")
+        assert isinstance(sent_on, Request)
+        callee.sendto((f"SIP/2.0 486 Busy Here\r\nVia: {sent_on.headers.get('Via')}\r\n"
+                       f"From: {sent_on.headers.get('From')}\r\n"
+                       f"To: {sent_on.headers.get('To')};tag=callee1\r\n"
+                       f"Call-ID: {sent_on.call_id}\r\nCSeq: {sent_on.cseq.seq} INVITE\r\n"
+                       "Content-Length: 0\r\n\r\n").encode(), (host, port))
+        final = _recv(caller, "final")
+        assert isinstance(final, Response)
+        assert final.status == 486, final.status
+        ack(final, second)
+        return sent_on
+
+
+def assert_nothing_smuggled(sent_on: Request, callee_port: int) -> None:
+    """The B2BUA's INVITE goes to the registered contact with no URI headers and carries
+    none of :data:`SMUGGLED`'s headers."""
+    assert str(sent_on.uri) == f"sip:101@127.0.0.1:{callee_port}", sent_on.uri
+    for name in ("Route", "P-Asserted-Identity", "Diversion", "X-Smuggled"):
+        assert name not in sent_on.headers, (name, sent_on.serialize()[:1500])
+    text = sent_on.serialize().decode("utf-8", "replace")
+    assert "boss" not in text and "203.0.113.66" not in text and "Smuggled" not in text
+    assert sent_on.max_forwards is not None and sent_on.max_forwards > 1
+
+
 def test_headers_escaped_into_the_request_uri_are_never_applied(tmp_path: Path) -> None:
     with pbx_with(tmp_path) as pbx:
-        host, port = pbx.addr("udp")
         callee_port = free_port()
         register_port(pbx, "101", USERS[1][1], callee_port)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
-            callee.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            callee.bind(("127.0.0.1", callee_port))
-            callee.settimeout(8)
-            caller.bind(("127.0.0.1", 0))
-            caller.settimeout(8)
-            lp = caller.getsockname()[1]
-            call_id = f"escruri-{os.urandom(4).hex()}"
-            body = SDP % free_port()
+        assert_nothing_smuggled(invite_sent_on(pbx, callee_port, SMUGGLED), callee_port)
 
-            def invite(cseq: int) -> Request:
-                text = (f"INVITE sip:101@{host}:{port}?{SMUGGLED} SIP/2.0\r\n"
-                        f"Via: SIP/2.0/UDP 127.0.0.1:{lp};rport;branch=z9hG4bK{os.urandom(5).hex()}\r\n"
-                        f"From: <sip:100@{host}>;tag=esc1\r\nTo: <sip:101@{host}>\r\n"
-                        f"Call-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
-                        f"Contact: <sip:100@127.0.0.1:{lp}>\r\nMax-Forwards: 70\r\n"
-                        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n")
-                msg = parse_message(text.encode() + body)
-                assert isinstance(msg, Request)
-                return msg
 
-            def ack(resp: Response, req: Request) -> None:
-                via = req.headers.get("Via")
-                caller.sendto((f"ACK {req.uri} SIP/2.0\r\nVia: {via}\r\n"
-                               f"From: {req.headers.get('From')}\r\nTo: {resp.headers.get('To')}\r\n"
-                               f"Call-ID: {call_id}\r\nCSeq: {req.cseq.seq} ACK\r\n"
-                               "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
-                              (host, port))
-
-            first = invite(1)
-            # parsed: the URI carries them, the request does not
-            assert first.uri.headers["Route"] == "<sip:203.0.113.66;lr>"  # type: ignore[union-attr]
-            assert "Route" not in first.headers and first.max_forwards == 70
-            caller.sendto(first.serialize(), (host, port))
-            challenge = _recv(caller, "final")
-            assert isinstance(challenge, Response) and challenge.status == 407
-            ack(challenge, first)
-            second = DigestClient().authorize(invite(2), challenge, "100", USERS[0][1],
-                                              realm="asyncpbx-test")
-            caller.sendto(second.serialize(), (host, port))
-            sent_on = _recv(callee, "INVITE")
-            assert isinstance(sent_on, Request)
-            # the B2BUA's INVITE: to the registered contact, none of the smuggled headers
-            assert str(sent_on.uri) == f"sip:101@127.0.0.1:{callee_port}", sent_on.uri
-            for name in ("Route", "P-Asserted-Identity", "Diversion", "X-Smuggled"):
-                assert name not in sent_on.headers, (name, sent_on.serialize()[:1500])
-            assert "boss" not in sent_on.serialize().decode("utf-8", "replace")
-            assert sent_on.max_forwards is not None and sent_on.max_forwards > 1
-            callee.sendto((f"SIP/2.0 486 Busy Here\r\nVia: {sent_on.headers.get('Via')}\r\n"
-                           f"From: {sent_on.headers.get('From')}\r\n"
-                           f"To: {sent_on.headers.get('To')};tag=callee1\r\n"
-                           f"Call-ID: {sent_on.call_id}\r\nCSeq: {sent_on.cseq.seq} INVITE\r\n"
-                           "Content-Length: 0\r\n\r\n").encode(), (host, port))
-            final = _recv(caller, "final")
-            assert isinstance(final, Response)
-            assert final.status == 486, final.status
-            ack(final, second)
+def test_headers_escaped_into_a_registered_contact_are_never_applied(tmp_path: Path) -> None:
+    # RFC 4475 §3.3.14's REGISTER, then a call to that contact: the B2BUA's INVITE must not
+    # carry (nor put into its Request-URI) what the phone escaped into its Contact
+    with pbx_with(tmp_path) as pbx:
+        callee_port = free_port()
+        register_contact(pbx, "101", USERS[1][1], callee_port,
+                         f"<sip:101@127.0.0.1:{callee_port}?{SMUGGLED}>")
+        assert_nothing_smuggled(invite_sent_on(pbx, callee_port, ""), callee_port)

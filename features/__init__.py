@@ -17,10 +17,13 @@ __all__ = ["default_features"]
 def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     """Every feature the PBX runs, configured from the server's settings (``ring_timeout``:
     the ``[calls] ring_timeout`` default for users who chose none)."""
+    from features.anonymous_rejection import AnonymousRejection
+    from features.clir import Clir
+    from features.displayed_number import DisplayedNumber
     from features.dnd import DoNotDisturb
     from features.forward_immediate import ForwardImmediate
     from features.forward_unreachable import ForwardUnreachable
     from features.ringing import OrdinaryRinging
 
-    return [DoNotDisturb(), ForwardImmediate(), OrdinaryRinging(ring_timeout),
-            ForwardUnreachable()]
+    return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(), OrdinaryRinging(ring_timeout),
+            ForwardUnreachable(), Clir(), DisplayedNumber()]

@@ -236,6 +236,7 @@ class PbxServer:
         )
         self.b2bua.services.directory = self.directory
         self.b2bua.services.settings_service = self.settings
+        self.settings.check = self.b2bua.services.check_settings
         services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.router = self.router

@@ -356,8 +356,9 @@ class B2bua:
         call = Call(leg, graph=self.graph, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
+        call.presentation = origin.presentation
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
-                      src=f"{peer.host}:{peer.port}")
+                      src=f"{peer.host}:{peer.port}", withheld=origin.presentation.withheld)
         self._start(call, origin, self.script.run)
 
     def _start(self, call: Call, origin: CallOrigin,
@@ -517,9 +518,41 @@ class B2bua:
         raise NotImplementedError(f"prompt {prompt.name!r}: no prompt set loaded")
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
-                   retry_after: int | None = None) -> None:
-        """Tell the unanswered caller ``status`` (see :meth:`_fail`)."""
+                   retry_after: int | None = None, prompt: Prompt | None = None) -> None:
+        """Tell the unanswered caller ``status`` (see :meth:`_fail`), after ``prompt`` as early
+        media where it can be played (:meth:`_announce`)."""
+        if prompt is not None:
+            await self._announce(call, prompt)
         await self._fail(call, status, reason, retry_after=retry_after)
+
+    #: The longest an announcement before a final status may play.
+    ANNOUNCE_MAX = 30.0
+
+    async def _announce(self, call: Call, prompt: Prompt) -> None:
+        """Play ``prompt`` to the unanswered caller as early media (183 with our SDP) until it
+        ends or the caller gives up. Without media (an offerless INVITE may not get SDP in an
+        unreliable 18x) or without a playable prompt the caller gets the status alone."""
+        caller = call.caller
+        if (caller is None or not caller.unanswered or caller.media is None
+                or (isinstance(caller, InboundLeg) and caller.delayed_offer)):
+            return
+        user = self.originator(call)
+        try:
+            source = self.prompt(prompt, user.language if user is not None else "de",
+                                 caller.media.sample_rate, call.record.tenant_id)
+        except (NotImplementedError, OSError, LookupError, ValueError) as exc:
+            self.log.info("call.prompt_unavailable", call_id=call.record.call_id,
+                          prompt=prompt.name, error=str(exc))
+            return
+        caller.progress(early_media=True)
+        playback = call.play(caller, source)
+        gone = asyncio.ensure_future(self._caller_gone(call))
+        try:
+            await asyncio.wait({gone, playback.done}, timeout=self.ANNOUNCE_MAX,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            playback.stop()
 
     async def _fail(self, call: Call, status: int, reason: str | None = None, *,
                     retry_after: int | None = None) -> None:

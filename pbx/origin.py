@@ -2,22 +2,25 @@
 
 :func:`find_origin` is the B2BUA's caller authentication: a trunk is recognised by where the
 INVITE comes from (no digest), a device must answer a 407 challenge in its tenant's realm and
-send From as itself or its user.
+send From as itself or its user. :func:`presentation_of` reads how the INVITE presents its caller
+(a number, or withheld: an anonymous From or ``Privacy: id``/``header``/``user``, RFC 3323/3325).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pbx.callcontrol import Presentation
 from pbx.trunks import TrunkConfig
 from sipcore.endpoint import RequestReceived
+from sipcore.message import Request
 from sipcore.uri import SipURI
 
 if TYPE_CHECKING:
     from pbx.b2bua import B2bua
 
-__all__ = ["CallOrigin", "find_origin"]
+__all__ = ["CallOrigin", "find_origin", "presentation_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +28,35 @@ class CallOrigin:
     """Who is calling (found before the call starts): ``caller`` as the other users see it
     (the extension internally, the caller's number from a trunk), the direction for the
     history, the callee already resolved from a trunk's DID, the caller's user and the trunk
-    the call came in on."""
+    the call came in on; ``presentation`` how the INVITE presents the caller (the call starts
+    with it)."""
 
     caller: str
     direction: str = "internal"
     callee: str = ""
     user: Any = None  # pbx.store.User
     trunk: TrunkConfig | None = None
+    presentation: Presentation = field(default_factory=Presentation)
+
+
+#: RFC 3323 §4.2 / RFC 3325 §9.3 privacy values that withhold the caller's identity.
+_WITHHOLD = frozenset({"id", "header", "user"})
+
+
+def presentation_of(request: Request) -> Presentation:
+    """How ``request`` presents its caller: withheld when its From is anonymous (user
+    ``anonymous`` or host ``anonymous.invalid``, RFC 3323 §4.1.1.3) or it asks for privacy of
+    the identity (``Privacy: id``, ``header`` or ``user``); otherwise the From's user part as the
+    number (None when it has none)."""
+    from_uri = request.from_.uri
+    user = from_uri.user if isinstance(from_uri, SipURI) else None
+    host = from_uri.host if isinstance(from_uri, SipURI) else ""
+    asked = {value.strip().lower() for header in request.headers.get_all("Privacy")
+             for value in header.split(";")}
+    if (asked & _WITHHOLD or (user or "").lower() == "anonymous"
+            or host.lower() == "anonymous.invalid"):
+        return Presentation(private=True)
+    return Presentation(number=user or None)
 
 
 def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | None:
@@ -55,7 +80,7 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
             b2b.respond(request, 404, tx=tx)
             return None
         return CallOrigin(caller=number or "anonymous", direction="inbound",
-                          callee=dest.number, trunk=trunk)
+                          callee=dest.number, trunk=trunk, presentation=presentation_of(request))
     digest, lookup = (b2b.auth_for(request) if b2b.auth_for is not None
                       else (b2b.digest, b2b.lookup))
     result = digest.verify(request, peer.host, lookup, now)
@@ -76,4 +101,7 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
     if not isinstance(from_uri, SipURI) or from_uri.user not in (username, caller):
         b2b.respond(request, tx=tx, status=403, extra=[])
         return None
-    return CallOrigin(caller=caller, user=user)
+    # a phone may withhold its user's identity itself (Privacy: id): the number stays default
+    withheld = presentation_of(request).withheld
+    return CallOrigin(caller=caller, user=user,
+                      presentation=Presentation(private=True) if withheld else Presentation())

@@ -13,6 +13,7 @@ Modules, one job each:
 * :mod:`.call` — :class:`Call`, its operations (ring, answer, bridge, play, collect digits …);
 * :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens;
 * :mod:`.decisions`, :mod:`.feature`, :mod:`.context` — what features are written against;
+* :mod:`.presentation` — how a call presents its caller (CLIR, displayed number);
 * :mod:`.registry` — the features in chain order and their feature-code table;
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
@@ -23,6 +24,7 @@ from pbx.callcontrol.decisions import (
     Confirm,
     Continue,
     Decision,
+    Dial,
     Handled,
     Prompt,
     Redirect,
@@ -58,11 +60,12 @@ from pbx.callcontrol.media import (
     Playback,
     needs_inband_detection,
 )
+from pbx.callcontrol.presentation import Presentation
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 from pbx.callcontrol.registry import CodeMatch, FeatureRegistry
 from pbx.callcontrol.script import MAX_REDIRECTS, CallScript, Routed, ScriptHost
 from pbx.callcontrol.supervise import supervise
-from pbx.settings_schema import Setting
+from pbx.settings_schema import Setting, SettingError
 
 __all__ = [
     "COMPLETED_ELSEWHERE",
@@ -80,6 +83,7 @@ __all__ = [
     "Confirm",
     "Continue",
     "Decision",
+    "Dial",
     "Diversion",
     "DtmfReceived",
     "Feature",
@@ -102,6 +106,7 @@ __all__ = [
     "LegState",
     "MediaGraph",
     "Playback",
+    "Presentation",
     "Prompt",
     "Redirect",
     "Reject",
@@ -112,6 +117,7 @@ __all__ = [
     "ScriptHost",
     "Services",
     "Setting",
+    "SettingError",
     "Target",
     "UserView",
     "leg_transition",

@@ -57,6 +57,7 @@ from pbx.callcontrol.events import (
 )
 from pbx.callcontrol.legs import Leg, LegInput, LegState, Target
 from pbx.callcontrol.media import Bridge, Conference, MediaGraph, Playback
+from pbx.callcontrol.presentation import Presentation
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 
 log = structlog.get_logger("pbx.callcontrol")
@@ -124,6 +125,9 @@ class Call:
         #: The redirections the call went through (legs announce them: Diversion headers).
         self.diversions: list[Diversion] = []
         self.conferences: list[Conference] = []
+        #: How the outgoing legs present the caller (CLIR, displayed number; see
+        #: :mod:`pbx.callcontrol.presentation`).
+        self.presentation = Presentation()
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.record.call_id} {self.record.caller}->{self.record.callee}>"

@@ -9,6 +9,7 @@ settings service (the one way a setting changes).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +40,8 @@ class UserView:
     #: number (E.164; rings instead of the devices while remote office is on)
     mobile: str | None = None
     remote_office: str | None = None
+    #: the tenant's main number (E.164), which every user of the tenant may present
+    company_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,22 @@ class CallContext:
     diversions: list[Diversion] = field(default_factory=list)
     status: int = 0
     digits: str = ""
+
+    @property
+    def caller_anonymous(self) -> bool:
+        """The caller presents no number: withheld (CLIR, an anonymous From or ``Privacy: id``
+        in their INVITE), or a caller from outside whose INVITE named none."""
+        if self.call is None:
+            return False
+        shown = self.call.presentation
+        return shown.withheld or (self.originator is None and not shown.number)
+
+    def present(self, **changes: Any) -> None:
+        """Change how the call presents its caller on the legs it sends out from now on
+        (:class:`~pbx.callcontrol.presentation.Presentation` fields: ``number``, ``name``,
+        ``private``)."""
+        if self.call is not None:
+            self.call.presentation = dataclasses.replace(self.call.presentation, **changes)
 
     def setting(self, feature: Feature, name: str) -> Any:
         """``feature``'s setting ``name`` for ``user`` (the schema's default when unset)."""

@@ -6,6 +6,8 @@
   decided (their permissions and caller number; the far end learns of the diversion);
 * :class:`Ring` — ring these targets in parallel for ``timeout`` seconds;
 * :class:`Confirm` — (feature codes) answer, play the confirmation or error tone, hang up;
+* :class:`Dial` — (a per-call prefix code: ``*67`` + number) go on as if the caller had dialled
+  the number: their originating chain, then routing;
 * :class:`Handled` — the feature did everything itself (played an announcement, ran an IVR).
 
 :class:`Prompt` names an announcement from the prompt set (in the user's language); a
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 from pbx.callcontrol.legs import Target
 
-__all__ = ["Confirm", "Continue", "Decision", "Handled", "Prompt", "Redirect", "Reject", "Ring"]
+__all__ = ["Confirm", "Continue", "Decision", "Dial", "Handled", "Prompt", "Redirect", "Reject",
+           "Ring"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +80,17 @@ class Confirm:
 
 
 @dataclass(frozen=True, slots=True)
+class Dial:
+    """(from ``on_feature_code``) The code was a prefix for this call only: place the call to
+    ``number`` as if the caller had dialled it (the originating chain runs, then routing), with
+    what the code changed on the call (its presentation, say) kept."""
+
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
 class Handled:
     """The feature handled the call completely."""
 
 
-Decision = Continue | Reject | Redirect | Ring | Confirm | Handled
+Decision = Continue | Reject | Redirect | Ring | Confirm | Dial | Handled

@@ -5,6 +5,9 @@ A feature declares its ``name``, ``priority`` (lower runs first in every chain),
 needs. A hook gets a :class:`~pbx.callcontrol.context.CallContext` and returns a
 :data:`~pbx.callcontrol.decisions.Decision`. Features see call control, never SIP.
 
+A feature whose settings depend on the user (a number they own) refuses a change in
+:meth:`BaseFeature.check_settings`.
+
 Hooks (:class:`Hook`): ``on_originate`` (a user's outgoing call), ``on_terminate`` (an incoming
 call to a user), after a ring ``on_busy`` / ``on_no_answer`` / ``on_unreachable`` (no device, or
 every device failed — it runs before any 480 reaches the caller), ``on_dtmf`` (digits during a
@@ -15,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pbx.callcontrol.decisions import Continue, Decision
 from pbx.settings_schema import Setting
 from sipcore.enums import FastEnum
 
 if TYPE_CHECKING:
-    from pbx.callcontrol.context import CallContext
+    from pbx.callcontrol.context import CallContext, UserView
 
 __all__ = ["HOOKS", "BaseFeature", "Feature", "FeatureCode", "Hook"]
 
@@ -116,6 +119,12 @@ class BaseFeature:
                               number: str) -> Decision:
         """``ctx.user`` dialled one of this feature's codes (``number``: what followed it)."""
         return Continue()
+
+    def check_settings(self, user: UserView, settings: Mapping[str, Any]) -> None:
+        """What the schema cannot check because it depends on ``user`` (a number they own):
+        raise :class:`~pbx.settings_schema.SettingError` naming ``feature.key`` to refuse
+        ``settings`` (the full settings after a change, already schema-checked). The settings
+        service asks before it stores anything; every change passes by default."""
 
 
 HookMethod = Callable[[Feature, "CallContext"], Awaitable[Decision]]

@@ -1,6 +1,7 @@
 """The call script: what happens to a new call, from the first feature to the hang-up.
 
-1. A user who dialled a feature code: the owning feature handles it (``on_feature_code``).
+1. A user who dialled a feature code: the owning feature handles it (``on_feature_code``); a
+   per-call prefix code (``*67`` + number) answers :class:`Dial` and the call goes on to 2.
 2. The caller's originating chain (``on_originate``).
 3. Routing what was dialled on behalf of the caller (their tenant, permissions, caller number).
 4. For a user: their terminating chain (``on_terminate``); ringing is the last feature in it.
@@ -36,6 +37,7 @@ from pbx.callcontrol.decisions import (
     Confirm,
     Continue,
     Decision,
+    Dial,
     Handled,
     Prompt,
     Redirect,
@@ -110,8 +112,9 @@ class ScriptHost(Protocol):
         ...
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
-                   retry_after: int | None = None) -> None:
-        """Tell an unanswered caller ``status`` (with a busy tone first where configured)."""
+                   retry_after: int | None = None, prompt: Prompt | None = None) -> None:
+        """Tell an unanswered caller ``status`` (with a busy tone first where configured;
+        ``prompt`` announced first as early media where it can be played)."""
         ...
 
 
@@ -235,7 +238,7 @@ class CallScript:
     async def _carry_out(self, call: Call, ctx: CallContext, decision: Decision) -> None:
         if isinstance(decision, Reject):
             await self.host.fail(call, decision.status, decision.reason,
-                                 retry_after=decision.retry_after)
+                                 retry_after=decision.retry_after, prompt=decision.prompt)
         elif isinstance(decision, Ring):
             result = await call.ring(decision.targets, decision.timeout)
             if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
@@ -264,6 +267,9 @@ class CallScript:
                 return
             match = dataclasses.replace(match, number=number)
         decision = await self.registry.dispatch_code(match, ctx)
+        if isinstance(decision, Dial):  # a prefix for this call: on as if dialled without it
+            await self._originate(call, ctx, decision.number)
+            return
         # a code must be answered: a feature that passes leaves the caller with the error tone
         await self._carry_out(call, ctx, Confirm(ok=False) if isinstance(decision, Continue)
                               else decision)

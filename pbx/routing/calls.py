@@ -58,7 +58,8 @@ class CallRouter:
         return f"{user.extension}@{tenant.domain}"
 
     def view(self, user: User) -> UserView:
-        """``user`` for features: key, extension, tenant, DIDs, language, name."""
+        """``user`` for features: key, extension, tenant, DIDs, language, name, numbers, the
+        company's main number."""
         router = self.host.router
         snapshot = router.directory.snapshot if router is not None else None
         cached = self._views.get(user.id)
@@ -66,10 +67,12 @@ class CallRouter:
             return cached[1]
         numbers = (tuple(sorted(n.e164 for n in router.directory.numbers_of(user.id)))
                    if router is not None else ())
+        tenant = router.directory.tenant(user.tenant_id) if router is not None else None
         view = UserView(key=self.user_key(user), extension=user.extension, id=user.id,
                         tenant_id=user.tenant_id, numbers=numbers, language=user.language,
                         name=user.name, mobile=user.mobile_number,
-                        remote_office=user.remote_office_number)
+                        remote_office=user.remote_office_number,
+                        company_number=tenant.main_number if tenant is not None else None)
         if len(self._views) > 10_000:
             self._views.clear()
         self._views[user.id] = (snapshot, view)

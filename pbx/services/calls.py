@@ -68,6 +68,15 @@ class CallServices:
                      error=str(exc))
             raise
 
+    def check_settings(self, user_id: int, feature: str, settings: Mapping[str, Any]) -> None:
+        """The settings service's per-user check (:data:`~pbx.services.settings.SettingsCheck`):
+        the feature's ``check_settings`` with the user as call control sees them."""
+        found = self.registry.get(feature)
+        check = getattr(found, "check_settings", None)
+        user = self.directory.user_by_id(user_id) if self.directory is not None else None
+        if check is not None and user is not None:
+            check(self.routing.view(user), settings)
+
     def routable(self, user: UserView, dialled: str) -> bool:
         """Whether ``dialled`` would be routed for ``user``."""
         return self.routing.routable(user, dialled)

@@ -25,6 +25,8 @@ from pbx.callcontrol import (
     CallScript,
     FeatureRegistry,
     Leg,
+    Presentation,
+    Prompt,
     Reject,
     Ring,
     Routed,
@@ -107,6 +109,8 @@ class Pbx:
     registered: dict[str, list[Target]] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
     routed: list[tuple[str, str | None]] = field(default_factory=list)
+    #: the prompts announced to callers before a final status (Reject.prompt)
+    announced: list[Prompt] = field(default_factory=list)
 
     def user(self, ext: str) -> UserView:
         found = self.directory.user_in_tenant(self.tenant_id, ext)
@@ -146,17 +150,24 @@ class Pbx:
         return await call.wait_hangup(bridge)
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
-                   retry_after: int | None = None) -> None:
+                   retry_after: int | None = None, prompt: Prompt | None = None) -> None:
+        if prompt is not None:
+            self.announced.append(prompt)
         call.reject(status, reason)
 
     # -- placing calls ---------------------------------------------------------------------------
 
-    def dial(self, caller: str, dialled: str, *, from_trunk: bool = False) -> Placed:
+    def dial(self, caller: str, dialled: str, *, from_trunk: bool = False,
+             withheld: bool = False) -> Placed:
         """Start a call from user ``caller`` (or, ``from_trunk``, from the number ``caller``
-        through the trunk) to ``dialled``; the script runs as the B2BUA runs it."""
-        call, _, legs = new_fake_call(caller=caller, callee=dialled)
+        through the trunk; '' for none) to ``dialled``; the script runs as the B2BUA runs it.
+        ``withheld``: the INVITE withheld the caller's identity (anonymous From, Privacy: id)."""
+        call, _, legs = new_fake_call(caller=caller or "anonymous", callee=dialled)
         graph = RecordingGraph()
         call.graph = graph
+        call.presentation = (Presentation(private=True) if withheld
+                             else Presentation(number=caller or None) if from_trunk
+                             else Presentation())
         if from_trunk:
             trunk = SimpleNamespace(tenant_id=self.tenant_id, key="acme/carrier")
             self.host_ns.origins[call.id] = CallOrigin(caller=caller, direction="inbound",
@@ -215,7 +226,8 @@ def pbx(tmp_path: Path) -> Iterator[Pbx]:
     routing = CallRouter(host)  # type: ignore[arg-type]
     services = CallServices(registry, routing)
     services.directory = directory
-    services.settings_service = SettingsService(store, directory, bus, registry.schema)
+    services.settings_service = SettingsService(store, directory, bus, registry.schema,
+                                                check=services.check_settings)
     pbx = Pbx(store, directory, registry, bus, routing, services, host)
     bus.subscribe(pbx.events.append)
     pbx.registered = {ext: [Target("device", ext, f"sip:{ext}@phone", f"{ext}:phone")]

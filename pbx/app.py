@@ -64,6 +64,11 @@ FLOW_GRACE = 32.0
 FLUSH_INTERVAL = 1.0
 
 
+def feature_registry(config: Config) -> FeatureRegistry:
+    """Every feature the PBX runs, as ``config`` sets them up (the server's and the CLI's)."""
+    return FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout))
+
+
 class PbxServer:
     """The asyncpbx server process (one per data directory)."""
 
@@ -86,7 +91,7 @@ class PbxServer:
         self.router = Router(self.directory)
         #: The composition root's one import of the features: their registry (chains, codes),
         #: the event bus and the settings service every change of a setting goes through.
-        self.features = FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout))
+        self.features = feature_registry(config)
         self.events = EventBus()
         self.settings = SettingsService(store, self.directory, self.events, self.features.schema)
         #: realm → (REGISTER digest server, INVITE digest server (407), credentials lookup)

@@ -3,7 +3,8 @@
 :func:`find_origin` is the B2BUA's caller authentication: a trunk is recognised by where the
 INVITE comes from (no digest), a device must answer a 407 challenge in its tenant's realm and
 send From as itself or its user. :func:`presentation_of` reads how the INVITE presents its caller
-(a number, or withheld: an anonymous From or ``Privacy: id``/``header``/``user``, RFC 3323/3325).
+(withheld: an anonymous From or one without a user, ``Privacy: id``/``header``/``user``,
+RFC 3323/3325).
 """
 
 from __future__ import annotations
@@ -44,19 +45,19 @@ _WITHHOLD = frozenset({"id", "header", "user"})
 
 
 def presentation_of(request: Request) -> Presentation:
-    """How ``request`` presents its caller: withheld when its From is anonymous (user
-    ``anonymous`` or host ``anonymous.invalid``, RFC 3323 §4.1.1.3) or it asks for privacy of
-    the identity (``Privacy: id``, ``header`` or ``user``); otherwise the From's user part as the
-    number (None when it has none)."""
+    """How ``request`` presents its caller: withheld when its From names nobody (no user part,
+    user ``anonymous`` or host ``anonymous.invalid``, RFC 3323 §4.1.1.3) or it asks for privacy
+    of the identity (``Privacy: id``, ``header`` or ``user``); otherwise as it is (the default
+    presentation: the legs show the caller the call record names)."""
     from_uri = request.from_.uri
     user = from_uri.user if isinstance(from_uri, SipURI) else None
     host = from_uri.host if isinstance(from_uri, SipURI) else ""
     asked = {value.strip().lower() for header in request.headers.get_all("Privacy")
              for value in header.split(";")}
-    if (asked & _WITHHOLD or (user or "").lower() == "anonymous"
+    if (asked & _WITHHOLD or not user or user.lower() == "anonymous"
             or host.lower() == "anonymous.invalid"):
         return Presentation(private=True)
-    return Presentation(number=user or None)
+    return Presentation()
 
 
 def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | None:
@@ -101,7 +102,5 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
     if not isinstance(from_uri, SipURI) or from_uri.user not in (username, caller):
         b2b.respond(request, tx=tx, status=403, extra=[])
         return None
-    # a phone may withhold its user's identity itself (Privacy: id): the number stays default
-    withheld = presentation_of(request).withheld
-    return CallOrigin(caller=caller, user=user,
-                      presentation=Presentation(private=True) if withheld else Presentation())
+    # a phone may withhold its user's identity itself (Privacy: id)
+    return CallOrigin(caller=caller, user=user, presentation=presentation_of(request))

@@ -100,12 +100,9 @@ class CallContext:
 
     @property
     def caller_anonymous(self) -> bool:
-        """The caller presents no number: withheld (CLIR, an anonymous From or ``Privacy: id``
-        in their INVITE), or a caller from outside whose INVITE named none."""
-        if self.call is None:
-            return False
-        shown = self.call.presentation
-        return shown.withheld or (self.originator is None and not shown.number)
+        """The caller presents no number: withheld by CLIR, or their INVITE named none (an
+        anonymous From, one without a user part, ``Privacy: id``)."""
+        return self.call is not None and self.call.presentation.withheld
 
     def present(self, **changes: Any) -> None:
         """Change how the call presents its caller on the legs it sends out from now on

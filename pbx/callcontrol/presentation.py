@@ -1,9 +1,9 @@
 """How a call presents its caller on the legs it sends out (RFC 3323 privacy, RFC 3325
 P-Asserted-Identity): :class:`Presentation`, kept on :attr:`Call.presentation`.
 
-The caller's leg sets it first (a trunk caller's number, or withheld when its INVITE was
-anonymous or asked for ``Privacy: id``); originating features change it (CLIR withholds it, the
-displayed number picks the number shown); the legs read it when they build From,
+The caller's INVITE sets it first (withheld when it names nobody or asks for ``Privacy: id``);
+originating features change it (CLIR withholds it, the displayed number picks the number
+shown); the legs read it when they build From,
 P-Asserted-Identity and Privacy, and ``CallContext.caller_anonymous`` reads it for the
 terminating chain (anonymous rejection). The real identity never leaves call control: the call
 record and the logs keep it.
@@ -20,9 +20,10 @@ __all__ = ["Presentation"]
 class Presentation:
     """The caller as the far ends of the outgoing legs see them.
 
-    ``number``: the number presented — a trunk caller's number, a user's chosen displayed
-    number (toward trunks: From user part, P-Asserted-Identity toward a trusted one); None: the
-    default (the user's first DID toward trunks, the extension toward users). ``name``: the
+    ``number``: the number presented toward trunks instead of the default — the calling
+    user's chosen displayed number (From user part, P-Asserted-Identity toward a trusted trunk);
+    None: the default (the first DID of the user the call goes out for; users inside the PBX
+    see the extension or the outside caller's number, as the call record names the caller). ``name``: the
     display name (None: the default, the user's name). ``private``: True withholds the identity
     (CLIR: ``"Anonymous" <sip:anonymous@anonymous.invalid>`` and ``Privacy: id``; only a trusted
     trunk gets the real number, in P-Asserted-Identity, asked to withhold it), False shows it —

@@ -165,9 +165,7 @@ class Pbx:
         call, _, legs = new_fake_call(caller=caller or "anonymous", callee=dialled)
         graph = RecordingGraph()
         call.graph = graph
-        call.presentation = (Presentation(private=True) if withheld
-                             else Presentation(number=caller or None) if from_trunk
-                             else Presentation())
+        call.presentation = Presentation(private=True if withheld or not caller else None)
         if from_trunk:
             trunk = SimpleNamespace(tenant_id=self.tenant_id, key="acme/carrier")
             self.host_ns.origins[call.id] = CallOrigin(caller=caller, direction="inbound",

@@ -229,7 +229,7 @@ def test_parallel_ringing_on_the_mobile_with_the_call_waiting_tone_in_its_call(
                                     name="first", pause_ms=9000)
                 time.sleep(3.0)  # the mobile answered; the desk phone was cancelled
                 waiting = time.monotonic()
-                ok, failed, out, log = place(pbx, tmp_path, 2, "101", "call_uac_cancel.xml",
+                ok, failed, out, _ = place(pbx, tmp_path, 2, "101", "call_uac_cancel.xml",
                                              name="second", pause_ms=1500)
                 assert (ok, failed) == (1, 0), out
                 assert first.result()[:2] == (1, 0)

@@ -7,6 +7,7 @@ DND over forwarding immediate."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import time
@@ -29,6 +30,7 @@ from tests.interop.harness import (
     sipp,
     users_csv,
 )
+from tests.interop.inprocess import serving
 from tests.interop.test_calls_sipp import USERS, RtpPeer, SippUas, final_statuses, register_port
 from tests.interop.test_carrier_calls import CARRIER_HOST, carrier_setup
 from tests.interop.test_features_sipp import assert_confirmed, dial_code
@@ -271,3 +273,37 @@ def test_do_not_disturb_wins_over_forwarding_immediate(tmp_path: Path) -> None:
         assert final_statuses(log)[-1] == 486
         colleague.stop()
         assert "INVITE sip:" not in colleague.log()
+
+
+# -- remote office -------------------------------------------------------------------------------
+
+REMOTE_OFFICE_101 = "+4940999888"
+
+
+async def test_remote_office_rings_only_the_remote_office_number(tmp_path: Path) -> None:
+    """Remote office has no feature code: the user switches it in the portal, which goes
+    through the settings service as this test does (the server runs in this process)."""
+    carrier_port = free_port(CARRIER_HOST)
+    base = carrier_setup(carrier_port)
+
+    def setup(store: Store) -> None:
+        base(store)
+        store.update_user("101", remote_office_number=REMOTE_OFFICE_101)
+
+    async with serving(tmp_path, USERS, CONFIG, store_setup=setup) as (server, files):
+        user = server.directory.user(server.domain, "101")
+        assert user is not None
+        server.settings.update(user.id, "remote_office", {"enabled": True}, source="api")
+        desk = await asyncio.to_thread(phone, tmp_path, files, 1, "call_uas_ring.xml")
+        try:
+            with mobile(tmp_path, carrier_port, free_port(CARRIER_HOST), answer_ms=500) as office:
+                ok, failed, out, _ = await asyncio.to_thread(
+                    place, files, tmp_path, 0, "101", "call_uac.xml", name="caller")
+                assert (ok, failed) == (1, 0), out
+                carrier_out, _ = await asyncio.to_thread(office.communicate, None, 30)
+                assert office.returncode == 0, carrier_out
+        finally:
+            desk.stop()
+        assert "INVITE sip:" not in desk.log()  # the desk phone never rang
+        invite = read_log(tmp_path / "mobile-messages.log").split("INVITE sip:", 1)[1]
+        assert invite.startswith(REMOTE_OFFICE_101 + "@"), invite[:200]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.callcontrol.legs import Target
 
 if TYPE_CHECKING:
+    from pbx.callcontrol.activity import ActiveCall
     from pbx.callcontrol.call import Call
     from pbx.callcontrol.feature import Feature
 
@@ -72,6 +73,12 @@ class Services(Protocol):
         """Whether ``dialled`` would be routed for ``user`` (a forward target check)."""
         ...
 
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets that ring the external ``number`` (the user's mobile or remote office
+        number) over ``user``'s trunk in ``call``; empty when it routes nowhere or to a user
+        (a mobile number never reaches another user)."""
+        ...
+
 
 @dataclass
 class CallContext:
@@ -81,7 +88,8 @@ class CallContext:
     reachable device targets of ``user`` (terminating); ``history`` the users the call already
     reached (loop protection), ``diversions`` the redirections on the way; ``status`` the final
     status of the last ring for the busy/no-answer/unreachable hooks; ``digits`` what arrived in
-    a connected call (``on_dtmf``).
+    a connected call (``on_dtmf``); ``active`` the calls ``user`` is in now (busy, call
+    waiting).
     """
 
     caller: str
@@ -97,6 +105,7 @@ class CallContext:
     diversions: list[Diversion] = field(default_factory=list)
     status: int = 0
     digits: str = ""
+    active: Sequence[ActiveCall] = ()
 
     @property
     def caller_anonymous(self) -> bool:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from features.clir import Clir
 from media.tones import ToneName
-from pbx.callcontrol import Presentation, Prompt, script
+from pbx.callcontrol import BaseFeature, FeatureCode, FeatureRegistry, Presentation, Prompt, script
 from pbx.settings_schema import SettingError
 from tests.features.conftest import Pbx, Placed
 
@@ -202,3 +203,15 @@ async def test_codes_take_the_longest_match(pbx: Pbx) -> None:
     assert match is not None and (match.dialled, match.number) == ("*67", "0301234567")
     assert pbx.registry.match("*31") is not None and pbx.registry.match("#31") is not None
     assert pbx.registry.match("*311") is None  # *31 takes no number
+
+
+def test_star67_plus_number_is_not_the_busy_forwarding_interrogation() -> None:
+    class Interrogation(BaseFeature):
+        name = "interrogation"
+        feature_codes = (FeatureCode("ask", "*67*"),)
+
+    registry = FeatureRegistry([Clir(), Interrogation()])
+    asked = registry.match("*67*")
+    assert asked is not None and asked.feature.name == "interrogation"
+    once = registry.match("*670301234567")
+    assert once is not None and (once.feature.name, once.number) == ("clir", "0301234567")

@@ -1,9 +1,9 @@
 """Do not disturb (FEATURES.md): callers get busy, the call is logged as missed.
 
-``*78`` switches it on, ``*79`` off (FEATURE_CODES.md). It runs first in the terminating chain,
-so no device rings; the busy chain does not run either (a user who does not want to be disturbed
-is not forwarded on busy by accident — forwarding immediate, which they chose, runs after DND
-only when DND is off).
+``*78`` switches it on, ``*79`` off (the code table's defaults, pbx/feature_codes.toml). It runs
+first in the terminating chain, so no device rings; the busy chain does not run either (a user
+who does not want to be disturbed is not forwarded on busy by accident — forwarding immediate,
+which they chose, runs after DND only when DND is off).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class DoNotDisturb(BaseFeature):
         "enabled": Setting(bool, False, "callers get busy; no device rings"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*78", description="do not disturb on"),
-        FeatureCode("off", "*79", description="do not disturb off"),
+        FeatureCode("on"),
+        FeatureCode("off"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:
@@ -43,5 +43,5 @@ class DoNotDisturb(BaseFeature):
 
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
-        """``*78`` on, ``*79`` off."""
+        """``on`` (``*78``), ``off`` (``*79``)."""
         return Confirm(ctx.update(self, enabled=code.action == "on"))

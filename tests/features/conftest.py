@@ -127,6 +127,9 @@ class Pbx:
     def originator(self, call: Call) -> UserView | None:
         return self.routing.originator(call)
 
+    def digits_only(self, call: Call) -> UserView | None:
+        return self.routing.digits_only(call)
+
     def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
             Routed | Ring | Reject):
         self.routed.append((dialled, on_behalf_of.extension if on_behalf_of is not None else None))

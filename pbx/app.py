@@ -66,6 +66,15 @@ FLOW_GRACE = 32.0
 FLUSH_INTERVAL = 1.0
 
 
+def feature_registry(config: Config) -> FeatureRegistry:
+    """Every feature the PBX runs, with the seed code table and the configured digits-only
+    escapes (the server's and ``asyncpbx codes``'s registry; the stored code changes are put
+    in force by :class:`pbx.services.codes.CodesService`)."""
+    return FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout),
+                           digits_only=DigitsOnly(config.features.digits_only_star,
+                                                  config.features.digits_only_hash))
+
+
 class PbxServer:
     """The asyncpbx server process (one per data directory)."""
 
@@ -88,10 +97,7 @@ class PbxServer:
         self.router = Router(self.directory)
         #: The composition root's one import of the features: their registry (chains, codes),
         #: the event bus and the settings service every change of a setting goes through.
-        self.features = FeatureRegistry(
-            default_features(ring_timeout=config.calls.ring_timeout),
-            digits_only=DigitsOnly(config.features.digits_only_star,
-                                   config.features.digits_only_hash))
+        self.features = feature_registry(config)
         self.events = EventBus()
         self.settings = SettingsService(store, self.directory, self.events, self.features.schema)
         #: The feature-code table: the seed with the stored changes in force (kept current

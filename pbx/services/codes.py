@@ -24,7 +24,7 @@ from pbx.services.events import EventBus
 
 __all__ = ["CodesCache", "CodesService", "CodesStore"]
 
-log = structlog.get_logger("pbx.codes")
+_log = structlog.get_logger("pbx.codes")
 
 
 class CodesStore(Protocol):
@@ -54,7 +54,8 @@ class CodesService:
     out: its row keeps the seed's code)."""
 
     def __init__(self, store: CodesStore, cache: CodesCache, registry: FeatureRegistry,
-                 bus: EventBus) -> None:
+                 bus: EventBus, *, log: Any = None) -> None:
+        self.log = log if log is not None else _log
         self.store = store
         self.cache = cache
         self.registry = registry
@@ -121,18 +122,20 @@ class CodesService:
         self._seen = reloads
         before = _codes({row_key(r): r for r, _ in self.registry.rows()})
         for problem in self.registry.apply_changes(self.cache.feature_codes()):
-            log.error("codes.change_ignored", error=problem)
+            self.log.error("codes.change_ignored", error=problem)
         after = _codes({row_key(r): r for r, _ in self.registry.rows()})
         changed = sorted(k for k in after if before.get(k) != after[k])
         if not changed:
             return False
-        log.info("codes.changed", source=source, changed=changed)
-        if publish:
-            data: dict[str, Any] = {
-                "source": source, "changed": changed,
-                "before": {k: before.get(k) for k in changed},
-                "after": {k: after[k] for k in changed}}
-            self.bus.publish("codes.changed", data)
+        if not publish:  # start-up: the stored changes were in force before, too
+            self.log.debug("codes.loaded", changed=changed)
+            return True
+        self.log.info("codes.changed", source=source, changed=changed)
+        data: dict[str, Any] = {
+            "source": source, "changed": changed,
+            "before": {k: before.get(k) for k in changed},
+            "after": {k: after[k] for k in changed}}
+        self.bus.publish("codes.changed", data)
         return True
 
 

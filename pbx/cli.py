@@ -1,7 +1,7 @@
 """The ``asyncpbx`` command line.
 
 ``asyncpbx serve``, ``asyncpbx tenant|user|device|number|trunk add|list|remove``,
-``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
+``asyncpbx codes list|set|reset`` (:mod:`pbx.cli_codes`), ``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
 status 2 for usage, configuration and input errors) instead of a traceback.
 
 Without ``--tenant`` the commands work on the default tenant (single-company mode):
@@ -18,7 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from pbx import cli_codes
 from pbx.config import Config, ConfigError, load_config
+from pbx.feature_codes import CodeError
 from pbx.store import (
     DEFAULT_TENANT,
     DEVICE_KINDS,
@@ -192,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_tenant(p)
     _add_common(p)
 
+    cli_codes.add_parser(sub, _add_common)
+
     bench = sub.add_parser("bench", help="run a benchmark (one final JSON line)")
     bench.add_argument("name", choices=BENCHES)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
@@ -342,7 +346,7 @@ def _cmd_trunk(args: argparse.Namespace, config: Config, store: Store) -> None:
 
 
 _MANAGE = {"tenant": _cmd_tenant, "user": _cmd_user, "device": _cmd_device,
-           "number": _cmd_number, "trunk": _cmd_trunk}
+           "number": _cmd_number, "trunk": _cmd_trunk, "codes": cli_codes.run}
 
 
 def _cmd_manage(args: argparse.Namespace) -> int:
@@ -385,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"asyncpbx: configuration error: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, CodeError) as exc:
         print(f"asyncpbx: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

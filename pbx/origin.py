@@ -3,6 +3,10 @@
 :func:`find_origin` is the B2BUA's caller authentication: a trunk is recognised by where the
 INVITE comes from (no digest), a device must answer a 407 challenge in its tenant's realm and
 send From as itself or its user.
+
+Feature codes from a trunk: a ``*``/``#`` string is refused (404) before any lookup; a
+digits-only code (``78878``) from a user's own registered mobile number is let through as that
+user's feature-code call (:attr:`CallOrigin.code_user`), anything else follows the DID.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pbx.feature_codes import is_code
 from pbx.trunks import TrunkConfig
 from sipcore.endpoint import RequestReceived
 from sipcore.uri import SipURI
@@ -32,6 +37,11 @@ class CallOrigin:
     callee: str = ""
     user: Any = None  # pbx.store.User
     trunk: TrunkConfig | None = None
+    #: the caller's device is flagged mobile (its user may dial digits-only feature codes)
+    mobile: bool = False
+    #: a trunk call from this user's own mobile number that dialled a digits-only feature
+    #: code: it counts as the user's for that code only (pbx.store.User)
+    code_user: Any = None
 
 
 def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | None:
@@ -47,8 +57,20 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
         called = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
         if not called and isinstance(to_uri, SipURI) and to_uri.user:
             called = to_uri.user
+        if is_code(called):  # never routed: a carrier has no business with our codes
+            b2b.log.info("call.inbound.feature_code_refused", trunk=trunk.key, called=called,
+                          call_id=request.call_id)
+            b2b.respond(request, 404, tx=tx)
+            return None
         dest = (b2b.router.incoming(trunk.tenant_id, called)
                 if b2b.router is not None and trunk.tenant_id is not None else None)
+        if (dest is None or dest.kind != "user") and number:
+            mobile_user = _mobile_code_user(b2b, trunk, number, called)
+            if mobile_user is not None:
+                b2b.log.info("call.inbound.mobile_code", trunk=trunk.key, caller=number,
+                              user=mobile_user.extension, call_id=request.call_id)
+                return CallOrigin(caller=number, direction="inbound", callee=called,
+                                  trunk=trunk, code_user=mobile_user)
         if dest is None or dest.kind != "user":
             b2b.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
                           call_id=request.call_id)
@@ -69,6 +91,8 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
                                transaction_id=tx)
         return None
     username = result.username or ""
+    device = (b2b.router.directory.device(digest.realm, username)
+              if b2b.router is not None else None)
     user = (b2b.router.directory.user_of_device(digest.realm, username)
             if b2b.router is not None else None)
     caller = user.extension if user is not None else username
@@ -76,4 +100,16 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
     if not isinstance(from_uri, SipURI) or from_uri.user not in (username, caller):
         b2b.respond(request, tx=tx, status=403, extra=[])
         return None
-    return CallOrigin(caller=caller, user=user)
+    return CallOrigin(caller=caller, user=user,
+                      mobile=user is not None and device is not None and device.mobile)
+
+
+def _mobile_code_user(b2b: B2bua, trunk: TrunkConfig, number: str, called: str) -> Any:
+    """The user whose own registered mobile number ``number`` is, when ``called`` is one of
+    the feature codes in their digits-only form (else None: the call is no code)."""
+    if b2b.router is None or trunk.tenant_id is None:
+        return None
+    user = b2b.router.mobile_user(trunk.tenant_id, number)
+    if user is None or b2b.features.match(called, digits_only=True) is None:
+        return None
+    return user

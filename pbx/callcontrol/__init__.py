@@ -14,7 +14,8 @@ Modules, one job each:
 * :mod:`.call` — :class:`Call`, its operations (ring, answer, bridge, play, collect digits …);
 * :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens;
 * :mod:`.decisions`, :mod:`.feature`, :mod:`.context` — what features are written against;
-* :mod:`.registry` — the features in chain order and their feature-code table;
+* :mod:`.registry` — the features in chain order and the feature-code table in force (the
+  table is data: :mod:`pbx.feature_codes`);
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
 

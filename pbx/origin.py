@@ -106,8 +106,10 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
 
 def _mobile_code_user(b2b: B2bua, trunk: TrunkConfig, number: str, called: str) -> Any:
     """The user whose own registered mobile number ``number`` is, when ``called`` is one of
-    the feature codes in their digits-only form (else None: the call is no code)."""
-    if b2b.router is None or trunk.tenant_id is None:
+    the feature codes in their digits-only form (else None: the call is no code). Only from a
+    trusted trunk: anyone can put a user's mobile number in the From of a call through an
+    untrusted one, and a forward set that way is toll fraud."""
+    if b2b.router is None or trunk.tenant_id is None or not trunk.trusted:
         return None
     user = b2b.router.mobile_user(trunk.tenant_id, number)
     if user is None or b2b.features.match(called, digits_only=True) is None:

@@ -41,7 +41,7 @@ from tests.interop.test_calls_sipp import (
     final_statuses,
     register_port,
 )
-from tests.interop.test_carrier_calls import CARRIER_HOST, carrier_setup
+from tests.interop.test_carrier_calls import CARRIER_HOST, DID_100, DID_101
 
 pytestmark = pytest.mark.interop
 
@@ -52,10 +52,13 @@ EXT_78843 = ("78843", "pw-78843-secret")
 
 
 def store_setup(carrier_port: int) -> object:
-    carrier = carrier_setup(carrier_port)
-
     def setup(store: object) -> None:
-        carrier(store)  # type: ignore[arg-type]
+        # the carrier is trusted: only then may its caller number speak for a user's mobile
+        store.add_trunk("carrier", kind="ip", host=CARRIER_HOST,  # type: ignore[attr-defined]
+                        port=carrier_port, username="4930111", password="s3cret",
+                        realm="carrier.test", trusted=True)
+        store.add_number(DID_100, user="100")  # type: ignore[attr-defined]
+        store.add_number(DID_101, user="101")  # type: ignore[attr-defined]
         store.add_device("101", *MOBILE_DEVICE, kind="mobile")  # type: ignore[attr-defined]
         store.update_user("101", mobile_number=MOBILE_101)  # type: ignore[attr-defined]
         store.add_user(EXT_78843[0], EXT_78843[1], "asyncpbx-test",  # type: ignore[attr-defined]

@@ -41,7 +41,8 @@ def b2b(tmp_path: Path) -> Iterator[FakeB2bua]:
     store.add_user("102", "pw-102", "asyncpbx", "Clara")
     store.add_number("+4930555101", user="101")
     tenant_id = store.tenants()[0].id
-    trunk = SimpleNamespace(key="default/carrier", tenant_id=tenant_id)
+    # a trusted trunk (the carrier vouches for the caller number); see the untrusted test
+    trunk = SimpleNamespace(key="default/carrier", tenant_id=tenant_id, trusted=True)
     directory = Directory(store)
     lines: list[tuple[str, dict[str, Any]]] = []
     yield FakeB2bua(
@@ -98,3 +99,11 @@ def test_the_star_form_is_refused_before_any_lookup(b2b: FakeB2bua) -> None:
 def test_a_did_call_from_the_mobile_number_is_an_ordinary_inbound_call(b2b: FakeB2bua) -> None:
     found = origin(b2b, "+4930555101", MOBILE_101)
     assert found is not None and found.code_user is None and found.callee == "+4930555101"
+
+
+def test_an_untrusted_trunk_cannot_speak_for_a_users_mobile(b2b: FakeB2bua) -> None:
+    """Anyone can write a user's mobile number into a From through an untrusted trunk: a code
+    from there would let them forward the user's calls (toll fraud)."""
+    b2b.trunks.inbound(None, None).trusted = False
+    assert origin(b2b, "78878", MOBILE_101) is None
+    assert b2b.responses == [404]

@@ -18,6 +18,22 @@ Adding a feature: (1) write a module with a :class:`~pbx.callcontrol.BaseFeature
 :func:`default_features`; (3) test it through the real call script (tests/features) and over SIP
 from a phone (tests/interop). Call control dispatches its codes, fills its settings and runs its
 hooks; the settings service stores what it changes.
+
+Feature codes are data (:mod:`pbx.feature_codes`, seeded from ``pbx/feature_codes.toml``). A
+feature names its actions only — the codes come from the table row ``<feature name>.<action>``::
+
+    name = "call_waiting"
+    feature_codes = (FeatureCode("on"), FeatureCode("off"))          # rows call_waiting.on/off
+    # a code followed by a number: FeatureCode("on", takes_number=True)
+
+and ``on_feature_code(ctx, code, number)`` gets that FeatureCode with ``code.code`` /
+``code.alternate`` filled in from the table in force (what the administrator set with
+``asyncpbx codes set``); decide on ``code.action``, never on the digits. Every row of
+FEATURE_CODES.md is in the seed table already (``asyncpbx codes list`` shows those no feature
+implements yet); a new action gets a new row there. ``takes_number`` must agree with the row's
+``argument`` (tests/pbx/test_feature_codes.py checks the default features). The digits-only
+form for mobiles (``78843`` for ``*43``) is call control's business: the feature sees the same
+FeatureCode either way.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ anonymous, ``Privacy: id``/``header``, no user part, or a user of the PBX callin
 rejected with 433 Anonymity Disallowed (RFC 5079), after the announcement "anonymous calls are
 not accepted" as early media where the caller has media.
 
-``*77`` switches it on, ``*87`` off. It runs first in the terminating chain (before DND): an
+``*77`` switches it on, ``*87`` off (the code table's defaults, pbx/feature_codes.toml). It runs first in the terminating chain (before DND): an
 anonymous caller is refused whatever else the callee has on, and is not forwarded.
 """
 
@@ -36,8 +36,8 @@ class AnonymousRejection(BaseFeature):
         "enabled": Setting(bool, False, "reject callers who withhold their number"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*77", description="reject anonymous callers on"),
-        FeatureCode("off", "*87", description="reject anonymous callers off"),
+        FeatureCode("on"),  # *77
+        FeatureCode("off"),  # *87
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:

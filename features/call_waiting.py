@@ -34,10 +34,9 @@ class CallWaiting(BaseFeature):
         "enabled": Setting(bool, True, "offer a second call while on the phone"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*43", description="call waiting on"),
-        FeatureCode("off", "#43", description="call waiting off"),
-        FeatureCode("this_call", "*70", takes_number=True,
-                    description="this call without call waiting"),
+        FeatureCode("on"),
+        FeatureCode("off"),
+        FeatureCode("off_this_call", takes_number=True),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:
@@ -52,7 +51,7 @@ class CallWaiting(BaseFeature):
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
         """``*43`` on, ``#43`` off; ``*70`` + number calls it without call waiting."""
-        if code.action == "this_call":
+        if code.action == "off_this_call":
             if ctx.call is None:
                 return Confirm(ok=False)
             ctx.call.per_call[self.name] = False

@@ -1,6 +1,7 @@
 """Suppress own number — CLIR (FEATURES.md §1, RFC 3323/3325): the callee sees "anonymous".
 
-``*31`` withholds the user's number on every outgoing call, ``#31`` shows it again. For one call:
+``*31`` withholds the user's number on every outgoing call, ``#31`` shows it again (the code
+table's defaults, pbx/feature_codes.toml). For one call:
 ``*67`` + number withholds it, ``*65`` + number shows it even while ``*31`` is on (the per-call
 choice is made on the call's presentation before the originating chain runs, and this feature
 keeps a choice already made). A withheld caller reaches users and untrusted trunks as
@@ -44,12 +45,10 @@ class Clir(BaseFeature):
         "enabled": Setting(bool, False, "withhold your number on every outgoing call"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*31", description="suppress own number permanently on"),
-        FeatureCode("off", "#31", description="suppress own number permanently off"),
-        FeatureCode("withhold_once", "*67", takes_number=True,
-                    description="suppress own number for this call"),
-        FeatureCode("show_once", "*65", takes_number=True,
-                    description="show own number for this call"),
+        FeatureCode("on"),  # *31
+        FeatureCode("off"),  # #31
+        FeatureCode("this_call", takes_number=True),  # *67 + number
+        FeatureCode("show_this_call", takes_number=True),  # *65 + number
     )
 
     async def on_originate(self, ctx: CallContext) -> Decision:
@@ -71,5 +70,5 @@ class Clir(BaseFeature):
             return Confirm(ctx.update(self, enabled=code.action == "on"))
         if not valid_target(number):
             return Confirm(ok=False)
-        ctx.present(private=code.action == "withhold_once")
+        ctx.present(private=code.action == "this_call")
         return Dial(number)

@@ -1,10 +1,10 @@
 """Do not disturb (FEATURES.md): callers get busy, the call is logged as missed.
 
-``*78`` switches it on, ``*79`` off (FEATURE_CODES.md). With ``ring_burst`` on, the user's
-phones ring briefly for each call they were not disturbed with. It runs first in the terminating chain,
-so no device rings; the busy chain does not run either (a user who does not want to be disturbed
-is not forwarded on busy by accident — forwarding immediate, which they chose, runs after DND
-only when DND is off).
+``*78`` switches it on, ``*79`` off (the code table's defaults, pbx/feature_codes.toml). It runs
+first in the terminating chain, so no device rings; the busy chain does not run either (a user
+who does not want to be disturbed is not forwarded on busy by accident — forwarding immediate,
+which they chose, runs after DND only when DND is off). With ``ring_burst`` on, the user's
+phones ring briefly for each call they were not disturbed with.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class DoNotDisturb(BaseFeature):
         "ring_burst": Setting(bool, False, "ring the phones briefly for each rejected call"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*78", description="do not disturb on"),
-        FeatureCode("off", "*79", description="do not disturb off"),
+        FeatureCode("on"),
+        FeatureCode("off"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:
@@ -50,5 +50,5 @@ class DoNotDisturb(BaseFeature):
 
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
-        """``*78`` on, ``*79`` off."""
+        """``on`` (``*78``), ``off`` (``*79``)."""
         return Confirm(ctx.update(self, enabled=code.action == "on"))

@@ -20,8 +20,8 @@ class ForwardBusy(Forwarding):
     priority = 600
     reason = "user-busy"
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*90", takes_number=True, description="forwarding on busy on"),
-        FeatureCode("off", "*91", description="forwarding on busy off"),
+        FeatureCode("on", takes_number=True),
+        FeatureCode("off"),
     )
 
     async def on_busy(self, ctx: CallContext) -> Decision:

@@ -29,8 +29,8 @@ class ForwardImmediate(Forwarding):
         "ring_reminder": Setting(bool, False, "ring the phones briefly for each forwarded call"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*72", takes_number=True, description="forwarding immediate on"),
-        FeatureCode("off", "*73", description="forwarding immediate off"),
+        FeatureCode("on", takes_number=True),
+        FeatureCode("off"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:

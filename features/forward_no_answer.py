@@ -31,10 +31,9 @@ class ForwardNoAnswer(Forwarding):
                          minimum=1, maximum=MAX_RINGS),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*92", takes_number=True, description="forwarding on no answer on"),
-        FeatureCode("off", "*93", description="forwarding on no answer off"),
-        FeatureCode("rings", "*610", takes_number=True,
-                    description="rings before no-answer forwarding (1-20)"),
+        FeatureCode("on", takes_number=True),
+        FeatureCode("off"),
+        FeatureCode("rings", takes_number=True),
     )
 
     def ring_time(self, ctx: CallContext) -> float | None:

@@ -20,8 +20,8 @@ class ForwardUnreachable(Forwarding):
     priority = 700
     reason = "unavailable"
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*94", takes_number=True, description="forwarding when unreachable on"),
-        FeatureCode("off", "*95", description="forwarding when unreachable off"),
+        FeatureCode("on", takes_number=True),
+        FeatureCode("off"),
     )
 
     async def on_unreachable(self, ctx: CallContext) -> Decision:

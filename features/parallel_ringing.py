@@ -30,8 +30,8 @@ class ParallelRinging(BaseFeature):
         "enabled": Setting(bool, False, "ring the mobile number together with the devices"),
     }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*12", description="parallel ringing on the mobile on"),
-        FeatureCode("off", "*13", description="parallel ringing on the mobile off"),
+        FeatureCode("on"),
+        FeatureCode("off"),
     )
 
     def targets(self, ctx: CallContext) -> tuple[Target, ...]:

@@ -26,10 +26,12 @@ from pbx.b2bua import B2bua, CallSettings
 from pbx.callcontrol import CallRecord, FeatureRegistry
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
+from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
+from pbx.services.codes import CodesService
 from pbx.store import Store
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
@@ -65,8 +67,12 @@ FLUSH_INTERVAL = 1.0
 
 
 def feature_registry(config: Config) -> FeatureRegistry:
-    """Every feature the PBX runs, as ``config`` sets them up (the server's and the CLI's)."""
-    return FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout))
+    """Every feature the PBX runs, with the seed code table and the configured digits-only
+    escapes (the server's and the CLI's registry — ``asyncpbx codes``, ``asyncpbx settings``;
+    the stored code changes are put in force by :class:`pbx.services.codes.CodesService`)."""
+    return FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout),
+                           digits_only=DigitsOnly(config.features.digits_only_star,
+                                                  config.features.digits_only_hash))
 
 
 class PbxServer:
@@ -94,6 +100,9 @@ class PbxServer:
         self.features = feature_registry(config)
         self.events = EventBus()
         self.settings = SettingsService(store, self.directory, self.events, self.features.schema)
+        #: The feature-code table: the seed with the stored changes in force (kept current
+        #: after every directory reload, so ``asyncpbx codes set`` needs no restart).
+        self.codes = CodesService(store, self.directory, self.features, self.events)
         #: realm → (REGISTER digest server, INVITE digest server (407), credentials lookup)
         self._realms: dict[str, tuple[DigestServer, DigestServer,
                                       Callable[[str], Credentials | None]]] = {}
@@ -343,6 +352,7 @@ class PbxServer:
             try:
                 if self.directory.refresh_if_changed():
                     self.log.info("directory.reloaded", reloads=self.directory.reloads)
+                self.codes.refresh()
             except Exception:
                 self.log.exception("directory.reload_failed")
             try:

@@ -498,6 +498,10 @@ class B2bua:
         """The user who placed ``call``."""
         return self.routing.originator(call)
 
+    def digits_only(self, call: Call) -> UserView | None:
+        """Whose digits-only feature codes ``call`` may dial (:class:`CallRouter`)."""
+        return self.routing.digits_only(call)
+
     def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
             Routed | Ring | Reject):
         """Where ``dialled`` goes, sent by ``on_behalf_of`` (:class:`CallRouter`)."""

@@ -125,6 +125,16 @@ class CallsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeaturesConfig:
+    """The ``[features]`` table."""
+
+    #: The digits-only form of feature codes for mobiles (whose network takes ``*``/``#``
+    #: strings for itself): these digits stand for ``*`` and ``#`` (``78843`` is ``*43``).
+    digits_only_star: str = "788"
+    digits_only_hash: str = "789"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """The ``[log]`` table."""
 
@@ -152,6 +162,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -341,6 +352,12 @@ def _validate_calls(config: Config) -> None:
 
     if c.tones.upper() not in TONE_PLANS and c.tones.upper() != "GB":
         raise ConfigError("calls.tones", f"{c.tones!r} is not one of {', '.join(sorted(TONE_PLANS))}")
+    from pbx.feature_codes import DigitsOnly
+
+    problem = DigitsOnly(config.features.digits_only_star,
+                         config.features.digits_only_hash).problem()
+    if problem is not None:
+        raise ConfigError(f"features.digits_only_{problem[0]}", problem[1])
 
 
 def load_config(

@@ -5,6 +5,10 @@ INVITE comes from (no digest), a device must answer a 407 challenge in its tenan
 send From as itself or its user. :func:`presentation_of` reads how the INVITE presents its caller
 (withheld: an anonymous From or one without a user, ``Privacy: id``/``header``/``user``,
 RFC 3323/3325).
+
+Feature codes from a trunk: a ``*``/``#`` string is refused (404) before any lookup; a
+digits-only code (``78878``) from a user's own registered mobile number is let through as that
+user's feature-code call (:attr:`CallOrigin.code_user`), anything else follows the DID.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pbx.callcontrol import Presentation
+from pbx.feature_codes import is_code
 from pbx.trunks import TrunkConfig
 from sipcore.endpoint import RequestReceived
 from sipcore.message import Request
@@ -38,6 +43,11 @@ class CallOrigin:
     user: Any = None  # pbx.store.User
     trunk: TrunkConfig | None = None
     presentation: Presentation = field(default_factory=Presentation)
+    #: the caller's device is flagged mobile (its user may dial digits-only feature codes)
+    mobile: bool = False
+    #: a trunk call from this user's own mobile number that dialled a digits-only feature
+    #: code: it counts as the user's for that code only (pbx.store.User)
+    code_user: Any = None
 
 
 #: RFC 3323 §4.2 / RFC 3325 §9.3 privacy values that withhold the caller's identity.
@@ -73,8 +83,20 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
         called = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
         if not called and isinstance(to_uri, SipURI) and to_uri.user:
             called = to_uri.user
+        if is_code(called):  # never routed: a carrier has no business with our codes
+            b2b.log.info("call.inbound.feature_code_refused", trunk=trunk.key, called=called,
+                          call_id=request.call_id)
+            b2b.respond(request, 404, tx=tx)
+            return None
         dest = (b2b.router.incoming(trunk.tenant_id, called)
                 if b2b.router is not None and trunk.tenant_id is not None else None)
+        if (dest is None or dest.kind != "user") and number:
+            mobile_user = _mobile_code_user(b2b, trunk, number, called)
+            if mobile_user is not None:
+                b2b.log.info("call.inbound.mobile_code", trunk=trunk.key, caller=number,
+                              user=mobile_user.extension, call_id=request.call_id)
+                return CallOrigin(caller=number, direction="inbound", callee=called,
+                                  trunk=trunk, code_user=mobile_user)
         if dest is None or dest.kind != "user":
             b2b.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
                           call_id=request.call_id)
@@ -95,6 +117,8 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
                                transaction_id=tx)
         return None
     username = result.username or ""
+    device = (b2b.router.directory.device(digest.realm, username)
+              if b2b.router is not None else None)
     user = (b2b.router.directory.user_of_device(digest.realm, username)
             if b2b.router is not None else None)
     caller = user.extension if user is not None else username
@@ -103,4 +127,19 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
         b2b.respond(request, tx=tx, status=403, extra=[])
         return None
     # a phone may withhold its user's identity itself (Privacy: id)
-    return CallOrigin(caller=caller, user=user, presentation=presentation_of(request))
+    return CallOrigin(caller=caller, user=user,
+                      mobile=user is not None and device is not None and device.mobile,
+                      presentation=presentation_of(request))
+
+
+def _mobile_code_user(b2b: B2bua, trunk: TrunkConfig, number: str, called: str) -> Any:
+    """The user whose own registered mobile number ``number`` is, when ``called`` is one of
+    the feature codes in their digits-only form (else None: the call is no code). Only from a
+    trusted trunk: anyone can put a user's mobile number in the From of a call through an
+    untrusted one, and a forward set that way is toll fraud."""
+    if b2b.router is None or trunk.tenant_id is None or not trunk.trusted:
+        return None
+    user = b2b.router.mobile_user(trunk.tenant_id, number)
+    if user is None or b2b.features.match(called, digits_only=True) is None:
+        return None
+    return user

@@ -15,7 +15,8 @@ Modules, one job each:
 * :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens;
 * :mod:`.decisions`, :mod:`.feature`, :mod:`.context` — what features are written against;
 * :mod:`.presentation` — how a call presents its caller (CLIR, displayed number);
-* :mod:`.registry` — the features in chain order and their feature-code table;
+* :mod:`.registry` — the features in chain order and the feature-code table in force (the
+  table is data: :mod:`pbx.feature_codes`);
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
 

@@ -43,13 +43,17 @@ class Hook(FastEnum):
 
 @dataclass(frozen=True, slots=True)
 class FeatureCode:
-    """A code a user dials to change a feature (``*78``), as data: ``action`` names what it
-    does inside its feature (``"on"``, ``"off"``); ``alternate`` is a second code for the same
-    action; ``takes_number`` codes take a number appended (``*72`` + ``0301234567``) or, dialled
-    bare, prompt for one ending with ``#``."""
+    """An action a user starts by dialling a code: ``action`` names what it does inside its
+    feature (``"on"``, ``"off"``); ``takes_number`` codes take a number appended (``*72`` +
+    ``0301234567``) or, dialled bare, prompt for one ending with ``#``.
+
+    A feature declares only the action (``FeatureCode("on", takes_number=True)``): the code and
+    its alternate come from the code table (:mod:`pbx.feature_codes`, row ``feature.action``),
+    and the registry hands the feature its FeatureCode with them filled in. A ``code`` given
+    here is used only when the table has no row for the action (a feature outside the table)."""
 
     action: str
-    code: str
+    code: str = ""
     alternate: str = ""
     takes_number: bool = False
     description: str = ""

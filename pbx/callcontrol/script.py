@@ -1,6 +1,8 @@
 """The call script: what happens to a new call, from the first feature to the hang-up.
 
-1. A user who dialled a feature code: the owning feature handles it (``on_feature_code``).
+1. A user who dialled a feature code: the owning feature handles it (``on_feature_code``); a
+   ``*``/``#`` string that is no code gets the error tone (404 from a trunk), never routing.
+   Digits-only codes (``78843``) count only where the host says so (:meth:`ScriptHost.digits_only`).
 2. The caller's originating chain (``on_originate``).
 3. Routing what was dialled on behalf of the caller (their tenant, permissions, caller number).
 4. For a user: their terminating chain (``on_terminate``); ringing is the last feature in it.
@@ -52,7 +54,7 @@ from pbx.callcontrol.decisions import (
 from pbx.callcontrol.feature import Hook
 from pbx.callcontrol.legs import Leg, Target
 from pbx.callcontrol.records import RingOutcome, RingResult
-from pbx.callcontrol.registry import CodeMatch, FeatureRegistry
+from pbx.callcontrol.registry import CodeMatch, FeatureRegistry, is_code
 
 __all__ = ["CONFIRM_SECONDS", "MAX_REDIRECTS", "CallScript", "Routed", "ScriptHost"]
 
@@ -93,6 +95,13 @@ class ScriptHost(Protocol):
 
     def originator(self, call: Call) -> UserView | None:
         """The user who placed ``call`` (None: a trunk or an anonymous caller)."""
+        ...
+
+    def digits_only(self, call: Call) -> UserView | None:
+        """The user whose feature codes ``call`` may dial in the digits-only form (``78843``
+        for ``*43``): the user of a device flagged mobile, or the user from whose registered
+        mobile number a trunk call comes (that call counts as theirs for feature codes only).
+        None: only the ``*``/``#`` form is a code."""
         ...
 
     def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
@@ -153,16 +162,12 @@ class CallScript:
     async def run(self, call: Call) -> None:
         """The whole script for one call."""
         caller = self.host.originator(call)
-        ctx = self.context(call, caller, caller)
         entry = (self.active.enter(caller.key, call, call.caller)
                  if caller is not None and call.caller is not None else None)
         try:
-            if caller is not None:
-                match = self.registry.match(call.record.callee)
-                if match is not None:
-                    await self._feature_code(call, ctx, match)
-                    return
-            await self._originate(call, ctx, call.record.callee)
+            if await self._dialled_code(call, caller):
+                return
+            await self._originate(call, self.context(call, caller, caller), call.record.callee)
         finally:
             if entry is not None:
                 self.active.leave(entry)
@@ -318,6 +323,28 @@ class CallScript:
         # Handled / Continue: nothing left to do
 
     # -- feature codes ---------------------------------------------------------------------------
+
+    async def _dialled_code(self, call: Call, caller: UserView | None) -> bool:
+        """Carry out a dialled feature code (True: the call was one). A ``*``/``#`` string is
+        never a number: one that is no code gets the error tone (from a user) or 404 (from a
+        trunk) and is not routed; so does a trunk call that counts as a user's only for codes."""
+        dialled = call.record.callee
+        mobile = self.host.digits_only(call)
+        user = caller or mobile
+        match = (self.registry.match(dialled, digits_only=mobile is not None)
+                 if user is not None else None)
+        if match is not None:
+            await self._feature_code(call, self.context(call, user, user), match)
+            return True
+        if not is_code(dialled) and (mobile is None or caller is not None):
+            return False
+        log.info("feature.unknown_code", call_id=call.record.call_id, dialled=dialled,
+                 user=user.key if user is not None else None)
+        if user is not None:
+            await self.confirm(call, False)
+        else:
+            await self.host.fail(call, 404)
+        return True
 
     async def _feature_code(self, call: Call, ctx: CallContext, match: CodeMatch) -> None:
         if match.code.takes_number and not match.number:

@@ -96,6 +96,18 @@ class CallRouter:
             return UserView(key=origin.caller, extension=origin.caller)  # a config-file user
         return None
 
+    def digits_only(self, call: Call) -> UserView | None:
+        """The user who may dial digits-only feature codes in ``call``: a mobile device's user,
+        or the user whose own mobile number a trunk call comes from (codes only)."""
+        origin = self.host.origins.get(call.id)
+        if origin is None:
+            return None
+        if origin.code_user is not None:
+            return self.view(origin.code_user)
+        if origin.mobile and origin.user is not None:
+            return self.view(origin.user)
+        return None
+
     # -- routing ---------------------------------------------------------------------------------
 
     def destination(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (

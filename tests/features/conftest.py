@@ -134,6 +134,9 @@ class Pbx:
     def originator(self, call: Call) -> UserView | None:
         return self.routing.originator(call)
 
+    def digits_only(self, call: Call) -> UserView | None:
+        return self.routing.digits_only(call)
+
     def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
             Routed | Ring | Reject):
         self.routed.append((dialled, on_behalf_of.extension if on_behalf_of is not None else None))
@@ -161,21 +164,27 @@ class Pbx:
     # -- placing calls ---------------------------------------------------------------------------
 
     def dial(self, caller: str, dialled: str, *, from_trunk: bool = False,
+             mobile: bool = False, code_user: str | None = None,
              withheld: bool = False) -> Placed:
-        """Start a call from user ``caller`` (or, ``from_trunk``, from the number ``caller``
-        through the trunk; '' for none) to ``dialled``; the script runs as the B2BUA runs it.
-        ``withheld``: the INVITE withheld the caller's identity (anonymous From, Privacy: id)."""
+        """Start a call from user ``caller`` (``mobile``: from a device flagged mobile) or,
+        ``from_trunk``, from the number ``caller`` through the trunk ('' for none;
+        ``code_user``: the user whose mobile number it is, as find_origin tells for a
+        digits-only code) to ``dialled``; the script runs as the B2BUA runs it. ``withheld``:
+        the INVITE withheld the caller's identity (anonymous From, Privacy: id)."""
         call, _, legs = new_fake_call(caller=caller or "anonymous", callee=dialled)
         graph = RecordingGraph()
         call.graph = graph
         call.presentation = Presentation(private=True if withheld or not caller else None)
         if from_trunk:
             trunk = SimpleNamespace(tenant_id=self.tenant_id, key="acme/carrier")
-            self.host_ns.origins[call.id] = CallOrigin(caller=caller, direction="inbound",
-                                                       trunk=trunk)  # type: ignore[arg-type]
+            owner = (self.directory.user_in_tenant(self.tenant_id, code_user)
+                     if code_user is not None else None)
+            self.host_ns.origins[call.id] = CallOrigin(
+                caller=caller, direction="inbound", trunk=trunk,  # type: ignore[arg-type]
+                code_user=owner)
         else:
             user = self.directory.user_in_tenant(self.tenant_id, caller)
-            self.host_ns.origins[call.id] = CallOrigin(caller=caller, user=user)
+            self.host_ns.origins[call.id] = CallOrigin(caller=caller, user=user, mobile=mobile)
         script = CallScript(self, self.registry, confirm_seconds=0.05,  # type: ignore[arg-type]
                             active=self.active)
         task = asyncio.get_running_loop().create_task(supervise(call, script.run))

@@ -206,12 +206,16 @@ async def test_codes_take_the_longest_match(pbx: Pbx) -> None:
 
 
 def test_star67_plus_number_is_not_the_busy_forwarding_interrogation() -> None:
-    class Interrogation(BaseFeature):
-        name = "interrogation"
-        feature_codes = (FeatureCode("ask", "*67*"),)
+    class Interrogation(BaseFeature):  # forward_busy.query is *67* in the code table
+        name = "forward_busy"
+        feature_codes = (FeatureCode("query"),)
 
     registry = FeatureRegistry([Clir(), Interrogation()])
     asked = registry.match("*67*")
-    assert asked is not None and asked.feature.name == "interrogation"
+    assert asked is not None and (asked.feature.name, asked.code.action) == (
+        "forward_busy", "query")
     once = registry.match("*670301234567")
     assert once is not None and (once.feature.name, once.number) == ("clir", "0301234567")
+    assert once.code.action == "this_call"
+    digits = registry.match("788670301234567", digits_only=True)  # from a mobile
+    assert digits is not None and digits.code.action == "this_call"

@@ -315,6 +315,7 @@ class CallScript:
         elif isinstance(decision, Redirect):  # from the originating chain: the caller's own
             await self._route(call, ctx, decision.target, ctx.user)
         elif isinstance(decision, Dial):  # a per-call code: now the call itself
+            call.record.callee = decision.number  # the history shows whom, not the code
             await self._originate(call, ctx, decision.number)
         elif isinstance(decision, Busy):
             await self.host.fail(call, 486)

@@ -9,7 +9,15 @@ import pytest
 
 from features.clir import Clir
 from media.tones import ToneName
-from pbx.callcontrol import BaseFeature, FeatureCode, FeatureRegistry, Presentation, Prompt, script
+from pbx.callcontrol import (
+    BaseFeature,
+    DtmfReceived,
+    FeatureCode,
+    FeatureRegistry,
+    Presentation,
+    Prompt,
+    script,
+)
 from pbx.settings_schema import SettingError
 from tests.features.conftest import Pbx, Placed
 
@@ -52,6 +60,7 @@ async def test_star67_withholds_this_call_only(pbx: Pbx) -> None:
     assert shown.withheld
     assert [leg.target.user for leg in call.legs if leg.target] == ["101"]
     assert pbx.routed == [("101", "100")]  # routed as if 101 had been dialled, for 100
+    assert call.call.record.callee == "101"  # the history names whom, not the code
     assert ("answer", None) not in call.caller.log  # not answered like a code: it rings
     await give_up(call)
     assert pbx.settings("100", "clir") == {}  # nothing stored
@@ -77,6 +86,20 @@ async def test_a_per_call_code_with_no_number_after_it_gets_the_error_tone(
     await call.done()
     assert call.tones() == [ToneName.BEEP, ToneName.ERROR]
     assert not call.legs and pbx.routed == []
+
+
+async def test_bare_star67_takes_the_number_from_the_keypad_and_rings_it(pbx: Pbx) -> None:
+    call = pbx.dial("100", "*67")
+    await call.until(lambda: call.caller.answered)
+    for digit in "101#":
+        call.caller.post(DtmfReceived(call.caller, digit))
+    assert (await ringing(call)).withheld
+    assert [leg.target.user for leg in call.legs if leg.target] == ["101"]
+    call.legs[0].far_answer()
+    await call.until(lambda: bool(call.call.bridges))
+    call.caller.far_hangup()
+    await call.done()
+    assert call.tones()[0] == ToneName.BEEP and ToneName.ERROR not in call.tones()
 
 
 async def test_clir_of_a_trunk_caller_is_kept_when_the_call_is_forwarded_out(pbx: Pbx) -> None:

@@ -20,13 +20,14 @@ from pbx.callcontrol import Presentation
 from pbx.feature_codes import is_code
 from pbx.trunks import TrunkConfig
 from sipcore.endpoint import RequestReceived
+from sipcore.errors import ParseError
 from sipcore.message import Request
-from sipcore.uri import SipURI
+from sipcore.uri import SipURI, TelURI, parse_name_addr
 
 if TYPE_CHECKING:
     from pbx.b2bua import B2bua
 
-__all__ = ["CallOrigin", "find_origin", "presentation_of"]
+__all__ = ["CallOrigin", "asserted_number", "find_origin", "presentation_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,24 @@ def presentation_of(request: Request) -> Presentation:
     return Presentation()
 
 
+def asserted_number(request: Request) -> str | None:
+    """The number in the request's first P-Asserted-Identity (a SIP URI's user part or a tel
+    URI's number; None without one, or when it does not parse). Read it only from a trusted
+    trunk: everyone else's is stripped on arrival (:func:`pbx.trunks.sanitize_inbound`)."""
+    values = request.headers.get_all("P-Asserted-Identity")
+    if not values:
+        return None
+    try:
+        uri = parse_name_addr(values[0].split(",", 1)[0].strip(), "P-Asserted-Identity").uri
+    except ParseError:
+        return None
+    if isinstance(uri, TelURI):
+        return uri.number or None
+    if isinstance(uri, SipURI):
+        return uri.user or None
+    return None
+
+
 def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | None:
     """Who sends this new INVITE: a trunk (identified by source; untrusted identity and
     routing headers stripped; no digest; the called DID must have an owner, else 404) or an
@@ -102,7 +121,10 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
                           call_id=request.call_id)
             b2b.respond(request, 404, tx=tx)
             return None
-        return CallOrigin(caller=number or "anonymous", direction="inbound",
+        # a trusted carrier asserts who calls even when the caller withholds it (RFC 3325):
+        # the history keeps that number, the callee still sees the presentation
+        asserted = asserted_number(request) if trunk.trusted else None
+        return CallOrigin(caller=asserted or number or "anonymous", direction="inbound",
                           callee=dest.number, trunk=trunk, presentation=presentation_of(request))
     digest, lookup = (b2b.auth_for(request) if b2b.auth_for is not None
                       else (b2b.digest, b2b.lookup))

@@ -25,7 +25,7 @@ from media.port import Frame
 from pbx.b2bua import B2bua
 from pbx.callcontrol import CallRecord, FeatureRegistry, Prompt
 from pbx.directory import Directory
-from pbx.origin import presentation_of
+from pbx.origin import asserted_number, presentation_of
 from pbx.routing.router import Router
 from pbx.store import Store
 from pbx.trunks import TrunkConfig
@@ -286,7 +286,36 @@ async def test_a_presented_caller_rings_with_rejection_on(tmp_path: Path) -> Non
         assert pbx.sip.finals("named-tx") == []
 
 
+async def test_a_trusted_carriers_withheld_caller_is_kept_in_the_history(
+        tmp_path: Path) -> None:
+    async with running(tmp_path, trusted=True) as pbx:
+        request = invite("asserted", DID_101, sender="anonymous", host="anonymous.invalid",
+                         via=CARRIER, extra="P-Asserted-Identity: <sip:+4917012345@carrier>\r\n"
+                                            "Privacy: id\r\n")
+        pbx.b2b.handle_event(RequestReceived(request, CARRIER, "asserted-tx"))
+        await until(lambda: bool(pbx.sent("asserted")))
+        sent = pbx.sent("asserted")[0]
+        assert str(sent.headers.get("From")).startswith(ANONYMOUS_FROM)  # the phone: anonymous
+        assert header(sent, "P-Asserted-Identity") == []
+        assert "+4917012345" not in sent.serialize().decode()
+        (call,) = pbx.b2b.calls.values()
+        assert call.record.caller == "+4917012345"  # the history: who it was
+
+
 # -- reading the caller's INVITE ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "number"), [
+    ("<sip:+4917012345@carrier>", "+4917012345"),
+    ('"Someone" <sip:+4917012345@carrier;user=phone>, <tel:+4917012345>', "+4917012345"),
+    ("<tel:+4930123>", "+4930123"),
+    ("<sip:carrier.example>", None),
+    ("garbage <", None),
+])
+def test_asserted_number(value: str, number: str | None) -> None:
+    request = invite("x", "101", extra=f"P-Asserted-Identity: {value}\r\n")
+    assert asserted_number(request) == number
+    assert asserted_number(invite("x", "101")) is None
 
 
 @pytest.mark.parametrize(("sender", "host", "extra", "withheld"), [

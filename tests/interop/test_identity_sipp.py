@@ -6,6 +6,8 @@ registered SIPp phone, then real calls show what the far ends receive.
   one gets the real number in P-Asserted-Identity (with ``Privacy: id``); ``*65`` + number shows
   the number for one call, ``*67`` + number withholds it for one, ``#31`` (dialled ``%2331``, as
   phones send it) restores;
+* a trusted carrier's anonymous caller reaches the phone as anonymous, the PBX's log keeps the
+  number its P-Asserted-Identity asserts;
 * the displayed number, set with ``asyncpbx settings set`` while the server runs, is the From
   user at the carrier (and its P-Asserted-Identity), a number the user does not own is refused;
 * anonymous rejection: with ``*77`` on, an anonymous carrier caller (From anonymous, or a number
@@ -158,8 +160,25 @@ def test_clir_and_the_displayed_number_toward_a_trusted_carrier(tmp_path: Path) 
         assert header_lines(invite, "P-Asserted-Identity") == [f"<sip:{DID_100B}@{CARRIER_HOST}>"]
         assert header_lines(invite, "Privacy") == [], invite
         assert DID_100 not in invite
+
+        # the trusted carrier's anonymous caller (its P-Asserted-Identity names them): the
+        # phone sees anonymous, the PBX's history and log keep the asserted number
+        port = free_port()
+        register_port(pbx, "101", USERS[1][1], port)
+        phone = SippUas(tmp_path, "call_uas_anonymous.xml", port,
+                        keys={"rtp_port": str(free_port())}, name="phone101")
+        try:
+            ok, failed, out = carrier_calls_101(pbx, tmp_path, "carrier_call_inbound.xml",
+                                                "anonymous", "X-Test: asserted")
+            rc, phone_out = phone.result()
+        finally:
+            phone.stop()
+        assert (ok, failed) == (1, 0), out
+        assert rc == 0, phone_out
     outbound = events(pbx, "call.outbound")
     assert [e["number"] for e in outbound] == ["+49301234567"] * 2
+    inbound = [e for e in events(pbx, "call.started") if e.get("callee") == DID_101]
+    assert [(e["caller"], e["withheld"]) for e in inbound] == [("+4930666666", True)]
 
 
 def carrier_calls_101(pbx: PbxProcess, tmp: Path, scenario: str, caller: str,

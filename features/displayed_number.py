@@ -49,8 +49,8 @@ class DisplayedNumber(BaseFeature):
 
     def check_settings(self, user: UserView, settings: Mapping[str, Any]) -> None:
         """Refuse a number ``user`` does not own."""
-        chosen = settings.get("number") or ""
-        if chosen and chosen not in presentable_numbers(user):
+        chosen = settings.get("number")
+        if isinstance(chosen, str) and chosen and chosen not in presentable_numbers(user):
             owned = ", ".join(presentable_numbers(user)) or "none"
             raise SettingError(f"{self.name}.number: {chosen} is not a number of user "
                                f"{user.key} (theirs: {owned})")

@@ -127,8 +127,9 @@ class BaseFeature:
     def check_settings(self, user: UserView, settings: Mapping[str, Any]) -> None:
         """What the schema cannot check because it depends on ``user`` (a number they own):
         raise :class:`~pbx.settings_schema.SettingError` naming ``feature.key`` to refuse
-        ``settings`` (the full settings after a change, already schema-checked). The settings
-        service asks before it stores anything; every change passes by default."""
+        ``settings`` (the full settings after a change; a value of the wrong type is left to
+        the schema check that follows). The settings service asks before it stores anything;
+        every change passes by default."""
 
 
 HookMethod = Callable[[Feature, "CallContext"], Awaitable[Decision]]

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import structlog
 
 from pbx.services.events import EventBus
-from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults, validate
+from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
 
 __all__ = ["SettingsCheck", "SettingsService", "SettingsStore", "UnknownFeature"]
 
@@ -25,7 +25,8 @@ class UnknownFeature(SettingError):
     """No feature of that name has settings."""
 
 
-#: ``check(user_id, feature, settings)``: raise :class:`SettingError` to refuse ``settings``.
+#: ``check(user_id, feature, settings)``: raise :class:`SettingError` to refuse ``settings`` (the
+#: full settings after the change, not yet checked against the schema: the store does that).
 SettingsCheck = Callable[[int, str, Mapping[str, Any]], None]
 
 
@@ -84,8 +85,8 @@ class SettingsService:
         """
         schema = self.schema(feature)
         before = self.get(user_id, feature)
-        if self.check is not None:  # the user-dependent check needs the settings as they would be
-            self.check(user_id, feature, validate(feature, schema, changes, base=before))
+        if self.check is not None:  # the settings as they would be (the store checks types)
+            self.check(user_id, feature, {**before, **changes})
         after = self.store.set_feature_settings(user_id, feature, schema, changes)
         # The directory reloads on the store's change notice; this covers a cache that does not
         # listen (another process's store): the very next call must see the new value.

@@ -126,6 +126,8 @@ def test_displayed_number_must_be_one_the_user_owns(pbx: Pbx) -> None:
     assert service.update(user.id, "displayed_number", {"number": "+4930555190"},
                           source="cli") == {"number": "+4930555190"}
     assert service.update(user.id, "displayed_number", {"number": ""}) == {"number": ""}
+    with pytest.raises(ValueError, match=r"displayed_number\.number: must be a string"):
+        service.update(user.id, "displayed_number", {"number": 4930555190})  # the schema's word
 
 
 def test_the_company_main_number_may_be_displayed(pbx: Pbx) -> None:

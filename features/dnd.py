@@ -17,6 +17,7 @@ from pbx.callcontrol import (
     Continue,
     Decision,
     FeatureCode,
+    Prompt,
     Reject,
     Setting,
 )
@@ -43,5 +44,8 @@ class DoNotDisturb(BaseFeature):
 
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
-        """``*78`` on, ``*79`` off."""
-        return Confirm(ctx.update(self, enabled=code.action == "on"))
+        """``*78`` on, ``*79`` off: confirmed with the "activated" / "deactivated"
+        announcement ("error" when the change failed)."""
+        on = code.action == "on"
+        ok = ctx.update(self, enabled=on)
+        return Confirm(ok, Prompt(("activated" if on else "deactivated") if ok else "error"))

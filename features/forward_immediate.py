@@ -3,7 +3,8 @@ extension or an external number (over the trunk, with the forwarding user's perm
 number, and a Diversion header naming them).
 
 ``*72`` + number switches it on to that number (``*72`` alone prompts for it, ending with
-``#``); ``*73`` switches it off and keeps the number for next time.
+``#``); ``*73`` switches it off and keeps the number for next time; ``*21*`` announces whether
+it is on and to which number.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ForwardImmediate(Forwarding):
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", "*72", takes_number=True, description="forwarding immediate on"),
         FeatureCode("off", "*73", description="forwarding immediate off"),
+        FeatureCode("query", "*21*", description="forwarding immediate: announce the state"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:

@@ -28,6 +28,7 @@ from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
+from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
 from pbx.store import Store
@@ -217,6 +218,9 @@ class PbxServer:
         """Start the media engine and the B2BUA (after the SIP listeners are bound)."""
         assert self.sip is not None
         m, c = self.config.media, self.config.calls
+        # the announcements: generated when the cache lacks them (seconds, the first time),
+        # decoded into memory; off the event loop (subprocesses, file I/O)
+        prompts = await asyncio.to_thread(self._load_prompts)
         self.media = MediaEngine(m.host, (m.port_min, m.port_max))
         await self.media.start()
         self.b2bua = B2bua(
@@ -235,11 +239,28 @@ class PbxServer:
             display_name=self._display_name, features=self.features,
         )
         self.b2bua.services.directory = self.directory
+        self.b2bua.prompts = prompts
         self.b2bua.services.settings_service = self.settings
         services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
+
+    def _load_prompts(self) -> PromptStore:
+        """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
+        cache; a tenant's recordings are found under its id, domain or name."""
+        p = self.config.prompts
+        data = Path(self.config.data_dir)
+        store = PromptStore.load(data, cache=Path(p.cache_dir) if p.cache_dir else None,
+                                 default_language=p.default_language)
+
+        def names(tenant_id: int) -> tuple[str, ...]:
+            tenant = self.directory.tenant(tenant_id)
+            return (str(tenant_id),) if tenant is None else (
+                str(tenant_id), tenant.domain, tenant.name)
+
+        store.tenant_names = names
+        return store
 
     def _start_trunks(self, services: asyncio.TaskGroup) -> None:
         """Build the trunk manager from the store's trunks and start registering (after the

@@ -124,6 +124,16 @@ class CallsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptsConfig:
+    """The ``[prompts]`` table: the announcements (pbx.prompts)."""
+
+    #: Where the generated prompt set is cached; empty: ``<data_dir>/prompts/generated``.
+    cache_dir: str = ""
+    #: The language of callers and callees who are not users (a trunk caller): ``de``/``en``.
+    default_language: str = "de"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """The ``[log]`` table."""
 
@@ -151,6 +161,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -286,6 +297,8 @@ def validate(config: Config) -> Config:
     if s.idle_timeout <= 0:
         raise ConfigError("sip.idle_timeout", "must be positive")
     _validate_calls(config)
+    if config.prompts.default_language not in ("de", "en"):
+        raise ConfigError("prompts.default_language", "must be de or en")
     if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
     for i, algo in enumerate(config.auth.algorithms):

@@ -111,10 +111,10 @@ def best_match(received: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
     return float(score[best]), best
 
 
-def assert_announced(pcm: np.ndarray, prompt: Prompt) -> None:
+def assert_announced(pcm: np.ndarray, prompt: Prompt, language: str = "de") -> None:
     """``pcm`` holds the whole announcement of ``prompt`` (the confirmation tone, another
     prompt or an announcement cut short do not match)."""
-    expected = expected_audio(prompt)
+    expected = expected_audio(prompt, language)
     score, at = best_match(pcm, expected)
     assert score > 0.9, (f"{prompt} not heard: best correlation {score:.2f} "
                          f"({len(pcm)} samples received, {len(expected)} expected)")

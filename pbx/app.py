@@ -118,6 +118,8 @@ class PbxServer:
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
+        #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
+        self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
         #: answered and ends (direction, parties, start/answer/end times, final status).
         self.call_record_hooks: list[Callable[[CallRecord], None]] = []
@@ -162,6 +164,10 @@ class PbxServer:
                                                             error=repr(exc)))
         self.call_record_hooks.append(
             CallRecordHistory(self.history, directory_parties(self.directory, self.domain)))
+        # the announcements, before any call can arrive: generated where the cache lacks them
+        # (seconds, the first time), decoded into memory; off the event loop (subprocesses,
+        # file I/O)
+        self.prompts = await asyncio.to_thread(self._load_prompts)
         specs = self.config.sip.listen_specs()
         server_ssl = None
         if any(s.transport in ("tls", "wss") for s in specs):
@@ -218,9 +224,6 @@ class PbxServer:
         """Start the media engine and the B2BUA (after the SIP listeners are bound)."""
         assert self.sip is not None
         m, c = self.config.media, self.config.calls
-        # the announcements: generated when the cache lacks them (seconds, the first time),
-        # decoded into memory; off the event loop (subprocesses, file I/O)
-        prompts = await asyncio.to_thread(self._load_prompts)
         self.media = MediaEngine(m.host, (m.port_min, m.port_max))
         await self.media.start()
         self.b2bua = B2bua(
@@ -239,7 +242,7 @@ class PbxServer:
             display_name=self._display_name, features=self.features,
         )
         self.b2bua.services.directory = self.directory
-        self.b2bua.prompts = prompts
+        self.b2bua.prompts = self.prompts
         self.b2bua.services.settings_service = self.settings
         services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth

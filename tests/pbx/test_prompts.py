@@ -53,6 +53,7 @@ def encode(path: Path, hz: float, seconds: float, codec: str, rate: int) -> None
     """A tone recorded into ``path`` (the container follows the extension) with PyAV."""
     import av
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         stream: Any = out.add_stream(codec, rate=rate)
         stream.layout = "mono"
@@ -280,3 +281,31 @@ def test_a_stopped_port_plays_nothing_more() -> None:
     assert port.get_frame() is not None
     port.stop()
     assert port.get_frame() is None and port.finished
+
+
+def test_recordings_are_read_again_on_reload(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = load(data, tmp_path / "cache")
+    generated = store.clip("bye", "de", 8000, tenant_id=1)
+    encode(data / "prompts" / "tenants" / "1" / "de" / "bye.flac", 500.0, 0.5, "flac", 16000)
+    assert store.clip("bye", "de", 8000, tenant_id=1) is generated  # decoded at load only
+    store.reload_recordings()
+    recorded = store.clip("bye", "de", 8000, tenant_id=1)
+    assert recorded is not None and abs(dominant_hz(recorded, 8000) - 500) < 10
+
+
+def test_python_m_pbx_prompts_fills_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import functools
+
+    import pbx.prompts.__main__ as cli
+
+    synth = FakeSynth()
+    monkeypatch.setattr(cli, "generate", functools.partial(generate, synth=synth))
+    assert cli.main(["--data-dir", str(tmp_path)]) == 0
+    entries = len(synth.calls)
+    assert entries == 2 * len(PromptTable.load().texts)
+    assert f"{entries} generated, 0 cached" in capsys.readouterr().out
+    assert (tmp_path / "prompts" / "generated" / "de").is_dir()
+    assert cli.main(["--cache", str(tmp_path / "prompts" / "generated")]) == 0
+    assert f"0 generated, {entries} cached" in capsys.readouterr().out

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from features.announce import switched
 from pbx.callcontrol import (
     BaseFeature,
     CallContext,
-    Confirm,
     Continue,
     Decision,
     FeatureCode,
-    Prompt,
     Reject,
     Setting,
 )
@@ -47,5 +46,4 @@ class DoNotDisturb(BaseFeature):
         """``*78`` on, ``*79`` off: confirmed with the "activated" / "deactivated"
         announcement ("error" when the change failed)."""
         on = code.action == "on"
-        ok = ctx.update(self, enabled=on)
-        return Confirm(ok, Prompt(("activated" if on else "deactivated") if ok else "error"))
+        return switched(ctx.update(self, enabled=on), on)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from features.announce import refused, switched
 from pbx.callcontrol import (
     BaseFeature,
     CallContext,
@@ -67,13 +68,8 @@ class Forwarding(BaseFeature):
         if code.action == "query":
             return self.query(ctx)
         if code.action == "off":
-            return _confirmed(ctx.update(self, enabled=False), "deactivated")
+            return switched(ctx.update(self, enabled=False), False)
         if not valid_target(number) or ctx.user is None or ctx.services is None \
                 or not ctx.services.routable(ctx.user, number):
-            return _confirmed(False, "activated")
-        return _confirmed(ctx.update(self, enabled=True, target=number), "activated")
-
-
-def _confirmed(ok: bool, prompt: str) -> Confirm:
-    """``prompt`` when the change was made, the error announcement when not."""
-    return Confirm(ok, Prompt(prompt if ok else "error"))
+            return refused()
+        return switched(ctx.update(self, enabled=True, target=number), True)

@@ -117,8 +117,9 @@ class CallsConfig:
     #: RFC 4028 session interval we grant at most, and the smallest we accept (422 below).
     session_expires: int = 1800
     min_se: int = 90
-    #: Seconds of busy tone before 486 for callers that already get early media from us.
-    busy_tone: float = 0.0
+    #: Seconds of busy tone (as early media) before 486 — what a caller hears when the callee
+    #: is busy or pressed "reject"; 0 sends the 486 at once.
+    busy_tone: float = 4.0
     #: Country of the call-progress tones (ringback, busy): see media.tones.
     tones: str = "DE"
 

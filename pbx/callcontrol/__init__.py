@@ -10,6 +10,7 @@ Modules, one job each:
 * :mod:`.events` — what legs tell their call;
 * :mod:`.media` — the :class:`MediaGraph` protocol, bridges, playback, in-band DTMF taps;
 * :mod:`.records` — the call record and ring outcomes;
+* :mod:`.activity` — the calls each user is in (busy, call waiting);
 * :mod:`.call` — :class:`Call`, its operations (ring, answer, bridge, play, collect digits …);
 * :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens;
 * :mod:`.decisions`, :mod:`.feature`, :mod:`.context` — what features are written against;
@@ -17,12 +18,15 @@ Modules, one job each:
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
 
+from pbx.callcontrol.activity import ActiveCall, ActiveCalls
 from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, LegFactory
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
+    Busy,
     Confirm,
     Continue,
     Decision,
+    Dial,
     Handled,
     Prompt,
     Redirect,
@@ -68,8 +72,11 @@ __all__ = [
     "COMPLETED_ELSEWHERE",
     "LEG_TABLE",
     "MAX_REDIRECTS",
+    "ActiveCall",
+    "ActiveCalls",
     "BaseFeature",
     "Bridge",
+    "Busy",
     "Call",
     "CallContext",
     "CallEvent",
@@ -80,6 +87,7 @@ __all__ = [
     "Confirm",
     "Continue",
     "Decision",
+    "Dial",
     "Diversion",
     "DtmfReceived",
     "Feature",

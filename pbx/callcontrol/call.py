@@ -118,6 +118,9 @@ class Call:
         self.playbacks: list[Playback] = []
         self.recordings: list[Any] = []
         self.tasks: asyncio.TaskGroup | None = None
+        #: what per-call codes chose for this call (``*67`` suppress the number, ``*70`` no
+        #: call waiting …): feature name -> value, read by that feature's hooks
+        self.per_call: dict[str, Any] = {}
         self.released = False
         #: Called for each digit while the call is connected (the script's on_dtmf delivery).
         self.on_digit: Callable[[Leg, str], None] | None = None
@@ -263,6 +266,12 @@ class Call:
                 elif isinstance(event, LegFailed):
                     outstanding.discard(event.leg)
                     statuses.append(event.status)
+                    if event.status >= 600:
+                        # a global failure (603 Decline: the user pressed "reject") ends the
+                        # whole ring (RFC 3261 §16.7: a 6xx cancels the other branches)
+                        for leg in pending():
+                            leg.cancel()
+                        break
                 elif isinstance(event, LegEnded):
                     outstanding.discard(event.leg)
                     statuses.append(480)
@@ -342,6 +351,21 @@ class Call:
             if leg in (br.a, br.b):
                 br.other(leg).held = False
                 br.rebuild()
+
+    def interrupt(self, leg: Leg, source: MediaPort) -> bool:
+        """``leg`` hears ``source`` instead of its bridged party (the other party still hears
+        ``leg``) until :meth:`resume_audio`; False when ``leg`` is in no bridge."""
+        for br in self.bridges:
+            if leg in (br.a, br.b) and not br.closed:
+                br.interrupt(leg, source)
+                return True
+        return False
+
+    def resume_audio(self, leg: Leg) -> None:
+        """Undo :meth:`interrupt`."""
+        for br in self.bridges:
+            if leg in (br.a, br.b):
+                br.resume_audio(leg)
 
     def play(self, leg: Leg, source: MediaPort) -> Playback:
         """Play a media port (player, tone generator) to ``leg``; ``await p.done`` waits for its

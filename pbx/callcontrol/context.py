@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.callcontrol.legs import Target
 
 if TYPE_CHECKING:
+    from pbx.callcontrol.activity import ActiveCall
     from pbx.callcontrol.call import Call
     from pbx.callcontrol.feature import Feature
 
@@ -69,6 +70,12 @@ class Services(Protocol):
         """Whether ``dialled`` would be routed for ``user`` (a forward target check)."""
         ...
 
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets that ring the external ``number`` (the user's mobile or remote office
+        number) over ``user``'s trunk in ``call``; empty when it routes nowhere or to a user
+        (a mobile number never reaches another user)."""
+        ...
+
 
 @dataclass
 class CallContext:
@@ -78,7 +85,8 @@ class CallContext:
     reachable device targets of ``user`` (terminating); ``history`` the users the call already
     reached (loop protection), ``diversions`` the redirections on the way; ``status`` the final
     status of the last ring for the busy/no-answer/unreachable hooks; ``digits`` what arrived in
-    a connected call (``on_dtmf``).
+    a connected call (``on_dtmf``); ``active`` the calls ``user`` is in now (busy, call
+    waiting).
     """
 
     caller: str
@@ -94,6 +102,7 @@ class CallContext:
     diversions: list[Diversion] = field(default_factory=list)
     status: int = 0
     digits: str = ""
+    active: Sequence[ActiveCall] = ()
 
     def setting(self, feature: Feature, name: str) -> Any:
         """``feature``'s setting ``name`` for ``user`` (the schema's default when unset)."""

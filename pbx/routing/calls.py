@@ -143,7 +143,17 @@ class CallRouter:
                            on_behalf_of=on_behalf_of.key if on_behalf_of is not None else None)
         return Reject(dest.status or 404, dest.reason or None)
 
-    def _trunk(self, call: Call, dest: Destination) -> Ring | Reject:
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets ringing ``user``'s own external ``number`` (mobile, remote office) over their
+        trunk in ``call``; empty when the dial plan refuses it or it names a user."""
+        dest = self.destination(call, number, user)
+        if dest is None or dest.kind != "trunk" or dest.trunk is None \
+                or self.host.trunks is None:
+            return ()
+        routed = self._trunk(call, dest, outgoing=False)
+        return routed.targets if isinstance(routed, Ring) else ()
+
+    def _trunk(self, call: Call, dest: Destination, *, outgoing: bool = True) -> Ring | Reject:
         assert dest.trunk is not None
         key = f"{dest.trunk.tenant_id}/{dest.trunk.name}"
         trunks = self.host.trunks
@@ -151,7 +161,7 @@ class CallRouter:
             self.host.log.warning("call.trunk_unavailable", call_id=call.record.call_id,
                                   trunk=key)
             return Reject(503, "Trunk Unavailable")
-        if call.record.direction == "internal":
+        if outgoing and call.record.direction == "internal":
             call.record.direction = "outbound"
         trunk = trunks.trunks[key]
         if trunk.named and not trunk.addresses:

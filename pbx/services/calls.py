@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from pbx.callcontrol import FeatureRegistry, UserView
+from pbx.callcontrol import Call, FeatureRegistry, Target, UserView
 from pbx.directory import Directory
 from pbx.routing.calls import CallRouter
 from pbx.services.settings import SettingsService
@@ -71,3 +71,7 @@ class CallServices:
     def routable(self, user: UserView, dialled: str) -> bool:
         """Whether ``dialled`` would be routed for ``user``."""
         return self.routing.routable(user, dialled)
+
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets ringing ``user``'s own external ``number`` over their trunk."""
+        return self.routing.number_targets(call, user, number)

@@ -22,6 +22,7 @@ from features import default_features
 from media.port import MediaPort
 from media.tones import ToneName
 from pbx.callcontrol import (
+    ActiveCalls,
     Call,
     CallScript,
     FeatureRegistry,
@@ -73,7 +74,7 @@ class Placed:
     """A call placed through :meth:`Pbx.dial`: the call, its graph and the legs it created."""
 
     call: Call
-    graph: FakeGraph
+    graph: RecordingGraph
     legs: list[FakeLeg]
     task: asyncio.Task[None]
     script: CallScript
@@ -136,6 +137,8 @@ class Pbx:
     services: CallServices
     host_ns: SimpleNamespace
     registered: dict[str, list[Target]] = field(default_factory=dict)
+    #: the calls each user is in, shared by every call placed here (as the B2BUA's script has)
+    active: ActiveCalls = field(default_factory=ActiveCalls)
     events: list[Any] = field(default_factory=list)
     routed: list[tuple[str, str | None]] = field(default_factory=list)
     #: prompt names the fake prompt set lacks (host.prompt raises LookupError for them)
@@ -214,7 +217,8 @@ class Pbx:
         else:
             user = self.directory.user_in_tenant(self.tenant_id, caller)
             self.host_ns.origins[call.id] = CallOrigin(caller=caller, user=user)
-        script = CallScript(self, self.registry, confirm_seconds=0.05)  # type: ignore[arg-type]
+        script = CallScript(self, self.registry, confirm_seconds=0.05,  # type: ignore[arg-type]
+                            active=self.active)
         task = asyncio.get_running_loop().create_task(supervise(call, script.run))
         return Placed(call, graph, legs, task, script)
 
@@ -227,7 +231,8 @@ class Pbx:
                     ringback_source=lambda rate: Tone(name=ToneName.RINGBACK))
         record = self.directory.user_in_tenant(self.tenant_id, user)
         self.host_ns.origins[call.id] = CallOrigin(caller=user, user=record)
-        script = CallScript(self, self.registry, confirm_seconds=0.05)  # type: ignore[arg-type]
+        script = CallScript(self, self.registry, confirm_seconds=0.05,  # type: ignore[arg-type]
+                            active=self.active)
         task = asyncio.get_running_loop().create_task(
             supervise(call, lambda c: script.call_back(c, self.user(user), dialled, 2.0)))
         return Placed(call, graph, legs, task, script)

@@ -103,3 +103,24 @@ async def test_star21star_wins_over_a_shorter_code_by_the_longest_match(pbx: Pbx
         "forward_immediate", "query")
     plain = pbx.registry.match("*21")
     assert plain is not None and plain.feature.name == "vm_probe"
+
+
+async def test_star67star_and_star61star_ask_busy_and_no_answer_forwarding(pbx: Pbx) -> None:
+    await pbx.dial("101", "*90102").done()
+    busy = pbx.dial("101", "*67*")
+    await busy.done()
+    assert busy.prompts() == [(Prompt("forward_on_to", say="102"), "de")]
+    no_answer = pbx.dial("101", "*61*")
+    await no_answer.done()
+    assert no_answer.prompts() == [(Prompt("forward_off"), "de")]
+    rings = pbx.dial("101", "*6103")  # *610 + rings is not the query
+    await rings.done()
+    assert rings.prompts() == [(Prompt("confirm"), "de")]
+    assert pbx.settings("101", "forward_no_answer")["rings"] == 3
+
+
+async def test_the_other_switches_announce_activated_and_deactivated(pbx: Pbx) -> None:
+    for code, prompt in (("#43", "deactivated"), ("*43", "activated"), ("*13", "deactivated")):
+        placed = pbx.dial("101", code)
+        await placed.done()
+        assert placed.prompts() == [(Prompt(prompt), "de")], code

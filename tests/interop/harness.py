@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,7 +125,7 @@ class PbxProcess:
     users: Sequence[tuple[str, str]] = ()
     #: Called with the data directory's ``pbx.store.Store`` before each start (after the users
     #: are added): tenants, numbers, trunks for a test.
-    store_setup: Callable[[object], None] | None = None
+    store_setup: Callable[[Any], None] | None = None
     listening: dict[str, tuple[str, int]] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
 

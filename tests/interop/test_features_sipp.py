@@ -121,6 +121,14 @@ def assert_announced(pcm: np.ndarray, prompt: Prompt, language: str = "de") -> N
     assert at >= 0 and at + len(expected) <= len(pcm)
 
 
+def assert_confirmed(pcm: np.ndarray) -> None:
+    """One of the confirmations a code that changed something announces ("activated",
+    "deactivated", "confirm"), whole."""
+    scores = {name: best_match(pcm, expected_audio(Prompt(name)))[0]
+              for name in ("activated", "deactivated", "confirm")}
+    assert max(scores.values()) > 0.9, f"no confirmation heard ({len(pcm)} samples): {scores}"
+
+
 def settings_changes(pbx: PbxProcess, feature: str) -> list[dict[str, object]]:
     return [e for e in events(pbx, "settings.changed") if e.get("feature") == feature]
 

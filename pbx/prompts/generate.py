@@ -188,15 +188,13 @@ def generate(table: PromptTable, cache: Path, *, synth: Synthesizer | None = Non
     if unknown:
         raise ValueError(f"no such prompts: {unknown}")
     result = GenerateResult()
-    if synth is None:
-        try:
-            synth = EspeakNg()
-            identity = synth.identity
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("prompts.synthesizer_missing", error=str(exc))
-            synth = None
-    else:
+    identity = ""
+    try:
+        synth = synth if synth is not None else EspeakNg()
         identity = synth.identity
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("prompts.synthesizer_missing", error=str(exc))
+        synth = None
     todo: list[tuple[str, str, str, Mapping[int, Path]]] = []
     for lang in wanted_langs:
         for name in wanted_names:

@@ -15,6 +15,7 @@ gets the 16 kHz clip resampled once, then cached.
 
 from __future__ import annotations
 
+import wave
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -125,9 +126,11 @@ class PromptStore:
             for rate, path in files.items():
                 try:
                     samples, file_rate = read_wav(path)
-                except (OSError, ValueError, EOFError) as exc:
+                except (OSError, ValueError, EOFError, wave.Error) as exc:
+                    # removed: the next start generates it again
                     log.warning("prompts.cache_file_broken", path=str(path), error=str(exc))
-                    break
+                    path.unlink(missing_ok=True)
+                    continue
                 if file_rate == rate:
                     clip[rate] = _frozen(samples)
             if clip:

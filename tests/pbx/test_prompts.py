@@ -309,3 +309,20 @@ def test_python_m_pbx_prompts_fills_the_cache(tmp_path: Path, monkeypatch: pytes
     assert (tmp_path / "prompts" / "generated" / "de").is_dir()
     assert cli.main(["--cache", str(tmp_path / "prompts" / "generated")]) == 0
     assert f"0 generated, {entries} cached" in capsys.readouterr().out
+
+
+def test_a_damaged_cache_file_is_logged_and_the_other_rate_serves(tmp_path: Path) -> None:
+    load(tmp_path / "data", tmp_path / "cache")
+    damaged = next((tmp_path / "cache" / "de").glob("hello-*-8000.wav"))
+    damaged.write_bytes(b"RIFF")  # cut short
+    with structlog.testing.capture_logs() as logs:
+        store = load(tmp_path / "data", tmp_path / "cache")
+    assert [e["path"] for e in logs if e["event"] == "prompts.cache_file_broken"] == [
+        str(damaged)]
+    wide = store.clip("hello", "de", 16000)
+    narrow = store.clip("hello", "de", 8000)  # resampled from 16 kHz instead
+    assert wide is not None and narrow is not None and abs(2 * len(narrow) - len(wide)) < 4
+    assert not damaged.exists()  # so the next start generates it again
+    again = generate(table(hello={"de": "Hallo", "en": "Hello"}, bye={"de": "Tschüss", "en": "Bye"}),
+                     tmp_path / "cache", synth=FakeSynth())
+    assert again.generated == 1 and damaged.exists()

@@ -1,6 +1,7 @@
 """Do not disturb (FEATURES.md): callers get busy, the call is logged as missed.
 
-``*78`` switches it on, ``*79`` off (FEATURE_CODES.md). It runs first in the terminating chain,
+``*78`` switches it on, ``*79`` off (FEATURE_CODES.md). With ``ring_burst`` on, the user's
+phones ring briefly for each call they were not disturbed with. It runs first in the terminating chain,
 so no device rings; the busy chain does not run either (a user who does not want to be disturbed
 is not forwarded on busy by accident — forwarding immediate, which they chose, runs after DND
 only when DND is off).
@@ -21,6 +22,9 @@ from pbx.callcontrol import (
     Setting,
 )
 
+#: How long the notification rings the user's phones.
+RING_BURST_SECONDS = 1.5
+
 
 class DoNotDisturb(BaseFeature):
     """Reject incoming calls with 486 Busy Here while on."""
@@ -29,6 +33,7 @@ class DoNotDisturb(BaseFeature):
     priority = 100
     settings_schema: Mapping[str, Setting] = {
         "enabled": Setting(bool, False, "callers get busy; no device rings"),
+        "ring_burst": Setting(bool, False, "ring the phones briefly for each rejected call"),
     }
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", "*78", description="do not disturb on"),
@@ -38,6 +43,8 @@ class DoNotDisturb(BaseFeature):
     async def on_terminate(self, ctx: CallContext) -> Decision:
         """Busy while on."""
         if ctx.setting(self, "enabled"):
+            if ctx.call is not None and ctx.setting(self, "ring_burst"):
+                ctx.call.ring_burst(ctx.devices, RING_BURST_SECONDS)
             return Reject(486, "Busy Here")
         return Continue()
 

@@ -352,6 +352,31 @@ class Call:
                 br.other(leg).held = False
                 br.rebuild()
 
+    def ring_burst(self, targets: Sequence[Target], seconds: float) -> None:
+        """Let ``targets`` ring for ``seconds`` as a reminder (forwarding immediate, DND): no
+        one is meant to answer; an answer is hung up, the rest cancelled."""
+        if self.tasks is None or not targets:
+            return
+        legs: list[Leg] = []
+        for t in targets:
+            leg = self.add_leg(t)
+            try:
+                leg.start()
+            except Exception:
+                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
+                continue
+            legs.append(leg)
+
+        async def stop() -> None:
+            await asyncio.sleep(seconds)
+            for leg in legs:
+                if leg.answered:
+                    leg.hangup()
+                elif not leg.ended:
+                    leg.cancel()
+
+        self.tasks.create_task(stop())
+
     def interrupt(self, leg: Leg, source: MediaPort) -> bool:
         """``leg`` hears ``source`` instead of its bridged party (the other party still hears
         ``leg``) until :meth:`resume_audio`; False when ``leg`` is in no bridge."""
@@ -420,12 +445,15 @@ class Call:
     async def wait_hangup(self, bridge: Bridge | None = None) -> Leg | None:
         """Run a connected call until one of its legs ends; follows hold/resume and codec
         changes on the way and relays digits between the bridged legs. Returns the leg that
-        ended (None when the call was released otherwise)."""
+        ended (None when the call was released otherwise). With a ``bridge``, only its legs
+        end the call (a ring reminder's leg that ends does not)."""
         while not self.released:
             event = await self.next_event()
             if event is None:  # pragma: no cover
                 continue
             if isinstance(event, LegEnded | LegFailed):
+                if bridge is not None and event.leg not in (bridge.a, bridge.b):
+                    continue
                 return event.leg
             if isinstance(event, LegHeld | LegResumed):
                 event.leg.held = isinstance(event, LegHeld)

@@ -14,7 +14,7 @@ async def test_star78_turns_dnd_on_and_callers_get_busy(pbx: Pbx) -> None:
     assert ("answer", None) in code.caller.log and ("hangup", "normal") in code.caller.log
     assert code.prompts() == [(Prompt("activated"), "de")] and code.tones() == []
     assert not code.legs and pbx.routed == []
-    assert pbx.settings("101", "dnd") == {"enabled": True}
+    assert pbx.settings("101", "dnd") == {"enabled": True, "ring_burst": False}
     changed = [e for e in pbx.events if e.kind == "settings.changed"]
     assert len(changed) == 1 and changed[0].data["changed"] == {"enabled": True}
     assert changed[0].data["source"] == "feature_code"
@@ -29,7 +29,7 @@ async def test_star78_turns_dnd_on_and_callers_get_busy(pbx: Pbx) -> None:
 async def test_star79_turns_it_off_again(pbx: Pbx) -> None:
     await pbx.dial("101", "*78").done()
     await pbx.dial("101", "*79").done()
-    assert pbx.settings("101", "dnd") == {"enabled": False}
+    assert pbx.settings("101", "dnd") == {"enabled": False, "ring_burst": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert [leg.target.user for leg in call.legs if leg.target] == ["101"]

@@ -12,7 +12,8 @@ from tests.features.conftest import Pbx
 
 async def test_forwarding_immediate_to_an_extension(pbx: Pbx) -> None:
     await pbx.dial("101", "*72102").done()
-    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102"}
+    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
+                                                         "ring_reminder": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert [leg.target.user for leg in call.legs if leg.target] == ["102"]  # 101 never rang
@@ -57,7 +58,8 @@ async def test_a_forward_target_that_cannot_be_routed_is_refused(pbx: Pbx) -> No
 async def test_star73_switches_off_and_keeps_the_target(pbx: Pbx) -> None:
     await pbx.dial("101", "*72102").done()
     await pbx.dial("101", "*73").done()
-    assert pbx.settings("101", "forward_immediate") == {"enabled": False, "target": "102"}
+    assert pbx.settings("101", "forward_immediate") == {"enabled": False, "target": "102",
+                                                         "ring_reminder": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert call.legs[0].target is not None and call.legs[0].target.user == "101"
@@ -73,7 +75,8 @@ async def test_bare_star72_prompts_for_the_number(pbx: Pbx) -> None:
     await code.done()
     assert code.tones() == [ToneName.BEEP]  # then the confirmation
     assert code.prompts() == [(Prompt("activated"), "de")]
-    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102"}
+    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
+                                                         "ring_reminder": False}
 
 
 async def test_forwarding_loops_stop_with_482(pbx: Pbx) -> None:

@@ -261,3 +261,34 @@ async def test_dnd_wins_over_forwarding_immediate(pbx: Pbx) -> None:
     call = pbx.dial("100", "101")
     await call.done()
     assert ("reject", 486) in call.caller.log and not call.legs
+
+
+# -- ring reminders ----------------------------------------------------------------------------
+
+async def test_forwarding_immediate_with_ring_reminder_rings_the_phones_briefly(
+        pbx: Pbx) -> None:
+    await pbx.dial("101", "*72102").done()
+    pbx.services.update_settings(pbx.user("101"), "forward_immediate", {"ring_reminder": True},
+                                 source="api")
+    call = pbx.dial("100", "101")
+    await call.until(lambda: len(call.legs) == 2)
+    reminder, forwarded = call.legs
+    assert (reminder.target.user, forwarded.target.user) == ("101", "102")  # type: ignore[union-attr]
+    forwarded.far_answer()
+    await call.until(lambda: call.caller.answered)
+    await call.until(lambda: any(e[0] == "cancel" for e in reminder.log), timeout=3.0)
+    assert not call.call.released  # the reminder's end does not end the forwarded call
+    await _hang_up(call)
+
+
+async def test_dnd_ring_burst_notifies_the_phones_of_a_rejected_call(pbx: Pbx) -> None:
+    await pbx.dial("101", "*78").done()
+    plain = pbx.dial("100", "101")
+    await plain.done()
+    assert not plain.legs  # by default nothing rings
+    pbx.services.update_settings(pbx.user("101"), "dnd", {"ring_burst": True}, source="api")
+    call = pbx.dial("100", "101")
+    await call.until(lambda: call.legs)
+    assert ("reject", 486) in call.caller.log
+    await call.until(lambda: any(e[0] == "cancel" for e in call.legs[0].log), timeout=3.0)
+    await call.done()

@@ -80,6 +80,10 @@ def finished(uas: SippUas) -> str:
     return uas.log()
 
 
+def events_count(pbx: PbxProcess, name: str) -> int:
+    return sum(1 for e in pbx.log_events() if e.get("event") == name)
+
+
 def busy_tone_heard(pcm: np.ndarray) -> bool:
     """The German busy tone: 425 Hz, 480 ms on and 480 ms off."""
     if len(pcm) < 8000:
@@ -240,6 +244,16 @@ def test_parallel_ringing_on_the_mobile_with_the_call_waiting_tone_in_its_call(
         finally:
             ear.close()
         desk_log = finished(desk)
+
+        # *13: the mobile rings no more (the carrier would refuse an unexpected INVITE)
+        assert_confirmed(dial_code(pbx, tmp_path, 1, "*13"))
+        desk = phone(tmp_path, pbx, 1, "call_uas_answer.xml", name="desk-after")
+        ok, failed, out, _ = place(pbx, tmp_path, 0, "101", "call_uac.xml", name="after")
+        assert (ok, failed) == (1, 0), out
+        finished(desk)
+        # the mobile was routed for the two calls before *13 (the second left it out: it was
+        # in the first), and not after
+        assert events_count(pbx, "call.outbound") == 2
     cancels = desk_log.split("CANCEL sip:")
     assert len(cancels) == 3, desk_log  # both calls rang the desk phone, both were cancelled
     assert 'text="Call completed elsewhere"' in cancels[1].split("\n\n", 1)[0], cancels[1]
@@ -307,3 +321,17 @@ async def test_remote_office_rings_only_the_remote_office_number(tmp_path: Path)
         assert "INVITE sip:" not in desk.log()  # the desk phone never rang
         invite = read_log(tmp_path / "mobile-messages.log").split("INVITE sip:", 1)[1]
         assert invite.startswith(REMOTE_OFFICE_101 + "@"), invite[:200]
+
+        # forwarding immediate wins over remote office
+        await asyncio.to_thread(lambda: assert_confirmed(dial_code(files, tmp_path, 1,
+                                                                   "*72102")))
+        colleague = await asyncio.to_thread(phone, tmp_path, files, 2, "call_uas_answer.xml")
+        try:
+            ok, failed, out, _ = await asyncio.to_thread(
+                place, files, tmp_path, 0, "101", "call_uac.xml", name="forwarded")
+            assert (ok, failed) == (1, 0), out
+            rc, colleague_out = await asyncio.to_thread(colleague.result)
+            assert rc == 0, colleague_out
+        finally:
+            colleague.stop()
+        assert "reason=unconditional" in colleague.log()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from features.announce import refused, switched
 from pbx.callcontrol import (
     BaseFeature,
     Busy,
     CallContext,
-    Confirm,
     Continue,
     Decision,
     Dial,
@@ -53,7 +53,8 @@ class CallWaiting(BaseFeature):
         """``*43`` on, ``#43`` off; ``*70`` + number calls it without call waiting."""
         if code.action == "off_this_call":
             if ctx.call is None:
-                return Confirm(ok=False)
+                return refused()
             ctx.call.per_call[self.name] = False
             return Dial(number)
-        return Confirm(ctx.update(self, enabled=code.action == "on"))
+        on = code.action == "on"
+        return switched(ctx.update(self, enabled=on), on)

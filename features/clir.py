@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
+from features.announce import refused, switched
 from features.forwarding import valid_target
 from pbx.callcontrol import (
     BaseFeature,
     CallContext,
-    Confirm,
     Continue,
     Decision,
     Dial,
@@ -65,10 +65,12 @@ class Clir(BaseFeature):
 
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
-        """``*31`` on, ``#31`` off; ``*67``/``*65`` + number: this call, withheld or shown."""
+        """``*31`` on, ``#31`` off (announced "activated" / "deactivated"); ``*67``/``*65`` +
+        number: this call, withheld or shown (a number that is none: the error)."""
         if code.action in ("on", "off"):
-            return Confirm(ctx.update(self, enabled=code.action == "on"))
+            on = code.action == "on"
+            return switched(ctx.update(self, enabled=on), on)
         if not valid_target(number):
-            return Confirm(ok=False)
+            return refused()
         ctx.present(private=code.action == "this_call")
         return Dial(number)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from features.announce import switched
 from pbx.callcontrol import (
     BaseFeature,
     CallContext,
-    Confirm,
     Continue,
     Decision,
     FeatureCode,
@@ -50,5 +50,7 @@ class DoNotDisturb(BaseFeature):
 
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
-        """``on`` (``*78``), ``off`` (``*79``)."""
-        return Confirm(ctx.update(self, enabled=code.action == "on"))
+        """``*78`` on, ``*79`` off: confirmed with the "activated" / "deactivated"
+        announcement ("error" when the change failed)."""
+        on = code.action == "on"
+        return switched(ctx.update(self, enabled=on), on)

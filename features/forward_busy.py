@@ -2,7 +2,8 @@
 the user is in a call and call waiting is off — the call goes to the target instead of the
 caller hearing busy.
 
-``*90`` + number on (``*90`` alone prompts for it), ``*91`` off.
+``*90`` + number on (``*90`` alone prompts for it), ``*91`` off, ``*67*`` announces the state
+(``*67`` + number is CLIR for one call: the longest code wins).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ForwardBusy(Forwarding):
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", takes_number=True),
         FeatureCode("off"),
+        FeatureCode("query"),
     )
 
     async def on_busy(self, ctx: CallContext) -> Decision:

@@ -3,8 +3,9 @@ extension or an external number (over the trunk, with the forwarding user's perm
 number, and a Diversion header naming them).
 
 ``*72`` + number switches it on to that number (``*72`` alone prompts for it, ending with
-``#``); ``*73`` switches it off and keeps the number for next time. With ``ring_reminder`` on,
-the user's phones ring briefly for each forwarded call (so a forgotten forwarding is noticed).
+``#``); ``*73`` switches it off and keeps the number for next time; ``*21*`` announces whether
+it is on and to which number. With ``ring_reminder`` on, the user's phones ring briefly for each
+forwarded call (so a forgotten forwarding is noticed).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ForwardImmediate(Forwarding):
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", takes_number=True),
         FeatureCode("off"),
+        FeatureCode("query"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:

@@ -1,17 +1,18 @@
 """Call forwarding on no answer (FEATURES.md): when the user's devices ring N times unanswered
 (1–20 rings of 5 s, default 4), the call goes to the target.
 
-``*92`` + number on (``*92`` alone prompts for it), ``*93`` off, ``*610`` + rings sets N. While
-it is on, the ringing lasts N rings (:meth:`ForwardNoAnswer.ring_time`) instead of the user's
-plain ring timeout.
+``*92`` + number on (``*92`` alone prompts for it), ``*93`` off, ``*610`` + rings sets N,
+``*61*`` announces the state. While it is on, the ringing lasts N rings
+(:meth:`ForwardNoAnswer.ring_time`) instead of the user's plain ring timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from features.announce import confirmed, refused
 from features.forwarding import Forwarding
-from pbx.callcontrol import CallContext, Confirm, Decision, FeatureCode, Setting
+from pbx.callcontrol import CallContext, Decision, FeatureCode, Setting
 
 #: One ring (FEATURES.md: German cadence, 1 s tone and 4 s pause).
 RING_SECONDS = 5.0
@@ -34,6 +35,7 @@ class ForwardNoAnswer(Forwarding):
         FeatureCode("on", takes_number=True),
         FeatureCode("off"),
         FeatureCode("rings", takes_number=True),
+        FeatureCode("query"),
     )
 
     def ring_time(self, ctx: CallContext) -> float | None:
@@ -52,5 +54,5 @@ class ForwardNoAnswer(Forwarding):
         if code.action != "rings":
             return await super().on_feature_code(ctx, code, number)
         if not number.isdigit() or not 1 <= int(number) <= MAX_RINGS:
-            return Confirm(ok=False)
-        return Confirm(ctx.update(self, rings=int(number)))
+            return refused()
+        return confirmed(ctx.update(self, rings=int(number)))

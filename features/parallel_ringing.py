@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from features.announce import refused, switched
 from pbx.callcontrol import (
     BaseFeature,
     CallContext,
-    Confirm,
     Decision,
     FeatureCode,
     Setting,
@@ -46,5 +46,6 @@ class ParallelRinging(BaseFeature):
                               number: str) -> Decision:
         """``*12`` on (refused without a mobile number), ``*13`` off."""
         if code.action == "on" and (ctx.user is None or not ctx.user.mobile):
-            return Confirm(ok=False)
-        return Confirm(ctx.update(self, enabled=code.action == "on"))
+            return refused()
+        on = code.action == "on"
+        return switched(ctx.update(self, enabled=on), on)

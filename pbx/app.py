@@ -29,6 +29,7 @@ from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
+from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
@@ -131,6 +132,8 @@ class PbxServer:
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
+        #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
+        self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
         #: answered and ends (direction, parties, start/answer/end times, final status).
         self.call_record_hooks: list[Callable[[CallRecord], None]] = []
@@ -175,6 +178,10 @@ class PbxServer:
                                                             error=repr(exc)))
         self.call_record_hooks.append(
             CallRecordHistory(self.history, directory_parties(self.directory, self.domain)))
+        # the announcements, before any call can arrive: generated where the cache lacks them
+        # (seconds, the first time), decoded into memory; off the event loop (subprocesses,
+        # file I/O)
+        self.prompts = await asyncio.to_thread(self._load_prompts)
         specs = self.config.sip.listen_specs()
         server_ssl = None
         if any(s.transport in ("tls", "wss") for s in specs):
@@ -249,12 +256,29 @@ class PbxServer:
             display_name=self._display_name, features=self.features,
         )
         self.b2bua.services.directory = self.directory
+        self.b2bua.prompts = self.prompts
         self.b2bua.services.settings_service = self.settings
         self.settings.check = self.b2bua.services.check_settings
         services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
+
+    def _load_prompts(self) -> PromptStore:
+        """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
+        cache; a tenant's recordings are found under its id, domain or name."""
+        p = self.config.prompts
+        data = Path(self.config.data_dir)
+        store = PromptStore.load(data, cache=Path(p.cache_dir) if p.cache_dir else None,
+                                 default_language=p.default_language)
+
+        def names(tenant_id: int) -> tuple[str, ...]:
+            tenant = self.directory.tenant(tenant_id)
+            return (str(tenant_id),) if tenant is None else (
+                str(tenant_id), tenant.domain, tenant.name)
+
+        store.tenant_names = names
+        return store
 
     def _start_trunks(self, services: asyncio.TaskGroup) -> None:
         """Build the trunk manager from the store's trunks and start registering (after the

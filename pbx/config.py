@@ -135,6 +135,16 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptsConfig:
+    """The ``[prompts]`` table: the announcements (pbx.prompts)."""
+
+    #: Where the generated prompt set is cached; empty: ``<data_dir>/prompts/generated``.
+    cache_dir: str = ""
+    #: The language of callers and callees who are not users (a trunk caller): ``de``/``en``.
+    default_language: str = "de"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """The ``[log]`` table."""
 
@@ -163,6 +173,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -298,6 +309,8 @@ def validate(config: Config) -> Config:
     if s.idle_timeout <= 0:
         raise ConfigError("sip.idle_timeout", "must be positive")
     _validate_calls(config)
+    if config.prompts.default_language not in ("de", "en"):
+        raise ConfigError("prompts.default_language", "must be de or en")
     if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
     for i, algo in enumerate(config.auth.algorithms):

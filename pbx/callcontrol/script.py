@@ -64,6 +64,8 @@ log = structlog.get_logger("pbx.callcontrol")
 MAX_REDIRECTS = 5
 #: How long the confirmation (or error) tone of a feature code plays before we hang up.
 CONFIRM_SECONDS = 2.0
+#: The longest a feature code's announcement plays before we hang up anyway.
+PROMPT_LIMIT = 60.0
 #: A bare code that takes a number prompts for it: digits end with ``#`` or this pause.
 NUMBER_TIMEOUT = 10.0
 NUMBER_INTER_DIGIT = 5.0
@@ -121,7 +123,7 @@ class ScriptHost(Protocol):
     def prompt(self, prompt: Prompt, language: str, rate: int,
                tenant_id: int | None = None) -> MediaPort:
         """A media port playing ``prompt`` once in ``language`` (the tenant's recorded file
-        where it has one, else the generated set)."""
+        where it has one, else the generated set); LookupError when there is no such prompt."""
         ...
 
     async def connect(self, call: Call, callee: Leg) -> Leg | None:
@@ -130,9 +132,10 @@ class ScriptHost(Protocol):
         ...
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
-                   retry_after: int | None = None, prompt: Prompt | None = None) -> None:
+                   retry_after: int | None = None, prompt: Prompt | None = None,
+                   user: UserView | None = None) -> None:
         """Tell an unanswered caller ``status`` (with a busy tone first where configured;
-        ``prompt`` announced first as early media where it can be played)."""
+        ``prompt`` is announced as early media first, in ``user``'s language)."""
         ...
 
 
@@ -207,7 +210,8 @@ class CallScript:
             routed = self.host.route(call, dialled, on_behalf_of)
             if isinstance(routed, Reject):
                 await self.host.fail(call, routed.status, routed.reason,
-                                     retry_after=routed.retry_after)
+                                     retry_after=routed.retry_after, prompt=routed.prompt,
+                                     user=on_behalf_of or ctx.user)
                 return
             if isinstance(routed, Ring):  # a number through a trunk: no terminating features
                 await self._carry_out(call, ctx, routed)
@@ -305,7 +309,8 @@ class CallScript:
     async def _carry_out(self, call: Call, ctx: CallContext, decision: Decision) -> None:
         if isinstance(decision, Reject):
             await self.host.fail(call, decision.status, decision.reason,
-                                 retry_after=decision.retry_after, prompt=decision.prompt)
+                                 retry_after=decision.retry_after, prompt=decision.prompt,
+                                 user=ctx.user)
         elif isinstance(decision, Ring):
             result = await call.ring(decision.targets, decision.timeout)
             if result.outcome is RingOutcome.ANSWERED and result.leg is not None:
@@ -320,7 +325,7 @@ class CallScript:
         elif isinstance(decision, Busy):
             await self.host.fail(call, 486)
         elif isinstance(decision, Confirm):
-            await self.confirm(call, decision.ok)
+            await self.confirm(call, decision.ok, decision.prompt, ctx.user)
         # Handled / Continue: nothing left to do
 
     # -- feature codes ---------------------------------------------------------------------------
@@ -365,21 +370,46 @@ class CallScript:
         await self._carry_out(call, ctx, Confirm(ok=False) if isinstance(decision, Continue)
                               else decision)
 
+    def _prompt(self, call: Call, prompt: Prompt, user: UserView | None) -> MediaPort | None:
+        """``prompt`` for the caller in ``user``'s language, None when the set lacks it."""
+        caller = call.caller
+        rate = caller.media.sample_rate if caller is not None and caller.media is not None \
+            else 8000
+        try:
+            return self.host.prompt(prompt, user.language if user is not None else "", rate,
+                                    user.tenant_id if user is not None else None)
+        except LookupError as exc:
+            log.warning("call.prompt_missing", call_id=call.record.call_id, prompt=prompt.name,
+                        error=str(exc))
+            return None
+
     def _tone(self, call: Call, name: ToneName) -> MediaPort:
         caller = call.caller
         rate = caller.media.sample_rate if caller is not None and caller.media is not None \
             else 8000
         return self.host.tone(name, rate)
 
-    async def confirm(self, call: Call, ok: bool) -> None:
-        """Answer the caller, play the confirmation (or error) tone, hang up."""
+    async def confirm(self, call: Call, ok: bool, prompt: Prompt | None = None,
+                      user: UserView | None = None) -> None:
+        """Answer the caller, play ``prompt`` to its end (in ``user``'s language) or, without
+        one or when the prompt set lacks it, the confirmation (or error) tone; hang up."""
         caller = call.caller
         if caller is None or not await call.answer():
             return
-        playback = call.play(caller, self._tone(
-            call, ToneName.CONFIRMATION if ok else ToneName.ERROR))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(call.wait_hangup(), self.confirm_seconds)
+        announcement = self._prompt(call, prompt, user) if prompt is not None else None
+        if announcement is not None:
+            playback = call.play(caller, announcement)
+            hangup = asyncio.ensure_future(call.wait_hangup())
+            try:
+                await asyncio.wait((playback.done, hangup), timeout=PROMPT_LIMIT,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hangup.cancel()
+        else:
+            playback = call.play(caller, self._tone(
+                call, ToneName.CONFIRMATION if ok else ToneName.ERROR))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.wait_hangup(), self.confirm_seconds)
         playback.stop()
         call.record.cause = call.record.cause or ("feature code" if ok else "feature code failed")
         call.hangup()

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import structlog
 
@@ -53,6 +54,23 @@ class Tone(Port):
 
 
 @dataclass
+class Announcement(Port):
+    """A prompt port that remembers what it announces (and in which language); it plays
+    ``frames`` frames of silence, then runs dry like a real prompt."""
+
+    prompt: Prompt = field(default_factory=lambda: Prompt(""))
+    language: str = ""
+    tenant_id: int | None = None
+    frames: int = 3
+
+    def get_frame(self) -> Any:
+        if self.frames <= 0:
+            return None
+        self.frames -= 1
+        return np.zeros(160, np.int16)
+
+
+@dataclass
 class Placed:
     """A call placed through :meth:`Pbx.dial`: the call, its graph and the legs it created."""
 
@@ -66,6 +84,12 @@ class Placed:
     def caller(self) -> FakeLeg:
         assert isinstance(self.call.caller, FakeLeg)
         return self.call.caller
+
+    def prompts(self) -> list[tuple[Prompt, str]]:
+        """The announcements played to the caller so far (prompt, language), in order."""
+        return [(link.a.port.prompt, link.a.port.language) for link in self.graph.history
+                if link.kind == "link"
+                and isinstance(getattr(link.a, "port", None), Announcement)]
 
     def tones(self) -> list[ToneName]:
         """The tones played to the caller so far (in order)."""
@@ -92,6 +116,12 @@ class RecordingGraph(FakeGraph):
     def link(self, source: Any, sink: Any, *, fill_silence: bool = False) -> Any:
         made = super().link(source, sink, fill_silence=fill_silence)
         self.history.append(made)
+        if isinstance(getattr(source, "port", None), Announcement):
+            # the media clock of the fake: an announcement is pulled until it runs dry
+            def pull() -> None:
+                if source.get_frame() is not None:
+                    asyncio.get_running_loop().call_later(0.005, pull)
+            asyncio.get_running_loop().call_soon(pull)
         return made
 
 
@@ -112,8 +142,14 @@ class Pbx:
     active: ActiveCalls = field(default_factory=ActiveCalls)
     events: list[Any] = field(default_factory=list)
     routed: list[tuple[str, str | None]] = field(default_factory=list)
-    #: the prompts announced to callers before a final status (Reject.prompt)
-    announced: list[Prompt] = field(default_factory=list)
+    #: prompt names the fake prompt set lacks (host.prompt raises LookupError for them)
+    missing_prompts: set[str] = field(default_factory=set)
+    #: how many frames each fake announcement plays (the fake clock pulls one per 5 ms)
+    prompt_frames: int = 3
+    #: every announcement port handed out
+    announcements: list[Announcement] = field(default_factory=list)
+    #: what fail() was asked to announce: (status, prompt, language of the user) per call
+    failures: list[tuple[int, Prompt | None, str | None]] = field(default_factory=list)
 
     def user(self, ext: str) -> UserView:
         found = self.directory.user_in_tenant(self.tenant_id, ext)
@@ -148,6 +184,15 @@ class Pbx:
     def tone(self, name: ToneName, rate: int) -> MediaPort:
         return Tone(name=name)
 
+    def prompt(self, prompt: Prompt, language: str, rate: int,
+               tenant_id: int | None = None) -> MediaPort:
+        if prompt.name in self.missing_prompts:
+            raise LookupError(f"no prompt {prompt.name!r}")
+        port = Announcement(prompt=prompt, language=language, tenant_id=tenant_id,
+                            frames=self.prompt_frames)
+        self.announcements.append(port)
+        return port
+
     async def connect(self, call: Call, callee: Leg) -> Leg | None:
         assert call.caller is not None
         bridge = call.bridge(call.caller, callee)
@@ -156,9 +201,9 @@ class Pbx:
         return await call.wait_hangup(bridge)
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
-                   retry_after: int | None = None, prompt: Prompt | None = None) -> None:
-        if prompt is not None:
-            self.announced.append(prompt)
+                   retry_after: int | None = None, prompt: Prompt | None = None,
+                   user: UserView | None = None) -> None:
+        self.failures.append((status, prompt, user.language if user is not None else None))
         call.reject(status, reason)
 
     # -- placing calls ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from media.tones import ToneName
+from pbx.callcontrol import Prompt
 from tests.conftest import log_of
 from tests.features.conftest import Pbx
 
@@ -10,9 +10,9 @@ from tests.features.conftest import Pbx
 async def test_star78_turns_dnd_on_and_callers_get_busy(pbx: Pbx) -> None:
     code = pbx.dial("101", "*78")
     await code.done()
-    # answered, confirmation tone, hung up; nothing was routed or rung
+    # answered, "activated" announced, hung up; nothing was routed or rung
     assert ("answer", None) in code.caller.log and ("hangup", "normal") in code.caller.log
-    assert code.tones() == [ToneName.CONFIRMATION]
+    assert code.prompts() == [(Prompt("activated"), "de")] and code.tones() == []
     assert not code.legs and pbx.routed == []
     assert pbx.settings("101", "dnd") == {"enabled": True, "ring_burst": False}
     changed = [e for e in pbx.events if e.kind == "settings.changed"]

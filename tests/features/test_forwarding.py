@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 from media.tones import ToneName
-from pbx.callcontrol import DtmfReceived
+from pbx.callcontrol import DtmfReceived, Prompt
 from tests.features.conftest import Pbx
 
 
@@ -47,7 +47,7 @@ async def test_a_forward_target_that_cannot_be_routed_is_refused(pbx: Pbx) -> No
     pbx.store.update_user("101", tenant="acme", permission="internal")
     code = pbx.dial("101", "*720301234567")  # 101 may not call outside
     await code.done()
-    assert code.tones() == [ToneName.ERROR]
+    assert code.prompts() == [(Prompt("error"), "de")]
     assert pbx.settings("101", "forward_immediate") == {}  # nothing stored
     assert pbx.events == []
     bad = pbx.dial("101", "*7210x")  # not a number at all: not even a code
@@ -73,7 +73,8 @@ async def test_bare_star72_prompts_for_the_number(pbx: Pbx) -> None:
     for digit in "102#":
         code.caller.post(DtmfReceived(code.caller, digit))
     await code.done()
-    assert code.tones() == [ToneName.BEEP, ToneName.CONFIRMATION]
+    assert code.tones() == [ToneName.BEEP]  # then the confirmation
+    assert code.prompts() == [(Prompt("activated"), "de")]
     assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
                                                          "ring_reminder": False}
 

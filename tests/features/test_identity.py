@@ -39,7 +39,7 @@ async def give_up(call: Placed) -> None:
 async def test_star31_withholds_every_call_and_hash31_shows_it_again(pbx: Pbx) -> None:
     code = pbx.dial("100", "*31")
     await code.done()
-    assert code.tones() == [ToneName.CONFIRMATION] and not code.legs
+    assert code.prompts() == [(Prompt("activated"), "de")] and not code.legs
     assert pbx.settings("100", "clir") == {"enabled": True}
     for dialled in ("101", "0301234567"):  # a user, a number over the trunk
         call = pbx.dial("100", dialled)
@@ -47,7 +47,9 @@ async def test_star31_withholds_every_call_and_hash31_shows_it_again(pbx: Pbx) -
         assert call.call.record.caller == "100"  # the history keeps who called
         await give_up(call)
 
-    await pbx.dial("100", "#31").done()
+    off = pbx.dial("100", "#31")
+    await off.done()
+    assert off.prompts() == [(Prompt("deactivated"), "de")]
     assert pbx.settings("100", "clir") == {"enabled": False}
     call = pbx.dial("100", "101")
     assert not (await ringing(call)).withheld
@@ -100,6 +102,12 @@ async def test_bare_star67_takes_the_number_from_the_keypad_and_rings_it(pbx: Pb
     call.caller.far_hangup()
     await call.done()
     assert call.tones()[0] == ToneName.BEEP and ToneName.ERROR not in call.tones()
+
+
+async def test_a_per_call_code_with_a_bad_number_is_refused(pbx: Pbx) -> None:
+    call = pbx.dial("100", "*67" + "1" * 40)  # longer than any number
+    await call.done()
+    assert call.prompts() == [(Prompt("error"), "de")] and not call.legs
 
 
 async def test_clir_of_a_trunk_caller_is_kept_when_the_call_is_forwarded_out(pbx: Pbx) -> None:
@@ -176,14 +184,15 @@ async def test_star77_rejects_an_anonymous_trunk_caller_with_433_and_the_announc
         pbx: Pbx) -> None:
     code = pbx.dial("101", "*77")
     await code.done()
-    assert code.tones() == [ToneName.CONFIRMATION]
+    assert code.prompts() == [(Prompt("activated"), "de")]
     assert pbx.settings("101", "anonymous_rejection") == {"enabled": True}
     for number, withheld in (("+4940777", True), ("", False)):  # Privacy: id; no number at all
         call = pbx.dial(number, "101", from_trunk=True, withheld=withheld)
         await call.done()
         assert ("reject", 433) in call.caller.log and not call.legs
         assert call.call.record.status == 433
-    assert pbx.announced == [Prompt("anonymous_rejected")] * 2
+    assert [(status, prompt) for status, prompt, _ in pbx.failures] == [
+        (433, Prompt("anonymous_rejected"))] * 2
 
 
 async def test_a_presented_caller_still_rings_with_star77_on(pbx: Pbx) -> None:
@@ -192,7 +201,7 @@ async def test_a_presented_caller_still_rings_with_star77_on(pbx: Pbx) -> None:
         call = pbx.dial(caller, "101", from_trunk=from_trunk)
         await ringing(call)
         await give_up(call)
-    assert pbx.announced == []
+    assert pbx.failures == []
 
 
 async def test_an_internal_caller_with_clir_is_anonymous_too(pbx: Pbx) -> None:

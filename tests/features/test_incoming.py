@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from media.tones import ToneName
+from pbx.callcontrol import Prompt
 from tests.features.conftest import Pbx, Placed
 
 
@@ -143,7 +144,7 @@ async def test_star610_refuses_rings_out_of_range(pbx: Pbx) -> None:
     for bad in ("*61021", "*6100"):
         code = pbx.dial("101", bad)
         await code.done()
-        assert code.tones() == [ToneName.ERROR]
+        assert code.prompts() == [(Prompt("error"), "de")]
     assert pbx.settings("101", "forward_no_answer") == {}
 
 
@@ -185,7 +186,7 @@ async def test_a_reject_runs_busy_forwarding(pbx: Pbx) -> None:
 async def test_parallel_ringing_rings_the_mobile_with_the_devices(pbx: Pbx) -> None:
     code = pbx.dial("101", "*12")
     await code.done()
-    assert code.tones() == [ToneName.ERROR]  # no mobile number yet
+    assert code.prompts() == [(Prompt("error"), "de")]  # no mobile number yet
     pbx.store.update_user("101", tenant="acme", mobile_number="+491701234567")
     await pbx.dial("101", "*12").done()
     assert pbx.settings("101", "parallel_ringing") == {"enabled": True}

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+#: The generated prompt set every test server shares (content-addressed, written atomically:
+#: the first server of a run generates it, the others load it in milliseconds).
+PROMPT_CACHE = Path(tempfile.gettempdir()) / f"asyncpbx-test-prompts-{os.getuid()}"
 
 ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
@@ -140,6 +144,8 @@ class PbxProcess:
         text = f'[sip]\nlisten = [{listen}]\ndomain = "{host}"\n{self.config_extra}\n'
         if "[auth]" not in self.config_extra:
             text += '[auth]\nrealm = "asyncpbx-test"\n'
+        if "[prompts]" not in self.config_extra:
+            text += f'[prompts]\ncache_dir = "{PROMPT_CACHE}"\n'
         if "[http]" not in self.config_extra:
             # port 0: tests run servers side by side; the port is read from `listening http`
             text += '[http]\nlisten = "127.0.0.1:0"\n'

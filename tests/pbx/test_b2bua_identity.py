@@ -254,7 +254,7 @@ async def test_433_without_the_announcement_while_no_prompt_can_be_played(
     async with running(tmp_path) as pbx:
         pbx.set("101", "anonymous_rejection", enabled=True)
         assert await anonymous_call(pbx, "anon-1") == [433]
-        assert pbx.log.events("call.prompt_unavailable")[0]["prompt"] == "anonymous_rejected"
+        assert pbx.log.events("call.prompt_missing")[0]["prompt"] == "anonymous_rejected"
         assert pbx.sent("anon-1") == []  # the device never rang
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pbx.callcontrol import Prompt
 from tests.interop.harness import (
     ROOT,
     PbxProcess,
@@ -42,6 +43,7 @@ from tests.interop.test_calls_sipp import (
     register_port,
 )
 from tests.interop.test_carrier_calls import CARRIER_HOST, DID_100, DID_101
+from tests.interop.test_features_sipp import best_match, expected_audio
 
 pytestmark = pytest.mark.interop
 
@@ -89,8 +91,15 @@ def dial(pbx: PbxProcess, tmp: Path, account: tuple[str, str], dst: str,
 
 
 def tone_of(pcm: np.ndarray) -> str:
-    """``"confirmation"`` (425 Hz) or ``"error"`` (950/1400/1800 Hz), by spectral energy."""
+    """``"confirmation"`` or ``"error"``: which announcement the PBX answered with (matched
+    against the generated prompts), or, without a prompt set, which tone (425 Hz against
+    950/1400/1800 Hz, by spectral energy)."""
     assert len(pcm) >= 4000, f"only {len(pcm)} samples of audio"
+    scores = {name: best_match(pcm, expected_audio(Prompt(name)))[0]
+              for name in ("activated", "deactivated", "confirm", "error")}
+    best = max(scores, key=lambda name: scores[name])
+    if scores[best] > 0.9:
+        return "error" if best == "error" else "confirmation"
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
     freqs = np.fft.rfftfreq(len(pcm), 1 / 8000)
 

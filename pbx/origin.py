@@ -109,22 +109,24 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
             return None
         dest = (b2b.router.incoming(trunk.tenant_id, called)
                 if b2b.router is not None and trunk.tenant_id is not None else None)
-        if (dest is None or dest.kind != "user") and number:
-            mobile_user = _mobile_code_user(b2b, trunk, number, called)
+        # a trusted carrier asserts who calls even when the caller withholds it (RFC 3325):
+        # the history keeps that number (and a mobile's codes are matched on it), the callee
+        # still sees the presentation
+        asserted = asserted_number(request) if trunk.trusted else None
+        caller = asserted or number
+        if (dest is None or dest.kind != "user") and caller:
+            mobile_user = _mobile_code_user(b2b, trunk, caller, called)
             if mobile_user is not None:
-                b2b.log.info("call.inbound.mobile_code", trunk=trunk.key, caller=number,
+                b2b.log.info("call.inbound.mobile_code", trunk=trunk.key, caller=caller,
                               user=mobile_user.extension, call_id=request.call_id)
-                return CallOrigin(caller=number, direction="inbound", callee=called,
+                return CallOrigin(caller=caller, direction="inbound", callee=called,
                                   trunk=trunk, code_user=mobile_user)
         if dest is None or dest.kind != "user":
             b2b.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
                           call_id=request.call_id)
             b2b.respond(request, 404, tx=tx)
             return None
-        # a trusted carrier asserts who calls even when the caller withholds it (RFC 3325):
-        # the history keeps that number, the callee still sees the presentation
-        asserted = asserted_number(request) if trunk.trusted else None
-        return CallOrigin(caller=asserted or number or "anonymous", direction="inbound",
+        return CallOrigin(caller=caller or "anonymous", direction="inbound",
                           callee=dest.number, trunk=trunk, presentation=presentation_of(request))
     digest, lookup = (b2b.auth_for(request) if b2b.auth_for is not None
                       else (b2b.digest, b2b.lookup))

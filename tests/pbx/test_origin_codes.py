@@ -53,12 +53,12 @@ def b2b(tmp_path: Path) -> Iterator[FakeB2bua]:
     store.close()
 
 
-def invite(called: str, caller: str) -> RequestReceived:
+def invite(called: str, caller: str, extra: str = "") -> RequestReceived:
     text = (f"INVITE sip:{called}@127.0.0.1 SIP/2.0\r\n"
             "Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-1\r\n"
             f"From: <sip:{caller}@127.0.0.3>;tag=c1\r\nTo: <sip:{called}@127.0.0.1>\r\n"
             "Call-ID: origin-test\r\nCSeq: 1 INVITE\r\nContact: <sip:c@127.0.0.3>\r\n"
-            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            f"{extra}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     request = parse_message(text.encode())
     assert isinstance(request, Request)
     return RequestReceived(request, CARRIER, "tx-1")
@@ -107,3 +107,12 @@ def test_an_untrusted_trunk_cannot_speak_for_a_users_mobile(b2b: FakeB2bua) -> N
     b2b.trunks.inbound(None, None).trusted = False
     assert origin(b2b, "78878", MOBILE_101) is None
     assert b2b.responses == [404]
+
+
+def test_a_trusted_carriers_asserted_number_is_the_mobile_that_dials(b2b: FakeB2bua) -> None:
+    """A withheld caller (anonymous From) whose carrier asserts the user's mobile number."""
+    found = find_origin(b2b, invite(  # type: ignore[arg-type]
+        "78878", "anonymous", f"P-Asserted-Identity: <sip:{MOBILE_101}@carrier.test>\r\n"
+                              "Privacy: id\r\n"), 0.0)
+    assert found is not None and found.code_user is not None
+    assert found.code_user.extension == "101" and found.caller == MOBILE_101

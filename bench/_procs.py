@@ -38,14 +38,21 @@ def pin(cpu: int) -> list[str]:
 #: (its ``pbx.store`` is the one that must read them): argv = config, data dir, users JSON file.
 _ADD_USERS = """
 import json, sys
+from features import default_features
 from pbx.config import load_config
 from pbx.store import Store
-cfg, data, users = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg, data, users, settings = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 realm = load_config(cfg, data_dir=data, environ={}).realm
 store = Store(data)
 with open(users) as f:
     for ext, pw in json.load(f):
         store.add_user(ext, pw, realm)
+# each tree stores the settings of the features it has (an older tree lacks some)
+schemas = {f.name: f.settings_schema for f in default_features()}
+with open(settings) as f:
+    for ext, feature, value in json.load(f):
+        if feature in schemas:
+            store.set_feature_settings(store.user(ext).id, feature, schemas[feature], value)
 store.close()
 """
 
@@ -96,6 +103,8 @@ class Server:
 
     config: str
     users: list[tuple[str, str]] = field(default_factory=list)
+    #: per-user feature settings stored before the start: (extension, feature, values)
+    settings: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     cpu: int | None = None
     tree: Tree = field(default_factory=Tree)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="asyncpbx-bench-")))
@@ -109,8 +118,11 @@ class Server:
         if self.users:
             users = self.workdir / "users.json"
             users.write_text(json.dumps(self.users))
+            settings = self.workdir / "settings.json"
+            settings.write_text(json.dumps(self.settings))
             added = subprocess.run([self.tree.python, "-c", _ADD_USERS, str(cfg), str(data),
-                                    str(users)], cwd=self.tree.root, capture_output=True,
+                                    str(users), str(settings)], cwd=self.tree.root,
+                                   capture_output=True,
                                    text=True, check=False)
             if added.returncode != 0:
                 raise RuntimeError(f"adding users in {self.tree.root} failed: "

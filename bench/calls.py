@@ -8,7 +8,9 @@ callee, bridges the legs and tears both down again. Rates rise step by step; the
 highest rate with < 0.1 % failed calls whose step ended within 20 % of its planned length. In the
 same run the same UAC calls the SIPp UAS directly (no authentication, one leg): the load
 generator's own ceiling. No RTP flows (media ports are allocated and released): this measures
-signalling and call set-up.
+signalling and call set-up. The callee has feature settings of its own (``CALLEE_SETTINGS``:
+DND off, no-answer forwarding on, call waiting on) so the whole terminating chain runs for every
+call; ``--no-features`` leaves them out.
 
 ``--rtp K,K,...`` adds the media figure: K concurrent answered calls through the PBX with G.711
 RTP both ways. A SIPp UAC places the K calls (digest, two legs, PCMU) and holds them; its SDP
@@ -32,6 +34,7 @@ against its own ceiling.
 RTP) against other checkouts in the same run and reports them as ratios against the first.
 
     asyncpbx bench calls [--seconds 4] [--rates 25,50,...] [--max-rate N] [--rtp 100,250,...]
+                         [--no-features]
                          [--server-tree PATH ...] [--rounds N] [--json]
 """
 
@@ -401,6 +404,16 @@ def _pbx_run(server: Server, uac_auth: Path, uas: Path, workdir: Path, rates: li
     return pbx, rtp, rtp_rows
 
 
+#: What the callee has set (issue 11): the terminating chain runs every feature for each call
+#: and decides at ringing — DND off, no-answer forwarding on (never reached: the callee
+#: answers), call waiting on.
+CALLEE_SETTINGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("101", "dnd", {"enabled": False}),
+    ("101", "forward_no_answer", {"enabled": True, "target": "0301234567", "rings": 4}),
+    ("101", "call_waiting", {"enabled": True}),
+]
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmark; prints one final JSON line."""
     parser = argparse.ArgumentParser(prog="asyncpbx bench calls")
@@ -414,6 +427,9 @@ def main(argv: list[str]) -> int:
                         help="concurrent RTP calls to try (empty: skip)")
     parser.add_argument("--rtp-seconds", type=float, default=5.0)
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
+    parser.add_argument("--no-features", dest="features", action="store_false",
+                        help="the callee has no settings of its own (by default it has "
+                             "DND off, no-answer forwarding on, call waiting on)")
     add_tree_args(parser)
     args = parser.parse_args(argv)
     if shutil.which("sipp") is None:
@@ -457,6 +473,7 @@ def main(argv: list[str]) -> int:
             label = "sipp→pbx→sipp" if len(trees) == 1 else f"sipp→pbx[{i}]→sipp"
             with Server(config + trees[i].trust_loopback(),
                         users=[("100", PASSWORD), ("101", PASSWORD)],
+                        settings=CALLEE_SETTINGS if args.features else [],
                         cpu=server_core, tree=trees[i]) as server:
                 idle.append(server.idle_cpu_fraction())
                 runs.append((i, *_pbx_run(server, uac_auth, uas, workdir, rates, rtp_ks, args,
@@ -481,6 +498,7 @@ def main(argv: list[str]) -> int:
         "ratio_pbx_to_direct": ratio(direct_best, pbx_best),
         "ratio_pbx_cpu_to_direct_uas_cpu": ratio(uas_cpu, pbx_cpu),
         "seconds_per_step": args.seconds,
+        "callee_settings": CALLEE_SETTINGS if args.features else [],
         "max_rate": ceiling,
         "server_pinned_cpu": server_core,
         "load_pinned_cpu": load_core,

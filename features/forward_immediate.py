@@ -3,15 +3,20 @@ extension or an external number (over the trunk, with the forwarding user's perm
 number, and a Diversion header naming them).
 
 ``*72`` + number switches it on to that number (``*72`` alone prompts for it, ending with
-``#``); ``*73`` switches it off and keeps the number for next time.
+``#``); ``*73`` switches it off and keeps the number for next time; ``*21*`` announces whether
+it is on and to which number. With ``ring_reminder`` on, the user's phones ring briefly for each
+forwarded call (so a forgotten forwarding is noticed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from features.forwarding import Forwarding
-from pbx.callcontrol import CallContext, Decision, FeatureCode
+from pbx.callcontrol import CallContext, Decision, FeatureCode, Redirect, Setting
+
+#: How long the ring reminder rings the user's phones.
+RING_REMINDER_SECONDS = 1.5
 
 
 class ForwardImmediate(Forwarding):
@@ -20,11 +25,20 @@ class ForwardImmediate(Forwarding):
     name = "forward_immediate"
     priority = 200
     reason = "unconditional"
+    settings_schema: Mapping[str, Setting] = {
+        **Forwarding.settings_schema,
+        "ring_reminder": Setting(bool, False, "ring the phones briefly for each forwarded call"),
+    }
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*72", takes_number=True, description="forwarding immediate on"),
-        FeatureCode("off", "*73", description="forwarding immediate off"),
+        FeatureCode("on", takes_number=True),
+        FeatureCode("off"),
+        FeatureCode("query"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:
-        """Redirect to the target while on."""
-        return self.forward(ctx)
+        """Redirect to the target while on (with the ring reminder when chosen)."""
+        decision = self.forward(ctx)
+        if isinstance(decision, Redirect) and ctx.call is not None \
+                and ctx.setting(self, "ring_reminder"):
+            ctx.call.ring_burst(ctx.devices, RING_REMINDER_SECONDS)
+        return decision

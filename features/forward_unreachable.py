@@ -2,7 +2,7 @@
 or every device failed (not a ring timeout: that is no-answer forwarding), the call goes to the
 target — typically the user's mobile number — instead of the caller hearing 480.
 
-``*94`` + number on (``*94`` alone prompts for it), ``*95`` off.
+``*94`` + number on (``*94`` alone prompts for it), ``*95`` off, ``*63*`` announces the state.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ class ForwardUnreachable(Forwarding):
     priority = 700
     reason = "unavailable"
     feature_codes: Sequence[FeatureCode] = (
-        FeatureCode("on", "*94", takes_number=True, description="forwarding when unreachable on"),
-        FeatureCode("off", "*95", description="forwarding when unreachable off"),
+        FeatureCode("on", takes_number=True),
+        FeatureCode("off"),
+        FeatureCode("query"),
     )
 
     async def on_unreachable(self, ctx: CallContext) -> Decision:

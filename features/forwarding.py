@@ -1,13 +1,17 @@
 """What the kinds of call forwarding share (FEATURES.md: four kinds, each with its own target):
 an ``enabled`` flag and a ``target`` per user, switched on with a code + number (the number must
 be routable for the user; a bare code prompts for it) and off with another code that keeps the
-number for next time. Each kind decides in its own hook with :meth:`Forwarding.forward`.
+number for next time; a ``query`` code (``*21*`` …) announces the state: "forwarding is on to"
+and the number spoken digit by digit, or "forwarding is off". Switching is confirmed with the
+"activated" / "deactivated" announcement, a refused number with "error" (tones where the prompt
+set lacks them). Each kind decides in its own hook with :meth:`Forwarding.forward`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from features.announce import refused, switched
 from pbx.callcontrol import (
     BaseFeature,
     CallContext,
@@ -15,6 +19,7 @@ from pbx.callcontrol import (
     Continue,
     Decision,
     FeatureCode,
+    Prompt,
     Redirect,
     Setting,
 )
@@ -50,12 +55,21 @@ class Forwarding(BaseFeature):
             return Redirect(target, self.reason)
         return Continue()
 
+    def query(self, ctx: CallContext) -> Confirm:
+        """The interrogation's answer: "forwarding is on to <target>" or "forwarding is off"."""
+        target = ctx.setting(self, "target")
+        if ctx.setting(self, "enabled") and target:
+            return Confirm(prompt=Prompt("forward_on_to", say=target))
+        return Confirm(prompt=Prompt("forward_off"))
+
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:
-        """``on`` + number (routable for this user), ``off``."""
+        """``on`` + number (routable for this user), ``off``, ``query``."""
+        if code.action == "query":
+            return self.query(ctx)
         if code.action == "off":
-            return Confirm(ctx.update(self, enabled=False))
+            return switched(ctx.update(self, enabled=False), False)
         if not valid_target(number) or ctx.user is None or ctx.services is None \
                 or not ctx.services.routable(ctx.user, number):
-            return Confirm(ok=False)
-        return Confirm(ctx.update(self, enabled=True, target=number))
+            return refused()
+        return switched(ctx.update(self, enabled=True, target=number), True)

@@ -28,11 +28,14 @@ from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
 from pbx.callcontrol import CallRecord, FeatureRegistry
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
+from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
 from pbx.origin import verify_with_bans
+from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
+from pbx.services.codes import CodesService
 from pbx.store import Store
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
@@ -67,6 +70,15 @@ FLOW_GRACE = 32.0
 FLUSH_INTERVAL = 1.0
 
 
+def feature_registry(config: Config) -> FeatureRegistry:
+    """Every feature the PBX runs, with the seed code table and the configured digits-only
+    escapes (the server's and the CLI's registry — ``asyncpbx codes``, ``asyncpbx settings``;
+    the stored code changes are put in force by :class:`pbx.services.codes.CodesService`)."""
+    return FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout),
+                           digits_only=DigitsOnly(config.features.digits_only_star,
+                                                  config.features.digits_only_hash))
+
+
 class PbxServer:
     """The asyncpbx server process (one per data directory)."""
 
@@ -99,9 +111,12 @@ class PbxServer:
         self.router = Router(self.directory)
         #: The composition root's one import of the features: their registry (chains, codes),
         #: the event bus and the settings service every change of a setting goes through.
-        self.features = FeatureRegistry(default_features(ring_timeout=config.calls.ring_timeout))
+        self.features = feature_registry(config)
         self.events = EventBus()
         self.settings = SettingsService(store, self.directory, self.events, self.features.schema)
+        #: The feature-code table: the seed with the stored changes in force (kept current
+        #: after every directory reload, so ``asyncpbx codes set`` needs no restart).
+        self.codes = CodesService(store, self.directory, self.features, self.events)
         #: realm → (REGISTER digest server, INVITE digest server (407), credentials lookup)
         self._realms: dict[str, tuple[DigestServer, DigestServer,
                                       Callable[[str], Credentials | None]]] = {}
@@ -131,6 +146,8 @@ class PbxServer:
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
+        #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
+        self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
         #: answered and ends (direction, parties, start/answer/end times, final status).
         self.call_record_hooks: list[Callable[[CallRecord], None]] = []
@@ -179,6 +196,10 @@ class PbxServer:
                                                             error=repr(exc)))
         self.call_record_hooks.append(
             CallRecordHistory(self.history, directory_parties(self.directory, self.domain)))
+        # the announcements, before any call can arrive: generated where the cache lacks them
+        # (seconds, the first time), decoded into memory; off the event loop (subprocesses,
+        # file I/O)
+        self.prompts = await asyncio.to_thread(self._load_prompts)
         specs = self.config.sip.listen_specs()
         server_ssl = None
         if any(s.transport in ("tls", "wss") for s in specs):
@@ -256,12 +277,30 @@ class PbxServer:
             display_name=self._display_name, features=self.features,
         )
         self.b2bua.services.directory = self.directory
+        self.b2bua.prompts = self.prompts
         self.b2bua.services.settings_service = self.settings
+        self.settings.check = self.b2bua.services.check_settings
         services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.bans = self.bans
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
+
+    def _load_prompts(self) -> PromptStore:
+        """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
+        cache; a tenant's recordings are found under its id, domain or name."""
+        p = self.config.prompts
+        data = Path(self.config.data_dir)
+        store = PromptStore.load(data, cache=Path(p.cache_dir) if p.cache_dir else None,
+                                 default_language=p.default_language)
+
+        def names(tenant_id: int) -> tuple[str, ...]:
+            tenant = self.directory.tenant(tenant_id)
+            return (str(tenant_id),) if tenant is None else (
+                str(tenant_id), tenant.domain, tenant.name)
+
+        store.tenant_names = names
+        return store
 
     def _start_trunks(self, services: asyncio.TaskGroup) -> None:
         """Build the trunk manager from the store's trunks and start registering (after the
@@ -360,6 +399,7 @@ class PbxServer:
             try:
                 if self.directory.refresh_if_changed():
                     self.log.info("directory.reloaded", reloads=self.directory.reloads)
+                self.codes.refresh()
             except Exception:
                 self.log.exception("directory.reload_failed")
             try:

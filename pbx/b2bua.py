@@ -84,6 +84,7 @@ from pbx.legs.sip import SipLeg, refusal_headers
 from pbx.legs.trunk import TrunkLeg
 from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin, find_origin
+from pbx.prompts import PromptStore
 from pbx.routing.calls import CallRouter
 from pbx.routing.router import Router
 from pbx.rtpwatch import RtpWatch
@@ -111,6 +112,9 @@ from sipcore.transport import Peer
 from sipcore.uri import SipURI, parse_uri
 
 __all__ = ["B2bua", "CallSettings", "InboundLeg", "OutboundLeg", "SipLeg"]
+
+#: The longest an announcement plays before the call goes on without it (seconds).
+PROMPT_LIMIT = 60.0
 
 
 
@@ -191,6 +195,8 @@ class B2bua:
         #: Devices (contact URIs) that took an RTP/SAVP offer after refusing plain RTP: they
         #: get SAVP first next time (insertion-ordered, bounded by SRTP_DEVICES_MAX).
         self.srtp_devices: dict[str, None] = {}
+        #: The announcements (the server loads them at start; None: tones only).
+        self.prompts: PromptStore | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -360,8 +366,9 @@ class B2bua:
         call = Call(leg, graph=self.graph, leg_factory=self._make_leg, record=record,
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
+        call.presentation = origin.presentation
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
-                      src=f"{peer.host}:{peer.port}")
+                      src=f"{peer.host}:{peer.port}", withheld=origin.presentation.withheld)
         self._start(call, origin, self.script.run)
 
     def _start(self, call: Call, origin: CallOrigin,
@@ -508,6 +515,10 @@ class B2bua:
         """The user who placed ``call``."""
         return self.routing.originator(call)
 
+    def digits_only(self, call: Call) -> UserView | None:
+        """Whose digits-only feature codes ``call`` may dial (:class:`CallRouter`)."""
+        return self.routing.digits_only(call)
+
     def route(self, call: Call, dialled: str, on_behalf_of: UserView | None) -> (
             Routed | Ring | Reject):
         """Where ``dialled`` goes, sent by ``on_behalf_of`` (:class:`CallRouter`)."""
@@ -523,23 +534,63 @@ class B2bua:
 
     def prompt(self, prompt: Prompt, language: str, rate: int,
                tenant_id: int | None = None) -> MediaPort:
-        """An announcement from the prompt set (the prompt store lands with issue 11's
-        prompts work; nothing calls this before it does)."""
-        raise NotImplementedError(f"prompt {prompt.name!r}: no prompt set loaded")
+        """An announcement from the prompt set (:class:`pbx.prompts.PromptStore`), played
+        once; LookupError when the set has no such prompt (or none is loaded)."""
+        if self.prompts is None:
+            raise LookupError(f"prompt {prompt.name!r}: no prompt set loaded")
+        return self.prompts.port(prompt, language, rate, tenant_id)
+
+    def _announcement(self, prompt: Prompt, user: UserView | None, rate: int) -> MediaPort | None:
+        """``prompt`` in ``user``'s language (their tenant's recording first); None when it
+        cannot be had (logged)."""
+        try:
+            return self.prompt(prompt, user.language if user is not None else "", rate,
+                               user.tenant_id if user is not None else None)
+        except LookupError as exc:
+            self.log.warning("call.prompt_missing", prompt=prompt.name, error=str(exc))
+            return None
+
+    async def _play_until_done(self, call: Call, caller: Leg, port: MediaPort) -> None:
+        """Play ``port`` to ``caller`` until it ran out or the caller left (at most
+        :data:`PROMPT_LIMIT` seconds)."""
+        playback = call.play(caller, port)
+        gone = asyncio.ensure_future(self._caller_gone(call))
+        try:
+            await asyncio.wait((playback.done, gone), timeout=PROMPT_LIMIT,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            playback.stop()
 
     async def fail(self, call: Call, status: int, reason: str | None = None, *,
-                   retry_after: int | None = None) -> None:
+                   retry_after: int | None = None, prompt: Prompt | None = None,
+                   user: UserView | None = None) -> None:
         """Tell the unanswered caller ``status`` (see :meth:`_fail`)."""
-        await self._fail(call, status, reason, retry_after=retry_after)
+        await self._fail(call, status, reason, retry_after=retry_after, prompt=prompt,
+                         user=user)
 
     async def _fail(self, call: Call, status: int, reason: str | None = None, *,
-                    retry_after: int | None = None) -> None:
+                    retry_after: int | None = None, prompt: Prompt | None = None,
+                    user: UserView | None = None) -> None:
         """Reject the caller; with ``busy_tone`` > 0 a busy caller first gets a 183 with our SDP
-        (early media) and hears the busy tone for that long (or until it gives up)."""
+        (early media) and hears the busy tone for that long (or until it gives up). A
+        ``prompt`` (in ``user``'s language) is announced the same way instead, to its end."""
         caller = call.caller
         if caller is None:
             return
-        if caller.answered and caller.media is not None:
+        announcement = (self._announcement(prompt, user, caller.media.sample_rate)
+                        if prompt is not None and caller.media is not None else None)
+        if announcement is not None and (caller.answered or (
+                caller.unanswered
+                and not (isinstance(caller, InboundLeg) and caller.delayed_offer))):
+            if not caller.answered:
+                caller.progress(early_media=True)
+            else:
+                call.record.status = status
+            await self._play_until_done(call, caller, announcement)
+            if caller.answered:
+                return
+        elif caller.answered and caller.media is not None:
             # a call-back's user is already talking to us: tell them in band
             call.record.status = status
             playback = call.play(caller, self._busy_source(caller.media.sample_rate)
@@ -549,7 +600,7 @@ class B2bua:
                 await asyncio.wait_for(self._caller_gone(call), max(self.settings.busy_tone, 3.0))
             playback.stop()
             return
-        if (status == 486 and self.settings.busy_tone > 0
+        elif (status == 486 and self.settings.busy_tone > 0
                 and caller.unanswered
                 and caller.media is not None
                 # an offerless INVITE's offer may not go in an unreliable 18x

@@ -16,7 +16,7 @@ class CallSettings:
     #: A leg that received no RTP for this long (not on hold) ends the call; 0 disables.
     rtp_timeout: float = 60.0
     #: Seconds of busy tone a caller we give early media to hears before the 486; 0: none.
-    busy_tone: float = 0.0
+    busy_tone: float = 4.0
     #: Music on hold file (any format PyAV reads); empty: a generated melody.
     moh_file: str = ""
     #: Tone plan (ringback, busy) country.

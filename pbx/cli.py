@@ -1,7 +1,8 @@
 """The ``asyncpbx`` command line.
 
 ``asyncpbx serve``, ``asyncpbx tenant|user|device|number|trunk add|list|remove``,
-``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
+``asyncpbx codes list|set|reset`` (:mod:`pbx.cli_codes`), ``asyncpbx settings show|set``
+(:mod:`pbx.cli_settings`), ``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
 status 2 for usage, configuration and input errors) instead of a traceback.
 
 Without ``--tenant`` the commands work on the default tenant (single-company mode):
@@ -19,7 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from pbx import cli_codes
+from pbx.cli_settings import add_parser as add_settings_parser
+from pbx.cli_settings import run as run_settings
 from pbx.config import Config, ConfigError, load_config
+from pbx.feature_codes import CodeError
+from pbx.settings_schema import SettingError
 from pbx.store import (
     DEFAULT_TENANT,
     DEVICE_KINDS,
@@ -199,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("lift", help="end a source's ban")
     p.add_argument("address", metavar="ADDRESS")
     _add_common(p)
+    cli_codes.add_parser(sub, _add_common)
+    add_settings_parser(sub, _add_common, _add_tenant)
 
     bench = sub.add_parser("bench", help="run a benchmark (one final JSON line)")
     bench.add_argument("name", choices=BENCHES)
@@ -349,8 +357,13 @@ def _cmd_trunk(args: argparse.Namespace, config: Config, store: Store) -> None:
         print(f"removed trunk {args.name}")
 
 
+def _cmd_settings(args: argparse.Namespace, config: Config, store: Store) -> None:
+    run_settings(args, config, store, _tenant_name(args))
+
+
 _MANAGE = {"tenant": _cmd_tenant, "user": _cmd_user, "device": _cmd_device,
-           "number": _cmd_number, "trunk": _cmd_trunk}
+           "number": _cmd_number, "trunk": _cmd_trunk, "codes": cli_codes.run,
+           "settings": _cmd_settings}
 
 
 def _cmd_manage(args: argparse.Namespace) -> int:
@@ -430,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"asyncpbx: configuration error: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, CodeError, SettingError) as exc:
         print(f"asyncpbx: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -122,10 +122,31 @@ class CallsConfig:
     #: RFC 4028 session interval we grant at most, and the smallest we accept (422 below).
     session_expires: int = 1800
     min_se: int = 90
-    #: Seconds of busy tone before 486 for callers that already get early media from us.
-    busy_tone: float = 0.0
+    #: Seconds of busy tone (as early media) before 486 — what a caller hears when the callee
+    #: is busy or pressed "reject"; 0 sends the 486 at once.
+    busy_tone: float = 4.0
     #: Country of the call-progress tones (ringback, busy): see media.tones.
     tones: str = "DE"
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesConfig:
+    """The ``[features]`` table."""
+
+    #: The digits-only form of feature codes for mobiles (whose network takes ``*``/``#``
+    #: strings for itself): these digits stand for ``*`` and ``#`` (``78843`` is ``*43``).
+    digits_only_star: str = "788"
+    digits_only_hash: str = "789"
+
+
+@dataclass(frozen=True, slots=True)
+class PromptsConfig:
+    """The ``[prompts]`` table: the announcements (pbx.prompts)."""
+
+    #: Where the generated prompt set is cached; empty: ``<data_dir>/prompts/generated``.
+    cache_dir: str = ""
+    #: The language of callers and callees who are not users (a trunk caller): ``de``/``en``.
+    default_language: str = "de"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +198,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -328,6 +351,8 @@ def validate(config: Config) -> Config:
     if s.idle_timeout <= 0:
         raise ConfigError("sip.idle_timeout", "must be positive")
     _validate_calls(config)
+    if config.prompts.default_language not in ("de", "en"):
+        raise ConfigError("prompts.default_language", "must be de or en")
     if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
     for i, algo in enumerate(config.auth.algorithms):
@@ -383,6 +408,12 @@ def _validate_calls(config: Config) -> None:
 
     if c.tones.upper() not in TONE_PLANS and c.tones.upper() != "GB":
         raise ConfigError("calls.tones", f"{c.tones!r} is not one of {', '.join(sorted(TONE_PLANS))}")
+    from pbx.feature_codes import DigitsOnly
+
+    problem = DigitsOnly(config.features.digits_only_star,
+                         config.features.digits_only_hash).problem()
+    if problem is not None:
+        raise ConfigError(f"features.digits_only_{problem[0]}", problem[1])
 
 
 def load_config(

@@ -66,6 +66,11 @@ class Snapshot:
     trunk_by_ip: Mapping[str, Trunk] = field(default_factory=dict)
     trunk_networks: tuple[tuple[_Network, Trunk], ...] = ()
     settings: Mapping[tuple[int, str], Mapping[str, Any]] = field(default_factory=dict)
+    #: (tenant id, E.164) → the user whose own mobile number it is (a number two users of a
+    #: tenant give is nobody's: it cannot identify either)
+    user_by_mobile: Mapping[tuple[int, str], User] = field(default_factory=dict)
+    #: the administrator's feature-code changes: (feature, action) → (code, alternate)
+    feature_codes: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
 
 def _host_network(host: str) -> _Network | None:
@@ -103,6 +108,11 @@ def build_snapshot(store: PbxStore) -> Snapshot:
                 by_ip.setdefault(str(net.network_address), tr)
             else:
                 networks.append((net, tr))
+    by_mobile: dict[tuple[int, str], User | None] = {}
+    for u in users.values():
+        if u.mobile_number:
+            key = (u.tenant_id, u.mobile_number)
+            by_mobile[key] = None if key in by_mobile else u
     # The most specific network wins when trunks' networks overlap.
     networks.sort(key=lambda item: -item[0].prefixlen)
     default = next((t for t in tenants.values() if t.name == DEFAULT_TENANT), None)
@@ -122,6 +132,8 @@ def build_snapshot(store: PbxStore) -> Snapshot:
         trunk_by_ip=by_ip,
         trunk_networks=tuple(networks),
         settings=store.all_feature_settings(),
+        user_by_mobile={k: u for k, u in by_mobile.items() if u is not None},
+        feature_codes=store.feature_codes(),
     )
 
 
@@ -215,6 +227,14 @@ class Directory:
     def user_by_id(self, user_id: int) -> User | None:
         """A user by id."""
         return self.snapshot.users.get(user_id)
+
+    def feature_codes(self) -> Mapping[tuple[str, str], tuple[str, str]]:
+        """The administrator's feature-code changes ((feature, action) → (code, alternate))."""
+        return self.snapshot.feature_codes
+
+    def user_by_mobile(self, tenant_id: int, e164: str) -> User | None:
+        """The user of ``tenant_id`` whose own mobile number is ``e164``."""
+        return self.snapshot.user_by_mobile.get((tenant_id, e164))
 
     def devices_of(self, user_id: int) -> tuple[Device, ...]:
         """A user's devices (parallel ringing rings each one's registrations)."""

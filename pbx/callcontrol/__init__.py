@@ -10,19 +10,25 @@ Modules, one job each:
 * :mod:`.events` — what legs tell their call;
 * :mod:`.media` — the :class:`MediaGraph` protocol, bridges, playback, in-band DTMF taps;
 * :mod:`.records` — the call record and ring outcomes;
+* :mod:`.activity` — the calls each user is in (busy, call waiting);
 * :mod:`.call` — :class:`Call`, its operations (ring, answer, bridge, play, collect digits …);
 * :mod:`.supervise` — one TaskGroup per call, a clean release whatever happens;
 * :mod:`.decisions`, :mod:`.feature`, :mod:`.context` — what features are written against;
-* :mod:`.registry` — the features in chain order and their feature-code table;
+* :mod:`.presentation` — how a call presents its caller (CLIR, displayed number);
+* :mod:`.registry` — the features in chain order and the feature-code table in force (the
+  table is data: :mod:`pbx.feature_codes`);
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
 
+from pbx.callcontrol.activity import ActiveCall, ActiveCalls
 from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, LegFactory
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
+    Busy,
     Confirm,
     Continue,
     Decision,
+    Dial,
     Handled,
     Prompt,
     Redirect,
@@ -58,18 +64,22 @@ from pbx.callcontrol.media import (
     Playback,
     needs_inband_detection,
 )
+from pbx.callcontrol.presentation import Presentation
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 from pbx.callcontrol.registry import CodeMatch, FeatureRegistry
 from pbx.callcontrol.script import MAX_REDIRECTS, CallScript, Routed, ScriptHost
 from pbx.callcontrol.supervise import supervise
-from pbx.settings_schema import Setting
+from pbx.settings_schema import Setting, SettingError
 
 __all__ = [
     "COMPLETED_ELSEWHERE",
     "LEG_TABLE",
     "MAX_REDIRECTS",
+    "ActiveCall",
+    "ActiveCalls",
     "BaseFeature",
     "Bridge",
+    "Busy",
     "Call",
     "CallContext",
     "CallEvent",
@@ -80,6 +90,7 @@ __all__ = [
     "Confirm",
     "Continue",
     "Decision",
+    "Dial",
     "Diversion",
     "DtmfReceived",
     "Feature",
@@ -102,6 +113,7 @@ __all__ = [
     "LegState",
     "MediaGraph",
     "Playback",
+    "Presentation",
     "Prompt",
     "Redirect",
     "Reject",
@@ -112,6 +124,7 @@ __all__ = [
     "ScriptHost",
     "Services",
     "Setting",
+    "SettingError",
     "Target",
     "UserView",
     "leg_transition",

@@ -57,6 +57,7 @@ from pbx.callcontrol.events import (
 )
 from pbx.callcontrol.legs import Leg, LegInput, LegState, Target
 from pbx.callcontrol.media import Bridge, Conference, MediaGraph, Playback
+from pbx.callcontrol.presentation import Presentation
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
 
 log = structlog.get_logger("pbx.callcontrol")
@@ -118,12 +119,18 @@ class Call:
         self.playbacks: list[Playback] = []
         self.recordings: list[Any] = []
         self.tasks: asyncio.TaskGroup | None = None
+        #: what per-call codes chose for this call (``*67`` suppress the number, ``*70`` no
+        #: call waiting …): feature name -> value, read by that feature's hooks
+        self.per_call: dict[str, Any] = {}
         self.released = False
         #: Called for each digit while the call is connected (the script's on_dtmf delivery).
         self.on_digit: Callable[[Leg, str], None] | None = None
         #: The redirections the call went through (legs announce them: Diversion headers).
         self.diversions: list[Diversion] = []
         self.conferences: list[Conference] = []
+        #: How the outgoing legs present the caller (CLIR, displayed number; see
+        #: :mod:`pbx.callcontrol.presentation`).
+        self.presentation = Presentation()
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.record.call_id} {self.record.caller}->{self.record.callee}>"
@@ -172,6 +179,22 @@ class Call:
         self.legs.append(leg)
         return leg
 
+    def _start_legs(self, targets: Sequence[Target]) -> list[Leg]:
+        """A leg per target, its INVITE sent; a leg that cannot start is abandoned (500) and
+        left out."""
+        legs: list[Leg] = []
+        for t in targets:
+            leg = self.add_leg(t)
+            try:
+                leg.start()
+            except Exception:
+                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
+                leg.final_status = 500
+                leg.transition(LegInput.ABANDON)
+                continue
+            legs.append(leg)
+        return legs
+
     async def ring(
         self,
         targets: Sequence[Target],
@@ -188,17 +211,7 @@ class Call:
         bridged: call :meth:`connect`). Ends early when the caller goes away.
         """
         caller = self.caller
-        legs: list[Leg] = []
-        for t in targets:
-            leg = self.add_leg(t)
-            try:
-                leg.start()
-            except Exception:
-                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
-                leg.final_status = 500
-                leg.transition(LegInput.ABANDON)
-                continue
-            legs.append(leg)
+        legs = self._start_legs(targets)
         if not legs:
             return RingResult(RingOutcome.UNREACHABLE, status=480)
         loop = asyncio.get_running_loop()
@@ -263,6 +276,12 @@ class Call:
                 elif isinstance(event, LegFailed):
                     outstanding.discard(event.leg)
                     statuses.append(event.status)
+                    if event.status >= 600:
+                        # a global failure (603 Decline: the user pressed "reject") ends the
+                        # whole ring (RFC 3261 §16.7: a 6xx cancels the other branches)
+                        for leg in pending():
+                            leg.cancel()
+                        break
                 elif isinstance(event, LegEnded):
                     outstanding.discard(event.leg)
                     statuses.append(480)
@@ -343,6 +362,38 @@ class Call:
                 br.other(leg).held = False
                 br.rebuild()
 
+    def ring_burst(self, targets: Sequence[Target], seconds: float) -> None:
+        """Let ``targets`` ring for ``seconds`` as a reminder (forwarding immediate, DND): no
+        one is meant to answer; an answer is hung up, the rest cancelled."""
+        if self.tasks is None or not targets:
+            return
+        legs = self._start_legs(targets)
+
+        async def stop() -> None:
+            await asyncio.sleep(seconds)
+            for leg in legs:
+                if leg.answered:
+                    leg.hangup()
+                elif not leg.ended:
+                    leg.cancel()
+
+        self.tasks.create_task(stop())
+
+    def interrupt(self, leg: Leg, source: MediaPort) -> bool:
+        """``leg`` hears ``source`` instead of its bridged party (the other party still hears
+        ``leg``) until :meth:`resume_audio`; False when ``leg`` is in no bridge."""
+        for br in self.bridges:
+            if leg in (br.a, br.b) and not br.closed:
+                br.interrupt(leg, source)
+                return True
+        return False
+
+    def resume_audio(self, leg: Leg) -> None:
+        """Undo :meth:`interrupt`."""
+        for br in self.bridges:
+            if leg in (br.a, br.b):
+                br.resume_audio(leg)
+
     def play(self, leg: Leg, source: MediaPort) -> Playback:
         """Play a media port (player, tone generator) to ``leg``; ``await p.done`` waits for its
         end, ``p.stop()`` stops it."""
@@ -396,12 +447,15 @@ class Call:
     async def wait_hangup(self, bridge: Bridge | None = None) -> Leg | None:
         """Run a connected call until one of its legs ends; follows hold/resume and codec
         changes on the way and relays digits between the bridged legs. Returns the leg that
-        ended (None when the call was released otherwise)."""
+        ended (None when the call was released otherwise). With a ``bridge``, only its legs
+        end the call (a ring reminder's leg that ends does not)."""
         while not self.released:
             event = await self.next_event()
             if event is None:  # pragma: no cover
                 continue
             if isinstance(event, LegEnded | LegFailed):
+                if bridge is not None and event.leg not in (bridge.a, bridge.b):
+                    continue
                 return event.leg
             if isinstance(event, LegHeld | LegResumed):
                 event.leg.held = isinstance(event, LegHeld)

@@ -9,6 +9,7 @@ settings service (the one way a setting changes).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.callcontrol.legs import Target
 
 if TYPE_CHECKING:
+    from pbx.callcontrol.activity import ActiveCall
     from pbx.callcontrol.call import Call
     from pbx.callcontrol.feature import Feature
 
@@ -39,6 +41,8 @@ class UserView:
     #: number (E.164; rings instead of the devices while remote office is on)
     mobile: str | None = None
     remote_office: str | None = None
+    #: the tenant's main number (E.164), which every user of the tenant may present
+    company_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,12 @@ class Services(Protocol):
         """Whether ``dialled`` would be routed for ``user`` (a forward target check)."""
         ...
 
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets that ring the external ``number`` (the user's mobile or remote office
+        number) over ``user``'s trunk in ``call``; empty when it routes nowhere or to a user
+        (a mobile number never reaches another user)."""
+        ...
+
 
 @dataclass
 class CallContext:
@@ -78,7 +88,8 @@ class CallContext:
     reachable device targets of ``user`` (terminating); ``history`` the users the call already
     reached (loop protection), ``diversions`` the redirections on the way; ``status`` the final
     status of the last ring for the busy/no-answer/unreachable hooks; ``digits`` what arrived in
-    a connected call (``on_dtmf``).
+    a connected call (``on_dtmf``); ``active`` the calls ``user`` is in now (busy, call
+    waiting).
     """
 
     caller: str
@@ -94,6 +105,20 @@ class CallContext:
     diversions: list[Diversion] = field(default_factory=list)
     status: int = 0
     digits: str = ""
+    active: Sequence[ActiveCall] = ()
+
+    @property
+    def caller_anonymous(self) -> bool:
+        """The caller presents no number: withheld by CLIR, or their INVITE named none (an
+        anonymous From, one without a user part, ``Privacy: id``)."""
+        return self.call is not None and self.call.presentation.withheld
+
+    def present(self, **changes: Any) -> None:
+        """Change how the call presents its caller on the legs it sends out from now on
+        (:class:`~pbx.callcontrol.presentation.Presentation` fields: ``number``, ``name``,
+        ``private``)."""
+        if self.call is not None:
+            self.call.presentation = dataclasses.replace(self.call.presentation, **changes)
 
     def setting(self, feature: Feature, name: str) -> Any:
         """``feature``'s setting ``name`` for ``user`` (the schema's default when unset)."""

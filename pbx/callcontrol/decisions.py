@@ -2,10 +2,14 @@
 
 * :class:`Continue` — not my business, ask the next feature;
 * :class:`Reject` — end the call with this SIP status (486 busy, 433 anonymity disallowed …);
+* :class:`Busy` — the user is busy (in a call, call waiting off): the busy chain decides
+  (busy forwarding, voicemail), else the caller gets 486;
 * :class:`Redirect` — route the call on to another target, on behalf of the user whose feature
   decided (their permissions and caller number; the far end learns of the diversion);
 * :class:`Ring` — ring these targets in parallel for ``timeout`` seconds;
 * :class:`Confirm` — (feature codes) answer, play the confirmation or error tone, hang up;
+* :class:`Dial` — (per-call codes: ``*67`` + number …) place the call to this number as if it
+  had been dialled, after the code changed something for this call;
 * :class:`Handled` — the feature did everything itself (played an announcement, ran an IVR).
 
 :class:`Prompt` names an announcement from the prompt set (in the user's language); a
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 from pbx.callcontrol.legs import Target
 
-__all__ = ["Confirm", "Continue", "Decision", "Handled", "Prompt", "Redirect", "Reject", "Ring"]
+__all__ = ["Busy", "Confirm", "Continue", "Decision", "Dial", "Handled", "Prompt", "Redirect", "Reject", "Ring"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,11 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
+class Busy:
+    """The user cannot take the call now (terminating chain): run ``on_busy``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Redirect:
     """Route the call to ``target`` (an extension or a number) instead. ``reason`` is the
     diversion reason as RFC 5806 names it (``unconditional``, ``user-busy``, ``no-answer``,
@@ -77,8 +86,15 @@ class Confirm:
 
 
 @dataclass(frozen=True, slots=True)
+class Dial:
+    """Place the call to ``number`` (the caller's originating chain and routing run)."""
+
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
 class Handled:
     """The feature handled the call completely."""
 
 
-Decision = Continue | Reject | Redirect | Ring | Confirm | Handled
+Decision = Continue | Reject | Busy | Redirect | Ring | Confirm | Dial | Handled

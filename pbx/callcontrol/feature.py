@@ -5,6 +5,9 @@ A feature declares its ``name``, ``priority`` (lower runs first in every chain),
 needs. A hook gets a :class:`~pbx.callcontrol.context.CallContext` and returns a
 :data:`~pbx.callcontrol.decisions.Decision`. Features see call control, never SIP.
 
+A feature whose settings depend on the user (a number they own) refuses a change in
+:meth:`BaseFeature.check_settings`.
+
 Hooks (:class:`Hook`): ``on_originate`` (a user's outgoing call), ``on_terminate`` (an incoming
 call to a user), after a ring ``on_busy`` / ``on_no_answer`` / ``on_unreachable`` (no device, or
 every device failed — it runs before any 480 reaches the caller), ``on_dtmf`` (digits during a
@@ -15,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pbx.callcontrol.decisions import Continue, Decision
 from pbx.settings_schema import Setting
 from sipcore.enums import FastEnum
 
 if TYPE_CHECKING:
-    from pbx.callcontrol.context import CallContext
+    from pbx.callcontrol.context import CallContext, UserView
 
 __all__ = ["HOOKS", "BaseFeature", "Feature", "FeatureCode", "Hook"]
 
@@ -40,13 +43,17 @@ class Hook(FastEnum):
 
 @dataclass(frozen=True, slots=True)
 class FeatureCode:
-    """A code a user dials to change a feature (``*78``), as data: ``action`` names what it
-    does inside its feature (``"on"``, ``"off"``); ``alternate`` is a second code for the same
-    action; ``takes_number`` codes take a number appended (``*72`` + ``0301234567``) or, dialled
-    bare, prompt for one ending with ``#``."""
+    """An action a user starts by dialling a code: ``action`` names what it does inside its
+    feature (``"on"``, ``"off"``); ``takes_number`` codes take a number appended (``*72`` +
+    ``0301234567``) or, dialled bare, prompt for one ending with ``#``.
+
+    A feature declares only the action (``FeatureCode("on", takes_number=True)``): the code and
+    its alternate come from the code table (:mod:`pbx.feature_codes`, row ``feature.action``),
+    and the registry hands the feature its FeatureCode with them filled in. A ``code`` given
+    here is used only when the table has no row for the action (a feature outside the table)."""
 
     action: str
-    code: str
+    code: str = ""
     alternate: str = ""
     takes_number: bool = False
     description: str = ""
@@ -116,6 +123,13 @@ class BaseFeature:
                               number: str) -> Decision:
         """``ctx.user`` dialled one of this feature's codes (``number``: what followed it)."""
         return Continue()
+
+    def check_settings(self, user: UserView, settings: Mapping[str, Any]) -> None:
+        """What the schema cannot check because it depends on ``user`` (a number they own):
+        raise :class:`~pbx.settings_schema.SettingError` naming ``feature.key`` to refuse
+        ``settings`` (the full settings after a change; a value of the wrong type is left to
+        the schema check that follows). The settings service asks before it stores anything;
+        every change passes by default."""
 
 
 HookMethod = Callable[[Feature, "CallContext"], Awaitable[Decision]]

@@ -148,6 +148,9 @@ class Bridge:
         self._bridge: MediaBridge | None = None
         self._moh: dict[str, Playback] = {}
         self._taps: list[MediaLink] = []
+        #: leg id -> what it hears instead of the other party for a moment (call-waiting tone)
+        self._interrupts: dict[str, MediaPort] = {}
+        self._interrupt_links: list[MediaLink] = []
         self.closed = False
         #: True while the media core relays RFC 4733 events itself (same codec, both legs
         #: negotiated telephone-event): call control must not send digits again.
@@ -167,6 +170,9 @@ class Bridge:
             p.stop()
         self._moh.clear()
         held = [leg for leg in (self.a, self.b) if leg.held]
+        if self._interrupts and not held:
+            self._wire_interrupted()
+            return
         if not held:
             if self.a.media is not None and self.b.media is not None:
                 inband = [leg for leg in (self.a, self.b)
@@ -187,7 +193,34 @@ class Bridge:
             self._moh[listener.id] = Playback(
                 self.graph, self.hold_source(listener.media.sample_rate), listener.media)
 
+    def interrupt(self, listener: Leg, source: MediaPort) -> None:
+        """``listener`` hears ``source`` instead of the other party until :meth:`resume_audio`
+        (the call-waiting tone); the other party keeps hearing ``listener``."""
+        self._interrupts[listener.id] = source
+        self.rebuild()
+
+    def resume_audio(self, listener: Leg) -> None:
+        """End :meth:`interrupt`: ``listener`` hears the other party again."""
+        if self._interrupts.pop(listener.id, None) is not None:
+            self.rebuild()
+
+    def _wire_interrupted(self) -> None:
+        # one-way links through decoded audio: a packet relay cannot leave one direction out
+        for leg in (self.a, self.b):
+            other = self.other(leg)
+            if leg.media is None:
+                continue
+            source = self._interrupts.get(leg.id)
+            if source is not None:
+                self._interrupt_links.append(self.graph.link(source, leg.media,
+                                                             fill_silence=True))
+            elif other.media is not None:
+                self._interrupt_links.append(self.graph.link(other.media, leg.media))
+
     def _unbridge(self) -> None:
+        for link in self._interrupt_links:
+            link.close()
+        self._interrupt_links.clear()
         self.relays_dtmf = False
         for tap in self._taps:
             tap.close()
@@ -205,6 +238,7 @@ class Bridge:
         """Disconnect the legs (they stay up)."""
         if self.closed:
             return
+        self._interrupts.clear()
         self._unbridge()
         for p in self._moh.values():
             p.stop()

@@ -43,7 +43,7 @@ class RingOutcome(FastEnum):
     BUSY = "busy"
     NO_ANSWER = "no_answer"  # the ring timeout passed
     UNREACHABLE = "unreachable"  # no target could be reached / all failed otherwise
-    REJECTED = "rejected"  # a target declined (603)
+    REJECTED = "rejected"  # a target declined (603): the caller gets busy (486)
     CALLER_GONE = "caller_gone"  # the caller cancelled or hung up
 
 
@@ -65,13 +65,14 @@ _DECLINED = frozenset({603, 607})
 
 def tell_outcome(statuses: list[int], timed_out: bool) -> tuple[RingOutcome, int]:
     """The outcome of a ring from the targets' final statuses (busy beats no answer beats
-    declined; otherwise the most specific failure)."""
+    declined; otherwise the most specific failure). A decline — what a phone's "reject" key
+    sends — tells the caller busy (FEATURES.md "Reject gives the caller busy")."""
     if any(s in _BUSY for s in statuses):
         return RingOutcome.BUSY, 486
     if timed_out:
         return RingOutcome.NO_ANSWER, 480
     if any(s in _DECLINED for s in statuses):
-        return RingOutcome.REJECTED, 603
+        return RingOutcome.REJECTED, 486
     # the lowest class is the most specific (RFC 3261 §16.7 picks a 4xx over 5xx/6xx)
     best = min(statuses, default=480, key=lambda s: (s // 100 if s != 408 else 4.9, s))
     return RingOutcome.UNREACHABLE, 480 if best in (408, 487) else best

@@ -23,6 +23,7 @@ from pbx.legs.sdp import (
     offered_crypto,
 )
 from pbx.legs.sip import ALLOW, SipLeg
+from pbx.trunks import ANONYMOUS_URI
 from sipcore.dialog import DialogSet
 from sipcore.endpoint import (
     Event,
@@ -191,6 +192,9 @@ class OutboundLeg(SipLeg):
         display = self.caller_display.replace('"', "")
         # AORs, not user@our-domain: a user of another tenant is ext@tenant-domain
         caller_aor = b2b.aor(self.caller_user)
+        withheld = self.call is not None and self.call.presentation.withheld
+        if withheld:  # CLIR (RFC 3323 §4.1.1.3): nothing in From names the caller
+            display, caller_aor = "Anonymous", ANONYMOUS_URI
         body = self._local_sdp_body(offer)
         h = Headers([
             *(("Route", r) for r in self.route),
@@ -205,6 +209,8 @@ class OutboundLeg(SipLeg):
             ("Content-Type", "application/sdp"),
             ("Content-Length", str(len(body))),
         ])
+        if withheld:
+            h.add("Privacy", "id")  # and no P-Asserted-Identity: a device is not trusted
         if self.call is not None:
             for name, value in diversion_headers(self.call.diversions, self.callee_user,
                                                  b2b.aor):

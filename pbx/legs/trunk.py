@@ -26,17 +26,31 @@ class TrunkLeg(OutboundLeg):
     """A leg toward a carrier trunk: the INVITE comes from :func:`pbx.trunks.build_outbound_request`
     (Request-URI ``+E164@trunk``, From = the caller's DID, P-Asserted-Identity only to trusted
     trunks). A 401/407 is answered once with the trunk's credentials — only on this INVITE
-    transaction, which went to that trunk, and only in the trunk's realm (no digest leak)."""
+    transaction, which went to that trunk, and only in the trunk's realm (no digest leak).
+
+    The call's :class:`~pbx.callcontrol.Presentation` decides what the carrier sees: a chosen
+    number replaces ``caller_did`` (the routing default: the DID of the user the call goes out
+    for) unless the call was redirected on its way (then the redirecting user's DID goes out,
+    with a Diversion naming them); a withheld caller goes out as ``anonymous`` with
+    ``Privacy: id`` — with the real number in P-Asserted-Identity to a trusted trunk only."""
 
     def __init__(self, b2bua: B2bua, call: Call, target: Target, *, trunk: TrunkConfig,
                  caller_did: str | None, caller_name: str = "") -> None:
+        shown = call.presentation
+        if shown.number and not call.diversions:
+            caller_did = shown.number
+        if shown.name is not None:
+            caller_name = shown.name
         super().__init__(b2bua, call, target, request_uri="", peer=trunk.peer,
                          caller_user=caller_did or "", callee_user=target.user)
         assert b2bua.trunks is not None
         self.trunk = trunk
         self.caller_did = caller_did
         self.caller_name = caller_name
-        self._contact_uri = b2bua.trunks.contact_for(trunk, user=caller_did or None)
+        self.withheld = shown.withheld
+        # a withheld caller's number is not in our Contact either (the trunk's account is)
+        self._contact_uri = b2bua.trunks.contact_for(
+            trunk, user=None if self.withheld else caller_did or None)
         self.contact = f"<{self._contact_uri}>"
         self._challenged = False
 
@@ -46,7 +60,7 @@ class TrunkLeg(OutboundLeg):
         request = build_outbound_request(
             self.trunk, number=self.callee_user, caller_did=self.caller_did,
             contact=self._contact_uri, caller_name=self.caller_name or None,
-            body=offer.serialize(), content_type="application/sdp")
+            anonymous=self.withheld, body=offer.serialize(), content_type="application/sdp")
         request.headers.add("Allow", ALLOW)
         request.headers.add("Supported", "timer")
         if self.call is not None:

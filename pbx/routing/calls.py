@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pbx.callcontrol import Call, Reject, Ring, Routed, Target, UserView
+from pbx.callcontrol import Call, Prompt, Reject, Ring, Routed, Target, UserView
 from pbx.origin import CallOrigin
 from pbx.routing.router import Destination, Router
 from pbx.store import User
@@ -58,7 +58,8 @@ class CallRouter:
         return f"{user.extension}@{tenant.domain}"
 
     def view(self, user: User) -> UserView:
-        """``user`` for features: key, extension, tenant, DIDs, language, name."""
+        """``user`` for features: key, extension, tenant, DIDs, language, name, numbers, the
+        company's main number."""
         router = self.host.router
         snapshot = router.directory.snapshot if router is not None else None
         cached = self._views.get(user.id)
@@ -66,10 +67,12 @@ class CallRouter:
             return cached[1]
         numbers = (tuple(sorted(n.e164 for n in router.directory.numbers_of(user.id)))
                    if router is not None else ())
+        tenant = router.directory.tenant(user.tenant_id) if router is not None else None
         view = UserView(key=self.user_key(user), extension=user.extension, id=user.id,
                         tenant_id=user.tenant_id, numbers=numbers, language=user.language,
                         name=user.name, mobile=user.mobile_number,
-                        remote_office=user.remote_office_number)
+                        remote_office=user.remote_office_number,
+                        company_number=tenant.main_number if tenant is not None else None)
         if len(self._views) > 10_000:
             self._views.clear()
         self._views[user.id] = (snapshot, view)
@@ -91,6 +94,18 @@ class CallRouter:
             return self.view(origin.user)
         if origin.trunk is None and self.host.user_exists(origin.caller):
             return UserView(key=origin.caller, extension=origin.caller)  # a config-file user
+        return None
+
+    def digits_only(self, call: Call) -> UserView | None:
+        """The user who may dial digits-only feature codes in ``call``: a mobile device's user,
+        or the user whose own mobile number a trunk call comes from (codes only)."""
+        origin = self.host.origins.get(call.id)
+        if origin is None:
+            return None
+        if origin.code_user is not None:
+            return self.view(origin.code_user)
+        if origin.mobile and origin.user is not None:
+            return self.view(origin.user)
         return None
 
     # -- routing ---------------------------------------------------------------------------------
@@ -132,7 +147,7 @@ class CallRouter:
         if dest is None:
             if self.host.user_exists(dialled):
                 return Routed(UserView(key=dialled, extension=dialled))
-            return Reject(404)
+            return self._not_found(404, None, on_behalf_of)
         if dest.kind == "user" and dest.user is not None:
             return Routed(self.view(dest.user))
         if dest.kind == "trunk" and dest.trunk is not None and self.host.trunks is not None:
@@ -141,9 +156,27 @@ class CallRouter:
                            caller=call.record.caller, dialled=dialled, status=dest.status,
                            reason=dest.reason,
                            on_behalf_of=on_behalf_of.key if on_behalf_of is not None else None)
-        return Reject(dest.status or 404, dest.reason or None)
+        return self._not_found(dest.status or 404, dest.reason or None, on_behalf_of)
 
-    def _trunk(self, call: Call, dest: Destination) -> Ring | Reject:
+    @staticmethod
+    def _not_found(status: int, reason: str | None, sender: UserView | None) -> Reject:
+        """A refusal; a user who dialled a number that does not exist hears "the number you
+        dialled is not available" first (a trunk's caller gets the status at once)."""
+        prompt = (Prompt("not_available") if sender is not None and status in (404, 484)
+                  else None)
+        return Reject(status, reason, prompt=prompt)
+
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets ringing ``user``'s own external ``number`` (mobile, remote office) over their
+        trunk in ``call``; empty when the dial plan refuses it or it names a user."""
+        dest = self.destination(call, number, user)
+        if dest is None or dest.kind != "trunk" or dest.trunk is None \
+                or self.host.trunks is None:
+            return ()
+        routed = self._trunk(call, dest, outgoing=False)
+        return routed.targets if isinstance(routed, Ring) else ()
+
+    def _trunk(self, call: Call, dest: Destination, *, outgoing: bool = True) -> Ring | Reject:
         assert dest.trunk is not None
         key = f"{dest.trunk.tenant_id}/{dest.trunk.name}"
         trunks = self.host.trunks
@@ -151,7 +184,7 @@ class CallRouter:
             self.host.log.warning("call.trunk_unavailable", call_id=call.record.call_id,
                                   trunk=key)
             return Reject(503, "Trunk Unavailable")
-        if call.record.direction == "internal":
+        if outgoing and call.record.direction == "internal":
             call.record.direction = "outbound"
         trunk = trunks.trunks[key]
         if trunk.named and not trunk.addresses:

@@ -78,20 +78,33 @@ class Router:
         return Destination("trunk", trunk=trunks[0], number=number,
                            caller_did=self.caller_did(caller))
 
+    def mobile_user(self, tenant_id: int, number: str) -> User | None:
+        """The user of ``tenant_id`` whose own registered mobile number a trunk's caller
+        number is (written as the carrier writes it, like :meth:`incoming`'s), or None."""
+        for e164 in self._candidates(tenant_id, number):
+            user = self.directory.user_by_mobile(tenant_id, e164)
+            if user is not None:
+                return user
+        return None
+
+    def _candidates(self, tenant_id: int, number: str) -> list[str]:
+        """The E.164 numbers a carrier's ``number`` may be (national, E.164, without "+")."""
+        tenant = self.directory.tenant(tenant_id)
+        candidates: list[str] = []
+        if tenant is not None:
+            e164 = to_e164(tenant.dialplan, number)
+            if e164 is not None:
+                candidates.append(e164)
+        digits = number.removeprefix("+")
+        if digits.isdigit() and not digits.startswith("0"):
+            candidates.append("+" + digits)  # carriers that send 4930… without the "+"
+        return candidates
+
     def incoming(self, tenant_id: int, called: str) -> Destination:
         """Route a call from a trunk of ``tenant_id`` to the number ``called`` (as the carrier
         wrote it: E.164, national, or E.164 without the "+"); unknown DIDs are refused (404)."""
         d = self.directory
-        tenant = d.tenant(tenant_id)
-        candidates: list[str] = []
-        if tenant is not None:
-            e164 = to_e164(tenant.dialplan, called)
-            if e164 is not None:
-                candidates.append(e164)
-        digits = called.removeprefix("+")
-        if digits.isdigit() and not digits.startswith("0"):
-            candidates.append("+" + digits)  # carriers that send 4930… without the "+"
-        for e164 in candidates:
+        for e164 in self._candidates(tenant_id, called):
             number = d.owner_of_did(e164)
             if number is None or number.tenant_id != tenant_id:
                 continue

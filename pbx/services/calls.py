@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from pbx.callcontrol import FeatureRegistry, UserView
+from pbx.callcontrol import Call, FeatureRegistry, Target, UserView
 from pbx.directory import Directory
 from pbx.routing.calls import CallRouter
 from pbx.services.settings import SettingsService
@@ -68,6 +68,19 @@ class CallServices:
                      error=str(exc))
             raise
 
+    def check_settings(self, user_id: int, feature: str, settings: Mapping[str, Any]) -> None:
+        """The settings service's per-user check (:data:`~pbx.services.settings.SettingsCheck`):
+        the feature's ``check_settings`` with the user as call control sees them."""
+        found = self.registry.get(feature)
+        check = getattr(found, "check_settings", None)
+        user = self.directory.user_by_id(user_id) if self.directory is not None else None
+        if check is not None and user is not None:
+            check(self.routing.view(user), settings)
+
     def routable(self, user: UserView, dialled: str) -> bool:
         """Whether ``dialled`` would be routed for ``user``."""
         return self.routing.routable(user, dialled)
+
+    def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
+        """Targets ringing ``user``'s own external ``number`` over their trunk."""
+        return self.routing.number_targets(call, user, number)

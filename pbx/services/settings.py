@@ -16,13 +16,18 @@ import structlog
 from pbx.services.events import EventBus
 from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
 
-__all__ = ["SettingsService", "SettingsStore", "UnknownFeature"]
+__all__ = ["SettingsCheck", "SettingsService", "SettingsStore", "UnknownFeature"]
 
 log = structlog.get_logger("pbx.settings")
 
 
 class UnknownFeature(SettingError):
     """No feature of that name has settings."""
+
+
+#: ``check(user_id, feature, settings)``: raise :class:`SettingError` to refuse ``settings`` (the
+#: full settings after the change, not yet checked against the schema: the store does that).
+SettingsCheck = Callable[[int, str, Mapping[str, Any]], None]
 
 
 class SettingsStore(Protocol):
@@ -44,15 +49,19 @@ class SettingsCache(Protocol):
 class SettingsService:
     """Validate, store, refresh the cache, emit ``settings.changed`` — in that order.
 
-    ``schemas(feature)`` gives a feature's schema (None: the feature has no settings).
+    ``schemas(feature)`` gives a feature's schema (None: the feature has no settings);
+    ``check(user_id, feature, settings)`` (optional) refuses a change that depends on the user —
+    a number they do not own — with a :class:`SettingError`, before anything is stored.
     """
 
     def __init__(self, store: SettingsStore, cache: SettingsCache, bus: EventBus,
-                 schemas: Callable[[str], SettingsSchema | None]) -> None:
+                 schemas: Callable[[str], SettingsSchema | None], *,
+                 check: SettingsCheck | None = None) -> None:
         self.store = store
         self.cache = cache
         self.bus = bus
         self.schemas = schemas
+        self.check = check
 
     def schema(self, feature: str) -> SettingsSchema:
         """``feature``'s schema (:class:`UnknownFeature` when it has none)."""
@@ -70,11 +79,14 @@ class SettingsService:
         """Apply ``changes``; returns the user's full settings of ``feature`` afterwards.
 
         Raises a ValueError naming ``feature.key`` (the store validates with the schema before
-        it writes: nothing is stored then), or for an unknown user. ``source`` says who changed it (``feature_code``,
+        it writes: nothing is stored then; ``check`` refuses what depends on the user), or for
+        an unknown user. ``source`` says who changed it (``feature_code``,
         ``api``, ``cli``, ``portal``) for the event and the log.
         """
         schema = self.schema(feature)
         before = self.get(user_id, feature)
+        if self.check is not None:  # the settings as they would be (the store checks types)
+            self.check(user_id, feature, {**before, **changes})
         after = self.store.set_feature_settings(user_id, feature, schema, changes)
         # The directory reloads on the store's change notice; this covers a cache that does not
         # listen (another process's store): the very next call must see the new value.

@@ -1,4 +1,4 @@
-"""The embedded store (schema version 2), a package of one job per module.
+"""The embedded store (schema version 3), a package of one job per module.
 
 Model: **tenants** (a company with its SIP domain, extension plan, main number, country and
 area code) have **users** (extension, name, e-mail, language, voicemail PIN, mobile and remote
@@ -6,7 +6,8 @@ office numbers, call permission); a user has **devices** (SIP accounts: a userna
 digests for one realm, never the password), **numbers** (E.164 DIDs owned by a user, a group or
 the company), per-user **feature settings** (JSON checked against the feature's schema, in
 the one schema language of :mod:`pbx.settings_schema`) and a
-**call history**. **Trunks** connect a tenant to carriers.
+**call history**. **Trunks** connect a tenant to carriers. **Feature codes** the administrator
+changed (system-wide) are laid over the seed table of :mod:`pbx.feature_codes`.
 
 Hot paths never wait on the database (DESIGN.md "Storage"): the server reads a
 :class:`pbx.directory.Directory` cache that store mutations keep current (write-through via

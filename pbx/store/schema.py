@@ -183,4 +183,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX call_history_user ON call_history(user_id, started_at);
     """, _migrate_v1_users),
+    # 3: the administrator's feature-code changes, laid over the seed table
+    # (pbx/feature_codes.toml); system-wide, one row per changed feature action
+    """
+    CREATE TABLE feature_codes (
+        feature       TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        code          TEXT NOT NULL,                 -- "*78"; checked by pbx.feature_codes
+        alternate     TEXT NOT NULL DEFAULT '',      -- '' for none
+        updated_at    REAL NOT NULL DEFAULT (unixepoch()),
+        PRIMARY KEY (feature, action)
+    );
+    """,
 )

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pbx.feature_codes import CodeError, check_code
 from pbx.routing.dialplan import DialPlan, Permission, reserved_extension, to_e164
 from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
 from pbx.settings_schema import validate as validate_settings
@@ -764,6 +765,52 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT user_id, feature, value FROM feature_settings").fetchall()
         return {(uid, f): json.loads(v) for uid, f, v in rows}
+
+    # -- feature codes -----------------------------------------------------------------------
+
+    def feature_codes(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """The administrator's feature-code changes: (feature, action) → (code, alternate)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT feature, action, code, alternate FROM feature_codes").fetchall()
+        return {(f, a): (c, alt) for f, a, c, alt in rows}
+
+    def set_feature_code(self, feature: str, action: str, code: str,
+                         alternate: str = "") -> None:
+        """Store ``code`` (and ``alternate``, '' for none) for ``feature.action``. Only the
+        form is checked here; whether it clashes with the table is the codes service's check
+        (:class:`pbx.services.codes.CodesService`), which knows the table."""
+        if not NAME_RE.match(feature) or not NAME_RE.match(action):
+            raise StoreError(f"{feature}.{action}: feature and action must be names")
+        try:
+            check_code(code)
+            if alternate:
+                check_code(alternate, "alternate code")
+        except CodeError as exc:
+            raise StoreError(f"{feature}.{action}: {exc}") from None
+        if code == alternate:
+            raise StoreError(f"{feature}.{action}: the alternate code must differ from {code}")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO feature_codes(feature, action, code, alternate) VALUES (?,?,?,?) "
+                "ON CONFLICT(feature, action) DO UPDATE SET code=excluded.code, "
+                "alternate=excluded.alternate, updated_at=unixepoch()",
+                (feature, action, code, alternate))
+        self._changed("feature_codes")
+
+    def reset_feature_codes(self, keys: Iterable[tuple[str, str]] | None = None) -> int:
+        """Drop the changes of ``keys`` ((feature, action); None: all): those actions get the
+        seed table's codes again. Returns how many changes were dropped."""
+        with self._tx() as db:
+            if keys is None:
+                dropped = db.execute("DELETE FROM feature_codes").rowcount
+            else:
+                dropped = sum(db.execute(
+                    "DELETE FROM feature_codes WHERE feature=? AND action=?", key).rowcount
+                              for key in keys)
+        if dropped:
+            self._changed("feature_codes")
+        return int(dropped)
 
     # -- call history ------------------------------------------------------------------------
 

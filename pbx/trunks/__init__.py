@@ -26,10 +26,16 @@ from pbx.trunks.config import TrunkConfig, TrunkKind, TrunkRow
 from pbx.trunks.dns import Resolver, resolve_host
 from pbx.trunks.inbound import PRIVATE_HEADERS, identify_trunk, sanitize_inbound
 from pbx.trunks.manager import TrunkManager
-from pbx.trunks.outbound import ChallengeRefusedError, answer_challenge, build_outbound_request
+from pbx.trunks.outbound import (
+    ANONYMOUS_URI,
+    ChallengeRefusedError,
+    answer_challenge,
+    build_outbound_request,
+)
 from sipcore.address import SourceRule, parse_source
 
 __all__ = [
+    "ANONYMOUS_URI",
     "PRIVATE_HEADERS",
     "ChallengeRefusedError",
     "Resolver",

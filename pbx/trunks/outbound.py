@@ -19,6 +19,8 @@ from sipcore.transport import Peer
 from sipcore.uri import quote_string
 
 _NUMBER = re.compile(r"\+?[0-9]{1,15}")
+#: RFC 3323 §4.1.1.3: the From of a caller who withholds their identity.
+ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"
 
 
 def build_outbound_request(
@@ -55,7 +57,7 @@ def build_outbound_request(
                 else f"<sip:{trunk.username or 'anonymous'}@{trunk.aor_domain}>")
     headers = Headers()
     if anonymous:
-        headers.add("From", f'"Anonymous" <sip:anonymous@anonymous.invalid>;tag={from_tag or new_tag()}')
+        headers.add("From", f'"Anonymous" <{ANONYMOUS_URI}>;tag={from_tag or new_tag()}')
     elif caller_name:
         headers.add("From", f"{quote_string(caller_name)} {identity};tag={from_tag or new_tag()}")
     else:

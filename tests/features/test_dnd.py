@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from media.tones import ToneName
+from pbx.callcontrol import Prompt
 from tests.conftest import log_of
 from tests.features.conftest import Pbx
 
@@ -10,11 +10,11 @@ from tests.features.conftest import Pbx
 async def test_star78_turns_dnd_on_and_callers_get_busy(pbx: Pbx) -> None:
     code = pbx.dial("101", "*78")
     await code.done()
-    # answered, confirmation tone, hung up; nothing was routed or rung
+    # answered, "activated" announced, hung up; nothing was routed or rung
     assert ("answer", None) in code.caller.log and ("hangup", "normal") in code.caller.log
-    assert code.tones() == [ToneName.CONFIRMATION]
+    assert code.prompts() == [(Prompt("activated"), "de")] and code.tones() == []
     assert not code.legs and pbx.routed == []
-    assert pbx.settings("101", "dnd") == {"enabled": True}
+    assert pbx.settings("101", "dnd") == {"enabled": True, "ring_burst": False}
     changed = [e for e in pbx.events if e.kind == "settings.changed"]
     assert len(changed) == 1 and changed[0].data["changed"] == {"enabled": True}
     assert changed[0].data["source"] == "feature_code"
@@ -29,7 +29,7 @@ async def test_star78_turns_dnd_on_and_callers_get_busy(pbx: Pbx) -> None:
 async def test_star79_turns_it_off_again(pbx: Pbx) -> None:
     await pbx.dial("101", "*78").done()
     await pbx.dial("101", "*79").done()
-    assert pbx.settings("101", "dnd") == {"enabled": False}
+    assert pbx.settings("101", "dnd") == {"enabled": False, "ring_burst": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert [leg.target.user for leg in call.legs if leg.target] == ["101"]

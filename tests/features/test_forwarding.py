@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import itertools
 
-from media.tones import ToneName
-from pbx.callcontrol import DtmfReceived
+from pbx.callcontrol import DtmfReceived, Prompt
 from tests.features.conftest import Pbx
 
 
 async def test_forwarding_immediate_to_an_extension(pbx: Pbx) -> None:
     await pbx.dial("101", "*72102").done()
-    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102"}
+    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
+                                                         "ring_reminder": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert [leg.target.user for leg in call.legs if leg.target] == ["102"]  # 101 never rang
@@ -46,7 +46,7 @@ async def test_a_forward_target_that_cannot_be_routed_is_refused(pbx: Pbx) -> No
     pbx.store.update_user("101", tenant="acme", permission="internal")
     code = pbx.dial("101", "*720301234567")  # 101 may not call outside
     await code.done()
-    assert code.tones() == [ToneName.ERROR]
+    assert code.prompts() == [(Prompt("error"), "de")]
     assert pbx.settings("101", "forward_immediate") == {}  # nothing stored
     assert pbx.events == []
     bad = pbx.dial("101", "*7210x")  # not a number at all: not even a code
@@ -57,7 +57,8 @@ async def test_a_forward_target_that_cannot_be_routed_is_refused(pbx: Pbx) -> No
 async def test_star73_switches_off_and_keeps_the_target(pbx: Pbx) -> None:
     await pbx.dial("101", "*72102").done()
     await pbx.dial("101", "*73").done()
-    assert pbx.settings("101", "forward_immediate") == {"enabled": False, "target": "102"}
+    assert pbx.settings("101", "forward_immediate") == {"enabled": False, "target": "102",
+                                                         "ring_reminder": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert call.legs[0].target is not None and call.legs[0].target.user == "101"
@@ -71,8 +72,10 @@ async def test_bare_star72_prompts_for_the_number(pbx: Pbx) -> None:
     for digit in "102#":
         code.caller.post(DtmfReceived(code.caller, digit))
     await code.done()
-    assert code.tones() == [ToneName.BEEP, ToneName.CONFIRMATION]
-    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102"}
+    assert code.heard() == ["enter_number", "activated"]
+    assert code.prompts()[-1] == (Prompt("activated"), "de")
+    assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
+                                                         "ring_reminder": False}
 
 
 async def test_forwarding_loops_stop_with_482(pbx: Pbx) -> None:

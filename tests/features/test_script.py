@@ -98,25 +98,35 @@ def test_code_table_matching() -> None:
     class Codes(BaseFeature):
         name = "codes"
         feature_codes = (FeatureCode("on", "*7", takes_number=True),
-                         FeatureCode("x", "*78"), FeatureCode("q", "*21*", alternate="#21"))
+                         FeatureCode("x", "*8"), FeatureCode("q", "*21*", alternate="#21"),
+                         FeatureCode("s", "*21"))
 
-    registry = FeatureRegistry([Codes()])
-    found = registry.match("*78")
+    registry = FeatureRegistry([Codes()], codes={})  # no seed table: the declared codes
+    found = registry.match("*8")
     assert found is not None and (found.code.action, found.number) == ("x", "")
-    found = registry.match("*7812")  # *78 takes no number: the longer match is *7 + 812
+    found = registry.match("*7812")
     assert found is not None and (found.code.action, found.number) == ("on", "812")
+    found = registry.match("*21*")  # the longest code wins
+    assert found is not None and found.code.action == "q"
+    found = registry.match("*21")
+    assert found is not None and found.code.action == "s"
+    assert registry.match("*812") is None  # *8 takes no number
     found = registry.match("#21")
     assert found is not None and found.code.action == "q"
     assert registry.match("78") is None and registry.match("*9") is None
     with pytest.raises(ValueError, match="belongs to codes"):
         registry.register(type("Other", (BaseFeature,), {
-            "name": "other", "feature_codes": (FeatureCode("a", "*78"),)})())
+            "name": "other", "feature_codes": (FeatureCode("a", "*8"),)})())
     with pytest.raises(ValueError, match="must be"):
         registry.register(type("Bad", (BaseFeature,), {
             "name": "bad", "feature_codes": (FeatureCode("a", "78"),)})())
+    with pytest.raises(ValueError, match="unreachable"):  # *7 + numbers starting with 8
+        registry.register(type("Shadow", (BaseFeature,), {
+            "name": "shadow", "feature_codes": (FeatureCode("a", "*78"),)})())
+    assert [f.name for f in registry.features] == ["codes"]  # refused: nothing registered
 
 
-async def test_an_unknown_code_is_routed_and_a_passing_feature_gets_the_error_tone(
+async def test_an_unknown_code_and_a_passing_feature_get_the_error_tone_never_routing(
         pbx: Pbx) -> None:
     class Silent(BaseFeature):
         name = "silent"
@@ -128,4 +138,16 @@ async def test_an_unknown_code_is_routed_and_a_passing_feature_gets_the_error_to
     assert ("answer", None) in call.caller.log and call.tones() == [ToneName.ERROR]
     unknown = pbx.dial("100", "*61")
     await unknown.done()
-    assert ("reject", 404) in unknown.caller.log  # not a code, not a number: not found
+    # not a code and never a number: answered with the error tone, nothing routed
+    assert ("answer", None) in unknown.caller.log and unknown.tones() == [ToneName.ERROR]
+    assert pbx.routed == []
+    pending = pbx.dial("100", "#51")  # in the table, but no feature implements it (yet)
+    await pending.done()
+    assert pending.tones() == [ToneName.ERROR] and pbx.routed == []
+
+
+async def test_a_star_string_from_a_trunk_is_refused_without_routing(pbx: Pbx) -> None:
+    call = pbx.dial("+4917012345", "*78", from_trunk=True)
+    await call.done()
+    assert ("reject", 404) in call.caller.log and pbx.routed == []
+    assert pbx.settings("101", "dnd") == {}

@@ -17,15 +17,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+#: The generated prompt set every test server shares (content-addressed, written atomically:
+#: the first server of a run generates it, the others load it in milliseconds).
+PROMPT_CACHE = Path(tempfile.gettempdir()) / f"asyncpbx-test-prompts-{os.getuid()}"
 
 ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
@@ -120,7 +125,7 @@ class PbxProcess:
     users: Sequence[tuple[str, str]] = ()
     #: Called with the data directory's ``pbx.store.Store`` before each start (after the users
     #: are added): tenants, numbers, trunks for a test.
-    store_setup: Callable[[object], None] | None = None
+    store_setup: Callable[[Any], None] | None = None
     listening: dict[str, tuple[str, int]] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
 
@@ -145,6 +150,8 @@ class PbxProcess:
             # bans never interfere. The ban tests set [security] themselves and attack from
             # other loopback addresses (127.0.0.2 …, SECURITY.md).
             text += '[security]\ntrusted = ["127.0.0.1"]\n'
+        if "[prompts]" not in self.config_extra:
+            text += f'[prompts]\ncache_dir = "{PROMPT_CACHE}"\n'
         if "[http]" not in self.config_extra:
             # port 0: tests run servers side by side; the port is read from `listening http`
             text += '[http]\nlisten = "127.0.0.1:0"\n'

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from pbx.app import PbxServer
@@ -17,13 +17,17 @@ from tests.interop.harness import PbxProcess
 
 @contextlib.asynccontextmanager
 async def serving(tmp: Path, users: Sequence[tuple[str, str]], config_extra: str = "",
+                  store_setup: Callable[[Store], None] | None = None,
                   ) -> AsyncIterator[tuple[PbxServer, PbxProcess]]:
     """A started :class:`PbxServer` and a :class:`PbxProcess` describing it (its ``addr()``
-    works, so the SIPp helpers can be used); stopped and awaited on exit."""
-    files = PbxProcess(tmp, transports=("udp",), users=users, config_extra=config_extra)
+    works, so the SIPp helpers can be used); stopped and awaited on exit. ``store_setup``
+    adds rows (trunks, numbers) before the server starts."""
+    files = PbxProcess(tmp, transports=("udp",), users=users, config_extra=config_extra,
+                       store_setup=store_setup)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = files.write_config()
     files.add_users()
+    files.run_store_setup()
     config = load_config(cfg, data_dir=str(files.data_dir), environ={})
     store = Store(files.data_dir)
     server = PbxServer(config, store, out=io.StringIO())

@@ -127,9 +127,9 @@ def ulaw_encode(pcm: np.ndarray) -> bytes:
 class RtpPeer:
     """A Python RTP endpoint: records PCMU it receives; optionally sends a tone (PCMU)."""
 
-    def __init__(self, send_hz: float | None = None) -> None:
+    def __init__(self, send_hz: float | None = None, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         # short: the send cadence (20 ms) must not depend on what arrives
         self.sock.settimeout(0.005)
         self.port = self.sock.getsockname()[1]

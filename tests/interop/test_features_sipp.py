@@ -1,12 +1,15 @@
 """Features switched from a phone by their codes and proven by calls, all over real SIP: SIPp
 phones dial ``*78``/``*79`` (do not disturb), ``*72``+number/``*73`` (forwarding immediate, to an
-extension and to an outside number over a SIPp carrier) and ``*94``+number/``*95`` (forwarding
-when unreachable). A code is answered with the confirmation tone (checked in the RTP a Python
-peer receives) and hung up by the PBX."""
+extension and to an outside number over a SIPp carrier), ``*94``+number/``*95`` (forwarding
+when unreachable) and ``*21*``/``*63*`` (what forwarding is set to). A code is answered with
+its announcement — "activated", "deactivated", "forwarding is on to 1 0 2" — and hung up by the
+PBX once it has played; the RTP a Python peer receives is matched against the generated prompt
+(normalised cross-correlation), so a tone or a cut-off announcement fails."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.interop.harness import PbxProcess, free_port, read_log, running_pbx, sipp, users_csv
+from pbx.callcontrol import Prompt
+from pbx.prompts import PromptStore
+from tests.interop.harness import (
+    PROMPT_CACHE,
+    PbxProcess,
+    free_port,
+    read_log,
+    running_pbx,
+    sipp,
+    users_csv,
+)
 from tests.interop.test_calls_sipp import (
     USERS,
     RtpPeer,
@@ -67,11 +80,53 @@ def dial_code(pbx: PbxProcess, tmp: Path, user: int, code: str) -> np.ndarray:
     return peer.pcm()
 
 
+@functools.cache
+def prompt_set() -> PromptStore:
+    """The prompt set the test servers play (their shared cache; no tenant recordings)."""
+    return PromptStore.load(PROMPT_CACHE / "no-data", cache=PROMPT_CACHE)
+
+
+def expected_audio(prompt: Prompt, language: str = "de") -> np.ndarray:
+    """What the PBX plays for ``prompt`` to a PCMU leg, sample for sample (before G.711)."""
+    port = prompt_set().port(prompt, language, 8000)
+    frames = []
+    while (frame := port.get_frame()) is not None:
+        frames.append(frame)
+    return np.concatenate(frames)
+
+
+def best_match(received: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
+    """The highest normalised cross-correlation of ``expected`` inside ``received`` over
+    the offsets where it lies wholly inside, and that offset."""
+    r = received.astype(np.float64)
+    e = expected.astype(np.float64)
+    if len(r) < len(e):
+        return 0.0, -1
+    n = 1 << int(np.ceil(np.log2(len(r) + len(e))))
+    corr = np.fft.irfft(np.fft.rfft(r, n) * np.conj(np.fft.rfft(e, n)), n)[:len(r) - len(e) + 1]
+    energy = np.concatenate([[0.0], np.cumsum(r * r)])
+    window = energy[len(e):] - energy[:len(r) - len(e) + 1]
+    score = corr / (np.sqrt(np.maximum(window, 1e-9)) * np.linalg.norm(e))
+    best = int(np.argmax(score))
+    return float(score[best]), best
+
+
+def assert_announced(pcm: np.ndarray, prompt: Prompt, language: str = "de") -> None:
+    """``pcm`` holds the whole announcement of ``prompt`` (the confirmation tone, another
+    prompt or an announcement cut short do not match)."""
+    expected = expected_audio(prompt, language)
+    score, at = best_match(pcm, expected)
+    assert score > 0.9, (f"{prompt} not heard: best correlation {score:.2f} "
+                         f"({len(pcm)} samples received, {len(expected)} expected)")
+    assert at >= 0 and at + len(expected) <= len(pcm)
+
+
 def assert_confirmed(pcm: np.ndarray) -> None:
-    """The confirmation tone: about two seconds of clearly audible audio."""
-    assert len(pcm) >= 8000, f"only {len(pcm)} samples of confirmation"
-    loud = np.sqrt(np.mean(pcm.astype(np.float64) ** 2))
-    assert loud > 300, f"confirmation too quiet (rms {loud:.0f})"
+    """One of the confirmations a code that changed something announces ("activated",
+    "deactivated", "confirm"), whole."""
+    scores = {name: best_match(pcm, expected_audio(Prompt(name)))[0]
+              for name in ("activated", "deactivated", "confirm")}
+    assert max(scores.values()) > 0.9, f"no confirmation heard ({len(pcm)} samples): {scores}"
 
 
 def settings_changes(pbx: PbxProcess, feature: str) -> list[dict[str, object]]:
@@ -98,12 +153,12 @@ def test_do_not_disturb_by_star78_and_star79(tmp_path: Path) -> None:
     with pbx_for_features(tmp_path) as pbx:
         port = free_port()
         register_port(pbx, "101", USERS[1][1], port)
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*78"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*78"), Prompt("activated"))
         ok, failed, out = dial(pbx, tmp_path, 0, "101", "call_uac_fail.xml")
         assert (ok, failed) == (1, 0), out
         assert final_statuses(read_log(tmp_path / "dial-101.log"))[-1] == 486
 
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*79"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*79"), Prompt("deactivated"))
         uas = SippUas(tmp_path, "call_uas_answer.xml", port, keys={"rtp_port": str(free_port())})
         try:
             ok, failed, out = dial(pbx, tmp_path, 0, "101")
@@ -119,12 +174,13 @@ def test_do_not_disturb_by_star78_and_star79(tmp_path: Path) -> None:
 
 def test_forwarding_immediate_to_an_extension(tmp_path: Path) -> None:
     with pbx_for_features(tmp_path) as pbx:
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*72102"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*72102"), Prompt("activated"))
         invite = answered_by_102(pbx, tmp_path)
         assert "Diversion: <sip:101@" in invite and "reason=unconditional" in invite, invite
         assert "History-Info:" in invite, invite
 
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*73"))  # off: 101 has no device now
+        # off: 101 has no device now
+        assert_announced(dial_code(pbx, tmp_path, 1, "*73"), Prompt("deactivated"))
         ok, failed, out = dial(pbx, tmp_path, 0, "101", "call_uac_fail.xml")
         assert (ok, failed) == (1, 0), out
     redirected = events(pbx, "call.redirected")
@@ -135,7 +191,7 @@ def test_forwarding_immediate_to_an_outside_number_goes_out_on_the_forwarders_be
         tmp_path: Path) -> None:
     carrier_port = free_port(CARRIER_HOST)
     with pbx_for_features(tmp_path, carrier_port) as pbx:
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*720301234567"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*720301234567"), Prompt("activated"))
         with carrier_uas(tmp_path, "carrier_call_forwarded.xml", carrier_port,
                          free_port()) as carrier:
             ok, failed, out = dial(pbx, tmp_path, 0, "101", pause_ms=1000)
@@ -149,19 +205,35 @@ def test_forwarding_immediate_to_an_outside_number_goes_out_on_the_forwarders_be
 
 def test_forwarding_when_unreachable_by_star94_and_star95(tmp_path: Path) -> None:
     with pbx_for_features(tmp_path) as pbx:
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*94102"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*94102"), Prompt("activated"))
         invite = answered_by_102(pbx, tmp_path)  # 101 has no registered device
         assert "reason=unavailable" in invite, invite
 
-        assert_confirmed(dial_code(pbx, tmp_path, 1, "*95"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*95"), Prompt("deactivated"))
         ok, failed, out = dial(pbx, tmp_path, 0, "101", "call_uac_fail.xml")
         assert (ok, failed) == (1, 0), out
         assert final_statuses(read_log(tmp_path / "dial-101.log"))[-1] == 480
 
 
-def test_a_forward_target_the_user_may_not_call_gets_the_error_tone(tmp_path: Path) -> None:
+def test_a_forward_target_the_user_may_not_call_gets_the_error_announcement(
+        tmp_path: Path) -> None:
     carrier_port = free_port(CARRIER_HOST)
     with pbx_for_features(tmp_path, carrier_port) as pbx:
         pcm = dial_code(pbx, tmp_path, 1, "*7200442012345678")  # international: not allowed
-        assert len(pcm) >= 4000  # the error tone played
+        assert_announced(pcm, Prompt("error"))
     assert settings_changes(pbx, "forward_immediate") == []
+
+
+def test_star21star_and_star63star_announce_what_forwarding_is_set_to(tmp_path: Path) -> None:
+    with pbx_for_features(tmp_path) as pbx:
+        assert_announced(dial_code(pbx, tmp_path, 1, "*21*"), Prompt("forward_off"))
+        assert_announced(dial_code(pbx, tmp_path, 1, "*72102"), Prompt("activated"))
+        on = dial_code(pbx, tmp_path, 1, "*21*")
+        # "forwarding is on to", then one, zero, two: the whole sequence, digits included
+        assert_announced(on, Prompt("forward_on_to", say="102"))
+        score, _ = best_match(on, expected_audio(Prompt("forward_on_to", say="103")))
+        assert score < 0.9, "another number would have matched as well"
+        # the unreachable kind is asked separately and is still off
+        assert_announced(dial_code(pbx, tmp_path, 1, "*63*"), Prompt("forward_off"))
+    changes = settings_changes(pbx, "forward_immediate")
+    assert len(changes) == 1  # asking changed nothing

@@ -203,7 +203,7 @@ def test_inband_dtmf_posts_detected_digits() -> None:
     ([486], False, (RingOutcome.BUSY, 486)),
     ([480, 600], False, (RingOutcome.BUSY, 486)),
     ([], True, (RingOutcome.NO_ANSWER, 480)),
-    ([603], False, (RingOutcome.REJECTED, 603)),
+    ([603], False, (RingOutcome.REJECTED, 486)),
     ([404, 503], False, (RingOutcome.UNREACHABLE, 404)),
     ([408], False, (RingOutcome.UNREACHABLE, 480)),
     ([500, 503], False, (RingOutcome.UNREACHABLE, 500)),

@@ -169,6 +169,7 @@ def test_media_and_calls_defaults_and_file(tmp_path: Path) -> None:
     ("[calls]\nbusy_tone = 99\n", "calls.busy_tone"),
     ('[calls]\ntones = "XX"\n', "calls.tones"),
     ("[calls]\nring_timout = 5\n", "calls.ring_timout"),
+    ('[prompts]\ndefault_language = "fr"\n', "prompts.default_language"),
 ])
 def test_media_and_calls_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:

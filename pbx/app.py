@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from features import default_features
 from media.aio import MediaEngine
+from media.webrtc import IceSettings
 from pbx import __version__
 from pbx.b2bua import B2bua, CallSettings
 from pbx.callcontrol import CallRecord, FeatureRegistry
@@ -202,6 +203,7 @@ class PbxServer:
             ),
             on_event=self._on_event,
         )
+        self.sip.on_transport_failed = self._flow_failed
         await self.sip.start()
         try:
             # DESIGN.md principle 8: the services' task scopes (trunk DNS and registrations,
@@ -263,6 +265,7 @@ class PbxServer:
         self.b2bua.auth_for = self._invite_auth
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
+        self.b2bua.ice = self._ice_settings()
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -383,6 +386,21 @@ class PbxServer:
                 self._reconcile_trunks()
             except Exception:
                 self.log.exception("trunk.reconcile_failed")
+
+    def _ice_settings(self) -> IceSettings | None:
+        """``[webrtc]`` as the browser legs' ICE settings (None: no address to offer)."""
+        w = self.config.webrtc
+        addresses = w.host_addresses(self.config.media)
+        if not addresses:
+            return None
+        return IceSettings(addresses, stun_servers=w.stun_servers, turn_servers=w.turn_servers,
+                           turn_username=w.turn_username, turn_password=w.turn_password,
+                           port_range=(w.port_min, w.port_max) if w.port_max else None)
+
+    def _flow_failed(self, peer: Peer) -> None:
+        """A WebSocket closed (or could not be written): its browsers' bindings go at once."""
+        if peer.transport in ("ws", "wss") and peer.conn_id is not None:
+            self._apply(self.registrar.remove_flow(peer.transport, peer.conn_id))
 
     def _keep_flow(self, b: Binding, removed: bool) -> None:
         """Keep a registration's TCP/TLS/WS connection open while its binding lives (RFC 5626

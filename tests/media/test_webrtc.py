@@ -242,5 +242,6 @@ async def test_ice_port_range_and_servers_reach_the_peer_connection() -> None:
     conf = webrtc.IceSettings(LOOPBACK, stun_servers=("stun:127.0.0.1:3478",),
                               turn_servers=("turn:127.0.0.1:3478",), turn_username="u",
                               turn_password="p").configuration()
-    assert [s.urls for s in conf.iceServers] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
-    assert conf.iceServers[1].username == "u" and conf.iceServers[1].credential == "p"
+    servers = conf.iceServers or []
+    assert [s.urls for s in servers] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
+    assert servers[1].username == "u" and servers[1].credential == "p"

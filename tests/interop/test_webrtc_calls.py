@@ -1,0 +1,99 @@
+"""Browser phones through the PBX, with a browser-like peer in Python (tests/interop/webrtc_peer:
+SIP over WebSocket + aiortc, ICE on 127.0.0.1 only) and SIPp phones on UDP with a Python RTP
+peer: the browser's Opus leg is bridged to the phone's G.711 leg (48 ↔ 8 kHz), each side hears
+the other's tone (Goertzel); registrations over a WebSocket go when it closes; two tabs of one
+user both ring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.harness import PbxProcess, free_port, running_pbx
+from tests.interop.test_calls_sipp import USERS, RtpPeer, SippUas, caller, register_port
+from tests.interop.webrtc_peer import WsPhone
+from tests.media.test_aio import dominant, hears
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+CONFIG = ('[media]\nport_min = 46000\nport_max = 46499\n'
+          '[webrtc]\nice_addresses = ["127.0.0.1"]\nport_min = 46500\nport_max = 46999\n')
+TONES = [600.0, 1000.0, 1400.0]
+
+
+@pytest.fixture
+def pbx(tmp_path: Path) -> Iterator[PbxProcess]:
+    with running_pbx(tmp_path, transports=("udp", "ws"), users=USERS,
+                     config_extra=CONFIG) as p:
+        yield p
+
+
+def ws_url(pbx: PbxProcess) -> str:
+    host, port = pbx.addr("ws")
+    return f"ws://{host}:{port}/"
+
+
+async def _browser_calls_phone(pbx: PbxProcess, tmp: Path) -> None:
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    register_port(pbx, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    phone = WsPhone(ws_url(pbx), "100", USERS[0][1], tone_hz=600)
+    try:
+        await phone.connect()
+        assert await phone.register() == 200
+        resp = await phone.call("101")
+        assert resp.status == 200, resp
+        assert "UDP/TLS/RTP/SAVPF" in resp.body.decode()
+        start = time.monotonic()
+        await asyncio.sleep(3.0)
+        heard_phone = rtp.pcm(since=start + 1.0)
+        heard_browser = phone.heard(skip_s=1.0)
+        assert await phone.bye() == 200
+        rc, out = await asyncio.to_thread(uas.result, 20)
+        assert rc == 0, out
+    finally:
+        uas.stop()
+        rtp.close()
+        await phone.close()
+    # G.711 phone hears the browser's 600 Hz (Opus 48 kHz → 8 kHz), the browser the phone's 1 kHz
+    assert hears(heard_phone, 8000, 600) and dominant(heard_phone, 8000, TONES) == 600
+    assert hears(heard_browser, 48000, 1000), len(heard_browser)
+    assert dominant(heard_browser, 48000, TONES) == 1000
+
+
+def test_browser_calls_a_sip_phone(pbx: PbxProcess, tmp_path: Path) -> None:
+    asyncio.run(_browser_calls_phone(pbx, tmp_path))
+
+
+async def _phone_calls_browser(pbx: PbxProcess, tmp: Path) -> None:
+    phone = WsPhone(ws_url(pbx), "101", USERS[1][1], tone_hz=600)
+    rtp = RtpPeer(send_hz=1000, paced_from_latch=True)
+    try:
+        await phone.connect()
+        assert await phone.register() == 200
+        result = asyncio.ensure_future(asyncio.to_thread(
+            caller, pbx, tmp, dst="101", pause_ms=4000, rtp_port=rtp.port))
+        invite = await phone.answer()
+        assert "UDP/TLS/RTP/SAVPF" in invite.body.decode()
+        assert "a=fingerprint:" in invite.body.decode()
+        start = time.monotonic()
+        ok, failed, out = await result  # SIPp hangs up after 4 s
+        assert (ok, failed) == (1, 0), out
+        await asyncio.wait_for(phone.ended.wait(), 10)
+        heard_phone = rtp.pcm(since=start + 1.0, until=start + 3.5)
+        heard_browser = phone.heard(skip_s=1.0)
+    finally:
+        rtp.close()
+        await phone.close()
+    assert hears(heard_phone, 8000, 600) and dominant(heard_phone, 8000, TONES) == 600
+    assert hears(heard_browser, 48000, 1000) and dominant(heard_browser, 48000, TONES) == 1000
+
+
+def test_sip_phone_calls_a_browser(pbx: PbxProcess, tmp_path: Path) -> None:
+    asyncio.run(_phone_calls_browser(pbx, tmp_path))

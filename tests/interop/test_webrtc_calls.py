@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.interop.harness import PbxProcess, free_port, running_pbx
-from tests.interop.test_calls_sipp import USERS, RtpPeer, SippUas, caller, register_port
+from tests.interop.test_calls_sipp import (
+    USERS,
+    RtpPeer,
+    SippUas,
+    caller,
+    events,
+    final_statuses,
+    messages,
+    register_port,
+)
 from tests.interop.webrtc_peer import WsPhone
 from tests.media.test_aio import dominant, hears
 
@@ -97,3 +106,59 @@ async def _phone_calls_browser(pbx: PbxProcess, tmp: Path) -> None:
 
 def test_sip_phone_calls_a_browser(pbx: PbxProcess, tmp_path: Path) -> None:
     asyncio.run(_phone_calls_browser(pbx, tmp_path))
+
+
+async def _two_tabs_ring(pbx: PbxProcess, tmp: Path) -> None:
+    tabs = [WsPhone(ws_url(pbx), "101", USERS[1][1], tone_hz=600) for _ in range(2)]
+    rtp = RtpPeer(send_hz=1000, paced_from_latch=True)
+    try:
+        for tab in tabs:
+            await tab.connect()
+            assert await tab.register() == 200
+        result = asyncio.ensure_future(asyncio.to_thread(
+            caller, pbx, tmp, dst="101", pause_ms=2500, rtp_port=rtp.port))
+        # both tabs ring with a WebRTC offer of their own; the first answers
+        invites = [await asyncio.wait_for(tab.invites.get(), 20) for tab in tabs]
+        assert all("UDP/TLS/RTP/SAVPF" in i.body.decode() for i in invites)
+        assert invites[0].call_id != invites[1].call_id
+        await tabs[1].ring(invites[1])
+        tabs[0].invites.put_nowait(invites[0])
+        await tabs[0].answer()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not any(r.method == "CANCEL" and r.call_id == invites[1].call_id
+                      for r in tabs[1].requests):
+            assert asyncio.get_running_loop().time() < deadline, tabs[1].requests
+            await asyncio.sleep(0.05)
+        ok, failed, out = await result
+        assert (ok, failed) == (1, 0), out
+        await asyncio.wait_for(tabs[0].ended.wait(), 10)
+        assert hears(tabs[0].heard(skip_s=1.0), 48000, 1000)
+    finally:
+        rtp.close()
+        for tab in tabs:
+            await tab.close()
+
+
+def test_two_tabs_of_a_user_both_ring(pbx: PbxProcess, tmp_path: Path) -> None:
+    asyncio.run(_two_tabs_ring(pbx, tmp_path))
+
+
+async def _closing_the_tab_unregisters(pbx: PbxProcess, tmp: Path) -> None:
+    tab = WsPhone(ws_url(pbx), "101", USERS[1][1], tone_hz=600)
+    await tab.connect()
+    assert await tab.register() == 200
+    closed = time.monotonic()
+    await tab.close()
+    # the binding went with its WebSocket: a call to 101 now finds nobody (480) at once
+    deadline = closed + 1.0
+    while not [e for e in events(pbx, "sip.register.removed") if e.get("reason") == "flow_closed"]:
+        assert time.monotonic() < deadline, "binding still there a second after the tab closed"
+        await asyncio.sleep(0.05)
+    ok, failed, out = await asyncio.to_thread(caller, pbx, tmp, "call_uac_fail.xml", dst="101",
+                                              extra=["-key", "extra_header", "Subject: gone"])
+    assert (ok, failed) == (1, 0), out
+    assert final_statuses(messages(tmp))[-1] == 480
+
+
+def test_closing_the_tab_removes_its_registration(pbx: PbxProcess, tmp_path: Path) -> None:
+    asyncio.run(_closing_the_tab_unregisters(pbx, tmp_path))

@@ -43,6 +43,8 @@ class WsPhone:
         self.invites: asyncio.Queue[Request] = asyncio.Queue()
         self.ended = asyncio.Event()
         self.requests: list[Request] = []
+        #: INVITEs we sent 180 for and have not answered: call id → (INVITE, our tag)
+        self._ringing: dict[str, tuple[Request, str]] = {}
         # the dialog of the current call
         self.call_id = ""
         self.local_tag = _rand(4)
@@ -87,6 +89,11 @@ class WsPhone:
             self.requests.append(parsed)
             if parsed.method == "INVITE" and parsed.to_tag is None:
                 self.invites.put_nowait(parsed)
+            elif parsed.method == "CANCEL":
+                await self._respond(parsed, 200)
+                ringing = self._ringing.pop(parsed.call_id, None)
+                if ringing is not None:
+                    await self._respond(ringing[0], 487, "Request Terminated", to_tag=ringing[1])
             elif parsed.method in ("BYE", "INFO", "OPTIONS", "INVITE", "UPDATE"):
                 await self._respond(parsed, 200)
                 if parsed.method == "BYE":
@@ -191,11 +198,18 @@ class WsPhone:
             await self.browser.accept(resp.body.decode())
         return resp
 
+    async def ring(self, invite: Request) -> str:
+        """180 Ringing to ``invite``; returns our To tag."""
+        tag = _rand(4)
+        self._ringing[invite.call_id] = (invite, tag)
+        await self._respond(invite, 180, "Ringing", to_tag=tag)
+        return tag
+
     async def answer(self, timeout: float = 20.0) -> Request:
         """Wait for an INVITE, ring, answer it with our peer connection's answer."""
         invite = await asyncio.wait_for(self.invites.get(), timeout)
-        tag = _rand(4)
-        await self._respond(invite, 180, "Ringing", to_tag=tag)
+        tag = await self.ring(invite)
+        del self._ringing[invite.call_id]
         answer = await self.browser.answer(invite.body.decode())
         await self._respond(invite, 200, body=answer, to_tag=tag)
         self.call_id, self.local_tag = invite.call_id, tag

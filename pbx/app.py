@@ -30,6 +30,7 @@ from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
+from pbx.phone import PhonePage
 from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
@@ -332,9 +333,16 @@ class PbxServer:
         """Serve /health. A port taken is logged, not fatal: monitoring must not keep the
         telephone service from starting."""
         try:
-            self.http = await start_http(self.config.http.listen, self.health_figures)
+            self.http = await start_http(self.config.http.listen, self.health_figures,
+                                         routes=PhonePage(self.phone_settings).add_routes)
         except OSError as exc:
             self.log.error("http.listen_failed", listen=self.config.http.listen, error=str(exc))
+
+    def phone_settings(self) -> dict[str, object]:
+        """What the /phone page needs: our SIP domain and WebSocket listeners."""
+        listening = self.sip.listening() if self.sip is not None else []
+        return {"domain": self.domain,
+                "websockets": [f"{t}://{h}:{p}/" for t, h, p in listening if t in ("ws", "wss")]}
 
     def health_figures(self) -> dict[str, object]:
         """What /health reports besides status and uptime."""

@@ -1,0 +1,135 @@
+"""Browser-phone scenarios: the PBX in-process, JsSIP (the /phone page) in headless Debian
+chromium driven by Playwright, SIPp phones. Run as a script by tests/interop/test_browser_phones
+inside a network namespace of its own that has only ``lo`` (so every ICE candidate chromium
+gathers, and every packet, is loopback): ``python -m tests.interop.browser_phones SCENARIO DIR``
+writes its findings to ``DIR/result.json``, which the test asserts on.
+
+Chromium: ``executable_path`` is Debian's ``/usr/bin/chromium`` (never a downloaded browser),
+fake media UI/devices, autoplay without a gesture, loopback allowed in peer connections. The
+page's microphone is a WebAudio oscillator (``?tone=HZ``); what each page hears is read from a
+WebAudio analyser on the remote stream (dominant frequency and level).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tests.interop.harness import free_port
+from tests.interop.inprocess import serving
+from tests.interop.test_calls_sipp import USERS, RtpPeer, SippUas, register_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+]
+CONFIG = ('[media]\nport_min = 46000\nport_max = 46499\n'
+          '[webrtc]\nice_addresses = ["127.0.0.1"]\nport_min = 46500\nport_max = 46999\n')
+
+
+async def _wait(page: Any, condition: str, timeout: float = 15.0) -> None:
+    await page.wait_for_function(condition, timeout=timeout * 1000)
+
+
+async def _listen(page: Any, seconds: float = 2.0) -> list[dict[str, float]]:
+    """A few readings of the page's analyser over ``seconds``."""
+    out = []
+    for _ in range(int(seconds / 0.25)):
+        out.append(await page.evaluate("window.phone.analyse()"))
+        await asyncio.sleep(0.25)
+    return out
+
+
+async def _phone_page(browser: Any, base: str, user: str, password: str, tone: int,
+                      extra: str = "") -> Any:
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.on("console", lambda msg: print(f"[{user}] {msg.text}", file=sys.stderr))
+    await page.goto(f"{base}/phone?user={user}&password={password}&tone={tone}"
+                    f"&autoregister=1{extra}")
+    await _wait(page, "window.phone && window.phone.state.registered")
+    return page
+
+
+async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path) -> dict[str, Any]:
+    """Two browsers register; A (600 Hz) calls B (1000 Hz), B answers; both listen; A hangs up."""
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+    b = await _phone_page(browser, base, "101", USERS[1][1], 1000, "&autoanswer=1")
+    await a.evaluate("window.phone.call('101')")
+    await _wait(a, "window.phone.state.events.includes('confirmed')")
+    await _wait(b, "window.phone.state.incoming === 1")
+    await asyncio.sleep(1.0)
+    heard_a, heard_b = await asyncio.gather(_listen(a), _listen(b))
+    sdp_offer = await a.evaluate(
+        "window.phone.state.session.connection.localDescription.sdp")
+    await a.evaluate("window.phone.hangup()")
+    await _wait(a, "window.phone.state.ended === 1")
+    await _wait(b, "window.phone.state.ended === 1")
+    return {"heard_a": heard_a, "heard_b": heard_b, "offer": sdp_offer,
+            "calls_left": len(server.b2bua.calls)}
+
+
+async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
+                           tmp: Path) -> dict[str, Any]:
+    """A browser (600 Hz) calls a SIPp phone whose RTP is a Python peer sending 1000 Hz."""
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    try:
+        a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+        await a.evaluate("window.phone.call('101')")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        start = time.monotonic()
+        await asyncio.sleep(1.0)
+        heard_a = await _listen(a)
+        from tests.media.test_aio import dominant, hears
+
+        pcm = rtp.pcm(since=start + 0.5)
+        phone = {"hears_600": bool(hears(pcm, 8000, 600)),
+                 "dominant": dominant(pcm, 8000, [600, 1000, 1400]), "samples": len(pcm)}
+        await a.evaluate("window.phone.hangup()")
+        await _wait(a, "window.phone.state.ended === 1")
+        rc, out = await asyncio.to_thread(uas.result, 20)
+    finally:
+        uas.stop()
+        rtp.close()
+    return {"heard_a": heard_a, "phone": phone, "sipp_rc": rc, "sipp": out[-1500:]}
+
+
+SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "browsers": browsers, "browser_to_phone": browser_to_phone}
+
+
+async def main(name: str, tmp: Path) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    async with serving(tmp, USERS, CONFIG, transports=("udp", "ws")) as (server, files):
+        assert server.http is not None
+        base = f"http://127.0.0.1:{server.http.port}"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                return await asyncio.wait_for(SCENARIOS[name](server, files, browser, base,
+                                                              tmp), 90)
+            finally:
+                await browser.close()
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[2])
+    result = asyncio.run(main(sys.argv[1], out))
+    (out / "result.json").write_text(json.dumps(result))

@@ -1,0 +1,82 @@
+"""Real browsers as phones: JsSIP (the PBX's /phone page) in headless Debian chromium, driven by
+Playwright (tests/interop/browser_phones.py, run in a network namespace with only ``lo``, so
+every ICE candidate and every packet is loopback). Two browsers register over WS, A calls B, B
+answers, each hears the other's tone (WebAudio analyser), A's BYE ends both; a browser calls a
+SIPp phone and both hear each other.
+
+One browser test at a time, each bounded (the machine's 2 cores are shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pbx.phone import WEB_DIR
+from tests.interop.browser_phones import CHROMIUM
+from tests.interop.harness import need
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _isolated_loopback() -> bool:
+    """A network namespace of our own can be made (root, util-linux unshare)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["unshare", "--net", "--", "ip", "link", "set", "lo", "up"],
+                           capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+def run_scenario(name: str, tmp: Path) -> dict[str, Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed: run ./test.sh (it apt-installs chromium)")
+    if not (WEB_DIR / "dist" / "jssip.min.js").is_file():
+        pytest.fail("JsSIP is not built: run scripts/install-test-peers.sh (npm ci in web/)")
+    pytest.importorskip("playwright", reason="pip install -e .[test] brings playwright")
+    need("sipp")
+    if not _isolated_loopback():
+        pytest.skip("needs a network namespace (root + unshare) to keep chromium on loopback")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCPBX_")}
+    if os.environ.get("ASYNCPBX_NO_EXTENSIONS"):
+        env["ASYNCPBX_NO_EXTENSIONS"] = os.environ["ASYNCPBX_NO_EXTENSIONS"]
+    command = (f"ip link set lo up && exec {sys.executable} -m tests.interop.browser_phones "
+               f"{name} {tmp}")
+    proc = subprocess.run(["unshare", "--net", "--", "sh", "-c", command], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=150)
+    result = tmp / "result.json"
+    assert proc.returncode == 0 and result.is_file(), (proc.stdout[-3000:], proc.stderr[-3000:])
+    return dict(json.loads(result.read_text()))
+
+
+def tone_heard(readings: list[dict[str, float]], freq: float) -> bool:
+    """Most analyser readings put the peak within 20 Hz of ``freq``, well above silence."""
+    good = [r for r in readings if abs(r["freq"] - freq) < 20 and r["level"] > -60]
+    return len(good) >= 0.75 * len(readings)
+
+
+def test_two_browsers_call_each_other(tmp_path: Path) -> None:
+    found = run_scenario("browsers", tmp_path)
+    assert tone_heard(found["heard_a"], 1000), found["heard_a"]  # A hears B's tone
+    assert tone_heard(found["heard_b"], 600), found["heard_b"]  # and B hears A's
+    offer = found["offer"]
+    assert "UDP/TLS/RTP/SAVPF" in offer and "a=fingerprint:" in offer
+    candidates = re.findall(r"a=candidate:\S+ \d+ \w+ \d+ (\S+) ", offer)
+    assert candidates and set(candidates) == {"127.0.0.1"}, candidates
+    assert found["calls_left"] == 0  # A's BYE ended the call on both sides
+
+
+def test_browser_calls_a_sip_phone(tmp_path: Path) -> None:
+    found = run_scenario("browser_to_phone", tmp_path)
+    assert tone_heard(found["heard_a"], 1000), found["heard_a"]
+    assert found["phone"]["hears_600"] and found["phone"]["dominant"] == 600, found["phone"]
+    assert found["sipp_rc"] == 0, found["sipp"]

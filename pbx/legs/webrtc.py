@@ -17,8 +17,9 @@ graph like any port (the transcoding bridge resamples 48 kHz ↔ 8 kHz for G.711
   it.
 
 A re-INVITE/UPDATE from the browser that keeps its ICE credentials (hold, resume, a codec
-re-offer) is answered with our current SDP, with hold read from its direction; one that restarts
-ICE is refused with 488 (renegotiating the peer connection is not done yet). DTMF goes to the
+re-offer) is answered with our SDP, its direction mirroring the offer's; hold is read from the
+direction (the other party hears music on hold). One that restarts ICE is refused with 488
+(renegotiating the peer connection is not done yet). DTMF goes to the
 browser as SIP INFO (aiortc does not send RFC 4733 events).
 """
 from __future__ import annotations
@@ -72,6 +73,28 @@ def _ice_ufrag(sdp: SessionDescription) -> str | None:
     return value if value is not None else sdp.get_attribute("ice-ufrag")
 
 
+#: Our direction answering an offer's (RFC 3264 §6.1).
+_MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+_DIRECTIONS = ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+
+
+def _with_direction(sdp: str, direction: str) -> str:
+    """``sdp`` (one audio section, as aiortc writes it) with its direction set to
+    ``direction`` and, when that changed anything, the ``o=`` version one higher."""
+    lines = sdp.split("\r\n")
+    out = [f"a={direction}" if line in _DIRECTIONS else line for line in lines]
+    if out == lines:
+        return sdp
+    for i, line in enumerate(out):
+        if line.startswith("o="):
+            fields = line.split(" ")
+            if len(fields) >= 3 and fields[2].isdigit():
+                fields[2] = str(int(fields[2]) + 1)
+                out[i] = " ".join(fields)
+            break
+    return "\r\n".join(out)
+
+
 class _WebRtcMedia(SipLeg):
     """What both browser legs do with their peer connection instead of an RTP session."""
 
@@ -120,12 +143,21 @@ class _WebRtcMedia(SipLeg):
         """Apply the browser's answer to our offer (ICE and DTLS start)."""
 
     def _answer_offer(self, offer: SessionDescription) -> SessionDescription:
-        """A re-offer: our current SDP again when the browser keeps its ICE credentials."""
-        if self.local_sdp is None or self.remote_sdp is None:
+        """A re-offer that keeps the browser's ICE credentials: our SDP again, its direction
+        mirroring the offer's (RFC 3264 §8.4: ``recvonly`` to a hold's ``sendonly``), with a
+        new version when that changed it."""
+        wire = self._rtc_sdp
+        if wire is None or self.remote_sdp is None:
             raise ParseError("No session to re-negotiate", 488)
         if not is_webrtc_sdp(offer) or _ice_ufrag(offer) != _ice_ufrag(self.remote_sdp):
             raise ParseError("ICE restart is not supported", 488)
-        return self.local_sdp
+        index = next(i for i, m in enumerate(offer.media) if m.media == "audio" and m.port != 0)
+        wanted = _MIRROR.get(offer.media_direction(index), "sendrecv")
+        text = wire[1].decode("utf-8", "replace")
+        changed = _with_direction(text, wanted)
+        if changed == text:
+            return wire[0]
+        return self._set_local_rtc(changed)
 
     def send_dtmf(self, digits: str) -> None:
         """SIP INFO (application/dtmf-relay): aiortc sends no RFC 4733 events."""

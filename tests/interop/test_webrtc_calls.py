@@ -162,3 +162,41 @@ async def _closing_the_tab_unregisters(pbx: PbxProcess, tmp: Path) -> None:
 
 def test_closing_the_tab_removes_its_registration(pbx: PbxProcess, tmp_path: Path) -> None:
     asyncio.run(_closing_the_tab_unregisters(pbx, tmp_path))
+
+
+async def _browser_holds(pbx: PbxProcess, tmp: Path) -> None:
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    register_port(pbx, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    phone = WsPhone(ws_url(pbx), "100", USERS[0][1], tone_hz=600)
+    try:
+        await phone.connect()
+        assert await phone.register() == 200
+        assert (await phone.call("101")).status == 200
+        await asyncio.sleep(2.0)
+        held = await phone.reinvite("sendonly")
+        assert held.status == 200 and "a=recvonly" in held.body.decode(), held
+        t_hold = time.monotonic()
+        await asyncio.sleep(2.0)
+        resumed = await phone.reinvite("sendrecv")
+        assert resumed.status == 200 and "a=sendrecv" in resumed.body.decode(), resumed
+        t_resume = time.monotonic()
+        await asyncio.sleep(2.0)
+        assert await phone.bye() == 200
+        rc, out = await asyncio.to_thread(uas.result, 20)
+        assert rc == 0, out
+    finally:
+        uas.stop()
+        rtp.close()
+        await phone.close()
+    before = rtp.pcm(since=t_hold - 1.5, until=t_hold)
+    during = rtp.pcm(since=t_hold + 0.5, until=t_resume)
+    after = rtp.pcm(since=t_resume + 0.7)
+    assert hears(before, 8000, 600)
+    assert len(during) > 4000 and not hears(during, 8000, 600)  # music on hold instead
+    assert hears(after, 8000, 600)
+
+
+def test_browser_holds_and_resumes_by_reinvite(pbx: PbxProcess, tmp_path: Path) -> None:
+    asyncio.run(_browser_holds(pbx, tmp_path))

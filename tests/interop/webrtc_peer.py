@@ -221,6 +221,19 @@ class WsPhone:
         self.cseq = 1
         return invite
 
+    async def reinvite(self, direction: str) -> Response:
+        """Re-INVITE with our SDP in ``direction`` (hold: sendonly; resume: sendrecv)."""
+        sdp = str(self.browser.pc.localDescription.sdp)
+        for d in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            sdp = sdp.replace(f"a={d}\r\n", f"a={direction}\r\n")
+        self.cseq += 1
+        resp = await self._transact(self._request("INVITE", self.remote_target, self.cseq,
+                                                  body=sdp))
+        if 200 <= resp.status < 300:
+            ack = self._request("ACK", self.remote_target, resp.cseq.seq)
+            await self._send(ack.serialize().decode())
+        return resp
+
     async def bye(self) -> int:
         self.cseq += 1
         resp = await self._transact(self._request("BYE", self.remote_target, self.cseq))

@@ -406,9 +406,13 @@ class PbxServer:
                            port_range=(w.port_min, w.port_max) if w.port_max else None)
 
     def _flow_failed(self, peer: Peer) -> None:
-        """A WebSocket closed (or could not be written): its browsers' bindings go at once."""
+        """A WebSocket closed (or could not be written): its browsers' bindings go at once,
+        and their calls end."""
         if peer.transport in ("ws", "wss") and peer.conn_id is not None:
             self._apply(self.registrar.remove_flow(peer.transport, peer.conn_id))
+            calls = getattr(self, "b2bua", None)
+            if calls is not None:
+                calls.flow_closed(peer)
 
     def _keep_flow(self, b: Binding, removed: bool) -> None:
         """Keep a registration's TCP/TLS/WS connection open while its binding lives (RFC 5626

@@ -272,6 +272,16 @@ class B2bua:
             if len(devices) > SRTP_DEVICES_MAX:
                 del devices[next(iter(devices))]
 
+    def flow_closed(self, peer: Peer) -> None:
+        """A WebSocket closed: end the browser legs that were reached over it."""
+        for leg in [leg for leg in self._webrtc_legs() if leg.peer.conn_id == peer.conn_id
+                    and leg.peer.transport == peer.transport]:
+            leg.flow_closed()
+
+    def _webrtc_legs(self) -> list[WebRtcInboundLeg | WebRtcOutboundLeg]:
+        return [leg for call in list(self.calls.values()) for leg in call.legs
+                if isinstance(leg, WebRtcInboundLeg | WebRtcOutboundLeg)]
+
     def forget(self, leg: SipLeg) -> None:
         """Drop a leg's table entries (its media is closed)."""
         if leg.dialog is not None:

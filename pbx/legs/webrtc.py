@@ -109,7 +109,28 @@ class _WebRtcMedia(SipLeg):
         rtc = WebRtcLeg(ice=ice)
         self.rtc = rtc
         self.media = rtc
+        rtc.pc.on("connectionstatechange", self._on_rtc_state)
         return rtc
+
+    def _on_rtc_state(self) -> None:
+        """ICE consent lost or DTLS failed (the browser went away without a BYE): end the
+        answered call as a dead one."""
+        rtc = self.rtc
+        if rtc is not None and rtc.connection_state == "failed" and self.answered \
+                and not self.ended:
+            self.b2bua.log.info("call.webrtc_failed", leg=self.id, call_id=self._call_id())
+            if self.call is not None and not self.call.record.cause:
+                self.call.record.cause = "webrtc failed"
+            self.hangup("media-failed")
+
+    def flow_closed(self) -> None:
+        """The browser's WebSocket closed (tab closed, network gone): nothing reaches it any
+        more, so its call ends now (a ringing leg fails, an answered one hangs up)."""
+        if self.ended:
+            return
+        if self.call is not None and not self.call.record.cause:
+            self.call.record.cause = "websocket closed"
+        self.hangup("flow-closed")
 
     def _set_local_rtc(self, sdp: str) -> SessionDescription:
         """Our SDP from the peer connection: sent as aiortc wrote it (version bumped on
@@ -251,6 +272,16 @@ class WebRtcOutboundLeg(_WebRtcMedia, OutboundLeg):
             self.b2bua.log.warning("webrtc.answer_refused", leg=self.id, exc_info=True)
             with contextlib.suppress(Exception):
                 self.hangup("error")
+
+    def flow_closed(self) -> None:
+        """A ringing browser whose WebSocket closed has failed (480): no CANCEL can reach it."""
+        if self.unanswered and not self.cancelled:
+            self.cancelled = True
+            self.final_status = 480
+            self.transition(LegInput.FAIL, status=480, reason="websocket closed")
+            self.close_media()
+            return
+        super().flow_closed()
 
     def cancel(self, reason: str | None = None) -> None:
         """CANCEL the INVITE; before it went, just stop (the offer task sees ``cancelled``)."""

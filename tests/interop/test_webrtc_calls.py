@@ -200,3 +200,62 @@ async def _browser_holds(pbx: PbxProcess, tmp: Path) -> None:
 
 def test_browser_holds_and_resumes_by_reinvite(pbx: PbxProcess, tmp_path: Path) -> None:
     asyncio.run(_browser_holds(pbx, tmp_path))
+
+
+async def _tab_closed_mid_call(pbx: PbxProcess, tmp: Path) -> None:
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    register_port(pbx, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    phone = WsPhone(ws_url(pbx), "100", USERS[0][1], tone_hz=600)
+    try:
+        await phone.connect()
+        assert await phone.register() == 200
+        assert (await phone.call("101")).status == 200
+        await asyncio.sleep(1.0)
+        closed = time.monotonic()
+        await phone.close()  # no BYE: the tab is gone
+        rc, out = await asyncio.to_thread(uas.result, 20)  # the phone gets our BYE
+        took = time.monotonic() - closed
+    finally:
+        uas.stop()
+        rtp.close()
+    assert rc == 0, out
+    assert took < 3.0, took
+    ended = events(pbx, "call.ended")
+    assert ended and ended[-1].get("cause") == "websocket closed", ended
+
+
+def test_closing_the_tab_mid_call_ends_the_call(pbx: PbxProcess, tmp_path: Path) -> None:
+    asyncio.run(_tab_closed_mid_call(pbx, tmp_path))
+
+
+async def _browser_and_phone_ring(pbx: PbxProcess, tmp: Path) -> None:
+    port = free_port()
+    register_port(pbx, "101", USERS[1][1], port)
+    desk = SippUas(tmp, "call_uas_ring.xml", port, keys={}, name="desk")
+    tab = WsPhone(ws_url(pbx), "101", USERS[1][1], tone_hz=600)
+    rtp = RtpPeer(send_hz=1000, paced_from_latch=True)
+    try:
+        await tab.connect()
+        assert await tab.register() == 200
+        result = asyncio.ensure_future(asyncio.to_thread(
+            caller, pbx, tmp, dst="101", pause_ms=2000, rtp_port=rtp.port))
+        await asyncio.sleep(1.0)  # both ring
+        await tab.answer()
+        rc, out = await asyncio.to_thread(desk.result, 20)  # the desk phone got CANCEL
+        assert rc == 0, out
+        ok, failed, out = await result
+        assert (ok, failed) == (1, 0), out
+        await asyncio.wait_for(tab.ended.wait(), 10)
+        assert hears(tab.heard(skip_s=0.5), 48000, 1000)
+    finally:
+        desk.stop()
+        rtp.close()
+        await tab.close()
+    assert "CANCEL sip:" in desk.log()
+
+
+def test_browser_and_sip_phone_of_a_user_ring_together(pbx: PbxProcess,
+                                                       tmp_path: Path) -> None:
+    asyncio.run(_browser_and_phone_ring(pbx, tmp_path))

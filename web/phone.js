@@ -1,13 +1,16 @@
 // The /phone page: JsSIP over the PBX's WebSocket, WebRTC audio.
 // Query parameters (for a quick start and for the tests): ws, user, password, target,
 // autoregister=1, autoanswer=1, tone=HZ (a generated tone instead of the microphone).
+// Test hooks besides: state.rejectNext (answer the next incoming call 486), state.dtmf (digits
+// received by INFO).
 // window.phone is what the browser tests drive and read.
 (function () {
   "use strict";
   const params = new URLSearchParams(location.search);
   const $ = (id) => document.getElementById(id);
   const state = { registered: false, registrationFailed: null, session: null, events: [],
-                  incoming: 0, ended: 0, failed: [], config: null };
+                  incoming: 0, ended: 0, failed: [], dtmf: [], rejectNext: false,
+                  config: null };
   let ua = null;
   let audioCtx = null;
   let analyser = null;
@@ -62,6 +65,7 @@
     if (session.connection) listen(session.connection);
     session.on("peerconnection", (e) => listen(e.peerconnection));
     session.on("progress", () => log("ringing"));
+    session.on("newDTMF", (e) => { if (e.originator === "remote") state.dtmf.push(e.dtmf.tone); });
     session.on("accepted", () => log("answered"));
     session.on("confirmed", () => log("confirmed"));
     session.on("ended", (e) => { state.ended += 1; log("ended", e.cause); done(); });
@@ -92,7 +96,12 @@
         state.incoming += 1;
         $("answer").disabled = false;
         log("incoming call", e.request.from.uri.user);
-        if (params.get("autoanswer") === "1") answer();
+        if (state.rejectNext) {
+          state.rejectNext = false;
+          e.session.terminate({ status_code: 486, reason_phrase: "Busy Here" });
+        } else if (params.get("autoanswer") === "1") {
+          answer();
+        }
       }
     });
     ua.start();
@@ -109,6 +118,10 @@
 
   function hangup() {
     if (state.session) state.session.terminate();
+  }
+
+  function dtmf(tones) {
+    if (state.session) state.session.sendDTMF(tones, { transportType: "INFO" });
   }
 
   // The dominant frequency (Hz) and its level (dBFS) of what we hear, 100-4000 Hz.
@@ -131,7 +144,7 @@
   for (const key of ["ws", "user", "password", "target"]) {
     if (params.get(key)) $(key).value = params.get(key);
   }
-  window.phone = { state, register, call, answer, hangup, analyse };
+  window.phone = { state, register, call, answer, hangup, dtmf, analyse };
   fetch("/phone/config.json").then((r) => r.json()).then((config) => {
     state.config = config;
     if (!$("ws").value && config.websockets.length) {

@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-gpu",
     "--no-first-run",
 ]
-CONFIG = ('[media]\nport_min = 46000\nport_max = 46499\n'
+CONFIG = ('[media]\nport_min = 46000\nport_max = 46499\n[calls]\nbusy_tone = 1.0\n'
           '[webrtc]\nice_addresses = ["127.0.0.1"]\nport_min = 46500\nport_max = 46999\n')
 
 
@@ -54,7 +54,7 @@ async def _listen(page: Any, seconds: float = 2.0) -> list[dict[str, float]]:
 
 async def _phone_page(browser: Any, base: str, user: str, password: str, tone: int,
                       extra: str = "") -> Any:
-    context = await browser.new_context()
+    context = await browser.new_context(ignore_https_errors=True)  # WSS: self-signed
     page = await context.new_page()
     page.on("console", lambda msg: print(f"[{user}] {msg.text}", file=sys.stderr))
     await page.goto(f"{base}/phone?user={user}&password={password}&tone={tone}"
@@ -63,10 +63,14 @@ async def _phone_page(browser: Any, base: str, user: str, password: str, tone: i
     return page
 
 
-async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path) -> dict[str, Any]:
-    """Two browsers register; A (600 Hz) calls B (1000 Hz), B answers; both listen; A hangs up."""
-    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
-    b = await _phone_page(browser, base, "101", USERS[1][1], 1000, "&autoanswer=1")
+async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path,
+                   transport: str = "ws") -> dict[str, Any]:
+    """Two browsers register over ``transport``; A (600 Hz) calls B (1000 Hz), B answers;
+    both listen; A sends DTMF by INFO; A hangs up. A second call B rejects with 486."""
+    host, port = files.addr(transport)
+    ws = f"&ws={transport}://{host}:{port}/"
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600, ws)
+    b = await _phone_page(browser, base, "101", USERS[1][1], 1000, "&autoanswer=1" + ws)
     await a.evaluate("window.phone.call('101')")
     await _wait(a, "window.phone.state.events.includes('confirmed')")
     await _wait(b, "window.phone.state.incoming === 1")
@@ -74,11 +78,26 @@ async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path) 
     heard_a, heard_b = await asyncio.gather(_listen(a), _listen(b))
     sdp_offer = await a.evaluate(
         "window.phone.state.session.connection.localDescription.sdp")
+    await a.evaluate("window.phone.dtmf('5')")
+    await _wait(b, "window.phone.state.dtmf.length === 1")
+    dtmf = await b.evaluate("window.phone.state.dtmf")
     await a.evaluate("window.phone.hangup()")
     await _wait(a, "window.phone.state.ended === 1")
     await _wait(b, "window.phone.state.ended === 1")
-    return {"heard_a": heard_a, "heard_b": heard_b, "offer": sdp_offer,
-            "calls_left": len(server.b2bua.calls)}
+    calls_left = len(server.b2bua.calls)
+    # a second call, which B rejects: A is told busy
+    await b.evaluate("window.phone.state.rejectNext = true")
+    await a.evaluate("window.phone.call('101')")
+    await _wait(a, "window.phone.state.failed.length === 1", timeout=20)
+    failed = await a.evaluate("window.phone.state.failed[0]")
+    return {"heard_a": heard_a, "heard_b": heard_b, "offer": sdp_offer, "dtmf": dtmf,
+            "calls_left": calls_left, "second_call": failed}
+
+
+async def browsers_wss(server: Any, files: Any, browser: Any, base: str,
+                       tmp: Path) -> dict[str, Any]:
+    """:func:`browsers` over WSS (the PBX's self-signed certificate accepted)."""
+    return await browsers(server, files, browser, base, tmp, transport="wss")
 
 
 async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
@@ -110,13 +129,13 @@ async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
 
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-    "browsers": browsers, "browser_to_phone": browser_to_phone}
+    "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 
 async def main(name: str, tmp: Path) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
-    async with serving(tmp, USERS, CONFIG, transports=("udp", "ws")) as (server, files):
+    async with serving(tmp, USERS, CONFIG, transports=("udp", "ws", "wss")) as (server, files):
         assert server.http is not None
         base = f"http://127.0.0.1:{server.http.port}"
         async with async_playwright() as pw:

@@ -1,8 +1,9 @@
 """Real browsers as phones: JsSIP (the PBX's /phone page) in headless Debian chromium, driven by
 Playwright (tests/interop/browser_phones.py, run in a network namespace with only ``lo``, so
-every ICE candidate and every packet is loopback). Two browsers register over WS, A calls B, B
-answers, each hears the other's tone (WebAudio analyser), A's BYE ends both; a browser calls a
-SIPp phone and both hear each other.
+every ICE candidate and every packet is loopback). Two browsers register over WS and over WSS,
+A calls B, B answers, each hears the other's tone (WebAudio analyser), A's DTMF by INFO reaches
+B, A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
+phone and both hear each other.
 
 One browser test at a time, each bounded (the machine's 2 cores are shared).
 """
@@ -64,8 +65,9 @@ def tone_heard(readings: list[dict[str, float]], freq: float) -> bool:
     return len(good) >= 0.75 * len(readings)
 
 
-def test_two_browsers_call_each_other(tmp_path: Path) -> None:
-    found = run_scenario("browsers", tmp_path)
+@pytest.mark.parametrize("scenario", ["browsers", "browsers_wss"])
+def test_two_browsers_call_each_other(tmp_path: Path, scenario: str) -> None:
+    found = run_scenario(scenario, tmp_path)
     assert tone_heard(found["heard_a"], 1000), found["heard_a"]  # A hears B's tone
     assert tone_heard(found["heard_b"], 600), found["heard_b"]  # and B hears A's
     offer = found["offer"]
@@ -73,6 +75,8 @@ def test_two_browsers_call_each_other(tmp_path: Path) -> None:
     candidates = re.findall(r"a=candidate:\S+ \d+ \w+ \d+ (\S+) ", offer)
     assert candidates and set(candidates) == {"127.0.0.1"}, candidates
     assert found["calls_left"] == 0  # A's BYE ended the call on both sides
+    assert found["dtmf"] == ["5"]  # A's DTMF by INFO reached B
+    assert found["second_call"]["status"] == 486  # B rejected the second call: A hears busy
 
 
 def test_browser_calls_a_sip_phone(tmp_path: Path) -> None:

@@ -259,3 +259,32 @@ async def _browser_and_phone_ring(pbx: PbxProcess, tmp: Path) -> None:
 def test_browser_and_sip_phone_of_a_user_ring_together(pbx: PbxProcess,
                                                        tmp_path: Path) -> None:
     asyncio.run(_browser_and_phone_ring(pbx, tmp_path))
+
+
+async def _browser_dtmf(pbx: PbxProcess, tmp: Path) -> None:
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    register_port(pbx, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    phone = WsPhone(ws_url(pbx), "100", USERS[0][1], tone_hz=600)
+    try:
+        await phone.connect()
+        assert await phone.register() == 200
+        assert (await phone.call("101")).status == 200
+        await asyncio.sleep(1.0)
+        assert await phone.info_dtmf("5") == 200
+        await asyncio.sleep(1.0)
+        assert await phone.bye() == 200
+        rc, out = await asyncio.to_thread(uas.result, 20)
+        assert rc == 0, out
+    finally:
+        uas.stop()
+        rtp.close()
+        await phone.close()
+    # the phone negotiated telephone-event: the browser's INFO digit reaches it as RFC 4733
+    assert rtp.events and {e[0] for e in rtp.events} == {5}, rtp.events
+
+
+def test_browser_dtmf_by_info_reaches_a_phone_as_rfc4733(pbx: PbxProcess,
+                                                          tmp_path: Path) -> None:
+    asyncio.run(_browser_dtmf(pbx, tmp_path))

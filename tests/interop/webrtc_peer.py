@@ -234,6 +234,16 @@ class WsPhone:
             await self._send(ack.serialize().decode())
         return resp
 
+    async def info_dtmf(self, digit: str) -> int:
+        """A digit as SIP INFO (``application/dtmf-relay``), the way JsSIP sends it."""
+        self.cseq += 1
+        req = self._request("INFO", self.remote_target, self.cseq)
+        body = f"Signal={digit}\r\nDuration=160\r\n"
+        req.body = body.encode()
+        req.headers.set("Content-Type", "application/dtmf-relay")
+        req.headers.set("Content-Length", str(len(req.body)))
+        return (await self._transact(req)).status
+
     async def bye(self) -> int:
         self.cseq += 1
         resp = await self._transact(self._request("BYE", self.remote_target, self.cseq))

@@ -1,20 +1,30 @@
 """Browser phones through the PBX, with a browser-like peer in Python (tests/interop/webrtc_peer:
-SIP over WebSocket + aiortc, ICE on 127.0.0.1 only) and SIPp phones on UDP with a Python RTP
-peer: the browser's Opus leg is bridged to the phone's G.711 leg (48 ↔ 8 kHz), each side hears
-the other's tone (Goertzel); registrations over a WebSocket go when it closes; two tabs of one
-user both ring.
+SIP over WebSocket + aiortc, ICE on 127.0.0.1 only) and SIPp (with a Python RTP peer) or
+baresip phones on UDP: the browser's Opus leg is bridged to the phone's G.711 leg (48 ↔ 8 kHz)
+and each side hears the other's tone (Goertzel), whoever calls; hold/resume by the browser's
+re-INVITE; its INFO digits reach an RFC 4733 phone; two tabs of a user, or a tab and a desk
+phone, ring together; closing a tab removes its registration, and mid-call ends the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.interop.harness import PbxProcess, free_port, running_pbx
+from tests.interop.harness import PbxProcess, free_port, need, read_log, running_pbx
+from tests.interop.test_calls_baresip import (
+    baresip_dir,
+    best_ratio,
+    recording,
+    stop,
+    tone_file,
+    wait_for,
+)
 from tests.interop.test_calls_sipp import (
     USERS,
     RtpPeer,
@@ -288,3 +298,45 @@ async def _browser_dtmf(pbx: PbxProcess, tmp: Path) -> None:
 def test_browser_dtmf_by_info_reaches_a_phone_as_rfc4733(pbx: PbxProcess,
                                                           tmp_path: Path) -> None:
     asyncio.run(_browser_dtmf(pbx, tmp_path))
+
+
+async def _browser_and_baresip(pbx: PbxProcess, tmp: Path, browser_calls: bool) -> None:
+    binary = need("baresip")
+    server = pbx.addr("udp")
+    d101 = baresip_dir(tmp, "101", USERS[1][1], server, tone_file(1209.0), "PCMU")
+    args = [binary, "-f", str(d101)]
+    tab = WsPhone(ws_url(pbx), "100", USERS[0][1], tone_hz=600)
+    await tab.connect()
+    assert await tab.register() == 200
+    if not browser_calls:
+        args += ["-e", f"/dial sip:100@{server[0]}:{server[1]}"]
+    phone = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=(d101 / "out.log").open("w"),
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        assert await asyncio.to_thread(wait_for, pbx, "sip.register.added", 2), \
+            read_log(d101 / "out.log")[-2000:]
+        if browser_calls:
+            resp = await tab.call("101")
+            assert resp.status == 200, resp
+        else:
+            await tab.answer()
+        await asyncio.sleep(3.0)
+        heard_tab = tab.heard(skip_s=1.0)
+        if browser_calls:
+            assert await tab.bye() == 200
+        else:
+            stop(phone)  # baresip hangs up (BYE)
+            await asyncio.wait_for(tab.ended.wait(), 10)
+        assert await asyncio.to_thread(wait_for, pbx, "call.ended", 1, 10)
+    finally:
+        stop(phone)
+        await tab.close()
+    heard_phone, rate = recording(d101)
+    assert best_ratio(heard_phone, 600, rate) > 0.6  # the browser's tone, Opus → PCMU
+    assert hears(heard_tab, 48000, 1209) and dominant(heard_tab, 48000, [600, 1209]) == 1209
+
+
+@pytest.mark.parametrize("browser_calls", [True, False], ids=["browser-calls", "phone-calls"])
+def test_browser_and_a_baresip_phone(pbx: PbxProcess, tmp_path: Path,
+                                     browser_calls: bool) -> None:
+    asyncio.run(_browser_and_baresip(pbx, tmp_path, browser_calls))

@@ -41,6 +41,14 @@ SRTP; a 415/488/606 to that INVITE gets one new INVITE (CSeq + 1, new transactio
 other profile, and a device that took SAVP that way is remembered
 (:meth:`B2bua.learn_srtp`). A leg cannot switch between RTP and SRTP by re-INVITE (488); it may
 re-key.
+
+Browsers (:mod:`pbx.legs.webrtc`): an INVITE whose offer is ``UDP/TLS/RTP/SAVPF`` gets a
+:class:`WebRtcInboundLeg` whose media is an aiortc peer connection (ICE on ``B2bua.ice``, the
+``[webrtc]`` settings); applying the offer gathers candidates, so the call starts once that is
+done (:meth:`_new_webrtc_call`). A binding registered over WS/WSS is rung by a
+:class:`WebRtcOutboundLeg` (the INVITE carries the peer connection's offer) beside the plain
+legs of the user's SIP phones. When a WebSocket closes, the browser legs reached over it end
+(:meth:`flow_closed`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ phone, ring together; closing a tab removes its registration, and mid-call ends 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -69,6 +71,8 @@ async def _browser_calls_phone(pbx: PbxProcess, tmp: Path) -> None:
         resp = await phone.call("101")
         assert resp.status == 200, resp
         assert "UDP/TLS/RTP/SAVPF" in resp.body.decode()
+        await asyncio.sleep(1.0)
+        spray(resp.body.decode())  # a third party's DTLS hello and RTP: dropped, call stays up
         start = time.monotonic()
         await asyncio.sleep(3.0)
         heard_phone = rtp.pcm(since=start + 1.0)
@@ -84,6 +88,20 @@ async def _browser_calls_phone(pbx: PbxProcess, tmp: Path) -> None:
     assert hears(heard_phone, 8000, 600) and dominant(heard_phone, 8000, TONES) == 600
     assert hears(heard_browser, 48000, 1000), len(heard_browser)
     assert dominant(heard_browser, 48000, TONES) == 1000
+
+
+def spray(answer: str) -> None:
+    """From a socket of its own, send a DTLS ClientHello-like datagram and RTP to every ICE
+    candidate of ``answer`` (SECURITY.md: a browser leg takes DTLS/RTP only from its
+    ICE-nominated address)."""
+    targets = re.findall(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", answer)
+    assert targets and all(host == "127.0.0.1" for host, _ in targets), targets
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        for host, port in targets:
+            for _ in range(10):
+                s.sendto(b"\x16\xfe\xfd" + bytes(60), (host, int(port)))  # DTLS handshake
+                s.sendto(b"\x80\x6f" + bytes(170), (host, int(port)))  # RTP, Opus PT
 
 
 def test_browser_calls_a_sip_phone(pbx: PbxProcess, tmp_path: Path) -> None:

@@ -339,6 +339,26 @@ class WebRtcLeg:
         self.counters["frames_out"] += 1
         self._out.push(frame)
 
+    async def quality(self) -> dict[str, float]:
+        """The browser leg's call quality from aiortc's stats (RFC 3550 figures as the RTP
+        legs have them): packets received and lost, interarrival jitter and round-trip time
+        (seconds, RTT from the browser's RTCP receiver reports; 0 when none came) and the
+        per-call MOS estimate of :func:`media.stats.mos` (Opus, one-way delay RTT/2)."""
+        from media.stats import mos
+
+        report = await self.pc.getStats()
+        rx = lost = 0
+        jitter = rtt = 0.0
+        for stat in report.values():
+            if stat.type == "inbound-rtp" and stat.kind == "audio":
+                rx, lost = int(stat.packetsReceived), max(0, int(stat.packetsLost))
+                jitter = float(stat.jitter) / 48000  # timestamp units of Opus' clock
+            elif stat.type == "remote-inbound-rtp" and stat.kind == "audio":
+                rtt = float(stat.roundTripTime or 0.0)
+        loss = lost / (rx + lost) if rx + lost else 0.0
+        return {"rx_packets": float(rx), "lost": float(lost), "interarrival_jitter": jitter,
+                "rtt": rtt, "mos": round(mos(rtt / 2, loss, "OPUS", jitter), 2)}
+
     @property
     def connection_state(self) -> str:
         """``RTCPeerConnection.connectionState`` (new, connecting, connected, failed, closed)."""

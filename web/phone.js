@@ -65,6 +65,8 @@
     if (session.connection) listen(session.connection);
     session.on("peerconnection", (e) => listen(e.peerconnection));
     session.on("progress", () => log("ringing"));
+    session.on("hold", (e) => log("hold", e.originator));
+    session.on("unhold", (e) => log("unhold", e.originator));
     session.on("newDTMF", (e) => { if (e.originator === "remote") state.dtmf.push(e.dtmf.tone); });
     session.on("accepted", () => log("answered"));
     session.on("confirmed", () => log("confirmed"));
@@ -120,6 +122,11 @@
     if (state.session) state.session.terminate();
   }
 
+  function hold(on) {
+    if (!state.session) return;
+    if (on) state.session.hold(); else state.session.unhold();
+  }
+
   function dtmf(tones) {
     if (state.session) state.session.sendDTMF(tones, { transportType: "INFO" });
   }
@@ -144,7 +151,7 @@
   for (const key of ["ws", "user", "password", "target"]) {
     if (params.get(key)) $(key).value = params.get(key);
   }
-  window.phone = { state, register, call, answer, hangup, dtmf, analyse };
+  window.phone = { state, register, call, answer, hangup, hold, dtmf, analyse };
   fetch("/phone/config.json").then((r) => r.json()).then((config) => {
     state.config = config;
     if (!$("ws").value && config.websockets.length) {

@@ -66,7 +66,8 @@ async def _phone_page(browser: Any, base: str, user: str, password: str, tone: i
 async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path,
                    transport: str = "ws") -> dict[str, Any]:
     """Two browsers register over ``transport``; A (600 Hz) calls B (1000 Hz), B answers;
-    both listen; A sends DTMF by INFO; A hangs up. A second call B rejects with 486."""
+    both listen; A sends DTMF by INFO, holds and resumes; A hangs up. A second call B rejects
+    with 486."""
     host, port = files.addr(transport)
     ws = f"&ws={transport}://{host}:{port}/"
     a = await _phone_page(browser, base, "100", USERS[0][1], 600, ws)
@@ -81,6 +82,15 @@ async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path,
     await a.evaluate("window.phone.dtmf('5')")
     await _wait(b, "window.phone.state.dtmf.length === 1")
     dtmf = await b.evaluate("window.phone.state.dtmf")
+    # A holds (re-INVITE a=sendonly): B hears music on hold instead of A's tone; then resumes
+    await a.evaluate("window.phone.hold(true)")
+    await _wait(a, "window.phone.state.events.includes('hold:local')")
+    await asyncio.sleep(1.0)
+    held_b = await _listen(b, 1.5)
+    await a.evaluate("window.phone.hold(false)")
+    await _wait(a, "window.phone.state.events.includes('unhold:local')")
+    await asyncio.sleep(1.0)
+    resumed_b = await _listen(b, 1.5)
     await a.evaluate("window.phone.hangup()")
     await _wait(a, "window.phone.state.ended === 1")
     await _wait(b, "window.phone.state.ended === 1")
@@ -91,7 +101,8 @@ async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path,
     await _wait(a, "window.phone.state.failed.length === 1", timeout=20)
     failed = await a.evaluate("window.phone.state.failed[0]")
     return {"heard_a": heard_a, "heard_b": heard_b, "offer": sdp_offer, "dtmf": dtmf,
-            "calls_left": calls_left, "second_call": failed}
+            "held_b": held_b, "resumed_b": resumed_b, "calls_left": calls_left,
+            "second_call": failed}
 
 
 async def browsers_wss(server: Any, files: Any, browser: Any, base: str,

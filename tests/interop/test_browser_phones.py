@@ -2,7 +2,8 @@
 Playwright (tests/interop/browser_phones.py, run in a network namespace with only ``lo``, so
 every ICE candidate and every packet is loopback). Two browsers register over WS and over WSS,
 A calls B, B answers, each hears the other's tone (WebAudio analyser), A's DTMF by INFO reaches
-B, A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
+B, A's hold (re-INVITE) gives B music on hold instead of A's tone and unhold brings it back,
+A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
 phone and both hear each other.
 
 One browser test at a time, each bounded (the machine's 2 cores are shared).
@@ -76,6 +77,9 @@ def test_two_browsers_call_each_other(tmp_path: Path, scenario: str) -> None:
     assert candidates and set(candidates) == {"127.0.0.1"}, candidates
     assert found["calls_left"] == 0  # A's BYE ended the call on both sides
     assert found["dtmf"] == ["5"]  # A's DTMF by INFO reached B
+    held = found["held_b"][1:]  # A on hold: B hears music on hold, not A's tone
+    assert not tone_heard(held, 600) and all(r["level"] > -60 for r in held), held
+    assert tone_heard(found["resumed_b"], 600), found["resumed_b"]  # A resumed
     assert found["second_call"]["status"] == 486  # B rejected the second call: A hears busy
 
 

@@ -139,7 +139,56 @@ async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
     return {"heard_a": heard_a, "phone": phone, "sipp_rc": rc, "sipp": out[-1500:]}
 
 
+async def tab_close(server: Any, files: Any, browser: Any, base: str,
+                    tmp: Path) -> dict[str, Any]:
+    """A registered tab is closed: how long until its binding is gone."""
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+    aor = server.b2bua.aor("100")
+    before = len(server.registrar.bindings(aor, time.time()))
+    closed = time.monotonic()
+    await a.context.close()
+    while server.registrar.bindings(aor, time.time()) and time.monotonic() < closed + 5:
+        await asyncio.sleep(0.02)
+    return {"before": before, "after": len(server.registrar.bindings(aor, time.time())),
+            "took": time.monotonic() - closed}
+
+
+async def ring_together(server: Any, files: Any, browser: Any, base: str,
+                        tmp: Path) -> dict[str, Any]:
+    """101 has a browser and a SIPp desk phone; a SIPp caller rings both; the browser
+    answers (after 1 s), the desk phone gets CANCEL; the browser hears the caller's tone."""
+    from tests.interop.test_calls_sipp import caller
+
+    port = free_port()
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    desk = SippUas(tmp, "call_uas_ring.xml", port, keys={}, name="desk")
+    rtp = RtpPeer(send_hz=1000, paced_from_latch=True)
+    try:
+        b = await _phone_page(browser, base, "101", USERS[1][1], 600)
+        result = asyncio.ensure_future(asyncio.to_thread(
+            caller, files, tmp, dst="101", pause_ms=4000, rtp_port=rtp.port))
+        await _wait(b, "window.phone.state.incoming === 1")
+        await asyncio.sleep(1.0)
+        await b.evaluate("window.phone.answer()")
+        await _wait(b, "window.phone.state.events.includes('confirmed')")
+        await asyncio.sleep(1.0)
+        heard_b = await _listen(b, 1.5)
+        desk_rc, desk_out = await asyncio.to_thread(desk.result, 20)
+        ok, failed, out = await result
+        await _wait(b, "window.phone.state.ended === 1")
+        from tests.media.test_aio import hears
+
+        pcm = rtp.pcm()
+        return {"heard_b": heard_b, "desk_rc": desk_rc, "desk": desk_out[-1500:],
+                "desk_cancelled": "CANCEL sip:" in desk.log(), "caller": [ok, failed],
+                "caller_out": out[-1500:], "caller_hears_600": bool(hears(pcm, 8000, 600))}
+    finally:
+        desk.stop()
+        rtp.close()
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "tab_close": tab_close, "ring_together": ring_together,
     "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 

@@ -4,7 +4,8 @@ every ICE candidate and every packet is loopback). Two browsers register over WS
 A calls B, B answers, each hears the other's tone (WebAudio analyser), A's DTMF by INFO reaches
 B, A's hold (re-INVITE) gives B music on hold instead of A's tone and unhold brings it back,
 A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
-phone and both hear each other.
+phone and both hear each other; a browser and a SIP phone of one user ring together, the
+browser answers, the phone gets CANCEL; closing a tab removes its registration within a second.
 
 One browser test at a time, each bounded (the machine's 2 cores are shared).
 """
@@ -88,3 +89,17 @@ def test_browser_calls_a_sip_phone(tmp_path: Path) -> None:
     assert tone_heard(found["heard_a"], 1000), found["heard_a"]
     assert found["phone"]["hears_600"] and found["phone"]["dominant"] == 600, found["phone"]
     assert found["sipp_rc"] == 0, found["sipp"]
+
+
+def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:
+    found = run_scenario("tab_close", tmp_path)
+    assert (found["before"], found["after"]) == (1, 0), found
+    assert found["took"] < 1.0, found
+
+
+def test_a_browser_and_a_sip_phone_of_one_user_ring_together(tmp_path: Path) -> None:
+    found = run_scenario("ring_together", tmp_path)
+    assert found["desk_cancelled"] and found["desk_rc"] == 0, found["desk"]  # CANCEL to the desk
+    assert found["caller"] == [1, 0], found["caller_out"]
+    assert tone_heard(found["heard_b"], 1000), found["heard_b"]  # the browser hears the caller
+    assert found["caller_hears_600"]  # and the caller the browser

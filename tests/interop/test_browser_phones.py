@@ -45,10 +45,14 @@ def run_scenario(name: str, tmp: Path) -> dict[str, Any]:
         pytest.fail(f"{CHROMIUM} is not installed: run ./test.sh (it apt-installs chromium)")
     if not (WEB_DIR / "dist" / "jssip.min.js").is_file():
         pytest.fail("JsSIP is not built: run scripts/install-test-peers.sh (npm ci in web/)")
-    pytest.importorskip("playwright", reason="pip install -e .[test] brings playwright")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed: run ./test.sh (pip install -e .[test])")
     need("sipp")
     if not _isolated_loopback():
-        pytest.skip("needs a network namespace (root + unshare) to keep chromium on loopback")
+        pytest.fail("these tests need a network namespace of their own (root and util-linux "
+                    "unshare) so that chromium gathers and sends to loopback only")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCPBX_")}
     if os.environ.get("ASYNCPBX_NO_EXTENSIONS"):
         env["ASYNCPBX_NO_EXTENSIONS"] = os.environ["ASYNCPBX_NO_EXTENSIONS"]

@@ -188,9 +188,7 @@ async def ring_together(server: Any, files: Any, browser: Any, base: str,
 
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-
-    "tab_close": tab_close, "ring_together": ring_together,
-    "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
+    "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 
 async def main(name: str, tmp: Path) -> dict[str, Any]:

@@ -12,7 +12,13 @@ ICE host addresses. aioice gathers host candidates from every interface except l
 with (its public address, or 127.0.0.1 in tests), so this module wraps that one function once,
 at import: inside :func:`ice_host_addresses` (a context variable, so it covers exactly the
 gathering started from that context — ``asyncio`` tasks inherit it) the wrapper returns the
-configured addresses; everywhere else it calls the original. Nothing else in aioice is changed.
+configured addresses; everywhere else it calls the original.
+
+ICE port range. aioice binds its host sockets to port 0. Inside :func:`ice_port_range` (a
+context variable like the addresses) a wrapper of ``Connection.get_component_candidates`` binds
+each host socket to a free port of the range instead, gathers the server-reflexive candidates of
+those sockets (STUN) itself and leaves the rest (TURN) to the original, called with no host
+addresses. Outside that context the original runs unchanged.
 
 Source filter (SECURITY.md: "WebRTC accepts DTLS/RTP only from the ICE-nominated address"). aioice
 hands every non-STUN datagram to DTLS, whatever its source, so a DTLS hello from a third address
@@ -27,20 +33,54 @@ import asyncio
 import contextlib
 import contextvars
 import fractions
+import ipaddress
+import random
+import socket
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
 from media.port import Frame, samples_per_frame
 from media.resample import Resampler
 
-__all__ = ["WebRtcLeg", "ice_host_addresses"]
+__all__ = ["IceSettings", "WebRtcLeg", "ice_host_addresses", "ice_port_range"]
+
+
+@dataclass(frozen=True, slots=True)
+class IceSettings:
+    """What the PBX's side of ICE uses: its host candidates, STUN/TURN servers, a port range.
+
+    ``stun_servers``/``turn_servers`` are URLs (``stun:host:port``, ``turn:host:port``);
+    aiortc uses the first of each. ``port_range`` is inclusive; None: ports the OS picks.
+    """
+
+    host_addresses: tuple[str, ...]
+    stun_servers: tuple[str, ...] = ()
+    turn_servers: tuple[str, ...] = ()
+    turn_username: str = ""
+    turn_password: str = ""
+    port_range: tuple[int, int] | None = None
+
+    def configuration(self) -> RTCConfiguration:
+        """The peer connection's ``RTCConfiguration`` (its ICE servers; none: host only)."""
+        servers = [RTCIceServer(urls=url) for url in self.stun_servers]
+        servers += [RTCIceServer(urls=url, username=self.turn_username,
+                                 credential=self.turn_password) for url in self.turn_servers]
+        return RTCConfiguration(iceServers=servers)
 
 _HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "asyncpbx_ice_host_addresses", default=None
@@ -67,6 +107,83 @@ def ice_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
         yield
     finally:
         _HOST_ADDRESSES.reset(token)
+
+
+_PORT_RANGE: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "asyncpbx_ice_port_range", default=None
+)
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+@contextlib.contextmanager
+def ice_port_range(ports: tuple[int, int] | None) -> Iterator[None]:
+    """Within this block, ICE host sockets bind to a free port of ``ports`` (inclusive)."""
+    token = _PORT_RANGE.set(ports)
+    try:
+        yield
+    finally:
+        _PORT_RANGE.reset(token)
+
+
+async def _bind_in_range(conn: Any, address: str, ports: tuple[int, int]) -> Any | None:
+    """A StunProtocol bound to ``address`` on a free port of ``ports`` (random start)."""
+    loop = asyncio.get_running_loop()
+    low, high = ports
+    count = high - low + 1
+    start = random.randrange(count)
+    for i in range(count):
+        port = low + (start + i) % count
+        try:
+            _transport, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(conn), local_addr=(address, port))
+        except OSError:
+            continue
+        return protocol
+    return None
+
+
+async def _get_component_candidates(self: Any, component: int, addresses: list[str],
+                                    timeout: int = 5) -> list[Candidate]:
+    ports = _PORT_RANGE.get()
+    if ports is None:
+        return list(await _original_get_component_candidates(self, component, addresses, timeout))
+    candidates: list[Candidate] = []
+    bound = []
+    for address in addresses:
+        protocol = await _bind_in_range(self, address, ports)
+        if protocol is None:
+            continue
+        sock = protocol.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        host, port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"), host=host,
+            port=port, type="host")
+        candidates.append(protocol.local_candidate)
+        bound.append(protocol)
+    self._protocols += bound
+    if self.stun_server:
+        tasks = [asyncio.ensure_future(aioice.ice.server_reflexive_candidate(p, self.stun_server))
+                 for p in bound if ipaddress.ip_address(p.local_candidate.host).version == 4]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            candidates += [t.result()[0] for t in done if t.exception() is None]
+    # TURN (and nothing else): the original with no host addresses
+    stun, self.stun_server = self.stun_server, None
+    try:
+        candidates += await _original_get_component_candidates(self, component, [], timeout)
+    finally:
+        self.stun_server = stun
+    return candidates
+
+
+if getattr(aioice.ice.Connection.get_component_candidates, "__name__", "") != (
+        "_get_component_candidates"):
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
 
 
 def _is_stun(data: bytes) -> bool:
@@ -107,15 +224,22 @@ class _OutgoingTrack(MediaStreamTrack):  # type: ignore[misc]
 class WebRtcLeg:
     """A browser call leg: an ``RTCPeerConnection`` with one audio track each way; a media port.
 
-    ``host_addresses`` are the only ICE host candidates offered and used. Offer/answer:
+    ``host_addresses`` (or ``ice.host_addresses``) are the only ICE host candidates offered and
+    used; ``ice`` adds STUN/TURN servers and a port range. Offer/answer:
     :meth:`create_offer` + :meth:`set_answer` when we call, :meth:`accept_offer` when the browser
     calls. ``get_frame``/``put_frame`` work at ``sample_rate`` (Opus runs at 48 kHz inside).
     """
 
-    def __init__(self, *, host_addresses: Sequence[str], sample_rate: int = 48000) -> None:
+    def __init__(self, *, host_addresses: Sequence[str] | None = None, sample_rate: int = 48000,
+                 ice: IceSettings | None = None) -> None:
         self.sample_rate = sample_rate
-        self.host_addresses = tuple(host_addresses)
-        self.pc = RTCPeerConnection()
+        if ice is None:
+            if host_addresses is None:
+                raise TypeError("WebRtcLeg needs host_addresses or ice")
+            ice = IceSettings(tuple(host_addresses))
+        self.ice = ice
+        self.host_addresses = ice.host_addresses
+        self.pc = RTCPeerConnection(ice.configuration())
         self._out = _OutgoingTrack(sample_rate)
         self.pc.addTrack(self._out)
         self._incoming: deque[Frame] = deque(maxlen=10)
@@ -129,7 +253,7 @@ class WebRtcLeg:
 
     async def create_offer(self) -> str:
         """Our SDP offer (ICE candidates included: gathering completes first)."""
-        with ice_host_addresses(self.host_addresses):
+        with ice_host_addresses(self.host_addresses), ice_port_range(self.ice.port_range):
             await self.pc.setLocalDescription(await self.pc.createOffer())
         self._install_source_filter()
         return str(self.pc.localDescription.sdp)
@@ -141,7 +265,7 @@ class WebRtcLeg:
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; returns our answer."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        with ice_host_addresses(self.host_addresses):
+        with ice_host_addresses(self.host_addresses), ice_port_range(self.ice.port_range):
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._install_source_filter()
         return str(self.pc.localDescription.sdp)
@@ -214,6 +338,26 @@ class WebRtcLeg:
         """Send 20 ms to the browser (Opus-encoded by aiortc)."""
         self.counters["frames_out"] += 1
         self._out.push(frame)
+
+    async def quality(self) -> dict[str, float]:
+        """The browser leg's call quality from aiortc's stats (RFC 3550 figures as the RTP
+        legs have them): packets received and lost, interarrival jitter and round-trip time
+        (seconds, RTT from the browser's RTCP receiver reports; 0 when none came) and the
+        per-call MOS estimate of :func:`media.stats.mos` (Opus, one-way delay RTT/2)."""
+        from media.stats import mos
+
+        report = await self.pc.getStats()
+        rx = lost = 0
+        jitter = rtt = 0.0
+        for stat in report.values():
+            if stat.type == "inbound-rtp" and stat.kind == "audio":
+                rx, lost = int(stat.packetsReceived), max(0, int(stat.packetsLost))
+                jitter = float(stat.jitter) / 48000  # timestamp units of Opus' clock
+            elif stat.type == "remote-inbound-rtp" and stat.kind == "audio":
+                rtt = float(stat.roundTripTime or 0.0)
+        loss = lost / (rx + lost) if rx + lost else 0.0
+        return {"rx_packets": float(rx), "lost": float(lost), "interarrival_jitter": jitter,
+                "rtt": rtt, "mos": round(mos(rtt / 2, loss, "OPUS", jitter), 2)}
 
     @property
     def connection_state(self) -> str:

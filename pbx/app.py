@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from features import default_features
 from media.aio import MediaEngine
+from media.webrtc import IceSettings
 from pbx import __version__
 from pbx.b2bua import B2bua, CallSettings
 from pbx.banfile import take_lift_requests, write_bans
@@ -32,6 +33,7 @@ from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, start_http
 from pbx.logsetup import configure_logging, get_logger
 from pbx.origin import verify_with_bans
+from pbx.phone import PhonePage
 from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
@@ -220,6 +222,7 @@ class PbxServer:
             ),
             on_event=self._on_event,
         )
+        self.sip.on_transport_failed = self._flow_failed
         if self.config.security.ban_time > 0:
             self.sip.admit_source = self._admit_source
         await self.sip.start()
@@ -285,6 +288,7 @@ class PbxServer:
         self.b2bua.bans = self.bans
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
+        self.b2bua.ice = self._ice_settings()
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -351,9 +355,16 @@ class PbxServer:
         """Serve /health. A port taken is logged, not fatal: monitoring must not keep the
         telephone service from starting."""
         try:
-            self.http = await start_http(self.config.http.listen, self.health_figures)
+            self.http = await start_http(self.config.http.listen, self.health_figures,
+                                         routes=PhonePage(self.phone_settings).add_routes)
         except OSError as exc:
             self.log.error("http.listen_failed", listen=self.config.http.listen, error=str(exc))
+
+    def phone_settings(self) -> dict[str, object]:
+        """What the /phone page needs: our SIP domain and WebSocket listeners."""
+        listening = self.sip.listening() if self.sip is not None else []
+        return {"domain": self.domain,
+                "websockets": [f"{t}://{h}:{p}/" for t, h, p in listening if t in ("ws", "wss")]}
 
     def health_figures(self) -> dict[str, object]:
         """What /health reports besides status and uptime."""
@@ -406,6 +417,25 @@ class PbxServer:
                 self._reconcile_trunks()
             except Exception:
                 self.log.exception("trunk.reconcile_failed")
+
+    def _ice_settings(self) -> IceSettings | None:
+        """``[webrtc]`` as the browser legs' ICE settings (None: no address to offer)."""
+        w = self.config.webrtc
+        addresses = w.host_addresses(self.config.media)
+        if not addresses:
+            return None
+        return IceSettings(addresses, stun_servers=w.stun_servers, turn_servers=w.turn_servers,
+                           turn_username=w.turn_username, turn_password=w.turn_password,
+                           port_range=(w.port_min, w.port_max) if w.port_max else None)
+
+    def _flow_failed(self, peer: Peer) -> None:
+        """A WebSocket closed (or could not be written): its browsers' bindings go at once,
+        and their calls end."""
+        if peer.transport in ("ws", "wss") and peer.conn_id is not None:
+            self._apply(self.registrar.remove_flow(peer.transport, peer.conn_id))
+            calls = getattr(self, "b2bua", None)
+            if calls is not None:
+                calls.flow_closed(peer)
 
     def _keep_flow(self, b: Binding, removed: bool) -> None:
         """Keep a registration's TCP/TLS/WS connection open while its binding lives (RFC 5626

@@ -41,12 +41,21 @@ SRTP; a 415/488/606 to that INVITE gets one new INVITE (CSeq + 1, new transactio
 other profile, and a device that took SAVP that way is remembered
 (:meth:`B2bua.learn_srtp`). A leg cannot switch between RTP and SRTP by re-INVITE (488); it may
 re-key.
+
+Browsers (:mod:`pbx.legs.webrtc`): an INVITE whose offer is ``UDP/TLS/RTP/SAVPF`` gets a
+:class:`WebRtcInboundLeg` whose media is an aiortc peer connection (ICE on ``B2bua.ice``, the
+``[webrtc]`` settings); applying the offer gathers candidates, so the call starts once that is
+done (:meth:`_new_webrtc_call`). A binding registered over WS/WSS is rung by a
+:class:`WebRtcOutboundLeg` (the INVITE carries the peer connection's offer) beside the plain
+legs of the user's SIP phones. When a WebSocket closes, the browser legs reached over it end
+(:meth:`flow_closed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -57,6 +66,7 @@ import numpy.typing as npt
 from media.aio import MediaEngine, RtpSession
 from media.port import MediaPort
 from media.tones import ToneGenerator, ToneName, tone_plan
+from media.webrtc import IceSettings
 from pbx.bans import BanTable
 from pbx.callcontrol import (
     Call,
@@ -82,6 +92,12 @@ from pbx.legs.sdp import (
 )
 from pbx.legs.sip import SipLeg, refusal_headers
 from pbx.legs.trunk import TrunkLeg
+from pbx.legs.webrtc import (
+    WEBRTC_TRANSPORTS,
+    WebRtcInboundLeg,
+    WebRtcOutboundLeg,
+    is_webrtc_offer,
+)
 from pbx.mediagraph import EngineGraph
 from pbx.origin import CallOrigin, find_origin
 from pbx.prompts import PromptStore
@@ -115,6 +131,15 @@ __all__ = ["B2bua", "CallSettings", "InboundLeg", "OutboundLeg", "SipLeg"]
 
 #: The longest an announcement plays before the call goes on without it (seconds).
 PROMPT_LIMIT = 60.0
+
+
+def _default_ice(host: str) -> IceSettings | None:
+    """ICE on the media address when it is one address (not a wildcard, not a name)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else IceSettings((str(ip),))
 
 
 
@@ -197,6 +222,9 @@ class B2bua:
         self.srtp_devices: dict[str, None] = {}
         #: The announcements (the server loads them at start; None: tones only).
         self.prompts: PromptStore | None = None
+        #: ICE of browser legs (pbx.legs.webrtc): the server sets it from ``[webrtc]``; by
+        #: default the media address when it is an IP address (None: browsers get 488).
+        self.ice: IceSettings | None = _default_ice(engine.host)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -255,6 +283,16 @@ class B2bua:
             devices[target.contact] = None
             if len(devices) > SRTP_DEVICES_MAX:
                 del devices[next(iter(devices))]
+
+    def flow_closed(self, peer: Peer) -> None:
+        """A WebSocket closed: end the browser legs that were reached over it."""
+        for leg in [leg for leg in self._webrtc_legs() if leg.peer.conn_id == peer.conn_id
+                    and leg.peer.transport == peer.transport]:
+            leg.flow_closed()
+
+    def _webrtc_legs(self) -> list[WebRtcInboundLeg | WebRtcOutboundLeg]:
+        return [leg for call in list(self.calls.values()) for leg in call.legs
+                if isinstance(leg, WebRtcInboundLeg | WebRtcOutboundLeg)]
 
     def forget(self, leg: SipLeg) -> None:
         """Drop a leg's table entries (its media is closed)."""
@@ -332,16 +370,23 @@ class B2bua:
         origin = find_origin(self, event, now)
         if origin is None:
             return  # challenged (407) or refused
-        caller = origin.caller
         ruri = request.uri
         dialled = ruri.user if isinstance(ruri, SipURI) and ruri.user else ""
-        leg = InboundLeg(self, request, peer, event.transaction_id)
+        webrtc = is_webrtc_offer(request)
+        leg = (WebRtcInboundLeg if webrtc else InboundLeg)(self, request, peer,
+                                                           event.transaction_id)
         try:
             # RFC 4028: 422 below our Min-SE, 400 for a garbled Session-Expires/Min-SE
             leg.invite_session.receive_request(request, leg.clock())
         except RemoteProtocolError as exc:  # RequestRefused, or a malformed header (400)
             leg.close_media()
             self.respond(request, tx=tx, status=exc.status_hint, extra=refusal_headers(exc))
+            return
+        if isinstance(leg, WebRtcInboundLeg):  # the offer is applied asynchronously (ICE)
+            self.sip.set_owner(event.transaction_id, leg)
+            self._ensure_tasks()
+            self.tasks.spawn(self._new_webrtc_call(leg, event, origin, now, dialled),
+                             f"webrtc-offer-{leg.id}")
             return
         try:
             leg.prepare_media()
@@ -358,6 +403,36 @@ class B2bua:
             self.respond(request, tx=tx, status=503, extra=[("Retry-After", "5")])
             return
         self.sip.set_owner(event.transaction_id, leg)
+        self._begin_call(leg, event, origin, now, dialled)
+
+    async def _new_webrtc_call(self, leg: WebRtcInboundLeg, event: RequestReceived,
+                               origin: CallOrigin, now: float, dialled: str) -> None:
+        """A browser's INVITE: answer its offer with a peer connection, then start the call
+        (unless the browser cancelled meanwhile)."""
+        request = event.request
+        try:
+            await leg.prepare_rtc()
+        except ParseError as exc:
+            self.log.info("call.offer_refused", call_id=request.call_id, status=488,
+                          reason=exc.reason)
+            if leg.unanswered:
+                leg.reject(488, "Not Acceptable Here")
+            leg.close_media()
+            return
+        if not leg.unanswered:  # cancelled while the candidates were gathered
+            leg.close_media()
+            return
+        self._begin_call(leg, event, origin, now, dialled)
+
+    def _ensure_tasks(self) -> None:
+        if not self._scope_owned and not self.tasks.started:
+            self.tasks.start()
+
+    def _begin_call(self, leg: InboundLeg, event: RequestReceived, origin: CallOrigin,
+                    now: float, dialled: str) -> None:
+        """The caller's leg is ready: make the call and run its script."""
+        request, peer = event.request, event.peer
+        caller = origin.caller
         tenant_id = (origin.user.tenant_id if origin.user is not None
                      else origin.trunk.tenant_id if origin.trunk is not None else None)
         record = CallRecord(call_id=request.call_id, direction=origin.direction,
@@ -377,8 +452,7 @@ class B2bua:
         self.calls[call.id] = call
         self.origins[call.id] = origin
         self.stats["calls"] += 1
-        if not self._scope_owned and not self.tasks.started:
-            self.tasks.start()
+        self._ensure_tasks()
         self.tasks.spawn(self._run_call(call, script), f"call-{call.id}")
 
     async def _run_call(self, call: Call,
@@ -505,7 +579,8 @@ class B2bua:
             bare = uri.copy()
             bare.headers = {}
             request_uri = str(bare)
-        return OutboundLeg(self, call, target, request_uri=request_uri, peer=peer,
+        kind = WebRtcOutboundLeg if peer.transport in WEBRTC_TRANSPORTS else OutboundLeg
+        return kind(self, call, target, request_uri=request_uri, peer=peer,
                            route=binding.path if binding is not None else (),
                            caller_display=display, caller_user=caller, callee_user=target.user)
 

@@ -167,6 +167,42 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebRtcConfig:
+    """The ``[webrtc]`` table: ICE of the browser legs (aiortc, :mod:`media.webrtc`).
+
+    aioice never gathers loopback and a server must offer only the addresses it is reachable
+    at, so the host candidates are configuration.
+    """
+
+    #: Host candidates the PBX offers (IP literals); empty: the media address
+    #: (``media.advertise`` when it is an IP address, else ``media.host``).
+    ice_addresses: tuple[str, ...] = ()
+    #: STUN servers for server-reflexive candidates behind NAT (``stun:host[:port]``).
+    stun_servers: tuple[str, ...] = ()
+    #: TURN servers for relayed candidates (``turn:host[:port][?transport=udp|tcp]`` or
+    #: ``turns:``), with one username/password for all of them.
+    turn_servers: tuple[str, ...] = ()
+    turn_username: str = ""
+    turn_password: str = ""
+    #: Inclusive UDP port range of the ICE sockets; 0/0: ports the OS picks.
+    port_min: int = 0
+    port_max: int = 0
+
+    def host_addresses(self, media: MediaConfig) -> tuple[str, ...]:
+        """The ICE host candidates to offer: ``ice_addresses``, else the media address."""
+        if self.ice_addresses:
+            return self.ice_addresses
+        for candidate in (media.advertise, media.host):
+            try:
+                ip = ipaddress.ip_address(candidate)
+            except ValueError:
+                continue
+            if not ip.is_unspecified:
+                return (str(ip),)
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityConfig:
     """The ``[security]`` table: per-source bans (SECURITY.md, pbx/bans.py). A source with
     ``failures`` authentication failures in ``failure_window`` seconds, or more than
@@ -200,6 +236,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -414,6 +451,38 @@ def _validate_calls(config: Config) -> None:
                          config.features.digits_only_hash).problem()
     if problem is not None:
         raise ConfigError(f"features.digits_only_{problem[0]}", problem[1])
+    _validate_webrtc(config.webrtc)
+
+
+_ICE_SCHEMES = {"stun_servers": ("stun:", "stuns:"), "turn_servers": ("turn:", "turns:")}
+
+
+def _validate_webrtc(w: WebRtcConfig) -> None:
+    for i, address in enumerate(w.ice_addresses):
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"webrtc.ice_addresses[{i}]",
+                              f"{address!r} is not an IP address") from None
+        if ip.is_unspecified:
+            raise ConfigError(f"webrtc.ice_addresses[{i}]",
+                              f"{address!r} is a wildcard, not an address to offer")
+    for name, schemes in _ICE_SCHEMES.items():
+        for i, url in enumerate(getattr(w, name)):
+            host = url.partition(":")[2].split("?")[0].rsplit(":", 1)[0] if ":" in url else ""
+            bad = any(ch in url for ch in " <>;@\"/")
+            if not url.lower().startswith(schemes) or not host or bad:
+                raise ConfigError(f"webrtc.{name}[{i}]",
+                                  f"{url!r} is not a {' or '.join(schemes)}host[:port] URL")
+    if w.turn_servers and not (w.turn_username and w.turn_password):
+        key = "webrtc.turn_username" if not w.turn_username else "webrtc.turn_password"
+        raise ConfigError(key, "TURN servers need a username and a password")
+    if (w.port_min, w.port_max) != (0, 0):
+        if not 1024 <= w.port_min <= 65535:
+            raise ConfigError("webrtc.port_min",
+                              "must lie between 1024 and 65535 (or 0 with port_max 0)")
+        if not w.port_min <= w.port_max <= 65535:
+            raise ConfigError("webrtc.port_max", "must lie between webrtc.port_min and 65535")
 
 
 def load_config(

@@ -127,11 +127,16 @@ def parse_http_listen(text: str) -> tuple[str, int] | None:
 
 
 async def start_http(listen: str, health: HealthFigures, *,
-                     started: float | None = None) -> HttpService | None:
-    """Start the HTTP service on ``listen`` (``[http] listen``); None when it is empty."""
+                     started: float | None = None,
+                     routes: Callable[[web.Application], None] | None = None,
+                     ) -> HttpService | None:
+    """Start the HTTP service on ``listen`` (``[http] listen``); None when it is empty.
+    ``routes`` adds further routes before it starts (``/phone``: :mod:`pbx.phone`)."""
     address = parse_http_listen(listen)
     if address is None:
         return None
     service = HttpService(health, started=started)
+    if routes is not None:
+        routes(service.app)
     await service.start(*address)
     return service

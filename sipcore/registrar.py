@@ -95,6 +95,7 @@ class RemovalReason(enum.Enum):
     REPLACED = "replaced"  # same +sip.instance/reg-id registered a new contact URI
     EVICTED = "evicted"  # oldest binding dropped to stay within max_contacts
     ADMINISTRATIVE = "administrative"  # Registrar.remove_aor
+    FLOW_CLOSED = "flow_closed"  # Registrar.remove_flow: its WebSocket connection closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,8 @@ class Registrar:
         self._date_second = -1
         self._date = ""
         self._contact_cache: dict[str, _Contact] = {}
+        #: (transport, connection id) → the (aor, uri) of the bindings registered over it.
+        self._flows: dict[tuple[str, int], set[tuple[str, str]]] = {}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -300,6 +303,20 @@ class Registrar:
             BindingRemoved(slot.binding, RemovalReason.ADMINISTRATIVE) for slot in slots.values()
         ]
         for uri in list(slots):
+            self._drop(aor, uri)
+        return changes
+
+    def remove_flow(self, transport: str, conn_id: int) -> list[BindingChange]:
+        """Drop every binding registered over connection ``conn_id`` of ``transport`` (a
+        WebSocket that closed: its contacts, ``*.invalid`` hosts, RFC 7118 §5, can be reached
+        over nothing else)."""
+        keys = self._flows.pop((transport, conn_id), None)
+        changes: list[BindingChange] = []
+        for aor, uri in sorted(keys or ()):
+            slot = self._aors.get(aor, {}).get(uri)
+            if slot is None:
+                continue
+            changes.append(BindingRemoved(slot.binding, RemovalReason.FLOW_CLOSED))
             self._drop(aor, uri)
         return changes
 
@@ -541,7 +558,13 @@ class Registrar:
             slots = self._aors[binding.aor] = {}
         if binding.uri not in slots:
             self._count += 1
+        old = slots.get(binding.uri)
+        if old is not None:
+            self._unindex_flow(old.binding)
         slots[binding.uri] = _Slot(binding, parsed)
+        r = binding.received
+        if r is not None and r.conn_id is not None:
+            self._flows.setdefault((r.transport, r.conn_id), set()).add((binding.aor, binding.uri))
         heapq.heappush(self._heap, (binding.expires_at, binding.aor, binding.uri))
         # Lazy deletion leaves one dead entry per refresh; rebuild once they dominate.
         if len(self._heap) > 2 * self._count + 1024:
@@ -550,8 +573,19 @@ class Registrar:
             ]
             heapq.heapify(self._heap)
 
+    def _unindex_flow(self, binding: Binding) -> None:
+        r = binding.received
+        if r is None or r.conn_id is None:
+            return
+        keys = self._flows.get((r.transport, r.conn_id))
+        if keys is not None:
+            keys.discard((binding.aor, binding.uri))
+            if not keys:
+                del self._flows[(r.transport, r.conn_id)]
+
     def _drop(self, aor: str, uri: str) -> None:
         slots = self._aors[aor]
+        self._unindex_flow(slots[uri].binding)
         del slots[uri]
         self._count -= 1
         if not slots:

@@ -13,12 +13,16 @@ UPDATEs (RFC 3311) are answered locally by the leg that received them; hold
 on hold; nothing is renegotiated on the other leg. The SIP rules of each dialog's INVITE usage (session
 timers, 2xx/ACK, glare, when a BYE may go) are :class:`sipcore.invite_session.InviteSession`'s;
 the leg feeds it its messages and sends what it asks for. Legs turn SIP into call-control events
-(:mod:`pbx.callcontrol`); they never see each other.
+(:mod:`pbx.callcontrol`); they never see each other. A browser's legs
+(:class:`WebRtcInboundLeg`, :class:`WebRtcOutboundLeg`, :mod:`pbx.legs.webrtc`) are the same SIP
+legs over WS/WSS with an aiortc peer connection as their media port.
 """
 
 from pbx.legs.inbound import InboundLeg
 from pbx.legs.outbound import OutboundLeg
 from pbx.legs.sip import ALLOW, SipLeg, dtmf_from_info
 from pbx.legs.trunk import TrunkLeg
+from pbx.legs.webrtc import WebRtcInboundLeg, WebRtcOutboundLeg
 
-__all__ = ["ALLOW", "InboundLeg", "OutboundLeg", "SipLeg", "TrunkLeg", "dtmf_from_info"]
+__all__ = ["ALLOW", "InboundLeg", "OutboundLeg", "SipLeg", "TrunkLeg", "WebRtcInboundLeg",
+           "WebRtcOutboundLeg", "dtmf_from_info"]

@@ -187,15 +187,19 @@ class OutboundLeg(SipLeg):
 
     def start(self) -> None:
         """Send the INVITE with our offer (the caller's codec first: a relay is then likely)."""
-        b2b = self.b2bua
         offer = self._caller_codec_offer()
+        self._send_initial_invite(self._local_sdp_body(offer), transition=True)
+
+    def _send_initial_invite(self, body: bytes, *, transition: bool = False) -> None:
+        """Build and send the dialog-creating INVITE carrying ``body`` (our SDP offer); with
+        ``transition`` the leg starts (LegInput.START) just before it goes."""
+        b2b = self.b2bua
         display = self.caller_display.replace('"', "")
         # AORs, not user@our-domain: a user of another tenant is ext@tenant-domain
         caller_aor = b2b.aor(self.caller_user)
         withheld = self.call is not None and self.call.presentation.withheld
         if withheld:  # CLIR (RFC 3323 §4.1.1.3): nothing in From names the caller
             display, caller_aor = "Anonymous", ANONYMOUS_URI
-        body = self._local_sdp_body(offer)
         h = Headers([
             *(("Route", r) for r in self.route),
             ("From", f'"{display}" <{caller_aor}>;tag={new_tag()}'
@@ -216,7 +220,8 @@ class OutboundLeg(SipLeg):
                                                  b2b.aor):
                 h.add(name, value)
         request = Request("INVITE", parse_uri(self.request_uri), h, body)
-        self.transition(LegInput.START)
+        if transition:
+            self.transition(LegInput.START)
         self._send_invite(request)
 
     def _on_invite_event(self, event: Event) -> None:

@@ -116,6 +116,9 @@ class AsyncEndpoint(Generic[E]):
         self._pump_again = False
         self._closed = False
         self.stats: Counter[str] = Counter()
+        #: Told of every transport failure after the endpoint (a closed connection, a failed
+        #: send): the application drops what only that flow reached (browser registrations).
+        self.on_transport_failed: Callable[[Peer], None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -277,6 +280,12 @@ class AsyncEndpoint(Generic[E]):
             self.stats["endpoint_errors"] += 1
             log.exception("sip.endpoint.transport_failed_failed", src=peer.host, port=peer.port,
                           transport=peer.transport)
+        if self.on_transport_failed is not None:
+            try:
+                self.on_transport_failed(peer)
+            except Exception:
+                log.exception("sip.endpoint.on_transport_failed_failed", src=peer.host,
+                              port=peer.port, transport=peer.transport)
         self.pump()
 
     # -- the pump ------------------------------------------------------------------------------

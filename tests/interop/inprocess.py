@@ -18,11 +18,12 @@ from tests.interop.harness import PbxProcess
 @contextlib.asynccontextmanager
 async def serving(tmp: Path, users: Sequence[tuple[str, str]], config_extra: str = "",
                   store_setup: Callable[[Store], None] | None = None,
+                  transports: Sequence[str] = ("udp",),
                   ) -> AsyncIterator[tuple[PbxServer, PbxProcess]]:
     """A started :class:`PbxServer` and a :class:`PbxProcess` describing it (its ``addr()``
     works, so the SIPp helpers can be used); stopped and awaited on exit. ``store_setup``
     adds rows (trunks, numbers) before the server starts."""
-    files = PbxProcess(tmp, transports=("udp",), users=users, config_extra=config_extra,
+    files = PbxProcess(tmp, transports=transports, users=users, config_extra=config_extra,
                        store_setup=store_setup)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = files.write_config()
@@ -36,7 +37,8 @@ async def serving(tmp: Path, users: Sequence[tuple[str, str]], config_extra: str
     try:
         await asyncio.wait_for(ready.wait(), 20)
         assert server.sip is not None
-        files.listening["udp"] = next((h, p) for t, h, p in server.sip.listening() if t == "udp")
+        for name, host, port in server.sip.listening():
+            files.listening.setdefault(name, (host, port))
         yield server, files
     finally:
         server.stop()

@@ -127,7 +127,8 @@ def ulaw_encode(pcm: np.ndarray) -> bytes:
 class RtpPeer:
     """A Python RTP endpoint: records PCMU it receives; optionally sends a tone (PCMU)."""
 
-    def __init__(self, send_hz: float | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, send_hz: float | None = None, host: str = "127.0.0.1", *,
+                 paced_from_latch: bool = False) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         # short: the send cadence (20 ms) must not depend on what arrives
@@ -138,6 +139,9 @@ class RtpPeer:
         self.events: list[bytes] = []
         self.send_hz = send_hz
         self.remote: tuple[str, int] | None = None
+        #: Start the 20 ms cadence when the PBX's first packet arrives (no catch-up burst of
+        #: the time before: a transcoding leg's jitter buffer sees a phone, not a flood).
+        self.paced_from_latch = paced_from_latch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -150,6 +154,8 @@ class RtpPeer:
                 data, addr = self.sock.recvfrom(2048)
                 if self.remote is None:
                     self.remote = addr  # symmetric RTP: answer where the PBX sends from
+                    if self.paced_from_latch:
+                        next_send = time.monotonic()
                 if len(data) > 12 and data[1] & 0x7F == 0:
                     self.received.append((time.monotonic(), data[12:]))
                 elif len(data) >= 16 and data[1] & 0x7F == 101:

@@ -215,3 +215,33 @@ def test_host_address_patch_is_contained() -> None:
     with ice_host_addresses(["127.0.0.1", "::1"]):
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
+
+
+async def test_ice_port_range_and_servers_reach_the_peer_connection() -> None:
+    # the range is 3 ports wide: two legs take two of them, a third leg the last
+    low = 46900
+    ice = webrtc.IceSettings(LOOPBACK, port_range=(low, low + 2))
+    legs = [WebRtcLeg(ice=ice) for _ in range(3)]
+    try:
+        ports = []
+        for leg in legs:
+            sdp = await leg.create_offer()
+            assert _candidates(sdp) == ["127.0.0.1"]
+            ports += [int(p) for p in re.findall(r"a=candidate:\S+ 1 udp \d+ \S+ (\d+) typ", sdp)]
+        assert sorted(ports) == [low, low + 1, low + 2]
+    finally:
+        for leg in legs:
+            await leg.close()
+    # outside a range the OS picks the port (the wrapper runs aioice's own gathering)
+    plain = WebRtcLeg(ice=webrtc.IceSettings(LOOPBACK))
+    try:
+        sdp = await plain.create_offer()
+        assert _candidates(sdp) == ["127.0.0.1"]
+    finally:
+        await plain.close()
+    conf = webrtc.IceSettings(LOOPBACK, stun_servers=("stun:127.0.0.1:3478",),
+                              turn_servers=("turn:127.0.0.1:3478",), turn_username="u",
+                              turn_password="p").configuration()
+    servers = conf.iceServers or []
+    assert [s.urls for s in servers] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
+    assert servers[1].username == "u" and servers[1].credential == "p"

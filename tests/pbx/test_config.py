@@ -175,3 +175,47 @@ def test_media_and_calls_errors_name_the_key(tmp_path: Path, text: str, key: str
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, text), environ={})
     assert err.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[webrtc]\nice_addresses = ["localhost"]\n', "webrtc.ice_addresses[0]"),
+        ('[webrtc]\nice_addresses = ["127.0.0.1", "0.0.0.0"]\n', "webrtc.ice_addresses[1]"),
+        ('[webrtc]\nice_addresses = "127.0.0.1"\nstun = 1\n', "webrtc.stun"),
+        ('[webrtc]\nstun_servers = ["http://stun.example.com"]\n', "webrtc.stun_servers[0]"),
+        ('[webrtc]\nstun_servers = ["stun:"]\n', "webrtc.stun_servers[0]"),
+        ('[webrtc]\nturn_servers = ["turn:t.example.com:3478"]\n', "webrtc.turn_username"),
+        ('[webrtc]\nturn_servers = ["turn:t.example.com"]\nturn_username = "u"\n',
+         "webrtc.turn_password"),
+        ('[webrtc]\nturn_servers = ["stun:t.example.com"]\n', "webrtc.turn_servers[0]"),
+        ("[webrtc]\nport_min = 80\nport_max = 90\n", "webrtc.port_min"),
+        ("[webrtc]\nport_min = 46000\nport_max = 45000\n", "webrtc.port_max"),
+        ("[webrtc]\nport_min = \"low\"\n", "webrtc.port_min"),
+    ],
+)
+def test_webrtc_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={})
+    assert info.value.key == key, str(info.value)
+
+
+def test_webrtc_table(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, (
+        '[webrtc]\nice_addresses = ["127.0.0.1", "::1"]\nstun_servers = ["stun:s.example.com:3478"]\n'
+        'turn_servers = ["turns:t.example.com:5349?transport=tcp"]\nturn_username = "u"\n'
+        'turn_password = "p"\nport_min = 46000\nport_max = 46099\n')), environ={})
+    w = config.webrtc
+    assert w.host_addresses(config.media) == ("127.0.0.1", "::1")
+    assert w.stun_servers == ("stun:s.example.com:3478",)
+    assert (w.port_min, w.port_max) == (46000, 46099)
+
+
+def test_webrtc_addresses_default_to_the_media_address(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, '[media]\nhost = "0.0.0.0"\nadvertise = "192.0.2.7"\n'),
+                         environ={})
+    assert config.webrtc.host_addresses(config.media) == ("192.0.2.7",)
+    config = load_config(_write(tmp_path, '[media]\nhost = "127.0.0.1"\n'), environ={})
+    assert config.webrtc.host_addresses(config.media) == ("127.0.0.1",)
+    env = load_config(None, environ={"ASYNCPBX_WEBRTC_ICE_ADDRESSES": "127.0.0.1,127.0.0.2"})
+    assert env.webrtc.ice_addresses == ("127.0.0.1", "127.0.0.2")

@@ -624,3 +624,31 @@ def test_contact_text_seen_before_follows_the_same_rules() -> None:
     brief, none = reg.handle_register(register(text, expires=10, cseq=4), AOR, PHONE, T0)
     assert brief.status == 423 and none == []
     assert reg.count() == 2
+
+
+def test_remove_flow_drops_the_bindings_of_one_websocket() -> None:
+    from sipcore.registrar import Binding, BindingRemoved, RemovalReason
+    from sipcore.transport import Peer
+
+    reg = Registrar()
+    now = 1000.0
+
+    def bind(uri: str, conn_id: int | None, transport: str = "ws") -> Binding:
+        return Binding(aor="sip:101@example.com", uri=uri, contact=f"<{uri}>", expires_at=now + 300,
+                       call_id=f"c-{uri}", cseq=1,
+                       received=Peer(transport, "127.0.0.1", 5000 + (conn_id or 0), conn_id))
+
+    reg.restore([bind("sip:101@a.invalid;transport=ws", 7),
+                 bind("sip:101@b.invalid;transport=ws", 8),
+                 bind("sip:101@192.0.2.1:5060", None, "udp")], now)
+    changes = reg.remove_flow("ws", 7)
+    assert [(type(c), c.binding.uri, c.reason) for c in changes if isinstance(c, BindingRemoved)] \
+        == [(BindingRemoved, "sip:101@a.invalid;transport=ws", RemovalReason.FLOW_CLOSED)]
+    assert sorted(b.uri for b in reg.bindings("sip:101@example.com", now)) == [
+        "sip:101@192.0.2.1:5060", "sip:101@b.invalid;transport=ws"]
+    assert reg.remove_flow("ws", 7) == [] and reg.remove_flow("wss", 8) == []
+    # a binding refreshed over another connection is no longer the old flow's
+    reg.restore([bind("sip:101@b.invalid;transport=ws", 9)], now)
+    assert reg.remove_flow("ws", 8) == []
+    assert [c.binding.uri for c in reg.remove_flow("ws", 9)] == ["sip:101@b.invalid;transport=ws"]
+    assert reg.count() == 1

@@ -1,0 +1,213 @@
+"""Browser-phone scenarios: the PBX in-process, JsSIP (the /phone page) in headless Debian
+chromium driven by Playwright, SIPp phones. Run as a script by tests/interop/test_browser_phones
+inside a network namespace of its own that has only ``lo`` (so every ICE candidate chromium
+gathers, and every packet, is loopback): ``python -m tests.interop.browser_phones SCENARIO DIR``
+writes its findings to ``DIR/result.json``, which the test asserts on.
+
+Chromium: ``executable_path`` is Debian's ``/usr/bin/chromium`` (never a downloaded browser),
+fake media UI/devices, autoplay without a gesture, loopback allowed in peer connections. The
+page's microphone is a WebAudio oscillator (``?tone=HZ``); what each page hears is read from a
+WebAudio analyser on the remote stream (dominant frequency and level).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tests.interop.harness import free_port
+from tests.interop.inprocess import serving
+from tests.interop.test_calls_sipp import USERS, RtpPeer, SippUas, register_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+]
+CONFIG = ('[media]\nport_min = 46000\nport_max = 46499\n[calls]\nbusy_tone = 1.0\n'
+          '[webrtc]\nice_addresses = ["127.0.0.1"]\nport_min = 46500\nport_max = 46999\n')
+
+
+async def _wait(page: Any, condition: str, timeout: float = 15.0) -> None:
+    await page.wait_for_function(condition, timeout=timeout * 1000)
+
+
+async def _listen(page: Any, seconds: float = 2.0) -> list[dict[str, float]]:
+    """A few readings of the page's analyser over ``seconds``."""
+    out = []
+    for _ in range(int(seconds / 0.25)):
+        out.append(await page.evaluate("window.phone.analyse()"))
+        await asyncio.sleep(0.25)
+    return out
+
+
+async def _phone_page(browser: Any, base: str, user: str, password: str, tone: int,
+                      extra: str = "") -> Any:
+    context = await browser.new_context(ignore_https_errors=True)  # WSS: self-signed
+    page = await context.new_page()
+    page.on("console", lambda msg: print(f"[{user}] {msg.text}", file=sys.stderr))
+    await page.goto(f"{base}/phone?user={user}&password={password}&tone={tone}"
+                    f"&autoregister=1{extra}")
+    await _wait(page, "window.phone && window.phone.state.registered")
+    return page
+
+
+async def browsers(server: Any, files: Any, browser: Any, base: str, tmp: Path,
+                   transport: str = "ws") -> dict[str, Any]:
+    """Two browsers register over ``transport``; A (600 Hz) calls B (1000 Hz), B answers;
+    both listen; A sends DTMF by INFO, holds and resumes; A hangs up. A second call B rejects
+    with 486."""
+    host, port = files.addr(transport)
+    ws = f"&ws={transport}://{host}:{port}/"
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600, ws)
+    b = await _phone_page(browser, base, "101", USERS[1][1], 1000, "&autoanswer=1" + ws)
+    await a.evaluate("window.phone.call('101')")
+    await _wait(a, "window.phone.state.events.includes('confirmed')")
+    await _wait(b, "window.phone.state.incoming === 1")
+    await asyncio.sleep(1.0)
+    heard_a, heard_b = await asyncio.gather(_listen(a), _listen(b))
+    sdp_offer = await a.evaluate(
+        "window.phone.state.session.connection.localDescription.sdp")
+    await a.evaluate("window.phone.dtmf('5')")
+    await _wait(b, "window.phone.state.dtmf.length === 1")
+    dtmf = await b.evaluate("window.phone.state.dtmf")
+    # A holds (re-INVITE a=sendonly): B hears music on hold instead of A's tone; then resumes
+    await a.evaluate("window.phone.hold(true)")
+    await _wait(a, "window.phone.state.events.includes('hold:local')")
+    await asyncio.sleep(1.0)
+    held_b = await _listen(b, 1.5)
+    await a.evaluate("window.phone.hold(false)")
+    await _wait(a, "window.phone.state.events.includes('unhold:local')")
+    await asyncio.sleep(1.0)
+    resumed_b = await _listen(b, 1.5)
+    await a.evaluate("window.phone.hangup()")
+    await _wait(a, "window.phone.state.ended === 1")
+    await _wait(b, "window.phone.state.ended === 1")
+    calls_left = len(server.b2bua.calls)
+    # a second call, which B rejects: A is told busy
+    await b.evaluate("window.phone.state.rejectNext = true")
+    await a.evaluate("window.phone.call('101')")
+    await _wait(a, "window.phone.state.failed.length === 1", timeout=20)
+    failed = await a.evaluate("window.phone.state.failed[0]")
+    return {"heard_a": heard_a, "heard_b": heard_b, "offer": sdp_offer, "dtmf": dtmf,
+            "held_b": held_b, "resumed_b": resumed_b, "calls_left": calls_left,
+            "second_call": failed}
+
+
+async def browsers_wss(server: Any, files: Any, browser: Any, base: str,
+                       tmp: Path) -> dict[str, Any]:
+    """:func:`browsers` over WSS (the PBX's self-signed certificate accepted)."""
+    return await browsers(server, files, browser, base, tmp, transport="wss")
+
+
+async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
+                           tmp: Path) -> dict[str, Any]:
+    """A browser (600 Hz) calls a SIPp phone whose RTP is a Python peer sending 1000 Hz."""
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    try:
+        a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+        await a.evaluate("window.phone.call('101')")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        start = time.monotonic()
+        await asyncio.sleep(1.0)
+        heard_a = await _listen(a)
+        from tests.media.test_aio import dominant, hears
+
+        pcm = rtp.pcm(since=start + 0.5)
+        phone = {"hears_600": bool(hears(pcm, 8000, 600)),
+                 "dominant": dominant(pcm, 8000, [600, 1000, 1400]), "samples": len(pcm)}
+        await a.evaluate("window.phone.hangup()")
+        await _wait(a, "window.phone.state.ended === 1")
+        rc, out = await asyncio.to_thread(uas.result, 20)
+    finally:
+        uas.stop()
+        rtp.close()
+    return {"heard_a": heard_a, "phone": phone, "sipp_rc": rc, "sipp": out[-1500:]}
+
+
+async def tab_close(server: Any, files: Any, browser: Any, base: str,
+                    tmp: Path) -> dict[str, Any]:
+    """A registered tab is closed: how long until its binding is gone."""
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+    aor = server.b2bua.aor("100")
+    before = len(server.registrar.bindings(aor, time.time()))
+    closed = time.monotonic()
+    await a.context.close()
+    while server.registrar.bindings(aor, time.time()) and time.monotonic() < closed + 5:
+        await asyncio.sleep(0.02)
+    return {"before": before, "after": len(server.registrar.bindings(aor, time.time())),
+            "took": time.monotonic() - closed}
+
+
+async def ring_together(server: Any, files: Any, browser: Any, base: str,
+                        tmp: Path) -> dict[str, Any]:
+    """101 has a browser and a SIPp desk phone; a SIPp caller rings both; the browser
+    answers (after 1 s), the desk phone gets CANCEL; the browser hears the caller's tone."""
+    from tests.interop.test_calls_sipp import caller
+
+    port = free_port()
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    desk = SippUas(tmp, "call_uas_ring.xml", port, keys={}, name="desk")
+    rtp = RtpPeer(send_hz=1000, paced_from_latch=True)
+    try:
+        b = await _phone_page(browser, base, "101", USERS[1][1], 600)
+        result = asyncio.ensure_future(asyncio.to_thread(
+            caller, files, tmp, dst="101", pause_ms=4000, rtp_port=rtp.port))
+        await _wait(b, "window.phone.state.incoming === 1")
+        await asyncio.sleep(1.0)
+        await b.evaluate("window.phone.answer()")
+        await _wait(b, "window.phone.state.events.includes('confirmed')")
+        await asyncio.sleep(1.0)
+        heard_b = await _listen(b, 1.5)
+        desk_rc, desk_out = await asyncio.to_thread(desk.result, 20)
+        ok, failed, out = await result
+        await _wait(b, "window.phone.state.ended === 1")
+        from tests.media.test_aio import hears
+
+        pcm = rtp.pcm()
+        return {"heard_b": heard_b, "desk_rc": desk_rc, "desk": desk_out[-1500:],
+                "desk_cancelled": "CANCEL sip:" in desk.log(), "caller": [ok, failed],
+                "caller_out": out[-1500:], "caller_hears_600": bool(hears(pcm, 8000, 600))}
+    finally:
+        desk.stop()
+        rtp.close()
+
+
+SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
+
+
+async def main(name: str, tmp: Path) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    async with serving(tmp, USERS, CONFIG, transports=("udp", "ws", "wss")) as (server, files):
+        assert server.http is not None
+        base = f"http://127.0.0.1:{server.http.port}"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                return await asyncio.wait_for(SCENARIOS[name](server, files, browser, base,
+                                                              tmp), 90)
+            finally:
+                await browser.close()
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[2])
+    result = asyncio.run(main(sys.argv[1], out))
+    (out / "result.json").write_text(json.dumps(result))

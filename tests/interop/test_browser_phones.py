@@ -1,0 +1,109 @@
+"""Real browsers as phones: JsSIP (the PBX's /phone page) in headless Debian chromium, driven by
+Playwright (tests/interop/browser_phones.py, run in a network namespace with only ``lo``, so
+every ICE candidate and every packet is loopback). Two browsers register over WS and over WSS,
+A calls B, B answers, each hears the other's tone (WebAudio analyser), A's DTMF by INFO reaches
+B, A's hold (re-INVITE) gives B music on hold instead of A's tone and unhold brings it back,
+A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
+phone and both hear each other; a browser and a SIP phone of one user ring together, the
+browser answers, the phone gets CANCEL; closing a tab removes its registration within a second.
+
+One browser test at a time, each bounded (the machine's 2 cores are shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pbx.phone import WEB_DIR
+from tests.interop.browser_phones import CHROMIUM
+from tests.interop.harness import need
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _isolated_loopback() -> bool:
+    """A network namespace of our own can be made (root, util-linux unshare)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["unshare", "--net", "--", "ip", "link", "set", "lo", "up"],
+                           capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+def run_scenario(name: str, tmp: Path) -> dict[str, Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed: run ./test.sh (it apt-installs chromium)")
+    if not (WEB_DIR / "dist" / "jssip.min.js").is_file():
+        pytest.fail("JsSIP is not built: run scripts/install-test-peers.sh (npm ci in web/)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed: run ./test.sh (pip install -e .[test])")
+    need("sipp")
+    if not _isolated_loopback():
+        pytest.fail("these tests need a network namespace of their own (root and util-linux "
+                    "unshare) so that chromium gathers and sends to loopback only")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCPBX_")}
+    if os.environ.get("ASYNCPBX_NO_EXTENSIONS"):
+        env["ASYNCPBX_NO_EXTENSIONS"] = os.environ["ASYNCPBX_NO_EXTENSIONS"]
+    command = (f"ip link set lo up && exec {sys.executable} -m tests.interop.browser_phones "
+               f"{name} {tmp}")
+    proc = subprocess.run(["unshare", "--net", "--", "sh", "-c", command], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=150)
+    result = tmp / "result.json"
+    assert proc.returncode == 0 and result.is_file(), (proc.stdout[-3000:], proc.stderr[-3000:])
+    return dict(json.loads(result.read_text()))
+
+
+def tone_heard(readings: list[dict[str, float]], freq: float) -> bool:
+    """Most analyser readings put the peak within 20 Hz of ``freq``, well above silence."""
+    good = [r for r in readings if abs(r["freq"] - freq) < 20 and r["level"] > -60]
+    return len(good) >= 0.75 * len(readings)
+
+
+@pytest.mark.parametrize("scenario", ["browsers", "browsers_wss"])
+def test_two_browsers_call_each_other(tmp_path: Path, scenario: str) -> None:
+    found = run_scenario(scenario, tmp_path)
+    assert tone_heard(found["heard_a"], 1000), found["heard_a"]  # A hears B's tone
+    assert tone_heard(found["heard_b"], 600), found["heard_b"]  # and B hears A's
+    offer = found["offer"]
+    assert "UDP/TLS/RTP/SAVPF" in offer and "a=fingerprint:" in offer
+    candidates = re.findall(r"a=candidate:\S+ \d+ \w+ \d+ (\S+) ", offer)
+    assert candidates and set(candidates) == {"127.0.0.1"}, candidates
+    assert found["calls_left"] == 0  # A's BYE ended the call on both sides
+    assert found["dtmf"] == ["5"]  # A's DTMF by INFO reached B
+    held = found["held_b"][1:]  # A on hold: B hears music on hold, not A's tone
+    assert not tone_heard(held, 600) and all(r["level"] > -60 for r in held), held
+    assert tone_heard(found["resumed_b"], 600), found["resumed_b"]  # A resumed
+    assert found["second_call"]["status"] == 486  # B rejected the second call: A hears busy
+
+
+def test_browser_calls_a_sip_phone(tmp_path: Path) -> None:
+    found = run_scenario("browser_to_phone", tmp_path)
+    assert tone_heard(found["heard_a"], 1000), found["heard_a"]
+    assert found["phone"]["hears_600"] and found["phone"]["dominant"] == 600, found["phone"]
+    assert found["sipp_rc"] == 0, found["sipp"]
+
+
+def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:
+    found = run_scenario("tab_close", tmp_path)
+    assert (found["before"], found["after"]) == (1, 0), found
+    assert found["took"] < 1.0, found
+
+
+def test_a_browser_and_a_sip_phone_of_one_user_ring_together(tmp_path: Path) -> None:
+    found = run_scenario("ring_together", tmp_path)
+    assert found["desk_cancelled"] and found["desk_rc"] == 0, found["desk"]  # CANCEL to the desk
+    assert found["caller"] == [1, 0], found["caller_out"]
+    assert tone_heard(found["heard_b"], 1000), found["heard_b"]  # the browser hears the caller
+    assert found["caller_hears_600"]  # and the caller the browser

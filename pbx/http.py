@@ -1,5 +1,5 @@
-"""The HTTP side of the server: ``/health`` today (the REST API, portal and ``/metrics`` join
-this application later).
+"""The HTTP side of the server: ``/health`` here; the REST API under ``/api/v1`` and
+``/metrics`` join the same application (:func:`pbx.api.install`, wired by :mod:`pbx.app`).
 
 aiohttp serves it on the server's event loop (``[http] listen``, port 0 allowed). ``/health``
 answers ``{"status": "ok", "registrations": N, "active_calls": N, "uptime": seconds,

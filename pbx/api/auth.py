@@ -1,0 +1,96 @@
+"""Who is calling the API and what they may see: ``Authorization: Bearer <token>`` →
+:class:`Principal`, and the access rules every resource applies.
+
+Roles: ``user`` (their own user, its settings, devices and history only), ``tenant_admin``
+(everything of their tenant), ``system_admin`` (every tenant when the token has none, else
+like a tenant admin of its tenant plus the system-wide feature-code table). An object of a
+tenant the principal does not see answers 404 (its existence is not told); a visible object the
+role may not change answers 403.
+
+Portal logins (argon2 password hashes, server-side sessions with CSRF/Origin checks) are not
+here yet: tokens are the only credential so far.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+from aiohttp import web
+
+from pbx.api.problems import ApiProblem
+from pbx.store import Store, User
+
+__all__ = ["Principal", "Role", "authenticate"]
+
+
+class Role(IntEnum):
+    """Roles, ordered: a higher one may do what a lower one may."""
+
+    USER = 1
+    TENANT_ADMIN = 2
+    SYSTEM_ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        """The role's name in tokens and the API (``tenant_admin``)."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        """``"tenant_admin"`` → :attr:`TENANT_ADMIN` (ValueError otherwise)."""
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"role {text!r} must be one of "
+                             f"{', '.join(r.label for r in cls)}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: token id, role, tenant (None: every tenant) and user."""
+
+    token_id: int
+    role: Role
+    tenant_id: int | None
+    user_id: int | None
+
+    def sees_tenant(self, tenant_id: int) -> bool:
+        """Whether objects of ``tenant_id`` exist for this principal."""
+        return self.tenant_id is None or self.tenant_id == tenant_id
+
+    def sees_user(self, user: User) -> bool:
+        """Whether ``user`` (and what is theirs) exists for this principal."""
+        if not self.sees_tenant(user.tenant_id):
+            return False
+        return self.role >= Role.TENANT_ADMIN or user.id == self.user_id
+
+    def require(self, role: Role, what: str = "this") -> None:
+        """403 unless the principal has at least ``role``."""
+        if self.role < role:
+            raise ApiProblem(403, "forbidden", f"{what} needs the {role.label} role "
+                                               f"(the token has {self.role.label})")
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiProblem(401, "unauthenticated",
+                         "send an API token: Authorization: Bearer <token>",
+                         headers={"WWW-Authenticate": 'Bearer realm="asyncpbx"'})
+    return token.strip()
+
+
+def authenticate(request: web.Request, store: Store, *, now: float | None = None) -> Principal:
+    """The principal of ``request``'s bearer token (401 problem when missing, unknown,
+    expired or revoked — one answer for all, so a guesser learns nothing)."""
+    token = _bearer(request)
+    at = time.time() if now is None else now
+    record = store.api_token(token, now=at) if len(token) <= 128 else None
+    if record is None or record.expired(at):
+        raise ApiProblem(401, "invalid_token", "the token is unknown, expired or revoked",
+                         headers={"WWW-Authenticate": 'Bearer realm="asyncpbx", '
+                                                      'error="invalid_token"'})
+    return Principal(record.id, Role.parse(record.role), record.tenant_id, record.user_id)

@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
-#: SIP counters that are levels, not totals.
-_GAUGES = frozenset({"sip_transactions", "sip_timers", "connections", "open_connections"})
+#: SIP figures that are levels, not totals (and every ``*_current``).
+_GAUGES = frozenset({"sip_transactions", "sip_timers"})
 _CLASS = re.compile(r"^(sip_responses_(?:sent|received))_([1-6]xx)$")
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 #: Methods counted by name (anything else is OTHER: labels must not grow with the input).
@@ -70,7 +70,7 @@ class _ServerCollector(Collector):
                 family.add_metric([m.group(2)], value)
                 continue
             name = "asyncpbx_" + _BAD.sub("_", key if key.startswith("sip_") else f"sip_{key}")
-            if key in _GAUGES:
+            if key in _GAUGES or key.endswith("_current"):
                 yield GaugeMetricFamily(name, f"SIP {key}", value=value)
             else:
                 yield CounterMetricFamily(name, f"SIP {key}", value=value)

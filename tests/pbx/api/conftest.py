@@ -90,7 +90,8 @@ async def pbx_api(tmp_path: Path) -> AsyncIterator[Api]:
     ctx = make_ctx(store, figures)
     app = HttpService(lambda: figures).app  # the server's application, /health included
     metrics = api.Metrics(lambda: figures, lambda: {"sip_responses_sent_2xx": 5,
-                                                     "sip_transactions": 3, "parse_errors": 1})
+                                                     "sip_transactions": 3, "parse_errors": 1,
+                                                     "connections_current": 2})
     api.install(app, ctx, metrics)
     client = TestClient(TestServer(app))
     await client.start_server()

@@ -147,5 +147,6 @@ async def test_metrics_in_prometheus_text_format(pbx_api: Api) -> None:
     assert 'asyncpbx_sip_responses_sent_total{class="2xx"} 5.0' in text
     assert "asyncpbx_sip_transactions 3.0" in text
     assert "asyncpbx_sip_parse_errors_total 1.0" in text
+    assert "asyncpbx_sip_connections_current 2.0" in text
     assert ('asyncpbx_http_requests_total{method="GET",route="/api/v1/me",status="200"} 1.0'
             in text)

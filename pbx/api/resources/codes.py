@@ -57,6 +57,14 @@ async def patch_code(req: ApiRequest) -> web.StreamResponse:
     return json_response(_row(req, key), etag=True)
 
 
+async def reset_code(req: ApiRequest) -> web.StreamResponse:
+    key = req.path("key")
+    current = _row(req, key)
+    req.check_etag(json_response(current, etag=True).headers["ETag"])
+    req.ctx.codes.reset([key], source="api")
+    return json_response(_row(req, key), etag=True)
+
+
 def register(router: ApiRouter) -> None:
     """The routes of this module."""
     param = {"key": {"type": "string", "pattern": r"^[a-z0-9_]+\.[a-z0-9_]+$",
@@ -70,3 +78,7 @@ def register(router: ApiRouter) -> None:
                      "Give a feature action another code (system-wide)", "feature codes",
                      "patch_feature_code", body=CodePatch, response=CodeOut, etag=True,
                      role=Role.SYSTEM_ADMIN, path_params=param, errors=(412,)))
+    router.add(Route("DELETE", "/feature-codes/{key}", reset_code,
+                     "Give a feature action its default code back", "feature codes",
+                     "reset_feature_code", response=CodeOut, etag=True, role=Role.SYSTEM_ADMIN,
+                     path_params=param, errors=(412,)))

@@ -103,9 +103,12 @@ def _patch(feature: str, model: type[BaseModel]) -> Any:
         user = user_of(req)
         body = req.body
         assert body is not None
-        changes = {k: getattr(body, k) for k in body.model_fields_set}
-        current = model.model_validate(req.ctx.settings.get(user.id, feature))
+        stored = req.ctx.settings.get(user.id, feature)
+        current = model.model_validate(stored)
         req.check_etag(json_response(current, etag=True).headers["ETag"])
+        # what differs from now (a value sent as it is is no change: no store write, no event)
+        changes = {k: getattr(body, k) for k in body.model_fields_set
+                   if stored.get(k) != getattr(body, k)}
         after = req.ctx.settings.update(user.id, feature, changes, source="api") \
             if changes else req.ctx.settings.get(user.id, feature)
         return json_response(model.model_validate(after), etag=True)

@@ -136,6 +136,27 @@ async def test_feature_code_table_read_by_all_changed_by_system_admin(pbx_api: A
     assert status == 422 and p["code"] == "refused"
     status, _, _ = await pbx_api.call("GET", "/api/v1/feature-codes/nope.never")
     assert status == 404
+    status, row, _ = await pbx_api.call("DELETE", "/api/v1/feature-codes/dnd.on", who="root")
+    assert status == 200 and row["code"] == "*78" and row["changed"] is False
+    assert pbx_api.ctx.features.match("*80") is None and len(seen) == 2
+
+
+async def test_a_refused_setting_names_its_field_and_a_noop_is_no_event(pbx_api: Api) -> None:
+    from pbx.settings_schema import SettingError
+
+    def check(user_id: int, feature: str, settings: dict[str, object]) -> None:
+        if feature == "displayed_number" and settings.get("number") == "+4930999":
+            raise SettingError("displayed_number.number: +4930999 is not a number of user 100")
+
+    pbx_api.ctx.settings.check = check  # type: ignore[assignment]
+    seen: list[Event] = []
+    pbx_api.ctx.bus.subscribe(seen.append)
+    status, p, _ = await pbx_api.call("PATCH", "/api/v1/users/me/displayed-number", who="anna",
+                                      json={"number": "+4930999"})
+    assert status == 422 and p["code"] == "refused" and p["field"] == "/number"
+    status, _, _ = await pbx_api.call("PATCH", "/api/v1/users/me/dnd", who="anna",
+                                      json={"enabled": False})  # as it is
+    assert status == 200 and seen == []
 
 
 async def test_history_filters_paging_csv_delete(pbx_api: Api) -> None:

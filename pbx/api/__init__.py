@@ -8,6 +8,12 @@ Modules, one job each: :mod:`~pbx.api.routes` (the route table and the request w
 :mod:`~pbx.api.docs` (Swagger UI, offline), :mod:`~pbx.api.events` (the event log and the
 WebSocket pump), :mod:`~pbx.api.metrics` (Prometheus) and :mod:`pbx.api.resources` (one module
 per resource). :func:`install` puts it all on an application.
+
+Threads: the event loop carries the calls and never waits for the database lock. Token
+look-ups and the store writes of users, devices, numbers, trunks and history run in worker
+threads (``asyncio.to_thread``; the directory cache swaps its snapshot whole, which is made for
+that); settings and feature codes change on the event loop through their services, as feature
+codes do (their caches, the code table and the event bus live there).
 """
 
 from __future__ import annotations

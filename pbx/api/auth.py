@@ -13,6 +13,7 @@ here yet: tokens are the only credential so far.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -83,12 +84,16 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
-def authenticate(request: web.Request, store: Store, *, now: float | None = None) -> Principal:
+async def authenticate(request: web.Request, store: Store, *,
+                       now: float | None = None) -> Principal:
     """The principal of ``request``'s bearer token (401 problem when missing, unknown,
-    expired or revoked — one answer for all, so a guesser learns nothing)."""
+    expired or revoked — one answer for all, so a guesser learns nothing). The store is read
+    (and the last use written) in a worker thread: the event loop, which carries the calls,
+    never waits for the database lock."""
     token = _bearer(request)
     at = time.time() if now is None else now
-    record = store.api_token(token, now=at) if len(token) <= 128 else None
+    record = await asyncio.to_thread(store.api_token, token, now=at) if len(token) <= 128 \
+        else None
     if record is None or record.expired(at):
         raise ApiProblem(401, "invalid_token", "the token is unknown, expired or revoked",
                          headers={"WWW-Authenticate": 'Bearer realm="asyncpbx", '

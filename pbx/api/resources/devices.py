@@ -3,6 +3,7 @@ the device, once; the store keeps only its digests (HA1), which never leave the 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from aiohttp import web
@@ -60,8 +61,8 @@ async def create_device(req: ApiRequest) -> web.StreamResponse:
         raise not_found(f"user {body.user_id}")
     tenant = tenant_of(req, user.tenant_id)
     password = body.password or secrets.token_urlsafe(18)
-    d = req.ctx.store.add_device(user.extension, body.username, password, tenant=tenant.name,
-                                 kind=body.kind)
+    d = await asyncio.to_thread(req.ctx.store.add_device, user.extension, body.username,
+                                password, tenant=tenant.name, kind=body.kind)
     out = DeviceCreated(**device_out(d).model_dump(), password=password, domain=tenant.domain)
     return json_response(out, 201, headers={"Location": f"/api/v1/devices/{d.id}"})
 
@@ -70,7 +71,8 @@ async def delete_device(req: ApiRequest) -> web.StreamResponse:
     d = _device(req)
     user = req.ctx.directory.user_by_id(d.user_id)
     assert user is not None
-    req.ctx.store.remove_device(d.username, tenant=tenant_of(req, user.tenant_id).name)
+    await asyncio.to_thread(req.ctx.store.remove_device, d.username,
+                            tenant=tenant_of(req, user.tenant_id).name)
     return web.Response(status=204)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from pbx.api.auth import Role
@@ -59,13 +61,15 @@ async def create_number(req: ApiRequest) -> web.StreamResponse:
         if user is None or user.tenant_id != tenant.id or not req.who.sees_user(user):
             raise not_found(f"user {body.user_id}")
         ext = user.extension
-    n = req.ctx.store.add_number(body.number, tenant=tenant.name, user=ext, group=body.group)
+    n = await asyncio.to_thread(req.ctx.store.add_number, body.number, tenant=tenant.name,
+                                user=ext, group=body.group)
     return json_response(number_out(n), 201, headers={"Location": f"/api/v1/numbers/{n.e164}"})
 
 
 async def delete_number(req: ApiRequest) -> web.StreamResponse:
     n = _number(req)
-    req.ctx.store.remove_number(n.e164, tenant=tenant_of(req, n.tenant_id).name)
+    await asyncio.to_thread(req.ctx.store.remove_number, n.e164,
+                            tenant=tenant_of(req, n.tenant_id).name)
     return web.Response(status=204)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -76,7 +77,8 @@ async def get_trunk(req: ApiRequest) -> web.StreamResponse:
 async def create_trunk(req: ApiRequest) -> web.StreamResponse:
     body = req.body_as(TrunkCreate)
     tenant = target_tenant(req, body.tenant_id)
-    t = req.ctx.store.add_trunk(body.name, tenant=tenant.name, kind=body.kind, host=body.host,
+    t = await asyncio.to_thread(req.ctx.store.add_trunk, body.name, tenant=tenant.name,
+                                kind=body.kind, host=body.host,
                                 port=body.port, transport=body.transport,
                                 username=body.username, password=body.password,
                                 realm=body.realm, allowed_sources=body.allowed_sources,
@@ -86,7 +88,8 @@ async def create_trunk(req: ApiRequest) -> web.StreamResponse:
 
 async def delete_trunk(req: ApiRequest) -> web.StreamResponse:
     t = _trunk(req)
-    req.ctx.store.remove_trunk(t.name, tenant=tenant_of(req, t.tenant_id).name)
+    await asyncio.to_thread(req.ctx.store.remove_trunk, t.name,
+                            tenant=tenant_of(req, t.tenant_id).name)
     return web.Response(status=204)
 
 

@@ -3,6 +3,8 @@ create, read, PATCH with ETag/If-Match, delete) — through the store, like the 
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from pbx.api.auth import Role
@@ -85,8 +87,9 @@ async def list_users(req: ApiRequest) -> web.StreamResponse:
 async def create_user(req: ApiRequest) -> web.StreamResponse:
     body = req.body_as(UserCreate)
     tenant = target_tenant(req, body.tenant_id)
-    user = req.ctx.store.add_user(
-        body.extension, None, None, body.name, tenant=tenant.name, email=body.email,
+    user = await asyncio.to_thread(
+        req.ctx.store.add_user, body.extension, None, None, body.name, tenant=tenant.name,
+        email=body.email,
         language=body.language, voicemail_pin=body.voicemail_pin,
         mobile_number=body.mobile_number, remote_office_number=body.remote_office_number,
         permission=body.permission, premium_allowed=body.premium_allowed)
@@ -110,8 +113,8 @@ async def patch_user(req: ApiRequest) -> web.StreamResponse:
             raise ApiProblem(422, "validation_failed", f"{key} cannot be null", field=f"/{key}")
     tenant = tenant_of(req, user.tenant_id)
     changes = {k: getattr(body, k) for k in sent}
-    updated = req.ctx.store.update_user(user.extension, tenant=tenant.name, **changes) \
-        if changes else user
+    updated = await asyncio.to_thread(req.ctx.store.update_user, user.extension,
+                                      tenant=tenant.name, **changes) if changes else user
     return json_response(user_out(updated), etag=True)
 
 
@@ -121,7 +124,7 @@ async def delete_user(req: ApiRequest) -> web.StreamResponse:
         req.who.require(Role.TENANT_ADMIN, "deleting a user")
     req.check_etag(json_response(user_out(user), etag=True).headers["ETag"])
     tenant = tenant_of(req, user.tenant_id)
-    req.ctx.store.remove_user(user.extension, tenant=tenant.name)
+    await asyncio.to_thread(req.ctx.store.remove_user, user.extension, tenant=tenant.name)
     return web.Response(status=204)
 
 

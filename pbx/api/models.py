@@ -157,6 +157,12 @@ class DeviceCreate(Request):
     kind: DeviceKind = "softphone"
 
 
+class DevicePassword(Request):
+    """New SIP credentials for a device (without ``password``: a generated one)."""
+
+    password: Annotated[str, Field(min_length=8, max_length=128)] | None = None
+
+
 class DeviceCreated(DeviceOut):
     """The new device with its SIP password (shown this once)."""
 

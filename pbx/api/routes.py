@@ -67,12 +67,13 @@ class ApiRequest:
 
     def check_etag(self, current: str) -> None:
         """412 when the request's ``If-Match`` names another version than ``current``
-        (``*`` and no If-Match at all accept any)."""
+        (``*`` and no If-Match at all accept any; a weak tag never matches: RFC 9110 §13.1.1
+        compares strongly)."""
         wanted = self.raw.headers.get("If-Match")
         if wanted is None:
             return
         tags = [t.strip() for t in wanted.split(",")]
-        if "*" in tags or current in tags or current in [t.removeprefix("W/") for t in tags]:
+        if "*" in tags or current in tags:
             return
         raise ApiProblem(412, "precondition_failed",
                          f"the resource changed: its ETag is {current}, not {wanted}",

@@ -9,7 +9,14 @@ import secrets
 from aiohttp import web
 
 from pbx.api.auth import Role
-from pbx.api.models import DeviceCreate, DeviceCreated, DeviceOut, DevicePage, ListQuery
+from pbx.api.models import (
+    DeviceCreate,
+    DeviceCreated,
+    DeviceOut,
+    DevicePage,
+    DevicePassword,
+    ListQuery,
+)
 from pbx.api.resources.common import int_param, not_found, page, tenant_of
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
 from pbx.store import Device
@@ -67,6 +74,18 @@ async def create_device(req: ApiRequest) -> web.StreamResponse:
     return json_response(out, 201, headers={"Location": f"/api/v1/devices/{d.id}"})
 
 
+async def new_password(req: ApiRequest) -> web.StreamResponse:
+    d = _device(req)
+    user = req.ctx.directory.user_by_id(d.user_id)
+    assert user is not None
+    tenant = tenant_of(req, user.tenant_id)
+    password = req.body_as(DevicePassword).password or secrets.token_urlsafe(18)
+    changed = await asyncio.to_thread(req.ctx.store.set_device_password, d.username, password,
+                                      tenant=tenant.name)
+    return json_response(DeviceCreated(**device_out(changed).model_dump(), password=password,
+                                       domain=tenant.domain))
+
+
 async def delete_device(req: ApiRequest) -> web.StreamResponse:
     d = _device(req)
     user = req.ctx.directory.user_by_id(d.user_id)
@@ -87,5 +106,9 @@ def register(router: ApiRouter) -> None:
                      role=Role.TENANT_ADMIN, errors=(409,)))
     router.add(Route("GET", "/devices/{device}", get_device, "A device", "devices",
                      "get_device", response=DeviceOut, etag=True, path_params=param))
+    router.add(Route("POST", "/devices/{device}/password", new_password,
+                     "New SIP credentials for a device (the password is shown once); phones "
+                     "with the old one must be set up again", "devices", "new_device_password",
+                     body=DevicePassword, response=DeviceCreated, path_params=param))
     router.add(Route("DELETE", "/devices/{device}", delete_device, "Remove a device", "devices",
                      "delete_device", status=204, role=Role.TENANT_ADMIN, path_params=param))

@@ -18,12 +18,16 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
+import structlog
 from aiohttp import web
 
 from pbx.api.problems import ApiProblem
+from pbx.api.throttle import FailureLimiter
 from pbx.store import Store, User
 
 __all__ = ["Principal", "Role", "authenticate"]
+
+seclog = structlog.get_logger("security")
 
 
 class Role(IntEnum):
@@ -84,17 +88,31 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
-async def authenticate(request: web.Request, store: Store, *,
-                       now: float | None = None) -> Principal:
+async def authenticate(request: web.Request, store: Store, *, now: float | None = None,
+                       limiter: FailureLimiter | None = None) -> Principal:
     """The principal of ``request``'s bearer token (401 problem when missing, unknown,
     expired or revoked — one answer for all, so a guesser learns nothing). The store is read
     (and the last use written) in a worker thread: the event loop, which carries the calls,
-    never waits for the database lock."""
-    token = _bearer(request)
+    never waits for the database lock. With ``limiter``, a source that failed too often is
+    refused (429) before its token is looked at."""
     at = time.time() if now is None else now
+    source = request.remote or ""
+    if limiter is not None:
+        wait = limiter.retry_after(source, at)
+        if wait > 0:
+            raise ApiProblem(429, "too_many_failures",
+                             "too many failed authentications from this address",
+                             headers={"Retry-After": str(int(wait) + 1)})
+    token = _bearer(request)
     record = await asyncio.to_thread(store.api_token, token, now=at) if len(token) <= 128 \
         else None
     if record is None or record.expired(at):
+        # fail2ban: "security.auth.failed src=<ip>" (the SIP side logs the same line)
+        seclog.warning("security.auth.failed", src=source, method="HTTP",
+                       reason="unknown token" if record is None else "expired token")
+        if limiter is not None and limiter.failed(source, at):
+            seclog.warning("security.banned", src=source, method="HTTP",
+                           seconds=limiter.ban)
         raise ApiProblem(401, "invalid_token", "the token is unknown, expired or revoked",
                          headers={"WWW-Authenticate": 'Bearer realm="asyncpbx", '
                                                       'error="invalid_token"'})

@@ -89,6 +89,7 @@ def _operation(route: Route, refs: dict[tuple[type[BaseModel], JsonSchemaMode], 
     if route.role is not None:
         responses["401"] = _problem("no token, or an unknown, expired or revoked one")
         responses["403"] = _problem("the token's role may not do this")
+        responses["429"] = _problem("this address failed to authenticate too often")
     if _PARAM.search(route.path) or route.role is not None:
         responses["404"] = _problem("no such object (or not one the token sees)")
     if route.body is not None:

@@ -48,6 +48,7 @@ _HTTP_CODES = {
     415: ("unsupported_media_type", "Unsupported media type"),
     422: ("validation_failed", "Invalid input"),
     428: ("precondition_required", "Precondition required"),
+    429: ("too_many_failures", "Too many failed authentications"),
 }
 
 

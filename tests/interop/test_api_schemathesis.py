@@ -40,7 +40,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tmp_path: Pat
                          "status_code_conformance,content_type_conformance",
              "--exclude-operation-id", "events", "--max-examples", "10",
              "--phases", "coverage,fuzzing", "-w", "1", "--seed", "1"],
-            capture_output=True, text=True, timeout=600, check=False)
+            capture_output=True, text=True, timeout=600, check=False,
+            cwd=tmp_path)  # its cache stays out of the work tree
     summary = run.stdout[-4000:]
     assert run.returncode == 0, summary + run.stderr[-2000:]
     cases = re.search(r"Test cases:\s*\n\s*(\d+) generated, (\d+) passed\s*$", summary, re.M)

@@ -67,6 +67,23 @@ class TenantPage(Page[TenantOut]):
     """Tenants."""
 
 
+class TenantCreate(Request):
+    """A new tenant (a system admin's)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
+    domain: Annotated[str, Field(min_length=1, max_length=253)]
+    company: Annotated[str, Field(max_length=200)] = ""
+    realm: Annotated[str, Field(max_length=253)] = ""
+    ext_min_len: Annotated[StrictInt, Field(ge=2, le=8)] = 3
+    ext_max_len: Annotated[StrictInt, Field(ge=2, le=8)] | None = None
+    main_number: PhoneNumberText | None = None
+    country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "49"
+    area_code: Annotated[str, Field(pattern=r"^0?[0-9]{0,5}$")] = ""
+
+
+PhoneNumberText = Annotated[str, Field(min_length=2, max_length=32,
+                                       pattern=r"^\+?[0-9 ()/-]+$")]
+
 # -- users -----------------------------------------------------------------------------------
 
 Language = Literal["de", "en"]

@@ -10,6 +10,7 @@ from aiohttp import web
 from pbx.api.auth import Role
 from pbx.api.models import (
     ListQuery,
+    TenantCreate,
     TenantOut,
     TenantPage,
     UserCreate,
@@ -28,7 +29,7 @@ from pbx.api.resources.common import (
     user_of,
 )
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
-from pbx.store import Tenant, User
+from pbx.store import DEFAULT_TENANT, Tenant, User
 
 __all__ = ["register", "user_out"]
 
@@ -74,6 +75,26 @@ async def list_tenants(req: ApiRequest) -> web.StreamResponse:
 
 async def get_tenant(req: ApiRequest) -> web.StreamResponse:
     return json_response(tenant_out(tenant_of(req, int_param(req, "tenant"))), etag=True)
+
+
+async def create_tenant(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(TenantCreate)
+    t = await asyncio.to_thread(
+        req.ctx.store.add_tenant, body.name, body.domain, company=body.company,
+        realm=body.realm, ext_min_len=body.ext_min_len, ext_max_len=body.ext_max_len,
+        main_number=body.main_number, country_code=body.country_code, area_code=body.area_code)
+    return json_response(tenant_out(t), 201, etag=True,
+                         headers={"Location": f"/api/v1/tenants/{t.id}"})
+
+
+async def delete_tenant(req: ApiRequest) -> web.StreamResponse:
+    t = tenant_of(req, int_param(req, "tenant"))
+    req.check_etag(json_response(tenant_out(t), etag=True).headers["ETag"])
+    if t.name == DEFAULT_TENANT:
+        raise ApiProblem(409, "conflict", "the default tenant stays (single-company mode and "
+                                          "requests to the server's address belong to it)")
+    await asyncio.to_thread(req.ctx.store.remove_tenant, t.name)
+    return web.Response(status=204)
 
 
 async def list_users(req: ApiRequest) -> web.StreamResponse:
@@ -135,6 +156,13 @@ def register(router: ApiRouter) -> None:
               "list_tenants", query=ListQuery, response=TenantPage),
         Route("GET", "/tenants/{tenant}", get_tenant, "A tenant", "accounts", "get_tenant",
               response=TenantOut, etag=True, path_params=tenant_param),
+        Route("POST", "/tenants", create_tenant, "Create a tenant", "accounts",
+              "create_tenant", body=TenantCreate, response=TenantOut, status=201,
+              role=Role.SYSTEM_ADMIN, errors=(409,)),
+        Route("DELETE", "/tenants/{tenant}", delete_tenant,
+              "Delete a tenant with all its users, numbers and trunks", "accounts",
+              "delete_tenant", status=204, role=Role.SYSTEM_ADMIN, etag=True,
+              path_params=tenant_param, errors=(409, 412)),
         Route("GET", "/users", list_users, "Users the token sees", "users", "list_users",
               query=ListQuery, response=UserPage),
         Route("POST", "/users", create_user, "Create a user", "users", "create_user",

@@ -43,6 +43,29 @@ async def test_users_list_get_patch_with_etag(pbx_api: Api) -> None:
     assert status == 200 and user["mobile_number"] is None
 
 
+async def test_tenants_made_and_removed_by_a_system_admin(pbx_api: Api) -> None:
+    body = {"name": "beta", "domain": "beta.test", "ext_min_len": 4}
+    status, _, _ = await pbx_api.call("POST", "/api/v1/tenants", json=body)
+    assert status == 403  # a tenant admin
+    status, tenant, _ = await pbx_api.call("POST", "/api/v1/tenants", who="root", json=body)
+    assert status == 201 and tenant["ext_max_len"] == 4 and tenant["realm"] == "beta.test"
+    status, _, _ = await pbx_api.call("POST", "/api/v1/tenants", who="root", json=body)
+    assert status == 409
+    status, page, _ = await pbx_api.call("GET", "/api/v1/tenants", who="admin")
+    assert [t["name"] for t in page["items"]] == ["default"]
+    status, user, _ = await pbx_api.call("POST", "/api/v1/users", who="root",
+                                         json={"extension": "1000", "tenant_id": tenant["id"]})
+    assert status == 201 and user["tenant_id"] == tenant["id"]
+    status, _, _ = await pbx_api.call("POST", "/api/v1/users", who="root",
+                                      json={"extension": "1001"})
+    assert status == 422  # a system admin of every tenant must name one
+    default = pbx_api.store.tenant("default").id
+    status, p, _ = await pbx_api.call("DELETE", f"/api/v1/tenants/{default}", who="root")
+    assert status == 409 and p["code"] == "conflict" and pbx_api.store.find_tenant("default")
+    status, _, _ = await pbx_api.call("DELETE", f"/api/v1/tenants/{tenant['id']}", who="root")
+    assert status == 204 and pbx_api.store.find_tenant("beta") is None
+
+
 async def test_plain_user_sees_and_changes_only_themselves(pbx_api: Api) -> None:
     status, page, _ = await pbx_api.call("GET", "/api/v1/users", who="anna")
     assert status == 200 and [u["extension"] for u in page["items"]] == ["100"]
@@ -246,7 +269,7 @@ def _victim_objects(api: Api) -> dict[str, str]:
 def _state(api: Api) -> Any:
     store = api.store
     anna = api.users["100"]
-    return (store.user("100"), store.devices("default"), store.numbers(), store.trunks(),
+    return (store.tenants(), store.user("100"), store.devices("default"), store.numbers(), store.trunks(),
             store.history(anna.id), store.all_feature_settings(), store.feature_codes())
 
 
@@ -284,8 +307,8 @@ async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -
                             assert f"'user_id': {anna.id}" not in text, (attacker, path)
                             assert "victim" not in text and "+49301234100" not in text
                     continue
-                shared = (params == ["key"] and method == "get") or (
-                    attacker == "ben" and params == ["tenant"])
+                shared = method == "get" and (
+                    params == ["key"] or (attacker == "ben" and params == ["tenant"]))
                 if shared:  # the system-wide code table; Ben's own tenant
                     assert status == 200, (attacker, method, path, status)
                 else:

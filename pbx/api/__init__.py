@@ -37,6 +37,7 @@ from pbx.api.resources import (
     registrations,
     settings,
     system,
+    tokens,
     trunks,
     users,
 )
@@ -60,6 +61,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     codes.register(router)
     registrations.register(router)
     system.register(router)
+    tokens.register(router)
     return router
 
 

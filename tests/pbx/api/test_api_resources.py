@@ -66,6 +66,33 @@ async def test_tenants_made_and_removed_by_a_system_admin(pbx_api: Api) -> None:
     assert status == 204 and pbx_api.store.find_tenant("beta") is None
 
 
+async def test_tokens_made_listed_revoked_through_the_api(pbx_api: Api) -> None:
+    anna = pbx_api.users["100"]
+    status, made, _ = await pbx_api.call("POST", "/api/v1/tokens",
+                                         json={"role": "user", "user_id": anna.id, "days": 1,
+                                               "name": "anna's crm"})
+    assert status == 201 and made["token"].startswith("apx_") and made["role"] == "user"
+    headers = {"Authorization": f"Bearer {made['token']}"}
+    status, me, _ = await pbx_api.call("GET", "/api/v1/me", who=None, headers=headers)
+    assert status == 200 and me["user_id"] == anna.id
+    status, p, _ = await pbx_api.call("POST", "/api/v1/tokens", json={"role": "system_admin"})
+    assert status == 403 and p["code"] == "forbidden"  # not above the caller's own role
+    carl = pbx_api.users["200"]
+    status, _, _ = await pbx_api.call("POST", "/api/v1/tokens",
+                                      json={"role": "user", "user_id": carl.id})
+    assert status == 404  # another tenant's user
+    status, page, _ = await pbx_api.call("GET", "/api/v1/tokens")
+    assert made["id"] in [t["id"] for t in page["items"]] and "token" not in page["items"][0]
+    status, page, _ = await pbx_api.call("GET", "/api/v1/tokens", who="acme")
+    assert made["id"] not in [t["id"] for t in page["items"]]
+    status, _, _ = await pbx_api.call("DELETE", f"/api/v1/tokens/{made['id']}", who="acme")
+    assert status == 404
+    status, _, _ = await pbx_api.call("DELETE", f"/api/v1/tokens/{made['id']}")
+    assert status == 204
+    status, _, _ = await pbx_api.call("GET", "/api/v1/me", who=None, headers=headers)
+    assert status == 401
+
+
 async def test_plain_user_sees_and_changes_only_themselves(pbx_api: Api) -> None:
     status, page, _ = await pbx_api.call("GET", "/api/v1/users", who="anna")
     assert status == 200 and [u["extension"] for u in page["items"]] == ["100"]
@@ -263,14 +290,15 @@ def _victim_objects(api: Api) -> dict[str, str]:
     trunk = store.trunks("default")[0]
     return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
-            "key": "dnd.on"}
+            "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id)}  # type: ignore[union-attr]
 
 
 def _state(api: Api) -> Any:
     store = api.store
     anna = api.users["100"]
     return (store.tenants(), store.user("100"), store.devices("default"), store.numbers(), store.trunks(),
-            store.history(anna.id), store.all_feature_settings(), store.feature_codes())
+            store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
+            [(t.id, t.revoked) for t in store.api_tokens()])
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:

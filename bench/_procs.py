@@ -76,6 +76,15 @@ class Tree:
             raise ValueError(f"{root} has no .venv/bin/python (run scripts/bootstrap.sh there)")
         return cls(root, str(python))
 
+    def trust_loopback(self) -> str:
+        """The config lines that make the load generator's loopback address trusted (it is no
+        attacker: its first burst is no flood, pbx/bans.py), or ``""`` for a checkout from
+        before the ``[security]`` table (which would refuse the unknown table)."""
+        config = self.root / "pbx" / "config.py"
+        if "class SecurityConfig" not in config.read_text(encoding="utf-8"):
+            return ""
+        return '[security]\ntrusted = ["127.0.0.0/8"]\n'
+
     def describe(self) -> str:
         """``PATH@COMMIT`` (``+dirty`` with uncommitted changes to tracked files)."""
         def git(*args: str) -> str:

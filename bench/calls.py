@@ -471,7 +471,8 @@ def main(argv: list[str]) -> int:
                 direct_uas.stop()
         for i in schedule(len(trees), args.rounds):
             label = "sipp→pbx→sipp" if len(trees) == 1 else f"sipp→pbx[{i}]→sipp"
-            with Server(config, users=[("100", PASSWORD), ("101", PASSWORD)],
+            with Server(config + trees[i].trust_loopback(),
+                        users=[("100", PASSWORD), ("101", PASSWORD)],
                         settings=CALLEE_SETTINGS if args.features else [],
                         cpu=server_core, tree=trees[i]) as server:
                 idle.append(server.idle_cpu_fraction())

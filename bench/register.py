@@ -99,7 +99,8 @@ def main(argv: list[str]) -> int:
             uas.stop()
         for i in schedule(len(trees), args.rounds):
             label = "sipp→pbx" if len(trees) == 1 else f"sipp→pbx[{i}]"
-            with Server(config, users=users, cpu=server_core, tree=trees[i]) as server:
+            with Server(config + trees[i].trust_loopback(), users=users, cpu=server_core,
+                        tree=trees[i]) as server:
                 idle.append(server.idle_cpu_fraction())
                 runs.append((i, _climb(label, server.listening["udp"], rates, args.seconds,
                                        workdir, inf, load_core, args.json,

@@ -23,12 +23,15 @@ from features import default_features
 from media.aio import MediaEngine
 from pbx import __version__
 from pbx.b2bua import B2bua, CallSettings
+from pbx.banfile import take_lift_requests, write_bans
+from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
 from pbx.callcontrol import CallRecord, FeatureRegistry
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
+from pbx.origin import verify_with_bans
 from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
@@ -87,6 +90,16 @@ class PbxServer:
         #: Resolved once: Config.domain derives it from the listen addresses on every call.
         self.domain = config.domain
         self.seclog = get_logger("security")
+        sec = config.security
+        self._trusted = TrustedNetworks(sec.trusted)
+        #: Per-source bans (SECURITY.md): fed by authentication, asked by the transport layer.
+        self.bans = BanTable(
+            BanPolicy(failures=sec.failures, failure_window=sec.failure_window,
+                      requests=sec.requests, request_window=sec.request_window,
+                      ban_time=sec.ban_time, account_failures=sec.account_failures,
+                      account_interval=sec.account_interval),
+            exempt=self._trusted.__contains__, on_ban=self._log_ban)
+        self._bans_written: list[Ban] | None = None
         #: Nonces issued before this instant only count as stale (every realm's digest server;
         #: one made lazily must not call the nonce of a request already in hand stale).
         self._start_time = time.time()
@@ -116,6 +129,7 @@ class PbxServer:
             store.secret("nonce"),
             nonce_ttl=config.auth.nonce_ttl,
             algorithms=config.auth.algorithms,
+            strict_uri=config.auth.strict_digest_uri,
             # The nonce secret is persisted: nonces from before this start only count as stale
             # (their nonce-count history died with the old process).
             start_time=self._start_time,
@@ -170,7 +184,11 @@ class PbxServer:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stopping.set)
 
-        restored = self.registrar.restore(self.store.load_bindings(time.time()), time.time())
+        bindings = self.store.load_bindings(time.time())
+        for binding in bindings:  # they authenticated before the restart: not strangers now
+            if binding.received is not None:
+                self.bans.succeeded(binding.received.host, time.time())
+        restored = self.registrar.restore(bindings, time.time())
         # Calls that were in progress when the server last stopped end now in the history.
         closed = self.store.history_close_unfinished(time.time())
         if closed:
@@ -205,6 +223,8 @@ class PbxServer:
             ),
             on_event=self._on_event,
         )
+        if self.config.security.ban_time > 0:
+            self.sip.admit_source = self._admit_source
         await self.sip.start()
         try:
             # DESIGN.md principle 8: the services' task scopes (trunk DNS and registrations,
@@ -248,7 +268,8 @@ class PbxServer:
             digest=DigestServer(self.config.realm, self.store.secret("nonce"),
                                 nonce_ttl=self.config.auth.nonce_ttl,
                                 algorithms=self.config.auth.algorithms, proxy=True,
-                                start_time=time.time()),
+                                start_time=time.time(),
+                                strict_uri=self.config.auth.strict_digest_uri),
             lookup=self._lookup, registrar=self.registrar, domain=self.domain,
             user_exists=lambda ext: ext in self._credentials,
             settings=CallSettings(ring_timeout=c.ring_timeout, session_expires=c.session_expires,
@@ -264,6 +285,7 @@ class PbxServer:
         self.settings.check = self.b2bua.services.check_settings
         services.create_task(self.b2bua.run(), name="calls")
         self.b2bua.auth_for = self._invite_auth
+        self.b2bua.bans = self.bans
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
 
@@ -428,6 +450,7 @@ class PbxServer:
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
             self._apply(self.registrar.expire(time.time()))
             await self._flush()
+            self._bans_housekeeping(time.time())
             try:
                 if self.directory.refresh_if_changed():
                     self.log.info("directory.reloaded", reloads=self.directory.reloads)
@@ -556,11 +579,13 @@ class PbxServer:
                 register = DigestServer(realm, self.store.secret("nonce"),
                                         nonce_ttl=self.config.auth.nonce_ttl,
                                         algorithms=self.config.auth.algorithms,
-                                        start_time=self._start_time)
+                                        start_time=self._start_time,
+                                        strict_uri=self.config.auth.strict_digest_uri)
             invite = DigestServer(realm, self.store.secret("nonce"),
                                   nonce_ttl=self.config.auth.nonce_ttl,
                                   algorithms=self.config.auth.algorithms, proxy=True,
-                                  start_time=self._start_time)
+                                  start_time=self._start_time,
+                                  strict_uri=self.config.auth.strict_digest_uri)
             directory = self.directory
 
             def lookup(username: str) -> Credentials | None:
@@ -591,6 +616,32 @@ class PbxServer:
         domain = self._realm_of(uri.host.strip("[]"))[1]
         return ext, f"sip:{ext}@{domain}"
 
+    def _admit_source(self, peer: Peer) -> bool:
+        """The transport layer's question for every message and inbound connection: a
+        trunk's source is always let in; anyone else unless banned (pbx/bans.py)."""
+        if self.trunks is not None and self.trunks.identify(peer) is not None:
+            return True
+        return self.bans.admit(peer.host, time.time())
+
+    def _bans_housekeeping(self, now: float) -> None:
+        """Lift what ``asyncpbx bans lift`` asked for; write the bans in force to the data
+        directory when they changed (pbx/banfile.py)."""
+        try:
+            for source in take_lift_requests(self.config.data_dir):
+                lifted = self.bans.lift(source)
+                self.seclog.warning("security.ban.lifted", src=source, was_banned=lifted)
+            bans = self.bans.bans(now)
+            if bans != self._bans_written:
+                write_bans(self.config.data_dir, bans)
+                self._bans_written = bans
+        except OSError as exc:
+            self.log.error("security.bans_file_failed", error=str(exc))
+
+    def _log_ban(self, ban: Ban) -> None:
+        """One line per ban, for fail2ban: ``security.ban src=<ip>``."""
+        self.seclog.warning("security.ban", src=ban.source, reason=ban.reason, count=ban.count,
+                            seconds=round(ban.until - ban.since))
+
     def _display_name(self, caller: str) -> str:
         user = self.directory.user(self.domain, caller)
         return user.name if user is not None else ""
@@ -598,7 +649,7 @@ class PbxServer:
     def _on_register(self, request: Request, peer: Peer, tx_id: str) -> None:
         now = time.time()
         digest, _, lookup = self._auth_for_host(_request_host(request))
-        result = digest.verify(request, peer.host, lookup, now)
+        result = verify_with_bans(digest, self.bans, request, peer.host, lookup, now)
         if not result.ok:
             if result.failed and result.reason is not None and result.is_guess:
                 # fail2ban: "security.auth.failed src=<ip>"

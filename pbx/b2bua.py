@@ -57,6 +57,7 @@ import numpy.typing as npt
 from media.aio import MediaEngine, RtpSession
 from media.port import MediaPort
 from media.tones import ToneGenerator, ToneName, tone_plan
+from pbx.bans import BanTable
 from pbx.callcontrol import (
     Call,
     CallRecord,
@@ -163,6 +164,9 @@ class B2bua:
         self.on_record = on_record
         self.log = log or get_logger("pbx.calls")
         self.seclog = seclog or get_logger("security")
+        #: The server's per-source ban table (pbx/bans.py), told of every INVITE's digest
+        #: outcome (pbx/origin.py); None: no bans.
+        self.bans: BanTable | None = None
         self.dialogs = DialogTable()
         self.dialog_legs: dict[tuple[str, str, str], SipLeg] = {}
         #: Every call's task (and the RTP sweeper) is a child of this scope (DESIGN.md
@@ -494,7 +498,14 @@ class B2bua:
                    else self.display_name(call.record.caller))
         if call.caller is None:  # a call-back rings the user first: show whom it will call
             caller, display = call.record.callee, f"Call-back {call.record.callee}"
-        return OutboundLeg(self, call, target, request_uri=target.contact, peer=peer,
+        request_uri = target.contact
+        if isinstance(uri, SipURI) and uri.headers:
+            # Headers escaped into a registered Contact (RFC 4475 §3.3.14) are never applied
+            # nor passed on: a Request-URI carries none (RFC 3261 §19.1.1, Table 1).
+            bare = uri.copy()
+            bare.headers = {}
+            request_uri = str(bare)
+        return OutboundLeg(self, call, target, request_uri=request_uri, peer=peer,
                            route=binding.path if binding is not None else (),
                            caller_display=display, caller_user=caller, callee_user=target.user)
 

@@ -18,6 +18,7 @@ import re
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from pbx import cli_codes, cli_tokens
@@ -199,6 +200,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_tenant(p)
     _add_common(p)
 
+    bsub = _actions(sub, "bans", "list or lift the running server's per-source bans")
+    p = bsub.add_parser("list", help="the sources banned now")
+    _add_common(p)
+    p = bsub.add_parser("lift", help="end a source's ban")
+    p.add_argument("address", metavar="ADDRESS")
+    _add_common(p)
     cli_codes.add_parser(sub, _add_common)
     add_settings_parser(sub, _add_common, _add_tenant)
     cli_tokens.add_parser(sub, _add_common)
@@ -371,6 +378,41 @@ def _cmd_manage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bans(args: argparse.Namespace) -> int:
+    """``bans list`` / ``bans lift ADDRESS``: through files in the data directory, which the
+    running server reads and writes once a second (pbx/banfile.py)."""
+    import time
+
+    from pbx.banfile import LIFT_FILE, read_bans, request_lift
+
+    data_dir = Path(_config(args).data_dir)
+    if not data_dir.is_dir():
+        print(f"asyncpbx: no data directory {data_dir}", file=sys.stderr)
+        return 2
+    now = time.time()
+    if args.action == "list":
+        bans = [b for b in read_bans(data_dir) if b.until > now]
+        if not bans:
+            print("no bans")
+        for b in bans:
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.until))
+            print(f"{b.source}  {b.reason} ({b.count})  until {until} "
+                  f"({round(b.until - now)} s left)")
+        return 0
+    address = args.address.strip()
+    was = any(b.source == address and b.until > now for b in read_bans(data_dir))
+    request_lift(data_dir, address)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (data_dir / LIFT_FILE).exists():
+        time.sleep(0.1)
+    if (data_dir / LIFT_FILE).exists():
+        print(f"asked to lift {address}; the server has not taken the request yet "
+              "(is it running on this data directory?)")
+        return 1
+    print(f"lifted the ban of {address}" if was else f"{address} was not banned")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"bench.{args.name}")
     return int(module.main(list(args.args)))
@@ -398,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_manage(args)
         if args.command == "bench":
             return _cmd_bench(args)
+        if args.command == "bans":
+            return _cmd_bans(args)
     except ConfigError as exc:
         print(f"asyncpbx: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -89,6 +89,11 @@ class AuthConfig:
     #: up unless it is MD5 (measured against all three). Fleets of RFC 8760 phones set
     #: ``["SHA-256", "MD5"]``.
     algorithms: tuple[str, ...] = ("MD5",)
+    #: The digest ``uri`` must be the Request-URI itself (RFC 3261 §22.4). Off by default:
+    #: SIPp 3.6's ``[authentication]`` sends ``uri="sip:host:port"`` for an INVITE to
+    #: ``sip:202@host:port`` (Kamailio accepts it), so a ``uri`` with the Request-URI's scheme,
+    #: host and port and no user part is accepted too; the response must match it either way.
+    strict_digest_uri: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,26 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """The ``[security]`` table: per-source bans (SECURITY.md, pbx/bans.py). A source with
+    ``failures`` authentication failures in ``failure_window`` seconds, or more than
+    ``requests`` messages in ``request_window`` seconds without ever having authenticated, is
+    banned for ``ban_time`` seconds (dropped unanswered); an account with ``account_failures``
+    failures in ``failure_window`` is verified at most once per ``account_interval`` seconds.
+    ``trusted``: addresses/networks never counted nor banned (a load balancer, an office's
+    own network); trunks' sources are always trusted. ``ban_time = 0`` turns bans off."""
+
+    failures: int = 5
+    failure_window: float = 60.0
+    requests: int = 16
+    request_window: float = 2.0
+    ban_time: float = 300.0
+    account_failures: int = 20
+    account_interval: float = 2.0
+    trusted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -172,6 +197,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     data_dir: str = "asyncpbx-data"
@@ -281,6 +307,22 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _validate_security(sec: SecurityConfig) -> None:
+    for key in ("failures", "requests", "account_failures"):
+        if getattr(sec, key) < 1:
+            raise ConfigError(f"security.{key}", "must be at least 1")
+    for key in ("failure_window", "request_window", "account_interval"):
+        if getattr(sec, key) <= 0:
+            raise ConfigError(f"security.{key}", "must be positive")
+    if sec.ban_time < 0:
+        raise ConfigError("security.ban_time", "must not be negative (0 turns bans off)")
+    for i, net in enumerate(sec.trusted):
+        try:
+            ipaddress.ip_network(net.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"security.trusted[{i}]", f"{net!r} is no address or network") from None
+
+
 def validate(config: Config) -> Config:
     """Cross-field checks that types alone cannot express."""
     specs = config.sip.listen_specs()
@@ -320,6 +362,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("auth.algorithms", "needs at least one algorithm")
     if config.auth.nonce_ttl < 10:
         raise ConfigError("auth.nonce_ttl", "must be at least 10 seconds")
+    _validate_security(config.security)
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
                           "tls.cert and tls.key go together")

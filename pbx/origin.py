@@ -13,12 +13,15 @@ user's feature-code call (:attr:`CallOrigin.code_user`), anything else follows t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pbx.bans import BanTable
 from pbx.callcontrol import Presentation
 from pbx.feature_codes import is_code
 from pbx.trunks import TrunkConfig
+from sipcore.digest import AuthFailure, AuthResult, AuthStatus, Credentials, DigestServer
 from sipcore.endpoint import RequestReceived
 from sipcore.errors import ParseError
 from sipcore.message import Request
@@ -27,7 +30,7 @@ from sipcore.uri import SipURI, TelURI, parse_name_addr
 if TYPE_CHECKING:
     from pbx.b2bua import B2bua
 
-__all__ = ["CallOrigin", "asserted_number", "find_origin", "presentation_of"]
+__all__ = ["CallOrigin", "asserted_number", "find_origin", "presentation_of", "verify_with_bans"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,25 @@ def asserted_number(request: Request) -> str | None:
     return None
 
 
+def verify_with_bans(digest: DigestServer, bans: BanTable, request: Request, source: str,
+                     lookup: Callable[[str], Credentials | None], now: float) -> AuthResult:
+    """``digest.verify`` with the ban table told of the outcome: a guess (wrong password,
+    unknown user) counts against ``source`` and its account, a success marks ``source`` as
+    one that authenticated. While guesses at the claimed account are being slowed
+    (:meth:`BanTable.may_verify`), credentials are not verified at all: the answer is a
+    failure like a wrong password's (a fresh challenge), and nothing is counted."""
+    result = digest.verify(request, source, lookup, now)
+    if result.reason is AuthFailure.NO_CREDENTIALS:
+        return result
+    if not bans.may_verify(result.username, now):
+        return AuthResult(AuthStatus.FAILED, result.username, AuthFailure.WRONG_RESPONSE)
+    if result.ok:
+        bans.succeeded(source, now)
+    elif result.is_guess:
+        bans.failed(source, result.username, now)
+    return result
+
+
 def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | None:
     """Who sends this new INVITE: a trunk (identified by source; untrusted identity and
     routing headers stripped; no digest; the called DID must have an owner, else 404) or an
@@ -130,7 +152,9 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
                           callee=dest.number, trunk=trunk, presentation=presentation_of(request))
     digest, lookup = (b2b.auth_for(request) if b2b.auth_for is not None
                       else (b2b.digest, b2b.lookup))
-    result = digest.verify(request, peer.host, lookup, now)
+    bans = b2b.bans
+    result = (verify_with_bans(digest, bans, request, peer.host, lookup, now)
+              if bans is not None else digest.verify(request, peer.host, lookup, now))
     if not result.ok:
         if result.failed and result.reason is not None and result.is_guess:
             b2b.stats["rejected_auth"] += 1

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from sipcore.enums import FastEnum
 from sipcore.errors import LocalProtocolError, ParseError
 from sipcore.message import Request, Response, make_response, new_tag
-from sipcore.uri import parse_uri, uri_equal
+from sipcore.uri import SipURI, host_equal, parse_uri, uri_equal
 
 __all__ = [
     "ALGORITHMS",
@@ -380,6 +380,11 @@ class DigestServer:
     the nonce-count table. ``start_time``: when the secret survives restarts, pass the start-up
     time — nonces issued before it are then only accepted as stale, because the nonce-counts
     seen for them were lost with the old process (a captured request cannot be replayed).
+    ``strict_uri``: the digest ``uri`` must be the Request-URI (RFC 3261 §22.4, equivalence of
+    §19.1.4). Without it (the default) a ``uri`` naming the Request-URI's host and port with no
+    user part (or the same one) is accepted too — SIPp 3.6's ``[authentication]`` sends
+    ``uri="sip:host:port"`` for an INVITE to ``sip:202@host:port``, and Kamailio accepts it. The
+    response is always computed over the ``uri`` as sent, so nothing but the spelling is relaxed.
     """
 
     def __init__(
@@ -392,6 +397,7 @@ class DigestServer:
         proxy: bool = False,
         max_nonces: int = 100_000,
         start_time: float | None = None,
+        strict_uri: bool = False,
     ) -> None:
         if not realm or any(c in realm for c in "\r\n\x00"):
             raise LocalProtocolError("realm must be non-empty text without CR/LF/NUL")
@@ -413,6 +419,7 @@ class DigestServer:
         self.algorithms: tuple[str, ...] = tuple(algs)
         self.proxy = proxy
         self.max_nonces = max_nonces
+        self.strict_uri = strict_uri
         # BLAKE2b takes keys up to 64 bytes; a longer secret is hashed down to one.
         self._secret = bytes(secret) if len(secret) <= 64 else hashlib.blake2b(secret).digest()
         self._realm_b = _b(realm)
@@ -599,7 +606,7 @@ class DigestServer:
         if nc_text is None or cnonce is None or _NC_RE.fullmatch(nc_text) is None:
             return AuthResult(AuthStatus.FAILED, username, AuthFailure.MALFORMED)
         nc = int(nc_text, 16)
-        if not self._uri_matches(uri, request):
+        if not self._uri_matches(uri, request, self.strict_uri):
             return AuthResult(AuthStatus.FAILED, username, AuthFailure.URI_MISMATCH)
         nonce_failure, issued = self._check_nonce(nonce, peer_host)
         if nonce_failure is not None:
@@ -647,16 +654,30 @@ class DigestServer:
         return AuthResult(AuthStatus.OK, username, None, algorithm)
 
     @staticmethod
-    def _uri_matches(uri: str, request: Request) -> bool:
+    def _uri_matches(uri: str, request: Request, strict: bool) -> bool:
         # RFC 7616 §3.4.6 / RFC 3261 §22.4: the digest-uri must name the Request-URI; an
         # equivalent spelling (§19.1.4) is accepted, the hash still covers the exact text.
+        # Leniently (not ``strict``), also a SIP(S) URI of the same scheme, host and port with
+        # no user part or the same user (SIPp 3.6: ``uri="sip:host:port"``); its parameters
+        # are ignored. A different user, host, port or scheme never matches.
         target = request.uri
         if uri == str(target):
             return True
         try:
-            return uri_equal(parse_uri(uri), target)
+            given = parse_uri(uri)
         except ParseError:
             return False
+        if uri_equal(given, target):
+            return True
+        if strict or not isinstance(given, SipURI) or not isinstance(target, SipURI):
+            return False
+        return (
+            given.scheme == target.scheme
+            and given.user in (None, target.user)
+            and given.password is None
+            and given.port == target.port
+            and host_equal(given.host, target.host)
+        )
 
     def nonce_table_size(self) -> int:
         """How many nonces have a remembered nonce-count (for statistics)."""

@@ -163,6 +163,9 @@ _Timed = Transaction | _Pending2xx
 _REQUEST_LINE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+) +\S+ +SIP/2\.0 *$")
 _CSEQ = re.compile(r"\s*\d{1,10}\s+[A-Za-z0-9.!%*_+`'~-]+\s*$")
 _UNSAFE_REASON = re.compile(r"[^\x20-\x7e]")
+# what a salvaged 400 never echoes from the request: control characters (UTF-8 is echoed as
+# received, byte for byte)
+_UNSAFE_ECHO = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STAT_KEYS = (
     "received", "sent", "retransmissions", "retransmissions_received", "parse_errors",
     "requests_received", "responses_received", "responses_sent", "stray_responses",
@@ -833,8 +836,9 @@ class Endpoint:
         self._transmit(data_out, target, False)
 
     def _answer_unparseable(self, data: bytes, reason: str, peer: Peer) -> None:
-        """400 with the ParseError reason when the start line is a request and Via, From, To,
-        Call-ID and CSeq can be found; otherwise the message is dropped."""
+        """400 with the ParseError reason when the start line is a request and a Via can be
+        found (From, To, Call-ID and CSeq are copied when present); otherwise the message is
+        dropped."""
         try:
             out = self._salvage_400(data, reason, peer)
         except (ParseError, ValueError, IndexError):
@@ -869,23 +873,28 @@ class Endpoint:
                 current = canon
             else:
                 current = None
-        if not all(found.values()) or not _CSEQ.match(found["CSeq"][0]):
+        # Via is needed to route the answer; From, To, Call-ID and CSeq are echoed when present
+        # (a request missing some is answered 400 naming them, RFC 4475 §3.3.1).
+        if not found["Via"] or (found["CSeq"] and not _CSEQ.match(found["CSeq"][0])):
             return None
         vias = [v.strip() for value in found["Via"] for v in value.split(",") if v.strip()]
-        if not vias or any(_UNSAFE_REASON.search(v) for values in found.values() for v in values):
+        if not vias or any(_UNSAFE_ECHO.search(v) for values in found.values() for v in values):
             return None
         top = parse_via(vias[0]).copy()
         top.params["received"] = peer.host
         if top.has_rport:
             top.params["rport"] = str(peer.port)
         target = self._response_peer(top, peer)
-        to = found["To"][0]
-        if ";tag=" not in to.replace(" ", "").lower():
-            to += f";tag={new_tag()}"
         out = [f"SIP/2.0 400 {_clean_reason(reason)}", f"Via: {top}"]
         out += [f"Via: {v}" for v in vias[1:]]
-        out += [f"From: {found['From'][0]}", f"To: {to}", f"Call-ID: {found['Call-ID'][0]}",
-                f"CSeq: {found['CSeq'][0]}"]  # fmt: skip
+        if found["From"]:
+            out.append(f"From: {found['From'][0]}")
+        if found["To"]:
+            to = found["To"][0]
+            if ";tag=" not in to.replace(" ", "").lower():
+                to += f";tag={new_tag()}"
+            out.append(f"To: {to}")
+        out += [f"{name}: {found[name][0]}" for name in ("Call-ID", "CSeq") if found[name]]
         if self.config.user_agent:
             out.append(f"Server: {self.config.user_agent}")
         out.append("Content-Length: 0")

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from sipcore.errors import ParseError
-from sipcore.message import MAX_BODY_SIZE, MAX_MESSAGE_SIZE
+from sipcore.message import MAX_BODY_SIZE, MAX_MESSAGE_SIZE, nul_only_quoted
 
 __all__ = ["KeepAlivePing", "StreamFramer"]
 
@@ -95,8 +95,8 @@ class StreamFramer:
                 self._scan = len(buf)
                 break
             head = bytes(buf[:end])
-            if b"\x00" in head:
-                return self._fail(out, "NUL in header")
+            if b"\x00" in head and not nul_only_quoted(head.decode("latin-1")):
+                return self._fail(out, "NUL in header")  # (a quoted-pair NUL is legal)
             lengths = {m.group(1).strip(b" \t") for m in _CONTENT_LENGTH.finditer(head)}
             if not lengths:
                 return self._fail(out, "Missing Content-Length")

@@ -59,6 +59,7 @@ __all__ = [
     "new_branch",
     "new_call_id",
     "new_tag",
+    "nul_only_quoted",
     "parse_cseq",
     "parse_message",
     "parse_via",
@@ -835,6 +836,26 @@ def _header_entries(
     return entries
 
 
+def nul_only_quoted(head: str) -> bool:
+    """Whether every NUL in ``head`` is the escaped character of a quoted-pair inside a
+    quoted-string (``"NUL:\\<NUL>"``), which RFC 3261 §25.1 allows (RFC 4475 §3.1.1.2). Any
+    other NUL is refused by the caller. (Rare path: only called when the head has a NUL.)"""
+    for line in head.split("\r\n"):
+        if "\x00" not in line:
+            continue
+        quoted = escaped = False
+        for ch in line:
+            if escaped:
+                escaped = False
+            elif ch == "\x00":
+                return False
+            elif quoted and ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+    return True
+
+
 def _parse(data: bytes) -> Request | Response:
     if len(data) > MAX_MESSAGE_SIZE:
         raise ParseError("Message Too Large", 513)
@@ -852,7 +873,7 @@ def _parse(data: bytes) -> Request | Response:
         head, lines, rest = _lenient_head(data)
     if not head:
         raise ParseError("Empty message")
-    if "\x00" in head:
+    if "\x00" in head and not nul_only_quoted(head):
         raise ParseError("NUL in header")
     long_lines = len(head) > MAX_HEADER_LINE
     if long_lines:
@@ -903,9 +924,8 @@ def _parse(data: bytes) -> Request | Response:
         return resp
     msg = Request(method, uri, headers, body)
     if not seen.keys() >= _REQUIRED_KEYS:
-        for key, hname in _REQUIRED:
-            if key not in seen:
-                raise ParseError(f"Missing {hname}")
+        # name every missing one (RFC 4475 §3.3.1: "Missing To, From, Call-ID")
+        raise ParseError("Missing " + ", ".join(h for k, h in _REQUIRED if k not in seen))
     for key in dups:
         if key != "content-length":
             raise ParseError(f"Multiple {_lookup(key)[1]}")

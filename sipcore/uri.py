@@ -25,6 +25,7 @@ __all__ = [
     "NameAddr",
     "SipURI",
     "TelURI",
+    "host_equal",
     "parse_name_addr",
     "parse_params",
     "parse_uri",
@@ -47,6 +48,8 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # enclosing grammar)
 _FORBIDDEN = re.compile(r'[\x00-\x20\x7f<>"]')
 _HOST = re.compile(r"[A-Za-z0-9\-._]+")
+# hex groups and colons (at least two), optionally an IPv4 tail: RFC 3261's IPv6reference
+_LAX_IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?::\d{1,3}(?:\.\d{1,3}){3})?")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
@@ -90,7 +93,10 @@ def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise ParseError(f"Bad host in {what}") from None
+            # RFC 5118 §4.10: RFC 3261's IPv6reference ABNF admits three colons in a row
+            # ("2001:db8:::192.0.2.1"); tolerated as a name (it never resolves), nothing else
+            if _LAX_IPV6.fullmatch(host[1:-1]) is None:
+                raise ParseError(f"Bad host in {what}") from None
         rest = text[close + 1 :]
         if not rest:
             return host, None
@@ -276,9 +282,16 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
     what = "URI"
     if not rest:
         raise ParseError("Bad URI")
-    # the '@' of userinfo comes before any '?'; '@' is never legal after the host part
+    # the '@' of userinfo comes before any '?'; '@' is never legal after the host part, but
+    # peers send it unescaped in URI headers (``sip:h?Replaces=id@h2``). A '?' may also be part
+    # of a user (RFC 4475 §3.1.1.2): an '@' after the '?' ends the userinfo unless what comes
+    # before the '?' is a host already.
     qmark = rest.find("?")
     at = rest.find("@", 0, qmark if qmark >= 0 else len(rest))
+    if at < 0 and qmark >= 0:
+        late = rest.find("@", qmark)
+        if late >= 0 and not _is_hostport(rest[:qmark].partition(";")[0]):
+            at = late
     user: str | None = None
     password: str | None = None
     if at >= 0:
@@ -309,6 +322,15 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
         params = {}
     host, port = _parse_hostport(rest, what)
     return SipURI(scheme, user, password, host, port, params, headers)
+
+
+def _is_hostport(text: str) -> bool:
+    """Whether ``text`` is a ``host[:port]``."""
+    try:
+        _parse_hostport(text, "URI")
+    except ParseError:
+        return False
+    return True
 
 
 # The common shape of a SIP URI, matched in one go (possessive quantifiers: no backtracking).
@@ -381,6 +403,12 @@ def _host_key(host: str) -> str:
     return host.lower()
 
 
+def host_equal(a: str, b: str) -> bool:
+    """Whether two URI hosts are the same (RFC 3261 §19.1.4: case-insensitive; IPv6
+    references compared by address, so ``[::1]`` equals ``[0:0::1]``)."""
+    return _host_key(a) == _host_key(b)
+
+
 def _pval(v: str | None) -> str | None:
     return None if v is None else v.lower()
 
@@ -425,10 +453,25 @@ def uri_equal(a: URI, b: URI) -> bool:
 
 
 def quote_string(text: str) -> str:
-    """Render ``text`` as a quoted-string, escaping ``"`` and ``\\`` (RFC 3261 §25.1)."""
+    """Render ``text`` as a quoted-string, escaping ``"`` and ``\\`` (RFC 3261 §25.1).
+
+    Control characters a quoted-pair may carry (NUL, BEL, DEL ... as parsed from RFC 4475
+    §3.1.1.2) are written as quoted-pairs too, never bare; CR and LF, which no quoted-pair can
+    carry, become spaces (so the value can never end a header line).
+    """
     if '"' in text or "\\" in text:
         text = text.replace("\\", "\\\\").replace('"', '\\"')
+    if _QUOTED_CONTROL.search(text) is not None:
+        text = _QUOTED_CONTROL.sub(_quote_control, text)
     return f'"{text}"'
+
+
+_QUOTED_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _quote_control(match: re.Match[str]) -> str:
+    ch = match.group(0)
+    return " " if ch in "\r\n" else "\\" + ch
 
 
 def _read_quoted(text: str, start: int, what: str) -> tuple[str, int]:

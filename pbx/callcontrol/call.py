@@ -179,6 +179,22 @@ class Call:
         self.legs.append(leg)
         return leg
 
+    def _start_legs(self, targets: Sequence[Target]) -> list[Leg]:
+        """A leg per target, its INVITE sent; a leg that cannot start is abandoned (500) and
+        left out."""
+        legs: list[Leg] = []
+        for t in targets:
+            leg = self.add_leg(t)
+            try:
+                leg.start()
+            except Exception:
+                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
+                leg.final_status = 500
+                leg.transition(LegInput.ABANDON)
+                continue
+            legs.append(leg)
+        return legs
+
     async def ring(
         self,
         targets: Sequence[Target],
@@ -195,17 +211,7 @@ class Call:
         bridged: call :meth:`connect`). Ends early when the caller goes away.
         """
         caller = self.caller
-        legs: list[Leg] = []
-        for t in targets:
-            leg = self.add_leg(t)
-            try:
-                leg.start()
-            except Exception:
-                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
-                leg.final_status = 500
-                leg.transition(LegInput.ABANDON)
-                continue
-            legs.append(leg)
+        legs = self._start_legs(targets)
         if not legs:
             return RingResult(RingOutcome.UNREACHABLE, status=480)
         loop = asyncio.get_running_loop()
@@ -361,15 +367,7 @@ class Call:
         one is meant to answer; an answer is hung up, the rest cancelled."""
         if self.tasks is None or not targets:
             return
-        legs: list[Leg] = []
-        for t in targets:
-            leg = self.add_leg(t)
-            try:
-                leg.start()
-            except Exception:
-                log.exception("call.leg_start_failed", call_id=self.record.call_id, target=t.label)
-                continue
-            legs.append(leg)
+        legs = self._start_legs(targets)
 
         async def stop() -> None:
             await asyncio.sleep(seconds)

@@ -354,10 +354,14 @@ class CallScript:
 
     async def _feature_code(self, call: Call, ctx: CallContext, match: CodeMatch) -> None:
         if match.code.takes_number and not match.number:
-            # dialled bare: answer, beep, and take the number from the keypad (ends with #)
+            # dialled bare: answer, ask, and take the number from the keypad (ends with #)
             if call.caller is None or not await call.answer():
                 return
-            prompt = call.play(call.caller, self._tone(call, ToneName.BEEP))
+            # "please enter the number, followed by the hash key" (the beep without a prompt
+            # set); digits typed during the announcement count
+            asking = self._prompt(call, Prompt("enter_number"), ctx.user)
+            prompt = call.play(call.caller, asking if asking is not None
+                               else self._tone(call, ToneName.BEEP))
             number = await call.collect_dtmf(call.caller, max_digits=32, timeout=NUMBER_TIMEOUT,
                                              inter_digit=NUMBER_INTER_DIGIT, terminators="#")
             prompt.stop()

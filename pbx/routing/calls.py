@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pbx.callcontrol import Call, Reject, Ring, Routed, Target, UserView
+from pbx.callcontrol import Call, Prompt, Reject, Ring, Routed, Target, UserView
 from pbx.origin import CallOrigin
 from pbx.routing.router import Destination, Router
 from pbx.store import User
@@ -147,7 +147,7 @@ class CallRouter:
         if dest is None:
             if self.host.user_exists(dialled):
                 return Routed(UserView(key=dialled, extension=dialled))
-            return Reject(404)
+            return self._not_found(404, None, on_behalf_of)
         if dest.kind == "user" and dest.user is not None:
             return Routed(self.view(dest.user))
         if dest.kind == "trunk" and dest.trunk is not None and self.host.trunks is not None:
@@ -156,7 +156,15 @@ class CallRouter:
                            caller=call.record.caller, dialled=dialled, status=dest.status,
                            reason=dest.reason,
                            on_behalf_of=on_behalf_of.key if on_behalf_of is not None else None)
-        return Reject(dest.status or 404, dest.reason or None)
+        return self._not_found(dest.status or 404, dest.reason or None, on_behalf_of)
+
+    @staticmethod
+    def _not_found(status: int, reason: str | None, sender: UserView | None) -> Reject:
+        """A refusal; a user who dialled a number that does not exist hears "the number you
+        dialled is not available" first (a trunk's caller gets the status at once)."""
+        prompt = (Prompt("not_available") if sender is not None and status in (404, 484)
+                  else None)
+        return Reject(status, reason, prompt=prompt)
 
     def number_targets(self, call: Call, user: UserView, number: str) -> tuple[Target, ...]:
         """Targets ringing ``user``'s own external ``number`` (mobile, remote office) over their

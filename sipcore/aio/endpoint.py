@@ -104,6 +104,9 @@ class AsyncEndpoint(Generic[E]):
         self._verify_tls = verify_tls
         self._ws_origins = tuple(ws_origins)
         self._on_event = on_event
+        #: Set before :meth:`start`: the transport layer asks it for every message and inbound
+        #: connection (False: dropped / refused), see ``TransportLayer.admit_source``.
+        self.admit_source: Callable[[Peer], bool] | None = None
         self._queue: asyncio.Queue[E | _Closed] | None = None
         self._transports: TransportLayer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,6 +131,7 @@ class AsyncEndpoint(Generic[E]):
             client_ssl=self._client_ssl,
             verify_tls=self._verify_tls,
             ws_origins=self._ws_origins,
+            admit_source=self.admit_source,
         )
         try:
             for spec in self.listen_specs:

@@ -89,7 +89,13 @@ class TaskScope:
         """Open the group, start the children spawned so far, and keep it open until
         :meth:`close`; then cancel every child and return once all have ended."""
         if self._ended is not None:
-            raise RuntimeError(f"task scope {self.name} runs already (or ran)")
+            if self._runner is None:
+                raise RuntimeError(f"task scope {self.name} runs already (or ran)")
+            # start() and run() were both called before either ran (a child was spawned before
+            # the owner's task took its first step): the first to run owns the group, the other
+            # waits until it has ended.
+            await self._ended.wait()
+            return
         self._ended = asyncio.Event()
         self._closing = asyncio.Event()
         if self._closed:

@@ -18,7 +18,7 @@ import ipaddress
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,9 +91,13 @@ class TransportLayer:
         client_ssl: ssl.SSLContext | None = None,
         verify_tls: bool = True,
         ws_origins: Iterable[str] = (),
+        admit_source: Callable[[Peer], bool] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.sink = sink
+        #: Asked for every message and every inbound connection: False drops the message
+        #: unanswered / refuses the connection (the application's per-source bans).
+        self.admit_source = admit_source
         self.limits = limits or TransportLimits()
         self.server_ssl = server_ssl
         if server_ssl is not None and server_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
@@ -284,6 +288,10 @@ class TransportLayer:
 
     def deliver(self, data: bytes, peer: Peer) -> None:
         """A whole message arrived (from a UDP listener or a connection)."""
+        admit = self.admit_source
+        if admit is not None and not admit(peer):
+            self.stats["dropped_by_source_policy"] += 1
+            return
         self.sink.message_received(data, peer)
 
     def admit(self, conn: StreamConnection) -> bool:
@@ -300,6 +308,10 @@ class TransportLayer:
         if not peername:
             return False
         host, port = str(peername[0]), int(peername[1])
+        admit = self.admit_source
+        if admit is not None and not admit(Peer(conn.transport_name, host, port)):
+            self.stats["connections_refused_by_source_policy"] += 1
+            return False
         if len(self._conns) >= self.limits.max_connections:
             self.stats["connections_rejected_total_limit"] += 1
             return False

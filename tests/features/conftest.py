@@ -91,6 +91,17 @@ class Placed:
                 if link.kind == "link"
                 and isinstance(getattr(link.a, "port", None), Announcement)]
 
+    def heard(self) -> list[str]:
+        """Everything played to the caller so far, in order: prompt names and tone names."""
+        out: list[str] = []
+        for link in self.graph.history:
+            port = getattr(link.a, "port", None) if link.kind == "link" else None
+            if isinstance(port, Announcement):
+                out.append(port.prompt.name)
+            elif isinstance(port, Tone):
+                out.append(port.name.value)
+        return out
+
     def tones(self) -> list[ToneName]:
         """The tones played to the caller so far (in order)."""
         return [link.a.port.name for link in self.graph.history

@@ -292,3 +292,19 @@ async def test_dnd_ring_burst_notifies_the_phones_of_a_rejected_call(pbx: Pbx) -
     assert ("reject", 486) in call.caller.log
     await call.until(lambda: any(e[0] == "cancel" for e in call.legs[0].log), timeout=3.0)
     await call.done()
+
+
+# -- numbers that do not exist -----------------------------------------------------------------
+
+async def test_a_user_who_dials_a_number_that_does_not_exist_hears_so(pbx: Pbx) -> None:
+    call = pbx.dial("100", "199")
+    await call.done()
+    assert [(status, prompt.name if prompt else None) for status, prompt, _ in pbx.failures] == [
+        (404, "not_available")]
+    assert ("reject", 404) in call.caller.log
+
+
+async def test_a_trunk_caller_to_an_unknown_number_gets_404_at_once(pbx: Pbx) -> None:
+    call = pbx.dial("+4940777", "+4930555199", from_trunk=True)
+    await call.done()
+    assert [(status, prompt) for status, prompt, _ in pbx.failures] == [(404, None)]

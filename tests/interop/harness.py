@@ -144,6 +144,12 @@ class PbxProcess:
         text = f'[sip]\nlisten = [{listen}]\ndomain = "{host}"\n{self.config_extra}\n'
         if "[auth]" not in self.config_extra:
             text += '[auth]\nrealm = "asyncpbx-test"\n'
+        if "[security]" not in self.config_extra:
+            # The peers of most tests all send from 127.0.0.1 without authenticating first
+            # (floods of malformed packets, OPTIONS pings, SIPp bursts): trusted, so per-source
+            # bans never interfere. The ban tests set [security] themselves and attack from
+            # other loopback addresses (127.0.0.2 …, SECURITY.md).
+            text += '[security]\ntrusted = ["127.0.0.1"]\n'
         if "[prompts]" not in self.config_extra:
             text += f'[prompts]\ncache_dir = "{PROMPT_CACHE}"\n'
         if "[http]" not in self.config_extra:

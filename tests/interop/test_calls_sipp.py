@@ -178,7 +178,8 @@ def caller(pbx: PbxProcess, tmp: Path, scenario: str = "call_uac.xml", *, dst: s
            timeout: float = 40.0) -> tuple[int, int, str]:
     inf = users_csv(tmp / f"caller-{time.monotonic_ns()}.csv", [USERS[0]])
     host, port = pbx.addr("udp")
-    # SIPp's digest-uri defaults to remote_ip:port; ours must name the Request-URI
+    # SIPp's digest-uri defaults to remote_ip:port, which we accept too (test_auth_sipp.py);
+    # -auth_uri makes it name the Request-URI, which strict_digest_uri would insist on
     res = sipp(scenario, pbx.addr("udp"), tmp, inf=inf, timeout=timeout,
                extra=["-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst, "-key", "rtp_port", str(rtp_port or free_port()), "-d", str(pause_ms),
                       "-trace_msg", "-message_file", str(tmp / "caller-messages.log"), *extra])

@@ -21,6 +21,22 @@ def test_embedded_default() -> None:
     assert c.domain == "127.0.0.1"
     assert c.data_dir == "asyncpbx-data"
     assert c.auth.algorithms == ("MD5",)
+    assert c.auth.strict_digest_uri is False
+
+
+def test_security_table() -> None:
+    c = load_config(None, environ={})
+    assert (c.security.failures, c.security.failure_window, c.security.requests,
+            c.security.request_window, c.security.ban_time) == (5, 60.0, 16, 2.0, 300.0)
+    env = {"ASYNCPBX_SECURITY_TRUSTED": "10.0.0.0/8, 192.0.2.1"}
+    assert load_config(None, environ=env).security.trusted == ("10.0.0.0/8", "192.0.2.1")
+
+
+def test_strict_digest_uri_from_toml_and_environment(tmp_path: Path) -> None:
+    p = _write(tmp_path, "[auth]\nstrict_digest_uri = true\n")
+    assert load_config(p, environ={}).auth.strict_digest_uri is True
+    env = {"ASYNCPBX_AUTH_STRICT_DIGEST_URI": "1"}
+    assert load_config(None, environ=env).auth.strict_digest_uri is True
 
 
 def test_toml_file(tmp_path: Path) -> None:
@@ -47,6 +63,10 @@ def test_toml_file(tmp_path: Path) -> None:
         ("[log]\nlevel = \"loud\"\n", "log.level"),
         ("[log]\njson = \"maybe\"\n", "log.json"),
         ('[auth]\nalgorithms = ["SHA-1"]\n', "auth.algorithms[0]"),
+        ("[security]\nfailures = 0\n", "security.failures"),
+        ("[security]\nrequest_window = 0\n", "security.request_window"),
+        ("[security]\nban_time = -1\n", "security.ban_time"),
+        ('[security]\ntrusted = ["10.0.0.0/8", "not-a-net"]\n', "security.trusted[1]"),
         ('[tls]\ncert = "x.pem"\n', "tls.key"),
         ('[sip]\ndomain = "a b"\n', "sip.domain"),
         ('[sip]\nadvertise = "a/b"\n', "sip.advertise"),

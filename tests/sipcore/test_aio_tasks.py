@@ -98,6 +98,44 @@ async def test_run_inside_the_owners_task_group() -> None:
     assert ended == ["c"]
 
 
+async def test_start_before_the_owners_run_took_its_first_step() -> None:
+    """The B2BUA's race: the server created the task that runs the scope, and a call started
+    (start(), spawn) before that task ran. Whichever runs first owns the group, the other
+    waits; close() ends both without an error."""
+    for owner_first in (True, False):
+        scope = TaskScope("test")
+        started: list[str] = []
+        ended: list[str] = []
+        async with asyncio.TaskGroup() as tg:
+            if owner_first:
+                owner = tg.create_task(scope.run())
+                scope.start()
+            else:
+                scope.start()
+                owner = tg.create_task(scope.run())
+            scope.spawn(_forever(started, "d", ended), "d")
+            await asyncio.sleep(0.01)
+            assert started == ["d"] and not owner.done()
+            await scope.close()
+            await asyncio.sleep(0)
+            assert owner.done() and owner.exception() is None
+        assert ended == ["d"]
+
+
+async def test_run_twice_without_start_is_an_error() -> None:
+    scope = TaskScope("test")
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(scope.run())
+        await asyncio.sleep(0)
+        try:
+            await scope.run()
+        except RuntimeError as exc:
+            assert "runs already" in str(exc)
+        else:
+            raise AssertionError("a second run() must fail")
+        await scope.close()
+
+
 async def test_close_is_bounded_when_a_child_swallows_its_cancellation() -> None:
     scope = TaskScope("test")
     scope.start()

@@ -452,6 +452,98 @@ def test_picks_our_realm_among_several_credentials() -> None:
     assert srv.verify(Request(req.method, req.uri, headers), ALICE, lookup, T0).ok
 
 
+# -- the digest uri: SIPp 3.6's host:port form (issue 11 §4) -----------------------------------
+
+
+def invite_to(ruri: str) -> Request:
+    raw = (
+        f"INVITE {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {ALICE}:5060;branch=z9hG4bKinv1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@{REALM}>;tag=f1\r\n"
+        f"To: <sip:202@{REALM}>\r\n"
+        "Call-ID: inv-1@10.0.0.5\r\n"
+        "CSeq: 2 INVITE\r\n"
+        f"Contact: <sip:alice@{ALICE}:5060>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    msg = parse_message(raw)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def answered_over(srv: DigestServer, request: Request, digest_uri: str,
+                  password: str = "correct horse", nc: str = "00000001") -> Request:
+    """``request`` with Proxy-Authorization computed over ``digest_uri`` (as SIPp does)."""
+    challenge = srv.challenge(request, ALICE, T0)
+    nonce = parse_auth_header(challenge.headers.get("Proxy-Authenticate") or "").params["nonce"]
+    ha1 = compute_ha1("MD5", "alice", REALM, password)
+    response = compute_response("MD5", ha1, method=request.method, uri=digest_uri, nonce=nonce,
+                                qop="auth", nc=nc, cnonce="abc")
+    value = format_auth_header("Digest", [
+        ("username", "alice", True), ("realm", REALM, True), ("nonce", nonce, True),
+        ("uri", digest_uri, True), ("response", response, True), ("algorithm", "MD5", False),
+        ("qop", "auth", False), ("nc", nc, False), ("cnonce", "abc", True),
+    ])
+    headers = request.headers.copy()
+    headers.add("Proxy-Authorization", value)
+    return Request(request.method, request.uri, headers, request.body)
+
+
+RURI = "sip:202@192.0.2.7:5070"
+
+
+@pytest.mark.parametrize("digest_uri", [
+    "sip:192.0.2.7:5070",  # SIPp 3.6 [authentication] without -auth_uri
+    RURI,
+    "sip:202@192.0.2.7:5070;transport=udp",  # §19.1.4: a parameter only one side has
+    "sip:192.0.2.7:5070;transport=udp",
+])
+def test_lenient_digest_uri_accepts_the_request_uris_host_and_port(digest_uri: str) -> None:
+    srv = server(proxy=True, algorithms=("MD5",))
+    assert srv.verify(answered_over(srv, invite_to(RURI), digest_uri), ALICE, lookup, T0).ok
+
+
+@pytest.mark.parametrize("digest_uri", [
+    "sip:192.0.2.7",  # no port: not the same host and port
+    "sip:192.0.2.7:5071",
+    "sip:192.0.2.8:5070",
+    "sip:203@192.0.2.7:5070",  # another user
+    "sips:192.0.2.7:5070",
+    "sip:x:pw@192.0.2.7:5070",
+    "tel:+4930123",
+    "not a uri",
+])
+def test_lenient_digest_uri_refuses_another_target(digest_uri: str) -> None:
+    srv = server(proxy=True, algorithms=("MD5",))
+    result = srv.verify(answered_over(srv, invite_to(RURI), digest_uri), ALICE, lookup, T0)
+    assert result.reason is AuthFailure.URI_MISMATCH
+
+
+def test_lenient_digest_uri_still_needs_the_hash_over_the_uri_given() -> None:
+    srv = server(proxy=True, algorithms=("MD5",))
+    req = answered_over(srv, invite_to(RURI), "sip:192.0.2.7:5070")
+    # the hash is over the host:port form; claiming the full Request-URI instead breaks it
+    swapped = with_params(req, "Proxy-Authorization", uri=RURI)
+    assert srv.verify(swapped, ALICE, lookup, T0).reason is AuthFailure.WRONG_RESPONSE
+    wrong = answered_over(srv, invite_to(RURI), "sip:192.0.2.7:5070", password="nope")
+    assert srv.verify(wrong, ALICE, lookup, T0).reason is AuthFailure.WRONG_RESPONSE
+    # and the host:port form is replay-protected like any other
+    assert srv.verify(req, ALICE, lookup, T0).ok
+    assert srv.verify(req, ALICE, lookup, T0).reason is AuthFailure.NC_REPLAY
+
+
+def test_strict_digest_uri_refuses_the_host_port_form() -> None:
+    srv = server(proxy=True, algorithms=("MD5",), strict_uri=True)
+    req = invite_to(RURI)
+    result = srv.verify(answered_over(srv, req, "sip:192.0.2.7:5070"), ALICE, lookup, T0)
+    assert result.reason is AuthFailure.URI_MISMATCH
+    assert srv.verify(answered_over(srv, req, RURI), ALICE, lookup, T0).ok
+    ipv6 = invite_to("sip:202@[2001:db8::1]:5070")
+    assert srv.verify(answered_over(srv, ipv6, "sip:202@[2001:db8:0::1]:5070"), ALICE,
+                      lookup, T0).ok
+
+
 # -- enumeration: identical challenges --------------------------------------------------------
 
 

@@ -399,7 +399,7 @@ class PbxServer:
             codes=self.codes, features=self.features, bus=self.events, events=self.api_events,
             figures=self.health_figures,
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
-            bindings=self._bindings, version=__version__)
+            bindings=self._bindings, version=__version__, bans=self.bans)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0})

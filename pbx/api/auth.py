@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from pbx.api.problems import ApiProblem
-from pbx.api.throttle import FailureLimiter
+from pbx.bans import BanTable
 from pbx.store import Store, User
 
 __all__ = ["Principal", "Role", "authenticate"]
@@ -89,20 +89,23 @@ def _bearer(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, store: Store, *, now: float | None = None,
-                       limiter: FailureLimiter | None = None) -> Principal:
+                       bans: BanTable | None = None) -> Principal:
     """The principal of ``request``'s bearer token (401 problem when missing, unknown,
     expired or revoked — one answer for all, so a guesser learns nothing). The store is read
     (and the last use written) in a worker thread: the event loop, which carries the calls,
-    never waits for the database lock. With ``limiter``, a source that failed too often is
-    refused (429) before its token is looked at."""
+    never waits for the database lock.
+
+    With ``bans`` (the server's :class:`pbx.bans.BanTable`, the one the SIP side feeds) a bad
+    token counts as an authentication failure of its source, exactly like a wrong SIP
+    password, and a banned source — banned for guessing over SIP or over HTTP — is refused
+    (429) before its token is looked at. Requests without a token do not count, and a good
+    token does not mark its source as authenticated for SIP."""
     at = time.time() if now is None else now
     source = request.remote or ""
-    if limiter is not None:
-        wait = limiter.retry_after(source, at)
-        if wait > 0:
-            raise ApiProblem(429, "too_many_failures",
-                             "too many failed authentications from this address",
-                             headers={"Retry-After": str(int(wait) + 1)})
+    if bans is not None and bans.banned(source, at):
+        raise ApiProblem(429, "too_many_failures",
+                         "too many failed authentications from this address",
+                         headers={"Retry-After": str(int(bans.policy.ban_time))})
     token = _bearer(request)
     record = await asyncio.to_thread(store.api_token, token, now=at) if len(token) <= 128 \
         else None
@@ -110,9 +113,8 @@ async def authenticate(request: web.Request, store: Store, *, now: float | None 
         # fail2ban: "security.auth.failed src=<ip>" (the SIP side logs the same line)
         seclog.warning("security.auth.failed", src=source, method="HTTP",
                        reason="unknown token" if record is None else "expired token")
-        if limiter is not None and limiter.failed(source, at):
-            seclog.warning("security.banned", src=source, method="HTTP",
-                           seconds=limiter.ban)
+        if bans is not None:  # a new ban is logged by the table's owner (security.ban)
+            bans.failed(source, None, at)
         raise ApiProblem(401, "invalid_token", "the token is unknown, expired or revoked",
                          headers={"WWW-Authenticate": 'Bearer realm="asyncpbx", '
                                                       'error="invalid_token"'})

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pbx.api.events import EventLog
-from pbx.api.throttle import FailureLimiter
+from pbx.bans import BanTable
 from pbx.callcontrol import FeatureRegistry
 from pbx.directory import Directory
 from pbx.services import EventBus, SettingsService
@@ -46,6 +46,6 @@ class ApiContext:
     bindings: Callable[[], Sequence[Binding]] = _no_bindings
     #: what the server is called in the document
     version: str = ""
-    #: failed authentications per source (429 after too many)
-    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    #: the per-source bans a bad token counts toward (the server's, shared with SIP)
+    bans: BanTable = field(default_factory=BanTable)
     extra: dict[str, object] = field(default_factory=dict)

@@ -180,7 +180,7 @@ class ApiRouter:
         async def handle(request: web.Request) -> web.StreamResponse:
             principal = None
             if route.role is not None:
-                principal = await authenticate(request, ctx.store, limiter=ctx.limiter)
+                principal = await authenticate(request, ctx.store, bans=ctx.bans)
                 principal.require(route.role, f"{route.method} {route.path}")
             query = parse_query(route.query, request.query) if route.query else None
             body = None

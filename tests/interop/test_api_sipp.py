@@ -43,8 +43,13 @@ async def test_api_setting_changes_a_call_and_a_code_reaches_a_websocket(
         host, port = pbx.addr("http")
         base = f"http://{host}:{port}/api/v1"
         admin = {"Authorization": f"Bearer {tokens['admin']}"}
-        register_port(pbx, "101", USERS[1][1], free_port())
         async with aiohttp.ClientSession() as http:
+            watch = await http.ws_connect(f"{base}/events?kinds=registration.*,call.*",
+                                          headers=admin)
+            await asyncio.to_thread(register_port, pbx, "101", USERS[1][1], free_port())
+            added = json.loads((await asyncio.wait_for(watch.receive(), 5)).data)
+            assert added["kind"] == "registration.added", added
+            assert added["data"]["user_id"] == tokens["id101"]
             async with http.patch(f"{base}/users/{tokens['id101']}/dnd", headers=admin,
                                   json={"enabled": True}) as resp:
                 assert resp.status == 200, await resp.text()
@@ -53,6 +58,13 @@ async def test_api_setting_changes_a_call_and_a_code_reaches_a_websocket(
                                                       "call_uac_fail.xml")
             assert (ok, failed) == (1, 0), out
             assert final_statuses(read_log(tmp_path / "dial-101.log"))[-1] == 486
+            # the admin's socket saw the call begin and end (never answered: missed)
+            calls = [json.loads((await asyncio.wait_for(watch.receive(), 5)).data)
+                     for _ in range(2)]
+            assert [c["kind"] for c in calls] == ["call.started", "call.ended"], calls
+            assert calls[1]["data"]["status"] == 486 and calls[1]["data"]["missed"] is True
+            assert tokens["id101"] in calls[1]["data"]["user_ids"]
+            await watch.close()
 
             # 101 switches DND off from the phone (*79): the event reaches a WebSocket client
             user = {"Authorization": f"Bearer {tokens['u101']}"}

@@ -77,6 +77,10 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
         return web.Response(text=text, content_type="application/json",
                             headers={"Cache-Control": "no-cache"})
 
+    async def stop_events(app: web.Application) -> None:
+        ctx.events.shutdown()
+
+    app.on_shutdown.append(stop_events)  # open event sockets must not hold up a stop
     app.middlewares.append(problem_middleware(PREFIX))
     if metrics is not None:
         app.middlewares.insert(0, metrics.middleware())

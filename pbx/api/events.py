@@ -79,6 +79,8 @@ class _Client:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE)
         self.overflowed = False
+        #: set when the client hung up or the server shuts down
+        self.closed = asyncio.Event()
 
     def offer(self, event: Event) -> None:
         if self.overflowed:
@@ -96,6 +98,7 @@ class EventLog:
         self.bus = bus
         self.recent: collections.deque[Event] = collections.deque(maxlen=keep)
         self._clients: set[_Client] = set()
+        self.stopping = False
         self._unsubscribe = bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
@@ -127,6 +130,13 @@ class EventLog:
     def leave(self, client: _Client) -> None:
         """Unsubscribe a client."""
         self._clients.discard(client)
+
+    def shutdown(self) -> None:
+        """End every client's stream (the server is stopping: its sockets close with 1001,
+        and the HTTP server does not wait for them)."""
+        self.stopping = True
+        for client in list(self._clients):
+            client.closed.set()
 
     @property
     def clients(self) -> int:

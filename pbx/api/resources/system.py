@@ -52,7 +52,8 @@ async def health(req: ApiRequest) -> web.StreamResponse:
 
 async def events(req: ApiRequest) -> web.StreamResponse:
     query = req.query_as(EventsQuery)
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+    # timeout: how long close() waits for the client's close frame (a stop must not hang)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, timeout=1.0)
     if not ws.can_prepare(req.raw).ok:
         from pbx.api.problems import ApiProblem
 
@@ -64,7 +65,7 @@ async def events(req: ApiRequest) -> web.StreamResponse:
     wanted = kinds_filter(query.kinds)
     user_by_id = req.ctx.directory.user_by_id
     client, replay, gap = log.open(query.since)
-    closed = asyncio.Event()
+    closed = client.closed
 
     async def read() -> None:
         async for msg in ws:  # clients send nothing we need; pings are answered by aiohttp
@@ -83,6 +84,8 @@ async def events(req: ApiRequest) -> web.StreamResponse:
             reader.cancel()
         if why == "overflow":
             await ws.close(code=4008, message=b"too slow: reconnect with since")
+        elif log.stopping:
+            await ws.close(code=1001, message=b"server stopping")
         else:
             await ws.close()
     finally:

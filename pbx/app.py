@@ -30,7 +30,7 @@ from pbx.callcontrol import CallRecord, FeatureRegistry
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
-from pbx.http import HttpService, start_http
+from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.origin import verify_with_bans
 from pbx.phone import PhonePage
@@ -143,8 +143,10 @@ class PbxServer:
             max_contacts=config.sip.max_contacts,
         )
         self.sip: AsyncEndpoint[Event] | None = None
-        #: /health (pbx.http), started in run() when ``[http] listen`` is set.
+        #: /health, the REST API and /metrics (pbx.http, pbx.api), started in run() when
+        #: ``[http] listen`` is set; the API's event log (resumable live events).
         self.http: HttpService | None = None
+        self.api_events: Any = None
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
@@ -196,8 +198,9 @@ class PbxServer:
         self.history = AsyncHistory(
             self.store, on_error=lambda exc: self.log.error("history.write_failed",
                                                             error=repr(exc)))
-        self.call_record_hooks.append(
-            CallRecordHistory(self.history, directory_parties(self.directory, self.domain)))
+        parties = directory_parties(self.directory, self.domain)
+        self.call_record_hooks.append(CallRecordHistory(self.history, parties))
+        self.call_record_hooks.append(self._call_events(parties))
         # the announcements, before any call can arrive: generated where the cache lacks them
         # (seconds, the first time), decoded into memory; off the event loop (subprocesses,
         # file I/O)
@@ -344,6 +347,29 @@ class PbxServer:
         if self.media is not None:
             await self.media.close()
 
+    def _call_events(self, parties: Callable[[Any], Any]) -> Callable[[CallRecord], None]:
+        """The hook publishing call.started/answered/ended on the event bus."""
+        from pbx.api.events import CallEvents
+
+        def tenant(record: CallRecord) -> int | None:
+            if record.tenant_id is not None:
+                return record.tenant_id
+            found = self.directory.tenant_for_domain(self.domain)
+            return found.id if found is not None else None
+
+        return CallEvents(self.events, parties, tenant)
+
+    def _registration_event(self, kind: str, b: Binding, **extra: object) -> None:
+        """registration.added/removed on the event bus (with the user and tenant, so each
+        token sees its own)."""
+        rest = b.aor.split(":", 1)[-1]
+        ext, _, host = rest.partition("@")
+        user = self.directory.user(host, ext)
+        self.events.publish(kind, {"aor": b.aor, "contact": b.uri,
+                                   "user_id": user.id if user is not None else None,
+                                   "tenant_id": user.tenant_id if user is not None else 0,
+                                   **extra})
+
     def _call_record(self, record: CallRecord) -> None:
         for hook in self.call_record_hooks:
             try:
@@ -352,13 +378,42 @@ class PbxServer:
                 self.log.exception("call.history_hook_failed", call_id=record.call_id)
 
     async def _start_http(self) -> None:
-        """Serve /health. A port taken is logged, not fatal: monitoring must not keep the
+        """Serve /health, the REST API (/api/v1, pbx.api), /metrics and the /phone page on one
+        aiohttp application. A port taken is logged, not fatal: monitoring must not keep the
         telephone service from starting."""
+        address = parse_http_listen(self.config.http.listen)
+        if address is None:
+            return
+        service = HttpService(self.health_figures)
+        self._install_api(service)
+        PhonePage(self.phone_settings).add_routes(service.app)
         try:
-            self.http = await start_http(self.config.http.listen, self.health_figures,
-                                         routes=PhonePage(self.phone_settings).add_routes)
+            await service.start(*address)
         except OSError as exc:
             self.log.error("http.listen_failed", listen=self.config.http.listen, error=str(exc))
+            return
+        self.http = service
+
+    def _install_api(self, service: HttpService) -> None:
+        """The REST API and /metrics on ``service``'s application (pbx.api)."""
+        from pbx import api  # pydantic and prometheus-client load only with HTTP on
+
+        self.api_events = api.EventLog(self.events)
+        ctx = api.ApiContext(
+            store=self.store, directory=self.directory, settings=self.settings,
+            codes=self.codes, features=self.features, bus=self.events, events=self.api_events,
+            figures=self.health_figures,
+            sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
+            bindings=self._bindings, version=__version__, bans=self.bans)
+        metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
+                              lambda: {"event_clients": self.api_events.clients
+                                       if self.api_events is not None else 0})
+        api.install(service.app, ctx, metrics)
+
+    def _bindings(self) -> list[Binding]:
+        """Every current registration (the API's /registrations)."""
+        now = time.time()
+        return [b for aor in self.registrar.aors() for b in self.registrar.bindings(aor, now)]
 
     def phone_settings(self) -> dict[str, object]:
         """What the /phone page needs: our SIP domain and WebSocket listeners."""
@@ -458,6 +513,8 @@ class PbxServer:
                 self._removals.add(key)
                 self.log.info("sip.register.removed", aor=b.aor, contact=b.uri,
                               reason=change.reason.value, call_id=b.call_id)
+                self._registration_event("registration.removed", b,
+                                         reason=change.reason.value)
             else:
                 self._removals.discard(key)
                 self._upserts[key] = b
@@ -465,6 +522,8 @@ class PbxServer:
                     self.log.info("sip.register.added", aor=b.aor, contact=b.uri,
                                   expires=b.remaining(time.time()), call_id=b.call_id,
                                   src=f"{b.received.host}:{b.received.port}" if b.received else None)
+                    self._registration_event("registration.added", b,
+                                             expires=b.remaining(time.time()))
                 elif isinstance(change, BindingRefreshed):
                     self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri,
                                    call_id=b.call_id)

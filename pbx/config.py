@@ -159,7 +159,7 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    """The ``[http]`` table: ``/health`` (later the REST API and portal)."""
+    """The ``[http]`` table: ``/health``, the REST API (``/api/v1``) and ``/metrics``."""
 
     #: ``host:port`` (port 0: any free port, printed as ``listening http HOST PORT``); an empty
     #: string turns HTTP off.

@@ -1,5 +1,5 @@
-"""The HTTP side of the server: ``/health`` today (the REST API, portal and ``/metrics`` join
-this application later).
+"""The HTTP side of the server: ``/health`` here; the REST API under ``/api/v1`` and
+``/metrics`` join the same application (:func:`pbx.api.install`, wired by :mod:`pbx.app`).
 
 aiohttp serves it on the server's event loop (``[http] listen``, port 0 allowed). ``/health``
 answers ``{"status": "ok", "registrations": N, "active_calls": N, "uptime": seconds,
@@ -17,9 +17,10 @@ Never a password: only :data:`TRUNK_FIELDS` leave the server.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipcore.address import parse_host_port
 
@@ -71,7 +72,8 @@ class HttpService:
         Raises OSError when the address cannot be bound."""
         from aiohttp import web
 
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               logger=_QuietBadRequests(logging.getLogger("aiohttp.server")))
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
@@ -90,6 +92,21 @@ class HttpService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class _QuietBadRequests(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, but a request that does not parse as HTTP (a NUL in a header,
+    a broken request line: the client's fault, answered 400) is one line, not a traceback."""
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc_info, HttpProcessingError):
+            text = str(msg) % args if args else str(msg)
+            detail = " ".join(str(exc_info).split())[:200]
+            self.warning("%s: %s %s", text, type(exc_info).__name__, detail)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _int(value: object) -> int:

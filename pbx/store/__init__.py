@@ -1,4 +1,4 @@
-"""The embedded store (schema version 3), a package of one job per module.
+"""The embedded store (schema version 4), a package of one job per module.
 
 Model: **tenants** (a company with its SIP domain, extension plan, main number, country and
 area code) have **users** (extension, name, e-mail, language, voicemail PIN, mobile and remote
@@ -39,6 +39,7 @@ from pbx.store.records import (
 )
 from pbx.store.schema import MIGRATIONS, Migration, MigrationContext
 from pbx.store.sqlite import Store, default_data_dir
+from pbx.store.tokens import ROLES, ApiToken, hash_token
 from pbx.store.validation import (
     DEVICE_KINDS,
     DOMAIN_RE,
@@ -70,9 +71,11 @@ __all__ = [
     "NAME_RE",
     "OWNER_KINDS",
     "PIN_RE",
+    "ROLES",
     "TRUNK_KINDS",
     "TRUNK_TRANSPORTS",
     "USERNAME_RE",
+    "ApiToken",
     "Device",
     "HistoryEntry",
     "HistoryWrite",
@@ -89,6 +92,7 @@ __all__ = [
     "check_pin",
     "default_data_dir",
     "hash_pin",
+    "hash_token",
     "source_network",
     "trunk_host_problem",
     "validate_settings",

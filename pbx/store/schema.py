@@ -195,4 +195,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         PRIMARY KEY (feature, action)
     );
     """,
+    # 4: API tokens (pbx.store.tokens): only the SHA-256 of a token is kept
+    """
+    CREATE TABLE api_tokens (
+        id            INTEGER PRIMARY KEY,
+        token_hash    TEXT NOT NULL UNIQUE,          -- SHA-256 hex of the token
+        name          TEXT NOT NULL DEFAULT '',
+        role          TEXT NOT NULL CHECK (role IN ('user', 'tenant_admin', 'system_admin')),
+        tenant_id     INTEGER REFERENCES tenants(id) ON DELETE CASCADE,  -- NULL: every tenant
+        user_id       INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        created_at    REAL NOT NULL,
+        expires_at    REAL,                          -- NULL: never
+        last_used_at  REAL,
+        revoked       INTEGER NOT NULL DEFAULT 0,
+        CHECK (role = 'system_admin' OR tenant_id IS NOT NULL),
+        CHECK (role <> 'user' OR user_id IS NOT NULL)
+    );
+    """,
 )

@@ -37,6 +37,7 @@ from pbx.store.records import (
     Trunk,
     User,
 )
+from pbx.store.tokens import TokenStoreMixin
 from pbx.store.validation import (
     DEVICE_KINDS,
     DOMAIN_RE,
@@ -90,7 +91,7 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 
-class Store:
+class Store(TokenStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are

@@ -31,7 +31,7 @@ def test_a_v2_data_directory_gets_the_feature_codes_table(
         assert old.schema_version == 2
         old.close()
     store = Store(tmp_path)
-    assert store.schema_version == len(MIGRATIONS) == 3
+    assert store.schema_version == len(MIGRATIONS) == 4
     assert [u.extension for u in store.users()] == ["100"]
     assert store.feature_codes() == {}
     store.close()

@@ -158,3 +158,26 @@ async def test_health_shows_an_unresolved_named_trunk_from_the_manager() -> None
     assert str(shown["dns_error"]).startswith("cannot resolve sip.carrier.test: ")
     assert 0 < int(shown["next_resolve"]) <= 30
     assert "s3cret" not in str(body)
+
+
+async def test_unparseable_request_is_400_and_one_log_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A NUL in a header (schemathesis probes this): 400, logged as one line, no traceback."""
+    import asyncio
+    import logging
+
+    service = HttpService(lambda: {})
+    _host, port = await service.start("127.0.0.1", 0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiohttp.server"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: \x00\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read(100)
+            writer.close()
+    finally:
+        await service.close()
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.exc_info is None for r in records)
+    assert "BadHttpMessage" in records[0].getMessage()

@@ -1,0 +1,51 @@
+"""What the API's handlers work with: the store, the directory cache, the services every change
+goes through, the event log, and the server's live figures (as callables, so the API does not
+import the server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pbx.api.events import EventLog
+from pbx.bans import BanTable
+from pbx.callcontrol import FeatureRegistry
+from pbx.directory import Directory
+from pbx.services import EventBus, SettingsService
+from pbx.services.codes import CodesService
+from pbx.store import Store
+from sipcore.registrar import Binding
+
+__all__ = ["ApiContext"]
+
+
+def _none() -> Mapping[str, object]:
+    return {}
+
+
+def _no_bindings() -> Sequence[Binding]:
+    return ()
+
+
+@dataclass
+class ApiContext:
+    """The API's view of the server (:meth:`pbx.app.PbxServer` builds it)."""
+
+    store: Store
+    directory: Directory
+    settings: SettingsService
+    codes: CodesService
+    features: FeatureRegistry
+    bus: EventBus
+    events: EventLog
+    #: /health's figures: registrations, active_calls, trunks
+    figures: Callable[[], Mapping[str, object]] = _none
+    #: the SIP endpoint's counters (``AsyncEndpoint.statistics``)
+    sip_statistics: Callable[[], Mapping[str, object]] = _none
+    #: every current registration (the registrar's bindings)
+    bindings: Callable[[], Sequence[Binding]] = _no_bindings
+    #: what the server is called in the document
+    version: str = ""
+    #: the per-source bans a bad token counts toward (the server's, shared with SIP)
+    bans: BanTable = field(default_factory=BanTable)
+    extra: dict[str, object] = field(default_factory=dict)

@@ -238,10 +238,10 @@ class PbxServer:
             async with asyncio.TaskGroup() as services:
                 try:
                     self._start_trunks(services)
-                    if self.config.overload.enabled:
-                        services.create_task(self._overload_probe())
                     await self._start_http()
                     await self._start_calls(services)
+                    if self.config.overload.enabled:  # after the start-up steps' stalls
+                        services.create_task(self._overload_probe())
                     self.log.info("server.started", version=__version__,
                                   domain=self.config.domain,
                                   listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],

@@ -6,7 +6,9 @@ Issue 12 §2: under load the server must serve its capacity and turn the rest aw
 rather than collapse. The measure is the event loop's *lag*: a probe that asks to be woken every
 ``interval`` seconds is woken late by however long the loop was busy with other work
 (:meth:`OverloadDetector.tick`). The lag is smoothed (an exponentially weighted mean, weight
-``smoothing`` for a new sample) so one slow callback does not flip the state; an optional
+``smoothing`` for a new sample, each sample capped at twice the threshold) so one slow callback
+does not flip the state (with the default 0.3 one sample moves the mean by at most 0.6 × the
+threshold) while lag that lasts does within a few samples; an optional
 ``queue_depth`` (events waiting to be handled) counts as well when ``queue_threshold`` is set.
 
 States (:class:`LoadState`): NORMAL → OVERLOADED when the smoothed lag reaches
@@ -118,7 +120,10 @@ class OverloadDetector:
         """One lag sample (seconds) and queue depth at ``now``; the state after it."""
         p = self.policy
         self.last_lag = lag
-        self.lag += p.smoothing * (lag - self.lag)
+        # one sample counts at most twice the threshold: a single slow callback (a long GC
+        # pause, a start-up step) never flips the state alone; sustained lag does within a
+        # few samples
+        self.lag += p.smoothing * (min(lag, 2 * p.lag_threshold) - self.lag)
         self.queue_depth = queue_depth
         if p.force or not p.enabled:
             return self.state

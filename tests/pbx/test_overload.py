@@ -14,12 +14,14 @@ POLICY = OverloadPolicy(lag_threshold=0.1, recover_below=0.5, recover_after=2.0,
 
 
 def test_normal_until_the_smoothed_lag_reaches_the_threshold() -> None:
-    d = OverloadDetector(OverloadPolicy(lag_threshold=0.1, smoothing=0.2))
-    assert d.sample(0.3, 0.0) is LoadState.NORMAL  # smoothed 0.06
-    assert d.sample(0.0, 0.05) is LoadState.NORMAL  # 0.048
-    assert d.sample(0.3, 0.1) is LoadState.NORMAL  # 0.0984
-    assert d.sample(0.3, 0.15) is LoadState.OVERLOADED  # 0.1387 >= 0.1
-    assert d.lag == pytest.approx(0.0984 + 0.2 * (0.3 - 0.0984))
+    d = OverloadDetector(OverloadPolicy(lag_threshold=0.1, smoothing=0.3))
+    # one sample counts at most 2 x the threshold: a 1 s stall alone moves the mean to 0.06
+    assert d.sample(1.0, 0.0) is LoadState.NORMAL
+    assert d.lag == pytest.approx(0.06)
+    assert d.sample(0.0, 0.05) is LoadState.NORMAL  # 0.042
+    assert d.sample(0.3, 0.1) is LoadState.NORMAL  # 0.0894
+    assert d.sample(0.3, 0.15) is LoadState.OVERLOADED  # 0.1226 >= 0.1
+    assert d.lag == pytest.approx(0.0894 + 0.3 * (0.2 - 0.0894))
     assert d.stats["overloads"] == 1 and d.since == 0.15
 
 

@@ -34,6 +34,7 @@ from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.origin import verify_with_bans
 from pbx.phone import PhonePage
+from pbx.overload import Admission, OverloadDetector, OverloadPolicy
 from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
@@ -102,6 +103,14 @@ class PbxServer:
                       account_interval=sec.account_interval),
             exempt=self._trusted.__contains__, on_ban=self._log_ban)
         self._bans_written: list[Ban] | None = None
+        o = config.overload
+        #: Overload control (issue 12 §2): the event loop's lag, measured by _overload_probe;
+        #: while overloaded, new INVITEs/REGISTERs from untrusted sources get 503 at once.
+        self.overload = OverloadDetector(OverloadPolicy(
+            enabled=o.enabled, interval=o.interval, lag_threshold=o.lag_threshold,
+            queue_threshold=o.queue_threshold, recover_below=o.recover_below,
+            recover_after=o.recover_after, smoothing=o.smoothing, retry_after=o.retry_after,
+            force=o.force))
         #: Nonces issued before this instant only count as stale (every realm's digest server;
         #: one made lazily must not call the nonce of a request already in hand stale).
         self._start_time = time.time()
@@ -237,6 +246,8 @@ class PbxServer:
                     self._start_trunks(services)
                     await self._start_http()
                     await self._start_calls(services)
+                    if self.config.overload.enabled:  # after the start-up steps' stalls
+                        services.create_task(self._overload_probe())
                     self.log.info("server.started", version=__version__,
                                   domain=self.config.domain,
                                   listening=[f"{t}:{h}:{p}" for t, h, p in self.sip.listening()],
@@ -549,7 +560,43 @@ class PbxServer:
 
     # -- SIP ---------------------------------------------------------------------------------------
 
+    async def _overload_probe(self) -> None:
+        """Sample the event loop's lag every ``[overload] interval`` seconds (pbx/overload.py);
+        one ``overload.started`` / ``overload.ended`` line per change of state."""
+        assert self._stopping is not None
+        loop = asyncio.get_running_loop()
+        detector = self.overload
+        delay = detector.tick(loop.time())
+        while not self._stopping.is_set():
+            await asyncio.sleep(delay)
+            was = detector.state
+            delay = detector.tick(loop.time())
+            if detector.state is not was:
+                self.log.warning("overload.started" if detector.overloaded else "overload.ended",
+                                 lag_ms=round(detector.lag * 1000, 1),
+                                 rejected=detector.stats["rejected"])
+
+    def _overload_rejects(self, event: RequestReceived) -> bool:
+        """While overloaded: answer a new INVITE or a REGISTER from an untrusted source with
+        503 + Retry-After at once (True: handled). In-dialog requests, ACK/BYE/CANCEL and
+        trusted peers (trunks, ``[security] trusted``) pass."""
+        request, peer = event.request, event.peer
+        if request.method not in ("INVITE", "REGISTER"):
+            return False
+        trusted = peer.host in self._trusted or (
+            self.trunks is not None and self.trunks.identify(peer) is not None)
+        if self.overload.decide(request.method, request.to_tag is not None,
+                                trusted) is not Admission.REJECT:
+            return False
+        response = make_response(request, 503, "Service Unavailable")
+        response.headers.add("Retry-After", str(self.overload.policy.retry_after))
+        self._respond(response, event.transaction_id)
+        return True
+
     def _on_event(self, event: Event) -> None:
+        if (self.overload.overloaded and isinstance(event, RequestReceived)
+                and self._overload_rejects(event)):
+            return
         if self.trunks is not None and self.trunks.on_event(event):
             return  # a response to one of the trunks' REGISTERs
         if not isinstance(event, RequestReceived) or event.request.method != "REGISTER":

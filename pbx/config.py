@@ -223,6 +223,25 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OverloadConfig:
+    """The ``[overload]`` table (pbx/overload.py): above ``lag_threshold`` seconds of smoothed
+    event-loop lag (sampled every ``interval`` s), new INVITEs and REGISTERs from untrusted
+    sources get 503 + ``Retry-After: retry_after``; back to normal once the lag stayed below
+    ``recover_below`` × the threshold for ``recover_after`` s. ``force``: always overloaded (a
+    drill; the tests' hook). ``enabled = false`` turns it off."""
+
+    enabled: bool = True
+    interval: float = 0.05
+    lag_threshold: float = 0.1
+    queue_threshold: int = 0
+    recover_below: float = 0.5
+    recover_after: float = 2.0
+    smoothing: float = 0.3
+    retry_after: int = 5
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -234,6 +253,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
@@ -360,6 +380,23 @@ def _validate_security(sec: SecurityConfig) -> None:
             raise ConfigError(f"security.trusted[{i}]", f"{net!r} is no address or network") from None
 
 
+def _validate_overload(o: OverloadConfig) -> None:
+    if not 0.001 <= o.interval <= 5:
+        raise ConfigError("overload.interval", "must lie between 0.001 and 5 seconds")
+    if o.lag_threshold <= 0:
+        raise ConfigError("overload.lag_threshold", "must be positive (seconds)")
+    if o.queue_threshold < 0:
+        raise ConfigError("overload.queue_threshold", "must not be negative (0: not used)")
+    if not 0 < o.recover_below <= 1:
+        raise ConfigError("overload.recover_below", "must lie in (0, 1]")
+    if o.recover_after < 0:
+        raise ConfigError("overload.recover_after", "must not be negative")
+    if not 0 < o.smoothing <= 1:
+        raise ConfigError("overload.smoothing", "must lie in (0, 1]")
+    if not 1 <= o.retry_after <= 3600:
+        raise ConfigError("overload.retry_after", "must lie between 1 and 3600 seconds")
+
+
 def validate(config: Config) -> Config:
     """Cross-field checks that types alone cannot express."""
     specs = config.sip.listen_specs()
@@ -400,6 +437,7 @@ def validate(config: Config) -> Config:
     if config.auth.nonce_ttl < 10:
         raise ConfigError("auth.nonce_ttl", "must be at least 10 seconds")
     _validate_security(config.security)
+    _validate_overload(config.overload)
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
                           "tls.cert and tls.key go together")

@@ -1,0 +1,136 @@
+"""pbx/overload.py: the lag detector (states, hysteresis, recovery, queue depth, the probe's
+tick) and the admission decision; the ``[overload]`` config keys and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pbx.config import ConfigError, load_config
+from pbx.overload import Admission, LoadState, OverloadDetector, OverloadPolicy, admit
+
+POLICY = OverloadPolicy(lag_threshold=0.1, recover_below=0.5, recover_after=2.0, smoothing=1.0)
+
+
+def test_normal_until_the_smoothed_lag_reaches_the_threshold() -> None:
+    d = OverloadDetector(OverloadPolicy(lag_threshold=0.1, smoothing=0.3))
+    # one sample counts at most 2 x the threshold: a 1 s stall alone moves the mean to 0.06
+    assert d.sample(1.0, 0.0) is LoadState.NORMAL
+    assert d.lag == pytest.approx(0.06)
+    assert d.sample(0.0, 0.05) is LoadState.NORMAL  # 0.042
+    assert d.sample(0.3, 0.1) is LoadState.NORMAL  # 0.0894
+    assert d.sample(0.3, 0.15) is LoadState.OVERLOADED  # 0.1226 >= 0.1
+    assert d.lag == pytest.approx(0.0894 + 0.3 * (0.2 - 0.0894))
+    assert d.stats["overloads"] == 1 and d.since == 0.15
+
+
+def test_single_blip_does_not_flip_a_heavily_smoothed_detector() -> None:
+    d = OverloadDetector(OverloadPolicy(lag_threshold=0.1, smoothing=0.1))
+    assert d.sample(0.5, 0.0) is LoadState.NORMAL  # smoothed 0.05
+    for i in range(1, 20):
+        d.sample(0.001, i * 0.05)
+    assert d.state is LoadState.NORMAL and d.stats["overloads"] == 0
+
+
+def test_recovers_only_after_staying_calm_for_recover_after() -> None:
+    d = OverloadDetector(POLICY)
+    assert d.sample(0.2, 0.0) is LoadState.OVERLOADED
+    # below the threshold but above half of it: not calm, stays overloaded
+    assert d.sample(0.08, 1.0) is LoadState.OVERLOADED
+    assert d.sample(0.04, 2.0) is LoadState.OVERLOADED  # calm from 2.0 ...
+    assert d.sample(0.04, 3.9) is LoadState.OVERLOADED
+    assert d.sample(0.2, 3.95) is LoadState.OVERLOADED  # ... interrupted: the clock restarts
+    assert d.sample(0.01, 4.0) is LoadState.OVERLOADED
+    assert d.sample(0.01, 5.99) is LoadState.OVERLOADED
+    assert d.sample(0.01, 6.0) is LoadState.NORMAL
+    assert d.stats == {"overloads": 1, "recoveries": 1, "rejected": 0} and d.since == 6.0
+
+
+def test_queue_depth_counts_when_configured() -> None:
+    d = OverloadDetector(OverloadPolicy(queue_threshold=100, smoothing=1.0, recover_after=0.0))
+    assert d.sample(0.0, 0.0, queue_depth=99) is LoadState.NORMAL
+    assert d.sample(0.0, 0.1, queue_depth=100) is LoadState.OVERLOADED
+    assert d.sample(0.0, 0.2, queue_depth=60) is LoadState.OVERLOADED  # above half
+    assert d.sample(0.0, 0.3, queue_depth=10) is LoadState.NORMAL
+    off = OverloadDetector(OverloadPolicy(smoothing=1.0))  # queue_threshold 0: ignored
+    assert off.sample(0.0, 0.0, queue_depth=10**6) is LoadState.NORMAL
+
+
+def test_tick_measures_how_late_the_probe_woke() -> None:
+    d = OverloadDetector(OverloadPolicy(interval=0.05, lag_threshold=0.1, smoothing=1.0))
+    assert d.tick(10.0) == 0.05  # the first tick only schedules
+    assert d.last_lag == 0.0
+    d.tick(10.06)  # due at 10.05: 10 ms late
+    assert d.last_lag == pytest.approx(0.01)
+    assert d.state is LoadState.NORMAL
+    d.tick(10.30)  # due at 10.11: 190 ms late — the loop was busy
+    assert d.last_lag == pytest.approx(0.19) and d.state is LoadState.OVERLOADED
+    d.tick(10.34)  # early wake-ups count as no lag
+    assert d.last_lag == pytest.approx(0.0)
+
+
+def test_force_is_always_overloaded_and_disabled_never() -> None:
+    forced = OverloadDetector(OverloadPolicy(force=True, smoothing=1.0, recover_after=0.0))
+    assert forced.overloaded
+    assert forced.sample(0.0, 100.0) is LoadState.OVERLOADED
+    off = OverloadDetector(OverloadPolicy(enabled=False, smoothing=1.0))
+    assert off.sample(10.0, 0.0) is LoadState.NORMAL
+    assert off.decide("INVITE", False, False) is Admission.ACCEPT
+
+
+@pytest.mark.parametrize(("method", "to_tag", "trusted", "expected"), [
+    ("INVITE", False, False, Admission.REJECT),   # a new call from a stranger
+    ("REGISTER", False, False, Admission.REJECT),
+    ("REGISTER", True, False, Admission.REJECT),  # a REGISTER is never in a dialog
+    ("INVITE", True, False, Admission.ACCEPT),    # a re-INVITE of a call in progress
+    ("BYE", True, False, Admission.ACCEPT),
+    ("ACK", False, False, Admission.ACCEPT),      # the ACK of a rejected INVITE
+    ("ACK", True, False, Admission.ACCEPT),
+    ("CANCEL", False, False, Admission.ACCEPT),
+    ("UPDATE", True, False, Admission.ACCEPT),
+    ("INFO", True, False, Admission.ACCEPT),
+    ("OPTIONS", False, False, Admission.ACCEPT),
+    ("INVITE", False, True, Admission.ACCEPT),    # a trunk / trusted peer
+    ("REGISTER", False, True, Admission.ACCEPT),
+])
+def test_admission_while_overloaded(method: str, to_tag: bool, trusted: bool,
+                                    expected: Admission) -> None:
+    assert admit(method, to_tag, trusted, LoadState.OVERLOADED) is expected
+    assert admit(method, to_tag, trusted, LoadState.NORMAL) is Admission.ACCEPT
+
+
+def test_decide_counts_rejections() -> None:
+    d = OverloadDetector(OverloadPolicy(force=True))
+    assert d.decide("INVITE", False, False) is Admission.REJECT
+    assert d.decide("BYE", True, False) is Admission.ACCEPT
+    assert d.stats["rejected"] == 1
+
+
+def _config(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "asyncpbx.toml"
+    path.write_text('[sip]\nlisten = ["udp:127.0.0.1:0"]\ndomain = "pbx.test"\n' + text)
+    return load_config(path, data_dir=str(tmp_path / "data"), environ={})
+
+
+def test_config_keys_and_defaults(tmp_path: Path) -> None:
+    config = _config(tmp_path, "[overload]\nlag_threshold = 0.25\nretry_after = 10\n")
+    o = config.overload  # type: ignore[attr-defined]
+    assert (o.lag_threshold, o.retry_after, o.enabled, o.force) == (0.25, 10, True, False)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("lag_threshold = 0", "overload.lag_threshold"),
+    ("interval = 0", "overload.interval"),
+    ("recover_below = 1.5", "overload.recover_below"),
+    ("smoothing = 0", "overload.smoothing"),
+    ("retry_after = 0", "overload.retry_after"),
+    ("queue_threshold = -1", "overload.queue_threshold"),
+    ("recover_after = -1", "overload.recover_after"),
+    ("lag_treshold = 0.2", "overload.lag_treshold"),
+    ("enabled = 3", "overload.enabled"),
+])
+def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, f"[overload]\n{text}\n")
+    assert key in str(info.value)

@@ -33,8 +33,8 @@ from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.origin import verify_with_bans
-from pbx.phone import PhonePage
 from pbx.overload import Admission, OverloadDetector, OverloadPolicy
+from pbx.phone import PhonePage
 from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService

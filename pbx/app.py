@@ -764,7 +764,8 @@ def _safe_call_id(request: Request) -> str | None:
         return None
 
 
-def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]]) -> None:
+def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]],
+                  demo_requested: bool = False) -> None:
     out, config = server.out, server.config
     assert server.sip is not None
     print(f"asyncpbx {__version__}: SIP domain {config.domain}, realm {config.realm}, "
@@ -796,6 +797,12 @@ def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]]) -> None:
               f"proxy/registrar {host}:{udp[1]}, transport UDP, authentication user {ext}; "
               "codecs G.711 (PCMU/PCMA), G.722 or Opus", file=out)
         print(f"  from a shell: sipsak -U -s sip:{ext}@{host}:{udp[1]} -a {password}", file=out)
+    elif demo_requested and server.store.user_count():
+        # a second start: the users are there, their passwords were printed when made
+        users = ", ".join(u.extension for u in server.store.users()[:8])
+        print(f"\nusers: {users} (their passwords were printed when they were made; "
+              "`asyncpbx device add EXT --username NAME` makes a new SIP account, and an empty "
+              "data directory starts the demo afresh)", file=out)
     elif not server.store.user_count():
         print("no users yet: add one with `asyncpbx user add 100 --password SECRET` "
               "(or start with --demo)", file=out)
@@ -837,7 +844,7 @@ def serve(config: Config, *, demo: bool = False) -> int:
     tune_gc()
 
     def ready(s: PbxServer) -> None:
-        _print_banner(s, created)
+        _print_banner(s, created, demo_requested=demo)
 
     try:
         _run(server.run(on_ready=ready))

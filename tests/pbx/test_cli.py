@@ -259,22 +259,26 @@ def test_serve_demo_prints_credentials_of_working_devices(tmp_path: Path) -> Non
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('[sip]\nlisten = ["udp:127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pbx", "serve", "--demo", "--config", str(cfg), "--data-dir",
-         str(tmp_path / "data")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.strip() == "ready":
-                break
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    text = "\n".join(lines)
+
+    def start() -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pbx", "serve", "--demo", "--config", str(cfg), "--data-dir",
+             str(tmp_path / "data")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        lines: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.strip() == "ready":
+                    break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        return "\n".join(lines)
+
+    text = start()
     assert "listening udp 127.0.0.1 " in text and "listening http 127.0.0.1 " in text, text
     creds = re.findall(r"^  (\d+)  password (\S+)  \((.+)\)$", text, re.M)
     assert [c[0] for c in creds] == ["100", "101", "102", "103"], text
@@ -286,3 +290,7 @@ def test_serve_demo_prints_credentials_of_working_devices(tmp_path: Path) -> Non
         assert d.ha1_md5 == compute_ha1("MD5", ext, "127.0.0.1", password)
     assert s.tenants()[0].name == "default"
     s.close()
+    # a second start: the users are named, no password is printed again
+    again = start()
+    assert "users: 100, 101, 102, 103 (their passwords were printed" in again, again
+    assert not re.findall(r"password \S+  \(", again), again

@@ -87,7 +87,8 @@ cdef class JitterBuffer:
                    s=cython.longlong)
     cdef bint _is_duplicate(self, long long ext_seq)
 
-    @cython.locals(seqs=list, n=Py_ssize_t, i=Py_ssize_t, s=cython.longlong)
+    @cython.locals(seqs=list, n=Py_ssize_t, i=Py_ssize_t, s=cython.longlong,
+                   dropped_seq=cython.longlong, dropped_ts=cython.longlong)
     cdef _insert(self, long long ext_seq, long long ext_ts, packet)
 
     @cython.locals(highest=cython.longlong, ext=cython.longlong)

@@ -467,7 +467,16 @@ class JitterBuffer:
             self.stats.overflows += 1
             if ext_seq < seqs[0]:
                 return  # the newcomer is the oldest: it is the one dropped
+            # The head is lost for good: playout passes its slot as if it had been played.
+            # Otherwise a sender that keeps the buffer full (one that started with a backlog and
+            # sends faster than real time to catch up) has every head dropped just before it
+            # is due, and playout conceals behind the buffer forever.
+            dropped_seq = seqs[0]
+            dropped_ts = self._stamps[0]
             self._pop()
+            self._remember(dropped_seq)
+            if self._started:
+                self._playout_ts = max(self._playout_ts, dropped_ts + self.frame)
             n -= 1
         i = n
         while i > 0:

@@ -304,3 +304,28 @@ def test_skipped_telephone_events_are_not_loss() -> None:
     middle = outputs[first : first + 50]
     assert not any(o.conceal for o in middle)
     assert jb.stats.emitted == 50 and jb.stats.late == 0
+
+
+def test_a_sender_catching_up_on_a_backlog_does_not_stall_playout() -> None:
+    """A sender that starts ``behind`` packets late and catches up at one packet per 5 ms keeps
+    the buffer full; each overflow drops the head just before it is due. The dropped slots must
+    be passed (they are lost), or playout conceals behind the buffer for the rest of the call —
+    what a phone that first sends a burst of RTP did to a transcoding bridge."""
+    for behind in (50, 200):
+        jb = JitterBuffer()
+        arrivals: list[tuple[float, int]] = []
+        t = 0.0
+        for i in range(behind + 600):
+            t = max(t + 0.005, (i - behind) * 0.02) if i else 0.0
+            arrivals.append((t, i))
+        pending = iter(arrivals)
+        nxt = next(pending, None)
+        played: list[bool] = []
+        for k in range(600):
+            now = k * 0.02
+            while nxt is not None and nxt[0] <= now:
+                jb.put(RtpPacket(0, nxt[1], nxt[1] * 160, 1, b"\xff" * 160), nxt[0])
+                nxt = next(pending, None)
+            played.append(jb.get(now).packet is not None)
+        assert sum(played[-400:]) == 400, (behind, jb.stats.as_dict())
+        assert jb.stats.concealed < 20, (behind, jb.stats.as_dict())

@@ -613,14 +613,19 @@ class B2bua:
         once; LookupError when the set has no such prompt (or none is loaded)."""
         if self.prompts is None:
             raise LookupError(f"prompt {prompt.name!r}: no prompt set loaded")
+        if not language and tenant_id is not None and self.router is not None:
+            tenant = self.router.directory.tenant(tenant_id)  # someone who is not a user
+            language = tenant.language if tenant is not None else ""
         return self.prompts.port(prompt, language, rate, tenant_id)
 
-    def _announcement(self, prompt: Prompt, user: UserView | None, rate: int) -> MediaPort | None:
-        """``prompt`` in ``user``'s language (their tenant's recording first); None when it
-        cannot be had (logged)."""
+    def _announcement(self, prompt: Prompt, user: UserView | None, rate: int,
+                      tenant_id: int | None = None) -> MediaPort | None:
+        """``prompt`` in ``user``'s language (their tenant's recording first) — without a user,
+        in the language of ``tenant_id`` (the call's tenant); None when it cannot be had
+        (logged)."""
         try:
             return self.prompt(prompt, user.language if user is not None else "", rate,
-                               user.tenant_id if user is not None else None)
+                               user.tenant_id if user is not None else tenant_id)
         except LookupError as exc:
             self.log.warning("call.prompt_missing", prompt=prompt.name, error=str(exc))
             return None
@@ -653,7 +658,8 @@ class B2bua:
         caller = call.caller
         if caller is None:
             return
-        announcement = (self._announcement(prompt, user, caller.media.sample_rate)
+        announcement = (self._announcement(prompt, user, caller.media.sample_rate,
+                                           call.record.tenant_id)
                         if prompt is not None and caller.media is not None else None)
         if announcement is not None and (caller.answered or (
                 caller.unanswered

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--main-number", help="the company's main number")
     p.add_argument("--country-code", default="49", help="country calling code (default 49)")
     p.add_argument("--area-code", default="", help="area code for local numbers, e.g. 30")
+    p.add_argument("--language", default="de", choices=LANGUAGES,
+                   help="default language of its users and what non-users hear (default de)")
     _add_common(p)
     p = tsub.add_parser("list", help="list tenants")
     _add_common(p)
@@ -116,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="password of a SIP device with username EXT")
     p.add_argument("--name", default="")
     p.add_argument("--email", default="")
-    p.add_argument("--language", default="de", choices=LANGUAGES)
+    p.add_argument("--language", default=None, choices=LANGUAGES,
+                   help="prompts and portal language (default: the tenant's)")
     p.add_argument("--pin", metavar="DIGITS", help="voicemail PIN (4-8 digits; stored hashed)")
     p.add_argument("--mobile", metavar="NUMBER", help="mobile number")
     p.add_argument("--remote-office", metavar="NUMBER", help="remote office number")
@@ -253,13 +256,15 @@ def _cmd_tenant(args: argparse.Namespace, config: Config, store: Store) -> None:
         low, high = args.extension_length
         t = store.add_tenant(args.name, args.domain, company=args.company, realm=args.realm,
                              ext_min_len=low, ext_max_len=high, main_number=args.main_number,
-                             country_code=args.country_code, area_code=args.area_code)
+                             country_code=args.country_code, area_code=args.area_code,
+                             language=args.language)
         print(f"added tenant {t.name}: domain {t.domain}, realm {t.realm}, "
               f"extensions {_span(t)} digits")
     elif args.action == "list":
         for t in store.tenants():
             print("\t".join((t.name, t.domain, t.company, f"ext {_span(t)}",
-                             f"+{t.country_code} {t.area_code}".rstrip(), t.main_number or "")))
+                             f"+{t.country_code} {t.area_code}".rstrip(), t.main_number or "",
+                             t.language)))
     elif args.action == "remove":
         store.remove_tenant(args.name)
         print(f"removed tenant {args.name}")

@@ -61,6 +61,8 @@ class TenantOut(BaseModel):
     main_number: str | None
     country_code: str
     area_code: str
+    #: the default language of its new users and what its non-user callers hear
+    language: Literal["de", "en"]
 
 
 class TenantPage(Page[TenantOut]):
@@ -79,6 +81,7 @@ class TenantCreate(Request):
     main_number: PhoneNumberText | None = None
     country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "49"
     area_code: Annotated[str, Field(pattern=r"^0?[0-9]{0,5}$")] = ""
+    language: Literal["de", "en"] = "de"
 
 
 PhoneNumberText = Annotated[str, Field(min_length=2, max_length=32,
@@ -120,7 +123,8 @@ class UserCreate(Request):
     extension: Extension
     name: Text = ""
     email: Text = ""
-    language: Language = "de"
+    #: default: the tenant's language
+    language: Language | None = None
     mobile_number: PhoneNumber | None = None
     remote_office_number: PhoneNumber | None = None
     permission: PermissionName = "national"

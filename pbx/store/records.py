@@ -32,6 +32,8 @@ class Tenant:
     main_number: str | None
     country_code: str
     area_code: str
+    #: the tenant's language ("de"/"en"): new users get it; callers who are not users hear it
+    language: str = "de"
 
     @property
     def dialplan(self) -> DialPlan:

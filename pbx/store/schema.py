@@ -212,4 +212,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         CHECK (role <> 'user' OR user_id IS NOT NULL)
     );
     """,
+    # 5: a tenant's language: new users get it, and callers who are not users hear it
+    """
+    ALTER TABLE tenants ADD COLUMN language TEXT NOT NULL DEFAULT 'de'
+        CHECK (language IN ('de', 'en'));
+    """,
 )

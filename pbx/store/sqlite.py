@@ -60,7 +60,7 @@ from sipcore.registrar import Binding
 from sipcore.transport import Peer
 
 _TENANT_COLS = ("id, name, company, domain, realm, ext_min_len, ext_max_len, main_number, "
-                "country_code, area_code")
+                "country_code, area_code, language")
 _USER_COLS = ("u.id, u.tenant_id, u.extension, u.name, u.email, u.language, u.mobile_number, "
               "u.remote_office_number, u.permission, u.premium_allowed, "
               "u.voicemail_pin IS NOT NULL")
@@ -224,8 +224,12 @@ class Store(TokenStoreMixin):
         main_number: str | None = None,
         country_code: str = "49",
         area_code: str = "",
+        language: str = "de",
     ) -> Tenant:
-        """Create a tenant; ``realm`` defaults to the domain, ``ext_max_len`` to ``ext_min_len``."""
+        """Create a tenant; ``realm`` defaults to the domain, ``ext_max_len`` to ``ext_min_len``;
+        ``language`` is the default of its new users and what its non-user callers hear."""
+        if language not in LANGUAGES:
+            raise StoreError(f"language {language!r} must be one of {', '.join(LANGUAGES)}")
         if not NAME_RE.match(name):
             raise StoreError(f"tenant name {name!r} must be 1-32 of a-z 0-9 _ - (lower case)")
         if not DOMAIN_RE.match(domain):
@@ -246,9 +250,9 @@ class Store(TokenStoreMixin):
             with self._tx() as db:
                 cur = db.execute(
                     "INSERT INTO tenants(name, company, domain, realm, ext_min_len, ext_max_len, "
-                    "main_number, country_code, area_code) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "main_number, country_code, area_code, language) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (name, company, domain, realm, ext_min_len, max_len, main, country_code,
-                     area_code),
+                     area_code, language),
                 )
                 tenant_id = cur.lastrowid
         except sqlite3.IntegrityError as exc:
@@ -260,7 +264,7 @@ class Store(TokenStoreMixin):
         self._changed("tenants")
         assert tenant_id is not None
         return Tenant(tenant_id, name, company, domain, realm, ext_min_len, max_len, main,
-                      country_code, area_code)
+                      country_code, area_code, language)
 
     def ensure_default_tenant(self, domain: str, realm: str) -> Tenant:
         """The "default" tenant (single-company mode), created with ``domain``/``realm`` when
@@ -343,7 +347,7 @@ class Store(TokenStoreMixin):
         *,
         tenant: str | None = None,
         email: str = "",
-        language: str = "de",
+        language: str | None = None,
         voicemail_pin: str | None = None,
         mobile_number: str | None = None,
         remote_office_number: str | None = None,
@@ -356,7 +360,8 @@ class Store(TokenStoreMixin):
         Without ``tenant`` the user goes to the default tenant, which is created on the fly with
         the store's domain and ``realm`` (the single-company shortcut, and the v1 signature
         ``add_user(ext, password, realm, name)``). The device's realm is ``realm`` or the
-        tenant's. Raises StoreError for bad input or a duplicate.
+        tenant's; ``language`` defaults to the tenant's. Raises StoreError for bad input or a
+        duplicate.
         """
         if tenant is None or tenant == DEFAULT_TENANT:
             t = self.find_tenant(DEFAULT_TENANT)
@@ -367,6 +372,7 @@ class Store(TokenStoreMixin):
         else:
             t = self.tenant(tenant)
         plan = t.dialplan
+        language = language or t.language
         if not EXTENSION_RE.match(extension) or not (
                 plan.ext_min_len <= len(extension) <= plan.ext_max_len):
             span = (f"{plan.ext_min_len}" if plan.ext_min_len == plan.ext_max_len

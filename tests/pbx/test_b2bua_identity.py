@@ -335,3 +335,21 @@ def test_an_invite_without_a_user_part_presents_no_number() -> None:
     request = invite("x", "101")
     request.headers.set("From", "<sip:carrier.example>;tag=a")
     assert presentation_of(request).withheld
+
+
+async def test_someone_who_is_not_a_user_hears_the_tenants_language(tmp_path: Path) -> None:
+    """B2bua.prompt without a language (the listener is no user): the tenant's language."""
+    async with running(tmp_path) as pbx:
+        # the directory follows the store's change by itself
+        acme = pbx.store.add_tenant("acme", "acme.example.com", language="en")
+        asked: list[tuple[str, int | None]] = []
+
+        class Prompts:
+            def port(self, p: Prompt, language: str, rate: int, tenant_id: int | None) -> Any:
+                asked.append((language, tenant_id))
+                return Announcement(rate)
+
+        pbx.b2b.prompts = Prompts()  # type: ignore[assignment]
+        pbx.b2b.prompt(Prompt("not_available"), "", 8000, acme.id)
+        pbx.b2b.prompt(Prompt("not_available"), "de", 8000, acme.id)  # a user's own language
+        assert asked == [("en", acme.id), ("de", acme.id)]

@@ -130,7 +130,7 @@ def test_tenants_users_devices_numbers_trunks(tmp_path: Path,
     code, out, _ = _run(capsys, d, "device", "add", "100", "--tenant", "acme", "--username", "anna-soft")
     assert code == 0 and "password " in out  # generated and shown once
     listings = {
-        ("tenant", "list"): ["acme\tacme.example.com\tACME GmbH\text 3\t+49 30\t"],
+        ("tenant", "list"): ["acme\tacme.example.com\tACME GmbH\text 3\t+49 30\t\tde"],
         ("user", "list", "--tenant", "acme"): ["100\tAnna\tinternational+premium\t2 device(s)"],
         ("device", "list", "--tenant", "acme"): [
             "anna-desk\t100\tdesk\tacme.example.com", "anna-soft\t100\tsoftphone\tacme.example.com"],

@@ -4,6 +4,7 @@ directory reloads), ``asyncpbx codes`` and the ``[features]`` configuration."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,11 +28,17 @@ def test_a_v2_data_directory_gets_the_feature_codes_table(
     with monkeypatch.context() as m:
         m.setattr(store_schema, "MIGRATIONS", MIGRATIONS[:2])
         old = Store(tmp_path, domain="pbx.example.com")
-        old.add_user("100", "secret100", "asyncpbx", "Anna")
         assert old.schema_version == 2
         old.close()
+    # rows as a v2 server wrote them (today's Store would write today's columns)
+    db = sqlite3.connect(tmp_path / Store.FILENAME)
+    db.execute("INSERT INTO tenants(name, domain, realm) VALUES "
+               "('default', 'pbx.example.com', 'asyncpbx')")
+    db.execute("INSERT INTO users(tenant_id, extension, name) VALUES (1, '100', 'Anna')")
+    db.commit()
+    db.close()
     store = Store(tmp_path)
-    assert store.schema_version == len(MIGRATIONS) == 4
+    assert store.schema_version == len(MIGRATIONS) == 5
     assert [u.extension for u in store.users()] == ["100"]
     assert store.feature_codes() == {}
     store.close()

@@ -43,9 +43,10 @@ def _v1_database(path: Path) -> None:
 def test_v1_data_directory_upgrades(tmp_path: Path) -> None:
     _v1_database(tmp_path)
     s = Store(tmp_path, domain="pbx.example.com")
-    assert s.schema_version == len(MIGRATIONS) == 4
+    assert s.schema_version == len(MIGRATIONS) == 5
     (t,) = s.tenants()
     assert (t.name, t.domain, t.realm) == (DEFAULT_TENANT, "pbx.example.com", "oldrealm")
+    assert t.language == "de"  # migration 5: an old tenant speaks German, as its users do
     users = s.users()
     assert [(u.extension, u.name, u.tenant_id) for u in users] == [("100", "Anna", t.id),
                                                                    ("205", "", t.id)]
@@ -426,3 +427,14 @@ def test_listeners_hear_configuration_changes_only(store: Store) -> None:
     store.history_start(u.id, "c", "in", "", "", 1.0)
     store.save_bindings([], [])
     assert heard == ["users", "devices", "numbers", "trunks", "feature_settings"]
+
+
+def test_a_tenants_language_is_its_new_users_default(tmp_path: Path) -> None:
+    s = Store(tmp_path, domain="pbx.example.com")
+    s.add_tenant("acme", "acme.example.com", language="en")
+    assert s.tenant("acme").language == "en"
+    assert s.add_user("100", "pw-100-secret", tenant="acme").language == "en"
+    assert s.add_user("101", "pw-101-secret", tenant="acme", language="de").language == "de"
+    with pytest.raises(StoreError, match="language"):
+        s.add_tenant("bad", "bad.example.com", language="fr")
+    s.close()

@@ -54,7 +54,7 @@ def tenant_out(t: Tenant) -> TenantOut:
     return TenantOut(id=t.id, name=t.name, company=t.company, domain=t.domain, realm=t.realm,
                      ext_min_len=t.ext_min_len, ext_max_len=t.ext_max_len,
                      main_number=t.main_number, country_code=t.country_code,
-                     area_code=t.area_code)
+                     area_code=t.area_code, language=t.language)  # type: ignore[arg-type]
 
 
 async def whoami(req: ApiRequest) -> web.StreamResponse:
@@ -82,7 +82,8 @@ async def create_tenant(req: ApiRequest) -> web.StreamResponse:
     t = await asyncio.to_thread(
         req.ctx.store.add_tenant, body.name, body.domain, company=body.company,
         realm=body.realm, ext_min_len=body.ext_min_len, ext_max_len=body.ext_max_len,
-        main_number=body.main_number, country_code=body.country_code, area_code=body.area_code)
+        main_number=body.main_number, country_code=body.country_code, area_code=body.area_code,
+        language=body.language)
     return json_response(tenant_out(t), 201, etag=True,
                          headers={"Location": f"/api/v1/tenants/{t.id}"})
 

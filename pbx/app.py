@@ -33,7 +33,7 @@ from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.origin import verify_with_bans
-from pbx.overload import Admission, OverloadDetector, OverloadPolicy
+from pbx.overload import Admission, OverloadDetector
 from pbx.phone import PhonePage
 from pbx.prompts import PromptStore
 from pbx.routing.router import Router
@@ -103,14 +103,9 @@ class PbxServer:
                       account_interval=sec.account_interval),
             exempt=self._trusted.__contains__, on_ban=self._log_ban)
         self._bans_written: list[Ban] | None = None
-        o = config.overload
         #: Overload control (issue 12 §2): the event loop's lag, measured by _overload_probe;
         #: while overloaded, new INVITEs/REGISTERs from untrusted sources get 503 at once.
-        self.overload = OverloadDetector(OverloadPolicy(
-            enabled=o.enabled, interval=o.interval, lag_threshold=o.lag_threshold,
-            queue_threshold=o.queue_threshold, recover_below=o.recover_below,
-            recover_after=o.recover_after, smoothing=o.smoothing, retry_after=o.retry_after,
-            force=o.force))
+        self.overload = OverloadDetector(config.overload)
         #: Nonces issued before this instant only count as stale (every realm's digest server;
         #: one made lazily must not call the nonce of a request already in hand stale).
         self._start_time = time.time()

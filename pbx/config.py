@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from pbx.overload import OverloadPolicy
 from sipcore.aio.listen import ListenSpec, parse_listen_spec
 
 
@@ -222,23 +223,10 @@ class SecurityConfig:
     trusted: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class OverloadConfig:
-    """The ``[overload]`` table (pbx/overload.py): above ``lag_threshold`` seconds of smoothed
-    event-loop lag (sampled every ``interval`` s), new INVITEs and REGISTERs from untrusted
-    sources get 503 + ``Retry-After: retry_after``; back to normal once the lag stayed below
-    ``recover_below`` × the threshold for ``recover_after`` s. ``force``: always overloaded (a
-    drill; the tests' hook). ``enabled = false`` turns it off."""
-
-    enabled: bool = True
-    interval: float = 0.05
-    lag_threshold: float = 0.1
-    queue_threshold: int = 0
-    recover_below: float = 0.5
-    recover_after: float = 2.0
-    smoothing: float = 0.3
-    retry_after: int = 5
-    force: bool = False
+#: The ``[overload]`` table is the overload detector's policy itself (pbx/overload.py):
+#: above ``lag_threshold`` seconds of smoothed event-loop lag, new INVITEs and REGISTERs from
+#: untrusted sources get 503 + Retry-After.
+OverloadConfig = OverloadPolicy
 
 
 @dataclass(frozen=True, slots=True)

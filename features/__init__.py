@@ -47,8 +47,10 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     """Every feature the PBX runs, configured from the server's settings (``ring_timeout``:
     the ``[calls] ring_timeout`` default for users who chose none)."""
     from features.anonymous_rejection import AnonymousRejection
+    from features.call_pull import CallPull
     from features.call_waiting import CallWaiting
     from features.clir import Clir
+    from features.conference import ConferenceFeature
     from features.displayed_number import DisplayedNumber
     from features.dnd import DoNotDisturb
     from features.forward_busy import ForwardBusy
@@ -56,6 +58,7 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.forward_no_answer import ForwardNoAnswer
     from features.forward_unreachable import ForwardUnreachable
     from features.parallel_ringing import ParallelRinging
+    from features.pickup import Pickup
     from features.remote_office import RemoteOffice
     from features.ringing import OrdinaryRinging
 
@@ -64,4 +67,4 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     ringing = OrdinaryRinging(ring_timeout, no_answer=no_answer, parallel=parallel)
     return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(), RemoteOffice(ringing),
             CallWaiting(), parallel, ringing, ForwardBusy(), no_answer, ForwardUnreachable(),
-            Clir(), DisplayedNumber()]
+            Clir(), DisplayedNumber(), ConferenceFeature(), Pickup(), CallPull()]

@@ -44,6 +44,10 @@ class EngineConference:
         """Take ``port`` out of the mix."""
         self._conference.remove(port)
 
+    def mute(self, port: MediaPort, muted: bool) -> None:
+        """Stop (or resume) mixing what ``port`` says."""
+        self._conference.mute(port, muted)
+
     def close(self) -> None:
         """End the conference (its members stay up)."""
         self._conference.close()

@@ -59,6 +59,9 @@ class FakeLink:
     def remove(self, port: Any) -> None:
         self.members.remove(port)
 
+    def mute(self, port: Any, muted: bool) -> None:
+        self.muted = {*getattr(self, "muted", set())} - {id(port)} | ({id(port)} if muted else set())
+
     def close(self) -> None:
         self.closed = True
         if self in self.graph.live:

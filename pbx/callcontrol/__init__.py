@@ -20,8 +20,8 @@ Modules, one job each:
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up.
 """
 
-from pbx.callcontrol.activity import ActiveCall, ActiveCalls
-from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, LegFactory
+from pbx.callcontrol.activity import ActiveCall, ActiveCalls, RingingCall
+from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, Intercept, LegFactory
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
@@ -45,6 +45,7 @@ from pbx.callcontrol.events import (
     LegMediaChanged,
     LegProgressed,
     LegResumed,
+    PickedUp,
 )
 from pbx.callcontrol.feature import BaseFeature, Feature, FeatureCode, Hook
 from pbx.callcontrol.legs import (
@@ -99,6 +100,7 @@ __all__ = [
     "Handled",
     "Hook",
     "InbandDtmf",
+    "Intercept",
     "Leg",
     "LegAction",
     "LegAnswered",
@@ -112,6 +114,7 @@ __all__ = [
     "LegResumed",
     "LegState",
     "MediaGraph",
+    "PickedUp",
     "Playback",
     "Presentation",
     "Prompt",
@@ -120,6 +123,7 @@ __all__ = [
     "Ring",
     "RingOutcome",
     "RingResult",
+    "RingingCall",
     "Routed",
     "ScriptHost",
     "Services",

@@ -54,11 +54,13 @@ from pbx.callcontrol.events import (
     LegMediaChanged,
     LegProgressed,
     LegResumed,
+    PickedUp,
 )
 from pbx.callcontrol.legs import Leg, LegInput, LegState, Target
 from pbx.callcontrol.media import Bridge, Conference, MediaGraph, Playback
 from pbx.callcontrol.presentation import Presentation
 from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_outcome
+from sipcore.enums import FastEnum
 
 log = structlog.get_logger("pbx.callcontrol")
 
@@ -71,6 +73,14 @@ COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 _call_ids = itertools.count(1)
 
 LegFactory = Callable[["Call", Target], Leg]
+
+
+class Intercept(FastEnum):
+    """What an :attr:`Call.intercept` hook made of an event of the connected call."""
+
+    PASS = "pass"  # not mine: the connected loop handles it as usual
+    TAKEN = "taken"  # handled (a conference member left, a participant answered)
+    END = "end"  # handled, and the call is over (fewer than two remain in a conference)
 
 
 class Call:
@@ -128,6 +138,9 @@ class Call:
         #: The redirections the call went through (legs announce them: Diversion headers).
         self.diversions: list[Diversion] = []
         self.conferences: list[Conference] = []
+        #: Sees each event of the connected call first (:meth:`wait_hangup`): a conference
+        #: (features/conference.py) takes its members' events here.
+        self.intercept: Callable[[CallEvent], Intercept] | None = None
         #: How the outgoing legs present the caller (CLIR, displayed number; see
         #: :mod:`pbx.callcontrol.presentation`).
         self.presentation = Presentation()
@@ -246,6 +259,11 @@ class Call:
                             leg.cancel()
                         return RingResult(RingOutcome.CALLER_GONE, status=487, statuses=statuses)
                     continue  # a caller's digit or hold while ringing: nothing to act on
+                if isinstance(event, PickedUp):
+                    for leg in pending():
+                        leg.cancel()
+                    return RingResult(RingOutcome.ANSWERED, leg=event.leg, status=200,
+                                      statuses=statuses)
                 if event.leg not in outstanding:
                     continue
                 if isinstance(event, LegProgressed):
@@ -453,6 +471,18 @@ class Call:
             event = await self.next_event()
             if event is None:  # pragma: no cover
                 continue
+            if self.intercept is not None:
+                verdict = self.intercept(event)
+                if verdict is Intercept.END:
+                    return event.leg
+                if verdict is Intercept.TAKEN:
+                    continue
+            while bridge is not None and bridge.replaced_by is not None:
+                bridge = bridge.replaced_by  # a leg moved (call pull, pickup): follow it
+            if isinstance(event, PickedUp):  # came too late: the ring was over
+                with contextlib.suppress(Exception):
+                    event.leg.hangup()
+                continue
             if isinstance(event, LegEnded | LegFailed):
                 if bridge is not None and event.leg not in (bridge.a, bridge.b):
                     continue
@@ -470,8 +500,8 @@ class Call:
                 if self.on_digit is not None:
                     self.on_digit(event.leg, event.digit)
                 # RFC 4733 packets between same-codec legs are relayed by the media core
-                if bridge is not None and event.leg in (bridge.a, bridge.b) and not (
-                        bridge.relays_dtmf and event.source == "rfc4733"):
+                if bridge is not None and not bridge.closed and \
+                        event.leg in (bridge.a, bridge.b) and not (bridge.relays_dtmf and event.source == "rfc4733"):
                     other = bridge.other(event.leg)
                     with contextlib.suppress(Exception):
                         other.send_dtmf(event.digit)
@@ -514,7 +544,9 @@ class Call:
         self.unbridge(bridge)
         if new.call is not self:
             self.adopt(new)
-        return self.bridge(other, new)
+        made = self.bridge(other, new)
+        bridge.replaced_by = made
+        return made
 
     def adopt(self, leg: Leg) -> None:
         """Move ``leg`` from its call into this one (its events come here from now on)."""

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.callcontrol.legs import Target
 
 if TYPE_CHECKING:
-    from pbx.callcontrol.activity import ActiveCall
+    from collections.abc import Callable
+
+    from pbx.callcontrol.activity import ActiveCall, ActiveCalls
     from pbx.callcontrol.call import Call
     from pbx.callcontrol.feature import Feature
 
@@ -79,6 +81,10 @@ class Services(Protocol):
         (a mobile number never reaches another user)."""
         ...
 
+    def pickup_peers(self, user: UserView) -> tuple[str, ...]:
+        """The keys of the users who share a pickup group with ``user`` (``*98``)."""
+        ...
+
 
 @dataclass
 class CallContext:
@@ -106,6 +112,11 @@ class CallContext:
     status: int = 0
     digits: str = ""
     active: Sequence[ActiveCall] = ()
+    #: every user's calls and rings (call pull, pickup, barge-in look up other calls here)
+    calls: ActiveCalls | None = None
+    #: what ringing a number for ``user`` rings (a conference participant): empty when it
+    #: routes nowhere
+    targets: Callable[[str], tuple[Target, ...]] | None = None
 
     @property
     def caller_anonymous(self) -> bool:

@@ -18,6 +18,7 @@ __all__ = [
     "LegMediaChanged",
     "LegProgressed",
     "LegResumed",
+    "PickedUp",
 ]
 
 
@@ -86,7 +87,15 @@ class DtmfReceived:
     source: str = "rfc4733"
 
 
+@dataclass(frozen=True, slots=True)
+class PickedUp:
+    """Someone else's answered leg takes the ringing call (pickup ``*97``/``*98``): the ring
+    ends as if ``leg`` had answered it, the ringing targets get CANCEL."""
+
+    leg: Leg
+
+
 CallEvent = (
     LegProgressed | LegAnswered | LegFailed | LegEnded | LegHeld | LegResumed | LegMediaChanged
-    | DtmfReceived
+    | DtmfReceived | PickedUp
 )

@@ -37,6 +37,7 @@ class MediaConference(MediaLink, Protocol):
 
     def add(self, port: MediaPort) -> None: ...
     def remove(self, port: MediaPort) -> None: ...
+    def mute(self, port: MediaPort, muted: bool) -> None: ...
 
 
 class MediaGraph(Protocol):
@@ -155,6 +156,9 @@ class Bridge:
         #: True while the media core relays RFC 4733 events itself (same codec, both legs
         #: negotiated telephone-event): call control must not send digits again.
         self.relays_dtmf = False
+        #: The bridge that took this one's place (:meth:`pbx.callcontrol.Call.replace`): a
+        #: call run on this bridge follows it.
+        self.replaced_by: Bridge | None = None
         self.rebuild()
 
     def other(self, leg: Leg) -> Leg:
@@ -262,6 +266,11 @@ class Conference:
             return
         self._port.add(leg.media)
         self.members.append(leg)
+
+    def mute(self, leg: Leg, muted: bool = True) -> None:
+        """Stop (or resume) mixing what ``leg`` says; it keeps hearing the others."""
+        if leg in self.members and leg.media is not None:
+            self._port.mute(leg.media, muted)
 
     def remove(self, leg: Leg) -> None:
         """Take ``leg`` out (it stays up)."""

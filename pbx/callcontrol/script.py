@@ -160,7 +160,20 @@ class CallScript:
         return CallContext(caller=call.record.caller, callee=call.record.callee, call=call,
                            user=user, services=self.host.services, settings=settings,
                            originator=originator, diversions=call.diversions,
-                           active=self.active.of(user.key) if user is not None else ())
+                           active=self.active.of(user.key) if user is not None else (),
+                           calls=self.active,
+                           targets=lambda number: self.targets_for(call, user, number))
+
+    def targets_for(self, call: Call, user: UserView | None, number: str) -> tuple[Target, ...]:
+        """What ringing ``number`` for ``user`` in ``call`` rings: the devices of the user it
+        routes to, or the trunk leg of an external number (no features run: a conference's
+        participant, a barge-in). Empty when it routes nowhere."""
+        routed = self.host.route(call, number, user)
+        if isinstance(routed, Routed):
+            return tuple(self.host.devices(routed.user))
+        if isinstance(routed, Ring):
+            return routed.targets
+        return ()
 
     async def run(self, call: Call) -> None:
         """The whole script for one call."""
@@ -281,15 +294,20 @@ class CallScript:
         targets = tuple(t for t in ring.targets if t.label not in taken)
         if not targets:
             return RingResult(RingOutcome.BUSY, status=486)
-        if not waiting:
-            return await call.ring(targets, ring.timeout)
-        signal = asyncio.get_running_loop().create_task(self._call_waiting_tone(waiting))
+        ringing = self.active.start_ringing(ctx.user.key, call) if ctx.user is not None else None
         try:
-            return await call.ring(targets, ring.timeout)
+            if not waiting:
+                return await call.ring(targets, ring.timeout)
+            signal = asyncio.get_running_loop().create_task(self._call_waiting_tone(waiting))
+            try:
+                return await call.ring(targets, ring.timeout)
+            finally:
+                signal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await signal
         finally:
-            signal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await signal
+            if ringing is not None:
+                self.active.stop_ringing(ringing)
 
     async def _call_waiting_tone(self, entries: list[ActiveCall]) -> None:
         try:

@@ -77,6 +77,16 @@ class CallServices:
         if check is not None and user is not None:
             check(self.routing.view(user), settings)
 
+    def pickup_peers(self, user: UserView) -> tuple[str, ...]:
+        """The users sharing a pickup group with ``user`` (read from the store: ``*98`` is
+        rare, the groups are not in the directory's snapshot)."""
+        directory = self.directory
+        peers = getattr(directory.store, "pickup_peers", None) if directory is not None else None
+        if directory is None or peers is None or user.id is None:
+            return ()
+        found = (directory.user_by_id(i) for i in peers(user.id))
+        return tuple(self.routing.view(u).key for u in found if u is not None)
+
     def routable(self, user: UserView, dialled: str) -> bool:
         """Whether ``dialled`` would be routed for ``user``."""
         return self.routing.routable(user, dialled)

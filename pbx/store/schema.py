@@ -217,4 +217,19 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE tenants ADD COLUMN language TEXT NOT NULL DEFAULT 'de'
         CHECK (language IN ('de', 'en'));
     """,
+    # 6: pickup groups (pbx.store.pickup): *98 takes a call ringing another member
+    """
+    CREATE TABLE pickup_groups (
+        id            INTEGER PRIMARY KEY,
+        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name          TEXT NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
+    CREATE TABLE pickup_group_members (
+        group_id      INTEGER NOT NULL REFERENCES pickup_groups(id) ON DELETE CASCADE,
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, user_id)
+    );
+    CREATE INDEX pickup_group_members_user ON pickup_group_members(user_id);
+    """,
 )

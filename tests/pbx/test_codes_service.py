@@ -38,7 +38,7 @@ def test_a_v2_data_directory_gets_the_feature_codes_table(
     db.commit()
     db.close()
     store = Store(tmp_path)
-    assert store.schema_version == len(MIGRATIONS) == 5
+    assert store.schema_version == len(MIGRATIONS) == 6
     assert [u.extension for u in store.users()] == ["100"]
     assert store.feature_codes() == {}
     store.close()
@@ -175,7 +175,7 @@ def test_cli_codes_list_set_reset(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert table["dnd.on"] == ["*78", "", "78878", "dnd.on", "", "do not disturb on"]
     assert table["forward_immediate.on"][:5] == ["*72", "", "78872", "forward_immediate.on",
                                                  "number"]
-    assert table["pickup.group"][-1] == "not implemented"
+    assert table["hunt_busy.on"][-1] == "not implemented"
     assert len(table) == 47
 
     assert main(["codes", "set", "dnd.on", "*80", "--alternate", "#80", "--data-dir", d]) == 0

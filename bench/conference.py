@@ -13,7 +13,9 @@ on every leg — a 20 ms µ-law packet per leg to the PBX port of that leg, read
 traces — and counts the mixes that come back. A step holds K participants in real time when
 every leg was set up, < 0.1 % of the expected mixes (one per leg per 20 ms) are missing over the
 measurement window, and the server used < 90 % of its core (headroom: the media clock catches up
-late ticks, so a saturated core shows as missing mixes only later).
+late ticks, so a saturated core shows as missing mixes only later). A step that fails is run
+once more (the development machines are shared; a neighbour's burst on the server's core shows
+as missing mixes at a low server CPU); two failing steps in a row end the climb.
 
 Baseline in the same run: the bare mixer kernel (:class:`media.mixer.Mixer`, fused G.711 rows,
 conferences of N) mixing the same K participants, timed over many ticks: its share of one core
@@ -51,7 +53,7 @@ QUICK_PARTICIPANTS = (30, 60)
 #: a step holds with fewer missing mixes than this, and the server below this share of a core
 PASS_LOSS = 0.001
 PASS_CPU = 0.90
-SETUP_RATE = 10  # conferences started per second
+SETUP_RATE = 20  # conferences started per second
 
 _HEAD = """INVITE sip:101@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
@@ -171,7 +173,7 @@ Content-Length: 0
 """
 
 
-def kernel_cpu_fraction(k: int, size: int, ticks: int = 500) -> float:
+def kernel_cpu_fraction(k: int, size: int, ticks: int = 200) -> float:
     """The bare mixer kernel's share of one core mixing ``k`` fused µ-law participants in
     conferences of ``size`` (fresh payloads in, one ``mix()`` per 20 ms tick)."""
     from media.mixer import Codec, Mixer
@@ -185,12 +187,15 @@ def kernel_cpu_fraction(k: int, size: int, ticks: int = 500) -> float:
             conf = mixer.add_conference()
         rows.append(mixer.add_participant(conf, codec=Codec.PCMU))
     payload = np.random.default_rng(1).integers(0, 256, (k, 160), dtype=np.uint8)
-    t0 = time.perf_counter()
-    for _ in range(ticks):
-        mixer.payload_in[rows] = payload
-        mixer.mark_fresh(rows)
-        mixer.mix()
-    return (time.perf_counter() - t0) / ticks / 0.020
+    best = float("inf")
+    for _ in range(5):  # the least disturbed of five rounds (the machine is shared)
+        t0 = time.perf_counter()
+        for _ in range(ticks):
+            mixer.payload_in[rows] = payload
+            mixer.mark_fresh(rows)
+            mixer.mix()
+        best = min(best, (time.perf_counter() - t0) / ticks)
+    return best / 0.020
 
 
 def _size(path: Path) -> int:
@@ -247,6 +252,7 @@ def _step(k: int, size: int, target: tuple[str, int], gen: Any, gen_port: int, w
     uac_file.write_text(uac_scenario(size, gen_port, hold_ms))
     uac_trace = workdir / f"uac_{tag}.log"
     uas_offset = _size(participants.trace)
+    uac_trace.unlink(missing_ok=True)
     uac = subprocess.Popen(
         [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(uac_file), "-p",
          str(_free_udp_port()), *_COMMON, "-m", str(calls), "-r", str(SETUP_RATE),
@@ -317,6 +323,10 @@ def _climb_sizes(sizes: list[int], ks: list[int], target: tuple[str, int], gen: 
                 continue
             row = _step(k, size, target, gen, gen_port, workdir, cpu, server_cpu, seconds,
                         participants, quiet)
+            if not row["pass"]:  # once more: the neighbours' bursts on a shared machine
+                row = _step(k, size, target, gen, gen_port, workdir, cpu, server_cpu,
+                            seconds, participants, quiet)
+                row["retried"] = True
             rows.append(row)
             if row["pass"]:
                 best, misses = row, 0
@@ -362,16 +372,18 @@ def main(argv: list[str]) -> int:
     gen.start()
     try:
         gen_port = int(parent.recv()[0][1])
-        with Server(config, users=[("100", PASSWORD), ("101", PASSWORD)],
-                    settings=[("101", "call_waiting", {"enabled": True})],
-                    cpu=server_core) as server:
-            target = server.listening["udp"]
-            participants = Participants(target, gen_port, workdir, load_core, realm)
-            try:
-                _climb_sizes(sizes, ks, target, parent, gen_port, workdir, load_core,
-                             server.cpu_seconds, seconds, participants, args.json, results)
-            finally:
-                participants.stop()
+        for size in sizes:  # a fresh server (and participants' UAS) per size
+            with Server(config, users=[("100", PASSWORD), ("101", PASSWORD)],
+                        settings=[("101", "call_waiting", {"enabled": True})],
+                        cpu=server_core) as server:
+                target = server.listening["udp"]
+                participants = Participants(target, gen_port, workdir, load_core, realm)
+                try:
+                    _climb_sizes([size], ks, target, parent, gen_port, workdir, load_core,
+                                 server.cpu_seconds, seconds, participants, args.json,
+                                 results)
+                finally:
+                    participants.stop()
     finally:
         parent.send(("quit",))
         gen.join(10)

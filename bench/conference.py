@@ -244,7 +244,8 @@ def _step(k: int, size: int, target: tuple[str, int], gen: Any, gen_port: int, w
     """K participants in conferences of ``size`` through the PBX (see the module doc)."""
     calls = max(1, k // size)
     k = calls * size
-    setup = calls / SETUP_RATE + size * 0.35 + 3.0
+    # the INFOs of a conference take ~0.4 s per participant on an idle server, more under load
+    setup = calls / SETUP_RATE + size * 0.8 + 6.0
     warmup = 1.0
     hold_ms = int((setup + warmup + seconds + 1.5) * 1000)
     tag = f"{size}_{k}"
@@ -286,9 +287,13 @@ def _step(k: int, size: int, target: tuple[str, int], gen: Any, gen_port: int, w
         c1, w1 = server_cpu(), time.monotonic()
         lg = gen.recv()
     finally:
-        if uac.poll() is None:
+        # the callers hang up by themselves after their hold (BYE: the PBX ends each
+        # conference and frees its ports); a terminated SIPp would leave them up
+        try:
+            uac.wait(hold_ms / 1000 + setup + 30)
+        except subprocess.TimeoutExpired:
             uac.terminate()
-        uac.wait(30)
+            uac.wait(30)
         time.sleep(1.0)  # the participants' BYEs
     expected = k * seconds / 0.020
     loss = max(0.0, 1 - lg["received"] / expected)
@@ -363,7 +368,7 @@ def main(argv: list[str]) -> int:
     config = ('[sip]\nlisten = ["udp:127.0.0.1:0"]\ndomain = "127.0.0.1"\n'
               f'[auth]\nrealm = "{realm}"\n[log]\nlevel = "warning"\n'
               '[http]\nlisten = ""\n[security]\ntrusted = ["127.0.0.1"]\n'
-              '[media]\nport_min = 46000\nport_max = 49999\nrtp_timeout = 0\n')
+              '[media]\nport_min = 46000\nport_max = 53999\nrtp_timeout = 0\n')
     from bench.rtp import _loadgen
 
     results: dict[int, dict[str, Any]] = {}

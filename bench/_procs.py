@@ -128,8 +128,15 @@ class Server:
                 raise RuntimeError(f"adding users in {self.tree.root} failed: "
                                    + added.stderr[-3000:])
         prefix = pin(self.cpu) if self.cpu is not None else []
+        profile = os.environ.get("BENCH_PROFILE_DIR")
+        if profile:  # cProfile the server: where a before/after difference comes from
+            out = Path(profile) / f"{self.tree.root.name}-{os.getpid()}-{time.time_ns()}.prof"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            prefix = [*prefix, self.tree.python, "-m", "cProfile", "-o", str(out)]
+        else:
+            prefix = [*prefix, self.tree.python]
         self.proc = subprocess.Popen(
-            [*prefix, self.tree.python, "-m", "pbx", "serve", "--config", str(cfg),
+            [*prefix, "-m", "pbx", "serve", "--config", str(cfg),
              "--data-dir", str(data)],
             cwd=self.tree.root, stdout=subprocess.PIPE,
             stderr=(self.workdir / "server.log").open("w"),
@@ -147,8 +154,9 @@ class Server:
             if line.strip() == "ready":
                 threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
                 return self
+        log = (self.workdir / "server.log").read_text()[-3000:]
         self.stop()
-        raise RuntimeError("server did not start: " + (self.workdir / "server.log").read_text()[-3000:])
+        raise RuntimeError("server did not start: " + log)
 
     def cpu_seconds(self) -> float:
         """CPU seconds the server process and its children have used so far."""

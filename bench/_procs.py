@@ -218,15 +218,17 @@ def _children_cpu() -> float:
 
 def sipp_uac(scenario: str | Path, target: tuple[str, int], *, rate: int, calls: int,
              workdir: Path, inf: Path | None = None, cpu: int | None = None, limit: int = 2000,
-             timeout: float = 60.0, extra: Sequence[str] = ()) -> SippRun:
-    """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended. ``scenario`` is a file
-    of bench/scenarios or a path; ``extra`` goes on SIPp's command line before the target."""
+             timeout: float = 60.0, extra: Sequence[str] = (),
+             local_ip: str = "127.0.0.1") -> SippRun:
+    """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended, from ``local_ip``.
+    ``scenario`` is a file of bench/scenarios or a path; ``extra`` goes on SIPp's command line
+    before the target."""
     path = Path(scenario)
     if not path.is_absolute():
         path = SCENARIOS / path
     stat = workdir / f"stat-{rate}-{time.monotonic_ns()}.csv"
     args = [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(path),
-            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate),
+            "-i", local_ip, "-p", str(_free_udp_port(local_ip)), "-m", str(calls), "-r", str(rate),
             "-rp", "1000", "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin",
             "-trace_stat", "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
             "-recv_timeout", "8000", "-buff_size", "4194304"]
@@ -344,11 +346,11 @@ def climb(label: str, step: Callable[[int, int], SippRun], rates: Sequence[int],
     return Climb(best, rows, limit_found)
 
 
-def _free_udp_port() -> int:
+def _free_udp_port(host: str = "127.0.0.1") -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 

@@ -24,6 +24,7 @@ from pbx.callcontrol import (
     Decision,
     FeatureCode,
     Handled,
+    InCallDispatcher,
     Setting,
 )
 
@@ -62,6 +63,9 @@ class CallPull(BaseFeature):
         if target.caller is old:
             target.caller = new
         entry.leg = new
+        dispatcher = target.per_call.get(InCallDispatcher.KEY)
+        if isinstance(dispatcher, InCallDispatcher):
+            dispatcher.watch(new, ctx.user)  # the user's in-call codes work on the new device
         old.hangup()
         call.record.cause = "pulled"
         log.info("call_pull.pulled", call_id=target.record.call_id, user=ctx.user.key,

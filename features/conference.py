@@ -4,8 +4,8 @@ conference in our mixer; each participant hears everyone but themselves.
 Theory of operation
 -------------------
 A connected call runs :meth:`~pbx.callcontrol.Call.wait_hangup` on its bridge. Adding the first
-participant (:func:`add_participant`: in-call ``*3`` + number + ``#`` from a user's own leg,
-later the API) makes a :class:`ConferenceRoom`: the call's bridges close, every answered leg
+participant (:func:`add_participant`: in-call ``*3`` + number from a user's own leg — the
+``conference_add`` action of :mod:`pbx.callcontrol.incall` —, later the API) makes a :class:`ConferenceRoom`: the call's bridges close, every answered leg
 joins one conference port of the media engine (:meth:`Call.conference`), and the room becomes
 the call's :attr:`~pbx.callcontrol.Call.intercept` — it sees every event of the call first:
 
@@ -26,7 +26,6 @@ leg with :meth:`ConferenceRoom.join`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import structlog
@@ -34,11 +33,8 @@ import structlog
 from pbx.callcontrol import (
     BaseFeature,
     Call,
-    CallContext,
     CallEvent,
-    Continue,
-    Decision,
-    Handled,
+    InCallContext,
     Intercept,
     Leg,
     LegAnswered,
@@ -46,19 +42,22 @@ from pbx.callcontrol import (
     LegFailed,
     LegMediaChanged,
     LegProgressed,
+    Ring,
+    Routed,
+    ScriptHost,
     Setting,
     Target,
+    UserView,
+    register_incall_action,
 )
 
-__all__ = ["ADD_DIGITS", "ConferenceFeature", "ConferenceRoom", "add_participant", "room_of",
-           "start_conference"]
+__all__ = ["INCALL_ACTION", "ConferenceFeature", "ConferenceRoom", "add_by_code",
+           "add_participant", "room_of", "start_conference", "targets_for"]
 
 log = structlog.get_logger("pbx.conference")
 
-#: In-call "add participant": ``*3`` + number + ``#`` (FEATURE_CODES.md).
-ADD_DIGITS = re.compile(r"^\*3(\d+)#$")
-#: A prefix of it (the digits so far): the sequence is not over yet.
-_ADD_PREFIX = re.compile(r"^(\*|\*3\d*)$")
+#: The in-call action of "add participant" (``[incall.conference_add]``: ``*3`` + number).
+INCALL_ACTION = "conference_add"
 #: How long an added participant rings.
 ADD_RING_SECONDS = 30.0
 #: Conferences of a call's legs: feature name in :attr:`Call.per_call`.
@@ -206,26 +205,37 @@ def add_participant(call: Call, targets: Sequence[Target]) -> list[Leg]:
 
 
 class ConferenceFeature(BaseFeature):
-    """In-call ``*3`` + number + ``#``: add the number to the call as a participant."""
+    """In-call ``*3`` + number (+ ``#``): add the number to the call as a participant (the
+    in-call action ``conference_add``, :mod:`pbx.callcontrol.incall`)."""
 
     name = FEATURE
     priority = 900
     settings_schema: Mapping[str, Setting] = {}
 
-    async def on_dtmf(self, ctx: CallContext) -> Decision:
-        """``*3`` + number + ``#`` on the user's own leg adds the number."""
-        found = ADD_DIGITS.match(ctx.digits)
-        if found is None or ctx.call is None or ctx.targets is None:
-            return Continue()
-        number = found.group(1)
-        targets = ctx.targets(number)
-        legs = add_participant(ctx.call, targets)
-        log.info("conference.add", call_id=ctx.call.record.call_id,
-                 by=ctx.user.key if ctx.user is not None else None, number=number,
-                 legs=len(legs))
-        return Handled()
+    def __init__(self) -> None:
+        register_incall_action(INCALL_ACTION, add_by_code)
 
 
-def is_add_prefix(digits: str) -> bool:
-    """Whether ``digits`` may still become ``*3`` + number + ``#``."""
-    return _ADD_PREFIX.match(digits) is not None
+async def add_by_code(ctx: InCallContext, number: str) -> None:
+    """``*3`` + ``number`` typed on ``ctx.leg``: ring what ``number`` routes to for the user
+    (no feature of the target runs: a participant is rung, not called); nothing without a
+    number or a route."""
+    call = ctx.call
+    targets = targets_for(ctx.host, call, ctx.user, number) if number else ()
+    legs = add_participant(call, targets)
+    log.info("conference.add", call_id=call.record.call_id, by=ctx.user.key, number=number,
+             legs=len(legs))
+
+
+def targets_for(host: ScriptHost | None, call: Call, user: UserView,
+                number: str) -> tuple[Target, ...]:
+    """What ringing ``number`` for ``user`` rings: the devices of the user it routes to, or
+    the trunk leg of an external number; empty when it routes nowhere."""
+    if host is None:
+        return ()
+    routed = host.route(call, number, user)
+    if isinstance(routed, Routed):
+        return tuple(host.devices(routed.user))
+    if isinstance(routed, Ring):
+        return routed.targets
+    return ()

@@ -31,6 +31,7 @@ from pbx.callcontrol import (
     Decision,
     FeatureCode,
     Handled,
+    InCallDispatcher,
     PickedUp,
     RingingCall,
     Setting,
@@ -116,6 +117,9 @@ class Pickup(BaseFeature):
             return Confirm(ok=False)
         room = start_conference(entry.call)
         room.join(barger)
+        dispatcher = entry.call.per_call.get(InCallDispatcher.KEY)
+        if isinstance(dispatcher, InCallDispatcher) and ctx.user is not None:
+            dispatcher.watch(barger, ctx.user)  # *3 from the barger adds participants too
         call.record.cause = "barged in"
         log.info("pickup.barge_in", call_id=entry.call.record.call_id, by=ctx.user.key
                  if ctx.user is not None else None, user=key)

@@ -39,7 +39,8 @@ from pbx.store import (
     Tenant,
 )
 
-BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "conference")
+BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "overload",
+           "conference")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),

@@ -141,6 +141,13 @@ class Call:
         #: Sees each event of the connected call first (:meth:`wait_hangup`): a conference
         #: (features/conference.py) takes its members' events here.
         self.intercept: Callable[[CallEvent], Intercept] | None = None
+        #: Called for each digit of a connected call before it is relayed; True: it took the
+        #: digit and passes on what should reach the other party itself (the in-call code
+        #: dispatcher, :mod:`pbx.callcontrol.incall`).
+        self.digit_guard: Callable[[Leg, str], bool] | None = None
+        #: Legs whose DTMF only the digit guard passes on: their bridges run through decoded
+        #: audio with in-band tones muted (no RFC 4733 packet relay).
+        self.dtmf_guarded: set[Leg] = set()
         #: How the outgoing legs present the caller (CLIR, displayed number; see
         #: :mod:`pbx.callcontrol.presentation`).
         self.presentation = Presentation()
@@ -353,7 +360,8 @@ class Call:
 
     def bridge(self, a: Leg, b: Leg) -> Bridge:
         """Connect two answered legs' media (relay or transcoding, music on hold while held)."""
-        br = Bridge(self.graph, a, b, hold_source=self.hold_source)
+        br = Bridge(self.graph, a, b, hold_source=self.hold_source,
+                    guarded=self.dtmf_guarded)
         self.bridges.append(br)
         return br
 
@@ -478,7 +486,7 @@ class Call:
                 if verdict is Intercept.TAKEN:
                     continue
             while bridge is not None and bridge.replaced_by is not None:
-                bridge = bridge.replaced_by  # a leg moved (call pull, pickup): follow it
+                bridge = bridge.replaced_by  # a transfer, a call pull swapped one side
             if isinstance(event, PickedUp):  # came too late: the ring was over
                 with contextlib.suppress(Exception):
                     event.leg.hangup()
@@ -499,9 +507,12 @@ class Call:
             elif isinstance(event, DtmfReceived):
                 if self.on_digit is not None:
                     self.on_digit(event.leg, event.digit)
+                if self.digit_guard is not None and self.digit_guard(event.leg, event.digit):
+                    continue
                 # RFC 4733 packets between same-codec legs are relayed by the media core
                 if bridge is not None and not bridge.closed and \
-                        event.leg in (bridge.a, bridge.b) and not (bridge.relays_dtmf and event.source == "rfc4733"):
+                        event.leg in (bridge.a, bridge.b) and not (
+                            bridge.relays_dtmf and event.source == "rfc4733"):
                     other = bridge.other(event.leg)
                     with contextlib.suppress(Exception):
                         other.send_dtmf(event.digit)
@@ -544,9 +555,8 @@ class Call:
         self.unbridge(bridge)
         if new.call is not self:
             self.adopt(new)
-        made = self.bridge(other, new)
-        bridge.replaced_by = made
-        return made
+        bridge.replaced_by = self.bridge(other, new)
+        return bridge.replaced_by
 
     def adopt(self, leg: Leg) -> None:
         """Move ``leg`` from its call into this one (its events come here from now on)."""

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.callcontrol.legs import Target
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from pbx.callcontrol.activity import ActiveCall, ActiveCalls
     from pbx.callcontrol.call import Call
     from pbx.callcontrol.feature import Feature
@@ -114,9 +112,6 @@ class CallContext:
     active: Sequence[ActiveCall] = ()
     #: every user's calls and rings (call pull, pickup, barge-in look up other calls here)
     calls: ActiveCalls | None = None
-    #: what ringing a number for ``user`` rings (a conference participant): empty when it
-    #: routes nowhere
-    targets: Callable[[str], tuple[Target, ...]] | None = None
 
     @property
     def caller_anonymous(self) -> bool:

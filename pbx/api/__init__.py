@@ -30,6 +30,7 @@ from pbx.api.metrics import Metrics
 from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
 from pbx.api.resources import (
+    call_back,
     codes,
     devices,
     history,
@@ -62,6 +63,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     registrations.register(router)
     system.register(router)
     tokens.register(router)
+    call_back.register(router)
     return router
 
 

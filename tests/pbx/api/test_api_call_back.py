@@ -1,0 +1,76 @@
+"""``POST /users/{user}/call-back``: tenant-scoped, validated, and it reaches the server's
+call-back (the B2BUA's, stubbed here: the interop test drives the real one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pbx.store import User
+from tests.pbx.api.conftest import Api
+
+
+def _placer(calls: list[tuple[str, str, str | None]]) -> Any:
+    def place(user: User, target: str, phone: str | None) -> str:
+        calls.append((user.extension, target, phone))
+        return f"cb-{len(calls)}"
+
+    return place
+
+
+async def test_a_user_starts_a_call_back_for_themselves(pbx_api: Api) -> None:
+    calls: list[tuple[str, str, str | None]] = []
+    pbx_api.ctx.call_back = _placer(calls)
+    status, body, _ = await pbx_api.call("POST", "/api/v1/users/me/call-back", "anna",
+                                         json={"target": "0301234567"})
+    assert status == 202, body
+    assert body == {"call_id": "cb-1", "user_id": pbx_api.users["100"].id,
+                    "target": "0301234567", "phone": None}
+    assert calls == [("100", "0301234567", None)]
+
+
+async def test_call_back_is_tenant_scoped_and_user_scoped(pbx_api: Api) -> None:
+    calls: list[tuple[str, str, str | None]] = []
+    pbx_api.ctx.call_back = _placer(calls)
+    carl = pbx_api.users["200"].id
+    # another tenant's admin, and another user of the same tenant, see no such user
+    for who, user_id in (("admin", carl), ("ben", pbx_api.users["100"].id)):
+        status, body, _ = await pbx_api.call("POST", f"/api/v1/users/{user_id}/call-back",
+                                             who, json={"target": "101"})
+        assert status == 404, body
+    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{carl}/call-back", "acme",
+                                      json={"target": "201", "phone": "device"})
+    assert status == 202
+    assert calls == [("200", "201", "device")]
+
+
+async def test_call_back_input_is_checked(pbx_api: Api) -> None:
+    calls: list[tuple[str, str, str | None]] = []
+    pbx_api.ctx.call_back = _placer(calls)
+    anna = pbx_api.users["100"].id
+    for body in ({}, {"target": "030 123"}, {"target": ""}, {"target": "101", "phone": "fax"},
+                 {"target": "101", "extra": 1}):
+        status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-back",
+                                          json=body)
+        assert status == 422, body
+    # a phone the user has not set up
+    status, body, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-back",
+                                         json={"target": "101", "phone": "mobile"})
+    assert status == 409 and "mobile" in body["detail"]
+    assert calls == []
+    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-back", None,
+                                      json={"target": "101"})
+    assert status == 401
+
+
+async def test_call_back_without_running_calls_is_503(pbx_api: Api) -> None:
+    status, body, _ = await pbx_api.call("POST", "/api/v1/users/me/call-back", "anna",
+                                         json={"target": "101"})
+    assert status == 503, body
+
+
+async def test_the_operation_is_in_the_openapi_document(pbx_api: Api) -> None:
+    status, doc, _ = await pbx_api.call("GET", "/api/v1/openapi.json", None)
+    assert status == 200
+    op = doc["paths"]["/api/v1/users/{user}/call-back"]["post"]
+    assert op["operationId"] == "start_call_back"
+    assert {"202", "404", "409", "422", "503"} <= set(op["responses"])

@@ -374,6 +374,10 @@ class CallScript:
         finally:
             hangup.cancel()
             playback.stop()
+        # let the cancelled wait finish now: it must not clear the event waiter of the ring
+        # that follows (Call.next_event's finally)
+        with contextlib.suppress(asyncio.CancelledError):
+            await hangup
         if not caller.ended:
             caller.hangup("call-back")
         log.info("call.callback_instead", call_id=call.record.call_id, user=user.key,

@@ -5,7 +5,8 @@ A MESSAGE outside a dialog is authenticated like an INVITE (:func:`pbx.origin.fi
 device that belongs to no user gets 403. The recipient is the Request-URI's user in the
 sender's tenant (404 when there is none; a Request-URI naming another tenant's domain gets 403:
 messages never cross tenants). Inside a call's dialog the sender is that leg's user and the
-recipient the user at the other end of the call (403 when either is no user).
+recipient the user at the other end of the call (403 when either is no user); the message goes
+on in the other party's dialog, and to every device of theirs when that phone refuses it.
 
 The content is checked (:mod:`pbx.chat.content`: 415, 413, 400), the message is kept in the
 store (its conversation's history, :class:`pbx.store.chat.ChatStoreMixin`) and the sender gets
@@ -30,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pbx.chat.content import Incoming, Refusal, check, delivery
+from pbx.chat.content import MESSAGE_ID_HEADER, Incoming, Refusal, check, delivery
 from pbx.legs.inbound import InboundLeg
+from pbx.legs.sip import SipLeg
 from pbx.origin import find_origin
 from pbx.store.chat import ChatMessage
 from sipcore.endpoint import Event, RequestReceived, ResponseReceived
@@ -112,7 +114,8 @@ class ChatService:
         if sender is None or recipient is None or sender.tenant_id != recipient.tenant_id:
             self._refuse(event, Refusal(403, "Forbidden: not between users"))
             return
-        self._accept(event, _Parties(sender, recipient), event.transaction_id)
+        self._accept(event, _Parties(sender, recipient), event.transaction_id,
+                     via=other if isinstance(other, SipLeg) else None)
 
     def registered(self, binding: Binding) -> None:
         """A device registered (a new binding): deliver what waits for its user."""
@@ -130,13 +133,14 @@ class ChatService:
         self.b2bua.respond(event.request, refusal.status, tx=event.transaction_id,
                            extra=list(refusal.headers))
 
-    def _accept(self, event: RequestReceived, parties: _Parties, tx: str) -> None:
+    def _accept(self, event: RequestReceived, parties: _Parties, tx: str, *,
+                via: SipLeg | None = None) -> None:
         verdict = check(event.request, self.max_size)
         if isinstance(verdict, Refusal):
             self._refuse(event, verdict)
             return
         self.stats["received"] += 1
-        self._spawn(self._keep_and_deliver(event, parties, verdict, tx),
+        self._spawn(self._keep_and_deliver(event, parties, verdict, tx, via),
                     f"chat-{event.request.call_id}")
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -145,7 +149,7 @@ class ChatService:
         b2b.tasks.spawn(coro, name)
 
     async def _keep_and_deliver(self, event: RequestReceived, parties: _Parties,
-                                message: Incoming, tx: str) -> None:
+                                message: Incoming, tx: str, via: SipLeg | None) -> None:
         sender, recipient = parties.sender, parties.recipient
         try:
             stored = await asyncio.to_thread(
@@ -156,7 +160,7 @@ class ChatService:
             log.exception("chat.store_failed", call_id=event.request.call_id)
             self.b2bua.respond(event.request, 500, tx=tx)
             return
-        online = bool(self._bindings(recipient))
+        online = via is not None or bool(self._bindings(recipient))
         self.b2bua.respond(event.request, 200 if online else 202, tx=tx)
         log.info("chat.received", sender=sender.extension, recipient=recipient.extension,
                  tenant_id=sender.tenant_id, message_id=stored.message_id, online=online,
@@ -164,8 +168,43 @@ class ChatService:
         if not online:
             self.stats["stored_offline"] += 1
             return
-        if stored.delivered_at is None:
-            await self._deliver(stored, sender, recipient, retry=True)
+        if stored.delivered_at is not None:
+            return
+        if via is not None and await self._send_in_dialog(stored, via):
+            await self._delivered(stored, recipient, 1)
+            return
+        await self._deliver(stored, sender, recipient, retry=True)
+
+    async def _send_in_dialog(self, message: ChatMessage, leg: SipLeg) -> bool:
+        """During a call: the message in the other party's dialog (their phone shows it with
+        the call); False when that phone refuses it (then to every device, as outside)."""
+        answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_event(event: Event) -> None:
+            if not answered.done():
+                if isinstance(event, ResponseReceived):
+                    if event.response.status >= 200:
+                        answered.set_result(event.response.status)
+                else:
+                    answered.set_result(408)
+
+        sent = leg.send_in_dialog("MESSAGE", body=message.body,
+                                  content_type=message.content_type,
+                                  extra=[(MESSAGE_ID_HEADER, message.message_id)],
+                                  on_response=on_event)
+        if sent is None:
+            return False
+        try:
+            status = await asyncio.wait_for(answered, ATTEMPT_TIMEOUT)
+        except TimeoutError:
+            status = 408
+        return 200 <= status < 300
+
+    async def _delivered(self, message: ChatMessage, recipient: User, devices: int) -> None:
+        await asyncio.to_thread(self.store.chat_delivered, message.id, time.time())
+        self.stats["delivered"] += 1
+        log.info("chat.delivered", message_id=message.message_id,
+                 recipient=recipient.extension, devices=devices)
 
     async def _deliver_pending(self, user: User) -> None:
         pending = await asyncio.to_thread(self.store.chat_pending, user.id)
@@ -187,10 +226,7 @@ class ChatService:
             results = await asyncio.gather(*(self._send(message, sender, recipient, b)
                                              for b in bindings))
             if any(results):
-                await asyncio.to_thread(self.store.chat_delivered, message.id, time.time())
-                self.stats["delivered"] += 1
-                log.info("chat.delivered", message_id=message.message_id,
-                         recipient=recipient.extension, devices=sum(results))
+                await self._delivered(message, recipient, sum(results))
                 return True
             log.info("chat.delivery_failed", message_id=message.message_id,
                      recipient=recipient.extension, devices=len(bindings))

@@ -421,7 +421,7 @@ class PbxServer:
         api.install(service.app, ctx, metrics)
 
     def _call_back(self, user: User, target: str, phone: str | None) -> str:
-        """Start a call-back for ``user`` (the API's POST /users/{user}/call-back)."""
+        """Start a call-back for ``user`` (the API's POST /users/{user}/call-backs)."""
         if self.b2bua is None:
             raise RuntimeError("calls are not running")
         return self.b2bua.call_back(user, target, phone=phone).record.call_id

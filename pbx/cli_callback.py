@@ -2,7 +2,7 @@
 
 The CLI is another process than the server, and only the server has the SIP endpoint and the
 calls, so the command goes through the server's REST API (``POST
-/api/v1/users/{id}/call-back``, :mod:`pbx.api.resources.call_back`) at ``[http] listen`` (or
+/api/v1/users/{id}/call-backs``, :mod:`pbx.api.resources.call_back`) at ``[http] listen`` (or
 ``--api URL``). It authenticates with a token it makes for this one request: the CLI opens the
 store anyway (it is the administrator's tool and may create tokens, ``asyncpbx token``), so it
 mints a tenant-admin token of the user's tenant that expires after a minute and revokes it
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, config: Config, store: Store, tenant: str | No
     if args.phone:
         body["phone"] = args.phone
     request = urllib.request.Request(
-        f"{base}/api/v1/users/{user.id}/call-back", data=json.dumps(body).encode(),
+        f"{base}/api/v1/users/{user.id}/call-backs", data=json.dumps(body).encode(),
         method="POST", headers={"Authorization": f"Bearer {token}",
                                 "Content-Type": "application/json"})
     try:

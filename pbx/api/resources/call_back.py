@@ -1,4 +1,4 @@
-"""``POST /users/{user}/call-back``: start a call-back (click-to-dial, 3PCC as in RFC 3725)
+"""``POST /users/{user}/call-backs``: start a call-back (click-to-dial, 3PCC as in RFC 3725)
 for a user the token sees — the PBX rings the user's chosen phone and, once it answers, calls
 the target on their behalf (:mod:`features.call_back`). ``asyncpbx call-back USER TARGET``
 is a client of this operation (:mod:`pbx.cli_callback`)."""
@@ -68,7 +68,7 @@ async def start_call_back(req: ApiRequest) -> web.StreamResponse:
 
 def register(router: ApiRouter) -> None:
     """The routes of this module."""
-    router.add(Route("POST", "/users/{user}/call-back", start_call_back,
+    router.add(Route("POST", "/users/{user}/call-backs", start_call_back,
                      "Call the user's phone, then the target, and connect both", "calls",
                      "start_call_back", body=CallBackStart, response=CallBackOut, status=202,
                      path_params=USER_PARAM, errors=(409, 503),

@@ -1,4 +1,4 @@
-"""``POST /users/{user}/call-back``: tenant-scoped, validated, and it reaches the server's
+"""``POST /users/{user}/call-backs``: tenant-scoped, validated, and it reaches the server's
 call-back (the B2BUA's, stubbed here: the interop test drives the real one)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _placer(calls: list[tuple[str, str, str | None]]) -> Any:
 async def test_a_user_starts_a_call_back_for_themselves(pbx_api: Api) -> None:
     calls: list[tuple[str, str, str | None]] = []
     pbx_api.ctx.call_back = _placer(calls)
-    status, body, _ = await pbx_api.call("POST", "/api/v1/users/me/call-back", "anna",
+    status, body, _ = await pbx_api.call("POST", "/api/v1/users/me/call-backs", "anna",
                                          json={"target": "0301234567"})
     assert status == 202, body
     assert body == {"call_id": "cb-1", "user_id": pbx_api.users["100"].id,
@@ -34,10 +34,10 @@ async def test_call_back_is_tenant_scoped_and_user_scoped(pbx_api: Api) -> None:
     carl = pbx_api.users["200"].id
     # another tenant's admin, and another user of the same tenant, see no such user
     for who, user_id in (("admin", carl), ("ben", pbx_api.users["100"].id)):
-        status, body, _ = await pbx_api.call("POST", f"/api/v1/users/{user_id}/call-back",
+        status, body, _ = await pbx_api.call("POST", f"/api/v1/users/{user_id}/call-backs",
                                              who, json={"target": "101"})
         assert status == 404, body
-    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{carl}/call-back", "acme",
+    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{carl}/call-backs", "acme",
                                       json={"target": "201", "phone": "device"})
     assert status == 202
     assert calls == [("200", "201", "device")]
@@ -49,21 +49,21 @@ async def test_call_back_input_is_checked(pbx_api: Api) -> None:
     anna = pbx_api.users["100"].id
     for body in ({}, {"target": "030 123"}, {"target": ""}, {"target": "101", "phone": "fax"},
                  {"target": "101", "extra": 1}):
-        status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-back",
+        status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-backs",
                                           json=body)
         assert status == 422, body
     # a phone the user has not set up
-    status, body, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-back",
+    status, body, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-backs",
                                          json={"target": "101", "phone": "mobile"})
     assert status == 409 and "mobile" in body["detail"]
     assert calls == []
-    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-back", None,
+    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna}/call-backs", None,
                                       json={"target": "101"})
     assert status == 401
 
 
 async def test_call_back_without_running_calls_is_503(pbx_api: Api) -> None:
-    status, body, _ = await pbx_api.call("POST", "/api/v1/users/me/call-back", "anna",
+    status, body, _ = await pbx_api.call("POST", "/api/v1/users/me/call-backs", "anna",
                                          json={"target": "101"})
     assert status == 503, body
 
@@ -71,6 +71,18 @@ async def test_call_back_without_running_calls_is_503(pbx_api: Api) -> None:
 async def test_the_operation_is_in_the_openapi_document(pbx_api: Api) -> None:
     status, doc, _ = await pbx_api.call("GET", "/api/v1/openapi.json", None)
     assert status == 200
-    op = doc["paths"]["/api/v1/users/{user}/call-back"]["post"]
+    op = doc["paths"]["/api/v1/users/{user}/call-backs"]["post"]
     assert op["operationId"] == "start_call_back"
     assert {"202", "404", "409", "422", "503"} <= set(op["responses"])
+
+
+async def test_the_call_back_settings_are_their_own_resource(pbx_api: Api) -> None:
+    status, body, _ = await pbx_api.call("GET", "/api/v1/users/me/call-back", "anna")
+    assert status == 200 and body == {"method": "device", "permanent": False,
+                                      "phone": "mobile"}
+    status, body, _ = await pbx_api.call("PATCH", "/api/v1/users/me/call-back", "anna",
+                                         json={"permanent": True, "phone": "device"})
+    assert status == 200 and body["permanent"] is True and body["phone"] == "device"
+    status, _, _ = await pbx_api.call("PATCH", "/api/v1/users/me/call-back", "anna",
+                                      json={"phone": "fax"})
+    assert status == 422

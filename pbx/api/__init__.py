@@ -31,6 +31,7 @@ from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
 from pbx.api.resources import (
     call_back,
+    chat,
     codes,
     devices,
     history,
@@ -64,6 +65,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     system.register(router)
     tokens.register(router)
     call_back.register(router)
+    chat.register(router)
     return router
 
 

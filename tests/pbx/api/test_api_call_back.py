@@ -1,5 +1,6 @@
-"""``POST /users/{user}/call-backs``: tenant-scoped, validated, and it reaches the server's
-call-back (the B2BUA's, stubbed here: the interop test drives the real one)."""
+"""``POST /users/{user}/call-backs`` (tenant-scoped, validated, reaching the server's
+call-back — the B2BUA's, stubbed here: the interop test drives the real one), the call-back
+settings resource, and ``GET /users/{user}/chats/{other}`` (read only, inside a tenant)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,27 @@ async def test_the_call_back_settings_are_their_own_resource(pbx_api: Api) -> No
     status, _, _ = await pbx_api.call("PATCH", "/api/v1/users/me/call-back", "anna",
                                       json={"phone": "fax"})
     assert status == 422
+
+
+async def test_the_chat_history_of_two_users_is_read_in_their_tenant_only(pbx_api: Api) -> None:
+    store, users = pbx_api.store, pbx_api.users
+    anna, ben, carl = users["100"], users["101"], users["200"]
+    store.chat_add(tenant_id=anna.tenant_id, sender_id=anna.id, recipient_id=ben.id,
+                   message_id="m1", content_type="text/plain", body=b"Hallo Ben",
+                   now=1.0)
+    store.chat_add(tenant_id=anna.tenant_id, sender_id=ben.id, recipient_id=anna.id,
+                   message_id="m2", content_type="text/plain", body=b"Hallo Anna",
+                   now=2.0)
+    status, body, _ = await pbx_api.call("GET", f"/api/v1/users/me/chats/{ben.id}", "anna")
+    assert status == 200 and body["total"] == 2
+    assert [(m["from_user_id"], m["body"]) for m in body["items"]] == [
+        (anna.id, "Hallo Ben"), (ben.id, "Hallo Anna")]
+    # Ben sees the same conversation from his side; Carl (another tenant) is nobody here
+    status, body, _ = await pbx_api.call("GET", f"/api/v1/users/me/chats/{anna.id}", "ben")
+    assert status == 200 and body["total"] == 2
+    for who, path in (("anna", f"/api/v1/users/me/chats/{carl.id}"),
+                      ("carl", f"/api/v1/users/me/chats/{anna.id}"),
+                      ("acme", f"/api/v1/users/{anna.id}/chats/{ben.id}"),
+                      ("ben", f"/api/v1/users/{anna.id}/chats/{ben.id}")):
+        status, _, _ = await pbx_api.call("GET", path, who)
+        assert status == 404, (who, path)

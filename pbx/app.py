@@ -545,6 +545,8 @@ class PbxServer:
                 elif isinstance(change, BindingRefreshed):
                     self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri,
                                    call_id=b.call_id)
+                    if self.b2bua is not None and self.b2bua.chat is not None:
+                        self.b2bua.chat.registered(b, refresh=True)
 
     def _take_batch(self) -> tuple[list[Binding], list[tuple[str, str]]]:
         upserts, removals = list(self._upserts.values()), list(self._removals)

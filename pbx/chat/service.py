@@ -14,8 +14,8 @@ store (its conversation's history, :class:`pbx.store.chat.ChatStoreMixin`) and t
 registers (:meth:`ChatService.registered`, called from the registrar's binding-added path).
 Delivery sends one MESSAGE per registered device of the recipient; the first 2xx marks the
 message delivered. A round in which no device accepts is tried again after
-:data:`RETRY_DELAYS`, then left for the next registration: at least once, with the message's
-id in every copy so clients drop duplicates.
+:data:`RETRY_DELAYS`, then left for the user's next registration or refresh: at least once,
+with the message's id in every copy so clients drop duplicates.
 
 Store calls run in worker threads (the event loop never waits for the database); every task
 is a child of the B2BUA's task scope.
@@ -76,6 +76,9 @@ class ChatService:
         self.max_size = max_size
         self.retry_delays = tuple(retry_delays)
         self.stats = {"received": 0, "refused": 0, "delivered": 0, "stored_offline": 0}
+        #: users with messages no device of theirs accepted yet (since this process started):
+        #: a registration refresh of theirs delivers them too, not only a new binding
+        self.waiting: set[int] = set()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -117,11 +120,14 @@ class ChatService:
         self._accept(event, _Parties(sender, recipient), event.transaction_id,
                      via=other if isinstance(other, SipLeg) else None)
 
-    def registered(self, binding: Binding) -> None:
-        """A device registered (a new binding): deliver what waits for its user."""
+    def registered(self, binding: Binding, *, refresh: bool = False) -> None:
+        """A device registered (a new binding, or with ``refresh`` a binding renewed): deliver
+        what waits for its user (on a refresh only when something is known to wait: no store
+        query per refresh)."""
         user = self._user_of_aor(binding.aor)
-        if user is None:
+        if user is None or (refresh and user.id not in self.waiting):
             return
+        self.waiting.discard(user.id)
         self._spawn(self._deliver_pending(user), f"chat-pending-{user.id}")
 
     # -- internals -----------------------------------------------------------------------------
@@ -167,6 +173,7 @@ class ChatService:
                  size=len(message.body), content_type=message.content_type)
         if not online:
             self.stats["stored_offline"] += 1
+            self.waiting.add(recipient.id)
             return
         if stored.delivered_at is not None:
             return
@@ -222,6 +229,7 @@ class ChatService:
                 await asyncio.sleep(delay)
             bindings = self._bindings(recipient)
             if not bindings:
+                self.waiting.add(recipient.id)
                 return False  # offline now: the next registration delivers it
             results = await asyncio.gather(*(self._send(message, sender, recipient, b)
                                              for b in bindings))
@@ -230,6 +238,7 @@ class ChatService:
                 return True
             log.info("chat.delivery_failed", message_id=message.message_id,
                      recipient=recipient.extension, devices=len(bindings))
+        self.waiting.add(recipient.id)  # the next registration or refresh tries again
         return False
 
     async def _send(self, message: ChatMessage, sender: User, recipient: User,

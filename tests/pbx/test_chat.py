@@ -95,3 +95,36 @@ def test_store_keeps_conversations_and_what_waits(tmp_path: Path) -> None:
         assert store.chat_conversation(a.id, b.id)[0].delivered_at == 5.0
     finally:
         store.close()
+
+
+def test_a_refresh_delivers_only_for_users_known_to_wait(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pbx.chat import ChatService
+    from pbx.directory import Directory
+    from sipcore.registrar import Binding
+
+    store = Store(tmp_path, domain="pbx.test")
+    try:
+        store.ensure_default_tenant("pbx.test", "pbx.test")
+        user = store.add_user("101", "pw-101-x")
+        spawned: list[str] = []
+
+        def spawn(coro: Any, name: str) -> None:
+            coro.close()
+            spawned.append(name)
+
+        b2b = SimpleNamespace(ensure_tasks=lambda: None, tasks=SimpleNamespace(spawn=spawn))
+        chat = ChatService(b2b, store, Directory(store))  # type: ignore[arg-type]
+        binding = Binding(aor="sip:101@pbx.test", uri="sip:101@127.0.0.1:5072",
+                          contact="<sip:101@127.0.0.1:5072>", expires_at=1e12)
+        chat.registered(binding, refresh=True)
+        assert spawned == []  # nothing known to wait: no store query per refresh
+        chat.waiting.add(user.id)
+        chat.registered(binding, refresh=True)
+        assert spawned == [f"chat-pending-{user.id}"] and user.id not in chat.waiting
+        chat.registered(binding)  # a new binding always looks
+        assert len(spawned) == 2
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,15 @@ def outgoing_history(pbx: PbxProcess, ext: str) -> list[str]:
         store.close()
 
 
+def first_at(log: str, start: str) -> datetime:
+    """When SIPp logged the first message starting with ``start`` (its trace's timestamp)."""
+    for entry in log.split("-----------------------------------------------")[1:]:
+        stamp, _, rest = entry.partition("\n")
+        if rest.split("\n\n", 1)[-1].lstrip().startswith(start):
+            return datetime.fromisoformat(stamp.strip())
+    raise AssertionError(f"no {start!r} in the trace")
+
+
 def invite_line_at(log: str) -> str:
     return log.split("INVITE sip:", 1)[1].split("\n", 1)[0]
 
@@ -109,6 +119,7 @@ def test_cli_call_back_rings_the_mobile_first_then_the_target_and_both_hear_each
         invite_101 = target.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
         assert "<sip:100@" in invite_101.split("From:", 1)[1].split("\n", 1)[0], invite_101
         # the target was called only after the mobile answered (1.5 s), and the call ran ~3 s
+        assert first_at(target.log(), "INVITE sip:") > first_at(mobile_log, "SIP/2.0 200 OK")
         answered = [e for e in pbx.log_events() if e.get("event") == "call.answered"]
         assert len(answered) == 1 and answered[0]["callee"] == "101", answered
         assert elapsed >= 1.5 + 3.0 - 0.5, elapsed

@@ -27,6 +27,7 @@ from pbx.b2bua import B2bua, CallSettings
 from pbx.banfile import take_lift_requests, write_bans
 from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
 from pbx.callcontrol import CallRecord, FeatureRegistry
+from pbx.chat import ChatService
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
@@ -39,7 +40,7 @@ from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
-from pbx.store import Store
+from pbx.store import Store, User
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
 from sipcore import _compiled
@@ -62,7 +63,7 @@ from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
 ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
-                             "INFO"})
+                             "INFO", "MESSAGE"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
 #: timer: RFC 4028 session timers (pbx.b2bua).
@@ -298,6 +299,8 @@ class PbxServer:
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
         self.b2bua.ice = self._ice_settings()
+        self.b2bua.chat = ChatService(self.b2bua, self.store, self.directory,
+                                      max_size=self.config.chat.max_size)
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -410,11 +413,18 @@ class PbxServer:
             codes=self.codes, features=self.features, bus=self.events, events=self.api_events,
             figures=self.health_figures,
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
-            bindings=self._bindings, version=__version__, bans=self.bans)
+            bindings=self._bindings, version=__version__, bans=self.bans,
+            call_back=self._call_back)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0})
         api.install(service.app, ctx, metrics)
+
+    def _call_back(self, user: User, target: str, phone: str | None) -> str:
+        """Start a call-back for ``user`` (the API's POST /users/{user}/call-backs)."""
+        if self.b2bua is None:
+            raise RuntimeError("calls are not running")
+        return self.b2bua.call_back(user, target, phone=phone).record.call_id
 
     def _bindings(self) -> list[Binding]:
         """Every current registration (the API's /registrations)."""
@@ -530,9 +540,13 @@ class PbxServer:
                                   src=f"{b.received.host}:{b.received.port}" if b.received else None)
                     self._registration_event("registration.added", b,
                                              expires=b.remaining(time.time()))
+                    if self.b2bua is not None and self.b2bua.chat is not None:
+                        self.b2bua.chat.registered(b)  # messages kept while offline
                 elif isinstance(change, BindingRefreshed):
                     self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri,
                                    call_id=b.call_id)
+                    if self.b2bua is not None and self.b2bua.chat is not None:
+                        self.b2bua.chat.registered(b, refresh=True)
 
     def _take_batch(self) -> tuple[list[Binding], list[tuple[str, str]]]:
         upserts, removals = list(self._upserts.values()), list(self._removals)

@@ -230,6 +230,14 @@ OverloadConfig = OverloadPolicy
 
 
 @dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """The ``[chat]`` table: SIP MESSAGE between users (pbx.chat)."""
+
+    #: The largest message body taken (bytes); a larger one gets 413.
+    max_size: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -245,6 +253,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -472,6 +481,8 @@ def _validate_calls(config: Config) -> None:
         raise ConfigError("media.moh_file", f"{m.moh_file!r} is not a file")
     if not 1 <= c.ring_timeout <= 600:
         raise ConfigError("calls.ring_timeout", "must lie between 1 and 600 seconds")
+    if not 1 <= config.chat.max_size <= 60000:
+        raise ConfigError("chat.max_size", "must lie between 1 and 60000 bytes (one datagram)")
     if c.min_se < 90:
         raise ConfigError("calls.min_se", "must be at least 90 seconds (RFC 4028)")
     if c.session_expires < c.min_se:

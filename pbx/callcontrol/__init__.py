@@ -27,6 +27,7 @@ from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, LegFactory
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
+    CallBack,
     Confirm,
     Continue,
     Decision,
@@ -92,6 +93,7 @@ __all__ = [
     "Bridge",
     "Busy",
     "Call",
+    "CallBack",
     "CallContext",
     "CallEvent",
     "CallRecord",

@@ -217,4 +217,22 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE tenants ADD COLUMN language TEXT NOT NULL DEFAULT 'de'
         CHECK (language IN ('de', 'en'));
     """,
+    # 6: chat (pbx.chat, pbx.store.chat): SIP MESSAGE between users of a tenant, kept per
+    # conversation; delivered_at NULL while waiting for the recipient to register
+    """
+    CREATE TABLE chat_messages (
+        id            INTEGER PRIMARY KEY,
+        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        sender_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        recipient_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        message_id    TEXT NOT NULL,                 -- the clients' duplicate filter
+        content_type  TEXT NOT NULL,                 -- text/plain or message/cpim
+        body          BLOB NOT NULL,
+        created_at    REAL NOT NULL,
+        delivered_at  REAL,
+        UNIQUE (sender_id, recipient_id, message_id)
+    );
+    CREATE INDEX chat_pending ON chat_messages(recipient_id, delivered_at);
+    CREATE INDEX chat_conversation ON chat_messages(sender_id, recipient_id, id);
+    """,
 )

@@ -32,6 +32,7 @@ from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
+from pbx.mwi import MwiService
 from pbx.origin import verify_with_bans
 from pbx.overload import Admission, OverloadDetector
 from pbx.phone import PhonePage
@@ -62,7 +63,7 @@ from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
 ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
-                             "INFO"})
+                             "INFO", "SUBSCRIBE"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
 #: timer: RFC 4028 session timers (pbx.b2bua).
@@ -154,6 +155,9 @@ class PbxServer:
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
+        #: Message waiting indication (pbx.mwi), set up in run() with the calls.
+        self.mwi: MwiService | None = None
+        self._mwi_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
@@ -298,6 +302,18 @@ class PbxServer:
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
         self.b2bua.ice = self._ice_settings()
+        self._start_mwi(services)
+
+    def _start_mwi(self, services: asyncio.TaskGroup) -> None:
+        """Message waiting indication: SUBSCRIBE/NOTIFY for the voicemail boxes (pbx.mwi)."""
+        assert self.sip is not None and self.b2bua is not None
+        counts = getattr(self.store, "voicemail_counts", None)
+        self.mwi = MwiService(self.sip, auth_for=self._invite_auth, directory=self.directory,
+                              registrar=self.registrar, settings=self.settings,
+                              domain=self.domain, contact_for=self.b2bua.contact_for,
+                              counts=counts, bans=self.bans, seclog=self.seclog)
+        self.mwi.attach(self.events)
+        self._mwi_task = services.create_task(self.mwi.run(), name="mwi")
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -348,6 +364,10 @@ class PbxServer:
 
     async def _stop_calls(self) -> None:
         """Release every call (BYE/CANCEL/5xx), then stop the media engine."""
+        if self.mwi is not None:  # terminated;reason=deactivated: phones subscribe again
+            self.mwi.shutdown()
+            if self._mwi_task is not None:
+                self._mwi_task.cancel()
         if self.b2bua is not None:
             await self.b2bua.close()
         if self.media is not None:
@@ -594,6 +614,10 @@ class PbxServer:
             return
         if self.trunks is not None and self.trunks.on_event(event):
             return  # a response to one of the trunks' REGISTERs
+        if (self.mwi is not None and isinstance(event, RequestReceived)
+                and event.request.method == "SUBSCRIBE"):
+            self.mwi.on_request(event)
+            return
         if not isinstance(event, RequestReceived) or event.request.method != "REGISTER":
             # calls: INVITE/ACK/BYE/CANCEL/UPDATE/INFO, responses, transaction events
             if self.b2bua is not None:

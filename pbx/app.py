@@ -32,6 +32,7 @@ from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
+from pbx.mail import MailOutbox, MailSender
 from pbx.mwi import MwiService
 from pbx.origin import verify_with_bans
 from pbx.overload import Admission, OverloadDetector
@@ -158,6 +159,15 @@ class PbxServer:
         #: Message waiting indication (pbx.mwi), set up in run() with the calls.
         self.mwi: MwiService | None = None
         self._mwi_task: asyncio.Task[None] | None = None
+        #: Voicemail mail (pbx.mail): the outbox a deposit fills (one of the store's deposit
+        #: hooks, when the store has the voicemail box), the sender started in run().
+        self.mail_outbox = MailOutbox(self.features.schema("voicemail_mail") or {},
+                                      self.domain)
+        deposit_hooks = getattr(store, "voicemail_deposit_hooks", None)
+        if deposit_hooks is not None:
+            deposit_hooks.append(self.mail_outbox.deposit_hook)
+        self.mail: MailSender | None = None
+        self._mail_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
@@ -314,6 +324,16 @@ class PbxServer:
                               counts=counts, bans=self.bans, seclog=self.seclog)
         self.mwi.attach(self.events)
         self._mwi_task = services.create_task(self.mwi.run(), name="mwi")
+        smtp = self.config.smtp
+        self.mail = MailSender(self.store, smtp, smtp.from_address or f"voicemail@{self.domain}")
+        loop = asyncio.get_running_loop()
+        mail = self.mail
+
+        def queued() -> None:  # a deposit may run in a worker thread
+            loop.call_soon_threadsafe(mail.wake)
+
+        self.mail_outbox.on_queued = queued
+        self._mail_task = services.create_task(self.mail.run(), name="mail")
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -368,6 +388,8 @@ class PbxServer:
             self.mwi.shutdown()
             if self._mwi_task is not None:
                 self._mwi_task.cancel()
+        if self._mail_task is not None:  # what is pending stays in the outbox
+            self._mail_task.cancel()
         if self.b2bua is not None:
             await self.b2bua.close()
         if self.media is not None:

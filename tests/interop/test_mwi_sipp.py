@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sipcore.message import Response
 from tests.interop.inprocess import serving
 from tests.interop.mwi_phone import MwiPhone
 from tests.interop.test_calls_sipp import USERS
@@ -126,7 +127,7 @@ async def test_unsolicited_notify_to_a_phone_that_does_not_subscribe(tmp_path: P
             phone.close()
 
 
-async def _register(phone: MwiPhone) -> object:
+async def _register(phone: MwiPhone) -> Response:
     from sipcore.digest import DigestClient
     from sipcore.message import Request, parse_message
 

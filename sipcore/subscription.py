@@ -196,7 +196,7 @@ def check_subscribe(request: Request, packages: Mapping[str, int], *, min_expire
     its default duration): 400 without a usable Event or Expires, 489 for another package,
     423 for a duration under ``min_expires`` (0 is an unsubscribe or fetch, always fine);
     otherwise 200 with the granted duration (at most ``max_expires``)."""
-    event = (request.headers.get("Event") or request.headers.get("o") or "").strip()
+    event = (request.headers.get("Event") or "").strip()  # "o" (compact) is folded in
     package = event.split(";", 1)[0].strip().lower()
     if not package:
         return Screened(400)

@@ -325,7 +325,8 @@ class PbxServer:
         self.mwi.attach(self.events)
         self._mwi_task = services.create_task(self.mwi.run(), name="mwi")
         smtp = self.config.smtp
-        self.mail = MailSender(self.store, smtp, smtp.from_address or f"voicemail@{self.domain}")
+        self.mail = MailSender(self.store, smtp, smtp.from_address or f"voicemail@{self.domain}",
+                               on_deleted=self._forwarded_and_removed)
         loop = asyncio.get_running_loop()
         mail = self.mail
 
@@ -334,6 +335,18 @@ class PbxServer:
 
         self.mail_outbox.on_queued = queued
         self._mail_task = services.create_task(self.mail.run(), name="mail")
+
+    def _forwarded_and_removed(self, mail: Any) -> None:
+        """A forwarded message left its box (forward without "also keep"): publish the box's
+        counts as the box does after every change (the lamps follow)."""
+        counts = getattr(self.store, "voicemail_counts", None)
+        if counts is None or mail.user_id is None:
+            return
+        new, old, new_urgent, old_urgent = counts(mail.user_id)
+        self.events.publish("voicemail.changed", {
+            "tenant": mail.payload.get("tenant", ""), "user": mail.payload.get("extension", ""),
+            "user_id": mail.user_id, "new": new, "old": old, "new_urgent": new_urgent,
+            "old_urgent": old_urgent})
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's

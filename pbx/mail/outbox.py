@@ -90,7 +90,7 @@ class MailOutbox:
         for kind, recipient, delete_after in mails:
             message_id = f"<vm{message.id}.{kind}.{secrets.token_hex(6)}@{self.domain}>"
             enqueue(db, message_id=message_id, kind=kind, recipient=recipient, user_id=user_id,
-                    voicemail_id=int(message.id), payload=payload, delete_after=delete_after,
+                    voicemail_id=str(message.id), payload=payload, delete_after=delete_after,
                     now=now)
             self.log.info("mail.queued", kind=kind, user_id=user_id, voicemail_id=message.id,
                           message_id=message_id)

@@ -54,13 +54,17 @@ class MailSender:
 
     def __init__(self, store: Any, config: SmtpConfig, sender: str, *,
                  clock: Callable[[], float] = time.time, log: Any = None,
-                 send: Callable[..., Any] | None = None) -> None:
+                 send: Callable[..., Any] | None = None,
+                 on_deleted: Callable[[OutboxMail], None] | None = None) -> None:
         self.store = store
         self.config = config
         self.sender = sender
         self.clock = clock
         self.log = log or get_logger("pbx.mail")
         self._send = send or aiosmtplib.send
+        #: Called after a forwarded message was removed from its box (the server publishes
+        #: the box's ``voicemail.changed``: the lamp follows).
+        self.on_deleted = on_deleted
         self._wake = asyncio.Event()
         self.stats = {"sent": 0, "retried": 0, "failed": 0}
 
@@ -126,6 +130,12 @@ class MailSender:
             if delete is not None:
                 try:
                     delete(mail.voicemail_id)
+                    # the row first, then the file (a crash in between leaves an orphan file,
+                    # which the box's start-up recovery removes)
+                    Path(str(mail.payload.get("audio_path", ""))).unlink(missing_ok=True)
+                    self.log.info("mail.message_removed", voicemail_id=mail.voicemail_id)
+                    if self.on_deleted is not None:
+                        self.on_deleted(mail)
                 except Exception as exc:
                     self.log.error("mail.delete_failed", voicemail_id=mail.voicemail_id,
                                    error=repr(exc))

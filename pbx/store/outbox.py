@@ -38,7 +38,7 @@ class OutboxMail:
     kind: str
     recipient: str
     user_id: int | None
-    voicemail_id: int | None
+    voicemail_id: str | None
     payload: Mapping[str, Any]
     delete_after: bool
     status: str
@@ -61,7 +61,7 @@ def _mail(row: tuple[Any, ...]) -> OutboxMail:
 
 
 def enqueue(db: sqlite3.Connection, *, message_id: str, kind: str, recipient: str,
-            user_id: int | None, voicemail_id: int | None, payload: Mapping[str, Any],
+            user_id: int | None, voicemail_id: str | None, payload: Mapping[str, Any],
             delete_after: bool, now: float) -> int:
     """Queue a mail on ``db`` inside the caller's open transaction; returns its row id."""
     if kind not in KINDS:

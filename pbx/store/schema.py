@@ -226,7 +226,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         kind          TEXT NOT NULL CHECK (kind IN ('forward', 'notify', 'copy')),
         recipient     TEXT NOT NULL,
         user_id       INTEGER REFERENCES users(id) ON DELETE SET NULL,
-        voicemail_id  INTEGER,                       -- the box's message (may be gone)
+        voicemail_id  TEXT,                          -- the box's message id (may be gone)
         payload       TEXT NOT NULL,                 -- JSON: what the mail says (caller, ...)
         delete_after  INTEGER NOT NULL DEFAULT 0,    -- forward: remove the message once sent
         status        TEXT NOT NULL DEFAULT 'pending'

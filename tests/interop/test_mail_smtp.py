@@ -69,7 +69,7 @@ def recording(path: Path, seconds: float, hz: float = 440.0) -> Path:
     return path
 
 
-def deposit(server: Any, message_id: int, audio: Path, seconds: float) -> None:
+def deposit(server: Any, message_id: str, audio: Path, seconds: float) -> None:
     """What the voicemail box does: record the message and run the deposit hooks in one
     transaction (here the hook of the mail outbox alone)."""
     store = server.store
@@ -123,9 +123,9 @@ async def test_forward_with_attachment(tmp_path: Path) -> None:
     try:
         async with serving(tmp_path, USERS, smtp_config(port)) as (server, files):
             settings(files, "mode=forward", "address=bob@example.test")
-            deleted: list[int] = []
+            deleted: list[str] = []
             server.store.delete_voicemail = deleted.append  # type: ignore[attr-defined]
-            deposit(server, 7, recording(tmp_path / "m7.wav", 3.0), 3.0)
+            deposit(server, "m7", recording(tmp_path / "m7.wav", 3.0), 3.0)
             await wait_for(lambda: inbox.mails and deleted, 15, "the forwarded mail")
             [mail] = inbox.mails
             [row] = server.store.outbox()
@@ -136,7 +136,8 @@ async def test_forward_with_attachment(tmp_path: Path) -> None:
             name, ogg = attachment(mail)
             assert name.endswith(".opus")
             assert abs(seconds_of(ogg) - 3.0) < 0.1
-            assert deleted == [7]
+            assert deleted == ["m7"]
+            assert not (tmp_path / "m7.wav").exists()  # forwarded, not kept
     finally:
         smtp.stop()
 
@@ -147,7 +148,7 @@ async def test_copy_mode_smtp_down_then_up_arrives_exactly_once(tmp_path: Path,
     port = free_port(kind=socket.SOCK_STREAM)
     async with serving(tmp_path, USERS, smtp_config(port)) as (server, files):
         settings(files, "mode=copy", "address=bob@example.test", "copy_to=office@example.test")
-        deposit(server, 8, recording(tmp_path / "m8.wav", 2.0), 2.0)
+        deposit(server, "m8", recording(tmp_path / "m8.wav", 2.0), 2.0)
         await wait_for(lambda: all(m.attempts >= 2 for m in server.store.outbox()), 10,
                        "two failed attempts")
         rows = server.store.outbox()
@@ -180,7 +181,7 @@ async def test_outbox_survives_a_restart(tmp_path: Path) -> None:
     port = free_port(kind=socket.SOCK_STREAM)
     async with serving(tmp_path, USERS, smtp_config(port)) as (server, files):
         settings(files, "mode=notify", "address=bob@example.test")
-        deposit(server, 9, recording(tmp_path / "m9.wav", 1.5), 1.5)
+        deposit(server, "m9", recording(tmp_path / "m9.wav", 1.5), 1.5)
         await wait_for(lambda: server.store.outbox()[0].attempts >= 1, 10, "a failed attempt")
     smtp = Controller(inbox, hostname="127.0.0.1", port=port)
     smtp.start()

@@ -49,7 +49,7 @@ def store(tmp_path: Path) -> Any:
 
 def message(store: Store, audio: Path, **extra: Any) -> SimpleNamespace:
     user_id = store.user("100").id
-    fields = {"id": 5, "user_id": user_id, "tenant": "default", "extension": "100",
+    fields = {"id": "5a5a", "user_id": user_id, "tenant": "default", "extension": "100",
               "caller": "0301234", "caller_name": "", "received_at": 1.8e9, "duration": 3.0,
               "audio_path": str(audio), "language": "en", **extra}
     return SimpleNamespace(**fields)
@@ -83,7 +83,7 @@ def test_deposit_queues_in_the_deposits_transaction(store: Store, tmp_path: Path
     rows = store.outbox()
     assert [(r.kind, r.recipient) for r in rows] == [("notify", "anna@example.test"),
                                                      ("copy", "office@example.test")]
-    assert all(r.message_id.startswith("<vm5.") and r.message_id.endswith("@pbx.test>")
+    assert all(r.message_id.startswith("<vm5a5a.") and r.message_id.endswith("@pbx.test>")
                for r in rows)
     assert len({r.message_id for r in rows}) == 2
     assert rows[1].payload["audio_path"] == msg.audio_path
@@ -135,7 +135,7 @@ def queue(store: Store, tmp_path: Path, kind: str = "forward", *, delete_after: 
           created: float = 1000.0, audio: Path | None = None) -> int:
     path = audio if audio is not None else wav(tmp_path / "q.wav", 1.0)
     return store.outbox_enqueue(message_id=f"<{kind}@pbx.test>", kind=kind,
-                                recipient="a@example.test", user_id=None, voicemail_id=5,
+                                recipient="a@example.test", user_id=None, voicemail_id="5a5a",
                                 payload={"audio_path": str(path), "extension": "100",
                                          "received_at": created, "duration": 1.0},
                                 delete_after=delete_after, now=created)
@@ -145,11 +145,13 @@ async def test_sender_retries_with_backoff_then_sends_once(store: Store, tmp_pat
     now = [1000.0]
     smtp = FakeSmtp(OSError("connection refused"),
                     aiosmtplib.SMTPResponseException(421, "try later"))
-    deleted: list[int] = []
+    deleted: list[str] = []
     store.delete_voicemail = deleted.append  # type: ignore[attr-defined]
     config = SmtpConfig(host="127.0.0.1", port=2525, starttls=False, retry_initial=10,
                         retry_max=15)
-    sender = MailSender(store, config, "vm@pbx.test", clock=lambda: now[0], send=smtp)
+    removed: list[str | None] = []
+    sender = MailSender(store, config, "vm@pbx.test", clock=lambda: now[0], send=smtp,
+                        on_deleted=lambda mail: removed.append(mail.voicemail_id))
     queue(store, tmp_path)
     assert await sender.send_due() == 0
     [row] = store.outbox()
@@ -165,7 +167,8 @@ async def test_sender_retries_with_backoff_then_sends_once(store: Store, tmp_pat
     assert (row.status, row.attempts) == ("sent", 3)
     assert len(smtp.sent) == 1 and smtp.sent[0][0]["Message-ID"] == "<forward@pbx.test>"
     assert smtp.sent[0][1]["start_tls"] is False and smtp.sent[0][1]["port"] == 2525
-    assert deleted == [5]
+    assert deleted == ["5a5a"] and removed == ["5a5a"]
+    assert not (tmp_path / "q.wav").exists()  # the message's audio went with it
     now[0] = 5000.0
     assert await sender.send_due() == 0 and len(smtp.sent) == 1
 

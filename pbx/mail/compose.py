@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -49,6 +50,8 @@ TEXTS: Mapping[str, tuple[str, str]] = {
     ),
 }
 _UNKNOWN = {"de": "Unbekannt", "en": "Unknown caller"}
+
+_POLICY = policy.SMTP.clone(max_line_length=998)
 
 _env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True)
@@ -95,7 +98,9 @@ def compose(*, kind: str, payload: Mapping[str, Any], sender: str, recipient: st
     """The mail of an outbox row: headers (the row's fixed Message-ID and date), the text,
     and the audio attachment when ``audio`` is given."""
     subject, text = subject_and_text(kind, payload, attached=audio is not None, tz=tz)
-    msg = EmailMessage()
+    # headers are never folded below SMTP's 998 octets: a long Message-ID stays on its line,
+    # byte for byte the same on every attempt (whoever compares it need not unfold it)
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = sender
     msg["To"] = recipient
     msg["Subject"] = subject

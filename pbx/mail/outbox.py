@@ -88,7 +88,7 @@ class MailOutbox:
         }
         now = self.clock()
         for kind, recipient, delete_after in mails:
-            message_id = f"<vm{message.id}.{kind}.{secrets.token_hex(6)}@{self.domain}>"
+            message_id = f"<vm.{message.id}.{kind}.{secrets.token_hex(4)}@{self.domain}>"
             enqueue(db, message_id=message_id, kind=kind, recipient=recipient, user_id=user_id,
                     voicemail_id=str(message.id), payload=payload, delete_after=delete_after,
                     now=now)

@@ -83,7 +83,7 @@ def test_deposit_queues_in_the_deposits_transaction(store: Store, tmp_path: Path
     rows = store.outbox()
     assert [(r.kind, r.recipient) for r in rows] == [("notify", "anna@example.test"),
                                                      ("copy", "office@example.test")]
-    assert all(r.message_id.startswith("<vm5a5a.") and r.message_id.endswith("@pbx.test>")
+    assert all(r.message_id.startswith("<vm.5a5a.") and r.message_id.endswith("@pbx.test>")
                for r in rows)
     assert len({r.message_id for r in rows}) == 2
     assert rows[1].payload["audio_path"] == msg.audio_path
@@ -118,6 +118,10 @@ def test_a_three_minute_message_fits_well_under_a_megabyte(tmp_path: Path) -> No
                    created_at=1.8e9, audio=ogg)
     assert len(mail.as_bytes()) < 1_000_000
     assert mail["Message-ID"] == "<1@pbx.test>" and mail["Content-Language"] == "en"
+    long_id = f"<vm.{'a' * 32}.forward.0123abcd@{'sub.' * 12}example.com>"
+    folded = compose(kind="notify", payload={"language": "de"}, sender="vm@pbx.test",
+                     recipient="a@x", message_id=long_id, created_at=1.8e9, audio=None)
+    assert f"Message-ID: {long_id}\r\n".encode() in folded.as_bytes()  # one line, unfolded
 
 
 class FakeSmtp:

@@ -115,7 +115,7 @@ def seconds_of(ogg: bytes) -> float:
         return samples / float(stream.rate)
 
 
-async def test_forward_with_attachment(tmp_path: Path) -> None:
+async def test_forward_with_attachment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inbox = Inbox()
     port = free_port(kind=socket.SOCK_STREAM)
     smtp = Controller(inbox, hostname="127.0.0.1", port=port)
@@ -124,7 +124,7 @@ async def test_forward_with_attachment(tmp_path: Path) -> None:
         async with serving(tmp_path, USERS, smtp_config(port)) as (server, files):
             settings(files, "mode=forward", "address=bob@example.test")
             deleted: list[str] = []
-            server.store.delete_voicemail = deleted.append  # type: ignore[attr-defined]
+            monkeypatch.setattr(server.store, "delete_voicemail", deleted.append, raising=False)
             deposit(server, "m7", recording(tmp_path / "m7.wav", 3.0), 3.0)
             await wait_for(lambda: inbox.mails and deleted, 15, "the forwarded mail")
             [mail] = inbox.mails

@@ -194,3 +194,13 @@ def test_shutdown_deactivates(env: SimpleEnv) -> None:
     state = last_notify(env)[0].headers.get("Subscription-State")
     assert state == "terminated;reason=deactivated"
     assert not env.mwi.subscriptions
+
+
+def test_star99_is_the_mwi_features_clear_code() -> None:
+    registry = FeatureRegistry(default_features())
+    found = registry.match("*99")
+    assert found is not None and found.feature.name == "mwi"
+    assert found.code.action == "clear"
+    assert registry.match("78899", digits_only=True) is not None
+    rows = {row.key: implemented for row, implemented in registry.rows()}
+    assert rows["mwi.clear"] and "voicemail.clear_mwi" not in rows

@@ -313,6 +313,7 @@ class PbxServer:
         self.b2bua.trunks = self.trunks
         self.b2bua.ice = self._ice_settings()
         self._start_mwi(services)
+        self._start_mail(services)
 
     def _start_mwi(self, services: asyncio.TaskGroup) -> None:
         """Message waiting indication: SUBSCRIBE/NOTIFY for the voicemail boxes (pbx.mwi)."""
@@ -324,6 +325,9 @@ class PbxServer:
                               counts=counts, bans=self.bans, seclog=self.seclog)
         self.mwi.attach(self.events)
         self._mwi_task = services.create_task(self.mwi.run(), name="mwi")
+
+    def _start_mail(self, services: asyncio.TaskGroup) -> None:
+        """The voicemail mail sender: drains the outbox through ``[smtp]`` (pbx.mail)."""
         smtp = self.config.smtp
         self.mail = MailSender(self.store, smtp, smtp.from_address or f"voicemail@{self.domain}",
                                on_deleted=self._forwarded_and_removed)

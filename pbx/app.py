@@ -620,15 +620,24 @@ class PbxServer:
         assert self._stopping is not None
         loop = asyncio.get_running_loop()
         detector = self.overload
-        delay = detector.tick(loop.time())
+        delay = detector.tick(loop.time(), self._queued_bytes())
         while not self._stopping.is_set():
             await asyncio.sleep(delay)
             was = detector.state
-            delay = detector.tick(loop.time())
+            delay = detector.tick(loop.time(), self._queued_bytes())
             if detector.state is not was:
                 self.log.warning("overload.started" if detector.overloaded else "overload.ended",
                                  lag_ms=round(detector.lag * 1000, 1),
                                  rejected=detector.stats["rejected"])
+
+    def _queued_bytes(self) -> int:
+        """What waits unread in the SIP UDP sockets (the overload detector's queue depth)."""
+        if self.sip is None or self.overload.policy.queue_threshold <= 0:
+            return 0
+        try:
+            return self.sip.transports.udp_queued_bytes()
+        except RuntimeError:  # not listening (yet / any more)
+            return 0
 
     def _overload_rejects(self, event: RequestReceived) -> bool:
         """While overloaded: answer a new INVITE or a REGISTER from an untrusted source with
@@ -639,8 +648,10 @@ class PbxServer:
             return False
         trusted = peer.host in self._trusted or (
             self.trunks is not None and self.trunks.identify(peer) is not None)
-        if self.overload.decide(request.method, request.to_tag is not None,
-                                trusted) is not Admission.REJECT:
+        credentials = ("Proxy-Authorization" in request.headers
+                       or "Authorization" in request.headers)
+        if self.overload.decide(request.method, request.to_tag is not None, trusted,
+                                credentials=credentials) is not Admission.REJECT:
             return False
         response = make_response(request, 503, "Service Unavailable")
         response.headers.add("Retry-After", str(self.overload.policy.retry_after))

@@ -38,7 +38,7 @@ from pbx.store import (
     Tenant,
 )
 
-BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls")
+BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "overload", "soak")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),

@@ -433,6 +433,17 @@ def _validate_overload(o: OverloadConfig) -> None:
         raise ConfigError("overload.smoothing", "must lie in (0, 1]")
     if not 1 <= o.retry_after <= 3600:
         raise ConfigError("overload.retry_after", "must lie between 1 and 3600 seconds")
+    if o.target_lag <= 0:
+        raise ConfigError("overload.target_lag", "must be positive (seconds)")
+    if o.control_interval <= 0:
+        raise ConfigError("overload.control_interval", "must be positive (seconds)")
+    if not 0 < o.min_fraction <= o.start_fraction <= 1:
+        raise ConfigError("overload.start_fraction",
+                          "must lie in (min_fraction, 1] with min_fraction > 0")
+    if not 0 < o.decrease < 1:
+        raise ConfigError("overload.decrease", "must lie in (0, 1)")
+    if not 0 < o.increase <= 1:
+        raise ConfigError("overload.increase", "must lie in (0, 1]")
 
 
 def validate(config: Config) -> Config:

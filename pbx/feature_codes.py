@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "INCALL_SECTION",
     "MAX_CODE",
     "SEED_PATH",
     "CodeError",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: The longest code (``*21*`` is 4; room for an administrator's longer ones).
 MAX_CODE = 12
+#: The section of the seed file that holds the in-call codes (``[incall.ACTION]``): digits
+#: during a call, not dialled codes, read by :mod:`pbx.callcontrol.incall`.
+INCALL_SECTION = "incall"
 #: The seed table shipped with the PBX.
 SEED_PATH = Path(__file__).with_name("feature_codes.toml")
 
@@ -173,6 +177,8 @@ def parse_table(text: str, source: str = "feature codes") -> dict[Key, CodeRow]:
         raise CodeError(f"{source}: not valid TOML: {exc}") from None
     rows: dict[Key, CodeRow] = {}
     for feature, actions in data.items():
+        if feature == INCALL_SECTION:  # in-call codes: pbx.callcontrol.incall reads them
+            continue
         if not isinstance(actions, dict):
             raise CodeError(f"{source}: {feature} must be a table of actions")
         for action, fields in actions.items():

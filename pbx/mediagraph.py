@@ -8,7 +8,7 @@ relay between same-codec RTP legs, a transcoding bridge otherwise) and its media
 from __future__ import annotations
 
 from media.aio import Bridge as TranscodingBridge
-from media.aio import Conference, Link, MediaEngine, RelayBridge
+from media.aio import Conference, Link, MediaEngine, RelayBridge, inband_only
 from media.port import MediaPort
 
 __all__ = ["EngineBridge", "EngineConference", "EngineGraph"]
@@ -57,9 +57,15 @@ class EngineGraph:
     def __init__(self, engine: MediaEngine) -> None:
         self.engine = engine
 
-    def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False) -> EngineBridge:
-        """A packet relay when both are RTP legs of one codec (and ``decode`` is not asked),
-        a transcoding bridge otherwise."""
+    def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False,
+               mute_dtmf: tuple[bool, bool] | None = None) -> EngineBridge:
+        """A packet relay when both are RTP legs of one codec (and neither ``decode`` nor
+        ``mute_dtmf`` is asked), a transcoding bridge otherwise (in-band DTMF muted in the
+        directions ``mute_dtmf`` names, and wherever the far side gets RFC 4733 events)."""
+        if mute_dtmf is not None:
+            mute = (mute_dtmf[0] or inband_only(a, b), mute_dtmf[1] or inband_only(b, a))
+            return EngineBridge(TranscodingBridge(self.engine.clock, a, b, mute_dtmf=mute),
+                                False)
         if decode:
             return EngineBridge(TranscodingBridge(self.engine.clock, a, b), False)
         made = self.engine.bridge(a, b)

@@ -46,6 +46,7 @@ class FakeLink:
     """A link, bridge or conference of :class:`FakeGraph` (``kind`` says which)."""
 
     relays_events = False
+    mute_dtmf: tuple[bool, bool] | None = None
 
     def __init__(self, kind: str, a: Any, b: Any, graph: FakeGraph) -> None:
         self.kind, self.a, self.b, self.graph = kind, a, b, graph
@@ -72,9 +73,11 @@ class FakeGraph:
         self.live: list[FakeLink] = []
         self.decoded: list[FakeLink] = []
 
-    def bridge(self, a: Any, b: Any, *, decode: bool = False) -> FakeLink:
+    def bridge(self, a: Any, b: Any, *, decode: bool = False,
+               mute_dtmf: tuple[bool, bool] | None = None) -> FakeLink:
         link = FakeLink("bridge", a, b, self)
-        if decode:
+        link.mute_dtmf = mute_dtmf
+        if decode or mute_dtmf is not None:
             self.decoded.append(link)
         return link
 

@@ -17,7 +17,9 @@ Modules, one job each:
 * :mod:`.presentation` — how a call presents its caller (CLIR, displayed number);
 * :mod:`.registry` — the features in chain order and the feature-code table in force (the
   table is data: :mod:`pbx.feature_codes`);
-* :mod:`.script` — what happens to a call, from the first feature to the hang-up.
+* :mod:`.script` — what happens to a call, from the first feature to the hang-up;
+* :mod:`.incall` — in-call codes (``##``, ``*2`` …) on a user's leg, dispatched to the handler
+  registered under the action's name (:func:`register_incall_action`).
 """
 
 from pbx.callcontrol.activity import ActiveCall, ActiveCalls
@@ -47,6 +49,15 @@ from pbx.callcontrol.events import (
     LegResumed,
 )
 from pbx.callcontrol.feature import BaseFeature, Feature, FeatureCode, Hook
+from pbx.callcontrol.incall import (
+    InCallCode,
+    InCallContext,
+    InCallDispatcher,
+    InCallHandler,
+    incall_action,
+    incall_codes,
+    register_incall_action,
+)
 from pbx.callcontrol.legs import (
     LEG_TABLE,
     Leg,
@@ -98,6 +109,10 @@ __all__ = [
     "FeatureRegistry",
     "Handled",
     "Hook",
+    "InCallCode",
+    "InCallContext",
+    "InCallDispatcher",
+    "InCallHandler",
     "InbandDtmf",
     "Leg",
     "LegAction",
@@ -127,8 +142,11 @@ __all__ = [
     "SettingError",
     "Target",
     "UserView",
+    "incall_action",
+    "incall_codes",
     "leg_transition",
     "needs_inband_detection",
+    "register_incall_action",
     "supervise",
     "tell_outcome",
 ]

@@ -128,6 +128,13 @@ class Call:
         #: The redirections the call went through (legs announce them: Diversion headers).
         self.diversions: list[Diversion] = []
         self.conferences: list[Conference] = []
+        #: Called for each digit of a connected call before it is relayed; True: it took the
+        #: digit and passes on what should reach the other party itself (the in-call code
+        #: dispatcher, :mod:`pbx.callcontrol.incall`).
+        self.digit_guard: Callable[[Leg, str], bool] | None = None
+        #: Legs whose DTMF only the digit guard passes on: their bridges run through decoded
+        #: audio with in-band tones muted (no RFC 4733 packet relay).
+        self.dtmf_guarded: set[Leg] = set()
         #: How the outgoing legs present the caller (CLIR, displayed number; see
         #: :mod:`pbx.callcontrol.presentation`).
         self.presentation = Presentation()
@@ -335,7 +342,8 @@ class Call:
 
     def bridge(self, a: Leg, b: Leg) -> Bridge:
         """Connect two answered legs' media (relay or transcoding, music on hold while held)."""
-        br = Bridge(self.graph, a, b, hold_source=self.hold_source)
+        br = Bridge(self.graph, a, b, hold_source=self.hold_source,
+                    guarded=self.dtmf_guarded)
         self.bridges.append(br)
         return br
 
@@ -453,6 +461,8 @@ class Call:
             event = await self.next_event()
             if event is None:  # pragma: no cover
                 continue
+            while bridge is not None and bridge.replaced_by is not None:
+                bridge = bridge.replaced_by  # a transfer swapped one side
             if isinstance(event, LegEnded | LegFailed):
                 if bridge is not None and event.leg not in (bridge.a, bridge.b):
                     continue
@@ -469,6 +479,8 @@ class Call:
             elif isinstance(event, DtmfReceived):
                 if self.on_digit is not None:
                     self.on_digit(event.leg, event.digit)
+                if self.digit_guard is not None and self.digit_guard(event.leg, event.digit):
+                    continue
                 # RFC 4733 packets between same-codec legs are relayed by the media core
                 if bridge is not None and event.leg in (bridge.a, bridge.b) and not (
                         bridge.relays_dtmf and event.source == "rfc4733"):
@@ -514,7 +526,8 @@ class Call:
         self.unbridge(bridge)
         if new.call is not self:
             self.adopt(new)
-        return self.bridge(other, new)
+        bridge.replaced_by = self.bridge(other, new)
+        return bridge.replaced_by
 
     def adopt(self, leg: Leg) -> None:
         """Move ``leg`` from its call into this one (its events come here from now on)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from media.dtmf import DtmfDetector
@@ -44,9 +44,11 @@ class MediaGraph(Protocol):
     links, bridges and conferences. No RTP, codecs or media clock (:mod:`pbx.mediagraph`
     adapts :class:`media.aio.MediaEngine`; tests use a fake)."""
 
-    def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False) -> MediaBridge:
+    def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False,
+               mute_dtmf: tuple[bool, bool] | None = None) -> MediaBridge:
         """Connect two ports both ways (``decode``: through decoded audio even when a packet
-        relay would do, so a tap can hear it)."""
+        relay would do, so a tap can hear it; ``mute_dtmf``: (a→b, b→a) in-band DTMF replaced
+        by silence in that direction, implies ``decode``)."""
         ...
 
     def link(self, source: MediaPort, sink: MediaPort, *,
@@ -141,9 +143,13 @@ class Bridge:
         b: Leg,
         *,
         hold_source: Callable[[int], MediaPort] | None = None,
+        guarded: Collection[Leg] = (),
     ) -> None:
         self.graph = graph
         self.a, self.b = a, b
+        #: legs whose digits call control passes on itself (in-call codes): never relayed as
+        #: RFC 4733 packets nor heard as tones by the other side (the collection is live)
+        self.guarded = guarded
         self.hold_source = hold_source
         self._bridge: MediaBridge | None = None
         self._moh: dict[str, Playback] = {}
@@ -152,6 +158,9 @@ class Bridge:
         self._interrupts: dict[str, MediaPort] = {}
         self._interrupt_links: list[MediaLink] = []
         self.closed = False
+        #: The bridge that took this one's place (:meth:`pbx.callcontrol.Call.replace`: a
+        #: transfer); a connected call's loop follows it.
+        self.replaced_by: Bridge | None = None
         #: True while the media core relays RFC 4733 events itself (same codec, both legs
         #: negotiated telephone-event): call control must not send digits again.
         self.relays_dtmf = False
@@ -175,10 +184,17 @@ class Bridge:
             return
         if not held:
             if self.a.media is not None and self.b.media is not None:
-                inband = [leg for leg in (self.a, self.b)
-                          if needs_inband_detection(leg, self.other(leg))]
+                guarded = [leg in self.guarded for leg in (self.a, self.b)]
+                inband = [leg for leg, watched in zip((self.a, self.b), guarded, strict=True)
+                          if needs_inband_detection(leg, self.other(leg)) or (
+                              watched and getattr(leg.media, "telephone_event_pt", 0) is None)]
                 # the detector needs decoded audio, which a packet relay never produces
-                self._bridge = self.graph.bridge(self.a.media, self.b.media, decode=bool(inband))
+                if any(guarded):
+                    self._bridge = self.graph.bridge(self.a.media, self.b.media, decode=True,
+                                                     mute_dtmf=(guarded[0], guarded[1]))
+                else:
+                    self._bridge = self.graph.bridge(self.a.media, self.b.media,
+                                                     decode=bool(inband))
                 for leg in inband:
                     assert leg.media is not None
                     self._taps.append(self.graph.link(

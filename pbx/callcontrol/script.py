@@ -17,7 +17,9 @@
    permissions, their number as the caller's diversion), at most :data:`MAX_REDIRECTS` times and
    never back to a user the call already reached. A feature code's :class:`Dial` places the
    call to a number after the code chose something for this call (``*67``, ``*70``).
-7. Answered: the legs are bridged until one hangs up; digits on a user's leg go to ``on_dtmf``.
+7. Answered: the legs are bridged until one hangs up; digits on a user's leg go to ``on_dtmf``
+   and to the in-call code dispatcher (:mod:`pbx.callcontrol.incall`: ``##``, ``*2`` …), which
+   passes on to the other party only what is no code.
 
 The script talks to the rest of the PBX through :class:`ScriptHost` (the B2BUA implements it)
 and to features through the registry: it knows no SIP and no feature by name.
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +54,7 @@ from pbx.callcontrol.decisions import (
     Ring,
 )
 from pbx.callcontrol.feature import Hook
+from pbx.callcontrol.incall import InCallCode, InCallDispatcher, incall_codes
 from pbx.callcontrol.legs import Leg, Target
 from pbx.callcontrol.records import RingOutcome, RingResult
 from pbx.callcontrol.registry import CodeMatch, FeatureRegistry, is_code
@@ -144,12 +147,16 @@ class CallScript:
 
     def __init__(self, host: ScriptHost, registry: FeatureRegistry, *,
                  confirm_seconds: float = CONFIRM_SECONDS,
-                 active: ActiveCalls | None = None) -> None:
+                 active: ActiveCalls | None = None,
+                 incall: Iterable[InCallCode] | None = None) -> None:
         self.host = host
         self.registry = registry
         self.confirm_seconds = confirm_seconds
         #: the calls each user is in (shared by every call this script runs)
         self.active = active if active is not None else ActiveCalls()
+        #: the in-call codes users may type in a connected call (empty: none watched)
+        self.incall_codes: tuple[InCallCode, ...] = (
+            incall_codes() if incall is None else tuple(incall))
 
     def context(self, call: Call, user: UserView | None,
                 originator: UserView | None = None) -> CallContext:
@@ -195,6 +202,21 @@ class CallScript:
             await self._originate(call, self.context(call, user, user), dialled)
         finally:
             self.active.leave(entry)
+
+    async def moved(self, call: Call, dialled: str, on_behalf_of: UserView | None,
+                    party: UserView | None = None) -> None:
+        """A call whose caller was moved out of another call (blind transfer): ``dialled``
+        is routed on behalf of ``on_behalf_of`` (the transferor: their permissions) and the
+        target's terminating features apply (forwarding, voicemail); the caller, already
+        answered, hears ringback. ``party``: the moved caller's own user, if any."""
+        entry = (self.active.enter(party.key, call, call.caller)
+                 if party is not None and call.caller is not None else None)
+        try:
+            await self._route(call, self.context(call, on_behalf_of, party), dialled,
+                              on_behalf_of)
+        finally:
+            if entry is not None:
+                self.active.leave(entry)
 
     async def _originate(self, call: Call, ctx: CallContext, dialled: str) -> None:
         """The caller's originating chain, then ``dialled`` routed on their behalf."""
@@ -431,7 +453,34 @@ class CallScript:
             if entry is not None:
                 self.active.leave(entry)
 
+    def _incall(self, call: Call, ctx: CallContext, callee: Leg) -> InCallDispatcher | None:
+        """The in-call code dispatcher of a connected call: it watches the legs of users (a
+        device of ours; not a trunk's or an anonymous caller's leg)."""
+        if not self.incall_codes:
+            return None
+        users: dict[Leg, UserView] = {}
+        target = callee.target
+        if ctx.user is not None and target is not None and target.kind != "number":
+            users[callee] = ctx.user
+        if call.caller is not None and ctx.originator is not None and (
+                call.caller.direction == "inbound" or call.caller.target is None
+                or call.caller.target.kind != "number"):
+            users[call.caller] = ctx.originator
+        if not users:
+            return None
+        dispatcher = InCallDispatcher(call, users, codes=self.incall_codes, host=self.host)
+        dispatcher.install()
+        return dispatcher
+
     async def _run_connected(self, call: Call, ctx: CallContext, callee: Leg) -> None:
+        incall = self._incall(call, ctx, callee)
+        try:
+            await self._run_connected_digits(call, ctx, callee)
+        finally:
+            if incall is not None:
+                incall.uninstall()
+
+    async def _run_connected_digits(self, call: Call, ctx: CallContext, callee: Leg) -> None:
         if not self.registry.chain(Hook.DTMF):
             await self.host.connect(call, callee)  # no feature wants digits: no task per digit
             return

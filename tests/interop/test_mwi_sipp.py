@@ -117,7 +117,17 @@ async def test_unsolicited_notify_to_a_phone_that_does_not_subscribe(tmp_path: P
             _changed(server, user.id, (3, 1, 0, 0))
             with pytest.raises(TimeoutError):  # off by default: nothing
                 await phone.next_notify(1.0)
-            server.settings.update(user.id, "mwi", {"unsolicited": True}, source="cli")
+            # the administrator turns it on from the command line (another process's store
+            # write: the server's directory picks it up within a second)
+            from pbx.cli import main as cli
+
+            assert cli(["settings", "set", "101", "mwi", "unsolicited=true", "--config",
+                        str(files.workdir / "asyncpbx.toml"), "--data-dir",
+                        str(files.data_dir)]) == 0
+            for _ in range(60):
+                if server.settings.get(user.id, "mwi")["unsolicited"]:
+                    break
+                await asyncio.sleep(0.05)
             _changed(server, user.id, (3, 1, 0, 0))
             got = await phone.next_notify()
             assert not got.in_dialog

@@ -71,8 +71,10 @@ class MailOutbox:
         row = db.execute("SELECT value FROM feature_settings WHERE user_id=? AND feature=?",
                          (user_id, FEATURE)).fetchone()
         settings = stored_over_defaults(self.schema, json.loads(row[0]) if row else {})
-        user = db.execute("SELECT email, name FROM users WHERE id=?", (user_id,)).fetchone()
-        own, name = (user[0] or "", user[1] or "") if user else ("", "")
+        user = db.execute("SELECT email, name, language FROM users WHERE id=?",
+                          (user_id,)).fetchone()
+        own, name, language = (user[0] or "", user[1] or "", user[2] or "") if user else (
+            "", "", "")
         mails = mails_for(settings, own)
         if not mails:
             if settings.get("mode", "off") != "off":
@@ -84,7 +86,8 @@ class MailOutbox:
             "caller_name": getattr(message, "caller_name", "") or "",
             "received_at": float(message.received_at), "duration": float(message.duration),
             "audio_path": str(message.audio_path),
-            "language": getattr(message, "language", "") or "de",
+            # the mail is read by the box's owner: their language (the message's otherwise)
+            "language": language or getattr(message, "language", "") or "de",
         }
         now = self.clock()
         for kind, recipient, delete_after in mails:

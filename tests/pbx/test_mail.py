@@ -87,6 +87,7 @@ def test_deposit_queues_in_the_deposits_transaction(store: Store, tmp_path: Path
                for r in rows)
     assert len({r.message_id for r in rows}) == 2
     assert rows[1].payload["audio_path"] == msg.audio_path
+    assert rows[0].payload["language"] == store.user("100").language  # the owner's
     assert len(MIGRATIONS) >= 6
 
 

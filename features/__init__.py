@@ -57,13 +57,16 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.forward_immediate import ForwardImmediate
     from features.forward_no_answer import ForwardNoAnswer
     from features.forward_unreachable import ForwardUnreachable
+    from features.mwi import MessageWaiting
     from features.parallel_ringing import ParallelRinging
     from features.remote_office import RemoteOffice
     from features.ringing import OrdinaryRinging
+    from features.voicemail_mail import VoicemailMail
 
     no_answer = ForwardNoAnswer()
     parallel = ParallelRinging()
     ringing = OrdinaryRinging(ring_timeout, no_answer=no_answer, parallel=parallel)
     return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(), RemoteOffice(ringing),
             CallWaiting(), parallel, ringing, ForwardBusy(), no_answer, ForwardUnreachable(),
-            Clir(), DisplayedNumber(), CallBackFeature(ringing)]
+            Clir(), DisplayedNumber(), CallBackFeature(ringing), MessageWaiting(),
+            VoicemailMail()]

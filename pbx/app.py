@@ -33,6 +33,8 @@ from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
+from pbx.mail import MailOutbox, MailSender
+from pbx.mwi import MwiService
 from pbx.origin import verify_with_bans
 from pbx.overload import Admission, OverloadDetector
 from pbx.phone import PhonePage
@@ -63,7 +65,7 @@ from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
 ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
-                             "INFO", "MESSAGE"})
+                             "INFO", "MESSAGE", "SUBSCRIBE"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
 #: timer: RFC 4028 session timers (pbx.b2bua).
@@ -155,6 +157,18 @@ class PbxServer:
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
+        #: Message waiting indication (pbx.mwi), set up in run() with the calls.
+        self.mwi: MwiService | None = None
+        self._mwi_task: asyncio.Task[None] | None = None
+        #: Voicemail mail (pbx.mail): the outbox a deposit fills (one of the store's deposit
+        #: hooks, when the store has the voicemail box), the sender started in run().
+        self.mail_outbox = MailOutbox(self.features.schema("voicemail_mail") or {},
+                                      self.domain)
+        deposit_hooks = getattr(store, "voicemail_deposit_hooks", None)
+        if deposit_hooks is not None:
+            deposit_hooks.append(self.mail_outbox.deposit_hook)
+        self.mail: MailSender | None = None
+        self._mail_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
@@ -301,6 +315,45 @@ class PbxServer:
         self.b2bua.ice = self._ice_settings()
         self.b2bua.chat = ChatService(self.b2bua, self.store, self.directory,
                                       max_size=self.config.chat.max_size)
+        self._start_mwi(services)
+        self._start_mail(services)
+
+    def _start_mwi(self, services: asyncio.TaskGroup) -> None:
+        """Message waiting indication: SUBSCRIBE/NOTIFY for the voicemail boxes (pbx.mwi)."""
+        assert self.sip is not None and self.b2bua is not None
+        counts = getattr(self.store, "voicemail_counts", None)
+        self.mwi = MwiService(self.sip, auth_for=self._invite_auth, directory=self.directory,
+                              registrar=self.registrar, settings=self.settings,
+                              domain=self.domain, contact_for=self.b2bua.contact_for,
+                              counts=counts, bans=self.bans, seclog=self.seclog)
+        self.mwi.attach(self.events)
+        self._mwi_task = services.create_task(self.mwi.run(), name="mwi")
+
+    def _start_mail(self, services: asyncio.TaskGroup) -> None:
+        """The voicemail mail sender: drains the outbox through ``[smtp]`` (pbx.mail)."""
+        smtp = self.config.smtp
+        self.mail = MailSender(self.store, smtp, smtp.from_address or f"voicemail@{self.domain}",
+                               on_deleted=self._forwarded_and_removed)
+        loop = asyncio.get_running_loop()
+        mail = self.mail
+
+        def queued() -> None:  # a deposit may run in a worker thread
+            loop.call_soon_threadsafe(mail.wake)
+
+        self.mail_outbox.on_queued = queued
+        self._mail_task = services.create_task(self.mail.run(), name="mail")
+
+    def _forwarded_and_removed(self, mail: Any) -> None:
+        """A forwarded message left its box (forward without "also keep"): publish the box's
+        counts as the box does after every change (the lamps follow)."""
+        counts = getattr(self.store, "voicemail_counts", None)
+        if counts is None or mail.user_id is None:
+            return
+        new, old, new_urgent, old_urgent = counts(mail.user_id)
+        self.events.publish("voicemail.changed", {
+            "tenant": mail.payload.get("tenant", ""), "user": mail.payload.get("extension", ""),
+            "user_id": mail.user_id, "new": new, "old": old, "new_urgent": new_urgent,
+            "old_urgent": old_urgent})
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -351,6 +404,12 @@ class PbxServer:
 
     async def _stop_calls(self) -> None:
         """Release every call (BYE/CANCEL/5xx), then stop the media engine."""
+        if self.mwi is not None:  # terminated;reason=deactivated: phones subscribe again
+            self.mwi.shutdown()
+            if self._mwi_task is not None:
+                self._mwi_task.cancel()
+        if self._mail_task is not None:  # what is pending stays in the outbox
+            self._mail_task.cancel()
         if self.b2bua is not None:
             await self.b2bua.close()
         if self.media is not None:
@@ -619,6 +678,10 @@ class PbxServer:
             return
         if self.trunks is not None and self.trunks.on_event(event):
             return  # a response to one of the trunks' REGISTERs
+        if (self.mwi is not None and isinstance(event, RequestReceived)
+                and event.request.method == "SUBSCRIBE"):
+            self.mwi.on_request(event)
+            return
         if not isinstance(event, RequestReceived) or event.request.method != "REGISTER":
             # calls: INVITE/ACK/BYE/CANCEL/UPDATE/INFO, responses, transaction events
             if self.b2bua is not None:

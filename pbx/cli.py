@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pbx import cli_callback, cli_codes, cli_tokens
+from pbx import cli_callback, cli_codes, cli_mail, cli_tokens
 from pbx.cli_settings import add_parser as add_settings_parser
 from pbx.cli_settings import run as run_settings
 from pbx.config import Config, ConfigError, load_config
@@ -214,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     add_settings_parser(sub, _add_common, _add_tenant)
     cli_tokens.add_parser(sub, _add_common)
     cli_callback.add_parser(sub, _add_common, _add_tenant)
+    cli_mail.add_parser(sub, _add_common)
 
     bench = sub.add_parser("bench", help="run a benchmark (one final JSON line)")
     bench.add_argument("name", choices=BENCHES)
@@ -376,13 +377,16 @@ def _cmd_call_back(args: argparse.Namespace, config: Config, store: Store) -> No
 
 _MANAGE = {"tenant": _cmd_tenant, "user": _cmd_user, "device": _cmd_device,
            "number": _cmd_number, "trunk": _cmd_trunk, "codes": cli_codes.run,
-           "settings": _cmd_settings, "token": cli_tokens.run, "call-back": _cmd_call_back}
+           "settings": _cmd_settings, "token": cli_tokens.run, "call-back": _cmd_call_back,
+           "mail": cli_mail.run}
 
 
 def _cmd_manage(args: argparse.Namespace) -> int:
     config = _config(args)
     store = _open(config)
     try:
+        if args.command == "mail":
+            return cli_mail.run(args, config, store)
         _MANAGE[args.command](args, config, store)
     finally:
         store.close()

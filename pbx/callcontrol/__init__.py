@@ -27,6 +27,7 @@ from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, Intercept, LegFactor
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
+    CallBack,
     Confirm,
     Continue,
     Decision,
@@ -93,6 +94,7 @@ __all__ = [
     "Bridge",
     "Busy",
     "Call",
+    "CallBack",
     "CallContext",
     "CallEvent",
     "CallRecord",

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from pbx.b2bua import B2bua
 
 #: Methods handled inside a dialog.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, MESSAGE, SUBSCRIBE"
 
 
 def dtmf_from_info(body: bytes) -> str | None:

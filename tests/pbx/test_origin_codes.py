@@ -83,7 +83,7 @@ def test_a_digits_only_code_from_the_users_mobile_is_theirs(b2b: FakeB2bua,
     ("#43", MOBILE_101),
     ("78878", "+4917099999"),   # not a user's mobile number
     ("78878", "anonymous"),     # no caller number at all
-    ("78898", MOBILE_101),      # *98: no feature implements it (yet), so it is no code
+    ("78951", MOBILE_101),      # #51 (hunt busy): no feature implements it (yet): no code
     ("7887", MOBILE_101),
 ])
 def test_refused_with_404(b2b: FakeB2bua, called: str, caller: str) -> None:

@@ -55,6 +55,7 @@ from pbx.store.validation import (
     parse_sources,
     trunk_host_problem,
 )
+from pbx.store.voicemail import DepositHook, VoicemailStoreMixin
 from sipcore.digest import make_credentials
 from sipcore.registrar import Binding
 from sipcore.transport import Peer
@@ -91,7 +92,7 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 
-class Store(TokenStoreMixin):
+class Store(TokenStoreMixin, VoicemailStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are
@@ -110,6 +111,8 @@ class Store(TokenStoreMixin):
         self.path = self.data_dir / self.FILENAME
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        #: called inside the transaction that records each deposited voicemail message
+        self.voicemail_deposit_hooks: list[DepositHook] = []
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

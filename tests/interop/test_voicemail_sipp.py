@@ -1,0 +1,210 @@
+"""Voicemail over real SIP and RTP (issue 15): SIPp phones switch forwarding to the box with
+their codes (``*41`` + ``*6101``, ``*40``), a SIPp caller reaches the box of a user who does not
+answer and of one who is busy, hears the greeting and the beep and leaves a tone; the owner
+dials ``*86``, hears the message and deletes it; ``*62`` works with the right PIN and ends the
+call after three wrong ones (a security event).
+
+The test greeting is a 700 Hz tone put where a greeting recorded from the menu goes
+(``<data>/voicemail/<tenant>/<extension>/greeting.wav``). What the caller heard is told apart
+by Goertzel power per 20 ms packet (greeting 700 Hz, beep 1000 Hz); what was recorded is read
+from the message's WAV file. Digits are RFC 4733 telephone-events sent by :class:`Phone`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import wave
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from media.dtmf import tone_ratio
+from pbx.callcontrol import Prompt
+from pbx.voicemail import Boxes
+from tests.interop.harness import free_port, read_log
+from tests.interop.inprocess import serving
+from tests.interop.test_calls_sipp import (
+    USERS,
+    RtpPeer,
+    SippUas,
+    register_port,
+    ulaw_decode,
+    ulaw_encode,
+)
+from tests.interop.test_features_sipp import assert_announced, dial, dial_code
+
+pytestmark = pytest.mark.interop
+
+CONFIG = "[media]\nport_min = 45000\nport_max = 45999\n[calls]\nring_timeout = 3.0\n"
+GREETING_HZ, BEEP_HZ, CALLER_HZ, RINGBACK_HZ = 700.0, 1000.0, 1300.0, 425.0
+_DIGITS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
+
+
+class Phone(RtpPeer):
+    """An RTP peer that sends a tone while ``send_hz`` is set and RFC 4733 digits on
+    :meth:`press` (the digits go out instead of audio, 20 ms apart)."""
+
+    def __init__(self, send_hz: float | None = None) -> None:
+        #: (event code, packet number 1-6) of the digits to send; None: a 20 ms pause
+        self.queue: deque[tuple[int, int] | None] = deque()
+        super().__init__(send_hz)
+
+    def press(self, digits: str) -> None:
+        """Queue ``digits`` as telephone-events (payload type 101): 3 updates, 3 ends each."""
+        for d in digits:
+            self.queue.extend((_DIGITS[d], i) for i in range(1, 7))
+            self.queue.extend([None] * 3)  # a pause between digits
+
+    def _run(self) -> None:  # the parent's loop, with the event queue
+        import time
+
+        seq, ts, ssrc = 1, 0, 0x4321
+        next_send = time.monotonic()
+        event_ts = 0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                data, addr = self.sock.recvfrom(2048)
+                if self.remote is None:
+                    self.remote = addr
+                if len(data) > 12 and data[1] & 0x7F == 0:
+                    self.received.append((time.monotonic(), data[12:]))
+            if self.remote is None or time.monotonic() < next_send:
+                continue
+            next_send += 0.02
+            if self.queue:
+                payload = self.queue.popleft()
+                if payload:
+                    event_ts = ts if event_ts is None else event_ts
+                    pkt = struct.pack("!BBHII", 0x80, 101 | (0x80 if payload[2:] == b"\x00\xa0"
+                                                               else 0), seq, event_ts, ssrc)
+                    self.sock.sendto(pkt + payload, self.remote)
+                    if payload[1] & 0x80 and payload[2:] == struct.pack("!H", 960):
+                        event_ts = 0
+                    seq += 1
+                ts += 160
+                continue
+            if self.send_hz is not None:
+                n = np.arange(ts, ts + 160)
+                pcm = (8000 * np.sin(2 * np.pi * self.send_hz * n / 8000)).astype(np.int16)
+                pkt = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + ulaw_encode(pcm)
+                self.sock.sendto(pkt, self.remote)
+                seq += 1
+            ts += 160
+
+    def heard(self) -> list[str]:
+        """Per 20 ms packet received: which of greeting / beep / caller tone dominates
+        ('' for silence or speech)."""
+        names = {GREETING_HZ: "greeting", BEEP_HZ: "beep", CALLER_HZ: "caller",
+                 RINGBACK_HZ: "ringback"}
+        out = []
+        for _, payload in list(self.received):
+            frame = ulaw_decode(payload)
+            ratios = {hz: tone_ratio(frame, hz, 8000) for hz in names}
+            best = max(ratios, key=lambda hz: ratios[hz])
+            out.append(names[best] if ratios[best] > 0.6 else "")
+        return out
+
+
+def runs(labels: list[str]) -> list[tuple[str, int]]:
+    """Consecutive runs of the same label (silence left out): [(label, packets)]."""
+    out: list[tuple[str, int]] = []
+    for label in labels:
+        if not label:
+            continue
+        if out and out[-1][0] == label:
+            out[-1] = (label, out[-1][1] + 1)
+        else:
+            out.append((label, 1))
+    return out
+
+
+def write_tone(path: Path, hz: float, seconds: float, rate: int = 8000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = np.arange(int(rate * seconds))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((9000 * np.sin(2 * np.pi * hz * n / rate)).astype("<i2").tobytes())
+
+
+def wav_tone(path: str) -> tuple[float, float]:
+    """(seconds, share of its 20 ms frames that hold the caller's tone) of a message file."""
+    with wave.open(path, "rb") as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        rate = w.getframerate()
+    frames = [pcm[i:i + 160] for i in range(0, len(pcm) - 159, 160)]
+    toned = sum(1 for f in frames if tone_ratio(f, CALLER_HZ, rate) > 0.8)
+    return len(pcm) / rate, toned / max(len(frames), 1)
+
+
+@contextlib.asynccontextmanager
+async def callee(tmp: Path, files: Any, scenario: str) -> AsyncIterator[SippUas]:
+    """101 registered from a SIPp UAS playing ``scenario`` (rings / busy)."""
+    port = free_port()
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = await asyncio.to_thread(SippUas, tmp, scenario, port,
+                                  keys={"rtp_port": str(free_port())},
+                                  name=f"phone101-{scenario}", timeout=30)
+    try:
+        yield uas
+    finally:
+        uas.stop()
+
+
+def leave_message(files: Any, tmp: Path, talk_ms: int) -> Phone:
+    """100 calls 101, talks (its tone) for ``talk_ms`` after the answer, hangs up."""
+    phone = Phone(send_hz=CALLER_HZ)
+    try:
+        ok, failed, out = dial(files, tmp, 0, "101", rtp_port=phone.port, pause_ms=talk_ms)
+    finally:
+        phone.close()
+    assert (ok, failed) == (1, 0), out + read_log(tmp / "dial-101.log")[-2000:]
+    return phone
+
+
+def changes(server: Any) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    server.events.subscribe(lambda e: seen.append(dict(e.data)), "voicemail.changed")
+    return seen
+
+
+async def test_no_answer_and_busy_go_to_the_box_with_greeting_and_beep(tmp_path: Path) -> None:
+    write_tone(Boxes(tmp_path / "data").greeting("default", "101"), GREETING_HZ, 1.0)
+    async with serving(tmp_path, USERS, CONFIG) as (server, files):
+        seen = changes(server)
+        for code in ("*41", "*6101", "*40"):  # to the box on no answer (1 ring), on busy
+            pcm = await asyncio.to_thread(dial_code, files, tmp_path, 1, code)
+            assert_announced(pcm, Prompt("activated" if code != "*6101" else "confirm"))
+
+        async with callee(tmp_path, files, "call_uas_ring.xml") as uas:
+            heard = await asyncio.to_thread(leave_message, files, tmp_path, 4000)
+            rc, out = await asyncio.to_thread(uas.result, 20)
+            assert rc == 0, out
+        order = [label for label, n in runs(heard.heard()) if n >= 5]
+        assert order == ["ringback", "greeting", "beep"], runs(heard.heard())
+
+        async with callee(tmp_path, files, "call_uas_busy.xml") as uas:
+            heard = await asyncio.to_thread(leave_message, files, tmp_path, 3000)
+            rc, out = await asyncio.to_thread(uas.result, 20)
+            assert rc == 0, out
+        order = [label for label, n in runs(heard.heard()) if n >= 5]
+        assert order == ["greeting", "beep"], runs(heard.heard())  # busy: no ringing
+
+        box = server.store.user("101")
+        messages = server.store.voicemails(box.id)
+        assert [m.caller for m in messages] == ["100", "100"]
+        for message, talked in zip(messages, (4.0, 3.0), strict=True):
+            seconds, share = wav_tone(message.audio_path)
+            # the recording starts after the greeting (1 s) and the beep (0.5 s)
+            assert abs(seconds - (talked - 1.5)) < 0.5, seconds
+            assert abs(message.duration - seconds) < 0.05
+            assert share > 0.9, share
+        assert server.store.voicemail_counts(box.id) == (2, 0, 0, 0)
+        assert [(c["user"], c["new"], c["old"]) for c in seen] == [("101", 1, 0), ("101", 2, 0)]

@@ -61,9 +61,14 @@ class Keypad:
     pending: deque[str] = field(default_factory=deque)
 
     async def _next(self, timeout: float) -> str | None:
-        """The next digit within ``timeout`` (None: none came); :class:`Gone` on hang-up."""
+        """The next digit (typed ahead, or within ``timeout``; None: none came)."""
         if self.pending:
             return self.pending.popleft()
+        return await self._read(timeout)
+
+    async def _read(self, timeout: float) -> str | None:
+        """The next digit from the call within ``timeout`` (None: none came);
+        :class:`Gone` on hang-up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
@@ -89,7 +94,7 @@ class Keypad:
             while playback is not None and not playback.done.done():
                 if self.pending and interrupt:
                     break
-                digit = await self._next(_POLL)
+                digit = await self._read(_POLL)
                 if digit is not None:
                     self.pending.append(digit)
                     if interrupt:

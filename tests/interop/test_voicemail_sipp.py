@@ -78,14 +78,16 @@ class Phone(RtpPeer):
                 continue
             next_send += 0.02
             if self.queue:
-                payload = self.queue.popleft()
-                if payload:
-                    event_ts = ts if event_ts is None else event_ts
-                    pkt = struct.pack("!BBHII", 0x80, 101 | (0x80 if payload[2:] == b"\x00\xa0"
-                                                               else 0), seq, event_ts, ssrc)
-                    self.sock.sendto(pkt + payload, self.remote)
-                    if payload[1] & 0x80 and payload[2:] == struct.pack("!H", 960):
-                        event_ts = 0
+                item = self.queue.popleft()
+                if item is not None:
+                    code, i = item
+                    if i == 1:
+                        event_ts = ts
+                    end = 0x80 if i > 3 else 0
+                    body = bytes([code, end | 10]) + struct.pack("!H", 160 * min(i, 3))
+                    pkt = struct.pack("!BBHII", 0x80, 101 | (0x80 if i == 1 else 0), seq,
+                                      event_ts, ssrc)
+                    self.sock.sendto(pkt + body, self.remote)
                     seq += 1
                 ts += 160
                 continue
@@ -208,3 +210,99 @@ async def test_no_answer_and_busy_go_to_the_box_with_greeting_and_beep(tmp_path:
             assert share > 0.9, share
         assert server.store.voicemail_counts(box.id) == (2, 0, 0, 0)
         assert [(c["user"], c["new"], c["old"]) for c in seen] == [("101", 1, 0), ("101", 2, 0)]
+
+
+async def until(condition: Any, timeout: float, what: str) -> None:
+    """Wait (polling) until ``condition()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def menu_call(files: Any, tmp: Path, user: int, code: str, phone: Phone,
+                    script: Any) -> None:
+    """``USERS[user]`` dials ``code`` (the PBX hangs up at the end); ``script(phone)`` presses
+    the keys meanwhile."""
+    sipp = asyncio.create_task(asyncio.to_thread(
+        dial, files, tmp, user, code, "feature_code_uac.xml", rtp_port=phone.port))
+    try:
+        await until(lambda: phone.remote is not None or sipp.done(), 10, "the PBX's audio")
+        await script(phone)
+        ok, failed, out = await asyncio.wait_for(sipp, 30)
+    finally:
+        phone.close()
+        if not sipp.done():
+            await asyncio.wait([sipp], timeout=30)
+    assert (ok, failed) == (1, 0), out + read_log(tmp / f"dial-{code}.log")[-2000:]
+
+
+async def test_star86_plays_the_message_and_deletes_it(tmp_path: Path) -> None:
+    write_tone(Boxes(tmp_path / "data").greeting("default", "101"), GREETING_HZ, 1.0)
+    async with serving(tmp_path, USERS, CONFIG) as (server, files):
+        seen = changes(server)
+        # 101 sends every call to the box (*21); 100 leaves a message (the caller's tone)
+        pcm = await asyncio.to_thread(dial_code, files, tmp_path, 1, "*21")
+        assert_announced(pcm, Prompt("activated"))
+        await asyncio.to_thread(leave_message, files, tmp_path, 3500)
+        box = server.store.user("101")
+        (message,) = server.store.voicemails(box.id)
+
+        async def listen_and_delete(phone: Phone) -> None:
+            await asyncio.sleep(0.3)
+            phone.press("1")  # listen (typed ahead: the summary and the menu are cut short)
+            await until(lambda: phone.heard().count("caller") >= 25, 20, "the message")
+            phone.press("7*")  # delete it, leave the box
+
+        phone = Phone()
+        await menu_call(files, tmp_path, 1, "*86", phone, listen_and_delete)
+        # the 7 cut the message short (it is ~2 s: 100 packets) and deleted it
+        assert 25 <= phone.heard().count("caller") < 90
+        assert_announced(phone.pcm(), Prompt("vm_message_deleted"))
+        assert_announced(phone.pcm(), Prompt("vm_goodbye"))  # the * left the box
+        assert server.store.voicemails(box.id) == []
+        assert not Path(message.audio_path).exists()
+        assert [(c["new"], c["old"]) for c in seen] == [(1, 0), (0, 1), (0, 0)]
+        # the header named the caller: "Nachricht von" 1 0 0 precedes the audio
+        assert_announced(phone.pcm(), Prompt("vm_message_from", say="100"))
+
+
+async def test_star62_with_the_pin_and_three_wrong_pins(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    def pin(store: Any) -> None:
+        store.update_user("101", voicemail_pin="4321")
+
+    async with serving(tmp_path, USERS, CONFIG, store_setup=pin) as (_, files):
+        async def right_pin(phone: Phone) -> None:
+            await asyncio.sleep(0.3)
+            phone.press("101#4321#")
+            await asyncio.sleep(len(expected_seconds("vm_no_messages")) + 1.5)
+            phone.press("*")
+
+        phone = Phone()
+        await menu_call(files, tmp_path, 2, "*62", phone, right_pin)
+        assert_announced(phone.pcm(), Prompt("vm_no_messages"))  # 101's (empty) box
+
+        async def wrong_pins(phone: Phone) -> None:
+            await asyncio.sleep(0.3)
+            phone.press("101#0000#" * 3)
+
+        phone = Phone()
+        with capture_logs() as logs:
+            await menu_call(files, tmp_path, 2, "*62", phone, wrong_pins)
+        failed = [e for e in logs if e["event"] == "security.voicemail.pin_failed"]
+        assert [e["attempt"] for e in failed] == [1, 2, 3]
+        assert all(e["box"] == "101" for e in failed)
+        assert any(e["event"] == "security.voicemail.locked_out" for e in logs)
+        assert_announced(phone.pcm(), Prompt("vm_wrong_pin"))
+        assert_announced(phone.pcm(), Prompt("vm_goodbye"))
+        assert "vm_no_messages" not in str(logs)
+
+
+def expected_seconds(name: str) -> range:
+    """A range as long as prompt ``name`` is in seconds (for sleeping through it)."""
+    from tests.interop.test_features_sipp import expected_audio
+
+    return range(int(len(expected_audio(Prompt(name))) / 8000) + 1)

@@ -3,6 +3,7 @@
 ``asyncpbx serve``, ``asyncpbx tenant|user|device|number|trunk add|list|remove``,
 ``asyncpbx codes list|set|reset`` (:mod:`pbx.cli_codes`), ``asyncpbx settings show|set``
 (:mod:`pbx.cli_settings`), ``asyncpbx token create|list|revoke`` (:mod:`pbx.cli_tokens`),
+``asyncpbx voicemail list|play|delete`` (:mod:`pbx.cli_voicemail`),
 ``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
 status 2 for usage, configuration and input errors) instead of a traceback.
 
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pbx import cli_codes, cli_tokens
+from pbx import cli_codes, cli_tokens, cli_voicemail
 from pbx.cli_settings import add_parser as add_settings_parser
 from pbx.cli_settings import run as run_settings
 from pbx.config import Config, ConfigError, load_config
@@ -212,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_codes.add_parser(sub, _add_common)
     add_settings_parser(sub, _add_common, _add_tenant)
     cli_tokens.add_parser(sub, _add_common)
+    cli_voicemail.add_parser(sub, _add_common)
 
     bench = sub.add_parser("bench", help="run a benchmark (one final JSON line)")
     bench.add_argument("name", choices=BENCHES)
@@ -370,7 +372,7 @@ def _cmd_settings(args: argparse.Namespace, config: Config, store: Store) -> Non
 
 _MANAGE = {"tenant": _cmd_tenant, "user": _cmd_user, "device": _cmd_device,
            "number": _cmd_number, "trunk": _cmd_trunk, "codes": cli_codes.run,
-           "settings": _cmd_settings, "token": cli_tokens.run}
+           "settings": _cmd_settings, "token": cli_tokens.run, "voicemail": cli_voicemail.run}
 
 
 def _cmd_manage(args: argparse.Namespace) -> int:

@@ -306,3 +306,52 @@ def expected_seconds(name: str) -> range:
     from tests.interop.test_features_sipp import expected_audio
 
     return range(int(len(expected_audio(Prompt(name))) / 8000) + 1)
+
+
+async def test_the_box_is_the_last_step_with_the_default_greeting(tmp_path: Path) -> None:
+    from pbx.cli import main
+
+    async with serving(tmp_path, USERS, CONFIG) as (server, files):
+        # 101 has no phone registered and no forwarding: unreachable, so the box takes it
+        rc = await asyncio.to_thread(main, ["settings", "set", "101", "voicemail",
+                                            "enabled=true", "--data-dir", str(files.data_dir)])
+        assert rc == 0
+        server.directory.refresh_if_changed()  # the server polls; do not wait for it
+        from tests.interop.test_features_sipp import expected_audio
+
+        greeting = sum(len(expected_audio(p)) for p in (
+            Prompt("vm_greeting_person_at", say="101"), Prompt("vm_greeting_unavailable"))) / 8000
+        phone = await asyncio.to_thread(leave_message, files, tmp_path,
+                                        int((greeting + 0.5 + 2.5) * 1000))
+        # "Der Teilnehmer unter der Rufnummer eins null eins ist nicht erreichbar …", the beep
+        assert_announced(phone.pcm(), Prompt("vm_greeting_person_at", say="101"))
+        assert_announced(phone.pcm(), Prompt("vm_greeting_unavailable"))
+        assert [label for label, n in runs(phone.heard()) if n >= 5][-1] == "beep"
+        (message,) = server.store.voicemails(server.store.user("101").id)
+        seconds, share = wav_tone(message.audio_path)
+        assert 1.5 < seconds < 3.0 and share > 0.9, (seconds, share)
+
+
+async def test_a_greeting_recorded_from_the_menu(tmp_path: Path) -> None:
+    async with serving(tmp_path, USERS, CONFIG) as (_, files):
+        greeting = Boxes(files.data_dir).greeting("default", "101")
+
+        async def record_greeting(phone: Phone) -> None:
+            await asyncio.sleep(0.3)
+            phone.press("01")  # settings, record the greeting (typed ahead)
+            await until(lambda: any(label == "beep" and n >= 10
+                                    for label, n in runs(phone.heard())), 20, "the beep")
+            phone.send_hz = GREETING_HZ
+            await asyncio.sleep(1.5)
+            phone.send_hz = None
+            phone.press("#*")  # end the recording, leave the box
+
+        phone = Phone()
+        await menu_call(files, tmp_path, 1, "*86", phone, record_greeting)
+        assert_announced(phone.pcm(), Prompt("vm_greeting_saved"))
+        with wave.open(str(greeting), "rb") as w:
+            pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        frames = [pcm[i:i + 160] for i in range(0, len(pcm) - 159, 160)]
+        toned = sum(1 for f in frames if tone_ratio(f, GREETING_HZ, 8000) > 0.8)
+        # the 1.5 s the phone sent from 0.2 s into the 0.5 s beep, recorded after the beep
+        assert 0.9 < toned * 0.02 <= 1.55, toned

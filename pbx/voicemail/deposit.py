@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -123,12 +124,27 @@ async def deposit(call: Call, box: Box, *, caller: str, caller_name: str, store:
     leg = call.caller
     if leg is None or not await call.answer() or leg.media is None:
         return None
-    rate = leg.media.sample_rate
-    keys = Keypad(call, leg)
+    keys = Keypad(call, leg)  # its in-band detector stays on for a "#" while recording
     try:
-        # "#" during the greeting skips it (the caller knows it already)
-        skipped = await keys.play(greeting_port(box, rate, prompt), max_digits=0)
-        del skipped
+        return await _deposit(call, box, keys, caller=caller, caller_name=caller_name,
+                              store=store, tone=tone, prompt=prompt, message_path=message_path,
+                              max_length=max_length, silence_timeout=silence_timeout,
+                              on_deposit=on_deposit)
+    finally:
+        keys.close()
+
+
+async def _deposit(call: Call, box: Box, keys: Keypad, *, caller: str, caller_name: str,
+                   store: Any, tone: Callable[[ToneName, int], MediaPort],
+                   prompt: Callable[[Prompt], MediaPort | None],
+                   message_path: Callable[[str], Path], max_length: float,
+                   silence_timeout: float,
+                   on_deposit: Callable[[VoicemailMessage], None]) -> VoicemailMessage | None:
+    leg = keys.leg
+    rate = leg.media.sample_rate if leg.media is not None else 8000
+    try:
+        # a key during the greeting skips it (the caller knows it already)
+        await keys.play(greeting_port(box, rate, prompt), max_digits=0)
         keys.pending.clear()
         await keys.wait(tone(ToneName.BEEP, rate))
     except Gone:

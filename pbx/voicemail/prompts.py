@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from media.port import Frame, MediaPort
 from pbx.callcontrol import Call, Leg
 from pbx.callcontrol.events import DtmfReceived, LegEnded, LegFailed
+from pbx.callcontrol.media import InbandDtmf, MediaLink
 
 __all__ = ["Gone", "Keypad", "SequencePort"]
 
@@ -54,11 +55,25 @@ class Gone(Exception):
 
 @dataclass
 class Keypad:
-    """Digits of ``leg`` in ``call``, read by the menu (type-ahead kept in ``pending``)."""
+    """Digits of ``leg`` in ``call``, read by the menu (type-ahead kept in ``pending``). A leg
+    that negotiated no telephone-event has its audio listened to for in-band DTMF (RFC 4733
+    events and SIP INFO arrive as digits anyway); :meth:`close` ends that."""
 
     call: Call
     leg: Leg
     pending: deque[str] = field(default_factory=deque)
+    _tap: MediaLink | None = None
+
+    def __post_init__(self) -> None:
+        media = self.leg.media
+        if media is not None and getattr(media, "telephone_event_pt", 0) is None:
+            self._tap = self.call.graph.link(media, InbandDtmf(self.leg, media.sample_rate))
+
+    def close(self) -> None:
+        """Stop listening for in-band digits (idempotent)."""
+        if self._tap is not None:
+            self._tap.close()
+            self._tap = None
 
     async def _next(self, timeout: float) -> str | None:
         """The next digit (typed ahead, or within ``timeout``; None: none came)."""

@@ -146,7 +146,11 @@ class VoicemailService:
         leg = call.caller
         if leg is None or not await call.answer() or leg.media is None:
             return
-        await self._run_menu(call, Keypad(call, leg), user)
+        keys = Keypad(call, leg)
+        try:
+            await self._run_menu(call, keys, user)
+        finally:
+            keys.close()
 
     async def _run_menu(self, call: Call, keys: Keypad, user: UserView) -> None:
         rate = keys.leg.media.sample_rate if keys.leg.media is not None else 8000
@@ -171,6 +175,14 @@ class VoicemailService:
         say = self._prompt(caller.language if caller is not None else "", tenant_id)
         keys = Keypad(call, leg)
         source = getattr(leg, "source", None)
+        try:
+            await self._portal(call, keys, say, rate, tenant_id, source)
+        finally:
+            keys.close()
+
+    async def _portal(self, call: Call, keys: Keypad,
+                      say: Callable[[Prompt, int], MediaPort | None], rate: int,
+                      tenant_id: int | None, source: Any) -> None:
         try:
             for attempt in range(1, PIN_ATTEMPTS + 1):
                 mailbox = await keys.play(say(Prompt("vm_enter_mailbox"), rate), max_digits=8,

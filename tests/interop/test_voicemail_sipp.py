@@ -7,7 +7,10 @@ call after three wrong ones (a security event).
 The test greeting is a 700 Hz tone put where a greeting recorded from the menu goes
 (``<data>/voicemail/<tenant>/<extension>/greeting.wav``). What the caller heard is told apart
 by Goertzel power per 20 ms packet (greeting 700 Hz, beep 1000 Hz); what was recorded is read
-from the message's WAV file. Digits are RFC 4733 telephone-events sent by :class:`Phone`.
+from the message's WAV file. Digits are RFC 4733 telephone-events sent by :class:`Phone` (or
+in-band tones from a phone without telephone-event). Also: the box as the last step of the
+chain (``voicemail.enabled`` set with the CLI) with the default greeting naming the number, and
+a greeting recorded from the menu.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ pytestmark = pytest.mark.interop
 CONFIG = "[media]\nport_min = 45000\nport_max = 45999\n[calls]\nring_timeout = 3.0\n"
 GREETING_HZ, BEEP_HZ, CALLER_HZ, RINGBACK_HZ = 700.0, 1000.0, 1300.0, 425.0
 _DIGITS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
+_ROWS, _COLS = (697.0, 770.0, 852.0, 941.0), (1209.0, 1336.0, 1477.0)
+_INBAND = {key: (_ROWS[r], _COLS[c]) for r, row in enumerate(("123", "456", "789", "*0#"))
+           for c, key in enumerate(row)}
 
 
 class Phone(RtpPeer):
@@ -53,7 +59,19 @@ class Phone(RtpPeer):
     def __init__(self, send_hz: float | None = None) -> None:
         #: (event code, packet number 1-6) of the digits to send; None: a 20 ms pause
         self.queue: deque[tuple[int, int] | None] = deque()
+        #: PCM frames to send before anything else (in-band DTMF)
+        self.audio: deque[np.ndarray] = deque()
         super().__init__(send_hz)
+
+    def press_inband(self, digits: str) -> None:
+        """Queue ``digits`` as in-band DTMF: 100 ms of the digit's two tones, 100 ms silence."""
+        for d in digits:
+            low, high = _INBAND[d]
+            n = np.arange(800)
+            pcm = (6000 * np.sin(2 * np.pi * low * n / 8000)
+                   + 6000 * np.sin(2 * np.pi * high * n / 8000)).astype(np.int16)
+            self.audio.extend(pcm[i:i + 160] for i in range(0, 800, 160))
+            self.audio.extend(np.zeros(160, np.int16) for _ in range(5))
 
     def press(self, digits: str) -> None:
         """Queue ``digits`` as telephone-events (payload type 101): 3 updates, 3 ends each."""
@@ -77,6 +95,11 @@ class Phone(RtpPeer):
             if self.remote is None or time.monotonic() < next_send:
                 continue
             next_send += 0.02
+            if self.audio:
+                pkt = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc)
+                self.sock.sendto(pkt + ulaw_encode(self.audio.popleft()), self.remote)
+                seq, ts = seq + 1, ts + 160
+                continue
             if self.queue:
                 item = self.queue.popleft()
                 if item is not None:
@@ -222,11 +245,11 @@ async def until(condition: Any, timeout: float, what: str) -> None:
 
 
 async def menu_call(files: Any, tmp: Path, user: int, code: str, phone: Phone,
-                    script: Any) -> None:
+                    script: Any, scenario: str = "feature_code_uac.xml") -> None:
     """``USERS[user]`` dials ``code`` (the PBX hangs up at the end); ``script(phone)`` presses
     the keys meanwhile."""
     sipp = asyncio.create_task(asyncio.to_thread(
-        dial, files, tmp, user, code, "feature_code_uac.xml", rtp_port=phone.port))
+        dial, files, tmp, user, code, scenario, rtp_port=phone.port))
     try:
         await until(lambda: phone.remote is not None or sipp.done(), 10, "the PBX's audio")
         await script(phone)
@@ -355,3 +378,20 @@ async def test_a_greeting_recorded_from_the_menu(tmp_path: Path) -> None:
         toned = sum(1 for f in frames if tone_ratio(f, GREETING_HZ, 8000) > 0.8)
         # the 1.5 s the phone sent from 0.2 s into the 0.5 s beep, recorded after the beep
         assert 0.9 < toned * 0.02 <= 1.55, toned
+
+
+async def test_the_menu_hears_inband_digits(tmp_path: Path) -> None:
+    # a phone that negotiated no telephone-event: its "*" is a tone in the audio
+    async with serving(tmp_path, USERS, CONFIG) as (_, files):
+        async def leave(phone: Phone) -> None:
+            await asyncio.sleep(0.5)
+            phone.press_inband("*")
+
+        phone = Phone()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await menu_call(files, tmp_path, 1, "*86", phone, leave,
+                        scenario="feature_code_uac_no_te.xml")
+        # without the digit the menu would repeat three times (far longer) before goodbye
+        assert loop.time() - started < 10
+        assert_announced(phone.pcm(), Prompt("vm_goodbye"))

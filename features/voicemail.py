@@ -8,7 +8,8 @@ is the last step of the terminating chain: a call that busy, no-answer or unreac
 (no forwarding took it) goes to the box instead of getting 486/480.
 
 ``*86`` from the user's own phone opens their box's menu, ``*62`` asks for a mailbox number and
-PIN (from any phone of the tenant; 3 wrong PINs end the call, logged as a security event).
+PIN (from any phone of the tenant; 3 wrong PINs end the call, logged as a security event); in
+the menu ``2`` calls a message's sender back (a :class:`Dial` of their number).
 The work is :class:`pbx.voicemail.VoicemailService`'s; the composition root sets
 :attr:`Voicemail.service`.
 """
@@ -24,6 +25,7 @@ from pbx.callcontrol import (
     CallContext,
     Continue,
     Decision,
+    Dial,
     FeatureCode,
     Handled,
     Setting,
@@ -38,8 +40,8 @@ class VoicemailCalls(Protocol):
 
     async def deposit(self, call: Call, user: UserView, *, max_length: float,
                       silence_timeout: float, caller_name: str = "") -> Any: ...
-    async def menu(self, call: Call, user: UserView) -> None: ...
-    async def portal(self, call: Call, caller: UserView | None) -> None: ...
+    async def menu(self, call: Call, user: UserView) -> str | None: ...
+    async def portal(self, call: Call, caller: UserView | None) -> str | None: ...
 
 
 class Voicemail(BaseFeature):
@@ -99,9 +101,10 @@ class Voicemail(BaseFeature):
         if code.action == "listen":
             if ctx.user.id is None:
                 return Continue()
-            await self.service.menu(ctx.call, ctx.user)
-            return Handled()
-        if code.action == "portal":
-            await self.service.portal(ctx.call, ctx.user)
-            return Handled()
-        return Continue()
+            back = await self.service.menu(ctx.call, ctx.user)
+        elif code.action == "portal":
+            back = await self.service.portal(ctx.call, ctx.user)
+        else:
+            return Continue()
+        # "call the sender back" (2 in the menu): the call goes on to them as if dialled
+        return Dial(back) if back is not None else Handled()

@@ -25,7 +25,6 @@ from typing import Any
 from pbx.config import Config
 from pbx.store import Store, StoreError
 from pbx.store.voicemail import VoicemailMessage
-from pbx.voicemail.storage import remove_file
 
 __all__ = ["add_parser", "run"]
 
@@ -82,5 +81,4 @@ def run(args: argparse.Namespace, config: Config, store: Store) -> None:
         store.mark_voicemail_heard(message.id)
     elif args.action == "delete":
         store.delete_voicemail(message.id)
-        remove_file(message.audio_path)
         print(f"deleted {message.id}")

@@ -11,11 +11,14 @@ left in ``recording``. :class:`VoicemailStoreMixin` is part of :class:`pbx.store
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pbx.store.records import StoreError
@@ -131,7 +134,20 @@ class VoicemailStoreMixin:
                               "state='new'", (message_id,)).rowcount > 0
 
     def delete_voicemail(self, message_id: str) -> None:
-        """Forget a message (its row; the caller removes the audio file after this commit —
-        a crash in between leaves an orphan file, which start-up recovery removes)."""
+        """Delete a message: its row, then (after the commit) its audio file, and fsync the
+        directory. A crash in between leaves an orphan file, which start-up recovery removes."""
         with self._tx() as db:
+            row = db.execute("SELECT audio_path FROM voicemail_messages WHERE id=?",
+                             (message_id,)).fetchone()
             db.execute("DELETE FROM voicemail_messages WHERE id=?", (message_id,))
+        if row is None:
+            return
+        path = Path(row[0])
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

@@ -28,7 +28,7 @@ from pbx.callcontrol import Call, Leg, Prompt
 from pbx.callcontrol.events import DtmfReceived, LegEnded, LegFailed
 from pbx.store.voicemail import VoicemailMessage
 from pbx.voicemail.prompts import Gone, Keypad, SequencePort
-from pbx.voicemail.storage import MIN_SPEECH, remove_file
+from pbx.voicemail.storage import MIN_SPEECH, wav_seconds
 
 __all__ = ["Box", "Recording", "record"]
 
@@ -161,12 +161,15 @@ async def _deposit(call: Call, box: Box, keys: Keypad, *, caller: str, caller_na
         result = await record(call, leg, path, max_length=max_length,
                               silence_timeout=silence_timeout)
     except BaseException:
-        store.delete_voicemail(message.id)
-        remove_file(path)
+        # the call was torn down mid-recording (a shutdown): keep what was said
+        seconds = wav_seconds(path)
+        if seconds >= MIN_SPEECH:
+            on_deposit(store.finish_voicemail(message.id, seconds))
+        else:
+            store.delete_voicemail(message.id)
         raise
     if result.path is None or result.speech < MIN_SPEECH:
         store.delete_voicemail(message.id)
-        remove_file(path)
         log.info("voicemail.discarded", call_id=call.record.call_id, box=box.extension,
                  seconds=round(result.seconds, 2), speech=round(result.speech, 2))
         kept = None

@@ -3,7 +3,8 @@ PIN from any phone). Keys (DTMF: RFC 4733, SIP INFO and in-band all arrive as di
 
 main menu — ``1`` listen (new messages first, then saved), ``0`` settings, ``*`` hang up;
 while a message plays or after it — ``5`` repeat, ``7`` delete, ``9`` save, ``6`` next,
-``4`` previous, ``*`` back to the main menu;
+``4`` previous, ``2`` call the sender back (the menu ends, the call goes on to them), ``*`` back
+to the main menu;
 settings — ``1`` record the greeting (ends with ``#``), ``2`` back to the default greeting,
 ``3`` change the PIN (4 to 8 digits, ``#``).
 
@@ -58,6 +59,8 @@ class Menu:
         self.prompt = prompt
         self.tone = tone
         self.rate = rate
+        #: the number to call back when the caller chose to (``2``): the menu ended for it
+        self.call_back: str | None = None
 
     def _say(self, *prompts: Prompt) -> MediaPort | None:
         ports = [p for p in (self.prompt(pr) for pr in prompts) if p is not None]
@@ -87,6 +90,8 @@ class Menu:
             key = await self.keys.play(self._say(Prompt("vm_menu_main")), terminators="")
             if key == "1":
                 await self.listen()
+                if self.call_back is not None:
+                    return
             elif key == "0":
                 await self.settings()
             elif key == "*":
@@ -124,6 +129,9 @@ class Menu:
                 index += 1
             elif key == "4":
                 index = max(0, index - 1)
+            elif key == "2" and message.caller:
+                self.call_back = message.caller
+                return
             elif key == "*":
                 return
             key = ""

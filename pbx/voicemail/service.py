@@ -21,7 +21,7 @@ from pbx.store.voicemail import VoicemailMessage
 from pbx.voicemail.deposit import Box, deposit
 from pbx.voicemail.menu import Menu
 from pbx.voicemail.prompts import Gone, Keypad
-from pbx.voicemail.storage import Boxes, remove_file
+from pbx.voicemail.storage import Boxes
 
 __all__ = ["CHANGED", "PIN_ATTEMPTS", "MediaHost", "VoicemailService", "publish_counts"]
 
@@ -99,7 +99,6 @@ class VoicemailService:
     def delete(self, box: Box, message: VoicemailMessage) -> None:
         """Delete a message: its row, then its file."""
         self.store.delete_voicemail(message.id)
-        remove_file(message.audio_path)
         log.info("voicemail.deleted", id=message.id, box=box.extension, tenant=box.tenant)
         self.publish(box.user_id, box.tenant, box.extension)
 
@@ -141,18 +140,19 @@ class VoicemailService:
             max_length=max_length, silence_timeout=silence_timeout,
             on_deposit=lambda m: self.publish(m.user_id, m.tenant, m.extension))
 
-    async def menu(self, call: Call, user: UserView) -> None:
-        """``*86``: the user's own box, no PIN."""
+    async def menu(self, call: Call, user: UserView) -> str | None:
+        """``*86``: the user's own box, no PIN. Returns the number to call back when the user
+        chose to (the call stays up for it), else None (the call was hung up)."""
         leg = call.caller
         if leg is None or not await call.answer() or leg.media is None:
-            return
+            return None
         keys = Keypad(call, leg)
         try:
-            await self._run_menu(call, keys, user)
+            return await self._run_menu(call, keys, user)
         finally:
             keys.close()
 
-    async def _run_menu(self, call: Call, keys: Keypad, user: UserView) -> None:
+    async def _run_menu(self, call: Call, keys: Keypad, user: UserView) -> str | None:
         rate = keys.leg.media.sample_rate if keys.leg.media is not None else 8000
         say = self._prompt(user.language, user.tenant_id)
         menu = Menu(keys, self.box(user), self, prompt=lambda p: say(p, rate),
@@ -160,29 +160,34 @@ class VoicemailService:
         try:
             await menu.run()
         except Gone:
-            return
+            return None
+        if menu.call_back is not None:
+            log.info("voicemail.call_back", call_id=call.record.call_id, box=user.extension,
+                     number=menu.call_back)
+            return menu.call_back
         call.record.cause = "voicemail menu"
         call.hangup()
+        return None
 
-    async def portal(self, call: Call, caller: UserView | None) -> None:
-        """``*62``: mailbox number and PIN, then that box's menu; after
-        :data:`PIN_ATTEMPTS` wrong tries the call ends (a security event)."""
+    async def portal(self, call: Call, caller: UserView | None) -> str | None:
+        """``*62``: mailbox number and PIN, then that box's menu (returns what :meth:`menu`
+        does); after :data:`PIN_ATTEMPTS` wrong tries the call ends (a security event)."""
         leg = call.caller
         if leg is None or not await call.answer() or leg.media is None:
-            return
+            return None
         rate = leg.media.sample_rate
         tenant_id = caller.tenant_id if caller is not None else None
         say = self._prompt(caller.language if caller is not None else "", tenant_id)
         keys = Keypad(call, leg)
         source = getattr(leg, "source", None)
         try:
-            await self._portal(call, keys, say, rate, tenant_id, source)
+            return await self._portal(call, keys, say, rate, tenant_id, source)
         finally:
             keys.close()
 
     async def _portal(self, call: Call, keys: Keypad,
                       say: Callable[[Prompt, int], MediaPort | None], rate: int,
-                      tenant_id: int | None, source: Any) -> None:
+                      tenant_id: int | None, source: Any) -> str | None:
         try:
             for attempt in range(1, PIN_ATTEMPTS + 1):
                 mailbox = await keys.play(say(Prompt("vm_enter_mailbox"), rate), max_digits=8,
@@ -194,8 +199,7 @@ class VoicemailService:
                         self.store.check_voicemail_pin(box_user.id, pin):
                     log.info("voicemail.portal_login", call_id=call.record.call_id,
                              box=mailbox, caller=call.record.caller)
-                    await self._run_menu(call, keys, box_user)
-                    return
+                    return await self._run_menu(call, keys, box_user)
                 self.seclog.warning("security.voicemail.pin_failed",
                                     call_id=call.record.call_id, box=mailbox,
                                     caller=call.record.caller, attempt=attempt, src=source)
@@ -204,6 +208,7 @@ class VoicemailService:
                                 caller=call.record.caller, attempts=PIN_ATTEMPTS, src=source)
             await keys.wait(say(Prompt("vm_goodbye"), rate))
         except Gone:
-            return
+            return None
         call.record.cause = "voicemail PIN refused"
         call.hangup()
+        return None

@@ -105,7 +105,6 @@ def recover_boxes(store: object, data_dir: str | os.PathLike[str]) -> set[int]:
             log.info("voicemail.recovered", id=msg.id, user_id=msg.user_id, duration=seconds)
         else:
             store.delete_voicemail(msg.id)
-            remove_file(msg.audio_path)
             log.info("voicemail.recovery_dropped", id=msg.id, user_id=msg.user_id,
                      duration=seconds)
         changed.add(msg.user_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 import wave
 from collections import deque
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ import pytest
 
 from media.dtmf import tone_ratio
 from pbx.callcontrol import Prompt
+from pbx.store.voicemail import VoicemailMessage
 from pbx.voicemail import Boxes
 from tests.interop.harness import free_port, read_log
 from tests.interop.inprocess import serving
@@ -80,8 +82,6 @@ class Phone(RtpPeer):
             self.queue.extend([None] * 3)  # a pause between digits
 
     def _run(self) -> None:  # the parent's loop, with the event queue
-        import time
-
         seq, ts, ssrc = 1, 0, 0x4321
         next_send = time.monotonic()
         event_ts = 0
@@ -395,3 +395,32 @@ async def test_the_menu_hears_inband_digits(tmp_path: Path) -> None:
         # without the digit the menu would repeat three times (far longer) before goodbye
         assert loop.time() - started < 10
         assert_announced(phone.pcm(), Prompt("vm_goodbye"))
+
+
+async def test_the_menu_calls_the_sender_back(tmp_path: Path) -> None:
+    async with serving(tmp_path, USERS, CONFIG) as (server, files):
+        # a message from 102 in 101's box (as a deposit leaves it)
+        user = server.store.user("101")
+        path = Boxes(files.data_dir).message_path("default", "101", "m1")
+        write_tone(path, CALLER_HZ, 1.5)
+        server.store.begin_voicemail(VoicemailMessage(
+            "m1", user.id, "default", "101", "102", "User 102", time.time(), 0.0, str(path),
+            "de", "recording"))
+        server.store.finish_voicemail("m1", 1.5)
+        port = free_port()
+        await asyncio.to_thread(register_port, files, "102", USERS[2][1], port)
+        uas = await asyncio.to_thread(SippUas, tmp_path, "call_uas_bye.xml", port,
+                                      keys={"rtp_port": str(free_port())}, name="phone102",
+                                      pause_ms=1000, timeout=30)
+        try:
+            async def call_back(phone: Phone) -> None:
+                await asyncio.sleep(0.3)
+                phone.press("12")  # listen, call the sender back
+
+            await menu_call(files, tmp_path, 1, "*86", Phone(), call_back)
+            rc, out = await asyncio.to_thread(uas.result, 20)
+        finally:
+            uas.stop()
+        assert rc == 0, out  # 102 was called, answered, talked and hung up
+        invite = uas.log().split("INVITE sip:", 1)[1].split("\n\n", 1)[0]
+        assert "From:" in invite and "101" in invite.split("From:", 1)[1].split("\n", 1)[0]

@@ -73,8 +73,10 @@ def test_a_deposit_commits_with_its_hooks_or_not_at_all(store: Store, tmp_path: 
     assert pending is not None and pending.state == "recording"  # rolled back
     assert store.mark_voicemail_heard("a") and not store.mark_voicemail_heard("a")
     assert store.voicemail_counts(m.user_id) == (0, 1, 0, 0)
+    Path(m.audio_path).write_bytes(b"RIFF")
     store.delete_voicemail("a")
-    assert store.voicemail("a") is None
+    assert store.voicemail("a") is None and not Path(m.audio_path).exists()
+    store.delete_voicemail("a")  # gone already: nothing to do
 
 
 def test_recovery_makes_files_and_rows_agree(store: Store, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ Precedence (FEATURES.md §2, DESIGN.md principle 7) — the priority of each fea
   ringing (devices, plus the mobile with parallel ringing; a busy leg over a trunk hears the
   call-waiting tone instead) → after the ring: busy forwarding (every device busy or declined,
   or *busy* above) / no-answer forwarding (after N rings) / unreachable forwarding (nothing
-  registered, or every device failed) → (voicemail, later) → the caller gets 486 / 480.
+  registered, or every device failed) — each kind may go to the voicemail box instead
+  (``*21``/``*40``/``*41``) → voicemail as the last step when the box is enabled → the caller
+  gets 486 / 480.
 * **originating** (a user's call): feature codes → call-back instead (permanent call-back,
   remote office) → CLIR / displayed number → routing.
 * Every redirect routes on behalf of the user who forwarded (their permissions and number), at
@@ -64,12 +66,14 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.pickup import Pickup
     from features.remote_office import RemoteOffice
     from features.ringing import OrdinaryRinging
+    from features.voicemail import Voicemail
     from features.voicemail_mail import VoicemailMail
 
-    no_answer = ForwardNoAnswer()
+    box = Voicemail()
+    no_answer = ForwardNoAnswer(box)
     parallel = ParallelRinging()
     ringing = OrdinaryRinging(ring_timeout, no_answer=no_answer, parallel=parallel)
-    return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(), RemoteOffice(ringing),
-            CallWaiting(), parallel, ringing, ForwardBusy(), no_answer, ForwardUnreachable(),
-            Clir(), DisplayedNumber(), CallBackFeature(ringing), MessageWaiting(),
-            VoicemailMail(), ConferenceFeature(), Pickup(), CallPull()]
+    return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(box), RemoteOffice(ringing),
+            CallWaiting(), parallel, ringing, ForwardBusy(box), no_answer,
+            ForwardUnreachable(box), box, Clir(), DisplayedNumber(), CallBackFeature(ringing),
+            MessageWaiting(), VoicemailMail(), ConferenceFeature(), Pickup(), CallPull()]

@@ -23,9 +23,11 @@ class ForwardBusy(Forwarding):
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", takes_number=True),
         FeatureCode("off"),
+        FeatureCode("voicemail_on"),
+        FeatureCode("voicemail_off"),
         FeatureCode("query"),
     )
 
     async def on_busy(self, ctx: CallContext) -> Decision:
-        """Redirect to the target while on."""
-        return self.forward(ctx)
+        """Redirect to the target (or into the voicemail box) while on."""
+        return await self.divert(ctx)

@@ -32,12 +32,15 @@ class ForwardImmediate(Forwarding):
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", takes_number=True),
         FeatureCode("off"),
+        FeatureCode("voicemail_on"),
+        FeatureCode("voicemail_off"),
         FeatureCode("query"),
     )
 
     async def on_terminate(self, ctx: CallContext) -> Decision:
-        """Redirect to the target while on (with the ring reminder when chosen)."""
-        decision = self.forward(ctx)
+        """Redirect to the target (or into the voicemail box) while on (with the ring
+        reminder when chosen)."""
+        decision = await self.divert(ctx)
         if isinstance(decision, Redirect) and ctx.call is not None \
                 and ctx.setting(self, "ring_reminder"):
             ctx.call.ring_burst(ctx.devices, RING_REMINDER_SECONDS)

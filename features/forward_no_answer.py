@@ -2,7 +2,7 @@
 (1–20 rings of 5 s, default 4), the call goes to the target.
 
 ``*92`` + number on (``*92`` alone prompts for it), ``*93`` off, ``*610`` + rings sets N,
-``*61*`` announces the state. While it is on, the ringing lasts N rings
+``*61*`` announces the state; ``*41``/``#41`` forward to the voicemail box after the N rings. While it is on, the ringing lasts N rings
 (:meth:`ForwardNoAnswer.ring_time`) instead of the user's plain ring timeout.
 """
 
@@ -34,19 +34,22 @@ class ForwardNoAnswer(Forwarding):
     feature_codes: Sequence[FeatureCode] = (
         FeatureCode("on", takes_number=True),
         FeatureCode("off"),
+        FeatureCode("voicemail_on"),
+        FeatureCode("voicemail_off"),
         FeatureCode("rings", takes_number=True),
         FeatureCode("query"),
     )
 
     def ring_time(self, ctx: CallContext) -> float | None:
         """How long the user's devices ring before the call is forwarded (None: off)."""
-        if ctx.setting(self, "enabled") and ctx.setting(self, "target"):
+        if ctx.setting(self, "enabled") and (ctx.setting(self, "target")
+                                             or ctx.setting(self, "voicemail")):
             return RING_SECONDS * int(ctx.setting(self, "rings"))
         return None
 
     async def on_no_answer(self, ctx: CallContext) -> Decision:
-        """Redirect to the target while on."""
-        return self.forward(ctx)
+        """Redirect to the target (or into the voicemail box) while on."""
+        return await self.divert(ctx)
 
     async def on_feature_code(self, ctx: CallContext, code: FeatureCode,
                               number: str) -> Decision:

@@ -26,5 +26,5 @@ class ForwardUnreachable(Forwarding):
     )
 
     async def on_unreachable(self, ctx: CallContext) -> Decision:
-        """Redirect to the target while on."""
-        return self.forward(ctx)
+        """Redirect to the target (or into the voicemail box) while on."""
+        return await self.divert(ctx)

@@ -120,6 +120,12 @@ class Recorder:
         """Seconds recorded."""
         return self.samples / self.sample_rate
 
+    @property
+    def trailing_silence(self) -> float:
+        """Seconds of silence at the end of what was recorded so far (0 when it ends in
+        sound; counted only with ``silence_timeout`` set)."""
+        return self._silent_samples / self.sample_rate
+
     # --- MediaPort ---------------------------------------------------------------------------
 
     def get_frame(self) -> Frame | None:

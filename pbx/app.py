@@ -224,6 +224,7 @@ class PbxServer:
         # (seconds, the first time), decoded into memory; off the event loop (subprocesses,
         # file I/O)
         self.prompts = await asyncio.to_thread(self._load_prompts)
+        self._recover_voicemail()
         specs = self.config.sip.listen_specs()
         server_ssl = None
         if any(s.transport in ("tls", "wss") for s in specs):
@@ -317,6 +318,7 @@ class PbxServer:
                                       max_size=self.config.chat.max_size)
         self._start_mwi(services)
         self._start_mail(services)
+        self._start_voicemail()
 
     def _start_mwi(self, services: asyncio.TaskGroup) -> None:
         """Message waiting indication: SUBSCRIBE/NOTIFY for the voicemail boxes (pbx.mwi)."""
@@ -354,6 +356,47 @@ class PbxServer:
             "tenant": mail.payload.get("tenant", ""), "user": mail.payload.get("extension", ""),
             "user_id": mail.user_id, "new": new, "old": old, "new_urgent": new_urgent,
             "old_urgent": old_urgent})
+
+    def _recover_voicemail(self) -> None:
+        """Voicemail files and rows agree again after a crash (pbx.voicemail.storage); the
+        boxes that changed are published."""
+        from pbx.voicemail import publish_counts, recover_boxes
+
+        for user_id in sorted(recover_boxes(self.store, self.config.data_dir)):
+            user = self.directory.user_by_id(user_id)
+            tenant = self.directory.tenant(user.tenant_id) if user is not None else None
+            if user is not None and tenant is not None:
+                publish_counts(self.store, self.events, user_id, tenant.name, user.extension)
+
+    def _voicemail_service(self) -> Any:
+        """The voicemail service (pbx.voicemail), once the B2BUA exists."""
+        from pbx.voicemail import VoicemailService
+
+        def tenant_name(tenant_id: int | None) -> str:
+            tenant = (self.directory.tenant(tenant_id) if tenant_id is not None
+                      else self.directory.default_tenant)
+            return tenant.name if tenant is not None else "default"
+
+        def user_in_tenant(tenant_id: int | None, extension: str) -> Any:
+            tenant = (self.directory.tenant(tenant_id) if tenant_id is not None
+                      else self.directory.default_tenant)
+            user = self.directory.user_in_tenant(tenant.id, extension) if tenant else None
+            if user is None or self.b2bua is None:
+                return None
+            return self.b2bua.routing.view(user)
+
+        assert self.b2bua is not None
+        return VoicemailService(self.store, self.config.data_dir, self.events, self.b2bua,
+                                tenant_name=tenant_name, user_in_tenant=user_in_tenant,
+                                seclog=self.seclog)
+
+    def _start_voicemail(self) -> None:
+        """Hand the voicemail feature its service (deposit, menu, portal)."""
+        from features.voicemail import Voicemail
+
+        feature = self.features.get("voicemail")
+        if isinstance(feature, Voicemail):
+            feature.service = self._voicemail_service()
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's

@@ -5,6 +5,7 @@
 (:mod:`pbx.cli_settings`), ``asyncpbx token create|list|revoke`` (:mod:`pbx.cli_tokens`),
 ``asyncpbx call-back USER TARGET`` (:mod:`pbx.cli_callback`, through the running server's API),
 ``asyncpbx pickup-group add|list|remove|members`` (:mod:`pbx.cli_pickup`),
+``asyncpbx voicemail list|play|delete`` (:mod:`pbx.cli_voicemail`),
 ``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
 status 2 for usage, configuration and input errors) instead of a traceback.
 
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pbx import cli_callback, cli_codes, cli_mail, cli_pickup, cli_tokens
+from pbx import cli_callback, cli_codes, cli_mail, cli_pickup, cli_tokens, cli_voicemail
 from pbx.cli_settings import add_parser as add_settings_parser
 from pbx.cli_settings import run as run_settings
 from pbx.config import Config, ConfigError, load_config
@@ -218,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_callback.add_parser(sub, _add_common, _add_tenant)
     cli_mail.add_parser(sub, _add_common)
     cli_pickup.add_parser(sub, _add_common, _add_tenant)
+    cli_voicemail.add_parser(sub, _add_common)
 
     bench = sub.add_parser("bench", help="run a benchmark (one final JSON line)")
     bench.add_argument("name", choices=BENCHES)
@@ -381,7 +383,7 @@ def _cmd_call_back(args: argparse.Namespace, config: Config, store: Store) -> No
 _MANAGE = {"tenant": _cmd_tenant, "user": _cmd_user, "device": _cmd_device,
            "number": _cmd_number, "trunk": _cmd_trunk, "codes": cli_codes.run,
            "settings": _cmd_settings, "token": cli_tokens.run, "call-back": _cmd_call_back,
-           "mail": cli_mail.run, "pickup-group": cli_pickup.run}
+           "mail": cli_mail.run, "pickup-group": cli_pickup.run, "voicemail": cli_voicemail.run}
 
 
 def _cmd_manage(args: argparse.Namespace) -> int:

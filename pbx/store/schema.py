@@ -272,4 +272,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX pickup_group_members_user ON pickup_group_members(user_id);
     """,
+    # 9: voicemail messages (pbx.store.voicemail): a row per message of a box; "recording"
+    # rows are deposits in progress (start-up recovery finishes or discards them)
+    """
+    CREATE TABLE voicemail_messages (
+        id            TEXT PRIMARY KEY,              -- uuid4 hex: the audio file's name
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        tenant        TEXT NOT NULL,
+        extension     TEXT NOT NULL,
+        caller        TEXT NOT NULL DEFAULT '',
+        caller_name   TEXT NOT NULL DEFAULT '',
+        received_at   REAL NOT NULL,
+        duration      REAL NOT NULL DEFAULT 0,
+        audio_path    TEXT NOT NULL,
+        language      TEXT NOT NULL DEFAULT 'de',
+        state         TEXT NOT NULL CHECK (state IN ('recording', 'new', 'old')),
+        urgent        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX voicemail_messages_user ON voicemail_messages(user_id, state);
+    """,
 )

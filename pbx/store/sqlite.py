@@ -58,6 +58,7 @@ from pbx.store.validation import (
     parse_sources,
     trunk_host_problem,
 )
+from pbx.store.voicemail import DepositHook, VoicemailStoreMixin
 from sipcore.digest import make_credentials
 from sipcore.registrar import Binding
 from sipcore.transport import Peer
@@ -94,7 +95,8 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 
-class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin):
+class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
+            VoicemailStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are
@@ -113,6 +115,8 @@ class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin)
         self.path = self.data_dir / self.FILENAME
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        #: called inside the transaction that records each deposited voicemail message
+        self.voicemail_deposit_hooks: list[DepositHook] = []
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

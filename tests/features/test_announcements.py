@@ -93,11 +93,12 @@ async def test_a_rejects_prompt_goes_to_the_host_with_the_callees_language(pbx: 
 
 
 async def test_star21star_wins_over_a_shorter_code_by_the_longest_match(pbx: Pbx) -> None:
-    # *21 is voicemail's row (a later issue): nobody implements it yet
+    # *21 (forwarding immediate to voicemail) is a prefix of *21* (its query)
     query = pbx.registry.match("*21*")
     assert query is not None and (query.feature.name, query.code.action) == (
         "forward_immediate", "query")
-    assert pbx.registry.match("*21") is None
+    short = pbx.registry.match("*21")
+    assert short is not None and short.code.action == "voicemail_on"
 
     class Short(BaseFeature):  # two codes outside the table, one the other's prefix
         name = "short_probe"

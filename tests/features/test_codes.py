@@ -66,7 +66,7 @@ async def test_from_a_mobile_only_a_code_is_rewritten(pbx: Pbx) -> None:
 async def test_digits_only_code_with_a_number_forwards(pbx: Pbx) -> None:
     assert await confirmed(pbx.dial("101", "78872102", mobile=True)) == "ok"
     assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
-                                                         "ring_reminder": False}
+                                                         "ring_reminder": False, "voicemail": False}
 
 
 async def test_digits_only_code_from_the_users_mobile_number_over_the_trunk(pbx: Pbx) -> None:

@@ -12,7 +12,7 @@ from tests.features.conftest import Pbx
 async def test_forwarding_immediate_to_an_extension(pbx: Pbx) -> None:
     await pbx.dial("101", "*72102").done()
     assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
-                                                         "ring_reminder": False}
+                                                         "ring_reminder": False, "voicemail": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert [leg.target.user for leg in call.legs if leg.target] == ["102"]  # 101 never rang
@@ -58,7 +58,7 @@ async def test_star73_switches_off_and_keeps_the_target(pbx: Pbx) -> None:
     await pbx.dial("101", "*72102").done()
     await pbx.dial("101", "*73").done()
     assert pbx.settings("101", "forward_immediate") == {"enabled": False, "target": "102",
-                                                         "ring_reminder": False}
+                                                         "ring_reminder": False, "voicemail": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     assert call.legs[0].target is not None and call.legs[0].target.user == "101"
@@ -75,7 +75,7 @@ async def test_bare_star72_prompts_for_the_number(pbx: Pbx) -> None:
     assert code.heard() == ["enter_number", "activated"]
     assert code.prompts()[-1] == (Prompt("activated"), "de")
     assert pbx.settings("101", "forward_immediate") == {"enabled": True, "target": "102",
-                                                         "ring_reminder": False}
+                                                         "ring_reminder": False, "voicemail": False}
 
 
 async def test_forwarding_loops_stop_with_482(pbx: Pbx) -> None:

@@ -33,7 +33,8 @@ def _rung(call: Placed) -> list[str]:
 
 async def test_busy_forwarding_when_every_device_is_busy(pbx: Pbx) -> None:
     await pbx.dial("101", "*90102").done()
-    assert pbx.settings("101", "forward_busy") == {"enabled": True, "target": "102"}
+    assert pbx.settings("101", "forward_busy") == {"enabled": True, "target": "102",
+                                                   "voicemail": False}
     call = pbx.dial("100", "101")
     await call.until(lambda: call.legs)
     call.legs[0].far_fail(486)
@@ -129,7 +130,7 @@ async def test_no_answer_forwarding_after_the_users_rings(pbx: Pbx) -> None:
     await pbx.dial("101", "*92102").done()
     await pbx.dial("101", "*6101").done()  # one ring: 5 s
     assert pbx.settings("101", "forward_no_answer") == {"enabled": True, "target": "102",
-                                                         "rings": 1}
+                                                         "rings": 1, "voicemail": False}
     loop = asyncio.get_running_loop()
     started = loop.time()
     call = pbx.dial("100", "101")

@@ -124,7 +124,7 @@ def test_the_registry_gives_features_the_tables_codes() -> None:
     rows = {row.key: implemented for row, implemented in registry.rows()}
     assert rows["pickup.group"] and rows["dnd.on"] and rows["pickup.extra"]
     assert not rows["pickup.directed"] and rows["voicemail.listen"]
-    assert not rows["voicemail.clear_mwi"]  # the message-waiting work
+    assert rows["mwi.clear"]  # *99, the message-waiting feature
     assert registry.match("#51") is None  # in the table, implemented by nobody
     assert {"*78", "*79", "*98", "*4711"} <= set(registry.code_table())
     assert "#51" not in registry.code_table() and "*97" not in registry.code_table()

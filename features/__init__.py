@@ -58,6 +58,9 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.parallel_ringing import ParallelRinging
     from features.remote_office import RemoteOffice
     from features.ringing import OrdinaryRinging
+    from features.transfer import register_actions
+
+    register_actions()  # the in-call codes ##, *2, *4 (pbx.callcontrol.incall)
 
     no_answer = ForwardNoAnswer()
     parallel = ParallelRinging()

@@ -62,7 +62,7 @@ from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
 ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
-                             "INFO"})
+                             "INFO", "REFER", "NOTIFY"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
 #: timer: RFC 4028 session timers (pbx.b2bua).

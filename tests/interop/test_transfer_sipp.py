@@ -1,0 +1,116 @@
+"""Transfers over real SIP between SIPp phones, audio checked both ways (Goertzel).
+
+100 (the transferee, a SIPp UAC whose RTP is a Python peer sending 1000 Hz) calls 101 (the
+transferor, a SIPp UAS whose peer sends 700 Hz); 101 transfers the call to 102 (a SIPp UAS whose
+peer sends 1500 Hz): by a REFER in its dialog, or by typing ``##102#`` (SIP INFO). Afterwards
+100 hears 1500 Hz and 102 hears 1000 Hz, 101's dialog is over (its BYE was answered, or the PBX
+hung it up), and the code's digits never reached 100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media.dtmf import tone_ratio
+from tests.interop.harness import free_port, read_log
+from tests.interop.test_calls_sipp import (
+    USERS,
+    RtpPeer,
+    SippUas,
+    caller,
+    messages,
+    pbx_with,
+    register_port,
+)
+
+pytestmark = pytest.mark.interop
+
+CALLER_HZ, TRANSFEROR_HZ, TARGET_HZ = 1000.0, 700.0, 1500.0
+
+
+def heard(pcm: np.ndarray, tones: dict[str, float], size: int = 1600) -> list[str]:
+    """Which tone each 200 ms window of ``pcm`` holds ("" for none of them)."""
+    out = []
+    for i in range(0, len(pcm) - size + 1, size):
+        w = pcm[i:i + size]
+        best = max(tones, key=lambda name: tone_ratio(w, tones[name], 8000))
+        out.append(best if tone_ratio(w, tones[best], 8000) > 0.5 else "")
+    return out
+
+
+def compact(seq: list[str]) -> list[str]:
+    """``seq`` without silence and repeats: the order in which the tones came."""
+    kept = [s for s in seq if s]
+    return [s for i, s in enumerate(kept) if i == 0 or kept[i - 1] != s]
+
+
+def transfer_call(tmp: Path, transferor_scenario: str, keys: dict[str, str]) -> tuple[
+        RtpPeer, RtpPeer, RtpPeer, list[dict[str, object]]]:
+    """100 calls 101, 101 transfers to 102 as its scenario says; returns the three RTP peers
+    (closed) and the server's log events."""
+    rtp = {name: RtpPeer(send_hz=hz) for name, hz in
+           (("caller", CALLER_HZ), ("transferor", TRANSFEROR_HZ), ("target", TARGET_HZ))}
+    try:
+        with pbx_with(tmp) as pbx:
+            p101, p102 = free_port(), free_port()
+            register_port(pbx, "101", USERS[1][1], p101)
+            register_port(pbx, "102", USERS[2][1], p102)
+            transferor = SippUas(tmp, transferor_scenario, p101, name="transferor", timeout=20,
+                                 keys={"rtp_port": str(rtp["transferor"].port), **keys})
+            target = SippUas(tmp, "call_uas_answer.xml", p102, name="target", pause_ms=300,
+                             timeout=20, keys={"rtp_port": str(rtp["target"].port)})
+            try:
+                ok, failed, out = caller(pbx, tmp, rtp_port=rtp["caller"].port, pause_ms=7000,
+                                         timeout=20)
+                rc_transferor, out_transferor = transferor.result(timeout=20)
+                rc_target, out_target = target.result(timeout=20)
+            finally:
+                transferor.stop()
+                target.stop()
+            log = read_log(pbx.log_path)
+            assert (ok, failed) == (1, 0), out + messages(tmp)[-2000:] + log[-3000:]
+            assert rc_transferor == 0, out_transferor + transferor.log()[-3000:] + log[-3000:]
+            assert rc_target == 0, out_target + target.log()[-2000:] + log[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    return rtp["caller"], rtp["transferor"], rtp["target"], logged
+
+
+def assert_connected_after_transfer(caller_rtp: RtpPeer, target_rtp: RtpPeer) -> None:
+    tones = {"transferor": TRANSFEROR_HZ, "target": TARGET_HZ, "caller": CALLER_HZ}
+    by_caller = heard(caller_rtp.pcm(), tones)
+    by_target = heard(target_rtp.pcm(), tones)
+    # the caller heard the transferor, then the target (at least 2 s of it)
+    assert compact(by_caller)[-2:] == ["transferor", "target"], by_caller
+    assert by_caller.count("target") >= 10, by_caller
+    # the target heard the caller only
+    assert compact(by_target) == ["caller"], by_target
+    assert by_target.count("caller") >= 10, by_target
+
+
+def test_blind_transfer_by_refer(tmp_path: Path) -> None:
+    caller_rtp, _, target_rtp, logged = transfer_call(
+        tmp_path, "call_uas_refer.xml", {"refer_to": "102"})
+    assert_connected_after_transfer(caller_rtp, target_rtp)
+    blind = [e for e in logged if e.get("event") == "transfer.blind"]
+    assert len(blind) == 1 and blind[0]["target"] == "102", blind
+    # the transferor's call is over; the moved call ended when the caller hung up
+    ended = [e for e in logged if e.get("event") == "call.ended"]
+    assert len(ended) == 2, ended
+
+
+def test_blind_transfer_by_incall_code_over_info_does_not_leak_digits(tmp_path: Path) -> None:
+    caller_rtp, _, target_rtp, logged = transfer_call(
+        tmp_path, "call_uas_incall_transfer.xml", {"d1": "1", "d2": "0", "d3": "2"})
+    assert_connected_after_transfer(caller_rtp, target_rtp)
+    codes = [e for e in logged if e.get("event") == "incall.code"]
+    assert [(e["action"], e["number"]) for e in codes] == [("blind_transfer", "102")], codes
+    # none of ##102# reached the caller: no telephone-event, no INFO
+    assert caller_rtp.events == []
+    assert "INFO sip" not in messages(tmp_path)
+    assert len([e for e in logged if e.get("event") == "call.ended"]) == 2

@@ -31,13 +31,22 @@ pytestmark = pytest.mark.interop
 CALLER_HZ, TRANSFEROR_HZ, TARGET_HZ = 1000.0, 700.0, 1500.0
 
 
+MOH_HZ = (440.0, 554.37, 659.26)
+
+
 def heard(pcm: np.ndarray, tones: dict[str, float], size: int = 1600) -> list[str]:
-    """Which tone each 200 ms window of ``pcm`` holds ("" for none of them)."""
+    """Which tone each 200 ms window of ``pcm`` holds: a name of ``tones``, "moh" (music on
+    hold: our default melody) or "" for none of them."""
     out = []
     for i in range(0, len(pcm) - size + 1, size):
         w = pcm[i:i + size]
         best = max(tones, key=lambda name: tone_ratio(w, tones[name], 8000))
-        out.append(best if tone_ratio(w, tones[best], 8000) > 0.5 else "")
+        if tone_ratio(w, tones[best], 8000) > 0.5:
+            out.append(best)
+        elif max(tone_ratio(w, f, 8000) for f in MOH_HZ) > 0.3:
+            out.append("moh")
+        else:
+            out.append("")
     return out
 
 
@@ -47,7 +56,9 @@ def compact(seq: list[str]) -> list[str]:
     return [s for i, s in enumerate(kept) if i == 0 or kept[i - 1] != s]
 
 
-def transfer_call(tmp: Path, transferor_scenario: str, keys: dict[str, str]) -> tuple[
+def transfer_call(tmp: Path, transferor_scenario: str, keys: dict[str, str], *,
+                  talk_ms: int = 7000, target_scenario: str = "call_uas_answer.xml",
+                  target_ms: int = 300, transferor_ms: int = 500) -> tuple[
         RtpPeer, RtpPeer, RtpPeer, list[dict[str, object]]]:
     """100 calls 101, 101 transfers to 102 as its scenario says; returns the three RTP peers
     (closed) and the server's log events."""
@@ -58,13 +69,14 @@ def transfer_call(tmp: Path, transferor_scenario: str, keys: dict[str, str]) -> 
             p101, p102 = free_port(), free_port()
             register_port(pbx, "101", USERS[1][1], p101)
             register_port(pbx, "102", USERS[2][1], p102)
-            transferor = SippUas(tmp, transferor_scenario, p101, name="transferor", timeout=20,
+            transferor = SippUas(tmp, transferor_scenario, p101, name="transferor", timeout=25,
+                                 pause_ms=transferor_ms,
                                  keys={"rtp_port": str(rtp["transferor"].port), **keys})
-            target = SippUas(tmp, "call_uas_answer.xml", p102, name="target", pause_ms=300,
+            target = SippUas(tmp, target_scenario, p102, name="target", pause_ms=target_ms,
                              timeout=20, keys={"rtp_port": str(rtp["target"].port)})
             try:
-                ok, failed, out = caller(pbx, tmp, rtp_port=rtp["caller"].port, pause_ms=7000,
-                                         timeout=20)
+                ok, failed, out = caller(pbx, tmp, rtp_port=rtp["caller"].port,
+                                         pause_ms=talk_ms, timeout=25)
                 rc_transferor, out_transferor = transferor.result(timeout=20)
                 rc_target, out_target = target.result(timeout=20)
             finally:
@@ -114,3 +126,33 @@ def test_blind_transfer_by_incall_code_over_info_does_not_leak_digits(tmp_path: 
     assert caller_rtp.events == []
     assert "INFO sip" not in messages(tmp_path)
     assert len([e for e in logged if e.get("event") == "call.ended"]) == 2
+
+
+TONES = {"transferor": TRANSFEROR_HZ, "target": TARGET_HZ, "caller": CALLER_HZ}
+
+
+def assert_consulted_then_transferred(caller_rtp: RtpPeer, target_rtp: RtpPeer) -> None:
+    by_caller = heard(caller_rtp.pcm(), TONES)
+    by_target = heard(target_rtp.pcm(), TONES)
+    # the caller heard the user, music on hold during the consultation, then the target
+    assert compact(by_caller)[-3:] == ["transferor", "moh", "target"], by_caller
+    assert by_caller.count("moh") >= 5 and by_caller.count("target") >= 10, by_caller
+    # the target talked to the user first, then to the caller
+    assert compact(by_target) == ["transferor", "caller"], by_target
+    assert by_target.count("caller") >= 10, by_target
+
+
+@pytest.mark.parametrize("scenario", ["call_uas_consult_hangup.xml", "call_uas_consult_star2.xml"])
+def test_consultation_then_attended_transfer_by_incall_code(tmp_path: Path, scenario: str) -> None:
+    """*2 102 #: the caller holds (music), the user talks to 102; hanging up or *2 again
+    connects the caller with 102."""
+    star2 = "star2" in scenario
+    caller_rtp, _, target_rtp, logged = transfer_call(
+        tmp_path, scenario, {"d1": "1", "d2": "0", "d3": "2"}, transferor_ms=2000,
+        talk_ms=11000 if star2 else 8000)
+    assert_consulted_then_transferred(caller_rtp, target_rtp)
+    codes = [(e["action"], e["number"]) for e in logged if e.get("event") == "incall.code"]
+    assert codes == [("attended_transfer", "102")] + ([("attended_transfer", "")] if star2
+                                                      else []), codes
+    assert [e for e in logged if e.get("event") == "transfer.completed"]
+    assert caller_rtp.events == [] and target_rtp.events == []  # no digit leaked

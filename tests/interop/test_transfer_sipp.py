@@ -156,3 +156,17 @@ def test_consultation_then_attended_transfer_by_incall_code(tmp_path: Path, scen
                                                       else []), codes
     assert [e for e in logged if e.get("event") == "transfer.completed"]
     assert caller_rtp.events == [] and target_rtp.events == []  # no digit leaked
+
+
+def test_transfer_while_the_consulted_party_still_rings(tmp_path: Path) -> None:
+    """*2 102 #, and the user hangs up while 102 still rings: the caller hears ringback until
+    102 answers, then they talk."""
+    caller_rtp, _, target_rtp, logged = transfer_call(
+        tmp_path, "call_uas_consult_hangup.xml", {"d1": "1", "d2": "0", "d3": "2"},
+        transferor_ms=500, target_ms=3000, talk_ms=9000)
+    by_caller = heard(caller_rtp.pcm(), {**TONES, "ringback": 425.0})
+    assert compact(by_caller)[-3:] == ["moh", "ringback", "target"], by_caller
+    assert by_caller.count("target") >= 10, by_caller
+    by_target = heard(target_rtp.pcm(), TONES)
+    assert compact(by_target) == ["caller"], by_target  # 102 never talked to the user
+    assert [e for e in logged if e.get("event") == "transfer.completed"]

@@ -88,6 +88,7 @@ from pbx.callcontrol import (
 from pbx.callsettings import CallSettings
 from pbx.legs.inbound import InboundLeg
 from pbx.legs.outbound import OutboundLeg
+from pbx.legs.refer import on_replacing_invite
 from pbx.legs.sdp import (
     SRTP_DEVICES_MAX,
 )
@@ -408,6 +409,10 @@ class B2bua:
             self.respond(request, tx=tx, status=503, extra=[("Retry-After", "5")])
             return
         self.sip.set_owner(event.transaction_id, leg)
+        replaces = request.headers.get("Replaces")
+        if replaces is not None:  # RFC 3891: the new leg takes an existing one's place
+            on_replacing_invite(self, leg, replaces, origin.user)
+            return
         self._begin_call(leg, event, origin, now, dialled)
 
     async def _new_webrtc_call(self, leg: WebRtcInboundLeg, event: RequestReceived,

@@ -15,8 +15,10 @@ NOTIFY (RFC 5589); a leg still up :data:`TRANSFEROR_GRACE` seconds later is hung
   parties of both are connected (:func:`pbx.callcontrol.transfer.attended_transfer`), the NOTIFY says
   200 at once.
 
-An INVITE with ``Replaces`` (:func:`replaces_leg`) naming an answered leg of ours takes that
-leg's place in its call (the B2BUA answers the new leg and hangs up the replaced one).
+An INVITE with ``Replaces`` (:func:`on_replacing_invite`) from a user, naming an answered leg
+of one of that user's phones, takes that leg's place in its call (the new leg is answered and
+bridged to the other party, the replaced leg hung up): a phone picking up its own call on
+another device, or completing an attended transfer itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pbx.callcontrol.transfer import TransferError, attended_transfer, transfer_blind
+from pbx.callcontrol.incall import InCallDispatcher
+from pbx.callcontrol.transfer import (
+    TransferError,
+    attended_transfer,
+    bridge_of,
+    transfer_blind,
+)
 from sipcore.errors import ParseError
 from sipcore.uri import SipURI, parse_name_addr
 
@@ -34,7 +42,15 @@ if TYPE_CHECKING:
     from pbx.legs.sip import SipLeg
     from sipcore.endpoint import RequestReceived
 
-__all__ = ["TRANSFEROR_GRACE", "find_dialog_leg", "on_refer", "parse_replaces", "send_notify"]
+__all__ = [
+    "TRANSFEROR_GRACE",
+    "find_dialog_leg",
+    "on_refer",
+    "on_replacing_invite",
+    "owner_of",
+    "parse_replaces",
+    "send_notify",
+]
 
 log = structlog.get_logger("pbx.calls")
 
@@ -130,3 +146,44 @@ def on_refer(leg: SipLeg, event: RequestReceived) -> None:
         transfer_blind(call, leg, uri.user, host=host, progress=progress)
     except TransferError:
         send_notify(leg, 503, "Service Unavailable", final=True)
+
+
+def owner_of(b2bua: Any, leg: SipLeg) -> str | None:
+    """The user key whose phone ``leg`` reaches (an outbound leg to a device) or comes from
+    (a call's caller leg); None for anybody else."""
+    target = leg.target
+    if target is not None and target.kind != "number":
+        return target.user
+    call = leg.call
+    origin = b2bua.origins.get(call.id) if call is not None else None
+    if origin is not None and origin.user is not None and call is not None \
+            and leg is call.caller:
+        return str(b2bua.routing.user_key(origin.user))
+    return None
+
+
+def on_replacing_invite(b2bua: Any, leg: SipLeg, value: str, user: Any) -> None:
+    """An INVITE with ``Replaces: value`` (RFC 3891) from the authenticated ``user``: when it
+    names an answered leg of one of ``user``'s own phones, ``leg`` takes its place in its
+    call (answered, bridged to the other party, the replaced leg hung up); 481 when there
+    is no such dialog, 403 when it belongs to somebody else."""
+    ids = parse_replaces(value)
+    old = find_dialog_leg(b2bua, *ids) if ids is not None else None
+    call = old.call if old is not None else None
+    bridge = bridge_of(call, old) if call is not None and old is not None else None
+    if old is None or call is None or bridge is None or not old.answered:
+        leg.reject(481, "Call/Transaction Does Not Exist")
+        leg.close_media()
+        return
+    if user is None or owner_of(b2bua, old) != b2bua.routing.user_key(user):
+        leg.reject(403, "Forbidden")
+        leg.close_media()
+        return
+    log.info("transfer.replaced", call_id=call.record.call_id, old=old.id, new=leg.id)
+    call.adopt(leg)
+    dispatcher = call.per_call.get(InCallDispatcher.KEY)
+    if isinstance(dispatcher, InCallDispatcher) and old in dispatcher.users:
+        dispatcher.watch(leg, dispatcher.users[old])
+    leg.answer()
+    call.replace(bridge, old, leg)
+    old.hangup()

@@ -9,6 +9,7 @@ hung it up), and the code's digits never reached 100.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,70 @@ def test_transfer_while_the_consulted_party_still_rings(tmp_path: Path) -> None:
     by_target = heard(target_rtp.pcm(), TONES)
     assert compact(by_target) == ["caller"], by_target  # 102 never talked to the user
     assert [e for e in logged if e.get("event") == "transfer.completed"]
+
+
+def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -> None:
+    """101 (a phone holding two dialogs) answers 100, calls 102 itself, then REFERs the first
+    dialog to 102 with Replaces naming the second: the PBX connects 100 and 102 (NOTIFY 200)
+    and 101 hangs up both dialogs."""
+    from urllib.parse import quote
+
+    from tests.interop.sip_phone import SipPhone
+
+    rtp = {name: RtpPeer(send_hz=hz) for name, hz in
+           (("caller", CALLER_HZ), ("user_a", TRANSFEROR_HZ), ("user_b", TRANSFEROR_HZ),
+            ("target", TARGET_HZ))}
+    try:
+        with pbx_with(tmp_path) as pbx:
+            p101, p102 = free_port(), free_port()
+            register_port(pbx, "101", USERS[1][1], p101)
+            register_port(pbx, "102", USERS[2][1], p102)
+            target = SippUas(tmp_path, "call_uas_answer.xml", p102, name="target",
+                             pause_ms=300, timeout=20, keys={"rtp_port": str(rtp["target"].port)})
+            phone = SipPhone("101", USERS[1][1], p101, pbx.addr("udp"))
+            import threading
+
+            result: dict[str, object] = {}
+
+            def run_caller() -> None:
+                result["caller"] = caller(pbx, tmp_path, rtp_port=rtp["caller"].port,
+                                          pause_ms=8000, timeout=25)
+
+            thread = threading.Thread(target=run_caller, daemon=True)
+            thread.start()
+            try:
+                first = phone.answer(rtp["user_a"].port)
+                time.sleep(1.0)  # 100 talks to 101
+                second = phone.call("102", rtp["user_b"].port)
+                time.sleep(1.5)  # 101 talks to 102 (100 hears nothing from 101 meanwhile)
+                replaces = quote(f"{second.call_id};to-tag={second.remote_tag};"
+                                 f"from-tag={second.local_tag}", safe="")
+                host, port = pbx.addr("udp")
+                answer = phone.in_dialog(first, "REFER", [
+                    f"Refer-To: <sip:102@{host}:{port}?Replaces={replaces}>",
+                    f"Referred-By: <sip:101@{host}>"])
+                assert answer.status == 202, answer
+                notify = phone.request("NOTIFY")
+                assert b"SIP/2.0 200" in notify.body, notify
+                assert phone.in_dialog(first, "BYE").status == 200
+                assert phone.in_dialog(second, "BYE").status == 200
+                thread.join(25)
+                rc_target, out_target = target.result(timeout=20)
+            finally:
+                target.stop()
+                phone.close()
+            ok, failed, out = result["caller"]  # type: ignore[misc]
+            log = read_log(pbx.log_path)
+            assert (ok, failed) == (1, 0), out + log[-3000:]
+            assert rc_target == 0, out_target + log[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    by_caller = heard(rtp["caller"].pcm(), TONES)
+    by_target = heard(rtp["target"].pcm(), TONES)
+    assert compact(by_caller)[-2:] == ["transferor", "target"], by_caller
+    assert by_caller.count("target") >= 10, by_caller
+    assert compact(by_target) == ["transferor", "caller"], by_target
+    assert by_target.count("caller") >= 10, by_target
+    assert [e for e in logged if e.get("event") == "transfer.attended"]

@@ -194,7 +194,7 @@ def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -
             phone = SipPhone("101", USERS[1][1], p101, pbx.addr("udp"))
             import threading
 
-            result: dict[str, object] = {}
+            result: dict[str, tuple[int, int, str]] = {}
 
             def run_caller() -> None:
                 result["caller"] = caller(pbx, tmp_path, rtp_port=rtp["caller"].port,
@@ -223,7 +223,7 @@ def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -
             finally:
                 target.stop()
                 phone.close()
-            ok, failed, out = result["caller"]  # type: ignore[misc]
+            ok, failed, out = result["caller"]
             log = read_log(pbx.log_path)
             assert (ok, failed) == (1, 0), out + log[-3000:]
             assert rc_target == 0, out_target + log[-3000:]
@@ -238,3 +238,53 @@ def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -
     assert compact(by_target) == ["transferor", "caller"], by_target
     assert by_target.count("caller") >= 10, by_target
     assert [e for e in logged if e.get("event") == "transfer.attended"]
+
+
+def test_invite_with_replaces_takes_over_the_users_call(tmp_path: Path) -> None:
+    """100 talks to 101's desk phone; 101's second phone sends an INVITE with Replaces naming
+    that dialog: 100 now talks to the second phone, the desk phone gets a BYE."""
+    import threading
+
+    from tests.interop.sip_phone import SipPhone
+
+    rtp = {name: RtpPeer(send_hz=hz) for name, hz in
+           (("caller", CALLER_HZ), ("desk", TRANSFEROR_HZ), ("second", TARGET_HZ))}
+    try:
+        with pbx_with(tmp_path) as pbx:
+            p_desk, p_second = free_port(), free_port()
+            register_port(pbx, "101", USERS[1][1], p_desk)
+            desk = SipPhone("101", USERS[1][1], p_desk, pbx.addr("udp"))
+            second = SipPhone("101", USERS[1][1], p_second, pbx.addr("udp"))
+            result: dict[str, tuple[int, int, str]] = {}
+
+            def run_caller() -> None:
+                result["caller"] = caller(pbx, tmp_path, rtp_port=rtp["caller"].port,
+                                          pause_ms=6000, timeout=25)
+
+            thread = threading.Thread(target=run_caller, daemon=True)
+            thread.start()
+            try:
+                first = desk.answer(rtp["desk"].port)
+                time.sleep(1.5)
+                replaces = f"{first.call_id};to-tag={first.local_tag};from-tag={first.remote_tag}"
+                taken = second.call("101", rtp["second"].port,
+                                    extra=[f"Replaces: {replaces}", "Require: replaces"])
+                assert desk.request("BYE", timeout=5) is not None  # the replaced dialog ends
+                second.request("BYE", timeout=15)  # 100 hangs up: the new dialog ends
+                thread.join(25)
+                assert taken.remote_tag
+            finally:
+                desk.close()
+                second.close()
+            ok, failed, out = result["caller"]
+            assert (ok, failed) == (1, 0), out + read_log(pbx.log_path)[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    by_caller = heard(rtp["caller"].pcm(), {"desk": TRANSFEROR_HZ, "second": TARGET_HZ})
+    assert compact(by_caller) == ["desk", "second"], by_caller
+    assert by_caller.count("second") >= 10, by_caller
+    by_second = heard(rtp["second"].pcm(), {"caller": CALLER_HZ})
+    assert by_second.count("caller") >= 10, by_second
+    assert [e for e in logged if e.get("event") == "transfer.replaced"]

@@ -288,3 +288,45 @@ def test_invite_with_replaces_takes_over_the_users_call(tmp_path: Path) -> None:
     by_second = heard(rtp["second"].pcm(), {"caller": CALLER_HZ})
     assert by_second.count("caller") >= 10, by_second
     assert [e for e in logged if e.get("event") == "transfer.replaced"]
+
+
+def test_consultation_and_transfer_when_the_first_party_is_on_a_trunk(tmp_path: Path) -> None:
+    """A carrier caller reaches 101 by its DID; 101 consults 102 (*2 102 #) and hangs up: the
+    carrier's caller and 102 hear each other."""
+    from tests.interop.harness import sipp
+    from tests.interop.test_carrier_calls import CARRIER_HOST, DID_101, pbx_with_carrier
+
+    carrier_port = free_port(CARRIER_HOST)
+    rtp = {"caller": RtpPeer(send_hz=CALLER_HZ, host=CARRIER_HOST),
+           "transferor": RtpPeer(send_hz=TRANSFEROR_HZ), "target": RtpPeer(send_hz=TARGET_HZ)}
+    try:
+        with pbx_with_carrier(tmp_path, carrier_port) as pbx:
+            p101, p102 = free_port(), free_port()
+            register_port(pbx, "101", USERS[1][1], p101)
+            register_port(pbx, "102", USERS[2][1], p102)
+            transferor = SippUas(tmp_path, "call_uas_consult_hangup.xml", p101,
+                                 name="transferor", timeout=25, pause_ms=2000,
+                                 keys={"rtp_port": str(rtp["transferor"].port),
+                                       "d1": "1", "d2": "0", "d3": "2"})
+            target = SippUas(tmp_path, "call_uas_answer.xml", p102, name="target",
+                             pause_ms=300, timeout=25, keys={"rtp_port": str(rtp["target"].port)})
+            try:
+                res = sipp("carrier_call_pcmu.xml", pbx.addr("udp"), tmp_path,
+                           local_ip=CARRIER_HOST, timeout=25,
+                           extra=["-key", "dst", DID_101, "-key", "caller", "+4917012345",
+                                  "-key", "rtp_port", str(rtp["caller"].port), "-d", "8000"])
+                rc_transferor, out_transferor = transferor.result(timeout=20)
+                rc_target, out_target = target.result(timeout=20)
+            finally:
+                transferor.stop()
+                target.stop()
+            log = read_log(pbx.log_path)
+            assert (res.successful, res.failed) == (1, 0), res.output + log[-3000:]
+            assert rc_transferor == 0, out_transferor + log[-3000:]
+            assert rc_target == 0, out_target + log[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    assert_consulted_then_transferred(rtp["caller"], rtp["target"])
+    assert [e for e in logged if e.get("event") == "transfer.completed"]

@@ -330,3 +330,120 @@ def test_consultation_and_transfer_when_the_first_party_is_on_a_trunk(tmp_path: 
             peer.close()
     assert_consulted_then_transferred(rtp["caller"], rtp["target"])
     assert [e for e in logged if e.get("event") == "transfer.completed"]
+
+
+class DtmfRtpPeer(RtpPeer):
+    """An RTP peer that sends its tone and, ``at`` seconds after its first packet, types
+    ``digits``: as RFC 4733 telephone-events (payload type 101) or in-band tone pairs."""
+
+    def __init__(self, send_hz: float, digits: str, *, at: float, inband: bool) -> None:
+        self.digits, self.at, self.inband = digits, at, inband
+        super().__init__(send_hz=send_hz)
+
+    def _run(self) -> None:
+        import contextlib
+        import socket as _socket
+        import struct
+
+        from media.dtmf import TelephoneEvent, digit_to_event, dtmf_tone, encode_event
+        from tests.interop.test_calls_sipp import ulaw_encode
+
+        seq, ts, ssrc = 1, 0, 0x4321
+        start: float | None = None
+        # what goes out in each 20 ms slot once typing starts: audio (None: our tone) or an
+        # RFC 4733 packet (event, duration, end, first)
+        Event = tuple[int, int, bool, bool]
+        plan: list[tuple[np.ndarray | None, Event | None]] = []
+        for digit in self.digits:
+            if self.inband:  # 200 ms tone pairs, 100 ms apart
+                tone = dtmf_tone(digit, 200.0)
+                plan += [(tone[i:i + 160], None) for i in range(0, 1600, 160)]
+                plan += [(np.zeros(160, np.int16), None)] * 5
+            else:
+                code = digit_to_event(digit)
+                plan += [(None, (code, n * 160, False, n == 0)) for n in range(5)]
+                plan += [(None, (code, 800, True, False))] * 3
+                plan += [(None, None)] * 5
+        next_send = time.monotonic()
+        event_ts = 0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError, _socket.timeout):
+                data, addr = self.sock.recvfrom(2048)
+                if self.remote is None:
+                    self.remote = addr
+                if len(data) > 12 and data[1] & 0x7F == 0:
+                    self.received.append((time.monotonic(), data[12:]))
+                elif len(data) >= 16 and data[1] & 0x7F == 101:
+                    self.events.append(data[12:16])
+            if self.remote is None or time.monotonic() < next_send:
+                continue
+            if start is None:
+                start = time.monotonic()
+            audio, event = (plan.pop(0) if plan and time.monotonic() - start >= self.at
+                            else (None, None))
+            if event is not None:
+                code, duration, end, first = event
+                if first:
+                    event_ts = ts
+                payload = encode_event(TelephoneEvent(code, end, 10, duration))
+                pkt = struct.pack("!BBHII", 0x80, 101 | (0x80 if first else 0), seq,
+                                  event_ts, ssrc) + payload
+            else:
+                if audio is None:
+                    n = np.arange(ts, ts + 160)
+                    assert self.send_hz is not None
+                    audio = (8000 * np.sin(2 * np.pi * self.send_hz * n / 8000)).astype(np.int16)
+                pkt = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + ulaw_encode(audio)
+            self.sock.sendto(pkt, self.remote)
+            seq, ts = seq + 1, ts + 160
+            next_send += 0.02
+
+
+def dtmf_heard(pcm: np.ndarray) -> str:
+    """The DTMF digits in ``pcm`` (in-band)."""
+    from media.dtmf import DtmfDetector
+
+    detector = DtmfDetector(8000)
+    return "".join(d.digit for i in range(0, len(pcm) - 159, 160)
+                   for d in detector.process(pcm[i:i + 160]))
+
+
+@pytest.mark.parametrize("inband", [False, True], ids=["rfc4733", "inband"])
+def test_blind_transfer_by_incall_code_in_the_media(tmp_path: Path, inband: bool) -> None:
+    """The transferor types ##102# as RFC 4733 events or as in-band tones (a phone without
+    telephone-event): the transfer happens and none of the digits reaches the caller."""
+    rtp = {"caller": RtpPeer(send_hz=CALLER_HZ),
+           "transferor": DtmfRtpPeer(TRANSFEROR_HZ, "##102#", at=1.0, inband=inband),
+           "target": RtpPeer(send_hz=TARGET_HZ)}
+    try:
+        with pbx_with(tmp_path) as pbx:
+            p101, p102 = free_port(), free_port()
+            register_port(pbx, "101", USERS[1][1], p101)
+            register_port(pbx, "102", USERS[2][1], p102)
+            transferor = SippUas(
+                tmp_path, "call_uas_answer_no_te.xml" if inband else "call_uas_answer.xml",
+                p101, name="transferor", timeout=25, pause_ms=300,
+                keys={"rtp_port": str(rtp["transferor"].port)})
+            target = SippUas(tmp_path, "call_uas_answer.xml", p102, name="target",
+                             pause_ms=300, timeout=25, keys={"rtp_port": str(rtp["target"].port)})
+            try:
+                ok, failed, out = caller(pbx, tmp_path, rtp_port=rtp["caller"].port,
+                                         pause_ms=7000, timeout=25)
+                rc_transferor, out_transferor = transferor.result(timeout=20)
+                rc_target, out_target = target.result(timeout=20)
+            finally:
+                transferor.stop()
+                target.stop()
+            log = read_log(pbx.log_path)
+            assert (ok, failed) == (1, 0), out + log[-3000:]
+            assert rc_transferor == 0, out_transferor + log[-3000:]  # the PBX's BYE came
+            assert rc_target == 0, out_target + log[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    codes = [(e["action"], e["number"]) for e in logged if e.get("event") == "incall.code"]
+    assert codes == [("blind_transfer", "102")], codes
+    assert_connected_after_transfer(rtp["caller"], rtp["target"])
+    assert rtp["caller"].events == []  # no telephone-event reached the caller
+    assert dtmf_heard(rtp["caller"].pcm()) == ""  # and no tone pair either

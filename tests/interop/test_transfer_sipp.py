@@ -447,3 +447,35 @@ def test_blind_transfer_by_incall_code_in_the_media(tmp_path: Path, inband: bool
     assert_connected_after_transfer(rtp["caller"], rtp["target"])
     assert rtp["caller"].events == []  # no telephone-event reached the caller
     assert dtmf_heard(rtp["caller"].pcm()) == ""  # and no tone pair either
+
+
+def test_star4_toggles_hold_of_the_other_party(tmp_path: Path) -> None:
+    """*4 puts the caller on hold (music on hold, the user's audio does not reach it), *4
+    again brings it back."""
+    rtp = {"caller": RtpPeer(send_hz=CALLER_HZ), "transferor": RtpPeer(send_hz=TRANSFEROR_HZ)}
+    try:
+        with pbx_with(tmp_path) as pbx:
+            p101 = free_port()
+            register_port(pbx, "101", USERS[1][1], p101)
+            user = SippUas(tmp_path, "call_uas_hold_toggle.xml", p101, name="user",
+                           timeout=25, pause_ms=2500,
+                           keys={"rtp_port": str(rtp["transferor"].port)})
+            try:
+                ok, failed, out = caller(pbx, tmp_path, rtp_port=rtp["caller"].port,
+                                         pause_ms=7000, timeout=25)
+                rc, user_out = user.result(timeout=20)
+            finally:
+                user.stop()
+            log = read_log(pbx.log_path)
+            assert (ok, failed) == (1, 0), out + log[-3000:]
+            assert rc == 0, user_out + log[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    by_caller = heard(rtp["caller"].pcm(), TONES)
+    assert compact(by_caller) == ["transferor", "moh", "transferor"], by_caller
+    assert by_caller.count("moh") >= 8, by_caller
+    codes = [(e["action"], e["number"]) for e in logged if e.get("event") == "incall.code"]
+    assert codes == [("toggle_hold", ""), ("toggle_hold", "")], codes
+    assert rtp["caller"].events == []

@@ -479,3 +479,43 @@ def test_star4_toggles_hold_of_the_other_party(tmp_path: Path) -> None:
     codes = [(e["action"], e["number"]) for e in logged if e.get("event") == "incall.code"]
     assert codes == [("toggle_hold", ""), ("toggle_hold", "")], codes
     assert rtp["caller"].events == []
+
+
+def test_blind_transfer_by_refer_from_the_caller(tmp_path: Path) -> None:
+    """The caller 100 transfers the callee 101 to 102 with a REFER: 101 and 102 talk, the
+    caller's dialog is over (its BYE was answered)."""
+    rtp = {name: RtpPeer(send_hz=hz) for name, hz in
+           (("transferor", TRANSFEROR_HZ), ("party", CALLER_HZ), ("target", TARGET_HZ))}
+    try:
+        with pbx_with(tmp_path) as pbx:
+            p101, p102 = free_port(), free_port()
+            register_port(pbx, "101", USERS[1][1], p101)
+            register_port(pbx, "102", USERS[2][1], p102)
+            party = SippUas(tmp_path, "call_uas_answer.xml", p101, name="party", timeout=25,
+                            pause_ms=300, keys={"rtp_port": str(rtp["party"].port)})
+            target = SippUas(tmp_path, "call_uas_bye.xml", p102, name="target", timeout=25,
+                             pause_ms=4000, keys={"rtp_port": str(rtp["target"].port)})
+            try:
+                ok, failed, out = caller(pbx, tmp_path, "call_uac_refer.xml",
+                                         rtp_port=rtp["transferor"].port, pause_ms=1500,
+                                         extra=["-key", "refer_to", "102"], timeout=25)
+                rc_party, out_party = party.result(timeout=20)
+                rc_target, out_target = target.result(timeout=20)
+            finally:
+                party.stop()
+                target.stop()
+            log = read_log(pbx.log_path)
+            assert (ok, failed) == (1, 0), out + messages(tmp_path)[-2000:] + log[-3000:]
+            assert rc_party == 0, out_party + log[-3000:]
+            assert rc_target == 0, out_target + log[-3000:]
+            logged = pbx.log_events()
+    finally:
+        for peer in rtp.values():
+            peer.close()
+    tones = {"transferor": TRANSFEROR_HZ, "target": TARGET_HZ, "party": CALLER_HZ}
+    by_party = heard(rtp["party"].pcm(), tones)
+    by_target = heard(rtp["target"].pcm(), tones)
+    assert compact(by_party)[-2:] == ["transferor", "target"], by_party
+    assert by_party.count("target") >= 10, by_party
+    assert compact(by_target) == ["party"], by_target
+    assert [e for e in logged if e.get("event") == "transfer.blind"]

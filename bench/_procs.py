@@ -128,8 +128,15 @@ class Server:
                 raise RuntimeError(f"adding users in {self.tree.root} failed: "
                                    + added.stderr[-3000:])
         prefix = pin(self.cpu) if self.cpu is not None else []
+        profile = os.environ.get("BENCH_PROFILE_DIR")
+        if profile:  # cProfile the server: where a before/after difference comes from
+            out = Path(profile) / f"{self.tree.root.name}-{os.getpid()}-{time.time_ns()}.prof"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            prefix = [*prefix, self.tree.python, "-m", "cProfile", "-o", str(out)]
+        else:
+            prefix = [*prefix, self.tree.python]
         self.proc = subprocess.Popen(
-            [*prefix, self.tree.python, "-m", "pbx", "serve", "--config", str(cfg),
+            [*prefix, "-m", "pbx", "serve", "--config", str(cfg),
              "--data-dir", str(data)],
             cwd=self.tree.root, stdout=subprocess.PIPE,
             stderr=(self.workdir / "server.log").open("w"),
@@ -147,8 +154,9 @@ class Server:
             if line.strip() == "ready":
                 threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
                 return self
+        log = (self.workdir / "server.log").read_text()[-3000:]
         self.stop()
-        raise RuntimeError("server did not start: " + (self.workdir / "server.log").read_text()[-3000:])
+        raise RuntimeError("server did not start: " + log)
 
     def cpu_seconds(self) -> float:
         """CPU seconds the server process and its children have used so far."""
@@ -210,15 +218,17 @@ def _children_cpu() -> float:
 
 def sipp_uac(scenario: str | Path, target: tuple[str, int], *, rate: int, calls: int,
              workdir: Path, inf: Path | None = None, cpu: int | None = None, limit: int = 2000,
-             timeout: float = 60.0, extra: Sequence[str] = ()) -> SippRun:
-    """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended. ``scenario`` is a file
-    of bench/scenarios or a path; ``extra`` goes on SIPp's command line before the target."""
+             timeout: float = 60.0, extra: Sequence[str] = (),
+             local_ip: str = "127.0.0.1") -> SippRun:
+    """Run SIPp as UAC at ``rate`` calls/s until ``calls`` calls ended, from ``local_ip``.
+    ``scenario`` is a file of bench/scenarios or a path; ``extra`` goes on SIPp's command line
+    before the target."""
     path = Path(scenario)
     if not path.is_absolute():
         path = SCENARIOS / path
     stat = workdir / f"stat-{rate}-{time.monotonic_ns()}.csv"
     args = [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", str(path),
-            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-m", str(calls), "-r", str(rate),
+            "-i", local_ip, "-p", str(_free_udp_port(local_ip)), "-m", str(calls), "-r", str(rate),
             "-rp", "1000", "-l", str(limit), "-timeout", f"{int(timeout)}s", "-nostdin",
             "-trace_stat", "-stf", str(stat), "-fd", "1", "-max_recv_loops", "100000",
             "-recv_timeout", "8000", "-buff_size", "4194304"]
@@ -336,11 +346,11 @@ def climb(label: str, step: Callable[[int, int], SippRun], rates: Sequence[int],
     return Climb(best, rows, limit_found)
 
 
-def _free_udp_port() -> int:
+def _free_udp_port(host: str = "127.0.0.1") -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 

@@ -9,7 +9,8 @@ Precedence (FEATURES.md §2, DESIGN.md principle 7) — the priority of each fea
   call-waiting tone instead) → after the ring: busy forwarding (every device busy or declined,
   or *busy* above) / no-answer forwarding (after N rings) / unreachable forwarding (nothing
   registered, or every device failed) → (voicemail, later) → the caller gets 486 / 480.
-* **originating** (a user's call): feature codes → CLIR / displayed number → routing.
+* **originating** (a user's call): feature codes → call-back instead (permanent call-back,
+  remote office) → CLIR / displayed number → routing.
 * Every redirect routes on behalf of the user who forwarded (their permissions and number), at
   most 5 times, never back to a user already in the call's chain (482).
 
@@ -47,6 +48,7 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     """Every feature the PBX runs, configured from the server's settings (``ring_timeout``:
     the ``[calls] ring_timeout`` default for users who chose none)."""
     from features.anonymous_rejection import AnonymousRejection
+    from features.call_back import CallBackFeature
     from features.call_waiting import CallWaiting
     from features.clir import Clir
     from features.displayed_number import DisplayedNumber
@@ -55,10 +57,12 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.forward_immediate import ForwardImmediate
     from features.forward_no_answer import ForwardNoAnswer
     from features.forward_unreachable import ForwardUnreachable
+    from features.mwi import MessageWaiting
     from features.parallel_ringing import ParallelRinging
     from features.remote_office import RemoteOffice
     from features.ringing import OrdinaryRinging
     from features.transfer import register_actions
+    from features.voicemail_mail import VoicemailMail
 
     register_actions()  # the in-call codes ##, *2, *4 (pbx.callcontrol.incall)
 
@@ -67,4 +71,5 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     ringing = OrdinaryRinging(ring_timeout, no_answer=no_answer, parallel=parallel)
     return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(), RemoteOffice(ringing),
             CallWaiting(), parallel, ringing, ForwardBusy(), no_answer, ForwardUnreachable(),
-            Clir(), DisplayedNumber()]
+            Clir(), DisplayedNumber(), CallBackFeature(ringing), MessageWaiting(),
+            VoicemailMail()]

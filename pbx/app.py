@@ -27,11 +27,14 @@ from pbx.b2bua import B2bua, CallSettings
 from pbx.banfile import take_lift_requests, write_bans
 from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
 from pbx.callcontrol import CallRecord, FeatureRegistry
+from pbx.chat import ChatService
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
+from pbx.mail import MailOutbox, MailSender
+from pbx.mwi import MwiService
 from pbx.origin import verify_with_bans
 from pbx.overload import Admission, OverloadDetector
 from pbx.phone import PhonePage
@@ -39,7 +42,7 @@ from pbx.prompts import PromptStore
 from pbx.routing.router import Router
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
-from pbx.store import Store
+from pbx.store import Store, User
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
 from sipcore import _compiled
@@ -62,7 +65,7 @@ from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
 ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
-                             "INFO", "REFER", "NOTIFY"})
+                             "INFO", "MESSAGE", "SUBSCRIBE", "REFER", "NOTIFY"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
 #: timer: RFC 4028 session timers (pbx.b2bua). replaces: RFC 3891 (pbx.legs.refer).
@@ -154,6 +157,18 @@ class PbxServer:
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
+        #: Message waiting indication (pbx.mwi), set up in run() with the calls.
+        self.mwi: MwiService | None = None
+        self._mwi_task: asyncio.Task[None] | None = None
+        #: Voicemail mail (pbx.mail): the outbox a deposit fills (one of the store's deposit
+        #: hooks, when the store has the voicemail box), the sender started in run().
+        self.mail_outbox = MailOutbox(self.features.schema("voicemail_mail") or {},
+                                      self.domain)
+        deposit_hooks = getattr(store, "voicemail_deposit_hooks", None)
+        if deposit_hooks is not None:
+            deposit_hooks.append(self.mail_outbox.deposit_hook)
+        self.mail: MailSender | None = None
+        self._mail_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
@@ -298,6 +313,47 @@ class PbxServer:
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
         self.b2bua.ice = self._ice_settings()
+        self.b2bua.chat = ChatService(self.b2bua, self.store, self.directory,
+                                      max_size=self.config.chat.max_size)
+        self._start_mwi(services)
+        self._start_mail(services)
+
+    def _start_mwi(self, services: asyncio.TaskGroup) -> None:
+        """Message waiting indication: SUBSCRIBE/NOTIFY for the voicemail boxes (pbx.mwi)."""
+        assert self.sip is not None and self.b2bua is not None
+        counts = getattr(self.store, "voicemail_counts", None)
+        self.mwi = MwiService(self.sip, auth_for=self._invite_auth, directory=self.directory,
+                              registrar=self.registrar, settings=self.settings,
+                              domain=self.domain, contact_for=self.b2bua.contact_for,
+                              counts=counts, bans=self.bans, seclog=self.seclog)
+        self.mwi.attach(self.events)
+        self._mwi_task = services.create_task(self.mwi.run(), name="mwi")
+
+    def _start_mail(self, services: asyncio.TaskGroup) -> None:
+        """The voicemail mail sender: drains the outbox through ``[smtp]`` (pbx.mail)."""
+        smtp = self.config.smtp
+        self.mail = MailSender(self.store, smtp, smtp.from_address or f"voicemail@{self.domain}",
+                               on_deleted=self._forwarded_and_removed)
+        loop = asyncio.get_running_loop()
+        mail = self.mail
+
+        def queued() -> None:  # a deposit may run in a worker thread
+            loop.call_soon_threadsafe(mail.wake)
+
+        self.mail_outbox.on_queued = queued
+        self._mail_task = services.create_task(self.mail.run(), name="mail")
+
+    def _forwarded_and_removed(self, mail: Any) -> None:
+        """A forwarded message left its box (forward without "also keep"): publish the box's
+        counts as the box does after every change (the lamps follow)."""
+        counts = getattr(self.store, "voicemail_counts", None)
+        if counts is None or mail.user_id is None:
+            return
+        new, old, new_urgent, old_urgent = counts(mail.user_id)
+        self.events.publish("voicemail.changed", {
+            "tenant": mail.payload.get("tenant", ""), "user": mail.payload.get("extension", ""),
+            "user_id": mail.user_id, "new": new, "old": old, "new_urgent": new_urgent,
+            "old_urgent": old_urgent})
 
     def _load_prompts(self) -> PromptStore:
         """The prompt set (pbx.prompts): ``[prompts] cache_dir``, else the data directory's
@@ -348,6 +404,12 @@ class PbxServer:
 
     async def _stop_calls(self) -> None:
         """Release every call (BYE/CANCEL/5xx), then stop the media engine."""
+        if self.mwi is not None:  # terminated;reason=deactivated: phones subscribe again
+            self.mwi.shutdown()
+            if self._mwi_task is not None:
+                self._mwi_task.cancel()
+        if self._mail_task is not None:  # what is pending stays in the outbox
+            self._mail_task.cancel()
         if self.b2bua is not None:
             await self.b2bua.close()
         if self.media is not None:
@@ -410,11 +472,18 @@ class PbxServer:
             codes=self.codes, features=self.features, bus=self.events, events=self.api_events,
             figures=self.health_figures,
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
-            bindings=self._bindings, version=__version__, bans=self.bans)
+            bindings=self._bindings, version=__version__, bans=self.bans,
+            call_back=self._call_back)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0})
         api.install(service.app, ctx, metrics)
+
+    def _call_back(self, user: User, target: str, phone: str | None) -> str:
+        """Start a call-back for ``user`` (the API's POST /users/{user}/call-backs)."""
+        if self.b2bua is None:
+            raise RuntimeError("calls are not running")
+        return self.b2bua.call_back(user, target, phone=phone).record.call_id
 
     def _bindings(self) -> list[Binding]:
         """Every current registration (the API's /registrations)."""
@@ -530,9 +599,13 @@ class PbxServer:
                                   src=f"{b.received.host}:{b.received.port}" if b.received else None)
                     self._registration_event("registration.added", b,
                                              expires=b.remaining(time.time()))
+                    if self.b2bua is not None and self.b2bua.chat is not None:
+                        self.b2bua.chat.registered(b)  # messages kept while offline
                 elif isinstance(change, BindingRefreshed):
                     self.log.debug("sip.register.refreshed", aor=b.aor, contact=b.uri,
                                    call_id=b.call_id)
+                    if self.b2bua is not None and self.b2bua.chat is not None:
+                        self.b2bua.chat.registered(b, refresh=True)
 
     def _take_batch(self) -> tuple[list[Binding], list[tuple[str, str]]]:
         upserts, removals = list(self._upserts.values()), list(self._removals)
@@ -561,15 +634,24 @@ class PbxServer:
         assert self._stopping is not None
         loop = asyncio.get_running_loop()
         detector = self.overload
-        delay = detector.tick(loop.time())
+        delay = detector.tick(loop.time(), self._queued_bytes())
         while not self._stopping.is_set():
             await asyncio.sleep(delay)
             was = detector.state
-            delay = detector.tick(loop.time())
+            delay = detector.tick(loop.time(), self._queued_bytes())
             if detector.state is not was:
                 self.log.warning("overload.started" if detector.overloaded else "overload.ended",
                                  lag_ms=round(detector.lag * 1000, 1),
                                  rejected=detector.stats["rejected"])
+
+    def _queued_bytes(self) -> int:
+        """What waits unread in the SIP UDP sockets (the overload detector's queue depth)."""
+        if self.sip is None or self.overload.policy.queue_threshold <= 0:
+            return 0
+        try:
+            return self.sip.transports.udp_queued_bytes()
+        except RuntimeError:  # not listening (yet / any more)
+            return 0
 
     def _overload_rejects(self, event: RequestReceived) -> bool:
         """While overloaded: answer a new INVITE or a REGISTER from an untrusted source with
@@ -580,8 +662,10 @@ class PbxServer:
             return False
         trusted = peer.host in self._trusted or (
             self.trunks is not None and self.trunks.identify(peer) is not None)
-        if self.overload.decide(request.method, request.to_tag is not None,
-                                trusted) is not Admission.REJECT:
+        credentials = ("Proxy-Authorization" in request.headers
+                       or "Authorization" in request.headers)
+        if self.overload.decide(request.method, request.to_tag is not None, trusted,
+                                credentials=credentials) is not Admission.REJECT:
             return False
         response = make_response(request, 503, "Service Unavailable")
         response.headers.add("Retry-After", str(self.overload.policy.retry_after))
@@ -594,6 +678,10 @@ class PbxServer:
             return
         if self.trunks is not None and self.trunks.on_event(event):
             return  # a response to one of the trunks' REGISTERs
+        if (self.mwi is not None and isinstance(event, RequestReceived)
+                and event.request.method == "SUBSCRIBE"):
+            self.mwi.on_request(event)
+            return
         if not isinstance(event, RequestReceived) or event.request.method != "REGISTER":
             # calls: INVITE/ACK/BYE/CANCEL/UPDATE/INFO, responses, transaction events
             if self.b2bua is not None:

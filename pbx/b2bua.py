@@ -59,7 +59,7 @@ import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -92,7 +92,7 @@ from pbx.legs.refer import on_replacing_invite
 from pbx.legs.sdp import (
     SRTP_DEVICES_MAX,
 )
-from pbx.legs.sip import SipLeg, refusal_headers
+from pbx.legs.sip import ALLOW, SipLeg, refusal_headers
 from pbx.legs.trunk import TrunkLeg
 from pbx.legs.webrtc import (
     WEBRTC_TRANSPORTS,
@@ -128,6 +128,9 @@ from sipcore.message import Request, Response, make_response, new_call_id, new_t
 from sipcore.registrar import Binding, Registrar
 from sipcore.transport import Peer
 from sipcore.uri import SipURI, parse_uri
+
+if TYPE_CHECKING:
+    from pbx.chat import ChatService
 
 __all__ = ["B2bua", "CallSettings", "InboundLeg", "OutboundLeg", "SipLeg"]
 
@@ -231,6 +234,8 @@ class B2bua:
         #: ICE of browser legs (pbx.legs.webrtc): the server sets it from ``[webrtc]``; by
         #: default the media address when it is an IP address (None: browsers get 488).
         self.ice: IceSettings | None = _default_ice(engine.host)
+        #: SIP MESSAGE between users (pbx.chat.ChatService; the server sets it; None: 405).
+        self.chat: ChatService | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -348,6 +353,9 @@ class B2bua:
 
     def _on_request(self, event: RequestReceived) -> None:
         request = event.request
+        if request.method == "MESSAGE" and request.to_tag is None:
+            self._on_message(event, None)  # chat (pbx.chat)
+            return
         if request.to_tag is None:
             if request.method == "INVITE":
                 self._new_call(event)
@@ -366,7 +374,22 @@ class B2bua:
         if leg is None:
             self.respond(request, 481, tx=event.transaction_id)
             return
+        if request.method == "MESSAGE":
+            self._on_message(event, leg)  # chat during a call
+            return
         leg.on_request(event)
+
+    def _on_message(self, event: RequestReceived, leg: SipLeg | None) -> None:
+        """SIP MESSAGE (RFC 3428) to the chat service, outside (``leg`` None) or inside a
+        call's dialog; 405 without one."""
+        chat = self.chat
+        if chat is None:
+            self.respond(event.request, 405, tx=event.transaction_id,
+                         extra=[("Allow", ALLOW)])
+        elif leg is None:
+            chat.on_request(event)
+        else:
+            chat.on_dialog_request(event, leg)
 
     # -- new calls -------------------------------------------------------------------------------
 
@@ -434,6 +457,10 @@ class B2bua:
             return
         self._begin_call(leg, event, origin, now, dialled)
 
+    def ensure_tasks(self) -> None:
+        """Start the calls' task scope when nobody runs it (a bare B2BUA in a test)."""
+        self._ensure_tasks()
+
     def _ensure_tasks(self) -> None:
         if not self._scope_owned and not self.tasks.started:
             self.tasks.start()
@@ -477,10 +504,13 @@ class B2bua:
         self._scope_owned = True
         await self.tasks.run()
 
-    def call_back(self, user: Any, dialled: str, *, timeout: float | None = None) -> Call:
-        """Call-back for the directory user ``user``: ring their devices, and when one
-        answers, call ``dialled`` on their behalf and connect both (a PBX-initiated call, no
-        inbound leg). Returns the call (it runs in the background)."""
+    def call_back(self, user: Any, dialled: str, *, timeout: float | None = None,
+                  phone: str | None = None) -> Call:
+        """Call-back for the directory user ``user``: ring their chosen phone (``phone``:
+        ``mobile``, ``remote_office`` or ``device``; default: their call-back setting, see
+        :mod:`features.call_back`), and when it answers, call ``dialled`` on their behalf and
+        connect both (a PBX-initiated call, no inbound leg). Returns the call (it runs in the
+        background)."""
         view = self.routing.view(user)
         record = CallRecord(call_id=new_call_id(), direction="internal",
                             caller=user.extension, callee=dialled, started=time.time(),
@@ -489,9 +519,18 @@ class B2bua:
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         ring = timeout if timeout is not None else self.settings.ring_timeout
-        self.log.info("call.callback", call_id=record.call_id, user=view.key, dialled=dialled)
-        self._start(call, CallOrigin(caller=user.extension, user=user),
-                    lambda c: self.script.call_back(c, view, dialled, ring))
+        self.log.info("call.callback", call_id=record.call_id, user=view.key, dialled=dialled,
+                      phone=phone)
+        origin = CallOrigin(caller=user.extension, user=user)
+
+        async def script(c: Call) -> None:
+            chooser = self.features.get("call_back")
+            choose = getattr(chooser, "targets", None)
+            targets = (choose(self.script.context(c, view, view), phone)
+                       if callable(choose) else ())
+            await self.script.call_back(c, view, dialled, ring, targets)
+
+        self._start(call, origin, script)
         return call
 
     def moved_call(self, first: Call, party: Leg, dialled: str,

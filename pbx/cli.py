@@ -3,6 +3,7 @@
 ``asyncpbx serve``, ``asyncpbx tenant|user|device|number|trunk add|list|remove``,
 ``asyncpbx codes list|set|reset`` (:mod:`pbx.cli_codes`), ``asyncpbx settings show|set``
 (:mod:`pbx.cli_settings`), ``asyncpbx token create|list|revoke`` (:mod:`pbx.cli_tokens`),
+``asyncpbx call-back USER TARGET`` (:mod:`pbx.cli_callback`, through the running server's API),
 ``asyncpbx bench NAME``. Every command fails with a one-line message naming what is wrong (exit
 status 2 for usage, configuration and input errors) instead of a traceback.
 
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pbx import cli_codes, cli_tokens
+from pbx import cli_callback, cli_codes, cli_mail, cli_tokens
 from pbx.cli_settings import add_parser as add_settings_parser
 from pbx.cli_settings import run as run_settings
 from pbx.config import Config, ConfigError, load_config
@@ -38,7 +39,7 @@ from pbx.store import (
     Tenant,
 )
 
-BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls")
+BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "overload", "soak")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),
@@ -212,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_codes.add_parser(sub, _add_common)
     add_settings_parser(sub, _add_common, _add_tenant)
     cli_tokens.add_parser(sub, _add_common)
+    cli_callback.add_parser(sub, _add_common, _add_tenant)
+    cli_mail.add_parser(sub, _add_common)
 
     bench = sub.add_parser("bench", help="run a benchmark (one final JSON line)")
     bench.add_argument("name", choices=BENCHES)
@@ -368,15 +371,22 @@ def _cmd_settings(args: argparse.Namespace, config: Config, store: Store) -> Non
     run_settings(args, config, store, _tenant_name(args))
 
 
+def _cmd_call_back(args: argparse.Namespace, config: Config, store: Store) -> None:
+    cli_callback.run(args, config, store, _tenant_name(args))
+
+
 _MANAGE = {"tenant": _cmd_tenant, "user": _cmd_user, "device": _cmd_device,
            "number": _cmd_number, "trunk": _cmd_trunk, "codes": cli_codes.run,
-           "settings": _cmd_settings, "token": cli_tokens.run}
+           "settings": _cmd_settings, "token": cli_tokens.run, "call-back": _cmd_call_back,
+           "mail": cli_mail.run}
 
 
 def _cmd_manage(args: argparse.Namespace) -> int:
     config = _config(args)
     store = _open(config)
     try:
+        if args.command == "mail":
+            return cli_mail.run(args, config, store)
         _MANAGE[args.command](args, config, store)
     finally:
         store.close()

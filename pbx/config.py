@@ -204,6 +204,55 @@ class WebRtcConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """The ``[smtp]`` table: the mail server voicemail mail goes out through (pbx.mail)."""
+
+    #: The SMTP server; empty: no mail is sent (the outbox keeps what is queued).
+    host: str = ""
+    port: int = 587
+    #: STARTTLS after connecting (RFC 3207); ``tls``: TLS from the start (port 465).
+    starttls: bool = True
+    tls: bool = False
+    #: SMTP AUTH (both or neither).
+    username: str = ""
+    password: str = ""
+    #: The sender; empty: ``voicemail@<sip.domain>``.
+    from_address: str = ""
+    #: Seconds one delivery attempt may take.
+    timeout: float = 30.0
+    #: Back-off while the server is down or says 4xx: the first retry after ``retry_initial``
+    #: seconds, doubling up to ``retry_max``; a mail still not out after ``give_up_after``
+    #: seconds (or refused with 5xx) is failed (``asyncpbx mail outbox`` lists it).
+    retry_initial: float = 30.0
+    retry_max: float = 1800.0
+    give_up_after: float = 259200.0
+
+
+def _validate_smtp(smtp: SmtpConfig) -> None:
+    if any(c in smtp.host for c in " <>;@\"/"):
+        raise ConfigError("smtp.host", f"{smtp.host!r} is not a host name or address")
+    if not 1 <= smtp.port <= 65535:
+        raise ConfigError("smtp.port", "must lie between 1 and 65535")
+    if smtp.starttls and smtp.tls:
+        raise ConfigError("smtp.tls", "smtp.tls (TLS from the start) and smtp.starttls exclude "
+                          "each other")
+    if bool(smtp.username) != bool(smtp.password):
+        raise ConfigError("smtp.password" if smtp.username else "smtp.username",
+                          "smtp.username and smtp.password go together")
+    if smtp.from_address and (smtp.from_address.count("@") != 1
+                              or any(c in smtp.from_address for c in " <>\r\n")):
+        raise ConfigError("smtp.from_address", f"{smtp.from_address!r} is not an address")
+    if smtp.timeout <= 0:
+        raise ConfigError("smtp.timeout", "must be positive (seconds)")
+    if smtp.retry_initial <= 0:
+        raise ConfigError("smtp.retry_initial", "must be positive (seconds)")
+    if smtp.retry_max < smtp.retry_initial:
+        raise ConfigError("smtp.retry_max", "must not be below smtp.retry_initial")
+    if smtp.give_up_after <= 0:
+        raise ConfigError("smtp.give_up_after", "must be positive (seconds)")
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityConfig:
     """The ``[security]`` table: per-source bans (SECURITY.md, pbx/bans.py). A source with
     ``failures`` authentication failures in ``failure_window`` seconds, or more than
@@ -230,6 +279,14 @@ OverloadConfig = OverloadPolicy
 
 
 @dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """The ``[chat]`` table: SIP MESSAGE between users (pbx.chat)."""
+
+    #: The largest message body taken (bytes); a larger one gets 413.
+    max_size: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -245,6 +302,8 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -383,6 +442,17 @@ def _validate_overload(o: OverloadConfig) -> None:
         raise ConfigError("overload.smoothing", "must lie in (0, 1]")
     if not 1 <= o.retry_after <= 3600:
         raise ConfigError("overload.retry_after", "must lie between 1 and 3600 seconds")
+    if o.target_lag <= 0:
+        raise ConfigError("overload.target_lag", "must be positive (seconds)")
+    if o.control_interval <= 0:
+        raise ConfigError("overload.control_interval", "must be positive (seconds)")
+    if not 0 < o.min_fraction <= o.start_fraction <= 1:
+        raise ConfigError("overload.start_fraction",
+                          "must lie in (min_fraction, 1] with min_fraction > 0")
+    if not 0 < o.decrease < 1:
+        raise ConfigError("overload.decrease", "must lie in (0, 1)")
+    if not 0 < o.increase <= 1:
+        raise ConfigError("overload.increase", "must lie in (0, 1]")
 
 
 def validate(config: Config) -> Config:
@@ -426,6 +496,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("auth.nonce_ttl", "must be at least 10 seconds")
     _validate_security(config.security)
     _validate_overload(config.overload)
+    _validate_smtp(config.smtp)
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
                           "tls.cert and tls.key go together")
@@ -461,6 +532,8 @@ def _validate_calls(config: Config) -> None:
         raise ConfigError("media.moh_file", f"{m.moh_file!r} is not a file")
     if not 1 <= c.ring_timeout <= 600:
         raise ConfigError("calls.ring_timeout", "must lie between 1 and 600 seconds")
+    if not 1 <= config.chat.max_size <= 60000:
+        raise ConfigError("chat.max_size", "must lie between 1 and 60000 bytes (one datagram)")
     if c.min_se < 90:
         raise ConfigError("calls.min_se", "must be at least 90 seconds (RFC 4028)")
     if c.session_expires < c.min_se:

@@ -5,23 +5,38 @@ Theory of operation
 Issue 12 §2: under load the server must serve its capacity and turn the rest away at once,
 rather than collapse. The measure is the event loop's *lag*: a probe that asks to be woken every
 ``interval`` seconds is woken late by however long the loop was busy with other work
-(:meth:`OverloadDetector.tick`). The lag is smoothed (an exponentially weighted mean, weight
-``smoothing`` for a new sample, each sample capped at twice the threshold) so one slow callback
-does not flip the state (with the default 0.3 one sample moves the mean by at most 0.6 × the
-threshold) while lag that lasts does within a few samples; an optional
-``queue_depth`` (events waiting to be handled) counts as well when ``queue_threshold`` is set.
+(:meth:`OverloadDetector.tick`). The lag alone misses the queue in front of the loop: it reads
+a few datagrams per turn however many wait, so a kernel receive buffer of megabytes can hold
+seconds of work while each turn stays short. The server therefore also passes the *queue
+depth* — the bytes waiting in its SIP UDP sockets' receive buffers (Linux ``SO_MEMINFO``) —
+smoothed the same way, and ``queue_threshold`` bytes of it count as overload too.
+
+The lag is smoothed (an exponentially weighted mean, weight ``smoothing`` for a new sample,
+each sample capped at twice the threshold) so one slow callback does not flip the state (with
+the default 0.3 one sample moves the mean by at most 0.6 × the threshold) while lag that lasts
+does within a few samples.
 
 States (:class:`LoadState`): NORMAL → OVERLOADED when the smoothed lag reaches
-``lag_threshold`` (or the queue ``queue_threshold``); OVERLOADED → NORMAL once the smoothed lag
-stayed below ``recover_below`` × ``lag_threshold`` (and the queue below its threshold) for
-``recover_after`` seconds — it recovers by itself, with hysteresis so it does not flap.
+``lag_threshold`` (or the queue ``queue_threshold``); OVERLOADED → NORMAL once all new work is
+admitted again (``fraction`` back at 1) and the smoothed lag stayed below ``recover_below`` ×
+``lag_threshold`` (and the queue below its threshold) for ``recover_after`` seconds — it
+recovers by itself, with hysteresis so it does not flap.
 
-While OVERLOADED, :func:`admit` turns away what creates new work — a new INVITE (no To-tag) and
-a REGISTER from an untrusted source — with 503 and ``Retry-After: retry_after``
-(:data:`Admission.REJECT`), answered at once without authentication or routing. Everything
-else flows: in-dialog requests (a To-tag), ACK, BYE, CANCEL, responses, and anything from a
-trusted peer (trunks, a load balancer in front, ``[security] trusted``), so calls in progress
-complete and a trunk's traffic is not refused on our side.
+While OVERLOADED, what creates new work — a new INVITE (no To-tag) and a REGISTER from an
+untrusted source (:func:`admit`) — is admitted only in part: a share ``fraction`` of it goes on,
+the rest is answered 503 with ``Retry-After: retry_after`` (:data:`Admission.REJECT`) at once,
+without authentication or routing. The share adapts, additive-increase / multiplicative-decrease
+like a TCP window (the loss-based scheme of RFC 7339 run locally): it starts at
+``start_fraction`` when the overload begins and every ``control_interval`` seconds shrinks by
+``decrease`` while the smoothed lag is above ``target_lag`` and grows by ``increase`` while the
+lag is below half of it (and the queue below half its threshold). So the server settles at what it can carry — it keeps completing close
+to its capacity instead of swinging between refusing everything and taking everything — and
+with a short queue, so a refusal is quick too. A request that carries credentials is not
+counted again: its unauthenticated first try was the one admitted (and challenged), and turning
+it away now would waste that work. Everything else flows: in-dialog requests (a To-tag), ACK,
+BYE, CANCEL, responses, and anything from a trusted peer (trunks, a load balancer in front,
+``[security] trusted``), so calls in progress complete and a trunk's traffic is not refused on
+our side.
 
 Nothing here reads a clock or does I/O: every call takes ``now`` (seconds, one monotonic
 clock); the server runs the probe as a task and asks :func:`admit` per request.
@@ -45,8 +60,9 @@ class OverloadPolicy:
     interval: float = 0.05
     #: Smoothed event-loop lag (seconds) at which the server is overloaded.
     lag_threshold: float = 0.1
-    #: Events waiting to be handled at which the server is overloaded (0: not used).
-    queue_threshold: int = 0
+    #: Bytes waiting in the SIP UDP receive buffers at which the server is overloaded (0: not
+    #: used). 128 KiB is some 60–100 requests (kernel overhead included): ~30 ms of work.
+    queue_threshold: int = 131072
     #: Back to normal once the smoothed lag stayed below this fraction of lag_threshold ...
     recover_below: float = 0.5
     #: ... for this many seconds.
@@ -55,6 +71,18 @@ class OverloadPolicy:
     smoothing: float = 0.3
     #: The 503's Retry-After (seconds).
     retry_after: int = 5
+    #: While overloaded: the smoothed lag the admitted share of new work is steered to.
+    target_lag: float = 0.02
+    #: ... adjusted this often (seconds) ...
+    control_interval: float = 0.2
+    #: ... starting from this share when the overload begins ...
+    start_fraction: float = 0.5
+    #: ... multiplied by this while the lag is above target_lag ...
+    decrease: float = 0.8
+    #: ... and raised by this while the lag is below half of it ...
+    increase: float = 0.05
+    #: ... never below this share (some new calls always get through).
+    min_fraction: float = 0.02
     #: Always overloaded (a drill, and the wire tests' hook); never recovers.
     force: bool = False
 
@@ -95,12 +123,19 @@ class OverloadDetector:
         #: The smoothed lag (seconds) and the last raw sample.
         self.lag = 0.0
         self.last_lag = 0.0
+        #: The last queue depth (bytes) and its smoothed value.
         self.queue_depth = 0
+        self.queue = 0.0
         #: When the probe should wake next (None before the first tick).
         self._due: float | None = None
         #: Since when the lag has been below the recovery level (None: it is not).
         self._calm_since: float | None = None
         self.since = 0.0
+        #: While overloaded: the share of new work admitted (1.0 while NORMAL); see the
+        #: module docstring. ``_credit`` spreads the admitted requests evenly.
+        self.fraction = 0.0 if self.policy.force else 1.0
+        self._credit = 0.0
+        self._controlled_at = 0.0
         #: Counters for statistics: state changes and requests rejected.
         self.stats: dict[str, int] = {"overloads": 0, "recoveries": 0, "rejected": 0}
 
@@ -125,30 +160,52 @@ class OverloadDetector:
         # few samples
         self.lag += p.smoothing * (min(lag, 2 * p.lag_threshold) - self.lag)
         self.queue_depth = queue_depth
+        if p.queue_threshold > 0:  # smoothed and capped like the lag: a burst is no overload
+            self.queue += p.smoothing * (min(queue_depth, 2 * p.queue_threshold) - self.queue)
         if p.force or not p.enabled:
             return self.state
-        queue_high = p.queue_threshold > 0 and queue_depth >= p.queue_threshold
+        queue_high = p.queue_threshold > 0 and self.queue >= p.queue_threshold
         if self.state is LoadState.NORMAL:
             if self.lag >= p.lag_threshold or queue_high:
                 self.state, self.since, self._calm_since = LoadState.OVERLOADED, now, None
+                self.fraction, self._credit, self._controlled_at = p.start_fraction, 0.0, now
                 self.stats["overloads"] += 1
             return self.state
-        calm = self.lag < p.recover_below * p.lag_threshold and not (
-            p.queue_threshold > 0 and queue_depth >= p.recover_below * p.queue_threshold)
+        if now - self._controlled_at >= p.control_interval:
+            self._controlled_at = now
+            queue_low = p.queue_threshold <= 0 or self.queue < p.queue_threshold / 2
+            if self.lag > p.target_lag or queue_high:
+                self.fraction = max(p.min_fraction, self.fraction * p.decrease)
+            elif self.lag < p.target_lag / 2 and queue_low:
+                self.fraction = min(1.0, self.fraction + p.increase)
+        calm = self.fraction >= 1.0 and self.lag < p.recover_below * p.lag_threshold and not (
+            p.queue_threshold > 0 and self.queue >= p.recover_below * p.queue_threshold)
         if not calm:
             self._calm_since = None
         elif self._calm_since is None:
             self._calm_since = now
         if self._calm_since is not None and now - self._calm_since >= p.recover_after:
             self.state, self.since, self._calm_since = LoadState.NORMAL, now, None
+            self.fraction = 1.0
             self.stats["recoveries"] += 1
         return self.state
 
-    def decide(self, method: str, has_to_tag: bool, trusted: bool) -> Admission:
-        """:func:`admit` in the current state, counting rejections."""
+    def decide(self, method: str, has_to_tag: bool, trusted: bool, *,
+               credentials: bool = False) -> Admission:
+        """:func:`admit` in the current state, with the admitted share applied to new work
+        (``credentials``: the request carries an Authorization / Proxy-Authorization, so its
+        first try was admitted already), counting rejections."""
         if not self.policy.enabled:
             return Admission.ACCEPT
         decision = admit(method, has_to_tag, trusted, self.state)
+        if decision is Admission.REJECT and not self.policy.force:
+            if credentials:
+                decision = Admission.ACCEPT
+            else:
+                self._credit += self.fraction
+                if self._credit >= 1.0:
+                    self._credit -= 1.0
+                    decision = Admission.ACCEPT
         if decision is Admission.REJECT:
             self.stats["rejected"] += 1
         return decision

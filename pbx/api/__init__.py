@@ -30,6 +30,8 @@ from pbx.api.metrics import Metrics
 from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
 from pbx.api.resources import (
+    call_back,
+    chat,
     codes,
     devices,
     history,
@@ -62,6 +64,8 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     registrations.register(router)
     system.register(router)
     tokens.register(router)
+    call_back.register(router)
+    chat.register(router)
     return router
 
 

@@ -13,7 +13,7 @@ from pbx.callcontrol import FeatureRegistry
 from pbx.directory import Directory
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
-from pbx.store import Store
+from pbx.store import Store, User
 from sipcore.registrar import Binding
 
 __all__ = ["ApiContext"]
@@ -49,3 +49,6 @@ class ApiContext:
     #: the per-source bans a bad token counts toward (the server's, shared with SIP)
     bans: BanTable = field(default_factory=BanTable)
     extra: dict[str, object] = field(default_factory=dict)
+    #: start a call-back: (user, target, phone or None) → the call's id; None until the calls
+    #: run (pbx.b2bua.B2bua.call_back)
+    call_back: Callable[[User, str, str | None], str] | None = None

@@ -29,6 +29,7 @@ from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, LegFactory
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
+    CallBack,
     Confirm,
     Continue,
     Decision,
@@ -105,6 +106,7 @@ __all__ = [
     "Bridge",
     "Busy",
     "Call",
+    "CallBack",
     "CallContext",
     "CallEvent",
     "CallRecord",

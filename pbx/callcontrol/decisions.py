@@ -10,7 +10,9 @@
 * :class:`Confirm` — (feature codes) answer, play the confirmation or error tone, hang up;
 * :class:`Dial` — (per-call codes: ``*67`` + number …) place the call to this number as if it
   had been dialled, after the code changed something for this call;
-* :class:`Handled` — the feature did everything itself (played an announcement, ran an IVR).
+* :class:`Handled` — the feature did everything itself (played an announcement, ran an IVR);
+* :class:`CallBack` — (originating) turn a device's call into a call-back (permanent
+  call-back, remote office).
 
 :class:`Prompt` names an announcement from the prompt set (in the user's language); a
 :class:`Confirm` plays it instead of the confirmation tone, a :class:`Reject` plays it to the
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 from pbx.callcontrol.legs import Target
 
-__all__ = ["Busy", "Confirm", "Continue", "Decision", "Dial", "Handled", "Prompt", "Redirect", "Reject", "Ring"]
+__all__ = ["Busy", "CallBack", "Confirm", "Continue", "Decision", "Dial", "Handled", "Prompt", "Redirect", "Reject", "Ring"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +99,16 @@ class Handled:
     """The feature handled the call completely."""
 
 
-Decision = Continue | Reject | Busy | Redirect | Ring | Confirm | Dial | Handled
+@dataclass(frozen=True, slots=True)
+class CallBack:
+    """(originating) Do not place this call from the device: answer it, announce ``prompt``,
+    hang it up, then call the user back on ``targets`` (empty: their devices) for ``timeout``
+    seconds and, once one answers, call ``dialled`` from there (3PCC, RFC 3725)."""
+
+    dialled: str
+    targets: tuple[Target, ...] = ()
+    timeout: float = 30.0
+    prompt: Prompt | None = None
+
+
+Decision = Continue | Reject | Busy | Redirect | Ring | Confirm | Dial | Handled | CallBack

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ from pbx.callcontrol.call import Call
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
+    CallBack,
     Confirm,
     Continue,
     Decision,
@@ -183,11 +184,13 @@ class CallScript:
                 self.active.leave(entry)
 
     async def call_back(self, call: Call, user: UserView, dialled: str,
-                        timeout: float) -> None:
-        """Call-back (click-to-dial, 3PCC as in RFC 3725): ring ``user``'s devices first;
-        when one answers it is the caller, hears ringback, and the call goes on as if the
-        user had dialled ``dialled`` from it (their originating chain, their routing)."""
-        targets = self.host.devices(user)
+                        timeout: float, targets: Sequence[Target] = ()) -> None:
+        """Call-back (click-to-dial, 3PCC as in RFC 3725): ring the user's chosen phone
+        (``targets``: their mobile or remote office number over the trunk; empty: their
+        devices) first; when it answers it is the caller, hears ringback, and the call goes on
+        as if the user had dialled ``dialled`` from it (their originating chain, their
+        routing, their number)."""
+        targets = tuple(targets) or tuple(self.host.devices(user))
         if not targets:
             call.record.status = 480
             log.info("call.callback_unreachable", call_id=call.record.call_id, user=user.key)
@@ -348,7 +351,40 @@ class CallScript:
             await self.host.fail(call, 486)
         elif isinstance(decision, Confirm):
             await self.confirm(call, decision.ok, decision.prompt, ctx.user)
+        elif isinstance(decision, CallBack):
+            await self._call_back_instead(call, ctx, decision)
         # Handled / Continue: nothing left to do
+
+    async def _call_back_instead(self, call: Call, ctx: CallContext, decision: CallBack) -> None:
+        """A device's call becomes a call-back (permanent call-back, remote office): answer
+        it, announce that, hang it up, then go on as :meth:`call_back` in this same call (one
+        call record: the history shows one outgoing call)."""
+        caller, user = call.caller, ctx.user
+        if caller is None or user is None or not await call.answer():
+            return
+        announcement = (self._prompt(call, decision.prompt, user)
+                        if decision.prompt is not None else None)
+        playback = call.play(caller, announcement if announcement is not None
+                             else self._tone(call, ToneName.CONFIRMATION))
+        hangup = asyncio.ensure_future(call.wait_hangup())
+        try:
+            await asyncio.wait((playback.done, hangup), return_when=asyncio.FIRST_COMPLETED,
+                               timeout=PROMPT_LIMIT if announcement is not None
+                               else self.confirm_seconds)
+        finally:
+            hangup.cancel()
+            playback.stop()
+        # let the cancelled wait finish now: it must not clear the event waiter of the ring
+        # that follows (Call.next_event's finally)
+        with contextlib.suppress(asyncio.CancelledError):
+            await hangup
+        if not caller.ended:
+            caller.hangup("call-back")
+        log.info("call.callback_instead", call_id=call.record.call_id, user=user.key,
+                 dialled=decision.dialled, targets=[t.label for t in decision.targets])
+        call.caller = None  # the device is out: the phone that answers the call-back calls
+        call.record.callee = decision.dialled
+        await self.call_back(call, user, decision.dialled, decision.timeout, decision.targets)
 
     # -- feature codes ---------------------------------------------------------------------------
 

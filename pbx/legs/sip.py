@@ -70,7 +70,8 @@ if TYPE_CHECKING:
     from pbx.b2bua import B2bua
 
 #: Methods handled inside a dialog.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, REFER, NOTIFY"
+ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, MESSAGE, SUBSCRIBE, REFER, "
+         "NOTIFY")
 
 
 def dtmf_from_info(body: bytes) -> str | None:

@@ -61,6 +61,10 @@ def is_webrtc_offer(request: Request) -> bool:
     """``request`` (an INVITE) carries a WebRTC offer."""
     if not is_sdp(request):
         return False
+    # Both WEBRTC_PROTOS contain "/TLS/": an offer without it cannot be one, and every other
+    # call is spared a second full SDP parse here.
+    if b"/TLS/" not in request.body.upper():
+        return False
     try:
         return is_webrtc_sdp(parse_sdp(request.body))
     except ParseError:

@@ -217,4 +217,44 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE tenants ADD COLUMN language TEXT NOT NULL DEFAULT 'de'
         CHECK (language IN ('de', 'en'));
     """,
+    # 6: chat (pbx.chat, pbx.store.chat): SIP MESSAGE between users of a tenant, kept per
+    # conversation; delivered_at NULL while waiting for the recipient to register
+    """
+    CREATE TABLE chat_messages (
+        id            INTEGER PRIMARY KEY,
+        tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        sender_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        recipient_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        message_id    TEXT NOT NULL,                 -- the clients' duplicate filter
+        content_type  TEXT NOT NULL,                 -- text/plain or message/cpim
+        body          BLOB NOT NULL,
+        created_at    REAL NOT NULL,
+        delivered_at  REAL,
+        UNIQUE (sender_id, recipient_id, message_id)
+    );
+    CREATE INDEX chat_pending ON chat_messages(recipient_id, delivered_at);
+    CREATE INDEX chat_conversation ON chat_messages(sender_id, recipient_id, id);
+    """,
+    # 7: the mail outbox (pbx.store.outbox, pbx.mail): voicemail mail, queued in the transaction
+    # that records the message, sent at least once with a stable Message-ID
+    """
+    CREATE TABLE mail_outbox (
+        id            INTEGER PRIMARY KEY,
+        message_id    TEXT NOT NULL UNIQUE,          -- the Message-ID header, every attempt
+        kind          TEXT NOT NULL CHECK (kind IN ('forward', 'notify', 'copy')),
+        recipient     TEXT NOT NULL,
+        user_id       INTEGER REFERENCES users(id) ON DELETE SET NULL,
+        voicemail_id  TEXT,                          -- the box's message id (may be gone)
+        payload       TEXT NOT NULL,                 -- JSON: what the mail says (caller, ...)
+        delete_after  INTEGER NOT NULL DEFAULT 0,    -- forward: remove the message once sent
+        status        TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error    TEXT NOT NULL DEFAULT '',
+        created_at    REAL NOT NULL,
+        sent_at       REAL
+    );
+    CREATE INDEX mail_outbox_due ON mail_outbox(status, next_attempt_at);
+    """,
 )

@@ -26,6 +26,8 @@ from pbx.routing.dialplan import DialPlan, Permission, reserved_extension, to_e1
 from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaults
 from pbx.settings_schema import validate as validate_settings
 from pbx.store import schema as _schema
+from pbx.store.chat import ChatStoreMixin
+from pbx.store.outbox import OutboxStoreMixin
 from pbx.store.records import (
     DEFAULT_TENANT,
     Device,
@@ -91,7 +93,7 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 
-class Store(TokenStoreMixin):
+class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are

@@ -415,6 +415,11 @@ class TransportLayer:
         out["task_failures"] = self._tasks.failures
         return out
 
+    def udp_queued_bytes(self) -> int:
+        """Bytes waiting in the UDP listeners' kernel receive buffers (see
+        :meth:`UdpListener.queued_bytes`): the overload detector's queue depth."""
+        return sum(udp.queued_bytes() for udp in self._udp)
+
     async def close(self) -> None:
         """Stop listening, close every connection (flushing what is written), wait for them."""
         if self._closing:

@@ -10,7 +10,10 @@ import pytest
 from pbx.config import ConfigError, load_config
 from pbx.overload import Admission, LoadState, OverloadDetector, OverloadPolicy, admit
 
-POLICY = OverloadPolicy(lag_threshold=0.1, recover_below=0.5, recover_after=2.0, smoothing=1.0)
+#: The state machine alone: the admitted share starts at 1 and is never steered down
+#: (target_lag far above any sample), so recovery depends on the lag and the clock only.
+POLICY = OverloadPolicy(lag_threshold=0.1, recover_below=0.5, recover_after=2.0, smoothing=1.0,
+                        start_fraction=1.0, target_lag=10.0)
 
 
 def test_normal_until_the_smoothed_lag_reaches_the_threshold() -> None:
@@ -48,12 +51,13 @@ def test_recovers_only_after_staying_calm_for_recover_after() -> None:
 
 
 def test_queue_depth_counts_when_configured() -> None:
-    d = OverloadDetector(OverloadPolicy(queue_threshold=100, smoothing=1.0, recover_after=0.0))
+    d = OverloadDetector(OverloadPolicy(queue_threshold=100, smoothing=1.0, recover_after=0.0,
+                                        start_fraction=1.0))
     assert d.sample(0.0, 0.0, queue_depth=99) is LoadState.NORMAL
     assert d.sample(0.0, 0.1, queue_depth=100) is LoadState.OVERLOADED
     assert d.sample(0.0, 0.2, queue_depth=60) is LoadState.OVERLOADED  # above half
     assert d.sample(0.0, 0.3, queue_depth=10) is LoadState.NORMAL
-    off = OverloadDetector(OverloadPolicy(smoothing=1.0))  # queue_threshold 0: ignored
+    off = OverloadDetector(OverloadPolicy(smoothing=1.0, queue_threshold=0))  # 0: ignored
     assert off.sample(0.0, 0.0, queue_depth=10**6) is LoadState.NORMAL
 
 
@@ -134,3 +138,78 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None
     with pytest.raises(ConfigError) as info:
         _config(tmp_path, f"[overload]\n{text}\n")
     assert key in str(info.value)
+
+
+def test_the_admitted_share_is_steered_to_the_target_lag() -> None:
+    # AIMD: starts at start_fraction, × decrease per control interval while the lag is above
+    # target_lag, + increase while below half of it, unchanged in between
+    p = OverloadPolicy(lag_threshold=0.1, smoothing=1.0, target_lag=0.02, control_interval=0.2,
+                       start_fraction=0.5, decrease=0.8, increase=0.05, min_fraction=0.1,
+                       recover_after=1.0)
+    d = OverloadDetector(p)
+    assert d.fraction == 1.0
+    d.sample(0.2, 0.0)
+    assert d.overloaded and d.fraction == 0.5
+    d.sample(0.05, 0.1)  # within the control interval: unchanged
+    assert d.fraction == 0.5
+    d.sample(0.05, 0.2)
+    assert d.fraction == pytest.approx(0.4)
+    for i in range(20):  # lag stays high: down to the floor, never below
+        d.sample(0.05, 0.4 + 0.2 * i)
+    assert d.fraction == pytest.approx(0.1)
+    d.sample(0.015, 4.4)  # between target/2 and target: held
+    assert d.fraction == pytest.approx(0.1)
+    t = 4.6
+    while d.fraction < 1.0:  # calm: back up in steps of 0.05 ...
+        assert d.overloaded
+        d.sample(0.001, t)
+        t += 0.2
+    assert d.fraction == 1.0 and d.overloaded  # ... then calm for recover_after
+    while d.overloaded:
+        d.sample(0.001, t)
+        t += 0.2
+    assert d.stats["recoveries"] == 1 and d.state is LoadState.NORMAL and d.fraction == 1.0
+
+
+def test_only_the_admitted_share_of_new_work_goes_on() -> None:
+    p = OverloadPolicy(lag_threshold=0.1, smoothing=1.0, start_fraction=0.25)
+    d = OverloadDetector(p)
+    d.sample(0.3, 0.0)
+    assert d.overloaded
+    decisions = [d.decide("INVITE", False, False) for _ in range(100)]
+    assert decisions.count(Admission.ACCEPT) == 25  # evenly: every fourth
+    assert decisions[:4] == [Admission.REJECT] * 3 + [Admission.ACCEPT]
+    assert d.stats["rejected"] == 75
+    # an INVITE with credentials was admitted on its first try: never turned away now
+    assert all(d.decide("INVITE", False, False, credentials=True) is Admission.ACCEPT
+               for _ in range(10))
+    # in-dialog requests and trusted peers are not new work
+    assert d.decide("INVITE", True, False) is Admission.ACCEPT
+    assert d.decide("REGISTER", False, True) is Admission.ACCEPT
+    forced = OverloadDetector(OverloadPolicy(force=True))
+    assert forced.decide("INVITE", False, False, credentials=True) is Admission.REJECT
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("target_lag", "0"), ("control_interval", "-1"), ("start_fraction", "1.5"),
+    ("decrease", "1.0"), ("increase", "0"), ("min_fraction", "0")])
+def test_bad_control_keys_are_config_errors_naming_the_key(tmp_path: Path, key: str,
+                                                            value: str) -> None:
+    cfg = tmp_path / "asyncpbx.toml"
+    cfg.write_text(f"[overload]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, data_dir=str(tmp_path / "data"), environ={})
+    named = "start_fraction" if key == "min_fraction" else key
+    assert f"overload.{named}" in str(err.value)
+
+
+def test_a_burst_in_the_receive_buffers_is_no_overload_but_a_lasting_queue_is() -> None:
+    # the queue depth is smoothed and capped like the lag (default smoothing 0.3): one sample
+    # at any size moves the mean to 0.6 x the threshold; a queue that stays flips it
+    d = OverloadDetector(OverloadPolicy(queue_threshold=100_000, lag_threshold=1.0))
+    assert d.sample(0.0, 0.0, queue_depth=4_000_000) is LoadState.NORMAL
+    assert d.queue == pytest.approx(60_000)
+    assert d.sample(0.0, 0.05, queue_depth=0) is LoadState.NORMAL
+    for i in range(2, 6):
+        d.sample(0.0, i * 0.05, queue_depth=150_000)
+    assert d.state is LoadState.OVERLOADED

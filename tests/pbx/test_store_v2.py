@@ -43,7 +43,7 @@ def _v1_database(path: Path) -> None:
 def test_v1_data_directory_upgrades(tmp_path: Path) -> None:
     _v1_database(tmp_path)
     s = Store(tmp_path, domain="pbx.example.com")
-    assert s.schema_version == len(MIGRATIONS) == 5
+    assert s.schema_version == len(MIGRATIONS) >= 5
     (t,) = s.tenants()
     assert (t.name, t.domain, t.realm) == (DEFAULT_TENANT, "pbx.example.com", "oldrealm")
     assert t.language == "de"  # migration 5: an old tenant speaks German, as its users do

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import sys
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -355,6 +356,26 @@ async def test_udp_round_trip_answers_the_source_port(
     assert peer.transport == "udp" and peer.conn_id is None
     assert peer.port == client.transport.get_extra_info("sockname")[1]
     client.transport.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_MEMINFO is Linux's")
+async def test_udp_queued_bytes_shows_what_waits_unread(
+    server: tuple[AsyncEndpoint[Any], FakeEndpoint],
+) -> None:
+    # the overload detector's queue depth: datagrams sent while the loop is not reading
+    # (this coroutine does not yield) wait in the kernel buffer, and are gone once read
+    aep, fake = server
+    assert aep.transports.udp_queued_bytes() == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(50):
+            s.sendto(options(100 + i), host_port(aep, "udp"))
+        queued = aep.transports.udp_queued_bytes()
+        assert queued >= 50 * len(options(100)), queued
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if aep.transports.udp_queued_bytes() == 0 and len(fake.received) >= 50:
+                break
+        assert aep.transports.udp_queued_bytes() == 0
 
 
 async def test_udp_oversize_dropped_then_still_answers(

@@ -290,7 +290,8 @@ def _victim_objects(api: Api) -> dict[str, str]:
     trunk = store.trunks("default")[0]
     return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
-            "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id)}  # type: ignore[union-attr]
+            "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id),  # type: ignore[union-attr]
+            "other": str(api.users["101"].id)}  # Anna's chat with Ben
 
 
 def _state(api: Api) -> Any:

@@ -282,17 +282,17 @@ class Consultation:
         call.mark_answered(consulted)
         bridge = call.bridge(self.user_leg, consulted)
         while True:
-            if self._complete.is_set():
+            # the user hanging up completes the transfer (whether or not the first call's
+            # end has been seen yet)
+            if self._complete.is_set() or self.user_leg.ended:
                 call.unbridge(bridge)
                 _stop(moh)
                 self._drop_user()
                 await self._transferred(call, consulted)
                 return
-            if self._cancel.is_set() or self.user_leg.ended:
+            if self._cancel.is_set():
                 call.unbridge(bridge)
                 consulted.hangup()
-                if self.user_leg.ended:  # completion raced the cancel: nobody to go back to
-                    return
                 self._back(moh)
                 return
             event = await _next(call, self._complete, self._cancel)

@@ -179,3 +179,29 @@ async def test_consultation_back_when_the_consulted_party_hangs_up() -> None:
     assert consultation.state == "back"
     assert caller.call is call and caller in call.legs  # the party is back in the first call
     assert any({br.a, br.b} == {caller, callee} for br in call.bridges if not br.closed)
+
+
+async def test_consultation_cancel_hangs_up_the_consulted_party_and_goes_back() -> None:
+    call, caller, callee = connected()
+    host = FakeHost()
+    consultation = consult(call, callee, "102", host=host)
+    await asyncio.sleep(0.05)
+    consulted = next(leg for leg in host.calls[0].legs if leg.target == T102)
+    assert isinstance(consulted, FakeLeg)
+    consulted.far_answer()
+    await asyncio.sleep(0.05)
+    consultation.cancel()
+    await asyncio.wait_for(asyncio.gather(*host.tasks), 2)
+    assert consultation.state == "back" and consulted.ended
+    assert any({br.a, br.b} == {caller, callee} for br in call.bridges if not br.closed)
+    assert "transfer.consultation" not in call.per_call  # a new one may start
+
+
+async def test_a_second_consultation_while_one_runs_is_refused() -> None:
+    call, _, callee = connected()
+    host = FakeHost()
+    consult(call, callee, "102", host=host)
+    with pytest.raises(TransferError):
+        consult(call, callee, "102", host=host)
+    for task in host.tasks:
+        task.cancel()

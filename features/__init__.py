@@ -66,8 +66,11 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.pickup import Pickup
     from features.remote_office import RemoteOffice
     from features.ringing import OrdinaryRinging
+    from features.transfer import register_actions
     from features.voicemail import Voicemail
     from features.voicemail_mail import VoicemailMail
+
+    register_actions()  # the in-call codes ##, *2, *4 (pbx.callcontrol.incall)
 
     box = Voicemail()
     no_answer = ForwardNoAnswer(box)

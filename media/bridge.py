@@ -33,26 +33,35 @@ class RelayBridge:
     legs' negotiated numbers for the codec, CN and telephone-event; other payload types are dropped.
     """
 
-    def __init__(self, a: RtpSession, b: RtpSession) -> None:
+    def __init__(self, a: RtpSession, b: RtpSession, *,
+                 drop_events: tuple[bool, bool] = (False, False)) -> None:
         if a.format.name != b.format.name or a.format.clock_rate != b.format.clock_rate:
             raise ValueError("RelayBridge needs legs with the same codec; use Bridge")
+        if any(drop_events) and (a.srtp is not None or b.srtp is not None):
+            raise ValueError("an SRTP relay forwards every event; use Bridge to hold some back")
         self.a, self.b = a, b
         self.closed = False
         hub = a.engine.hub
         if a.srtp is None and b.srtp is None:
             # DTMF is relayed and also tapped: the PBX acts on digits (feature codes, IVR).
+            # ``drop_events`` (a→b, b→a): that side's telephone-events are tapped only (the
+            # PBX passes on what it wants itself: in-call codes).
             step = a.codec.timestamp_increment
-            hub.set_relay(a.slot, b.slot, self._pt_map(a, b), _tap(a.telephone_event_pt), step)
-            hub.set_relay(b.slot, a.slot, self._pt_map(b, a), _tap(b.telephone_event_pt), step)
+            hub.set_relay(a.slot, b.slot, self._pt_map(a, b, drop_events[0]),
+                          _tap(a.telephone_event_pt), step)
+            hub.set_relay(b.slot, a.slot, self._pt_map(b, a, drop_events[1]),
+                          _tap(b.telephone_event_pt), step)
         else:
             a.relay_peer, b.relay_peer = b, a
 
     @staticmethod
-    def _pt_map(src: RtpSession, dst: RtpSession) -> bytes:
+    def _pt_map(src: RtpSession, dst: RtpSession, drop_events: bool = False) -> bytes:
         m = bytearray(b"\xff" * 128)
         m[src.payload_type] = dst.payload_type
-        for s_pt, d_pt in ((src.telephone_event_pt, dst.telephone_event_pt),
-                           (src.cn_payload_type, dst.cn_payload_type)):
+        pairs = [(src.cn_payload_type, dst.cn_payload_type)]
+        if not drop_events:
+            pairs.append((src.telephone_event_pt, dst.telephone_event_pt))
+        for s_pt, d_pt in pairs:
             if s_pt is not None and d_pt is not None:
                 m[s_pt] = d_pt
         return bytes(m)

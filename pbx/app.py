@@ -65,11 +65,11 @@ from sipcore.uri import SipURI
 
 #: Methods this application handles (the endpoint answers 405 for the rest).
 ALLOWED_METHODS = frozenset({"REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL", "UPDATE",
-                             "INFO", "MESSAGE", "SUBSCRIBE"})
+                             "INFO", "MESSAGE", "SUBSCRIBE", "REFER", "NOTIFY"})
 #: Option tags we implement (Require is checked against these; OPTIONS advertises them).
 #: path: RFC 3327 — the registrar stores and echoes the Path of a proxy in front of us.
-#: timer: RFC 4028 session timers (pbx.b2bua).
-SUPPORTED_OPTIONS = frozenset({"path", "timer"})
+#: timer: RFC 4028 session timers (pbx.b2bua). replaces: RFC 3891 (pbx.legs.refer).
+SUPPORTED_OPTIONS = frozenset({"path", "timer", "replaces"})
 #: Seconds a registration's connection stays open past the binding's expiry (a late refresh).
 FLOW_GRACE = 32.0
 #: How often registration changes are written to the store, and expiries are applied.

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Coroutine
@@ -87,6 +88,7 @@ from pbx.callcontrol import (
 from pbx.callsettings import CallSettings
 from pbx.legs.inbound import InboundLeg
 from pbx.legs.outbound import OutboundLeg
+from pbx.legs.refer import on_replacing_invite
 from pbx.legs.sdp import (
     SRTP_DEVICES_MAX,
 )
@@ -145,6 +147,10 @@ def _default_ice(host: str) -> IceSettings | None:
     return None if ip.is_unspecified else IceSettings((str(ip),))
 
 
+
+
+#: ``Call.per_call`` flag of a consultation call (:meth:`B2bua.moved_call`).
+CONSULTATION_CALL = "transfer.consultation_call"
 
 
 class B2bua:
@@ -426,6 +432,10 @@ class B2bua:
             self.respond(request, tx=tx, status=503, extra=[("Retry-After", "5")])
             return
         self.sip.set_owner(event.transaction_id, leg)
+        replaces = request.headers.get("Replaces")
+        if replaces is not None:  # RFC 3891: the new leg takes an existing one's place
+            on_replacing_invite(self, leg, replaces, origin.user)
+            return
         self._begin_call(leg, event, origin, now, dialled)
 
     async def _new_webrtc_call(self, leg: WebRtcInboundLeg, event: RequestReceived,
@@ -523,6 +533,52 @@ class B2bua:
         self._start(call, origin, script)
         return call
 
+    def moved_call(self, first: Call, party: Leg, dialled: str,
+                   script: Callable[[Call], Coroutine[Any, Any, None]], *,
+                   user: UserView | None = None, consultation: bool = False) -> Call:
+        """A new call for ``party``, an answered leg moved out of ``first`` (a transfer): it
+        is the new call's caller (``dialled`` its callee), presented as in ``first`` (``user``:
+        the party's own user, when it is one of ours); ``script`` runs the call under its own
+        supervisor (:mod:`pbx.callcontrol.transfer`). A ``consultation`` is ``user``'s call to
+        ``dialled`` instead, with ``party`` on hold in it (not its caller)."""
+        if consultation:
+            record = CallRecord(call_id=new_call_id(), direction="internal",
+                                caller=user.extension if user is not None else "",
+                                callee=dialled, started=time.time(),
+                                tenant_id=first.record.tenant_id)
+            call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
+                        hold_source=self._moh_source, ringback_source=self._ringback_source,
+                        busy_source=self._busy_source, on_record=self.on_record)
+            call.adopt(party)
+            call.per_call[CONSULTATION_CALL] = True
+            self.log.info("call.consultation", call_id=record.call_id,
+                          first=first.record.call_id, dialled=dialled)
+            self._start(call, CallOrigin(caller=record.caller, user=self.routing.record_of(
+                user) if user is not None else None), script)
+            return call
+        is_caller = party is first.caller
+        shown = first.record.caller if is_caller else first.record.callee
+        record = CallRecord(call_id=new_call_id(),
+                            direction=first.record.direction if is_caller else "internal",
+                            caller=shown, callee=dialled, started=time.time(),
+                            tenant_id=first.record.tenant_id)
+        call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
+                    hold_source=self._moh_source, ringback_source=self._ringback_source,
+                    busy_source=self._busy_source, on_record=self.on_record)
+        call.adopt(party)
+        call.caller = party
+        before = self.origins.get(first.id)
+        if is_caller and before is not None:
+            origin = dataclasses.replace(before, callee=dialled)
+            call.presentation = first.presentation
+        else:
+            origin = CallOrigin(caller=shown, user=self.routing.record_of(user)
+                                if user is not None else None)
+        self.log.info("call.moved", call_id=record.call_id, first=first.record.call_id,
+                      party=party.id, dialled=dialled)
+        self._start(call, origin, script)
+        return call
+
     def _call_done(self, call: Call) -> None:
         self.calls.pop(call.id, None)
         self.origins.pop(call.id, None)
@@ -609,7 +665,8 @@ class B2bua:
         # the user's own name: display_name() looks the extension up in the default tenant
         display = (str(user.name) if user is not None
                    else self.display_name(call.record.caller))
-        if call.caller is None:  # a call-back rings the user first: show whom it will call
+        if call.caller is None and not call.per_call.get(CONSULTATION_CALL):
+            # a call-back rings the user first: show whom it will call
             caller, display = call.record.callee, f"Call-back {call.record.callee}"
         request_uri = target.contact
         if isinstance(uri, SipURI) and uri.headers:

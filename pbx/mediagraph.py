@@ -8,7 +8,7 @@ relay between same-codec RTP legs, a transcoding bridge otherwise) and its media
 from __future__ import annotations
 
 from media.aio import Bridge as TranscodingBridge
-from media.aio import Conference, Link, MediaEngine, RelayBridge, inband_only
+from media.aio import Conference, Link, MediaEngine, RelayBridge, RtpSession, inband_only
 from media.port import MediaPort
 
 __all__ = ["EngineBridge", "EngineConference", "EngineGraph"]
@@ -63,10 +63,16 @@ class EngineGraph:
 
     def bridge(self, a: MediaPort, b: MediaPort, *, decode: bool = False,
                mute_dtmf: tuple[bool, bool] | None = None) -> EngineBridge:
-        """A packet relay when both are RTP legs of one codec (and neither ``decode`` nor
-        ``mute_dtmf`` is asked), a transcoding bridge otherwise (in-band DTMF muted in the
-        directions ``mute_dtmf`` names, and wherever the far side gets RFC 4733 events)."""
+        """A packet relay when both are RTP legs of one codec (and ``decode`` is not asked),
+        a transcoding bridge otherwise. ``mute_dtmf`` (a→b, b→a) keeps that side's digits
+        from the other: a relay then drops (and only taps) its telephone-events — when the
+        side negotiated them and neither leg runs SRTP — else the audio is transcoded with its
+        in-band DTMF muted (and wherever the far side gets RFC 4733 events)."""
         if mute_dtmf is not None:
+            if (not decode and isinstance(a, RtpSession) and isinstance(b, RtpSession)
+                    and _relay_holding_events(a, b, mute_dtmf)):
+                # every held-back side sends RFC 4733 events: a relay that only taps them
+                return EngineBridge(RelayBridge(a, b, drop_events=mute_dtmf), False)
             mute = (mute_dtmf[0] or inband_only(a, b), mute_dtmf[1] or inband_only(b, a))
             return EngineBridge(TranscodingBridge(self.engine.clock, a, b, mute_dtmf=mute),
                                 False)
@@ -84,3 +90,13 @@ class EngineGraph:
     def conference(self, sample_rate: int) -> EngineConference:
         """A new conference mixed at ``sample_rate``."""
         return EngineConference(self.engine.conference(sample_rate))
+
+
+def _relay_holding_events(a: RtpSession, b: RtpSession, held: tuple[bool, bool]) -> bool:
+    """Can a relay keep ``held`` sides' digits back? Plain RTP legs of one codec, each held
+    side with telephone-event (its digits come as events the relay can drop)."""
+    if (a.format.name, a.format.clock_rate) != (b.format.name, b.format.clock_rate):
+        return False
+    if a.srtp is not None or b.srtp is not None:
+        return False
+    return all(not h or s.telephone_event_pt is not None for h, s in zip(held, (a, b), strict=True))

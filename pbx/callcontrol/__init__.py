@@ -19,7 +19,9 @@ Modules, one job each:
   table is data: :mod:`pbx.feature_codes`);
 * :mod:`.script` — what happens to a call, from the first feature to the hang-up;
 * :mod:`.incall` — in-call codes (``##``, ``*2`` …) on a user's leg, dispatched to the handler
-  registered under the action's name (:func:`register_incall_action`).
+  registered under the action's name (:func:`register_incall_action`);
+* :mod:`.transfer` — blind transfer, consultation, attended transfer, hold (REFER, in-call
+  codes and the API call these).
 """
 
 from pbx.callcontrol.activity import ActiveCall, ActiveCalls, RingingCall
@@ -82,10 +84,21 @@ from pbx.callcontrol.records import CallRecord, RingOutcome, RingResult, tell_ou
 from pbx.callcontrol.registry import CodeMatch, FeatureRegistry
 from pbx.callcontrol.script import MAX_REDIRECTS, CallScript, Routed, ScriptHost
 from pbx.callcontrol.supervise import supervise
+from pbx.callcontrol.transfer import (
+    CONSULTATION,
+    Consultation,
+    TransferError,
+    TransferHost,
+    attended_transfer,
+    consult,
+    toggle_hold,
+    transfer_blind,
+)
 from pbx.settings_schema import Setting, SettingError
 
 __all__ = [
     "COMPLETED_ELSEWHERE",
+    "CONSULTATION",
     "LEG_TABLE",
     "MAX_REDIRECTS",
     "ActiveCall",
@@ -102,6 +115,7 @@ __all__ = [
     "CodeMatch",
     "Conference",
     "Confirm",
+    "Consultation",
     "Continue",
     "Decision",
     "Dial",
@@ -147,7 +161,11 @@ __all__ = [
     "Setting",
     "SettingError",
     "Target",
+    "TransferError",
+    "TransferHost",
     "UserView",
+    "attended_transfer",
+    "consult",
     "incall_action",
     "incall_codes",
     "leg_transition",
@@ -155,4 +173,6 @@ __all__ = [
     "register_incall_action",
     "supervise",
     "tell_outcome",
+    "toggle_hold",
+    "transfer_blind",
 ]

@@ -145,8 +145,8 @@ class Call:
         #: digit and passes on what should reach the other party itself (the in-call code
         #: dispatcher, :mod:`pbx.callcontrol.incall`).
         self.digit_guard: Callable[[Leg, str], bool] | None = None
-        #: Legs whose DTMF only the digit guard passes on: their bridges run through decoded
-        #: audio with in-band tones muted (no RFC 4733 packet relay).
+        #: Legs whose DTMF only the digit guard passes on: their bridges never forward their
+        #: digits (RFC 4733 events dropped by the relay, tones muted where audio is decoded).
         self.dtmf_guarded: set[Leg] = set()
         #: How the outgoing legs present the caller (CLIR, displayed number; see
         #: :mod:`pbx.callcontrol.presentation`).

@@ -22,10 +22,12 @@ passed on after :data:`PREFIX_TIMEOUT` (or with the digit that shows it starts n
 watched leg are taken (the call does not relay them itself): the dispatcher passes on what is
 no code (``send_dtmf`` on the other leg of the bridge) and runs the registered handler of a
 code as a task of the call. Which legs are watched is decided by the call script: the legs of
-users (a device of ours), never a trunk's or an anonymous caller's. The call's bridges of a
-watched leg run through decoded audio with in-band DTMF muted (no RFC 4733 packet relay, no
-tones through), so whether the leg sends RFC 4733, INFO or in-band tones, only what the
-dispatcher passes reaches the other party.
+users (a device of ours), never a trunk's or an anonymous caller's. A bridge with a watched
+leg never forwards that leg's digits itself: a packet relay drops (and only taps) its RFC 4733
+events; a leg without telephone-event (in-band digits) or an SRTP leg is bridged through
+decoded audio with its DTMF tones muted and an in-band detector on it. So whether the leg
+sends RFC 4733, INFO or in-band tones, only what the dispatcher passes reaches the other
+party.
 
 Registering an action (the public API)
 --------------------------------------

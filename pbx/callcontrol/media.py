@@ -148,8 +148,9 @@ class Bridge:
     ) -> None:
         self.graph = graph
         self.a, self.b = a, b
-        #: legs whose digits call control passes on itself (in-call codes): never relayed as
-        #: RFC 4733 packets nor heard as tones by the other side (the collection is live)
+        #: legs whose digits call control passes on itself (in-call codes): their RFC 4733
+        #: events are never relayed, their tones are muted where the audio is decoded (a leg
+        #: without telephone-event always is); the collection is live
         self.guarded = guarded
         self.hold_source = hold_source
         self._bridge: MediaBridge | None = None
@@ -191,7 +192,8 @@ class Bridge:
                               watched and getattr(leg.media, "telephone_event_pt", 0) is None)]
                 # the detector needs decoded audio, which a packet relay never produces
                 if any(guarded):
-                    self._bridge = self.graph.bridge(self.a.media, self.b.media, decode=True,
+                    self._bridge = self.graph.bridge(self.a.media, self.b.media,
+                                                     decode=bool(inband),
                                                      mute_dtmf=(guarded[0], guarded[1]))
                 else:
                     self._bridge = self.graph.bridge(self.a.media, self.b.media,

@@ -70,7 +70,8 @@ if TYPE_CHECKING:
     from pbx.b2bua import B2bua
 
 #: Methods handled inside a dialog.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, MESSAGE, SUBSCRIBE"
+ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, MESSAGE, SUBSCRIBE, REFER, "
+         "NOTIFY")
 
 
 def dtmf_from_info(body: bytes) -> str | None:
@@ -449,6 +450,14 @@ class SipLeg(Leg):
             return
         if method == "OPTIONS":
             b2b.respond(request, 200, tx=tx, extra=[("Allow", ALLOW)])
+            return
+        if method == "REFER":  # the PBX transfers itself (pbx.legs.refer)
+            from pbx.legs.refer import on_refer
+
+            on_refer(self, event)
+            return
+        if method == "NOTIFY":  # a phone's REFER progress of a transfer we did not ask for
+            b2b.respond(request, 200, tx=tx)
             return
         b2b.respond(request, 501, tx=tx)
 

@@ -226,6 +226,37 @@ async def test_relay_maps_payload_types_and_dtmf() -> None:
         assert got[0][12:16] == struct.pack("!BBH", 5, 0x8A, 800)
 
 
+async def test_relay_can_hold_one_sides_events_back_and_still_taps_them() -> None:
+    """``drop_events``: A's telephone-events reach the PBX (on_dtmf) but not B; audio and B's
+    events still pass (in-call codes keep their digits from the other party)."""
+    from media.bridge import RelayBridge
+
+    async with MediaEngine("127.0.0.1", PORTS) as engine:
+        pa, pb = Peer(), Peer()
+        a = engine.create_session(payload_type=0, codec="PCMU", remote=pa.addr,
+                                  telephone_event_pt=101)
+        b = engine.create_session(payload_type=0, codec="PCMU", remote=pb.addr,
+                                  telephone_event_pt=101)
+        seen: list[str] = []
+        a.on_dtmf = seen.append
+        RelayBridge(a, b, drop_events=(True, False))
+        for n, end in enumerate((False, True, True, True)):
+            ev = struct.pack("!BBHII", 0x80, 101 | (0x80 if n == 0 else 0), 1 + n, 1000, 5)
+            pa.sock.sendto(ev + struct.pack("!BBH", 11, 0x8A if end else 0x0A, 160 * (n + 1)),
+                           a.local_addr)
+        voice = struct.pack("!BBHII", 0x80, 0, 9, 1800, 5) + b"\xff" * 160
+        pa.sock.sendto(voice, a.local_addr)
+        back = struct.pack("!BBHII", 0x80, 101, 1, 500, 7) + struct.pack("!BBH", 5, 0x8A, 800)
+        pb.sock.sendto(back, b.local_addr)
+        await run_for(0.3)
+        got_b, got_a = pb.rtp(), pa.rtp()
+        pa.close()
+        pb.close()
+        assert [d[1] & 0x7F for d in got_b] == [0]  # A's voice only, none of its events
+        assert seen == ["#"]  # tapped: the PBX saw A's digit
+        assert [d[1] & 0x7F for d in got_a] == [101]  # B's event reached A
+
+
 @pytest.mark.parametrize(
     ("ca", "pta", "cb", "ptb"),
     [("PCMU", 0, "G722", 9), ("G722", 9, "OPUS", 111), ("PCMA", 8, "OPUS", 111),

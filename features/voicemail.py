@@ -36,11 +36,11 @@ from pbx.callcontrol import (
     FeatureCode,
     Handled,
     InCallContext,
+    InCallDispatcher,
     Setting,
     UserView,
     register_incall_action,
 )
-from pbx.callcontrol.transfer import bridge_of, users_of
 
 log = structlog.get_logger("features.voicemail")
 
@@ -148,16 +148,17 @@ class Voicemail(BaseFeature):
         service, host = self.service, ctx.host
         if service is None or host is None or not number:
             return
-        bridge = bridge_of(ctx.call, ctx.leg)
-        if bridge is None:
+        bridge, party = ctx.bridge, ctx.other
+        if bridge is None or party is None:
             return
         box_user = service.user_in_tenant(ctx.user.tenant_id, number)
         if box_user is None or box_user.id is None:
             log.info("voicemail.transfer_unknown_box", call_id=ctx.call.record.call_id,
                      user=ctx.user.key, number=number)
             return
-        party = bridge.other(ctx.leg)
-        party_user = users_of(ctx.call).get(party)
+        dispatcher = ctx.call.per_call.get(InCallDispatcher.KEY)
+        party_user = (dispatcher.users.get(party)
+                      if isinstance(dispatcher, InCallDispatcher) else None)
         ctx.call.unbridge(bridge)
         ctx.call.record.cause = ctx.call.record.cause or "transferred to voicemail"
         log.info("voicemail.transfer", call_id=ctx.call.record.call_id, user=ctx.user.key,

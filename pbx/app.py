@@ -385,10 +385,19 @@ class PbxServer:
                 return None
             return self.b2bua.routing.view(user)
 
+        def portal_tenant(call: Any) -> int | None:
+            origin = self.b2bua.origins.get(call.id) if self.b2bua is not None else None
+            trunk = origin.trunk if origin is not None else None
+            number = self.directory.owner_of_did(call.record.callee)
+            if trunk is None or number is None or number.tenant_id != trunk.tenant_id or \
+                    not self.directory.is_voice_portal(number.e164):
+                return None
+            return number.tenant_id
+
         assert self.b2bua is not None
         return VoicemailService(self.store, self.config.data_dir, self.events, self.b2bua,
                                 tenant_name=tenant_name, user_in_tenant=user_in_tenant,
-                                seclog=self.seclog)
+                                seclog=self.seclog, portal_tenant=portal_tenant)
 
     def _start_voicemail(self) -> None:
         """Hand the voicemail feature its service (deposit, menu, portal)."""

@@ -167,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     owner.add_argument("--user", metavar="EXT")
     owner.add_argument("--group", metavar="NAME")
     owner.add_argument("--company", action="store_true")
+    owner.add_argument("--voice-portal", action="store_true",
+                       help="a company number whose callers from the trunk reach the voice "
+                            "portal (mailbox number and PIN)")
     _add_tenant(p)
     _add_common(p)
     p = nsub.add_parser("list", help="list numbers")
@@ -335,16 +338,20 @@ def _cmd_number(args: argparse.Namespace, config: Config, store: Store) -> None:
     tenant = _tenant_name(args)
     if args.action == "add":
         n = store.add_number(args.number, tenant=tenant, user=args.user, group=args.group)
+        if args.voice_portal:
+            store.set_voice_portal(n.e164)
         owner = (f"user {args.user}" if args.user else f"group {args.group}" if args.group
-                 else "the company")
+                 else "the voice portal" if args.voice_portal else "the company")
         print(f"added number {n.e164} for {owner}")
     elif args.action == "list":
         if tenant is None and store.find_tenant(DEFAULT_TENANT) is None:
             return
         name = tenant or DEFAULT_TENANT
         ext = {u.id: u.extension for u in store.users(name)}
+        portal = store.voice_portal_numbers()
         for n in store.numbers(name):
-            owner = (ext.get(n.user_id, "?") if n.user_id is not None else n.group_name or "")
+            owner = (ext.get(n.user_id, "?") if n.user_id is not None else n.group_name or
+                     ("voice-portal" if n.e164 in portal else ""))
             print("\t".join((n.e164, n.owner_kind, owner)).rstrip())
     elif args.action == "remove":
         store.remove_number(args.number, tenant=tenant)

@@ -71,6 +71,8 @@ class Snapshot:
     user_by_mobile: Mapping[tuple[int, str], User] = field(default_factory=dict)
     #: the administrator's feature-code changes: (feature, action) → (code, alternate)
     feature_codes: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: company DIDs whose trunk calls reach the voice portal (pbx.store.portal)
+    portal_numbers: frozenset[str] = frozenset()
 
 
 def _host_network(host: str) -> _Network | None:
@@ -133,6 +135,7 @@ def build_snapshot(store: PbxStore) -> Snapshot:
         trunk_networks=tuple(networks),
         settings=store.all_feature_settings(),
         user_by_mobile={k: u for k, u in by_mobile.items() if u is not None},
+        portal_numbers=frozenset(getattr(store, "voice_portal_numbers", frozenset)()),
         feature_codes=store.feature_codes(),
     )
 
@@ -245,6 +248,10 @@ class Directory:
     def owner_of_did(self, e164: str) -> Number | None:
         """Who owns a DID (E.164 with "+"); ``Number.owner_kind`` is user, group or company."""
         return self.snapshot.numbers.get(e164)
+
+    def is_voice_portal(self, e164: str) -> bool:
+        """Whether a trunk's call to the DID ``e164`` reaches the voice portal."""
+        return e164 in self.snapshot.portal_numbers
 
     def numbers_of(self, user_id: int) -> tuple[Number, ...]:
         """The DIDs a user owns (the first is the caller ID towards trunks by default)."""

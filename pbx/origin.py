@@ -143,7 +143,7 @@ def find_origin(b2b: B2bua, event: RequestReceived, now: float) -> CallOrigin | 
                               user=mobile_user.extension, call_id=request.call_id)
                 return CallOrigin(caller=caller, direction="inbound", callee=called,
                                   trunk=trunk, code_user=mobile_user)
-        if dest is None or dest.kind != "user":
+        if dest is None or dest.kind not in ("user", "portal"):
             b2b.log.info("call.inbound.unknown_number", trunk=trunk.key, called=called,
                           call_id=request.call_id)
             b2b.respond(request, 404, tx=tx)

@@ -44,7 +44,8 @@ A feature carries out an in-call action by registering a handler under the actio
 user typed none). A handler runs as a task of the call: it must not read the call's events
 (the connected call's loop does); an exception is logged and does not end the call. Names in
 the shipped table: ``blind_transfer`` (``##``), ``attended_transfer`` (``*2``),
-``conference_add`` (``*3``), ``toggle_hold`` (``*4``). A code whose action has no handler is
+``conference_add`` (``*3``), ``toggle_hold`` (``*4``), ``voicemail_transfer`` (``*55``,
+:mod:`features.voicemail`). A code whose action has no handler is
 swallowed (its digits still do not leak) and logged.
 """
 

@@ -17,7 +17,8 @@ __all__ = ["Destination", "Router"]
 class Destination:
     """Where a call goes (:class:`Router`'s answer).
 
-    ``kind`` is ``"user"`` (ring ``user``'s devices), ``"trunk"`` (send ``number`` — E.164 or an
+    ``kind`` is ``"user"`` (ring ``user``'s devices), ``"portal"`` (a trunk's call to a
+    voice-portal DID ``number``: mailbox number and PIN), ``"trunk"`` (send ``number`` — E.164 or an
     emergency short code — to ``trunk`` with ``caller_did`` as the caller) or ``"refused"``
     (answer the caller ``status``/``reason``; nothing is sent anywhere).
     """
@@ -108,6 +109,8 @@ class Router:
             number = d.owner_of_did(e164)
             if number is None or number.tenant_id != tenant_id:
                 continue
+            if d.is_voice_portal(e164):
+                return Destination("portal", number=e164)
             user = d.user_by_id(number.user_id) if number.user_id is not None else None
             if user is None:
                 continue

@@ -291,4 +291,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX voicemail_messages_user ON voicemail_messages(user_id, state);
     """,
+    # 10: voice-portal DIDs (pbx.store.portal): a company number a trunk's call to which
+    # reaches the voice portal (*62)
+    """
+    CREATE TABLE voice_portal_numbers (
+        e164          TEXT PRIMARY KEY REFERENCES numbers(e164) ON DELETE CASCADE
+    );
+    """,
 )

@@ -29,6 +29,7 @@ from pbx.store import schema as _schema
 from pbx.store.chat import ChatStoreMixin
 from pbx.store.outbox import OutboxStoreMixin
 from pbx.store.pickup import PickupStoreMixin
+from pbx.store.portal import PortalStoreMixin
 from pbx.store.records import (
     DEFAULT_TENANT,
     Device,
@@ -96,7 +97,7 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
-            VoicemailStoreMixin):
+            VoicemailStoreMixin, PortalStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are

@@ -59,19 +59,27 @@ def publish_counts(store: Any, events: Publisher, user_id: int, tenant: str,
 class VoicemailService:
     """Deposit, menu and portal over the store (a :class:`pbx.store.Store`) and
     ``data_dir``. ``tenant_name(tenant_id)`` names a tenant (its box directory, the event);
-    ``user_in_tenant(tenant_id, extension)`` finds a box's user for the portal."""
+    ``user_in_tenant(tenant_id, extension)`` finds a box's user for the portal;
+    ``portal_tenant(call)`` is the tenant of a trunk's call to a voice-portal DID (else None)."""
 
     def __init__(self, store: Any, data_dir: str | os.PathLike[str], events: Publisher,
                  host: MediaHost, *, tenant_name: Callable[[int | None], str],
                  user_in_tenant: Callable[[int | None, str], UserView | None],
-                 seclog: Any = None) -> None:
+                 seclog: Any = None,
+                 portal_tenant: Callable[[Call], int | None] | None = None) -> None:
         self.store = store
         self.boxes = Boxes(data_dir)
         self.events = events
         self.host = host
         self.tenant_name = tenant_name
         self.user_in_tenant = user_in_tenant
+        self._portal_tenant = portal_tenant
         self.seclog = seclog if seclog is not None else structlog.get_logger("security")
+
+    def portal_tenant(self, call: Call) -> int | None:
+        """The tenant whose voice portal ``call`` (from a trunk, to a voice-portal DID)
+        reaches; None for any other call."""
+        return self._portal_tenant(call) if self._portal_tenant is not None else None
 
     # -- boxes ------------------------------------------------------------------------------------
 
@@ -169,14 +177,18 @@ class VoicemailService:
         call.hangup()
         return None
 
-    async def portal(self, call: Call, caller: UserView | None) -> str | None:
+    async def portal(self, call: Call, caller: UserView | None, *,
+                     tenant_id: int | None = None) -> str | None:
         """``*62``: mailbox number and PIN, then that box's menu (returns what :meth:`menu`
-        does); after :data:`PIN_ATTEMPTS` wrong tries the call ends (a security event)."""
+        does); after :data:`PIN_ATTEMPTS` wrong tries the call ends (a security event). The
+        boxes are those of ``caller``'s tenant, or of ``tenant_id`` for a caller who is no
+        user (a trunk's call to a voice-portal DID)."""
         leg = call.caller
         if leg is None or not await call.answer() or leg.media is None:
             return None
         rate = leg.media.sample_rate
-        tenant_id = caller.tenant_id if caller is not None else None
+        if caller is not None:
+            tenant_id = caller.tenant_id
         say = self._prompt(caller.language if caller is not None else "", tenant_id)
         keys = Keypad(call, leg)
         source = getattr(leg, "source", None)

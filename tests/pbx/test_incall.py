@@ -33,10 +33,11 @@ def feed(rec: InCallRecognizer, digits: str, now: float = 0.0) -> list[Pass | Co
     return out
 
 
-def test_the_seed_file_has_the_four_in_call_codes_outside_the_dialled_table() -> None:
+def test_the_seed_file_has_the_five_in_call_codes_outside_the_dialled_table() -> None:
     assert {c.action: (c.code, c.takes_number) for c in CODES} == {
         "blind_transfer": ("##", True), "attended_transfer": ("*2", True),
-        "conference_add": ("*3", True), "toggle_hold": ("*4", False)}
+        "conference_add": ("*3", True), "toggle_hold": ("*4", False),
+        "voicemail_transfer": ("*55", True)}
     assert not any(feature == "incall" for feature, _ in seed_table())
 
 

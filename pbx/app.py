@@ -694,6 +694,8 @@ class PbxServer:
             if detector.state is not was:
                 self.log.warning("overload.started" if detector.overloaded else "overload.ended",
                                  lag_ms=round(detector.lag * 1000, 1),
+                                 queue_bytes=round(detector.queue),
+                                 fraction=round(detector.fraction, 3),
                                  rejected=detector.stats["rejected"])
 
     def _queued_bytes(self) -> int:

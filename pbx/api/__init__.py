@@ -42,6 +42,7 @@ from pbx.api.resources import (
     tokens,
     trunks,
     users,
+    voicemail,
 )
 from pbx.api.routes import ApiRouter
 from pbx.callcontrol import FeatureRegistry
@@ -66,6 +67,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     tokens.register(router)
     call_back.register(router)
     chat.register(router)
+    voicemail.register(router)
     return router
 
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from pbx.services.events import Event
-from tests.pbx.api.conftest import Api
+from tests.pbx.api.conftest import Api, leave_message
 
 
 async def test_users_list_get_patch_with_etag(pbx_api: Api) -> None:
@@ -291,7 +291,8 @@ def _victim_objects(api: Api) -> dict[str, str]:
     return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
             "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id),  # type: ignore[union-attr]
-            "other": str(api.users["101"].id)}  # Anna's chat with Ben
+            "other": str(api.users["101"].id),  # Anna's chat with Ben
+            "message": leave_message(store, anna, "default")}  # a voicemail in Anna's box
 
 
 def _state(api: Api) -> Any:
@@ -299,7 +300,7 @@ def _state(api: Api) -> Any:
     anna = api.users["100"]
     return (store.tenants(), store.user("100"), store.devices("default"), store.numbers(), store.trunks(),
             store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
-            [(t.id, t.revoked) for t in store.api_tokens()])
+            [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails())
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:

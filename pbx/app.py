@@ -516,7 +516,7 @@ class PbxServer:
             figures=self.health_figures,
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
             bindings=self._bindings, version=__version__, bans=self.bans,
-            call_back=self._call_back)
+            call_back=self._call_back, chat_send=self._chat_send)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0})
@@ -527,6 +527,14 @@ class PbxServer:
         if self.b2bua is None:
             raise RuntimeError("calls are not running")
         return self.b2bua.call_back(user, target, phone=phone).record.call_id
+
+    async def _chat_send(self, sender: User, recipient: User, body: bytes,
+                         content_type: str) -> tuple[Any, bool]:
+        """Send a chat message as ``sender`` (the API's POST /users/{user}/chats/{other})."""
+        chat = self.b2bua.chat if self.b2bua is not None else None
+        if chat is None:
+            raise RuntimeError("calls are not running")
+        return await chat.send(sender, recipient, body, content_type=content_type)
 
     def _bindings(self) -> list[Binding]:
         """Every current registration (the API's /registrations)."""

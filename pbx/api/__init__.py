@@ -36,6 +36,7 @@ from pbx.api.resources import (
     devices,
     history,
     numbers,
+    pickup,
     registrations,
     settings,
     system,
@@ -68,6 +69,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     call_back.register(router)
     chat.register(router)
     voicemail.register(router)
+    pickup.register(router)
     return router
 
 

@@ -4,7 +4,7 @@ import the server)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pbx.api.events import EventLog
@@ -14,6 +14,7 @@ from pbx.directory import Directory
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
+from pbx.store.chat import ChatMessage
 from sipcore.registrar import Binding
 
 __all__ = ["ApiContext"]
@@ -52,3 +53,8 @@ class ApiContext:
     #: start a call-back: (user, target, phone or None) → the call's id; None until the calls
     #: run (pbx.b2bua.B2bua.call_back)
     call_back: Callable[[User, str, str | None], str] | None = None
+    #: send a chat message as a user: (sender, recipient, body, content type) → the stored
+    #: message and whether the recipient was online; None until the calls run
+    #: (pbx.chat.ChatService.send)
+    chat_send: Callable[[User, User, bytes, str], Awaitable[tuple[ChatMessage, bool]]] | None \
+        = None

@@ -288,11 +288,14 @@ def _victim_objects(api: Api) -> dict[str, str]:
     entry = store.history_start(anna.id, "victim-call", "in", "", "+4930777", time.time())
     device = next(d for d in store.devices("default") if d.user_id == anna.id)
     trunk = store.trunks("default")[0]
+    group = store.add_pickup_group(anna.tenant_id, "victims")
+    store.set_pickup_members(group.id, add=(anna.id,))
     return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
             "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id),  # type: ignore[union-attr]
             "other": str(api.users["101"].id),  # Anna's chat with Ben
-            "message": leave_message(store, anna, "default")}  # a voicemail in Anna's box
+            "message": leave_message(store, anna, "default"),  # a voicemail in Anna's box
+            "group": str(group.id), "member": str(anna.id)}  # her pickup group
 
 
 def _state(api: Api) -> Any:
@@ -300,7 +303,8 @@ def _state(api: Api) -> Any:
     anna = api.users["100"]
     return (store.tenants(), store.user("100"), store.devices("default"), store.numbers(), store.trunks(),
             store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
-            [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails())
+            [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails(),
+            store.pickup_groups(), store.chat_conversation(anna.id, api.users["101"].id))
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:

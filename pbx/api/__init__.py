@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pbx.api.context import ApiContext
+from pbx.api.context import ApiContext, LiveCall
 from pbx.api.docs import add_docs
 from pbx.api.events import EventLog
 from pbx.api.metrics import Metrics
@@ -31,6 +31,7 @@ from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
 from pbx.api.resources import (
     call_back,
+    calls,
     chat,
     codes,
     devices,
@@ -48,7 +49,7 @@ from pbx.api.resources import (
 from pbx.api.routes import ApiRouter
 from pbx.callcontrol import FeatureRegistry
 
-__all__ = ["PREFIX", "ApiContext", "EventLog", "Metrics", "build_router", "install"]
+__all__ = ["PREFIX", "ApiContext", "EventLog", "LiveCall", "Metrics", "build_router", "install"]
 
 PREFIX = "/api/v1"
 
@@ -70,6 +71,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     chat.register(router)
     voicemail.register(router)
     pickup.register(router)
+    calls.register(router)
     return router
 
 

@@ -1,11 +1,13 @@
 """POST /users/{user}/chats/{other} (through the chat service, stored for an offline
-recipient) and the pickup-group resource (through the store, tenant-scoped)."""
+recipient), the pickup-group resource (through the store, tenant-scoped) and the live calls
+(GET /calls per token, DELETE hangs up)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
+from pbx.api import LiveCall
 from pbx.chat import ChatService
 from tests.pbx.api.conftest import Api
 
@@ -116,3 +118,49 @@ async def test_pickup_groups_made_filled_and_removed(pbx_api: Api) -> None:
     assert status == 404
     status, _, _ = await pbx_api.call("DELETE", f"/api/v1/pickup-groups/{gid}")
     assert status == 204 and pbx_api.store.pickup_groups() == []
+
+
+def _calls(api: Api) -> list[str]:
+    """Two calls in progress (Anna → Ben answered; an outside caller ringing Carl of acme);
+    returns the Call-IDs hung up through the API."""
+    anna, ben, carl = api.users["100"], api.users["101"], api.users["200"]
+    default, acme = anna.tenant_id, carl.tenant_id
+    live = [LiveCall("c1@192.0.2.1", default, (anna.id, ben.id), "internal", "100", "101",
+                     "answered", 1000.0, 1002.0),
+            LiveCall("c2@192.0.2.9", acme, (carl.id,), "inbound", "+4930777", "200",
+                     "ringing", 1001.0, None)]
+    hung: list[str] = []
+
+    def hang_up(call_id: str) -> bool:
+        hung.append(call_id)
+        live[:] = [c for c in live if c.call_id != call_id]
+        return True
+
+    api.ctx.live_calls = lambda: list(live)
+    api.ctx.hang_up = hang_up
+    return hung
+
+
+async def test_live_calls_listed_per_token_and_hung_up(pbx_api: Api) -> None:
+    hung = _calls(pbx_api)
+    for who, expected in (("admin", ["c1@192.0.2.1"]), ("anna", ["c1@192.0.2.1"]),
+                          ("ben", ["c1@192.0.2.1"]), ("acme", ["c2@192.0.2.9"]),
+                          ("carl", ["c2@192.0.2.9"]), ("root", ["c1@192.0.2.1",
+                                                                "c2@192.0.2.9"])):
+        status, page, _ = await pbx_api.call("GET", "/api/v1/calls", who=who)
+        assert status == 200 and [c["call_id"] for c in page["items"]] == expected, (who, page)
+    status, one, _ = await pbx_api.call("GET", "/api/v1/calls/c1@192.0.2.1", who="anna")
+    assert status == 200 and one["state"] == "answered" and one["caller"] == "100"
+    status, _, _ = await pbx_api.call("GET", "/api/v1/calls?sort=-nope", who="anna")
+    assert status == 422
+    for who in ("acme", "carl"):  # another tenant's call does not exist for them
+        for method in ("GET", "DELETE"):
+            status, problem, _ = await pbx_api.call(method, "/api/v1/calls/c1@192.0.2.1",
+                                                    who=who)
+            assert status == 404 and problem["code"] == "not_found", (who, method)
+    status, _, _ = await pbx_api.call("DELETE", "/api/v1/calls/c2@192.0.2.9", who="admin")
+    assert status == 404 and hung == []
+    status, _, _ = await pbx_api.call("DELETE", "/api/v1/calls/c1@192.0.2.1", who="ben")
+    assert status == 204 and hung == ["c1@192.0.2.1"]
+    status, _, _ = await pbx_api.call("DELETE", "/api/v1/calls/c1@192.0.2.1", who="ben")
+    assert status == 404 and hung == ["c1@192.0.2.1"]

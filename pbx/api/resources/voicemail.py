@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool
@@ -78,22 +79,26 @@ def _out(m: VoicemailMessage) -> VoicemailOut:
                         urgent=m.urgent, language=m.language)
 
 
-def _message_of(req: ApiRequest, user: User) -> VoicemailMessage:
+async def _message_of(req: ApiRequest, user: User) -> VoicemailMessage:
     """The message the path names, 404 unless it is a message (new or saved) of ``user``'s
     box."""
     text = req.path("message")
     if not _ID.match(text):
         raise not_found(f"voicemail {text[:40]}")
-    message = req.ctx.store.voicemail(text)
+    message = await asyncio.to_thread(req.ctx.store.voicemail, text)
     if message is None or message.user_id != user.id or message.state not in ("new", "old"):
         raise not_found(f"voicemail {text}")
     return message
 
 
-def _publish(req: ApiRequest, user: User) -> None:
+async def _publish(req: ApiRequest, user: User) -> None:
+    """``voicemail.changed`` with the box's counts (read in a worker thread; published on the
+    event loop, where the bus lives)."""
+    counts = await asyncio.to_thread(req.ctx.store.voicemail_counts, user.id)
     tenant = req.ctx.directory.tenant(user.tenant_id)
-    publish_counts(req.ctx.store, req.ctx.bus, user.id,
-                   tenant.name if tenant is not None else "", user.extension)
+    read = SimpleNamespace(voicemail_counts=lambda _user_id: counts)
+    publish_counts(read, req.ctx.bus, user.id, tenant.name if tenant is not None else "",
+                   user.extension)
 
 
 async def list_voicemail(req: ApiRequest) -> web.StreamResponse:
@@ -107,7 +112,7 @@ async def list_voicemail(req: ApiRequest) -> web.StreamResponse:
 
 async def get_voicemail(req: ApiRequest) -> web.StreamResponse:
     user = user_of(req)
-    return json_response(_out(_message_of(req, user)))
+    return json_response(_out(await _message_of(req, user)))
 
 
 def _read_audio(path: str) -> bytes | None:
@@ -122,7 +127,7 @@ def _read_audio(path: str) -> bytes | None:
 
 async def get_voicemail_audio(req: ApiRequest) -> web.StreamResponse:
     user = user_of(req)
-    message = _message_of(req, user)
+    message = await _message_of(req, user)
     data = await asyncio.to_thread(_read_audio, message.audio_path)
     if data is None:
         raise not_found(f"recording of voicemail {message.id}")
@@ -133,7 +138,7 @@ async def get_voicemail_audio(req: ApiRequest) -> web.StreamResponse:
 
 async def patch_voicemail(req: ApiRequest) -> web.StreamResponse:
     user = user_of(req)
-    message = _message_of(req, user)
+    message = await _message_of(req, user)
     heard = req.body_as(VoicemailPatch).heard
     if heard is None:
         raise ApiProblem(422, "validation_failed", "send heard: true or false", field="/heard",
@@ -142,7 +147,7 @@ async def patch_voicemail(req: ApiRequest) -> web.StreamResponse:
     store = req.ctx.store
     change = store.mark_voicemail_heard if heard else store.mark_voicemail_unheard
     if await asyncio.to_thread(change, message.id):
-        _publish(req, user)
+        await _publish(req, user)
     current = await asyncio.to_thread(store.voicemail, message.id)
     if current is None:  # deleted meanwhile
         raise not_found(f"voicemail {message.id}")
@@ -151,9 +156,9 @@ async def patch_voicemail(req: ApiRequest) -> web.StreamResponse:
 
 async def delete_voicemail(req: ApiRequest) -> web.StreamResponse:
     user = user_of(req)
-    message = _message_of(req, user)
+    message = await _message_of(req, user)
     await asyncio.to_thread(req.ctx.store.delete_voicemail, message.id)
-    _publish(req, user)
+    await _publish(req, user)
     return web.Response(status=204)
 
 

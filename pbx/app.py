@@ -159,6 +159,8 @@ class PbxServer:
         self.b2bua: B2bua | None = None
         #: Message waiting indication (pbx.mwi), set up in run() with the calls.
         self.mwi: MwiService | None = None
+        #: who is in a call (a record's parties: ``directory_parties``), once calls run
+        self._call_parties: Callable[[Any], Any] | None = None
         self._mwi_task: asyncio.Task[None] | None = None
         #: Voicemail mail (pbx.mail): the outbox a deposit fills (one of the store's deposit
         #: hooks, when the store has the voicemail box), the sender started in run().
@@ -220,6 +222,7 @@ class PbxServer:
         parties = directory_parties(self.directory, self.domain)
         self.call_record_hooks.append(CallRecordHistory(self.history, parties))
         self.call_record_hooks.append(self._call_events(parties))
+        self._call_parties = parties  # the API's /calls: who is in a call in progress
         # the announcements, before any call can arrive: generated where the cache lacks them
         # (seconds, the first time), decoded into memory; off the event loop (subprocesses,
         # file I/O)
@@ -525,7 +528,8 @@ class PbxServer:
             figures=self.health_figures,
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
             bindings=self._bindings, version=__version__, bans=self.bans,
-            call_back=self._call_back)
+            call_back=self._call_back, chat_send=self._chat_send,
+            live_calls=self._live_calls, hang_up=self._hang_up)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0})
@@ -536,6 +540,51 @@ class PbxServer:
         if self.b2bua is None:
             raise RuntimeError("calls are not running")
         return self.b2bua.call_back(user, target, phone=phone).record.call_id
+
+    def _live_calls(self) -> list[Any]:
+        """The calls in progress (the API's GET /calls), oldest first."""
+        from pbx.api import LiveCall
+
+        if self.b2bua is None:
+            return []
+        parties = self._call_parties
+        default = self.directory.tenant_for_domain(self.domain)
+        out = []
+        for call in list(self.b2bua.calls.values()):
+            record = call.record
+            if call.released or record.ended is not None:
+                continue
+            users = sorted({p.user_id for p in parties(record)}) if parties else []
+            tenant = record.tenant_id if record.tenant_id is not None else (
+                default.id if default is not None else 0)
+            out.append(LiveCall(
+                call_id=record.call_id, tenant_id=tenant, user_ids=tuple(users),
+                direction=record.direction, caller=record.caller, callee=record.callee,
+                state="ringing" if record.answered is None else "answered",
+                since=record.started, answered_at=record.answered))
+        return sorted(out, key=lambda c: c.since)
+
+    def _hang_up(self, call_id: str) -> bool:
+        """Hang up the call whose caller's Call-ID is ``call_id`` (the API's DELETE
+        /calls/{call}); False when there is none."""
+        if self.b2bua is None:
+            return False
+        call = next((c for c in list(self.b2bua.calls.values())
+                     if c.record.call_id == call_id and not c.released), None)
+        if call is None:
+            return False
+        self.log.info("call.hung_up_by_api", call_id=call_id)
+        call.record.cause = "hung up (API)"
+        call.hangup()
+        return True
+
+    async def _chat_send(self, sender: User, recipient: User, body: bytes,
+                         content_type: str) -> tuple[Any, bool]:
+        """Send a chat message as ``sender`` (the API's POST /users/{user}/chats/{other})."""
+        chat = self.b2bua.chat if self.b2bua is not None else None
+        if chat is None:
+            raise RuntimeError("calls are not running")
+        return await chat.send(sender, recipient, body, content_type=content_type)
 
     def _bindings(self) -> list[Binding]:
         """Every current registration (the API's /registrations)."""

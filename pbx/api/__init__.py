@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pbx.api.context import ApiContext
+from pbx.api.context import ApiContext, LiveCall
 from pbx.api.docs import add_docs
 from pbx.api.events import EventLog
 from pbx.api.metrics import Metrics
@@ -31,22 +31,25 @@ from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
 from pbx.api.resources import (
     call_back,
+    calls,
     chat,
     codes,
     devices,
     history,
     numbers,
+    pickup,
     registrations,
     settings,
     system,
     tokens,
     trunks,
     users,
+    voicemail,
 )
 from pbx.api.routes import ApiRouter
 from pbx.callcontrol import FeatureRegistry
 
-__all__ = ["PREFIX", "ApiContext", "EventLog", "Metrics", "build_router", "install"]
+__all__ = ["PREFIX", "ApiContext", "EventLog", "LiveCall", "Metrics", "build_router", "install"]
 
 PREFIX = "/api/v1"
 
@@ -66,6 +69,9 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     tokens.register(router)
     call_back.register(router)
     chat.register(router)
+    voicemail.register(router)
+    pickup.register(router)
+    calls.register(router)
     return router
 
 

@@ -4,7 +4,7 @@ import the server)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pbx.api.events import EventLog
@@ -14,9 +14,32 @@ from pbx.directory import Directory
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
+from pbx.store.chat import ChatMessage
 from sipcore.registrar import Binding
 
-__all__ = ["ApiContext"]
+__all__ = ["ApiContext", "LiveCall"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A call in progress, as GET /calls shows it: ``call_id`` is the caller's SIP Call-ID
+    (the one the call events and the history name), ``tenant_id`` 0 for a call of no tenant,
+    ``user_ids`` the users in it (who may see it besides their tenant's admins), ``state``
+    ``ringing`` or ``answered``, ``since`` when it began (POSIX seconds)."""
+
+    call_id: str
+    tenant_id: int
+    user_ids: tuple[int, ...]
+    direction: str
+    caller: str
+    callee: str
+    state: str
+    since: float
+    answered_at: float | None
+
+
+def _no_calls() -> Sequence[LiveCall]:
+    return ()
 
 
 def _none() -> Mapping[str, object]:
@@ -52,3 +75,12 @@ class ApiContext:
     #: start a call-back: (user, target, phone or None) → the call's id; None until the calls
     #: run (pbx.b2bua.B2bua.call_back)
     call_back: Callable[[User, str, str | None], str] | None = None
+    #: send a chat message as a user: (sender, recipient, body, content type) → the stored
+    #: message and whether the recipient was online; None until the calls run
+    #: (pbx.chat.ChatService.send)
+    chat_send: Callable[[User, User, bytes, str], Awaitable[tuple[ChatMessage, bool]]] | None \
+        = None
+    #: the calls in progress (pbx.b2bua.B2bua.calls)
+    live_calls: Callable[[], Sequence[LiveCall]] = _no_calls
+    #: hang up the call with this Call-ID (False: no such call); None until the calls run
+    hang_up: Callable[[str], bool] | None = None

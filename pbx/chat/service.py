@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,33 @@ class ChatService:
         #: users with messages no device of theirs accepted yet (since this process started):
         #: a registration refresh of theirs delivers them too, not only a new binding
         self.waiting: set[int] = set()
+
+    async def send(self, sender: User, recipient: User, body: bytes, *,
+                   content_type: str = "text/plain") -> tuple[ChatMessage, bool]:
+        """A message from ``sender`` to ``recipient`` that did not come over SIP (the API's
+        POST /users/{user}/chats/{other}): kept in the store, then delivered to the
+        recipient's devices as a MESSAGE from the sender would be (left for their next
+        registration when none is registered). Returns the stored message and whether a
+        device of the recipient was registered. ValueError: not two users of one tenant."""
+        if sender.tenant_id != recipient.tenant_id:
+            raise ValueError("chat is between the users of a tenant")
+        now = time.time()
+        stored = await asyncio.to_thread(
+            self.store.chat_add, tenant_id=sender.tenant_id, sender_id=sender.id,
+            recipient_id=recipient.id, message_id=uuid.uuid4().hex,
+            content_type=content_type, body=body, now=now)
+        self.stats["received"] += 1
+        online = bool(self._bindings(recipient))
+        log.info("chat.received", sender=sender.extension, recipient=recipient.extension,
+                 tenant_id=sender.tenant_id, message_id=stored.message_id, online=online,
+                 size=len(body), content_type=content_type, source="api")
+        if not online:
+            self.stats["stored_offline"] += 1
+            self.waiting.add(recipient.id)
+        else:
+            self._spawn(self._deliver(stored, sender, recipient, retry=True),
+                        f"chat-api-{stored.message_id}")
+        return stored, online
 
     # -- requests ------------------------------------------------------------------------------
 

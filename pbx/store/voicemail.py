@@ -133,6 +133,13 @@ class VoicemailStoreMixin:
             return db.execute("UPDATE voicemail_messages SET state='old' WHERE id=? AND "
                               "state='new'", (message_id,)).rowcount > 0
 
+    def mark_voicemail_unheard(self, message_id: str) -> bool:
+        """A saved message is new again (the API's ``heard: false``); False when it was not
+        old."""
+        with self._tx() as db:
+            return db.execute("UPDATE voicemail_messages SET state='new' WHERE id=? AND "
+                              "state='old'", (message_id,)).rowcount > 0
+
     def delete_voicemail(self, message_id: str) -> None:
         """Delete a message: its row, then (after the commit) its audio file, and fsync the
         directory. A crash in between leaves an orphan file, which start-up recovery removes."""

@@ -1,19 +1,28 @@
-"""``GET /users/{user}/chats/{other}``: the chat history of two users of a tenant (read only;
-the messages themselves arrive over SIP MESSAGE, :mod:`pbx.chat`). The token must see
-``user``; ``other`` is any user of the same tenant (404 otherwise: nothing crosses tenants)."""
+"""``/users/{user}/chats/{other}``: the chat history of two users of a tenant (GET), and a
+message sent as ``user`` (POST: through :meth:`pbx.chat.ChatService.send`, as if the user's
+phone had sent it — delivered to the other's devices, kept for their next registration when
+none is registered). The token must see ``user``; ``other`` is any other user of the same
+tenant (404 otherwise: nothing crosses tenants)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from pbx.api.models import Request
+from pbx.api.problems import ApiProblem, FieldError
 from pbx.api.resources.common import USER_PARAM, int_param, not_found, user_of
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
+from pbx.store import User
 from pbx.store.chat import ChatMessage
 
-__all__ = ["ChatMessageOut", "ChatPage", "register"]
+__all__ = ["ChatMessageOut", "ChatPage", "ChatSend", "ChatSent", "register"]
+
+#: The largest message body the API sends (the SIP side's default ``[chat] max_size``).
+MAX_TEXT = 8192
 
 
 class ChatMessageOut(BaseModel):
@@ -36,6 +45,25 @@ class ChatPage(BaseModel):
     total: int
 
 
+class ChatSend(Request):
+    """A message to send as the user: ``text`` (UTF-8, at most 8192 bytes), plain text or a
+    CPIM body. Required (the model lets it be missing only so that the users are looked up
+    first: 404 before 422)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"required": ["text"]})
+
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)] | None = None
+    content_type: Literal["text/plain", "message/cpim"] = "text/plain"
+
+
+class ChatSent(ChatMessageOut):
+    """The message as stored; ``online``: a device of the other user was registered (it is
+    being delivered; otherwise their next registration delivers it)."""
+
+    online: bool
+
+
 def _out(m: ChatMessage) -> ChatMessageOut:
     return ChatMessageOut(id=m.id, message_id=m.message_id, from_user_id=m.sender_id,
                           to_user_id=m.recipient_id, content_type=m.content_type,
@@ -43,14 +71,45 @@ def _out(m: ChatMessage) -> ChatMessageOut:
                           delivered_at=m.delivered_at)
 
 
-async def get_conversation(req: ApiRequest) -> web.StreamResponse:
+def _parties(req: ApiRequest) -> tuple[User, User]:
     user = user_of(req)
     other_id = int_param(req, "other")
     other = req.ctx.directory.user_by_id(other_id)
     if other is None or other.tenant_id != user.tenant_id:
         raise not_found(f"user {other_id}")
+    return user, other
+
+
+async def get_conversation(req: ApiRequest) -> web.StreamResponse:
+    user, other = _parties(req)
     messages = await asyncio.to_thread(req.ctx.store.chat_conversation, user.id, other.id)
     return json_response(ChatPage(items=[_out(m) for m in messages], total=len(messages)))
+
+
+async def send_message(req: ApiRequest) -> web.StreamResponse:
+    user, other = _parties(req)
+    body = req.body_as(ChatSend)
+    if other.id == user.id:
+        raise ApiProblem(422, "validation_failed", "a chat is with another user",
+                         field="/other")
+    if body.text is None or not body.text.strip():
+        raise ApiProblem(422, "validation_failed", "send the message's text", field="/text",
+                         errors=[FieldError(field="/text", code="missing",
+                                            message="the text to send (not only blanks)")])
+    data = body.text.encode()
+    if len(data) > MAX_TEXT:
+        raise ApiProblem(422, "validation_failed", f"at most {MAX_TEXT} bytes (UTF-8)",
+                         field="/text",
+                         errors=[FieldError(field="/text", code="too_long",
+                                            message=f"{len(data)} bytes")])
+    send = req.ctx.chat_send
+    try:
+        if send is None:
+            raise RuntimeError("no chat here")
+        stored, online = await send(user, other, data, body.content_type)
+    except RuntimeError as exc:
+        raise ApiProblem(503, "unavailable", "calls are not running (yet)") from exc
+    return json_response(ChatSent(**_out(stored).model_dump(), online=online), 201)
 
 
 def register(router: ApiRouter) -> None:
@@ -61,3 +120,13 @@ def register(router: ApiRouter) -> None:
                      path_params={**USER_PARAM,
                                   "other": {"type": "integer", "minimum": 1,
                                             "description": "the other user's id"}}))
+    router.add(Route("POST", "/users/{user}/chats/{other}", send_message,
+                     "Send a chat message as the user to another user of their tenant",
+                     "chat", "send_chat_message", body=ChatSend, response=ChatSent,
+                     status=201, errors=(503,),
+                     path_params={**USER_PARAM,
+                                  "other": {"type": "integer", "minimum": 1,
+                                            "description": "the other user's id"}},
+                     description="As if the user's phone had sent a SIP MESSAGE: kept in the "
+                                 "history and delivered to every registered device of the "
+                                 "other user (at their next registration when none is)."))

@@ -4,6 +4,8 @@ tenants (default with users 100/101, acme with 200) and tokens of every role."""
 from __future__ import annotations
 
 import time
+import uuid
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ from pbx.http import HttpService
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
+from pbx.store.voicemail import VoicemailMessage
+from pbx.voicemail import Boxes
 
 
 @dataclass
@@ -62,6 +66,24 @@ def make_ctx(store: Store, figures: dict[str, Any]) -> api.ApiContext:
     return api.ApiContext(store=store, directory=directory, settings=settings, codes=codes,
                           features=registry, bus=bus, events=api.EventLog(bus),
                           figures=lambda: figures, version="test")
+
+
+def leave_message(store: Store, user: User, tenant: str, *, seconds: float = 1.0,
+                  caller: str = "+4930777", received_at: float | None = None) -> str:
+    """A deposited message in ``user``'s box with a real 8 kHz WAV of ``seconds``."""
+    mid = uuid.uuid4().hex
+    path = Boxes(store.data_dir).message_path(tenant, user.extension, mid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store.begin_voicemail(VoicemailMessage(mid, user.id, tenant, user.extension, caller,
+                                           "Caller", received_at or time.time(), 0.0,
+                                           str(path), "de"))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x01" * int(8000 * seconds))
+    store.finish_voicemail(mid, seconds)
+    return mid
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import re
 import time
 from typing import Any
 
+from pbx.api import LiveCall
 from pbx.services.events import Event
-from tests.pbx.api.conftest import Api
+from tests.pbx.api.conftest import Api, leave_message
 
 
 async def test_users_list_get_patch_with_etag(pbx_api: Api) -> None:
@@ -288,10 +289,19 @@ def _victim_objects(api: Api) -> dict[str, str]:
     entry = store.history_start(anna.id, "victim-call", "in", "", "+4930777", time.time())
     device = next(d for d in store.devices("default") if d.user_id == anna.id)
     trunk = store.trunks("default")[0]
+    group = store.add_pickup_group(anna.tenant_id, "victims")
+    api.ctx.live_calls = lambda: [LiveCall("victim-call@192.0.2.1", anna.tenant_id, (anna.id,),
+                                           "outbound", "100", "+4930777", "answered", 1.0,
+                                           2.0)]
+    api.ctx.hang_up = lambda call_id: api.figures.setdefault("hung", []).append(call_id) or True
+    store.set_pickup_members(group.id, add=(anna.id,))
     return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
             "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id),  # type: ignore[union-attr]
-            "other": str(api.users["101"].id)}  # Anna's chat with Ben
+            "other": str(api.users["101"].id),  # Anna's chat with Ben
+            "message": leave_message(store, anna, "default"),  # a voicemail in Anna's box
+            "group": str(group.id), "member": str(anna.id),  # her pickup group
+            "call": "victim-call@192.0.2.1"}  # her call in progress
 
 
 def _state(api: Api) -> Any:
@@ -299,7 +309,9 @@ def _state(api: Api) -> Any:
     anna = api.users["100"]
     return (store.tenants(), store.user("100"), store.devices("default"), store.numbers(), store.trunks(),
             store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
-            [(t.id, t.revoked) for t in store.api_tokens()])
+            [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails(),
+            store.pickup_groups(), store.chat_conversation(anna.id, api.users["101"].id),
+            api.figures.get("hung"))
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:

@@ -134,7 +134,8 @@ def test_baresip_lamp_on_then_star86_plays_and_deletes_and_the_lamp_goes_off(
             assert wait_for(pbx, "call.started", count=2), read_log(pbx.log_path)[-3000:]
             time.sleep(6.0)
             stop(p100)
-            assert wait_for(pbx, "voicemail.deposited"), read_log(pbx.log_path)[-3000:]
+            assert wait_for(pbx, "voicemail.deposited"), (read_log(pbx.log_path)[-3000:]
+                                                         + read_log(d100 / "out.log")[-2000:])
             until("the lamp on", lambda: ("yes", "1/0") in lamp.seen)
             # 101 listens (1), hears the message, deletes it (7)
             send(p101, f"/dial sip:*86@{target}\n")

@@ -594,8 +594,12 @@ class PbxServer:
     def phone_settings(self) -> dict[str, object]:
         """What the /phone page needs: our SIP domain and WebSocket listeners."""
         listening = self.sip.listening() if self.sip is not None else []
+        # the keypad's long-press 1 dials the box: the code as the table has it now
+        voicemail = next((code for code, (feature, fc) in self.features.code_table().items()
+                          if feature == "voicemail" and fc.action == "listen"), "*86")
         return {"domain": self.domain,
-                "websockets": [f"{t}://{h}:{p}/" for t, h, p in listening if t in ("ws", "wss")]}
+                "websockets": [f"{t}://{h}:{p}/" for t, h, p in listening if t in ("ws", "wss")],
+                "voicemail_code": voicemail}
 
     def health_figures(self) -> dict[str, object]:
         """What /health reports besides status and uptime."""

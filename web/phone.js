@@ -1,6 +1,9 @@
 // The /phone page: JsSIP over the PBX's WebSocket, WebRTC audio.
 // Query parameters (for a quick start and for the tests): ws, user, password, target,
 // autoregister=1, autoanswer=1, tone=HZ (a generated tone instead of the microphone).
+// The keypad: a key types into the number field, or during a call sends its DTMF; holding 1
+// (LONG_PRESS_MS) calls the voicemail box (the "voicemail.listen" code, *86 unless the
+// server's config.json names another).
 // Test hooks besides: state.rejectNext (answer the next incoming call 486), state.dtmf (digits
 // received by INFO).
 // window.phone is what the browser tests drive and read.
@@ -11,6 +14,7 @@
   const state = { registered: false, registrationFailed: null, session: null, events: [],
                   incoming: 0, ended: 0, failed: [], dtmf: [], rejectNext: false,
                   config: null };
+  const LONG_PRESS_MS = 700;
   let ua = null;
   let audioCtx = null;
   let analyser = null;
@@ -144,6 +148,33 @@
     return { freq: best * hz, level: level };
   }
 
+  function voicemailCode() {
+    return (state.config && state.config.voicemail_code) || "*86";
+  }
+
+  // Keys act on release; holding 1 calls the box instead (once, when the hold is long enough).
+  function keypad() {
+    for (const button of document.querySelectorAll("#keypad button")) {
+      const key = button.textContent.trim();
+      let timer = null, held = false;
+      button.addEventListener("pointerdown", () => {
+        held = false;
+        if (key === "1" && !state.session && ua !== null) {
+          timer = setTimeout(() => { held = true; log("voicemail"); call(voicemailCode()); },
+                             LONG_PRESS_MS);
+        }
+      });
+      const release = (act) => {
+        if (timer !== null) { clearTimeout(timer); timer = null; }
+        if (!act || held) return;
+        if (state.session) dtmf(key); else $("target").value += key;
+      };
+      button.addEventListener("pointerup", () => release(true));
+      button.addEventListener("pointerleave", () => release(false));
+    }
+  }
+
+  keypad();
   $("register").onclick = register;
   $("call").onclick = () => call();
   $("answer").onclick = answer;

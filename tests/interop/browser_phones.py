@@ -187,7 +187,30 @@ async def ring_together(server: Any, files: Any, browser: Any, base: str,
         rtp.close()
 
 
+async def voicemail_key(server: Any, files: Any, browser: Any, base: str,
+                        tmp: Path) -> dict[str, Any]:
+    """On the page's keypad: short presses type a number; holding 1 calls the box (*86): the
+    PBX's voicemail menu answers and the page hears it."""
+    started: list[str] = []
+    server.events.subscribe(lambda e: started.append(str(e.data.get("callee"))),
+                            "call.started")
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+    for key in ("1", "0", "1"):
+        await a.click(f"#key-{key}")
+    typed = await a.evaluate("document.getElementById('target').value")
+    await a.fill("#target", "")
+    await a.click("#key-1", delay=1200)  # held: the voicemail box
+    await _wait(a, "window.phone.state.events.includes('confirmed')")
+    heard = await _listen(a, 2.0)
+    await a.evaluate("window.phone.hangup()")
+    await _wait(a, "window.phone.state.ended === 1")
+    return {"typed": typed, "started": started, "heard": heard,
+            "events": await a.evaluate("window.phone.state.events"),
+            "target_after": await a.evaluate("document.getElementById('target').value")}
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "voicemail_key": voicemail_key,
     "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 

@@ -107,3 +107,12 @@ def test_a_browser_and_a_sip_phone_of_one_user_ring_together(tmp_path: Path) -> 
     assert found["caller"] == [1, 0], found["caller_out"]
     assert tone_heard(found["heard_b"], 1000), found["heard_b"]  # the browser hears the caller
     assert found["caller_hears_600"]  # and the caller the browser
+
+
+def test_holding_1_on_the_keypad_calls_the_voicemail_box(tmp_path: Path) -> None:
+    found = run_scenario("voicemail_key", tmp_path)
+    assert found["typed"] == "101", found  # short presses type
+    assert found["started"] == ["*86"], found  # holding 1 dialled the box, nothing else
+    assert "voicemail" in found["events"] and "confirmed" in found["events"], found["events"]
+    assert found["target_after"] == "", found  # the held 1 was not typed as well
+    assert any(r["level"] > -60 for r in found["heard"]), found["heard"]  # the menu speaks

@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -276,14 +276,15 @@ class _RegisteredUas(SippUas):
     """A SIPp UAS on a port registered as 101 first (``echo``: it sends RTP back)."""
 
     def __init__(self, scenario: str, workdir: Path, cpu: int | None,
-                 server: tuple[str, int], realm: str, *, echo: bool = False) -> None:
+                 server: tuple[str, int], realm: str, *, echo: bool = False,
+                 extra: Sequence[str] = ()) -> None:
         self.port = _free_udp_port()
         _register(server, self.port, realm)
         self.proc = subprocess.Popen(
             [*(pin(cpu) if cpu is not None else []), "sipp", "-sf", scenario, "-i", "127.0.0.1",
              "-p", str(self.port), "-nostdin", "-buff_size", "4194304",
              "-max_recv_loops", "100000", "-mp", str(_free_udp_port()),
-             *(["-rtp_echo"] if echo else [])],
+             *(["-rtp_echo"] if echo else []), *extra],
             cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         time.sleep(0.5)

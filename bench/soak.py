@@ -201,7 +201,10 @@ def main(argv: list[str]) -> int:
             assert server.proc is not None
             pid = server.proc.pid
             target = server.listening["udp"]
-            callee = _RegisteredUas(str(workdir / "uas.xml"), workdir, load_core, target, realm)
+            # SIPp's watchdog aborts it after 10 stalls of > 3 s (-watchdog_major_maxtriggers):
+            # the callee_stalls fault is one every four minutes, so it would die after 40
+            callee = _RegisteredUas(str(workdir / "uas.xml"), workdir, load_core, target, realm,
+                                    extra=["-watchdog_major_maxtriggers", "1000000"])
             try:
                 calls, calls_stat = _sipp(
                     workdir / "uac.xml", target, workdir, "calls", args.call_rate, seconds,
@@ -230,7 +233,10 @@ def main(argv: list[str]) -> int:
                            "registrations_ok": r_ok - last[2],
                            "registrations_failed": r_bad - last[3],
                            "server_cpu_fraction": round((cpu_now - last[4]) / (t_now - last[5]), 3),
-                           "rss_mib": _rss_mib(pid), "fds": _fds(pid)}
+                           "rss_mib": _rss_mib(pid), "fds": _fds(pid),
+                           # the load itself must hold: a SIPp that died makes the run invalid
+                           "load_alive": all(p.poll() is None
+                                             for p in (callee.proc, calls, regs))}
                     samples.append(row)
                     last = (c_ok, c_bad, r_ok, r_bad, cpu_now, t_now)
                     if not args.json:
@@ -283,8 +289,9 @@ def main(argv: list[str]) -> int:
     growth = (result["rss_mib_last"] - base["rss_mib"]
               if result.get("rss_mib_last") is not None and base else None)
     result["rss_growth_mib_after_warm_up"] = round(growth, 1) if growth is not None else None
+    result["load_held"] = all(s["load_alive"] for s in samples)
     result["passed"] = bool(
-        result.get("server_alive") and result["tracebacks"] == 0
+        result.get("server_alive") and result["tracebacks"] == 0 and result["load_held"]
         and (result["calls_failed_fraction_without_fault"] or 0) < 0.001
         and growth is not None and growth < 50
         and base is not None and result["fds_end"] is not None
@@ -297,7 +304,8 @@ def main(argv: list[str]) -> int:
               f"{result['rss_mib_first']} → {result['rss_mib_after_warm_up']} (warm) → "
               f"{result.get('rss_mib_last')} MiB, fds {result['fds_start']} → "
               f"{result['fds_after_warm_up']} (warm) → {result.get('fds_end')}, "
-              f"faults {result['faults_injected']}, bans {result['ban_lines']}: "
+              f"faults {result['faults_injected']}, bans {result['ban_lines']}, load held "
+              f"{result['load_held']}: "
               f"{'passed' if result['passed'] else 'FAILED'}")
     print(json.dumps(result))
     return 0 if result["passed"] else 1

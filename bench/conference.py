@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from bench._procs import Server, _free_udp_port, cpus, pin
-from bench.calls import PASSWORD, _register
+from bench.calls import _ACK_407, _INVITE_HEAD, PASSWORD, _register
 
 __all__ = ["main"]
 
@@ -55,27 +55,10 @@ PASS_LOSS = 0.001
 PASS_CPU = 0.90
 SETUP_RATE = 20  # conferences started per second
 
-_HEAD = """INVITE sip:101@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: <sip:100@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-To: <sip:101@[remote_ip]>
-Call-ID: [call_id]
-CSeq: {cseq} INVITE
-Contact: <sip:100@[local_ip]:[local_port]>
-Max-Forwards: 70
-{auth}Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [local_ip]
-t=0 0
-m=audio {port} RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-"""
+#: bench.calls' INVITE with the generator's port and PCMU + telephone-event only (the mixer's
+#: legs are G.711 µ-law; the port is the packet generator's socket for this call)
+_HEAD = (_INVITE_HEAD.replace("[auto_media_port] RTP/AVP 0 8 101", "{port} RTP/AVP 0 101")
+         .replace("a=rtpmap:8 PCMA/8000\n", ""))
 
 _IN_DIALOG = """  <send retrans="500"><![CDATA[
 {method} [next_url] SIP/2.0
@@ -91,25 +74,13 @@ Max-Forwards: 70
 
 def uac_scenario(size: int, gen_port: int, hold_ms: int) -> str:
     """The caller: the call, ``size - 2`` times ``*3101#`` by INFO, hold, BYE."""
-    ack_407 = """  <send><![CDATA[
-ACK sip:101@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
-From: <sip:100@[remote_ip]>;tag=[pid]SIPpTag[call_number]
-To: <sip:101@[remote_ip]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
     auth = "[authentication username=100 password=" + PASSWORD + "]\n"
     parts = [
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="bench conference">\n',
         '  <send retrans="500"><![CDATA[\n' + _HEAD.format(cseq=1, auth="", port=gen_port)
         + "]]></send>\n",
         '  <recv response="100" optional="true"/>\n  <recv response="407" auth="true"/>\n',
-        ack_407,
+        _ACK_407,
         '  <send retrans="500"><![CDATA[\n' + _HEAD.format(cseq=2, auth=auth, port=gen_port)
         + "]]></send>\n",
         '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'

@@ -36,7 +36,7 @@ import numpy as np
 
 from media.port import Frame
 
-__all__ = ["PARTIAL_SUFFIX", "Recorder", "recover"]
+__all__ = ["PARTIAL_SUFFIX", "Recorder", "fsync_directory", "recover", "remove_file"]
 
 PARTIAL_SUFFIX = ".partial"
 _WAV_HEADER_SIZE = 44
@@ -52,12 +52,23 @@ def _partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable (fsync of the directory itself)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_file(path: str | os.PathLike[str]) -> None:
+    """Unlink ``path`` (gone already is fine) and fsync its directory, so the removal survives
+    a crash (a directory that cannot be synced is left as it is)."""
+    p = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        p.unlink()
+    with contextlib.suppress(OSError):
+        fsync_directory(p.parent)
 
 
 def _level_dbov(frame: Frame) -> float:
@@ -113,7 +124,7 @@ class Recorder:
             os.write(self._fd, _wav_header(sample_rate, 0))
             os.fsync(self._fd)
         # The new directory entry must survive a crash too.
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     @property
     def duration(self) -> float:
@@ -184,7 +195,7 @@ class Recorder:
             os.close(self._fd)
         self.closed = True
         os.replace(self.partial_path, self.path)
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -203,7 +214,7 @@ class Recorder:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.partial_path)
-            _fsync_directory(self.path.parent)
+            fsync_directory(self.path.parent)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -288,7 +299,7 @@ def recover(directory: str | os.PathLike[str]) -> list[Path]:
         os.replace(partial, final)
         recovered.append(final)
     if changed:
-        _fsync_directory(root)
+        fsync_directory(root)
     return recovered
 
 

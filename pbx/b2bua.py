@@ -413,7 +413,7 @@ class B2bua:
             return
         if isinstance(leg, WebRtcInboundLeg):  # the offer is applied asynchronously (ICE)
             self.sip.set_owner(event.transaction_id, leg)
-            self._ensure_tasks()
+            self.ensure_tasks()
             self.tasks.spawn(self._new_webrtc_call(leg, event, origin, now, dialled),
                              f"webrtc-offer-{leg.id}")
             return
@@ -459,9 +459,6 @@ class B2bua:
 
     def ensure_tasks(self) -> None:
         """Start the calls' task scope when nobody runs it (a bare B2BUA in a test)."""
-        self._ensure_tasks()
-
-    def _ensure_tasks(self) -> None:
         if not self._scope_owned and not self.tasks.started:
             self.tasks.start()
 
@@ -489,7 +486,7 @@ class B2bua:
         self.calls[call.id] = call
         self.origins[call.id] = origin
         self.stats["calls"] += 1
-        self._ensure_tasks()
+        self.ensure_tasks()
         self.tasks.spawn(self._run_call(call, script), f"call-{call.id}")
 
     async def _run_call(self, call: Call,

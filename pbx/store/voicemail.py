@@ -11,16 +11,14 @@ left in ``recording``. :class:`VoicemailStoreMixin` is part of :class:`pbx.store
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from media.recorder import remove_file
 from pbx.store.records import StoreError
 
 __all__ = ["MESSAGE_STATES", "DepositHook", "VoicemailMessage", "VoicemailStoreMixin"]
@@ -147,14 +145,5 @@ class VoicemailStoreMixin:
             row = db.execute("SELECT audio_path FROM voicemail_messages WHERE id=?",
                              (message_id,)).fetchone()
             db.execute("DELETE FROM voicemail_messages WHERE id=?", (message_id,))
-        if row is None:
-            return
-        path = Path(row[0])
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        if row is not None:
+            remove_file(row[0])

@@ -15,14 +15,13 @@ without its file too. After it, files and rows agree.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import wave
 from pathlib import Path
 
 import structlog
 
-from media.recorder import PARTIAL_SUFFIX, recover
+from media.recorder import PARTIAL_SUFFIX, recover, remove_file
 from pbx.store.voicemail import VoicemailMessage
 
 __all__ = ["GREETING", "MIN_SPEECH", "Boxes", "recover_boxes"]
@@ -60,19 +59,6 @@ def _safe(part: str) -> str:
     """A path component from a tenant name or extension (never ``..`` or a separator)."""
     cleaned = "".join(c if c.isalnum() or c in "-_.@+" else "_" for c in part).strip(".")
     return cleaned or "_"
-
-
-def remove_file(path: str | os.PathLike[str]) -> None:
-    """Unlink ``path`` (gone already is fine) and fsync its directory."""
-    p = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        p.unlink()
-    with contextlib.suppress(OSError):
-        fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def wav_seconds(path: str | os.PathLike[str]) -> float:

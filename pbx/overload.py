@@ -25,11 +25,15 @@ recovers by itself, with hysteresis so it does not flap.
 While OVERLOADED, what creates new work — a new INVITE (no To-tag) and a REGISTER from an
 untrusted source (:func:`admit`) — is admitted only in part: a share ``fraction`` of it goes on,
 the rest is answered 503 with ``Retry-After: retry_after`` (:data:`Admission.REJECT`) at once,
-without authentication or routing. The share adapts, additive-increase / multiplicative-decrease
+without authentication or routing — statelessly, before the message is parsed (the server's
+transport screen, sipcore/stateless.py), so that refusing costs little of the capacity the
+admitted calls need. The share adapts, additive-increase / multiplicative-decrease
 like a TCP window (the loss-based scheme of RFC 7339 run locally): it starts at
 ``start_fraction`` when the overload begins and every ``control_interval`` seconds shrinks by
-``decrease`` while the smoothed lag is above ``target_lag`` and grows by ``increase`` while the
-lag is below half of it (and the queue below half its threshold). So the server settles at what it can carry — it keeps completing close
+``decrease`` while the smoothed lag is above ``target_lag`` (or the queue is high and still
+growing: a backlog that drains, after a stall such as a long garbage-collector pass, asks for
+no further cut) and grows by ``increase`` while the lag is below half of it (and the queue
+below half its threshold). So the server settles at what it can carry — it keeps completing close
 to its capacity instead of swinging between refusing everything and taking everything — and
 with a short queue, so a refusal is quick too. A request that carries credentials is not
 counted again: its unauthenticated first try was the one admitted (and challenged), and turning
@@ -136,6 +140,7 @@ class OverloadDetector:
         self.fraction = 0.0 if self.policy.force else 1.0
         self._credit = 0.0
         self._controlled_at = 0.0
+        self._depth_at_control = 0
         #: Counters for statistics: state changes and requests rejected.
         self.stats: dict[str, int] = {"overloads": 0, "recoveries": 0, "rejected": 0}
 
@@ -174,7 +179,11 @@ class OverloadDetector:
         if now - self._controlled_at >= p.control_interval:
             self._controlled_at = now
             queue_low = p.queue_threshold <= 0 or self.queue < p.queue_threshold / 2
-            if self.lag > p.target_lag or queue_high:
+            # a high queue that is draining (a stall's backlog: a long GC pass, a slow disk)
+            # asks for no further cut: the share that drains it is not too large
+            growing = queue_high and queue_depth >= self._depth_at_control
+            self._depth_at_control = queue_depth
+            if self.lag > p.target_lag or growing:
                 self.fraction = max(p.min_fraction, self.fraction * p.decrease)
             elif self.lag < p.target_lag / 2 and queue_low:
                 self.fraction = min(1.0, self.fraction + p.increase)

@@ -98,6 +98,11 @@ class TransportLayer:
         #: Asked for every message and every inbound connection: False drops the message
         #: unanswered / refuses the connection (the application's per-source bans).
         self.admit_source = admit_source
+        #: Asked for every admitted message while set (the application sets it while it is
+        #: overloaded): ``None`` passes the message on to the parser; ``(data, peer)`` answers
+        #: it with ``data`` to ``peer`` instead, statelessly (sipcore/stateless.py), and
+        #: ``(b"", peer)`` drops it (the ACK of such an answer).
+        self.screen: Callable[[bytes, Peer], tuple[bytes, Peer] | None] | None = None
         self.limits = limits or TransportLimits()
         self.server_ssl = server_ssl
         if server_ssl is not None and server_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
@@ -292,6 +297,16 @@ class TransportLayer:
         if admit is not None and not admit(peer):
             self.stats["dropped_by_source_policy"] += 1
             return
+        screen = self.screen
+        if screen is not None:
+            answer = screen(data, peer)
+            if answer is not None:
+                if answer[0]:
+                    self.stats["answered_statelessly"] += 1
+                    self.send(answer[0], answer[1])
+                else:
+                    self.stats["absorbed_statelessly"] += 1
+                return
         self.sink.message_received(data, peer)
 
     def admit(self, conn: StreamConnection) -> bool:

@@ -213,3 +213,17 @@ def test_a_burst_in_the_receive_buffers_is_no_overload_but_a_lasting_queue_is() 
     for i in range(2, 6):
         d.sample(0.0, i * 0.05, queue_depth=150_000)
     assert d.state is LoadState.OVERLOADED
+
+
+def test_a_draining_backlog_asks_for_no_further_cut_a_growing_one_does() -> None:
+    policy = OverloadPolicy(queue_threshold=100, smoothing=1.0, control_interval=0.5,
+                            start_fraction=0.5, decrease=0.5, target_lag=1.0)
+    d = OverloadDetector(policy)
+    d.sample(0.0, 0.0, queue_depth=400)  # overloaded; the share starts at 0.5
+    assert d.overloaded and d.fraction == 0.5
+    d.sample(0.0, 1.0, queue_depth=500)  # high and growing: cut
+    assert d.fraction == 0.25
+    d.sample(0.0, 2.0, queue_depth=300)  # still high but draining (a stall's backlog): hold
+    assert d.fraction == 0.25
+    d.sample(0.0, 3.0, queue_depth=350)  # growing again: cut
+    assert d.fraction == 0.125

@@ -61,7 +61,19 @@ def test_overloaded_new_work_gets_503_while_a_call_in_progress_ends(tmp_path: Pa
         try:
             assert wait_event(pbx, "call.answered"), read_log(pbx.log_path)[-3000:]
             with SipClient(STRANGER, pbx.addr("udp")) as stranger:
-                invite = stranger.send(stranger.request("INVITE", "101", 1))
+                first = stranger.request("INVITE", "101", 1)
+                invite = stranger.send(first)
+                # a retransmission is answered again, statelessly, with the same To tag
+                # (RFC 3261 §8.2.7), and the ACK of the 503 is absorbed (no answer)
+                again = stranger.send_raw(first.serialize())
+                assert invite is not None and again is not None
+                tag = invite.response.to.tag
+                ack = (first.serialize().replace(b"INVITE sip:", b"ACK sip:", 1)
+                       .replace(b" INVITE\r\n", b" ACK\r\n")
+                       .replace(b"\r\nTo: " + first.headers.get("To").encode(),
+                                b"\r\nTo: " + first.headers.get("To").encode()
+                                + b";tag=" + tag.encode()))
+                ack_answer = stranger.send_raw(ack)
                 register = stranger.send(stranger.request("REGISTER", "102", 1,
                                                           contact_port=stranger.port))
             runner.join(40)
@@ -72,6 +84,8 @@ def test_overloaded_new_work_gets_503_while_a_call_in_progress_ends(tmp_path: Pa
                 phone.communicate()
         ended = events(pbx, "call.ended")
     assert invite is not None and register is not None
+    assert again.response.status == 503 and again.response.to.tag == tag
+    assert tag.startswith("sl-") and ack_answer is None
     for answer in (invite, register):
         assert answer.response.status == 503, answer
         assert answer.response.headers.get("Retry-After") == "7", answer

@@ -17,7 +17,7 @@ import contextlib
 import ipaddress
 import socket
 import ssl
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,6 +57,12 @@ class TransportLimits:
     udp_size_threshold: int = 1300
     #: A connection we closed is aborted if it has not finished closing after this long.
     close_grace: float = 5.0
+
+
+#: Screened messages handed on per turn of the event loop (see TransportLayer._pending).
+_TURN = 8
+#: ... and held at most (bytes), like a kernel receive buffer.
+_PENDING_MAX = 4 << 20
 
 
 class TransportSink(Protocol):
@@ -103,6 +109,13 @@ class TransportLayer:
         #: it with ``data`` to ``peer`` instead, statelessly (sipcore/stateless.py), and
         #: ``(b"", peer)`` drops it (the ACK of such an answer).
         self.screen: Callable[[bytes, Peer], tuple[bytes, Peer] | None] | None = None
+        #: While screening, what the screen let through waits here and is handed on in turns
+        #: of at most ``_TURN`` messages, so the loop goes back to reading between turns: a
+        #: message to refuse is read (and refused) within a turn instead of waiting in the
+        #: kernel's receive buffer behind the backlog of admitted work.
+        self._pending: deque[tuple[bytes, Peer]] = deque()
+        self._pending_bytes = 0
+        self._drain_scheduled = False
         self.limits = limits or TransportLimits()
         self.server_ssl = server_ssl
         if server_ssl is not None and server_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
@@ -307,7 +320,29 @@ class TransportLayer:
                 else:
                     self.stats["absorbed_statelessly"] += 1
                 return
+        if screen is not None or self._pending:  # (order kept: nothing overtakes the queue)
+            if self._pending_bytes >= _PENDING_MAX:  # what a full receive buffer would do
+                self.stats["dropped_screened_backlog"] += 1
+                return
+            self._pending.append((data, peer))
+            self._pending_bytes += len(data)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.loop.call_soon(self._drain)
+            return
         self.sink.message_received(data, peer)
+
+    def _drain(self) -> None:
+        """Hand one turn of the screened messages to the sink (see ``_pending``)."""
+        self._drain_scheduled = False
+        pending, sink = self._pending, self.sink
+        for _ in range(min(len(pending), _TURN)):
+            data, peer = pending.popleft()
+            self._pending_bytes -= len(data)
+            sink.message_received(data, peer)
+        if pending and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
 
     def admit(self, conn: StreamConnection) -> bool:
         """Register a connection that just came up; False means: close it at once."""
@@ -432,8 +467,9 @@ class TransportLayer:
 
     def udp_queued_bytes(self) -> int:
         """Bytes waiting in the UDP listeners' kernel receive buffers (see
-        :meth:`UdpListener.queued_bytes`): the overload detector's queue depth."""
-        return sum(udp.queued_bytes() for udp in self._udp)
+        :meth:`UdpListener.queued_bytes`) plus what the screen let through and is not yet
+        handed on (``_pending``): the overload detector's queue depth."""
+        return sum(udp.queued_bytes() for udp in self._udp) + self._pending_bytes
 
     async def close(self) -> None:
         """Stop listening, close every connection (flushing what is written), wait for them."""

@@ -378,6 +378,49 @@ async def test_udp_queued_bytes_shows_what_waits_unread(
         assert aep.transports.udp_queued_bytes() == 0
 
 
+async def test_a_screen_answers_statelessly_and_keeps_the_order_of_what_it_lets_through(
+    server: tuple[AsyncEndpoint[Any], FakeEndpoint],
+) -> None:
+    # the overload screen (sipcore/stateless.py via pbx/app.py): a refused message is answered
+    # by the screen and never reaches the endpoint; what passes reaches it in arrival order,
+    # handed on in turns; an empty answer drops silently
+    aep, fake = server
+    layer = aep.transports
+
+    def screen(data: bytes, peer: Peer) -> tuple[bytes, Peer] | None:
+        if b"CSeq: 5 " in data:
+            return b"SIP/2.0 503 Service Unavailable\r\nCSeq: 5 OPTIONS\r\n\r\n", peer
+        if b"CSeq: 6 " in data:
+            return b"", peer
+        return None
+
+    layer.screen = screen
+    client = await udp_client()
+    assert client.transport is not None
+    for n in range(1, 80):
+        client.transport.sendto(options(n), host_port(aep, "udp"))
+    answers = [await client.recv() for _ in range(78)]  # 77 from the endpoint, 1 refusal
+    refused = [a for a in answers if a.startswith(b"SIP/2.0 503")]
+    assert len(refused) == 1 and b"CSeq: 5 " in refused[0]
+    for _ in range(300):
+        if len(fake.received) >= 77:
+            break
+        await asyncio.sleep(0.01)
+    seqs = [int(data.split(b"CSeq: ")[1].split(b" ")[0]) for data, _ in fake.received]
+    assert seqs == [n for n in range(1, 80) if n not in (5, 6)]
+    stats = layer.statistics()
+    assert stats["answered_statelessly"] == 1 and stats["absorbed_statelessly"] == 1
+    layer.screen = None
+    client.transport.sendto(options(200), host_port(aep, "udp"))
+    for _ in range(300):
+        if len(fake.received) >= 78:
+            break
+        await asyncio.sleep(0.01)
+    assert b"CSeq: 200 " in fake.received[-1][0]
+    assert layer.udp_queued_bytes() == 0
+    client.transport.close()
+
+
 async def test_udp_oversize_dropped_then_still_answers(
     server: tuple[AsyncEndpoint[Any], FakeEndpoint],
 ) -> None:

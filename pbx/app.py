@@ -535,7 +535,8 @@ class PbxServer:
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
             bindings=self._bindings, version=__version__, bans=self.bans,
             call_back=self._call_back, chat_send=self._chat_send,
-            live_calls=self._live_calls, hang_up=self._hang_up)
+            live_calls=self._live_calls, hang_up=self._hang_up,
+            call_control=self._live_call_service())
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0})
@@ -569,6 +570,23 @@ class PbxServer:
                 state="ringing" if record.answered is None else "answered",
                 since=record.started, answered_at=record.answered))
         return sorted(out, key=lambda c: c.since)
+
+    def _live_call_service(self) -> Any:
+        """Hold, resume and transfer of calls in progress (the API's /calls/{call}/...)."""
+        from pbx.services.live_calls import LiveCallService
+
+        def calls() -> list[Any]:
+            return list(self.b2bua.calls.values()) if self.b2bua is not None else []
+
+        def describe(call: Any) -> tuple[int, list[int]]:
+            record = call.record
+            parties = self._call_parties
+            default = self.directory.tenant_for_domain(self.domain)
+            tenant = record.tenant_id if record.tenant_id is not None else (
+                default.id if default is not None else 0)
+            return tenant, sorted({p.user_id for p in parties(record)}) if parties else []
+
+        return LiveCallService(calls, lambda: self.b2bua, self.events, describe)
 
     def _hang_up(self, call_id: str) -> bool:
         """Hang up the call whose caller's Call-ID is ``call_id`` (the API's DELETE

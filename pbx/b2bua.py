@@ -70,6 +70,7 @@ from media.tones import ToneGenerator, ToneName, tone_plan
 from media.webrtc import IceSettings
 from pbx.bans import BanTable
 from pbx.callcontrol import (
+    RECALL,
     Call,
     CallRecord,
     CallScript,
@@ -750,6 +751,9 @@ class B2bua:
         ``prompt`` (in ``user``'s language) is announced the same way instead, to its end."""
         caller = call.caller
         if caller is None:
+            return
+        if caller.answered and call.per_call.get(RECALL):
+            call.record.status = status  # a failed blind transfer: the transferor is recalled
             return
         announcement = (self._announcement(prompt, user, caller.media.sample_rate,
                                            call.record.tenant_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pbx.api.events import EventLog
 from pbx.bans import BanTable
@@ -17,7 +18,7 @@ from pbx.store import Store, User
 from pbx.store.chat import ChatMessage
 from sipcore.registrar import Binding
 
-__all__ = ["ApiContext", "LiveCall"]
+__all__ = ["ApiContext", "CallControl", "LiveCall"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,18 @@ class LiveCall:
     state: str
     since: float
     answered_at: float | None
+
+
+class CallControl(Protocol):
+    """Hold, resume and transfer of a user's leg in a call in progress
+    (:class:`pbx.services.live_calls.LiveCallService`): LookupError when there is no such
+    call, ``pbx.callcontrol.CallStateError`` when its state does not allow it."""
+
+    def hold(self, call_id: str, user_id: int, held: bool = True) -> None: ...
+
+    def transfer(self, call_id: str, user_id: int, target: str) -> str: ...
+
+    def attended(self, call_id: str, user_id: int, other_call_id: str) -> None: ...
 
 
 def _no_calls() -> Sequence[LiveCall]:
@@ -84,3 +97,5 @@ class ApiContext:
     live_calls: Callable[[], Sequence[LiveCall]] = _no_calls
     #: hang up the call with this Call-ID (False: no such call); None until the calls run
     hang_up: Callable[[str], bool] | None = None
+    #: hold, resume and transfer calls in progress; None until the calls run
+    call_control: CallControl | None = None

@@ -46,6 +46,12 @@ EVENT_KINDS = {
     "call.started": "a call began: call_id, direction, caller, callee, tenant_id, user_ids",
     "call.answered": "a call was answered: call_id, answered_by, ...",
     "call.ended": "a call ended: call_id, status, cause, missed, ...",
+    "call.held": "a user put the other party of a call on hold (API): call_id, by_user_id, "
+                 "tenant_id, user_ids",
+    "call.resumed": "a user took the other party of a call back from hold (API): call_id, "
+                    "by_user_id, tenant_id, user_ids",
+    "call.transferred": "a user transferred a call (API): call_id, by_user_id, kind (blind, "
+                        "attended), target, new_call_id, tenant_id, user_ids",
 }
 
 

@@ -86,13 +86,18 @@ from pbx.callcontrol.script import MAX_REDIRECTS, CallScript, Routed, ScriptHost
 from pbx.callcontrol.supervise import supervise
 from pbx.callcontrol.transfer import (
     CONSULTATION,
+    RECALL,
+    CallStateError,
     Consultation,
     TransferError,
     TransferHost,
     attended_transfer,
     consult,
+    recall,
+    set_hold,
     toggle_hold,
     transfer_blind,
+    users_of,
 )
 from pbx.settings_schema import Setting, SettingError
 
@@ -101,6 +106,7 @@ __all__ = [
     "CONSULTATION",
     "LEG_TABLE",
     "MAX_REDIRECTS",
+    "RECALL",
     "ActiveCall",
     "ActiveCalls",
     "BaseFeature",
@@ -112,6 +118,7 @@ __all__ = [
     "CallEvent",
     "CallRecord",
     "CallScript",
+    "CallStateError",
     "CodeMatch",
     "Conference",
     "Confirm",
@@ -170,9 +177,12 @@ __all__ = [
     "incall_codes",
     "leg_transition",
     "needs_inband_detection",
+    "recall",
     "register_incall_action",
+    "set_hold",
     "supervise",
     "tell_outcome",
     "toggle_hold",
     "transfer_blind",
+    "users_of",
 ]

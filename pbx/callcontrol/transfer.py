@@ -14,7 +14,12 @@ them).
   :meth:`Consultation.complete` and :meth:`Consultation.cancel` are the API's verbs.
 * :func:`attended_transfer` — connect the other parties of two legs (REFER with Replaces from
   a phone that held one call and consulted in another).
-* :func:`toggle_hold` — the other party on hold (music) or back (in-call ``*4``).
+* :func:`toggle_hold` — the other party on hold (music) or back (in-call ``*4``);
+  :func:`set_hold` the same with the state named (the REST API's hold and resume).
+* A blind transfer that fails (the target busy, not answering, rejecting) is **recalled**:
+  the transferor's devices ring again while the party keeps hearing music on hold; when the
+  transferor answers, the two talk again (:func:`recall`; :data:`RECALL` tells the host not
+  to play the failure to the party).
 
 The consultation is a call of its own (the first party is moved into it, so it is never hung
 up with the user's call) run under its own supervisor by the host (the B2BUA:
@@ -42,14 +47,20 @@ from pbx.callcontrol.script import CallScript, Routed
 __all__ = [
     "CONSULTATION",
     "CONSULT_RING_SECONDS",
+    "RECALL",
+    "RECALL_RING_SECONDS",
+    "CallStateError",
     "Consultation",
     "TransferError",
     "TransferHost",
     "attended_transfer",
     "bridge_of",
     "consult",
+    "recall",
+    "set_hold",
     "toggle_hold",
     "transfer_blind",
+    "users_of",
 ]
 
 log = structlog.get_logger("pbx.callcontrol")
@@ -60,6 +71,11 @@ CONSULT_RING_SECONDS = 30.0
 CONSULTATION: str = "transfer.consultation"
 #: ``call.per_call`` key of ``*4``'s state.
 HELD = "transfer.held"
+#: ``call.per_call`` key of a blind transfer's moved call whose failure is recalled: the
+#: host does not tell the (answered) party the failure, the transferor is rung back.
+RECALL = "transfer.recall"
+#: How long the transferor's devices ring when a failed blind transfer is recalled.
+RECALL_RING_SECONDS = 30.0
 
 #: A transfer's progress as SIP would say it: (status, reason) — 100 first, then the final.
 Progress = Callable[[int, str], None]
@@ -67,6 +83,10 @@ Progress = Callable[[int, str], None]
 
 class TransferError(Exception):
     """The transfer cannot be done (the leg is in no bridge, the target is unknown)."""
+
+
+class CallStateError(TransferError):
+    """The call's state does not allow the operation (ringing, in a consultation, over)."""
 
 
 class TransferHost(Protocol):
@@ -139,11 +159,49 @@ def transfer_blind(call: Call, leg: Leg, target: str, *, host: TransferHost,
              target=target)
     moved = host.moved_call(
         call, party, target,
-        lambda c: host.script.moved(c, target, transferor, party_user), user=party_user)
+        lambda c: _moved(c, host, target, transferor, party_user), user=party_user)
     if progress is not None:
         progress(100, "Trying")
         _report(moved, progress)
     return moved
+
+
+async def _moved(call: Call, host: TransferHost, target: str, transferor: UserView | None,
+                 party_user: UserView | None) -> None:
+    """The moved call's script: the target as routed; a failure is recalled."""
+    if transferor is not None:
+        call.per_call[RECALL] = True
+    await host.script.moved(call, target, transferor, party_user)
+    party = call.caller
+    if transferor is None or call.record.answered is not None or party is None or \
+            party.ended or call.released:
+        return
+    await recall(call, party, transferor, host=host)
+
+
+async def recall(call: Call, party: Leg, transferor: UserView, *, host: TransferHost,
+                 ring_seconds: float = RECALL_RING_SECONDS) -> Leg | None:
+    """Ring ``transferor``'s devices while ``party`` (the moved call's caller) hears music on
+    hold; when one answers the two talk until one hangs up. Returns the leg that answered
+    (None: nobody did; the host then ends the call)."""
+    call.per_call.pop(RECALL, None)
+    devices = list(host.devices(transferor))
+    log.info("transfer.recall", call_id=call.record.call_id, party=party.id,
+             transferor=transferor.key, status=call.record.status, devices=len(devices))
+    if not devices:
+        return None
+    moh = _play(call, party, call.hold_source)
+    try:
+        result = await call.ring(devices, ring_seconds, early_media=False)
+    finally:
+        _stop(moh)
+    leg = result.leg
+    if leg is None or leg.ended or party.ended:
+        return None
+    call.mark_answered(leg)
+    log.info("transfer.recalled", call_id=call.record.call_id, leg=leg.id)
+    await call.wait_hangup(call.bridge(party, leg))
+    return leg
 
 
 def attended_transfer(first: Call, leg: Leg, second: Call, other_leg: Leg) -> Bridge:
@@ -176,6 +234,22 @@ def toggle_hold(call: Call, leg: Leg) -> bool:
         call.resume(other)
     call.per_call[HELD] = held
     return held
+
+
+def set_hold(call: Call, leg: Leg, held: bool) -> None:
+    """Put the other party of ``leg``'s bridge on hold (music) or take it back (idempotent);
+    :class:`CallStateError` when ``leg`` is in no bridge (ringing, consulting, over)."""
+    bridge = bridge_of(call, leg)
+    if bridge is None or leg.ended:
+        raise CallStateError(f"{leg} is in no bridge of {call}")
+    other = bridge.other(leg)
+    if held:
+        call.hold(other)
+    else:
+        call.resume(other)
+    call.per_call[HELD] = held
+    log.info("transfer.hold" if held else "transfer.resume", call_id=call.record.call_id,
+             leg=leg.id, party=other.id)
 
 
 # ------------------------------------------------------------------------------ consultation

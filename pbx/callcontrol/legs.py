@@ -199,5 +199,11 @@ class Leg:
         """Send digits the way this leg negotiated (RFC 4733 or SIP INFO)."""
         raise NotImplementedError
 
+    def signal_hold(self, held: bool) -> bool:
+        """Tell the far end it is on hold from our side (or back): a SIP leg re-INVITEs with
+        ``sendonly`` (``sendrecv``), RFC 3264 §8.4. The hold itself is in the media graph
+        (:meth:`pbx.callcontrol.Call.hold`); this only signals it. False: not signalled."""
+        return False
+
     def close_media(self) -> None:
         """Free the leg's media resources (ports)."""

@@ -237,19 +237,23 @@ def toggle_hold(call: Call, leg: Leg) -> bool:
 
 
 def set_hold(call: Call, leg: Leg, held: bool) -> None:
-    """Put the other party of ``leg``'s bridge on hold (music) or take it back (idempotent);
-    :class:`CallStateError` when ``leg`` is in no bridge (ringing, consulting, over)."""
+    """Put the other party of ``leg``'s bridge on hold (music) or take it back (idempotent),
+    and tell it so (a SIP party gets a re-INVITE with ``sendonly``, then ``sendrecv``:
+    :meth:`Leg.signal_hold`); :class:`CallStateError` when ``leg`` is in no bridge (ringing,
+    consulting, over)."""
     bridge = bridge_of(call, leg)
     if bridge is None or leg.ended:
         raise CallStateError(f"{leg} is in no bridge of {call}")
     other = bridge.other(leg)
+    changed = bool(call.per_call.get(HELD, False)) != held
     if held:
         call.hold(other)
     else:
         call.resume(other)
     call.per_call[HELD] = held
+    signalled = other.signal_hold(held) if changed else False
     log.info("transfer.hold" if held else "transfer.resume", call_id=call.record.call_id,
-             leg=leg.id, party=other.id)
+             leg=leg.id, party=other.id, signalled=signalled)
 
 
 # ------------------------------------------------------------------------------ consultation

@@ -40,7 +40,7 @@ from sipcore.endpoint import (
     TransactionTimedOut,
     TransportErrored,
 )
-from sipcore.errors import ParseError, RemoteProtocolError
+from sipcore.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from sipcore.invite_session import (
     AckToSend,
     ByeToSend,
@@ -63,6 +63,7 @@ from sipcore.sdp import (
     create_offer,
     negotiated_codecs,
     parse_sdp,
+    with_direction,
 )
 from sipcore.transport import Peer
 
@@ -217,6 +218,28 @@ class SipLeg(Leg):
                              extra_attributes=[("crypto", c.to_sdp()) for c in crypto or ()])
         self.local_sdp = offer
         return offer
+
+    def signal_hold(self, held: bool) -> bool:
+        """A re-INVITE offering our SDP with ``sendonly`` (held: the far end hears our music
+        on hold and need not send) or ``sendrecv`` (resumed), RFC 3264 §8.4; the answer
+        changes nothing here (our media never stops: hold is in the media graph). False when
+        the dialog cannot take a re-INVITE now (not answered, an INVITE in progress)."""
+        dialog = self.dialog
+        if self.state is not LegState.ANSWERED or self.local_sdp is None or dialog is None \
+                or dialog.state is DialogState.TERMINATED or self.session is None:
+            return False
+        previous = self.local_sdp
+        self.session_version += 1
+        offer = with_direction(previous, "sendonly" if held else "sendrecv")
+        offer.origin.session_version = self.session_version
+        self.local_sdp = offer
+        try:
+            self._send_session_request("INVITE", (), self.clock())
+        except LocalProtocolError:
+            self.local_sdp = previous
+            self.b2bua.log.info("call.hold_not_signalled", leg=self.id, held=held)
+            return False
+        return True
 
     def _local_sdp_body(self, sdp: SessionDescription) -> bytes:
         """``sdp.serialize()`` for our current SDP, serialized once per SDP object."""

@@ -106,6 +106,11 @@ class _WebRtcMedia(SipLeg):
     _rtc_sdp: tuple[SessionDescription, bytes] | None = None
     _closing_rtc: Child | None = None
 
+    def signal_hold(self, held: bool) -> bool:
+        """Not signalled to a browser (its peer connection is not renegotiated for hold; the
+        music on hold reaches it all the same)."""
+        return False
+
     def _new_rtc(self) -> WebRtcLeg:
         ice = self.b2bua.ice
         if ice is None:

@@ -1,8 +1,8 @@
 """Live call control over the REST API with real SIP phones (SIPp) and audio checked by
 Goertzel: 101's own token holds, resumes and transfers its calls.
 
-* hold → resume → blind transfer: 100 (1000 Hz) calls 101 (700 Hz); on hold 100 hears music
-  on hold, after resume 101 again, after the transfer to 102 (1500 Hz) 102 — and 102 hears
+* hold → resume → blind transfer: 100 (1000 Hz) calls 101 (700 Hz); on hold 100 gets a
+  re-INVITE with sendonly and hears music on hold, after resume (re-INVITE sendrecv) 101 again, after the transfer to 102 (1500 Hz) 102 — and 102 hears
   100; 101's leg ends with the PBX's BYE; the bus publishes call.held/resumed/transferred.
 * attended: 100 and 102 both call 101; transferring 101's first call to its second connects
   100 and 102, both of 101's legs get a BYE.
@@ -126,7 +126,9 @@ async def test_api_hold_resume_and_blind_transfer(tmp_path: Path) -> None:
             user = await phone(tmp_path, files, "101", "call_uas_answer.xml", rtp["transferor"])
             target = await phone(tmp_path, files, "102", "call_uas_answer.xml", rtp["target"])
             try:
-                dialling = start_dial(files, tmp_path, 0, "101", rtp["caller"], 9000)
+                # 100's SIPp expects the PBX's re-INVITEs: sendonly (hold), sendrecv (resume)
+                dialling = start_dial(files, tmp_path, 0, "101", rtp["caller"], 5000,
+                                      "call_uac_held.xml")
                 (call,) = await api.answered(1)
                 await asyncio.sleep(1.5)
                 assert await api.post(call["call_id"], "hold", {}) == (204, "")

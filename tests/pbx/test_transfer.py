@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from pbx.callcontrol import (
+    RECALL,
     Call,
     CallRecord,
+    CallStateError,
     Consultation,
     InCallDispatcher,
     Leg,
@@ -22,6 +24,7 @@ from pbx.callcontrol import (
     UserView,
     attended_transfer,
     consult,
+    set_hold,
     supervise,
     toggle_hold,
     transfer_blind,
@@ -205,3 +208,73 @@ async def test_a_second_consultation_while_one_runs_is_refused() -> None:
         consult(call, callee, "102", host=host)
     for task in host.tasks:
         task.cancel()
+
+
+async def test_set_hold_plays_music_signals_once_per_change_and_needs_a_bridge() -> None:
+    call, caller, callee = connected()
+    bridge = call.bridges[0]
+    signalled: list[bool] = []
+
+    def signal(held: bool) -> bool:
+        signalled.append(held)
+        return True
+
+    caller.signal_hold = signal  # type: ignore[method-assign]
+    set_hold(call, callee, True)
+    set_hold(call, callee, True)  # idempotent: no second re-INVITE
+    assert bridge.music_on_hold_to == [caller.id]
+    set_hold(call, callee, False)
+    assert bridge.music_on_hold_to == [] and signalled == [True, False]
+    call.unbridge(bridge)
+    with pytest.raises(CallStateError):
+        set_hold(call, callee, True)
+
+
+def _failing_target(host: FakeHost) -> None:
+    """The moved call's routing: the target is busy (the host's fail is left out: RECALL)."""
+
+    async def moved(c: Call, *args: Any) -> None:
+        assert c.per_call.get(RECALL) is True  # the host is told not to play the failure
+        c.record.status = 486
+
+    host.script = type("S", (), {"moved": lambda self, c, *a: moved(c, *a)})()
+
+
+async def test_a_failed_blind_transfer_rings_the_transferor_back() -> None:
+    call, caller, callee = connected()
+    host = FakeHost()
+    _failing_target(host)
+    moved = transfer_blind(call, callee, "103", host=host)
+    callee.hangup()
+    await asyncio.sleep(0.05)
+    # the transferor's devices ring (FakeHost.devices: T102), the party hears music meanwhile
+    ringing = next(leg for leg in moved.legs if leg.target == T102)
+    assert isinstance(ringing, FakeLeg) and not ringing.answered
+    assert moved.playbacks and not moved.playbacks[-1].done.done()
+    ringing.far_answer()
+    await asyncio.sleep(0.05)
+    assert moved.record.answered is not None
+    assert any({br.a, br.b} == {caller, ringing} for br in moved.bridges if not br.closed)
+    ringing.far_hangup()
+    await asyncio.wait_for(asyncio.gather(*host.tasks), 2)
+
+
+async def test_no_recall_when_the_transferor_does_not_answer_or_is_unknown() -> None:
+    call, caller, callee = connected()
+    host = FakeHost()
+    _failing_target(host)
+    moved = transfer_blind(call, callee, "103", host=host)
+    await asyncio.sleep(0.05)
+    ringing = next(leg for leg in moved.legs if leg.target == T102)
+    assert isinstance(ringing, FakeLeg)
+    ringing.far_fail(480)
+    await asyncio.wait_for(asyncio.gather(*host.tasks), 2)
+    assert moved.record.answered is None and caller.ended
+    # a party moved by someone who is no user of ours: nobody to ring back
+    call2, _, callee2 = connected()
+    call2.per_call[InCallDispatcher.KEY].users.pop(callee2)
+    host2 = FakeHost()
+    _failing_target(host2)
+    moved2 = transfer_blind(call2, callee2, "103", host=host2)
+    await asyncio.wait_for(asyncio.gather(*host2.tasks), 2)
+    assert not any(leg.target == T102 for leg in moved2.legs)

@@ -29,7 +29,7 @@ from pbx.b2bua import B2bua, CallSettings
 from pbx.banfile import take_lift_requests, write_bans
 from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
 from pbx.callcontrol import CallRecord, FeatureRegistry
-from pbx.chat import ChatService
+from pbx.chat import ChatService, SenderLimit
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
@@ -323,8 +323,9 @@ class PbxServer:
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
         self.b2bua.ice = self._ice_settings()
-        self.b2bua.chat = ChatService(self.b2bua, self.store, self.directory,
-                                      max_size=self.config.chat.max_size)
+        self.b2bua.chat = ChatService(
+            self.b2bua, self.store, self.directory, max_size=self.config.chat.max_size,
+            limit=SenderLimit(self.config.chat.rate, self.config.chat.burst))
         self._start_mwi(services)
         self._start_mail(services)
         self._start_voicemail()

@@ -284,6 +284,10 @@ class ChatConfig:
 
     #: The largest message body taken (bytes); a larger one gets 413.
     max_size: int = 8192
+    #: Messages a user may send per second, sustained ...
+    rate: float = 2.0
+    #: ... and in a burst; beyond that a MESSAGE gets 503 + Retry-After (the API 429).
+    burst: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +538,10 @@ def _validate_calls(config: Config) -> None:
         raise ConfigError("calls.ring_timeout", "must lie between 1 and 600 seconds")
     if not 1 <= config.chat.max_size <= 60000:
         raise ConfigError("chat.max_size", "must lie between 1 and 60000 bytes (one datagram)")
+    if not config.chat.rate > 0:
+        raise ConfigError("chat.rate", "must be a positive number of messages per second")
+    if not 1 <= config.chat.burst <= 100000:
+        raise ConfigError("chat.burst", "must lie between 1 and 100000 messages")
     if c.min_se < 90:
         raise ConfigError("calls.min_se", "must be at least 90 seconds (RFC 4028)")
     if c.session_expires < c.min_se:

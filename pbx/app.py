@@ -652,6 +652,8 @@ class PbxServer:
             try:
                 if self.directory.refresh_if_changed():
                     self.log.info("directory.reloaded", reloads=self.directory.reloads)
+                    if self.mwi is not None:  # a box changed by the CLI: the lamps follow
+                        self.mwi.recheck()
                 self.codes.refresh()
             except Exception:
                 self.log.exception("directory.reload_failed")

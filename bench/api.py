@@ -28,7 +28,8 @@ server on the server's core answering the same two requests from a dict
 ``ratio_write_to_baseline`` are the figures to compare across machines.
 
     asyncpbx bench api [--seconds 3] [--rates 100,200,...] [--max-rate N] [--calls 200]
-                       [--conns 32] [--probe-rate 50] [--no-baseline] [--json]
+                       [--conns 32] [--probe-rate 100] [--kinds read,write]
+                       [--no-baseline] [--server-tree PATH] [--json]
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def _baseline(args: argparse.Namespace, rates: list[int], server_core: int, load
         port = int(m.group(1))
         meters = {"server": lambda: tree_cpu_seconds(proc.pid)}
         out = {}
-        for kind in ("read", "write"):
+        for kind in args.kinds:
             out[kind], extra = _api_climb(f"aiohttp {kind}", kind, "127.0.0.1", port, token,
                                           users, gen, None, args, rates, meters, ceiling, quiet,
                                           [])
@@ -271,16 +272,29 @@ def main(argv: list[str]) -> int:
                         help="SIP OPTIONS per second of the answer-time prober")
     parser.add_argument("--quiet-seconds", type=float, default=None,
                         help="length of each no-API-load window (default: --seconds)")
+    parser.add_argument("--kinds", default="read,write",
+                        help="which API loads to climb (read, write or both)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the bare aiohttp baseline")
+    parser.add_argument("--server-tree", metavar="PATH",
+                        help="run the PBX of this checkout (with its own .venv) instead of this "
+                             "one: a before/after comparison is two runs, one per tree")
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
     args = parser.parse_args(argv)
+    try:
+        tree = Tree.at(args.server_tree) if args.server_tree else Tree()
+    except ValueError as exc:
+        parser.error(str(exc))
     if not 1 <= args.conns <= API_USERS:
         parser.error(f"--conns must be 1 to {API_USERS} (one user per connection)")
     if shutil.which("sipp") is None:
         print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
         return 2
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"read", "write"}:
+        parser.error("--kinds takes read, write or read,write")
+    args.kinds = kinds
     if not rates:
         parser.error("--rates is empty")
     ceiling = args.max_rate if args.max_rate is not None else max(MAX_RATE, 10 * max(rates))
@@ -300,8 +314,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.baseline:
             base = _baseline(args, rates, server_core, load_core, gen, ceiling, args.json)
-        server = Server(config + Tree().trust_loopback(),
-                        users=[("100", PASSWORD), ("101", PASSWORD), *api_users], cpu=server_core)
+        server = Server(config + tree.trust_loopback(),
+                        users=[("100", PASSWORD), ("101", PASSWORD), *api_users], cpu=server_core,
+                        tree=tree)
         with server:
             host, port = server.listening["http"]
             url = f"http://{host}:{port}"
@@ -315,7 +330,7 @@ def main(argv: list[str]) -> int:
                 idle = server.idle_cpu_fraction()
                 meters = {"server": server.cpu_seconds}
                 climbs: dict[str, tuple[Climb, list[dict[str, Any]]]] = {}
-                for kind in ("read", "write"):
+                for kind in args.kinds:
                     climbs[kind] = _api_climb(f"pbx {kind}", kind, host, port, token, users,
                                               gen, probe, args, rates, meters, ceiling,
                                               args.json, quiet_windows, quiet_s)
@@ -367,7 +382,7 @@ def main(argv: list[str]) -> int:
     result["pbx_steps"] = {kind: c.rows for kind, (c, _) in climbs.items()}
     result["baseline_steps"] = {kind: c.rows for kind, c in base.items()}
     if not args.json:
-        for kind in ("read", "write"):
+        for kind in args.kinds:
             b_text = (f"; bare aiohttp {result[f'baseline_{kind}s_per_s']}/s "
                       f"(ratio {result[f'ratio_{kind}_to_baseline']})" if base else "")
             print(f"asyncpbx held {result[f'pbx_{kind}s_per_s']} API {kind}s/s with "

@@ -20,7 +20,8 @@ Two climbs of the API load, each at rising request rates (open loop, ``--conns``
 Beside every step: the server's CPU per request (``server_cpu_ms_per_request``), the requests'
 own p50/p99 latency, and the SIP prober's p99 during that step with its ratio to the p99 with no
 API load measured in the same run (``sip_p99_quiet_ms``: a window of ``--quiet-seconds``
-without API load before every step and one at the end, with the calls up, pooled). The target: API traffic slows calls by at most 10 %
+without API load before every step and one at the end, with the calls up; the median of the
+windows' p99, so one window disturbed by a neighbour on a shared machine does not set it). The target: API traffic slows calls by at most 10 %
 (``sip_p99_ratio`` ≤ 1.10); ``read_rate_within_target`` / ``write_rate_within_target`` are the
 highest held rates that met it. The baseline climbs too: the same client against a bare aiohttp
 server on the server's core answering the same two requests from a dict
@@ -40,6 +41,7 @@ import multiprocessing as mp
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -343,7 +345,10 @@ def main(argv: list[str]) -> int:
         gen.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     quiet_rtts = [r for w in quiet_windows for r in w]
-    quiet_p99 = percentile(quiet_rtts, 0.99) * 1e3
+    # the median of the windows' p99: one window hit by a neighbour's burst on the shared
+    # machine does not move it (the pooled p99 is reported beside it)
+    quiet_p99 = statistics.median([percentile(w, 0.99) * 1e3 for w in quiet_windows if w]
+                                  or [0.0])
     for climb_, extra in climbs.values():
         _merge(climb_.rows, extra, quiet_p99, args.json)
     result: dict[str, Any] = {
@@ -353,6 +358,7 @@ def main(argv: list[str]) -> int:
         "calls_up_after": calls_after,
         "probe_rate": args.probe_rate,
         "sip_p99_quiet_ms": round(quiet_p99, 3),
+        "sip_p99_quiet_pooled_ms": round(percentile(quiet_rtts, 0.99) * 1e3, 3),
         "sip_p50_quiet_ms": round(percentile(quiet_rtts, 0.5) * 1e3, 3),
         "sip_p99_quiet_windows_ms": [round(percentile(w, 0.99) * 1e3, 3) for w in quiet_windows],
         "sip_quiet_probes": len(quiet_rtts),

@@ -6,11 +6,14 @@ foreign object, nothing changed."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
 import time
 from typing import Any
+
+import pytest
 
 from pbx.api import LiveCall
 from pbx.services.events import Event
@@ -357,3 +360,33 @@ async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -
                     assert body["status"] == status
     assert walked > 100
     assert _state(pbx_api) == before
+
+
+async def test_two_writes_with_one_etag_at_once_one_wins(pbx_api: Api,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store write runs in a worker thread (the event loop goes on with the calls): the
+    ETag check and the write stay one step, so of two PATCHes sent at once with the same
+    If-Match exactly one is stored, the other gets 412 — even with a slow disk."""
+    store = pbx_api.ctx.settings.store
+    write = store.set_feature_settings
+
+    def slow_write(*args: Any) -> dict[str, Any]:
+        time.sleep(0.1)  # a commit waiting for the disk, in the worker thread
+        return write(*args)
+
+    monkeypatch.setattr(store, "set_feature_settings", slow_write)
+    anna = pbx_api.users["100"]
+    path = f"/api/v1/users/{anna.id}/forwards/busy"
+    status, _, h = await pbx_api.call("GET", path)
+    assert status == 200
+    writes = asyncio.gather(*(
+        pbx_api.call("PATCH", path, json={"enabled": True, "target": target},
+                     headers={"If-Match": h["ETag"]}) for target in ("0301111111", "0302222222")))
+    await asyncio.sleep(0.02)
+    status, _, _ = await pbx_api.call("GET", f"/api/v1/users/{anna.id}/dnd")
+    assert status == 200 and not writes.done()  # the loop answered while the disk wrote
+    first, second = await writes
+    assert sorted((first[0], second[0])) == [200, 412]
+    won = first if first[0] == 200 else second
+    assert pbx_api.ctx.directory.settings(anna.id, "forward_busy")["target"] == won[1]["target"]
+    assert pbx_api.store.feature_settings(anna.id, "forward_busy")["target"] == won[1]["target"]

@@ -25,6 +25,13 @@ hands every non-STUN datagram to DTLS, whatever its source, so a DTLS hello from
 could tear the call down. After gathering, each of the leg's ICE sockets gets a filter: STUN
 still goes to aioice (it authenticates checks with the ICE password), anything else is dropped
 (and counted) unless it comes from the remote address of the nominated candidate pair.
+
+DTMF (RFC 4733). aiortc knows no telephone-event, so at import ``telephone-event/48000`` (what
+a browser sends beside Opus) and ``/8000`` join aiortc's audio codec list: our offers and
+answers carry them and the browser's ``RTCDTMFSender`` (JsSIP ``sendDTMF`` with
+``transportType: "RFC2833"``) can send events. Those packets never reach aiortc's decoder:
+each leg's audio receiver is wrapped so that a telephone-event packet goes to a
+:class:`media.dtmf.DtmfReceiver` (one report per key press) and ``on_dtmf`` instead.
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ import ipaddress
 import random
 import socket
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
+import aiortc.codecs
 import numpy as np
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import (
@@ -49,15 +57,39 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecParameters,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
+from media.dtmf import DtmfReceiver
+from media.errors import MediaParseError
 from media.port import Frame, samples_per_frame
 from media.resample import Resampler
 
 __all__ = ["IceSettings", "WebRtcLeg", "ice_host_addresses", "ice_port_range"]
+
+
+#: RFC 4733 events offered and accepted beside the audio codecs (payload types as Chromium's).
+TELEPHONE_EVENTS = (
+    RTCRtpCodecParameters(mimeType="audio/telephone-event", clockRate=48000, channels=1,
+                          payloadType=110, parameters={"0-15": None}),
+    RTCRtpCodecParameters(mimeType="audio/telephone-event", clockRate=8000, channels=1,
+                          payloadType=126, parameters={"0-15": None}),
+)
+
+
+def _add_telephone_events() -> None:
+    """Append :data:`TELEPHONE_EVENTS` to aiortc's audio codecs (once)."""
+    audio = aiortc.codecs.CODECS["audio"]
+    for codec in TELEPHONE_EVENTS:
+        if not any(c.mimeType.lower() == codec.mimeType and c.clockRate == codec.clockRate
+                   for c in audio):
+            audio.append(codec)
+
+
+_add_telephone_events()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +278,11 @@ class WebRtcLeg:
         self._pending = np.zeros(0, dtype=np.int16)
         self._resampler: Resampler | None = None
         self._reader: asyncio.Task[None] | None = None
-        self.counters = {"dropped_source": 0, "frames_in": 0, "frames_out": 0, "overflow": 0}
+        self.counters = {"dropped_source": 0, "dtmf_rx": 0, "dtmf_malformed": 0,
+                         "frames_in": 0, "frames_out": 0, "overflow": 0}
+        #: Called with each digit the browser sends as an RFC 4733 event.
+        self.on_dtmf: Callable[[str], None] | None = None
+        self._dtmf_rx = DtmfReceiver()
         self.pc.on("track", self._on_track)
 
     # -- signalling ------------------------------------------------------------------------------
@@ -261,6 +297,7 @@ class WebRtcLeg:
     async def set_answer(self, sdp: str) -> None:
         """Apply the browser's answer to our offer."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._install_dtmf_tap()
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; returns our answer."""
@@ -268,6 +305,7 @@ class WebRtcLeg:
         with ice_host_addresses(self.host_addresses), ice_port_range(self.ice.port_range):
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._install_source_filter()
+        self._install_dtmf_tap()
         return str(self.pc.localDescription.sdp)
 
     def _connections(self) -> list[Any]:
@@ -298,6 +336,39 @@ class WebRtcLeg:
             inner(data, addr)
 
         return datagram_received
+
+    def _install_dtmf_tap(self) -> None:
+        """Wrap each audio receiver (once): telephone-event packets go to :meth:`_on_event`
+        instead of aiortc's jitter buffer and decoder."""
+        for t in self.pc.getTransceivers():
+            receiver: Any = t.receiver
+            if t.kind != "audio" or getattr(receiver, "_asyncpbx_dtmf", False):
+                continue
+            receiver._asyncpbx_dtmf = True
+            receiver._handle_rtp_packet = self._dtmf_tap(t, receiver._handle_rtp_packet)
+
+    def _dtmf_tap(self, transceiver: Any, inner: Any) -> Any:
+        async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+            if any(c.payloadType == packet.payload_type
+                   and c.mimeType.lower() == "audio/telephone-event"
+                   for c in transceiver._codecs):
+                self._on_event(bytes(packet.payload), packet.timestamp, bool(packet.marker))
+                return
+            await inner(packet, arrival_time_ms)
+
+        return handle_rtp_packet
+
+    def _on_event(self, payload: bytes, timestamp: int, marker: bool) -> None:
+        """One RFC 4733 packet from the browser: a new key press is reported once."""
+        try:
+            digits = self._dtmf_rx.receive(payload, timestamp, marker)
+        except MediaParseError:
+            self.counters["dtmf_malformed"] += 1
+            return
+        for d in digits:
+            self.counters["dtmf_rx"] += 1
+            if self.on_dtmf is not None:
+                self.on_dtmf(d.digit)
 
     # -- media -----------------------------------------------------------------------------------
 

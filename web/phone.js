@@ -131,8 +131,11 @@
     if (on) state.session.hold(); else state.session.unhold();
   }
 
-  function dtmf(tones) {
-    if (state.session) state.session.sendDTMF(tones, { transportType: "INFO" });
+  // DTMF by SIP INFO (the keypad), or in the audio stream as RFC 4733 events (rfc4733 true).
+  function dtmf(tones, rfc4733) {
+    if (state.session) {
+      state.session.sendDTMF(tones, { transportType: rfc4733 ? "RFC2833" : "INFO" });
+    }
   }
 
   // The dominant frequency (Hz) and its level (dBFS) of what we hear, 100-4000 Hz.

@@ -19,8 +19,9 @@ graph like any port (the transcoding bridge resamples 48 kHz ↔ 8 kHz for G.711
 A re-INVITE/UPDATE from the browser that keeps its ICE credentials (hold, resume, a codec
 re-offer) is answered with our SDP, its direction mirroring the offer's; hold is read from the
 direction (the other party hears music on hold). One that restarts ICE is refused with 488
-(renegotiating the peer connection is not done yet). DTMF goes to the
-browser as SIP INFO (aiortc does not send RFC 4733 events).
+(renegotiating the peer connection is not done yet). DTMF from the browser arrives as SIP INFO
+or as RFC 4733 events (telephone-event is in our SDP; :class:`media.webrtc.WebRtcLeg` reports
+them); DTMF goes to the browser as SIP INFO (aiortc does not send RFC 4733 events).
 """
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ class _WebRtcMedia(SipLeg):
         if ice is None:
             raise ParseError("WebRTC is not configured", 488)
         rtc = WebRtcLeg(ice=ice)
+        rtc.on_dtmf = self._on_rtp_dtmf  # the browser's RFC 4733 events
         self.rtc = rtc
         self.media = rtc
         rtc.pc.on("connectionstatechange", self._on_rtc_state)

@@ -139,6 +139,72 @@ async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
     return {"heard_a": heard_a, "phone": phone, "sipp_rc": rc, "sipp": out[-1500:]}
 
 
+async def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _phone_hears(rtp: RtpPeer, since: float, until: float) -> dict[str, Any]:
+    from tests.media.test_aio import dominant, hears
+
+    pcm = rtp.pcm(since=since, until=until)
+    return {"hears_600": bool(hears(pcm, 8000, 600)),
+            "dominant": dominant(pcm, 8000, [600, 1000, 1400]), "samples": len(pcm)}
+
+
+async def browser_dtmf_hold(server: Any, files: Any, browser: Any, base: str,
+                            tmp: Path) -> dict[str, Any]:
+    """A browser (600 Hz) calls a SIPp phone (RFC 4733, a Python RTP peer at 1000 Hz): it sends
+    '1' by SIP INFO, then '2' as RFC 4733 events in its audio (JsSIP ``RFC2833``), and what
+    reaches the phone's RTP is recorded; then it holds and resumes, the phone's audio (Goertzel)
+    is read in each phase."""
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    try:
+        a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+        await a.evaluate("window.phone.call('101')")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        answer = await a.evaluate(
+            "window.phone.state.session.connection.remoteDescription.sdp")
+        can_insert = await a.evaluate(
+            "window.phone.state.session.connection.getSenders()[0].dtmf.canInsertDTMF")
+        await asyncio.sleep(1.0)
+        start = time.monotonic()
+        await asyncio.sleep(1.5)
+        talking = _phone_hears(rtp, start, time.monotonic())
+        await a.evaluate("window.phone.dtmf('1')")
+        info_ok = await _wait_until(lambda: any(e[0] == 1 for e in rtp.events), 5)
+        await a.evaluate("window.phone.dtmf('2', true)")
+        rfc4733_ok = await _wait_until(lambda: any(e[0] == 2 for e in rtp.events), 5)
+        await asyncio.sleep(0.5)
+        events = sorted({e[0] for e in rtp.events})
+        await a.evaluate("window.phone.hold(true)")
+        await _wait(a, "window.phone.state.events.includes('hold:local')")
+        start = time.monotonic()
+        await asyncio.sleep(2.0)
+        held = _phone_hears(rtp, start + 0.5, time.monotonic())
+        await a.evaluate("window.phone.hold(false)")
+        await _wait(a, "window.phone.state.events.includes('unhold:local')")
+        start = time.monotonic()
+        await asyncio.sleep(2.0)
+        resumed = _phone_hears(rtp, start + 0.5, time.monotonic())
+        await a.evaluate("window.phone.hangup()")
+        await _wait(a, "window.phone.state.ended === 1")
+        rc, out = await asyncio.to_thread(uas.result, 20)
+    finally:
+        uas.stop()
+        rtp.close()
+    return {"answer": answer, "can_insert": can_insert, "talking": talking, "info_ok": info_ok,
+            "rfc4733_ok": rfc4733_ok, "events": events, "held": held, "resumed": resumed,
+            "sipp_rc": rc, "sipp": out[-1500:]}
+
+
 async def tab_close(server: Any, files: Any, browser: Any, base: str,
                     tmp: Path) -> dict[str, Any]:
     """A registered tab is closed: how long until its binding is gone."""
@@ -210,7 +276,7 @@ async def voicemail_key(server: Any, files: Any, browser: Any, base: str,
 
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-    "voicemail_key": voicemail_key,
+    "voicemail_key": voicemail_key, "browser_dtmf_hold": browser_dtmf_hold,
     "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 

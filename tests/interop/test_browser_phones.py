@@ -95,6 +95,19 @@ def test_browser_calls_a_sip_phone(tmp_path: Path) -> None:
     assert found["sipp_rc"] == 0, found["sipp"]
 
 
+def test_browser_dtmf_and_hold_reach_a_sip_phone(tmp_path: Path) -> None:
+    found = run_scenario("browser_dtmf_hold", tmp_path)
+    assert re.search(r"a=rtpmap:\d+ telephone-event/48000", found["answer"]), found["answer"]
+    assert found["can_insert"], found  # the PBX's answer lets the browser send RFC 4733
+    assert found["talking"]["hears_600"] and found["talking"]["dominant"] == 600, found
+    assert found["info_ok"], found["events"]  # '1' by INFO: the phone gets it as RFC 4733
+    assert found["rfc4733_ok"], found["events"]  # '2' as RFC 4733 from the browser: the same
+    assert found["events"] == [1, 2], found["events"]
+    assert not found["held"]["hears_600"] and found["held"]["samples"] > 0, found["held"]
+    assert found["resumed"]["hears_600"] and found["resumed"]["dominant"] == 600, found
+    assert found["sipp_rc"] == 0, found["sipp"]
+
+
 def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:
     found = run_scenario("tab_close", tmp_path)
     assert (found["before"], found["after"]) == (1, 0), found

@@ -205,6 +205,72 @@ async def browser_dtmf_hold(server: Any, files: Any, browser: Any, base: str,
             "sipp_rc": rc, "sipp": out[-1500:]}
 
 
+async def _browser_and_baresip(server: Any, files: Any, browser: Any, base: str, tmp: Path,
+                               browser_calls: bool) -> dict[str, Any]:
+    """A browser (100, 600 Hz) and a baresip phone (101, PCMU, a 1209 Hz file as its
+    microphone, auto-answer, sndfile records what it hears): one calls the other, both listen;
+    the caller hangs up."""
+    import subprocess
+
+    from tests.interop.harness import need
+    from tests.interop.test_calls_baresip import (
+        baresip_dir,
+        best_ratio,
+        recording,
+        stop,
+        tone_file,
+    )
+
+    host, port = files.addr("udp")
+    d101 = baresip_dir(tmp, "101", USERS[1][1], (host, port), tone_file(1209.0), "PCMU")
+    with (d101 / "config").open("a") as config:  # the namespace has no default route
+        config.write("net_interface 127.0.0.1\n")
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600,
+                          "" if browser_calls else "&autoanswer=1")
+    args = [need("baresip"), "-f", str(d101)]
+    if not browser_calls:
+        args += ["-e", f"/dial sip:100@{host}:{port}"]
+    aor = server.b2bua.aor("101")
+    log = (d101 / "out.log").open("w")
+    phone = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        registered = await _wait_until(
+            lambda: bool(server.registrar.bindings(aor, time.time())), 10)
+        if browser_calls:
+            await a.evaluate("window.phone.call('101')")
+        else:
+            await _wait(a, "window.phone.state.incoming === 1")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        await asyncio.sleep(1.0)
+        heard_a = await _listen(a, 2.0)
+        if browser_calls:
+            await a.evaluate("window.phone.hangup()")
+        else:
+            stop(phone)  # baresip hangs up (BYE)
+        await _wait(a, "window.phone.state.ended === 1")
+        ended = await _wait_until(lambda: not server.b2bua.calls, 10)
+    finally:
+        stop(phone)
+        log.close()
+    pcm, rate = recording(d101)
+    return {"registered": registered, "heard_a": heard_a, "ended": ended,
+            "phone_600": best_ratio(pcm, 600, rate), "phone_1209": best_ratio(pcm, 1209, rate),
+            "phone_log": (d101 / "out.log").read_text(errors="replace")[-2000:]}
+
+
+async def browser_calls_baresip(server: Any, files: Any, browser: Any, base: str,
+                                tmp: Path) -> dict[str, Any]:
+    """:func:`_browser_and_baresip`, the browser calling."""
+    return await _browser_and_baresip(server, files, browser, base, tmp, browser_calls=True)
+
+
+async def baresip_calls_browser(server: Any, files: Any, browser: Any, base: str,
+                                tmp: Path) -> dict[str, Any]:
+    """:func:`_browser_and_baresip`, the phone calling (and hanging up)."""
+    return await _browser_and_baresip(server, files, browser, base, tmp, browser_calls=False)
+
+
 async def tab_close(server: Any, files: Any, browser: Any, base: str,
                     tmp: Path) -> dict[str, Any]:
     """A registered tab is closed: how long until its binding is gone."""
@@ -277,6 +343,8 @@ async def voicemail_key(server: Any, files: Any, browser: Any, base: str,
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "voicemail_key": voicemail_key, "browser_dtmf_hold": browser_dtmf_hold,
+    "browser_calls_baresip": browser_calls_baresip,
+    "baresip_calls_browser": baresip_calls_browser,
     "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 

@@ -4,7 +4,9 @@ every ICE candidate and every packet is loopback). Two browsers register over WS
 A calls B, B answers, each hears the other's tone (WebAudio analyser), A's DTMF by INFO reaches
 B, A's hold (re-INVITE) gives B music on hold instead of A's tone and unhold brings it back,
 A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
-phone and both hear each other; a browser and a SIP phone of one user ring together, the
+phone and both hear each other; its DTMF by INFO and as RFC 4733 events (JsSIP ``RFC2833``)
+reaches that phone's RTP, and its hold/unhold silences and restores its tone there (Goertzel);
+a browser calls a baresip phone and the reverse, both hearing each other; a browser and a SIP phone of one user ring together, the
 browser answers, the phone gets CANCEL; closing a tab removes its registration within a second.
 
 One browser test at a time, each bounded (the machine's 2 cores are shared).
@@ -106,6 +108,16 @@ def test_browser_dtmf_and_hold_reach_a_sip_phone(tmp_path: Path) -> None:
     assert not found["held"]["hears_600"] and found["held"]["samples"] > 0, found["held"]
     assert found["resumed"]["hears_600"] and found["resumed"]["dominant"] == 600, found
     assert found["sipp_rc"] == 0, found["sipp"]
+
+
+@pytest.mark.parametrize("scenario", ["browser_calls_baresip", "baresip_calls_browser"])
+def test_a_browser_and_a_baresip_phone_hear_each_other(tmp_path: Path, scenario: str) -> None:
+    need("baresip")
+    found = run_scenario(scenario, tmp_path)
+    assert found["registered"], found["phone_log"]
+    assert tone_heard(found["heard_a"], 1209), found["heard_a"]  # the phone's tone, PCMU → Opus
+    assert found["phone_600"] > 0.6, found  # the browser's tone, Opus → PCMU
+    assert found["ended"], found["phone_log"]  # the hang-up ended the call on both sides
 
 
 def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:

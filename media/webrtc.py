@@ -26,6 +26,14 @@ could tear the call down. After gathering, each of the leg's ICE sockets gets a 
 still goes to aioice (it authenticates checks with the ICE password), anything else is dropped
 (and counted) unless it comes from the remote address of the nominated candidate pair.
 
+ICE restart (RFC 8445 §9). aiortc cannot restart ICE. A re-offer with new ``ice-ufrag``/
+``ice-pwd`` is taken by :meth:`WebRtcLeg.restart_ice` on the running aioice connection: new
+local credentials, the offer's remote credentials and candidates. Checks from then on use them
+(our consent checks read the credentials each time); the browser's checks to its new candidates
+are answered and answered back (triggered checks), and its nomination of a new pair moves the
+media there (aioice's nominated pair, which the source filter follows). The DTLS association
+stays (same fingerprints), so the call and its SRTP keys are kept.
+
 DTMF (RFC 4733). aiortc knows no telephone-event, so at import ``telephone-event/48000`` (what
 a browser sends beside Opus) and ``/8000`` join aiortc's audio codec list: our offers and
 answers carry them and the browser's ``RTCDTMFSender`` (JsSIP ``sendDTMF`` with
@@ -52,6 +60,7 @@ import aioice.ice
 import aiortc.codecs
 import numpy as np
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.utils import random_string
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -279,7 +288,7 @@ class WebRtcLeg:
         self._resampler: Resampler | None = None
         self._reader: asyncio.Task[None] | None = None
         self.counters = {"dropped_source": 0, "dtmf_rx": 0, "dtmf_malformed": 0,
-                         "frames_in": 0, "frames_out": 0, "overflow": 0}
+                         "frames_in": 0, "frames_out": 0, "ice_restarts": 0, "overflow": 0}
         #: Called with each digit the browser sends as an RFC 4733 event.
         self.on_dtmf: Callable[[str], None] | None = None
         self._dtmf_rx = DtmfReceiver()
@@ -336,6 +345,25 @@ class WebRtcLeg:
             inner(data, addr)
 
         return datagram_received
+
+    def restart_ice(self, ufrag: str, pwd: str, candidates: Sequence[str]) -> tuple[str, str]:
+        """The browser restarted ICE (a re-offer with new credentials ``ufrag``/``pwd`` and
+        ``candidates``, ``a=candidate`` values): our ICE connection takes them and new local
+        credentials, returned as (ufrag, pwd) for our answer. DTLS and the media go on."""
+        conns = self._connections()
+        if not conns:
+            raise ValueError("no ICE connection to restart")
+        local = (random_string(4), random_string(22))
+        parsed = [Candidate.from_sdp(c) for c in candidates]
+        for conn in conns:
+            conn._local_username, conn._local_password = local
+            conn.remote_username, conn.remote_password = ufrag, pwd
+            for candidate in parsed:
+                if candidate.component in conn._components:
+                    conn._add_remote_candidate(candidate, candidate.host)
+        self._install_source_filter()
+        self.counters["ice_restarts"] += 1
+        return local
 
     def _install_dtmf_tap(self) -> None:
         """Wrap each audio receiver (once): telephone-event packets go to :meth:`_on_event`

@@ -131,6 +131,27 @@
     if (on) state.session.hold(); else state.session.unhold();
   }
 
+  // A re-INVITE with a new offer: unchanged, or restarting ICE (new ufrag/pwd, new candidates).
+  // JsSIP ends the call if it fails; state.events gets "renegotiated" when it worked.
+  function renegotiate(iceRestart) {
+    if (!state.session) return false;
+    const options = iceRestart ? { rtcOfferConstraints: { iceRestart: true } } : {};
+    return state.session.renegotiate(options, () => log("renegotiated"));
+  }
+
+  // The local and remote ports of the ICE candidate pair carrying the call (getStats).
+  async function selectedPair() {
+    if (!state.session || !state.session.connection) return null;
+    const stats = await state.session.connection.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (pair === null) return null;
+    const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
+    return { local: local.port, remote: remote.port, state: pair.state };
+  }
+
   // DTMF by SIP INFO (the keypad), or in the audio stream as RFC 4733 events (rfc4733 true).
   function dtmf(tones, rfc4733) {
     if (state.session) {
@@ -185,7 +206,8 @@
   for (const key of ["ws", "user", "password", "target"]) {
     if (params.get(key)) $(key).value = params.get(key);
   }
-  window.phone = { state, register, call, answer, hangup, hold, dtmf, analyse };
+  window.phone = { state, register, call, answer, hangup, hold, dtmf, analyse, renegotiate,
+                   selectedPair };
   fetch("/phone/config.json").then((r) => r.json()).then((config) => {
     state.config = config;
     if (!$("ws").value && config.websockets.length) {

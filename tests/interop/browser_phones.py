@@ -205,6 +205,57 @@ async def browser_dtmf_hold(server: Any, files: Any, browser: Any, base: str,
             "sipp_rc": rc, "sipp": out[-1500:]}
 
 
+def _ufrag(sdp: str) -> str:
+    found = [line.split(":", 1)[1] for line in sdp.splitlines()
+             if line.startswith("a=ice-ufrag:")]
+    return found[0] if found else ""
+
+
+async def browser_renegotiates(server: Any, files: Any, browser: Any, base: str,
+                               tmp: Path) -> dict[str, Any]:
+    """A browser (600 Hz) calls a SIPp phone (1000 Hz); it re-offers without changes (JsSIP
+    ``renegotiate``), then restarts ICE (``iceRestart``: new ufrag/pwd and candidates); after
+    each, both sides are heard again and the candidate pair in use is read (getStats)."""
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    out: dict[str, Any] = {}
+    try:
+        a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+        await a.evaluate("window.phone.call('101')")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        await asyncio.sleep(1.0)
+        for step, restart in (("before", None), ("same", False), ("restart", True)):
+            if restart is not None:
+                done = len([e for e in await a.evaluate("window.phone.state.events")
+                            if e == "renegotiated"])
+                out[f"{step}_sent"] = await a.evaluate(
+                    f"window.phone.renegotiate({'true' if restart else 'false'})")
+                await _wait(a, "window.phone.state.events.filter(e => e === 'renegotiated')"
+                            f".length === {done + 1} || window.phone.state.ended > 0")
+                await asyncio.sleep(1.5)  # a restart's checks and nomination
+            start = time.monotonic()
+            heard = await _listen(a, 1.5)
+            out[step] = {
+                "heard_a": heard, "phone": _phone_hears(rtp, start, time.monotonic()),
+                "pair": await a.evaluate("window.phone.selectedPair()"),
+                "ended": await a.evaluate("window.phone.state.ended"),
+                "local_ufrag": _ufrag(await a.evaluate(
+                    "window.phone.state.session.connection.localDescription.sdp")),
+                "remote_ufrag": _ufrag(await a.evaluate(
+                    "window.phone.state.session.connection.remoteDescription.sdp")),
+                "calls": len(server.b2bua.calls)}
+        await a.evaluate("window.phone.hangup()")
+        await _wait(a, "window.phone.state.ended === 1")
+        out["sipp_rc"], sipp = await asyncio.to_thread(uas.result, 20)
+        out["sipp"] = sipp[-1500:]
+    finally:
+        uas.stop()
+        rtp.close()
+    return out
+
+
 async def _browser_and_baresip(server: Any, files: Any, browser: Any, base: str, tmp: Path,
                                browser_calls: bool) -> dict[str, Any]:
     """A browser (100, 600 Hz) and a baresip phone (101, PCMU, a 1209 Hz file as its
@@ -344,6 +395,7 @@ async def voicemail_key(server: Any, files: Any, browser: Any, base: str,
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "voicemail_key": voicemail_key, "browser_dtmf_hold": browser_dtmf_hold,
     "browser_calls_baresip": browser_calls_baresip,
+    "browser_renegotiates": browser_renegotiates,
     "baresip_calls_browser": baresip_calls_browser,
     "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 

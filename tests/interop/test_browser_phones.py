@@ -6,7 +6,9 @@ B, A's hold (re-INVITE) gives B music on hold instead of A's tone and unhold bri
 A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
 phone and both hear each other; its DTMF by INFO and as RFC 4733 events (JsSIP ``RFC2833``)
 reaches that phone's RTP, and its hold/unhold silences and restores its tone there (Goertzel);
-a browser calls a baresip phone and the reverse, both hearing each other; a browser and a SIP phone of one user ring together, the
+a browser calls a baresip phone and the reverse, both hearing each other; the call and its
+audio survive the browser's re-offer without changes and its ICE restart (new credentials and
+candidates, the media moves to the new pair); a browser and a SIP phone of one user ring together, the
 browser answers, the phone gets CANCEL; closing a tab removes its registration within a second.
 
 One browser test at a time, each bounded (the machine's 2 cores are shared).
@@ -118,6 +120,26 @@ def test_a_browser_and_a_baresip_phone_hear_each_other(tmp_path: Path, scenario:
     assert tone_heard(found["heard_a"], 1209), found["heard_a"]  # the phone's tone, PCMU → Opus
     assert found["phone_600"] > 0.6, found  # the browser's tone, Opus → PCMU
     assert found["ended"], found["phone_log"]  # the hang-up ended the call on both sides
+
+
+def test_the_call_survives_a_re_offer_and_an_ice_restart(tmp_path: Path) -> None:
+    found = run_scenario("browser_renegotiates", tmp_path)
+    assert found["same_sent"] and found["restart_sent"], found
+    for step in ("before", "same", "restart"):
+        seen = found[step]
+        assert seen["ended"] == 0 and seen["calls"] == 1, (step, seen)  # the call goes on
+        assert tone_heard(seen["heard_a"], 1000), (step, seen["heard_a"])  # A hears the phone
+        assert seen["phone"]["hears_600"] and seen["phone"]["dominant"] == 600, (step, seen)
+    before, same, restart = found["before"], found["same"], found["restart"]
+    # a re-offer without changes: the same ICE session
+    assert (same["local_ufrag"], same["remote_ufrag"], same["pair"]["local"]) == (
+        before["local_ufrag"], before["remote_ufrag"], before["pair"]["local"]), found
+    # the ICE restart: new credentials on both sides, the media on the browser's new candidate
+    assert restart["local_ufrag"] != before["local_ufrag"], found
+    assert restart["remote_ufrag"] != before["remote_ufrag"], found  # our answer's new ufrag
+    assert restart["pair"]["local"] != before["pair"]["local"], found
+    assert restart["pair"]["state"] == "succeeded", found
+    assert found["sipp_rc"] == 0, found["sipp"]
 
 
 def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ are answered and answered back (triggered checks), and its nomination of a new p
 media there (aioice's nominated pair, which the source filter follows). The DTLS association
 stays (same fingerprints), so the call and its SRTP keys are kept.
 
+Audio level. aiortc's sender computes every frame's RFC 6465 level (the ``ssrc-audio-level``
+header extension) in a pure-Python loop over the samples, about a tenth of a browser leg's CPU;
+at import that function is replaced by the same formula in numpy (:func:`audio_level_dbov`).
+
 DTMF (RFC 4733). aiortc knows no telephone-event, so at import ``telephone-event/48000`` (what
 a browser sends beside Opus) and ``/8000`` join aiortc's audio codec list: our offers and
 answers carry them and the browser's ``RTCDTMFSender`` (JsSIP ``sendDTMF`` with
@@ -49,6 +53,7 @@ import contextlib
 import contextvars
 import fractions
 import ipaddress
+import math
 import random
 import socket
 from collections import deque
@@ -58,6 +63,7 @@ from typing import Any
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.rtp
 import numpy as np
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.utils import random_string
@@ -99,6 +105,24 @@ def _add_telephone_events() -> None:
 
 
 _add_telephone_events()
+
+
+def audio_level_dbov(frame: AudioFrame) -> int:
+    """RFC 6465 Appendix A: the frame's level in -dBov, 0 (loudest) to -127 (s16 samples),
+    as ``aiortc.rtp.compute_audio_level_dbov`` computes it, vectorised."""
+    samples = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.float64)
+    n = frame.samples
+    if n <= 0:
+        return -127
+    rms = math.sqrt(float(np.dot(samples, samples)) / (n * 32767.0 * 32767.0))
+    if rms <= 0:
+        return -127
+    return round(min(max(20 * math.log10(rms), -127), 0))
+
+
+#: aiortc's own (kept: the tests compare the two).
+aiortc_audio_level_dbov = aiortc.rtp.compute_audio_level_dbov
+aiortc.rtp.compute_audio_level_dbov = audio_level_dbov
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,3 +268,16 @@ async def test_offers_telephone_event_and_reports_each_key_press_once() -> None:
         assert leg.counters["dtmf_rx"] == 2 and leg.counters["dtmf_malformed"] == 1
     finally:
         await leg.close()
+
+
+@pytest.mark.parametrize("amplitude", [0, 1, 100, 3000, 32767])
+def test_audio_level_is_aiortcs_formula(amplitude: int) -> None:
+    """The numpy audio level replacing aiortc's loop gives the same -dBov."""
+    from aiortc import rtp
+
+    assert rtp.compute_audio_level_dbov is webrtc.audio_level_dbov
+    n = np.arange(960)
+    pcm = (amplitude * np.sin(2 * math.pi * 440 * n / 48000)).astype(np.int16)
+    frame = AudioFrame(format="s16", layout="mono", samples=960)
+    frame.planes[0].update(pcm.tobytes())
+    assert webrtc.audio_level_dbov(frame) == webrtc.aiortc_audio_level_dbov(frame)

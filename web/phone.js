@@ -115,7 +115,8 @@
 
   function call(target) {
     const domain = (state.config && state.config.domain) || new URL($("ws").value).hostname;
-    ua.call(`sip:${target || $("target").value}@${domain}`, options());
+    const dialled = target || $("target").value;
+    ua.call(dialled.startsWith("sip:") ? dialled : `sip:${dialled}@${domain}`, options());
   }
 
   function answer() {
@@ -206,8 +207,13 @@
   for (const key of ["ws", "user", "password", "target"]) {
     if (params.get(key)) $(key).value = params.get(key);
   }
+  // Our public GRUU (RFC 5627) from the registrar's 200, or null.
+  function gruu() {
+    return ua === null ? null : ua.contact.pub_gruu;
+  }
+
   window.phone = { state, register, call, answer, hangup, hold, dtmf, analyse, renegotiate,
-                   selectedPair };
+                   selectedPair, gruu };
   fetch("/phone/config.json").then((r) => r.json()).then((config) => {
     state.config = config;
     if (!$("ws").value && config.websockets.length) {

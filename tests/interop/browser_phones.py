@@ -322,6 +322,30 @@ async def baresip_calls_browser(server: Any, files: Any, browser: Any, base: str
     return await _browser_and_baresip(server, files, browser, base, tmp, browser_calls=False)
 
 
+async def gruu_tabs(server: Any, files: Any, browser: Any, base: str,
+                    tmp: Path) -> dict[str, Any]:
+    """Two tabs of 101 register (JsSIP asks for Outbound and GRUU); A calls the public GRUU of
+    the second tab: only that tab rings; then A calls 101 itself: both ring."""
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+    tabs = [await _phone_page(browser, base, "101", USERS[1][1], 1000) for _ in range(2)]
+    gruus = [await t.evaluate("window.phone.gruu()") for t in tabs]
+    aor = server.b2bua.aor("101")
+    bindings = [(b.instance, b.reg_id) for b in server.registrar.bindings(aor, time.time())]
+    out: dict[str, Any] = {"gruus": gruus, "bindings": bindings}
+    for step, target in (("gruu", gruus[1]), ("aor", "101")):
+        before = [await t.evaluate("window.phone.state.incoming") for t in tabs]
+        await a.evaluate(f"window.phone.call({json.dumps(target)})")
+        await _wait(a, "window.phone.state.events.includes('ringing')")
+        await asyncio.sleep(1.5)  # time for any other tab to ring too
+        after = [await t.evaluate("window.phone.state.incoming") for t in tabs]
+        out[step] = [x - y for x, y in zip(after, before, strict=True)]
+        await a.evaluate("window.phone.hangup()")  # CANCEL
+        await _wait(a, "window.phone.state.failed.length === "
+                    f"{1 if step == 'gruu' else 2}")
+        await a.evaluate("window.phone.state.events = []")
+    return out
+
+
 async def tab_close(server: Any, files: Any, browser: Any, base: str,
                     tmp: Path) -> dict[str, Any]:
     """A registered tab is closed: how long until its binding is gone."""
@@ -395,7 +419,7 @@ async def voicemail_key(server: Any, files: Any, browser: Any, base: str,
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "voicemail_key": voicemail_key, "browser_dtmf_hold": browser_dtmf_hold,
     "browser_calls_baresip": browser_calls_baresip,
-    "browser_renegotiates": browser_renegotiates,
+    "browser_renegotiates": browser_renegotiates, "gruu_tabs": gruu_tabs,
     "baresip_calls_browser": baresip_calls_browser,
     "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 

@@ -142,6 +142,16 @@ def test_the_call_survives_a_re_offer_and_an_ice_restart(tmp_path: Path) -> None
     assert found["sipp_rc"] == 0, found["sipp"]
 
 
+def test_a_call_to_a_tabs_gruu_rings_that_tab_only(tmp_path: Path) -> None:
+    found = run_scenario("gruu_tabs", tmp_path)
+    first, second = found["gruus"]
+    assert first and second and first != second, found  # each tab got its public GRUU
+    assert all(g.startswith("sip:101@") and ";gr=urn:uuid:" in g for g in found["gruus"]), found
+    assert all(inst and reg_id == 1 for inst, reg_id in found["bindings"]), found  # Outbound
+    assert found["gruu"] == [0, 1], found  # the second tab's GRUU rang that tab only
+    assert found["aor"] == [1, 1], found  # the AOR rings both
+
+
 def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:
     found = run_scenario("tab_close", tmp_path)
     assert (found["before"], found["after"]) == (1, 0), found

@@ -42,7 +42,7 @@ from pbx.store import (
 )
 
 BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "overload", "soak",
-           "conference", "api")
+           "conference", "api", "webrtc")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),

@@ -232,16 +232,17 @@ class _WebRtcMedia(SipLeg):
         every SIP leg releases."""
         rtc = self.rtc
         if rtc is not None and self._closing_rtc is None:
-            self._closing_rtc = self.b2bua.tasks.spawn(self._close_rtc(rtc),
+            # the call id now: the task runs after the call has let go of its legs
+            self._closing_rtc = self.b2bua.tasks.spawn(self._close_rtc(rtc, self._call_id()),
                                                        f"webrtc-close-{self.id}")
         super().close_media()
 
-    async def _close_rtc(self, rtc: WebRtcLeg) -> None:
+    async def _close_rtc(self, rtc: WebRtcLeg, call_id: str) -> None:
         """Log the leg's quality when it carried a call, then close the peer connection."""
         try:
             if rtc.counters["frames_in"]:
                 quality = await rtc.quality()
-                self.b2bua.log.info("call.webrtc_quality", leg=self.id, call_id=self._call_id(),
+                self.b2bua.log.info("call.webrtc_quality", leg=self.id, call_id=call_id,
                                     **quality)
         except Exception:
             self.b2bua.log.warning("webrtc.stats_failed", leg=self.id, exc_info=True)

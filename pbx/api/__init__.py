@@ -39,6 +39,7 @@ from pbx.api.resources import (
     numbers,
     pickup,
     registrations,
+    session,
     settings,
     system,
     tokens,
@@ -72,6 +73,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     voicemail.register(router)
     pickup.register(router)
     calls.register(router)
+    session.register(router)
     return router
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pbx.api.catalogue import asyncapi_document
 from pbx.api.context import ApiContext, LiveCall
 from pbx.api.docs import add_docs
 from pbx.api.events import EventLog
@@ -89,6 +90,11 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
         return web.Response(text=text, content_type="application/json",
                             headers={"Cache-Control": "no-cache"})
 
+    async def asyncapi(request: web.Request) -> web.Response:
+        return web.json_response(asyncapi_document(version=ctx.version, host=request.host,
+                                                   secure=request.secure),
+                                 headers={"Cache-Control": "no-cache"})
+
     async def stop_events(app: web.Application) -> None:
         ctx.events.shutdown()
 
@@ -98,6 +104,7 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
         app.middlewares.insert(0, metrics.middleware())
         app.router.add_get("/metrics", metrics.handler)
     app.router.add_get(PREFIX + "/openapi.json", openapi)
+    app.router.add_get(PREFIX + "/asyncapi.json", asyncapi)
     add_docs(app, PREFIX)
     router.install(app, ctx, PREFIX)
     return document

@@ -22,7 +22,7 @@ from enum import IntEnum
 import structlog
 from aiohttp import web
 
-from pbx.api.logins import COOKIE, check_csrf
+from pbx.api.logins import COOKIE, check_csrf, check_origin
 from pbx.api.problems import ApiProblem
 from pbx.bans import BanTable
 from pbx.store import Store, User
@@ -141,5 +141,7 @@ async def _by_session(request: web.Request, store: Store, now: float, idle: floa
         raise ApiProblem(401, "session_ended", "the session is unknown or has ended: log in "
                                                "again (POST /api/v1/session)")
     check_csrf(request, session)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        check_origin(request, required=True)  # no cross-site WebSocket on the user's cookie
     return Principal(0, Role.parse(session.role), session.tenant_id, session.user_id,
                      session_id=session.id, csrf_token=session.csrf_token)

@@ -27,6 +27,7 @@ from pbx.api.catalogue import asyncapi_document
 from pbx.api.context import ApiContext, LiveCall
 from pbx.api.docs import add_docs
 from pbx.api.events import EventLog
+from pbx.api.login_page import add_login_page
 from pbx.api.metrics import Metrics
 from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
@@ -106,5 +107,6 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
     app.router.add_get(PREFIX + "/openapi.json", openapi)
     app.router.add_get(PREFIX + "/asyncapi.json", asyncapi)
     add_docs(app, PREFIX)
+    add_login_page(app)
     router.install(app, ctx, PREFIX)
     return document

@@ -48,6 +48,12 @@ def portal(pbx_api: Api) -> Api:
     return pbx_api
 
 
+def stored(api: Api, ext: str) -> str:
+    login = api.store.portal_login(api.users[ext].id)
+    assert login is not None
+    return login.password_hash
+
+
 def origin(api: Api) -> str:
     url = api.client.make_url("/")
     return f"{url.scheme}://{url.host}:{url.port}"
@@ -151,8 +157,7 @@ async def test_changes_by_cookie_need_origin_and_csrf_token(portal: Api) -> None
         status, body, _ = await portal.call("PUT", path, who=None, json=change,
                                             headers=headers)
         assert (status, body["code"]) == (403, "csrf_failed"), headers
-    assert portal.ctx.passwords.verify(
-        portal.store.portal_login(portal.users["100"].id).password_hash, ANNA)  # unchanged
+    assert portal.ctx.passwords.verify(stored(portal, "100"), ANNA)  # unchanged
     status, _, _ = await portal.call("PUT", path, who=None, json=change,
                                      headers={"Referer": origin(portal) + "/portal",
                                               "X-CSRF-Token": token})
@@ -275,9 +280,9 @@ async def test_login_rehashes_a_hash_of_old_parameters(portal: Api) -> None:
     old = Passwords(PasswordHasher(time_cost=2, memory_cost=16, parallelism=1))
     anna = portal.users["100"].id
     portal.store.set_portal_password(anna, old.hash(ANNA), now=0)
-    assert portal.ctx.passwords.needs_rehash(portal.store.portal_login(anna).password_hash)
+    assert portal.ctx.passwords.needs_rehash(stored(portal, "100"))
     status, _, _ = await log_in(portal, extension="100", password=ANNA)
     assert status == 201
-    stored = portal.store.portal_login(anna).password_hash
-    assert not portal.ctx.passwords.needs_rehash(stored)
-    assert portal.ctx.passwords.verify(stored, ANNA)
+    now = stored(portal, "100")
+    assert not portal.ctx.passwords.needs_rehash(now)
+    assert portal.ctx.passwords.verify(now, ANNA)

@@ -33,7 +33,7 @@ from aiohttp import web
 from pbx.api.passwords import Passwords
 from pbx.api.problems import ApiProblem
 from pbx.bans import BanTable
-from pbx.store import Store, User
+from pbx.store import Store, StoreError, User
 from pbx.store.logins import PortalSession
 
 __all__ = ["COOKIE", "CSRF_HEADER", "SAFE_METHODS", "SessionPolicy", "account_key",
@@ -78,7 +78,7 @@ def find_user(store: Store, *, tenant: str | None, extension: str | None,
         return key, None
     try:
         return key, store.user(extension, tenant=tenant)
-    except Exception:  # StoreError: no such user
+    except StoreError:  # no such user
         return key, None
 
 

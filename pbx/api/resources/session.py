@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
 from pbx.api.auth import Role
-from pbx.api.logins import SessionPolicy, check_origin, login, set_cookie
+from pbx.api.logins import SessionPolicy, account_key, check_origin, login, set_cookie
 from pbx.api.passwords import MAX_PASSWORD, MIN_PASSWORD
 from pbx.api.problems import ApiProblem
 from pbx.api.resources.common import USER_PARAM, user_of
@@ -133,7 +133,9 @@ async def set_password(req: ApiRequest) -> web.StreamResponse:
                                      body.old_password)
         if not ok:
             now = ctx.clock()
-            ctx.bans.failed(req.raw.remote or "", f"portal-user:{user.id}", now)
+            tenant = ctx.directory.tenant(user.tenant_id)
+            ctx.bans.failed(req.raw.remote or "", account_key(
+                tenant.name if tenant else "", user.extension), now)
             raise ApiProblem(403, "wrong_password", "old_password is wrong",
                              field="/old_password")
     new_hash = await asyncio.to_thread(ctx.passwords.hash, body.password)

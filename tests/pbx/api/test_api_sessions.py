@@ -286,3 +286,57 @@ async def test_login_rehashes_a_hash_of_old_parameters(portal: Api) -> None:
     now = stored(portal, "100")
     assert not portal.ctx.passwords.needs_rehash(now)
     assert portal.ctx.passwords.verify(now, ANNA)
+
+
+def test_the_cookie_is_secure_over_https() -> None:
+    import ssl
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from pbx.api.logins import set_cookie
+
+    for context, secure in ((ssl.create_default_context(), True), (None, False)):
+        request = make_mocked_request("POST", "/api/v1/session", sslcontext=context)
+        response = web.Response()
+        set_cookie(response, request, "id", 60)
+        morsel = response.cookies[COOKIE]
+        assert bool(morsel["secure"]) is secure
+        assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+
+
+async def test_every_login_does_the_same_argon2_work(portal: Api) -> None:
+    calls: list[str | None] = []
+
+    class Counting(Passwords):
+        def verify(self, stored: str | None, password: str) -> bool:
+            calls.append(stored)
+            return super().verify(stored, password)
+
+    portal.ctx.passwords = Counting(FAST)
+    for body in ({"extension": "100", "password": "wrong-one"},
+                 {"extension": "999", "password": "wrong-one"},
+                 {"tenant": "nowhere", "extension": "1", "password": "x"},
+                 {"extension": "100", "password": "x" * 1000}):
+        status, _, _ = await log_in(portal, **body)
+        assert status == 401
+    assert len(calls) == 4 and calls[0] is not None and calls[1] is None
+
+
+async def test_the_event_websocket_by_cookie_needs_the_servers_origin(portal: Api) -> None:
+    import aiohttp
+
+    await log_in(portal, extension="100", password=ANNA)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await portal.client.ws_connect("/api/v1/events", headers={"Origin": "http://evil.example"})
+    assert refused.value.status == 403
+    ws = await portal.client.ws_connect("/api/v1/events", headers={"Origin": origin(portal)})
+    try:
+        status, _, _ = await portal.call("PATCH", "/api/v1/users/me/dnd", who="anna",
+                                         json={"enabled": True})
+        assert status == 200
+        message = await ws.receive_json(timeout=5)
+        assert message["kind"] == "settings.changed"
+        assert message["data"]["user_id"] == portal.users["100"].id
+    finally:
+        await ws.close()

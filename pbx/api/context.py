@@ -4,10 +4,13 @@ import the server)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pbx.api.events import EventLog
+from pbx.api.logins import SessionPolicy
+from pbx.api.passwords import Passwords
 from pbx.bans import BanTable
 from pbx.callcontrol import FeatureRegistry
 from pbx.directory import Directory
@@ -84,3 +87,9 @@ class ApiContext:
     live_calls: Callable[[], Sequence[LiveCall]] = _no_calls
     #: hang up the call with this Call-ID (False: no such call); None until the calls run
     hang_up: Callable[[str], bool] | None = None
+    #: the clock of sessions and tokens (tests inject one)
+    clock: Callable[[], float] = time.time
+    #: portal sessions' idle and absolute lifetimes
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)
+    #: portal password hashing (argon2 parameters)
+    passwords: Passwords = field(default_factory=Passwords)

@@ -298,4 +298,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         e164          TEXT PRIMARY KEY REFERENCES numbers(e164) ON DELETE CASCADE
     );
     """,
+    # 11: portal logins (pbx.store.logins): a user's portal password (argon2 hash) and role,
+    # and the server-side sessions of the browser (only a session id's SHA-256 is kept)
+    """
+    CREATE TABLE portal_logins (
+        user_id       INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        password_hash TEXT NOT NULL,                 -- argon2id, PHC string
+        role          TEXT NOT NULL DEFAULT 'user'
+                      CHECK (role IN ('user', 'tenant_admin', 'system_admin')),
+        changed_at    REAL NOT NULL
+    );
+    CREATE TABLE portal_sessions (
+        id            INTEGER PRIMARY KEY,
+        session_hash  TEXT NOT NULL UNIQUE,          -- SHA-256 hex of the session id
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf_token    TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        last_seen     REAL NOT NULL,
+        expires_at    REAL NOT NULL                  -- the absolute end
+    );
+    CREATE INDEX portal_sessions_user ON portal_sessions(user_id);
+    """,
 )

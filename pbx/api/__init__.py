@@ -45,6 +45,7 @@ from pbx.api.resources import (
     trunks,
     users,
     voicemail,
+    webhooks,
 )
 from pbx.api.routes import ApiRouter
 from pbx.callcontrol import FeatureRegistry
@@ -72,6 +73,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     voicemail.register(router)
     pickup.register(router)
     calls.register(router)
+    webhooks.register(router)
     return router
 
 

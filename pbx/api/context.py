@@ -15,6 +15,7 @@ from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
 from pbx.store.chat import ChatMessage
+from pbx.webhooks import WebhookService
 from sipcore.registrar import Binding
 
 __all__ = ["ApiContext", "LiveCall"]
@@ -84,3 +85,6 @@ class ApiContext:
     live_calls: Callable[[], Sequence[LiveCall]] = _no_calls
     #: hang up the call with this Call-ID (False: no such call); None until the calls run
     hang_up: Callable[[str], bool] | None = None
+    #: the webhook service (pbx.webhooks): the endpoints' cache and test deliveries; None
+    #: until the server runs it
+    webhooks: WebhookService | None = None

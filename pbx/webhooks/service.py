@@ -139,7 +139,14 @@ class WebhookService:
     async def run(self, poll: float = 1.0) -> None:
         """Deliver until cancelled (then the queued rows are written, the attempts in flight
         cancelled: they stay pending and go out after the next start)."""
-        self._hooks = list(await asyncio.to_thread(self.store.webhooks))
+        try:
+            self._hooks = list(await asyncio.to_thread(self.store.webhooks))
+            await self._deliver_until_cancelled(poll)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.flush())
+
+    async def _deliver_until_cancelled(self, poll: float) -> None:
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.config.allow_private),
                                          limit=self.config.max_in_flight)
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
@@ -162,8 +169,6 @@ class WebhookService:
                 for task in list(self._in_flight.values()):
                     with contextlib.suppress(BaseException):
                         await task
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.flush())
 
     async def _start_due(self, http: aiohttp.ClientSession) -> None:
         free = self.config.max_in_flight - len(self._in_flight)

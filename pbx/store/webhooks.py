@@ -183,6 +183,15 @@ class WebhookStoreMixin:
                 "next_attempt_at, created_at) VALUES (?,?,?,?,?,?)",
                 [(*r, now, now) for r in rows])
 
+    def webhook_prune(self, before: float) -> int:
+        """Forget delivered and failed deliveries created before ``before`` (and their log);
+        returns how many."""
+        with self._tx() as db:
+            old = "SELECT id FROM webhook_deliveries WHERE status!='pending' AND created_at<?"
+            db.execute(f"DELETE FROM webhook_attempts WHERE delivery_id IN ({old})", (before,))
+            return int(db.execute(f"DELETE FROM webhook_deliveries WHERE id IN ({old})",
+                                  (before,)).rowcount)
+
     def webhook_due(self, now: float, limit: int = 50,
                     exclude: Sequence[int] = ()) -> list[WebhookDelivery]:
         """Pending deliveries of enabled endpoints that are due, oldest first (not those in

@@ -38,6 +38,9 @@ __all__ = ["TEST_KIND", "WebhookService", "event_body", "tenant_sees"]
 
 #: The kind of the event POST /webhooks/{id}/test sends.
 TEST_KIND = "webhook.test"
+#: Delivered and failed deliveries (with their attempt log) are kept this long (seconds).
+KEEP_LOG = 7 * 86400.0
+PRUNE_EVERY = 3600.0
 
 
 def tenant_sees(tenant_id: int, event: Event, tenant_of_user: Callable[[int], int | None]
@@ -80,14 +83,21 @@ class WebhookService:
         self._queued: list[tuple[int, str, str, str]] = []
         self._in_flight: dict[int, asyncio.Task[bool]] = {}
         self._wake = asyncio.Event()
+        self._next_prune = 0.0
         self.stats = {"queued": 0, "delivered": 0, "failed_attempts": 0, "disabled": 0}
 
     # -- the endpoints ---------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Read the endpoints again (after the API changed one; a worker thread may call
-        it — the list is swapped whole)."""
+        """Read the endpoints again, here (tests, start-up)."""
         self._hooks = list(self.store.webhooks())
+        self.wake()
+
+    async def refresh(self) -> None:
+        """Read the endpoints again after the API changed one (in a worker thread: the list
+        is swapped whole), then look at the outbox."""
+        hooks = await asyncio.to_thread(self.store.webhooks)
+        self._hooks = list(hooks)
         self.wake()
 
     def wake(self) -> None:
@@ -158,6 +168,10 @@ class WebhookService:
                         await self._start_due(http)
                     except Exception:
                         self.log.exception("webhooks.pass_failed")
+                    if self.clock() >= self._next_prune:
+                        self._next_prune = self.clock() + PRUNE_EVERY
+                        await asyncio.to_thread(self.store.webhook_prune,
+                                                self.clock() - KEEP_LOG)
                     due = await asyncio.to_thread(self.store.webhook_next_due)
                     wait = poll if due is None else max(0.05, min(poll, due - self.clock()))
                     self._wake.clear()

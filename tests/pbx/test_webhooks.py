@@ -273,3 +273,23 @@ async def test_the_guard_refuses_loopback_deliveries_without_allow_private(
     finally:
         await runner.cleanup()
         store.close()
+
+
+def test_prune_keeps_pending_and_recent_deliveries(tmp_path: Path) -> None:
+    store = Store(tmp_path, domain="pbx.test")
+    store.ensure_default_tenant("pbx.test", "pbx.test")
+    default = store.tenant("default")
+    assert default is not None
+    hook = store.create_webhook(tenant_id=default.id, url="https://x.example.com/",
+                                secret=new_secret(), event_types=[], now=0.0)
+    store.webhook_enqueue([(hook.id, "old-done", "k", "{}"), (hook.id, "old-pending", "k", "{}")],
+                          100.0)
+    store.webhook_enqueue([(hook.id, "new-done", "k", "{}")], 5000.0)
+    for d in store.webhook_due(10**6):
+        if d.message_id != "old-pending":
+            store.webhook_attempted(d, at=5001.0, status_code=200, latency=0.1, error="",
+                                    retry_at=None, disable_reason=None)
+    assert store.webhook_prune(1000.0) == 1
+    left = {d.message_id for d in store.webhook_deliveries(hook.id)[0]}
+    assert left == {"old-pending", "new-done"}
+    store.close()

@@ -168,9 +168,9 @@ async def _hook(req: ApiRequest) -> Webhook:
     return hook
 
 
-def _reload(req: ApiRequest) -> None:
+async def _reload(req: ApiRequest) -> None:
     if req.ctx.webhooks is not None:
-        req.ctx.webhooks.reload()
+        await req.ctx.webhooks.refresh()
 
 
 async def list_hooks(req: ApiRequest) -> web.StreamResponse:
@@ -190,7 +190,7 @@ async def create_hook(req: ApiRequest) -> web.StreamResponse:
     hook = await asyncio.to_thread(req.ctx.store.create_webhook, tenant_id=tenant.id, url=url,
                                    secret=secret, event_types=types,
                                    description=body.description, now=time.time())
-    _reload(req)
+    await _reload(req)
     return json_response(WebhookCreated(**hook_out(hook).model_dump(), secret=secret), 201,
                          headers={"Location": f"/api/v1/webhooks/{hook.id}"})
 
@@ -215,14 +215,14 @@ async def patch_hook(req: ApiRequest) -> web.StreamResponse:
     updated = await asyncio.to_thread(req.ctx.store.update_webhook, hook.id, **changes)
     if updated is None:
         raise not_found(f"webhook {hook.id}")
-    _reload(req)
+    await _reload(req)
     return json_response(hook_out(updated), etag=True)
 
 
 async def delete_hook(req: ApiRequest) -> web.StreamResponse:
     hook = await _hook(req)
     await asyncio.to_thread(req.ctx.store.delete_webhook, hook.id)
-    _reload(req)
+    await _reload(req)
     return web.Response(status=204)
 
 
@@ -232,7 +232,7 @@ async def rotate_secret(req: ApiRequest) -> web.StreamResponse:
     updated = await asyncio.to_thread(req.ctx.store.update_webhook, hook.id, secret=secret)
     if updated is None:
         raise not_found(f"webhook {hook.id}")
-    _reload(req)
+    await _reload(req)
     return json_response(WebhookCreated(**hook_out(updated).model_dump(), secret=secret))
 
 

@@ -245,11 +245,15 @@ class WebhookStoreMixin:
 
     def webhook_attempted(self, delivery: WebhookDelivery, *, at: float,
                           status_code: int | None, latency: float, error: str,
-                          retry_at: float | None, disable_reason: str | None) -> Webhook | None:
+                          retry_at: float | None,
+                          disable_rule: Callable[[int, float | None, float], str | None]
+                          | None = None) -> Webhook | None:
         """Note one attempt of ``delivery`` in one transaction: ``error`` empty — delivered
         (the endpoint's failure count reset); otherwise pending again at ``retry_at`` (None:
-        failed for good), the endpoint's failure count raised and, when ``disable_reason``
-        is given, the endpoint disabled. Returns the endpoint as it is now."""
+        failed for good), the endpoint's failure count raised and, when ``disable_rule``
+        (failures in a row, failing since, now) gives a reason, the endpoint disabled with it
+        — decided on the row inside the transaction, so attempts that end together count
+        right. Returns the endpoint as it is now."""
         attempt = delivery.attempts + 1
         with self._tx() as db:
             db.execute("INSERT INTO webhook_attempts(delivery_id, attempt, at, status_code, "
@@ -272,9 +276,13 @@ class WebhookStoreMixin:
                 db.execute("UPDATE webhooks SET consecutive_failures=consecutive_failures+1, "
                            "failing_since=COALESCE(failing_since, ?) WHERE id=?",
                            (at, delivery.webhook_id))
-                if disable_reason is not None:
+                row = db.execute("SELECT consecutive_failures, failing_since, enabled FROM "
+                                 "webhooks WHERE id=?", (delivery.webhook_id,)).fetchone()
+                reason = None if row is None or not row[2] or disable_rule is None else \
+                    disable_rule(int(row[0]), None if row[1] is None else float(row[1]), at)
+                if reason is not None:
                     db.execute("UPDATE webhooks SET enabled=0, disabled_reason=? WHERE id=?",
-                               (disable_reason, delivery.webhook_id))
+                               (reason, delivery.webhook_id))
             row = db.execute(f"SELECT {_HOOK_COLS} FROM webhooks WHERE id=?",
                              (delivery.webhook_id,)).fetchone()
         return None if row is None else _hook(row)

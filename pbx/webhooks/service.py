@@ -227,20 +227,24 @@ class WebhookService:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency = time.monotonic() - mono
         now = self.clock()
-        retry_at = reason = None
+        retry_at = None
+        c = self.config
         if error:
-            c = self.config
             delay = backoff(delivery.attempts + 1, c.retry_initial, c.retry_max,
                             *(() if self.rand is None else (self.rand,)))
             retry_at = now + delay
-            reason = disable_reason(hook.consecutive_failures + 1,
-                                    hook.failing_since if hook.failing_since is not None
-                                    else started, now, max_failures=c.max_failures,
-                                    disable_after=c.disable_after)
+
+        def rule(failures: int, since: float | None, at: float) -> str | None:
+            return disable_reason(failures, since, at, max_failures=c.max_failures,
+                                  disable_after=c.disable_after)
+
         updated = await asyncio.to_thread(
             self.store.webhook_attempted, delivery, at=now, status_code=status,
-            latency=latency, error=error, retry_at=retry_at, disable_reason=reason)
+            latency=latency, error=error, retry_at=retry_at, disable_rule=rule)
+        reason = None
         if updated is not None:
+            if hook.enabled and not updated.enabled:
+                reason = updated.disabled_reason
             self._hooks = [updated if h.id == updated.id else h for h in self._hooks]
         if not error:
             self.stats["delivered"] += 1

@@ -288,7 +288,7 @@ def test_prune_keeps_pending_and_recent_deliveries(tmp_path: Path) -> None:
     for d in store.webhook_due(10**6):
         if d.message_id != "old-pending":
             store.webhook_attempted(d, at=5001.0, status_code=200, latency=0.1, error="",
-                                    retry_at=None, disable_reason=None)
+                                    retry_at=None)
     assert store.webhook_prune(1000.0) == 1
     left = {d.message_id for d in store.webhook_deliveries(hook.id)[0]}
     assert left == {"old-pending", "new-done"}

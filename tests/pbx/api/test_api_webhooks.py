@@ -65,8 +65,7 @@ async def test_deliveries_log_and_test_event(pbx_api: Api) -> None:
     delivery = pbx_api.store.webhook_due(time.time() + 1)[0]
     assert delivery.message_id == queued["message_id"]
     pbx_api.store.webhook_attempted(delivery, at=time.time(), status_code=503, latency=0.25,
-                                    error="HTTP 503", retry_at=time.time() + 60,
-                                    disable_reason=None)
+                                    error="HTTP 503", retry_at=time.time() + 60)
     status, page, _ = await pbx_api.call("GET", f"{HOOKS}/{made['id']}/deliveries")
     assert status == 200 and page["total"] == 1
     item = page["items"][0]

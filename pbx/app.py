@@ -546,7 +546,8 @@ class PbxServer:
             live_calls=self._live_calls, hang_up=self._hang_up, webhooks=self.webhooks)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
-                                       if self.api_events is not None else 0})
+                                       if self.api_events is not None else 0,
+                                       **self.webhooks.figures()})
         api.install(service.app, ctx, metrics)
 
     def _call_back(self, user: User, target: str, phone: str | None) -> str:

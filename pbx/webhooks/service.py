@@ -104,6 +104,15 @@ class WebhookService:
         """Look at the outbox now (from the event loop)."""
         self._wake.set()
 
+    def figures(self) -> dict[str, int]:
+        """For /metrics: deliveries done, failed attempts, endpoints disabled (since the
+        start), attempts in flight, events not yet written to the outbox."""
+        return {"webhook_deliveries_total": self.stats["delivered"],
+                "webhook_failed_attempts_total": self.stats["failed_attempts"],
+                "webhook_endpoints_disabled_total": self.stats["disabled"],
+                "webhook_deliveries_in_flight": len(self._in_flight),
+                "webhook_events_unwritten": len(self._queued)}
+
     # -- events in -------------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:

@@ -186,6 +186,7 @@ async def test_signed_events_arrive_once_across_receiver_and_pbx_restarts(
                                for d in await deliveries(hook_id)) == 1
 
                 await until("the pending delivery", pending, 10)
+                before_restart = len(receiver.received)
                 assert await asyncio.to_thread(pbx.stop) in (0, None)
                 pbx.users = ()  # the data directory keeps them
                 await asyncio.to_thread(pbx.start)
@@ -194,6 +195,13 @@ async def test_signed_events_arrive_once_across_receiver_and_pbx_restarts(
                             lambda: len(receiver.of("settings.changed")) == 3, 15)
 
                 log = await deliveries(hook_id)
+                host, port = pbx.addr("http")
+                async with http.get(f"http://{host}:{port}/metrics") as resp:
+                    metrics = await resp.text()
+                # since the restart: what was pending before it (the change, its call's end)
+                since = len(receiver.received) - before_restart
+                assert f"asyncpbx_webhook_deliveries_total {since}.0" in metrics, (since,
+                                                                                  metrics)
                 async with http.get(f"{_base(pbx)}/webhooks/{hook_id}", headers=admin) as resp:
                     hook = await resp.json()
         assert receiver.bad == [], receiver.bad

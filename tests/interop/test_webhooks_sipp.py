@@ -143,8 +143,7 @@ async def test_signed_events_arrive_once_across_receiver_and_pbx_restarts(
                     uas.stop()
                 assert (ok, failed) == (1, 0), out
                 assert rc == 0, uas_out
-                await until("the call's three events",
-                            lambda: len(receiver.of("call.ended")) == 1, 10)
+                await until("the call's three events", lambda: len(receiver.received) >= 3, 10)
                 # delivered concurrently, so in any order: the bus's seq orders them
                 first = [p["type"] for p in sorted(receiver.received, key=lambda p: p["seq"])]
                 assert first == ["call.started", "call.answered", "call.ended"], first
@@ -181,9 +180,10 @@ async def test_signed_events_arrive_once_across_receiver_and_pbx_restarts(
                 await asyncio.to_thread(dial_code, pbx, tmp_path, 1, "*78")
 
                 async def pending() -> bool:
-                    return sum(d["event_type"] == "settings.changed" and d["attempts"] >= 1
-                               and d["status"] == "pending"
-                               for d in await deliveries(hook_id)) == 1
+                    waiting = [d for d in await deliveries(hook_id)
+                               if d["event_type"] == "settings.changed"
+                               and d["attempts"] >= 1 and d["status"] == "pending"]
+                    return len(waiting) == 1
 
                 await until("the pending delivery", pending, 10)
                 before_restart = len(receiver.received)
@@ -194,7 +194,11 @@ async def test_signed_events_arrive_once_across_receiver_and_pbx_restarts(
                 await until("the change queued before the restart",
                             lambda: len(receiver.of("settings.changed")) == 3, 15)
 
-                log = await deliveries(hook_id)
+                async def all_delivered() -> list[dict[str, Any]] | None:
+                    log = await deliveries(hook_id)
+                    return log if all(d["status"] == "delivered" for d in log) else None
+
+                log = await until("every delivery", all_delivered, 10)
                 host, port = pbx.addr("http")
                 async with http.get(f"http://{host}:{port}/metrics") as resp:
                     metrics = await resp.text()

@@ -228,6 +228,44 @@ class SmtpConfig:
     give_up_after: float = 259200.0
 
 
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """The ``[webhooks]`` table: how events are delivered to the tenants' endpoints
+    (pbx.webhooks)."""
+
+    #: Deliver to loopback, link-local and private addresses too (tests, an in-house CRM);
+    #: off: such targets are refused (SSRF guard), when created and when resolved.
+    allow_private: bool = False
+    #: Seconds one attempt may take (connect, send, the answer).
+    timeout: float = 10.0
+    #: Attempts in flight at once (over every endpoint).
+    max_in_flight: int = 8
+    #: Back-off: the first retry after ``retry_initial`` seconds, doubling up to ``retry_max``,
+    #: each with jitter (between half and the whole of it).
+    retry_initial: float = 5.0
+    retry_max: float = 3600.0
+    #: An endpoint is disabled (with the reason, re-enabled through the API) after
+    #: ``max_failures`` failed attempts in a row, or when every attempt failed for
+    #: ``disable_after`` seconds.
+    max_failures: int = 50
+    disable_after: float = 86400.0
+
+
+def _validate_webhooks(w: WebhooksConfig) -> None:
+    if w.timeout <= 0:
+        raise ConfigError("webhooks.timeout", "must be positive (seconds)")
+    if not 1 <= w.max_in_flight <= 1000:
+        raise ConfigError("webhooks.max_in_flight", "must lie between 1 and 1000")
+    if w.retry_initial <= 0:
+        raise ConfigError("webhooks.retry_initial", "must be positive (seconds)")
+    if w.retry_max < w.retry_initial:
+        raise ConfigError("webhooks.retry_max", "must not be below webhooks.retry_initial")
+    if w.max_failures < 1:
+        raise ConfigError("webhooks.max_failures", "must be at least 1")
+    if w.disable_after <= 0:
+        raise ConfigError("webhooks.disable_after", "must be positive (seconds)")
+
+
 def _validate_smtp(smtp: SmtpConfig) -> None:
     if any(c in smtp.host for c in " <>;@\"/"):
         raise ConfigError("smtp.host", f"{smtp.host!r} is not a host name or address")
@@ -308,6 +346,7 @@ class Config:
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -501,6 +540,7 @@ def validate(config: Config) -> Config:
     _validate_security(config.security)
     _validate_overload(config.overload)
     _validate_smtp(config.smtp)
+    _validate_webhooks(config.webhooks)
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
                           "tls.cert and tls.key go together")

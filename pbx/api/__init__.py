@@ -48,6 +48,7 @@ from pbx.api.resources import (
     trunks,
     users,
     voicemail,
+    webhooks,
 )
 from pbx.api.routes import ApiRouter
 from pbx.callcontrol import FeatureRegistry
@@ -76,6 +77,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     pickup.register(router)
     calls.register(router)
     session.register(router)
+    webhooks.register(router)
     return router
 
 

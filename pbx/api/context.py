@@ -18,6 +18,7 @@ from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
 from pbx.store.chat import ChatMessage
+from pbx.webhooks import WebhookService
 from sipcore.registrar import Binding
 
 __all__ = ["ApiContext", "LiveCall"]
@@ -93,3 +94,6 @@ class ApiContext:
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     #: portal password hashing (argon2 parameters)
     passwords: Passwords = field(default_factory=Passwords)
+    #: the webhook service (pbx.webhooks): the endpoints' cache and test deliveries; None
+    #: until the server runs it
+    webhooks: WebhookService | None = None

@@ -319,4 +319,48 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX portal_sessions_user ON portal_sessions(user_id);
     """,
+    # 12: webhooks (pbx.store.webhooks): a tenant's endpoints, their delivery outbox (one row per
+    # event and endpoint, its webhook-id fixed at enqueue) and the log of every attempt
+    """
+    CREATE TABLE webhooks (
+        id                   INTEGER PRIMARY KEY,
+        tenant_id            INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        url                  TEXT NOT NULL,
+        secret               TEXT NOT NULL,
+        event_types          TEXT NOT NULL DEFAULT '[]',   -- JSON list; [] or "*": every kind
+        description          TEXT NOT NULL DEFAULT '',
+        enabled              INTEGER NOT NULL DEFAULT 1,
+        disabled_reason      TEXT NOT NULL DEFAULT '',
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        failing_since        REAL,
+        created_at           REAL NOT NULL
+    );
+    CREATE INDEX webhooks_tenant ON webhooks(tenant_id);
+    CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY,
+        webhook_id      INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        message_id      TEXT NOT NULL,
+        event_kind      TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT NOT NULL DEFAULT '',
+        created_at      REAL NOT NULL,
+        delivered_at    REAL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+    CREATE TABLE webhook_attempts (
+        id              INTEGER PRIMARY KEY,
+        delivery_id     INTEGER NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+        attempt         INTEGER NOT NULL,
+        at              REAL NOT NULL,
+        status_code     INTEGER,
+        latency         REAL NOT NULL,
+        error           TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id);
+    """,
 )

@@ -61,6 +61,7 @@ from pbx.store.validation import (
     trunk_host_problem,
 )
 from pbx.store.voicemail import DepositHook, VoicemailStoreMixin
+from pbx.store.webhooks import WebhookStoreMixin
 from sipcore.digest import make_credentials
 from sipcore.registrar import Binding
 from sipcore.transport import Peer
@@ -98,7 +99,7 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
-            VoicemailStoreMixin, PortalStoreMixin, LoginStoreMixin):
+            VoicemailStoreMixin, PortalStoreMixin, LoginStoreMixin, WebhookStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are

@@ -298,7 +298,10 @@ def _victim_objects(api: Api) -> dict[str, str]:
                                            2.0)]
     api.ctx.hang_up = lambda call_id: api.figures.setdefault("hung", []).append(call_id) or True
     store.set_pickup_members(group.id, add=(anna.id,))
-    return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
+    hook = store.create_webhook(tenant_id=anna.tenant_id, url="https://hooks.example.com/victim",
+                                secret="whsec_dmljdGltLXNlY3JldA==", event_types=(),
+                                now=time.time())
+    return {"webhook": str(hook.id), "user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
             "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id),  # type: ignore[union-attr]
             "other": str(api.users["101"].id),  # Anna's chat with Ben
@@ -314,7 +317,8 @@ def _state(api: Api) -> Any:
             store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
             [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails(),
             store.pickup_groups(), store.chat_conversation(anna.id, api.users["101"].id),
-            api.figures.get("hung"))
+            api.figures.get("hung"), store.webhooks(),
+            [store.webhook_deliveries(h.id) for h in store.webhooks()])
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:

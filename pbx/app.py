@@ -541,6 +541,7 @@ class PbxServer:
     def _install_api(self, service: HttpService) -> None:
         """The REST API and /metrics on ``service``'s application (pbx.api)."""
         from pbx import api  # pydantic and prometheus-client load only with HTTP on
+        from pbx.api.logins import SessionPolicy
 
         self.api_events = api.EventLog(self.events)
         ctx = api.ApiContext(
@@ -550,7 +551,9 @@ class PbxServer:
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
             bindings=self._bindings, version=__version__, bans=self.bans,
             call_back=self._call_back, chat_send=self._chat_send,
-            live_calls=self._live_calls, hang_up=self._hang_up, webhooks=self.webhooks)
+            live_calls=self._live_calls, hang_up=self._hang_up, webhooks=self.webhooks,
+            sessions=SessionPolicy(idle=self.config.http.session_idle,
+                                   lifetime=self.config.http.session_lifetime))
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0,

@@ -165,6 +165,10 @@ class HttpConfig:
     #: ``host:port`` (port 0: any free port, printed as ``listening http HOST PORT``); an empty
     #: string turns HTTP off.
     listen: str = "127.0.0.1:8080"
+    #: A portal session ends after this many seconds without a request ...
+    session_idle: float = 1800.0
+    #: ... and this many seconds after its login at the latest.
+    session_lifetime: float = 12 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +550,11 @@ def validate(config: Config) -> Config:
                           "tls.cert and tls.key go together")
     if config.sip.advertise and any(c in config.sip.advertise for c in " <>;@\"/"):
         raise ConfigError("sip.advertise", f"{config.sip.advertise!r} is not a host name or address")
+    if not 60 <= config.http.session_idle <= config.http.session_lifetime:
+        raise ConfigError("http.session_idle",
+                          "must be at least 60 seconds and not above http.session_lifetime")
+    if config.http.session_lifetime > 90 * 86400:
+        raise ConfigError("http.session_lifetime", "must be at most 90 days (in seconds)")
     if config.http.listen.strip():
         from pbx.http import parse_http_listen  # parsing only; aiohttp is imported lazily
 

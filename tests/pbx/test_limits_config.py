@@ -1,4 +1,4 @@
-"""pbx/chat/ratelimit.py: a token bucket per chat sender, and its config keys."""
+"""pbx/chat/ratelimit.py: a token bucket per chat sender; the config keys of it and of the portal sessions."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def test_the_table_stays_bounded() -> None:
 def test_bad_limits_are_config_errors_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "asyncpbx.toml"
     path.write_text(f"[chat]\n{text}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == key
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("session_idle = 10", "http.session_idle"),
+    ("session_idle = 7200\nsession_lifetime = 3600", "http.session_idle"),
+    ("session_lifetime = 99999999", "http.session_lifetime"),
+])
+def test_bad_session_lifetimes_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "asyncpbx.toml"
+    path.write_text(f"[http]\n{text}\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.key == key

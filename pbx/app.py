@@ -29,7 +29,7 @@ from pbx.b2bua import B2bua, CallSettings
 from pbx.banfile import take_lift_requests, write_bans
 from pbx.bans import Ban, BanPolicy, BanTable, TrustedNetworks
 from pbx.callcontrol import CallRecord, FeatureRegistry
-from pbx.chat import ChatService
+from pbx.chat import ChatService, SenderLimit
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
@@ -47,6 +47,7 @@ from pbx.services.codes import CodesService
 from pbx.store import Store, User
 from pbx.tls import ensure_self_signed, server_context
 from pbx.trunks import TrunkConfig, TrunkManager
+from pbx.webhooks import WebhookService
 from sipcore import _compiled, stateless
 from sipcore.aio.endpoint import AsyncEndpoint, sent_by
 from sipcore.aio.transport import TransportLimits
@@ -176,6 +177,11 @@ class PbxServer:
             deposit_hooks.append(self.mail_outbox.deposit_hook)
         self.mail: MailSender | None = None
         self._mail_task: asyncio.Task[None] | None = None
+        #: Webhooks (pbx.webhooks): the bus's events into the store's outbox from the start
+        #: (kept in memory until the service runs), delivered by the task run() starts.
+        self.webhooks = WebhookService(store, config.webhooks, self._tenant_of_user)
+        self.events.subscribe(self.webhooks.on_event)
+        self._webhooks_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
@@ -323,11 +329,18 @@ class PbxServer:
         self.b2bua.router = self.router
         self.b2bua.trunks = self.trunks
         self.b2bua.ice = self._ice_settings()
-        self.b2bua.chat = ChatService(self.b2bua, self.store, self.directory,
-                                      max_size=self.config.chat.max_size)
+        self.b2bua.chat = ChatService(
+            self.b2bua, self.store, self.directory, max_size=self.config.chat.max_size,
+            limit=SenderLimit(self.config.chat.rate, self.config.chat.burst))
         self._start_mwi(services)
         self._start_mail(services)
+        self._webhooks_task = services.create_task(self.webhooks.run(), name="webhooks")
         self._start_voicemail()
+
+    def _tenant_of_user(self, user_id: int) -> int | None:
+        """The tenant of a user (the webhooks' event filter)."""
+        user = self.directory.user_by_id(user_id)
+        return None if user is None else user.tenant_id
 
     def _start_mwi(self, services: asyncio.TaskGroup) -> None:
         """Message waiting indication: SUBSCRIBE/NOTIFY for the voicemail boxes (pbx.mwi)."""
@@ -471,6 +484,8 @@ class PbxServer:
                 self._mwi_task.cancel()
         if self._mail_task is not None:  # what is pending stays in the outbox
             self._mail_task.cancel()
+        if self._webhooks_task is not None:  # the queued events are written first
+            self._webhooks_task.cancel()
         if self.b2bua is not None:
             await self.b2bua.close()
         if self.media is not None:
@@ -526,6 +541,7 @@ class PbxServer:
     def _install_api(self, service: HttpService) -> None:
         """The REST API and /metrics on ``service``'s application (pbx.api)."""
         from pbx import api  # pydantic and prometheus-client load only with HTTP on
+        from pbx.api.logins import SessionPolicy
 
         self.api_events = api.EventLog(self.events)
         ctx = api.ApiContext(
@@ -535,11 +551,14 @@ class PbxServer:
             sip_statistics=lambda: self.sip.statistics() if self.sip is not None else {},
             bindings=self._bindings, version=__version__, bans=self.bans,
             call_back=self._call_back, chat_send=self._chat_send,
-            live_calls=self._live_calls, hang_up=self._hang_up,
+            live_calls=self._live_calls, hang_up=self._hang_up, webhooks=self.webhooks,
+            sessions=SessionPolicy(idle=self.config.http.session_idle,
+                                   lifetime=self.config.http.session_lifetime),
             call_control=self._live_call_service())
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
-                                       if self.api_events is not None else 0})
+                                       if self.api_events is not None else 0,
+                                       **self.webhooks.figures()})
         api.install(service.app, ctx, metrics)
 
     def _call_back(self, user: User, target: str, phone: str | None) -> str:
@@ -669,6 +688,8 @@ class PbxServer:
             try:
                 if self.directory.refresh_if_changed():
                     self.log.info("directory.reloaded", reloads=self.directory.reloads)
+                    if self.mwi is not None:  # a box changed by the CLI: the lamps follow
+                        self.mwi.recheck()
                 self.codes.refresh()
             except Exception:
                 self.log.exception("directory.reload_failed")

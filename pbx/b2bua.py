@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import ipaddress
 import time
@@ -126,7 +127,7 @@ from sipcore.endpoint import (
 )
 from sipcore.errors import ParseError, RemoteProtocolError
 from sipcore.message import Request, Response, make_response, new_call_id, new_tag
-from sipcore.registrar import Binding, Registrar
+from sipcore.registrar import Binding, Registrar, gruu_instance
 from sipcore.transport import Peer
 from sipcore.uri import SipURI, parse_uri
 
@@ -152,6 +153,11 @@ def _default_ice(host: str) -> IceSettings | None:
 
 #: ``Call.per_call`` flag of a consultation call (:meth:`B2bua.moved_call`).
 CONSULTATION_CALL = "transfer.consultation_call"
+#: ``call.per_call`` key: (AOR, ``+sip.instance``) when the caller dialled a GRUU (RFC 5627).
+GRUU_TARGET = "gruu.target"
+#: Inside a call's task: the GRUU its Request-URI named; devices_of rings that instance only.
+_GRUU: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "asyncpbx_gruu", default=None)
 
 
 class B2bua:
@@ -477,6 +483,11 @@ class B2bua:
                     hold_source=self._moh_source, ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         call.presentation = origin.presentation
+        ruri = request.uri
+        if isinstance(ruri, SipURI) and ruri.user and "gr" in ruri.params:
+            instance = gruu_instance(ruri.params)
+            if instance is not None:  # RFC 5627 §3.4: the GRUU reaches that instance only
+                call.per_call[GRUU_TARGET] = (self.aor(ruri.user), instance)
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
                       src=f"{peer.host}:{peer.port}", withheld=origin.presentation.withheld)
         self._start(call, origin, self.script.run)
@@ -492,6 +503,9 @@ class B2bua:
 
     async def _run_call(self, call: Call,
                         script: Callable[[Call], Coroutine[Any, Any, None]]) -> None:
+        gruu = call.per_call.get(GRUU_TARGET)
+        if gruu is not None:
+            _GRUU.set(gruu)  # this task's context only
         try:
             await supervise(call, script, self._on_call_error)
         finally:
@@ -634,9 +648,15 @@ class B2bua:
         return f"sip:{user}" if "@" in user else f"sip:{user}@{self.domain}"
 
     def devices_of(self, user: str) -> list[Target]:
-        """One target per registered binding of ``user``."""
+        """One target per registered binding of ``user`` (inside a call to one of its GRUUs:
+        the binding of that instance only)."""
+        aor = self.aor(user)
+        bindings = self.registrar.bindings(aor, time.time())
+        gruu = _GRUU.get()
+        if gruu is not None and gruu[0] == aor:
+            bindings = [b for b in bindings if b.instance == gruu[1]]
         return [Target("device", user=user, contact=b.uri, label=f"{user}:{b.uri}")
-                for b in self.registrar.bindings(self.aor(user), time.time())]
+                for b in bindings]
 
     def _binding(self, target: Target) -> Binding | None:
         for b in self.registrar.bindings(self.aor(target.user), time.time()):

@@ -24,7 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pbx import cli_callback, cli_codes, cli_mail, cli_pickup, cli_tokens, cli_voicemail
+from pbx import (
+    cli_callback,
+    cli_codes,
+    cli_mail,
+    cli_password,
+    cli_pickup,
+    cli_tokens,
+    cli_voicemail,
+)
 from pbx.cli_settings import add_parser as add_settings_parser
 from pbx.cli_settings import run as run_settings
 from pbx.config import Config, ConfigError, load_config
@@ -42,7 +50,7 @@ from pbx.store import (
 )
 
 BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "overload", "soak",
-           "conference")
+           "conference", "api", "webrtc")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),
@@ -141,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("extension", metavar="EXT")
     _add_tenant(p)
     _add_common(p)
+    cli_password.add_parser(usub, _add_common, _add_tenant)
 
     # device
     dsub = _actions(sub, "device", "manage devices (SIP accounts of users)")
@@ -312,6 +321,8 @@ def _cmd_user(args: argparse.Namespace, config: Config, store: Store) -> None:
     elif args.action == "remove":
         store.remove_user(args.extension, tenant=tenant)
         print(f"removed user {args.extension}")
+    elif args.action == "password":
+        cli_password.run(args, store, tenant)
 
 
 def _cmd_device(args: argparse.Namespace, config: Config, store: Store) -> None:

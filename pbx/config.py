@@ -165,6 +165,10 @@ class HttpConfig:
     #: ``host:port`` (port 0: any free port, printed as ``listening http HOST PORT``); an empty
     #: string turns HTTP off.
     listen: str = "127.0.0.1:8080"
+    #: A portal session ends after this many seconds without a request ...
+    session_idle: float = 1800.0
+    #: ... and this many seconds after its login at the latest.
+    session_lifetime: float = 12 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,44 @@ class SmtpConfig:
     give_up_after: float = 259200.0
 
 
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """The ``[webhooks]`` table: how events are delivered to the tenants' endpoints
+    (pbx.webhooks)."""
+
+    #: Deliver to loopback, link-local and private addresses too (tests, an in-house CRM);
+    #: off: such targets are refused (SSRF guard), when created and when resolved.
+    allow_private: bool = False
+    #: Seconds one attempt may take (connect, send, the answer).
+    timeout: float = 10.0
+    #: Attempts in flight at once (over every endpoint).
+    max_in_flight: int = 8
+    #: Back-off: the first retry after ``retry_initial`` seconds, doubling up to ``retry_max``,
+    #: each with jitter (between half and the whole of it).
+    retry_initial: float = 5.0
+    retry_max: float = 3600.0
+    #: An endpoint is disabled (with the reason, re-enabled through the API) after
+    #: ``max_failures`` failed attempts in a row, or when every attempt failed for
+    #: ``disable_after`` seconds.
+    max_failures: int = 50
+    disable_after: float = 86400.0
+
+
+def _validate_webhooks(w: WebhooksConfig) -> None:
+    if w.timeout <= 0:
+        raise ConfigError("webhooks.timeout", "must be positive (seconds)")
+    if not 1 <= w.max_in_flight <= 1000:
+        raise ConfigError("webhooks.max_in_flight", "must lie between 1 and 1000")
+    if w.retry_initial <= 0:
+        raise ConfigError("webhooks.retry_initial", "must be positive (seconds)")
+    if w.retry_max < w.retry_initial:
+        raise ConfigError("webhooks.retry_max", "must not be below webhooks.retry_initial")
+    if w.max_failures < 1:
+        raise ConfigError("webhooks.max_failures", "must be at least 1")
+    if w.disable_after <= 0:
+        raise ConfigError("webhooks.disable_after", "must be positive (seconds)")
+
+
 def _validate_smtp(smtp: SmtpConfig) -> None:
     if any(c in smtp.host for c in " <>;@\"/"):
         raise ConfigError("smtp.host", f"{smtp.host!r} is not a host name or address")
@@ -284,6 +326,10 @@ class ChatConfig:
 
     #: The largest message body taken (bytes); a larger one gets 413.
     max_size: int = 8192
+    #: Messages a user may send per second, sustained ...
+    rate: float = 2.0
+    #: ... and in a burst; beyond that a MESSAGE gets 503 + Retry-After (the API 429).
+    burst: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +350,7 @@ class Config:
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     data_dir: str = "asyncpbx-data"
 
     @property
@@ -497,11 +544,17 @@ def validate(config: Config) -> Config:
     _validate_security(config.security)
     _validate_overload(config.overload)
     _validate_smtp(config.smtp)
+    _validate_webhooks(config.webhooks)
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls.cert" if not config.tls.cert else "tls.key",
                           "tls.cert and tls.key go together")
     if config.sip.advertise and any(c in config.sip.advertise for c in " <>;@\"/"):
         raise ConfigError("sip.advertise", f"{config.sip.advertise!r} is not a host name or address")
+    if not 60 <= config.http.session_idle <= config.http.session_lifetime:
+        raise ConfigError("http.session_idle",
+                          "must be at least 60 seconds and not above http.session_lifetime")
+    if config.http.session_lifetime > 90 * 86400:
+        raise ConfigError("http.session_lifetime", "must be at most 90 days (in seconds)")
     if config.http.listen.strip():
         from pbx.http import parse_http_listen  # parsing only; aiohttp is imported lazily
 
@@ -534,6 +587,10 @@ def _validate_calls(config: Config) -> None:
         raise ConfigError("calls.ring_timeout", "must lie between 1 and 600 seconds")
     if not 1 <= config.chat.max_size <= 60000:
         raise ConfigError("chat.max_size", "must lie between 1 and 60000 bytes (one datagram)")
+    if not config.chat.rate > 0:
+        raise ConfigError("chat.rate", "must be a positive number of messages per second")
+    if not 1 <= config.chat.burst <= 100000:
+        raise ConfigError("chat.burst", "must lie between 1 and 100000 messages")
     if c.min_se < 90:
         raise ConfigError("calls.min_se", "must be at least 90 seconds (RFC 4028)")
     if c.session_expires < c.min_se:

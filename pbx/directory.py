@@ -26,7 +26,7 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pbx.settings_schema import SettingsSchema, stored_over_defaults
@@ -154,23 +154,44 @@ class Directory:
         self.reloads = 0
         self.on_reload: Callable[[Snapshot], None] | None = None
         self._data_version = -1
+        #: serializes snapshot swaps (a settings write may run in a worker thread)
+        self._swap = threading.Lock()
+        #: the store tells which settings entry changed: no full reload for settings writes
+        self._settings_notices = False
         self.load()
         if listen:
             store.add_listener(self._on_store_changed)
+            add_settings_listener = getattr(store, "add_settings_listener", None)
+            if add_settings_listener is not None:
+                add_settings_listener(self._on_settings_changed)
+                self._settings_notices = True
 
     # -- keeping current -------------------------------------------------------------------------
 
     def load(self) -> None:
         """Rebuild the snapshot from the store (full reload: the tables are small and a reload
         is rare — an administrator's change — so simplicity beats incremental updates)."""
-        self._data_version = self.store.data_version()
-        self.snapshot = build_snapshot(self.store)
-        self.reloads += 1
+        with self._swap:
+            self._data_version = self.store.data_version()
+            self.snapshot = build_snapshot(self.store)
+            self.reloads += 1
         if self.on_reload is not None:
             self.on_reload(self.snapshot)
 
     def _on_store_changed(self, table: str) -> None:
+        if table == "feature_settings" and self._settings_notices:
+            return  # _on_settings_changed put the entry in already
         self.load()
+
+    def _on_settings_changed(self, user_id: int, feature: str, value: Mapping[str, Any]) -> None:
+        """One user's settings of one feature changed: a new snapshot with that entry (a
+        settings write from the API or a feature code reloads nothing else — no rebuild of
+        every user, device and trunk per PATCH, which blocked the event loop for ~1.5 ms)."""
+        with self._swap:
+            snap = self.snapshot
+            settings = dict(snap.settings)
+            settings[(user_id, feature)] = dict(value)
+            self.snapshot = replace(snap, settings=settings)
 
     def refresh_if_changed(self) -> bool:
         """Reload when another process changed the store since the last load; True if it did.

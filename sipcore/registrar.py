@@ -54,6 +54,8 @@ __all__ = [
     "BindingRemoved",
     "Registrar",
     "RemovalReason",
+    "gruu_instance",
+    "public_gruu",
 ]
 
 
@@ -194,6 +196,19 @@ class _Contact:
 
 #: Distinct Contact texts remembered (a refresh repeats the same text: no re-parsing).
 _CONTACT_CACHE_SIZE = 4096
+
+
+def public_gruu(aor: str, instance: str) -> str:
+    """The public GRUU of ``instance`` (``<urn:...>`` as the Contact's ``+sip.instance``) at
+    ``aor``: the AOR with ``gr`` set to the instance URN (RFC 5627 §3.1, §5.1)."""
+    return f"{aor};gr={instance.strip().strip('<>')}"
+
+
+def gruu_instance(params: dict[str, str | None]) -> str | None:
+    """The ``+sip.instance`` (``<urn:...>``) a Request-URI's ``gr`` parameter names, or None
+    when it names none (no ``gr``, or an empty one)."""
+    gr = params.get("gr")
+    return f"<{gr}>" if gr else None
 
 
 class Registrar:
@@ -396,6 +411,10 @@ class Registrar:
             s.strip().lower() == "path" for s in headers.get_all("Supported")
         ):
             path = tuple(headers.get_all("Path"))
+        outbound = any(ct.reg_id is not None and ct.instance is not None for ct in contacts)
+        if outbound and path and ";ob" not in path[0].split(">", 1)[0].lower():
+            # RFC 5626 §6: the flow ends at a proxy in front of us that does not keep it
+            raise _Reject(439, "First Hop Lacks Outbound Support")
         user_agent = headers.get("User-Agent")
 
         # Pass 1: validate everything and decide, changing nothing (§10.3: all or nothing).
@@ -475,7 +494,7 @@ class Registrar:
                 self._drop(aor, victim.uri)
                 changes.append(BindingRemoved(victim, RemovalReason.EVICTED))
 
-        return self._ok(request, aor, now, path)
+        return self._ok(request, aor, now, path, outbound=outbound)
 
     def _decode_contacts(self, request: Request, raw_contacts: list[str]) -> list[_Contact]:
         """Decode Contact entries, from the cache when the same text was seen before."""
@@ -526,9 +545,15 @@ class Registrar:
                 return key
         return None
 
-    def _ok(self, request: Request, aor: str, now: float, path: tuple[str, ...]) -> Response:
+    def _ok(self, request: Request, aor: str, now: float, path: tuple[str, ...], *,
+            outbound: bool = False) -> Response:
+        """The 2xx: every current binding; with ``Supported: gruu`` each binding with an
+        instance gets its public GRUU (RFC 5627 §5.1); a registration of an Outbound flow
+        (``reg-id`` + ``+sip.instance``, ``Supported: outbound``) gets ``Require: outbound``
+        (RFC 5626 §6)."""
         response = self._response(request, 200, "OK")
         headers = response.headers
+        supported = {s.strip().lower() for s in request.headers.get_all("Supported")}
         slots = self._aors.get(aor)
         if slots is None:
             current: list[Binding] = []
@@ -540,7 +565,11 @@ class Registrar:
             value = f"{b.contact};expires={b.remaining(now)}"
             if b.q != 1.0:
                 value += f";q={b.q:g}"
+            if b.instance is not None and "gruu" in supported:
+                value += f';pub-gruu="{public_gruu(aor, b.instance)}"'
             headers.add("Contact", value)
+        if outbound and "outbound" in supported:
+            headers.add("Require", "outbound")
         for hop in path:
             headers.add("Path", hop)
         second = int(now)

@@ -115,7 +115,8 @@
 
   function call(target) {
     const domain = (state.config && state.config.domain) || new URL($("ws").value).hostname;
-    ua.call(`sip:${target || $("target").value}@${domain}`, options());
+    const dialled = target || $("target").value;
+    ua.call(dialled.startsWith("sip:") ? dialled : `sip:${dialled}@${domain}`, options());
   }
 
   function answer() {
@@ -131,8 +132,32 @@
     if (on) state.session.hold(); else state.session.unhold();
   }
 
-  function dtmf(tones) {
-    if (state.session) state.session.sendDTMF(tones, { transportType: "INFO" });
+  // A re-INVITE with a new offer: unchanged, or restarting ICE (new ufrag/pwd, new candidates).
+  // JsSIP ends the call if it fails; state.events gets "renegotiated" when it worked.
+  function renegotiate(iceRestart) {
+    if (!state.session) return false;
+    const options = iceRestart ? { rtcOfferConstraints: { iceRestart: true } } : {};
+    return state.session.renegotiate(options, () => log("renegotiated"));
+  }
+
+  // The local and remote ports of the ICE candidate pair carrying the call (getStats).
+  async function selectedPair() {
+    if (!state.session || !state.session.connection) return null;
+    const stats = await state.session.connection.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (pair === null) return null;
+    const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
+    return { local: local.port, remote: remote.port, state: pair.state };
+  }
+
+  // DTMF by SIP INFO (the keypad), or in the audio stream as RFC 4733 events (rfc4733 true).
+  function dtmf(tones, rfc4733) {
+    if (state.session) {
+      state.session.sendDTMF(tones, { transportType: rfc4733 ? "RFC2833" : "INFO" });
+    }
   }
 
   // The dominant frequency (Hz) and its level (dBFS) of what we hear, 100-4000 Hz.
@@ -182,7 +207,13 @@
   for (const key of ["ws", "user", "password", "target"]) {
     if (params.get(key)) $(key).value = params.get(key);
   }
-  window.phone = { state, register, call, answer, hangup, hold, dtmf, analyse };
+  // Our public GRUU (RFC 5627) from the registrar's 200, or null.
+  function gruu() {
+    return ua === null ? null : ua.contact.pub_gruu;
+  }
+
+  window.phone = { state, register, call, answer, hangup, hold, dtmf, analyse, renegotiate,
+                   selectedPair, gruu };
   fetch("/phone/config.json").then((r) => r.json()).then((config) => {
     state.config = config;
     if (!$("ws").value && config.websockets.length) {

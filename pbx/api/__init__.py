@@ -23,9 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
+from pbx.api.catalogue import asyncapi_document
 from pbx.api.context import ApiContext, LiveCall
 from pbx.api.docs import add_docs
 from pbx.api.events import EventLog
+from pbx.api.login_page import add_login_page
 from pbx.api.metrics import Metrics
 from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
@@ -39,12 +41,14 @@ from pbx.api.resources import (
     numbers,
     pickup,
     registrations,
+    session,
     settings,
     system,
     tokens,
     trunks,
     users,
     voicemail,
+    webhooks,
 )
 from pbx.api.routes import ApiRouter
 from pbx.callcontrol import FeatureRegistry
@@ -72,6 +76,8 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     voicemail.register(router)
     pickup.register(router)
     calls.register(router)
+    session.register(router)
+    webhooks.register(router)
     return router
 
 
@@ -87,6 +93,11 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
         return web.Response(text=text, content_type="application/json",
                             headers={"Cache-Control": "no-cache"})
 
+    async def asyncapi(request: web.Request) -> web.Response:
+        return web.json_response(asyncapi_document(version=ctx.version, host=request.host,
+                                                   secure=request.secure),
+                                 headers={"Cache-Control": "no-cache"})
+
     async def stop_events(app: web.Application) -> None:
         ctx.events.shutdown()
 
@@ -96,6 +107,8 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
         app.middlewares.insert(0, metrics.middleware())
         app.router.add_get("/metrics", metrics.handler)
     app.router.add_get(PREFIX + "/openapi.json", openapi)
+    app.router.add_get(PREFIX + "/asyncapi.json", asyncapi)
     add_docs(app, PREFIX)
+    add_login_page(app)
     router.install(app, ctx, PREFIX)
     return document

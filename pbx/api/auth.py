@@ -7,8 +7,9 @@ like a tenant admin of its tenant plus the system-wide feature-code table). An o
 tenant the principal does not see answers 404 (its existence is not told); a visible object the
 role may not change answers 403.
 
-Portal logins (argon2 password hashes, server-side sessions with CSRF/Origin checks) are not
-here yet: tokens are the only credential so far.
+The browser's credential is the portal session cookie (:mod:`pbx.api.logins`): a request
+without ``Authorization`` but with the cookie is the session's user, with their portal role,
+exactly like a token of that role; a changing request by cookie passes the CSRF check.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from enum import IntEnum
 import structlog
 from aiohttp import web
 
+from pbx.api.logins import COOKIE, check_csrf, check_origin
 from pbx.api.problems import ApiProblem
 from pbx.bans import BanTable
 from pbx.store import Store, User
@@ -60,6 +62,10 @@ class Principal:
     role: Role
     tenant_id: int | None
     user_id: int | None
+    #: the portal session's id (None: a token); token_id is 0 then
+    session_id: int | None = None
+    #: the session's CSRF token (what GET /session tells the page)
+    csrf_token: str | None = None
 
     def sees_tenant(self, tenant_id: int) -> bool:
         """Whether objects of ``tenant_id`` exist for this principal."""
@@ -89,7 +95,7 @@ def _bearer(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, store: Store, *, now: float | None = None,
-                       bans: BanTable | None = None) -> Principal:
+                       bans: BanTable | None = None, idle: float = 1800.0) -> Principal:
     """The principal of ``request``'s bearer token (401 problem when missing, unknown,
     expired or revoked — one answer for all, so a guesser learns nothing). The store is read
     (and the last use written) in a worker thread: the event loop, which carries the calls,
@@ -106,6 +112,8 @@ async def authenticate(request: web.Request, store: Store, *, now: float | None 
         raise ApiProblem(429, "too_many_failures",
                          "too many failed authentications from this address",
                          headers={"Retry-After": str(int(bans.policy.ban_time))})
+    if "Authorization" not in request.headers and COOKIE in request.cookies:
+        return await _by_session(request, store, at, idle)
     token = _bearer(request)
     record = await asyncio.to_thread(store.api_token, token, now=at) if len(token) <= 128 \
         else None
@@ -119,3 +127,21 @@ async def authenticate(request: web.Request, store: Store, *, now: float | None 
                          headers={"WWW-Authenticate": 'Bearer realm="asyncpbx", '
                                                       'error="invalid_token"'})
     return Principal(record.id, Role.parse(record.role), record.tenant_id, record.user_id)
+
+
+async def _by_session(request: web.Request, store: Store, now: float, idle: float
+                      ) -> Principal:
+    """The principal of the session cookie (401 when the session is unknown or ended: not a
+    failure that counts toward a ban — ended sessions' cookies are common, and a 256-bit id
+    is not guessed)."""
+    value = request.cookies[COOKIE]
+    session = await asyncio.to_thread(store.portal_session, value, now=now, idle=idle) \
+        if len(value) <= 128 else None
+    if session is None:
+        raise ApiProblem(401, "session_ended", "the session is unknown or has ended: log in "
+                                               "again (POST /api/v1/session)")
+    check_csrf(request, session)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        check_origin(request, required=True)  # no cross-site WebSocket on the user's cookie
+    return Principal(0, Role.parse(session.role), session.tenant_id, session.user_id,
+                     session_id=session.id, csrf_token=session.csrf_token)

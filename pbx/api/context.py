@@ -4,11 +4,14 @@ import the server)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pbx.api.events import EventLog
+from pbx.api.logins import SessionPolicy
+from pbx.api.passwords import Passwords
 from pbx.bans import BanTable
 from pbx.callcontrol import FeatureRegistry
 from pbx.directory import Directory
@@ -16,6 +19,7 @@ from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
 from pbx.store.chat import ChatMessage
+from pbx.webhooks import WebhookService
 from sipcore.registrar import Binding
 
 __all__ = ["ApiContext", "CallControl", "LiveCall"]
@@ -97,5 +101,14 @@ class ApiContext:
     live_calls: Callable[[], Sequence[LiveCall]] = _no_calls
     #: hang up the call with this Call-ID (False: no such call); None until the calls run
     hang_up: Callable[[str], bool] | None = None
+    #: the clock of sessions and tokens (tests inject one)
+    clock: Callable[[], float] = time.time
+    #: portal sessions' idle and absolute lifetimes
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)
+    #: portal password hashing (argon2 parameters)
+    passwords: Passwords = field(default_factory=Passwords)
+    #: the webhook service (pbx.webhooks): the endpoints' cache and test deliveries; None
+    #: until the server runs it
+    webhooks: WebhookService | None = None
     #: hold, resume and transfer calls in progress; None until the calls run
     call_control: CallControl | None = None

@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from pbx.api.catalogue import CATALOGUE
 from pbx.services.events import Event, EventBus
 
 if TYPE_CHECKING:
@@ -36,23 +37,9 @@ KEEP = 10_000
 #: Events a client may have waiting before it is disconnected as too slow.
 QUEUE = 1_000
 
-#: The event catalogue: kind → what it says (the OpenAPI document lists it).
-EVENT_KINDS = {
-    "settings.changed": "a user's feature setting changed (API, feature code, CLI): user_id, "
-                        "feature, source, before, after, changed",
-    "codes.changed": "the feature-code table changed: source, changed, before, after",
-    "registration.added": "a device registered: tenant_id, user_id, aor, contact, expires",
-    "registration.removed": "a registration ended: tenant_id, user_id, aor, contact, reason",
-    "call.started": "a call began: call_id, direction, caller, callee, tenant_id, user_ids",
-    "call.answered": "a call was answered: call_id, answered_by, ...",
-    "call.ended": "a call ended: call_id, status, cause, missed, ...",
-    "call.held": "a user put the other party of a call on hold (API): call_id, by_user_id, "
-                 "tenant_id, user_ids",
-    "call.resumed": "a user took the other party of a call back from hold (API): call_id, "
-                    "by_user_id, tenant_id, user_ids",
-    "call.transferred": "a user transferred a call (API): call_id, by_user_id, kind (blind, "
-                        "attended), target, new_call_id, tenant_id, user_ids",
-}
+#: The event catalogue: kind → what it says (from :data:`pbx.api.catalogue.CATALOGUE`, which
+#: also has each kind's data model; the OpenAPI and AsyncAPI documents list it).
+EVENT_KINDS = {kind: entry.summary for kind, entry in CATALOGUE.items()}
 
 
 def event_json(event: Event) -> dict[str, Any]:

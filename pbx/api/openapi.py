@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from pbx.api.events import EVENT_KINDS
+from pbx.api.catalogue import CATALOGUE, data_schemas
+from pbx.api.logins import COOKIE
 from pbx.api.models import EventMessage
 from pbx.api.problems import Problem
 from pbx.api.routes import ApiRouter, Route
@@ -103,7 +104,7 @@ def _operation(route: Route, refs: dict[tuple[type[BaseModel], JsonSchemaMode], 
                                            412: "If-Match names a stale version"}.get(
                                                status, "error"))
     op["responses"] = responses
-    op["security"] = [{"bearer": []}] if route.role is not None else []
+    op["security"] = [{"bearer": []}, {"session": []}] if route.role is not None else []
     return op
 
 
@@ -115,18 +116,31 @@ def openapi_document(router: ApiRouter, *, prefix: str, version: str) -> dict[st
     for route in router.routes:
         paths.setdefault(prefix + route.path, {})[route.method.lower()] = _operation(
             route, refs, defs)  # type: ignore[arg-type]
-    catalogue = "\n".join(f"- `{kind}`: {text}" for kind, text in EVENT_KINDS.items())
+    event_refs, event_defs = data_schemas()
+    for name, schema in event_defs.items():
+        defs.setdefault(name, schema)
+    catalogue = "\n".join(f"- `{kind}`: {entry.summary} (data: "
+                          f"`{event_refs[kind]['$ref'].rsplit('/', 1)[-1]}`)"
+                          for kind, entry in CATALOGUE.items())
     return {
         "openapi": "3.1.0",
         "info": {"title": "asyncpbx API", "version": version or "0",
                  "description": "The asyncpbx REST API. Authenticate with an API token "
                                 "(`asyncpbx token create`) as `Authorization: Bearer TOKEN`. "
                                 "Errors are RFC 9457 problem details with a stable `code`. "
-                                "\n\nLive events (GET /api/v1/events, WebSocket):\n"
-                                + catalogue},
+                                "The browser logs in with POST /api/v1/session (a session "
+                                "cookie; changes need X-CSRF-Token and the server's Origin). "
+                                "\n\nLive events (GET /api/v1/events, WebSocket; the AsyncAPI "
+                                "3 document is /api/v1/asyncapi.json):\n" + catalogue},
+        "x-event-kinds": {kind: {"summary": entry.summary, "data": event_refs[kind]}
+                          for kind, entry in CATALOGUE.items()},
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
         "components": {"schemas": defs,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "an asyncpbx API token"}}},
+                                                      "description": "an asyncpbx API token"},
+                                           "session": {"type": "apiKey", "in": "cookie",
+                                                       "name": COOKIE,
+                                                       "description": "a portal session "
+                                                                      "(POST /session)"}}},
     }

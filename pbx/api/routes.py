@@ -180,7 +180,8 @@ class ApiRouter:
         async def handle(request: web.Request) -> web.StreamResponse:
             principal = None
             if route.role is not None:
-                principal = await authenticate(request, ctx.store, bans=ctx.bans)
+                principal = await authenticate(request, ctx.store, bans=ctx.bans,
+                                               now=ctx.clock(), idle=ctx.sessions.idle)
                 principal.require(route.role, f"{route.method} {route.path}")
             query = parse_query(route.query, request.query) if route.query else None
             body = None

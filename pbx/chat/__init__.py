@@ -6,7 +6,8 @@ delivered to every device of the recipient, later when they are offline
 from __future__ import annotations
 
 from pbx.chat.content import ACCEPTED_TYPES, MESSAGE_ID_HEADER, Incoming, Refusal, check
-from pbx.chat.service import DEFAULT_MAX_SIZE, RETRY_DELAYS, ChatService
+from pbx.chat.ratelimit import SenderLimit
+from pbx.chat.service import DEFAULT_MAX_SIZE, RETRY_DELAYS, ChatRateLimited, ChatService
 
 __all__ = ["ACCEPTED_TYPES", "DEFAULT_MAX_SIZE", "MESSAGE_ID_HEADER", "RETRY_DELAYS",
-           "ChatService", "Incoming", "Refusal", "check"]
+           "ChatRateLimited", "ChatService", "Incoming", "Refusal", "SenderLimit", "check"]

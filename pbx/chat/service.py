@@ -8,6 +8,9 @@ messages never cross tenants). Inside a call's dialog the sender is that leg's u
 recipient the user at the other end of the call (403 when either is no user); the message goes
 on in the other party's dialog, and to every device of theirs when that phone refuses it.
 
+Each sender may send ``[chat] burst`` messages at once and ``rate`` a second after that
+(:mod:`pbx.chat.ratelimit`): one more gets 503 with Retry-After over SIP (the API answers 429),
+is neither kept nor delivered, and the episode is logged once (``chat.rate_limited``).
 The content is checked (:mod:`pbx.chat.content`: 415, 413, 400), the message is kept in the
 store (its conversation's history, :class:`pbx.store.chat.ChatStoreMixin`) and the sender gets
 200 — 202 when no device of the recipient is registered: it is then delivered when one
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from pbx.chat.content import MESSAGE_ID_HEADER, Incoming, Refusal, check, delivery
+from pbx.chat.ratelimit import SenderLimit
 from pbx.legs.inbound import InboundLeg
 from pbx.legs.sip import SipLeg
 from pbx.origin import find_origin
@@ -59,6 +63,14 @@ RETRY_DELAYS = (2.0, 8.0)
 ATTEMPT_TIMEOUT = 10.0
 
 
+class ChatRateLimited(Exception):
+    """The sender is over their message limit; ``retry_after`` seconds until the next."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many messages: retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class _Parties:
     sender: User
@@ -70,13 +82,16 @@ class ChatService:
 
     def __init__(self, b2bua: B2bua, store: Store, directory: Directory, *,
                  max_size: int = DEFAULT_MAX_SIZE,
-                 retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
+                 retry_delays: Sequence[float] = RETRY_DELAYS,
+                 limit: SenderLimit | None = None) -> None:
         self.b2bua = b2bua
+        self.limit = limit or SenderLimit(rate=2.0, burst=30)
         self.store = store
         self.directory = directory
         self.max_size = max_size
         self.retry_delays = tuple(retry_delays)
-        self.stats = {"received": 0, "refused": 0, "delivered": 0, "stored_offline": 0}
+        self.stats = {"received": 0, "refused": 0, "delivered": 0, "stored_offline": 0,
+                      "rate_limited": 0}
         #: users with messages no device of theirs accepted yet (since this process started):
         #: a registration refresh of theirs delivers them too, not only a new binding
         self.waiting: set[int] = set()
@@ -91,6 +106,8 @@ class ChatService:
         if sender.tenant_id != recipient.tenant_id:
             raise ValueError("chat is between the users of a tenant")
         now = time.time()
+        if not self._within_limit(sender, time.monotonic()):
+            raise ChatRateLimited(self.limit.retry_after(sender.id))
         stored = await asyncio.to_thread(
             self.store.chat_add, tenant_id=sender.tenant_id, sender_id=sender.id,
             recipient_id=recipient.id, message_id=uuid.uuid4().hex,
@@ -169,6 +186,11 @@ class ChatService:
 
     def _accept(self, event: RequestReceived, parties: _Parties, tx: str, *,
                 via: SipLeg | None = None) -> None:
+        sender = parties.sender
+        if not self._within_limit(sender, time.monotonic()):
+            self._refuse(event, Refusal(503, "Service Unavailable: too many messages", (
+                ("Retry-After", str(self.limit.retry_after(sender.id))),)))
+            return
         verdict = check(event.request, self.max_size)
         if isinstance(verdict, Refusal):
             self._refuse(event, verdict)
@@ -176,6 +198,15 @@ class ChatService:
         self.stats["received"] += 1
         self._spawn(self._keep_and_deliver(event, parties, verdict, tx, via),
                     f"chat-{event.request.call_id}")
+
+    def _within_limit(self, sender: User, now: float) -> bool:
+        if self.limit.take(sender.id, now):
+            return True
+        self.stats["rate_limited"] += 1
+        if self.limit.newly_limited(sender.id):
+            log.warning("chat.rate_limited", sender=sender.extension, tenant_id=sender.tenant_id,
+                        rate=self.limit.rate, burst=self.limit.burst)
+        return False
 
     def _spawn(self, coro: Any, name: str) -> None:
         b2b = self.b2bua

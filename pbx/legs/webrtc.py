@@ -18,9 +18,11 @@ graph like any port (the transcoding bridge resamples 48 kHz ↔ 8 kHz for G.711
 
 A re-INVITE/UPDATE from the browser that keeps its ICE credentials (hold, resume, a codec
 re-offer) is answered with our SDP, its direction mirroring the offer's; hold is read from the
-direction (the other party hears music on hold). One that restarts ICE is refused with 488
-(renegotiating the peer connection is not done yet). DTMF goes to the
-browser as SIP INFO (aiortc does not send RFC 4733 events).
+direction (the other party hears music on hold). One that restarts ICE (new ``ice-ufrag``/
+``ice-pwd``) restarts it on the running connection (:meth:`media.webrtc.WebRtcLeg.restart_ice`):
+our answer is the same SDP with our new credentials, DTLS and the call go on. DTMF from the browser arrives as SIP INFO
+or as RFC 4733 events (telephone-event is in our SDP; :class:`media.webrtc.WebRtcLeg` reports
+them); DTMF goes to the browser as SIP INFO (aiortc does not send RFC 4733 events).
 """
 from __future__ import annotations
 
@@ -116,6 +118,7 @@ class _WebRtcMedia(SipLeg):
         if ice is None:
             raise ParseError("WebRTC is not configured", 488)
         rtc = WebRtcLeg(ice=ice)
+        rtc.on_dtmf = self._on_rtp_dtmf  # the browser's RFC 4733 events
         self.rtc = rtc
         self.media = rtc
         rtc.pc.on("connectionstatechange", self._on_rtc_state)
@@ -179,15 +182,48 @@ class _WebRtcMedia(SipLeg):
         wire = self._rtc_sdp
         if wire is None or self.remote_sdp is None:
             raise ParseError("No session to re-negotiate", 488)
-        if not is_webrtc_sdp(offer) or _ice_ufrag(offer) != _ice_ufrag(self.remote_sdp):
-            raise ParseError("ICE restart is not supported", 488)
+        if not is_webrtc_sdp(offer):
+            raise ParseError("A browser leg needs DTLS-SRTP", 488)
         index = next(i for i, m in enumerate(offer.media) if m.media == "audio" and m.port != 0)
         wanted = _MIRROR.get(offer.media_direction(index), "sendrecv")
         text = wire[1].decode("utf-8", "replace")
+        if _ice_ufrag(offer) != _ice_ufrag(self.remote_sdp):
+            text = self._restart_ice(offer, text)
         changed = _with_direction(text, wanted)
-        if changed == text:
+        if changed == wire[1].decode("utf-8", "replace"):
             return wire[0]
         return self._set_local_rtc(changed)
+
+    def _restart_ice(self, offer: SessionDescription, ours: str) -> str:
+        """The browser's re-offer restarts ICE: restart it on our connection and return our
+        SDP ``ours`` with the new local credentials (the version is bumped by the caller's
+        direction change or here). ParseError(488) when it cannot be done (the old session
+        stays)."""
+        m = first_audio(offer)
+        ufrag = _ice_ufrag(offer)
+        pwd = (m.get_attribute("ice-pwd") if m is not None else None) or \
+            offer.get_attribute("ice-pwd")
+        if self.rtc is None or m is None or not ufrag or not pwd:
+            raise ParseError("ICE restart without credentials", 488)
+        try:
+            local_ufrag, local_pwd = self.rtc.restart_ice(ufrag, pwd,
+                                                          m.get_attributes("candidate"))
+        except ValueError as exc:
+            raise ParseError(f"ICE restart refused: {exc}", 488) from None
+        self.b2bua.log.info("call.webrtc_ice_restart", leg=self.id, call_id=self._call_id())
+        lines = []
+        for line in ours.split("\r\n"):
+            if line.startswith("a=ice-ufrag:"):
+                line = f"a=ice-ufrag:{local_ufrag}"
+            elif line.startswith("a=ice-pwd:"):
+                line = f"a=ice-pwd:{local_pwd}"
+            elif line.startswith("o="):
+                fields = line.split(" ")
+                if len(fields) >= 3 and fields[2].isdigit():
+                    fields[2] = str(int(fields[2]) + 1)
+                    line = " ".join(fields)
+            lines.append(line)
+        return "\r\n".join(lines)
 
     def send_dtmf(self, digits: str) -> None:
         """SIP INFO (application/dtmf-relay): aiortc sends no RFC 4733 events."""
@@ -201,16 +237,17 @@ class _WebRtcMedia(SipLeg):
         every SIP leg releases."""
         rtc = self.rtc
         if rtc is not None and self._closing_rtc is None:
-            self._closing_rtc = self.b2bua.tasks.spawn(self._close_rtc(rtc),
+            # the call id now: the task runs after the call has let go of its legs
+            self._closing_rtc = self.b2bua.tasks.spawn(self._close_rtc(rtc, self._call_id()),
                                                        f"webrtc-close-{self.id}")
         super().close_media()
 
-    async def _close_rtc(self, rtc: WebRtcLeg) -> None:
+    async def _close_rtc(self, rtc: WebRtcLeg, call_id: str) -> None:
         """Log the leg's quality when it carried a call, then close the peer connection."""
         try:
             if rtc.counters["frames_in"]:
                 quality = await rtc.quality()
-                self.b2bua.log.info("call.webrtc_quality", leg=self.id, call_id=self._call_id(),
+                self.b2bua.log.info("call.webrtc_quality", leg=self.id, call_id=call_id,
                                     **quality)
         except Exception:
             self.b2bua.log.warning("webrtc.stats_failed", leg=self.id, exc_info=True)

@@ -99,6 +99,8 @@ class MwiService:
         self.seclog = seclog or get_logger("security")
         self.subscriptions: dict[DialogId, _Subscription] = {}
         self.stats = {"subscribes": 0, "notifies": 0, "unsolicited": 0, "rejected": 0}
+        #: The counts each user's phones were last told (see :meth:`recheck`).
+        self._told: dict[int, Counts4] = {}
 
     # -- the event bus ---------------------------------------------------------------------------
 
@@ -137,7 +139,9 @@ class MwiService:
 
     def summary(self, user_id: int, counts: Counts4 | None = None) -> bytes:
         """The message-summary body of ``user_id``'s box as the lamp should show it now."""
-        new, old, new_urgent, old_urgent = counts if counts is not None else self.counts(user_id)
+        counts = counts if counts is not None else self.counts(user_id)
+        self._told[user_id] = counts
+        new, old, new_urgent, old_urgent = counts
         account = self._account(user_id)
         if self._setting(user_id, "cleared"):
             # *99: the lamp is off; what was new counts as old for the phone's display
@@ -276,6 +280,19 @@ class MwiService:
                               call_id=sub.dialog.call_id)
 
         self.sip.send_request(request, sub.peer, owner=on_result)
+
+    def recheck(self) -> int:
+        """Another process changed the store (``asyncpbx voicemail delete`` while the server
+        runs publishes nothing on our bus): NOTIFY each user whose box no longer has the counts
+        their phones were last told. Returns how many users were notified."""
+        users = {s.user_id for s in self.subscriptions.values()} | set(self._told)
+        notified = 0
+        for user_id in sorted(users):
+            counts = self.counts(user_id)
+            if self._told.get(user_id) != counts:
+                self.notify_user(user_id, counts)
+                notified += 1
+        return notified
 
     def notify_user(self, user_id: int, counts: Counts4 | None = None) -> int:
         """NOTIFY every subscription of ``user_id`` and, with ``mwi.unsolicited`` on, every

@@ -298,4 +298,69 @@ MIGRATIONS: tuple[Migration, ...] = (
         e164          TEXT PRIMARY KEY REFERENCES numbers(e164) ON DELETE CASCADE
     );
     """,
+    # 11: portal logins (pbx.store.logins): a user's portal password (argon2 hash) and role,
+    # and the server-side sessions of the browser (only a session id's SHA-256 is kept)
+    """
+    CREATE TABLE portal_logins (
+        user_id       INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        password_hash TEXT NOT NULL,                 -- argon2id, PHC string
+        role          TEXT NOT NULL DEFAULT 'user'
+                      CHECK (role IN ('user', 'tenant_admin', 'system_admin')),
+        changed_at    REAL NOT NULL
+    );
+    CREATE TABLE portal_sessions (
+        id            INTEGER PRIMARY KEY,
+        session_hash  TEXT NOT NULL UNIQUE,          -- SHA-256 hex of the session id
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf_token    TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        last_seen     REAL NOT NULL,
+        expires_at    REAL NOT NULL                  -- the absolute end
+    );
+    CREATE INDEX portal_sessions_user ON portal_sessions(user_id);
+    """,
+    # 12: webhooks (pbx.store.webhooks): a tenant's endpoints, their delivery outbox (one row per
+    # event and endpoint, its webhook-id fixed at enqueue) and the log of every attempt
+    """
+    CREATE TABLE webhooks (
+        id                   INTEGER PRIMARY KEY,
+        tenant_id            INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        url                  TEXT NOT NULL,
+        secret               TEXT NOT NULL,
+        event_types          TEXT NOT NULL DEFAULT '[]',   -- JSON list; [] or "*": every kind
+        description          TEXT NOT NULL DEFAULT '',
+        enabled              INTEGER NOT NULL DEFAULT 1,
+        disabled_reason      TEXT NOT NULL DEFAULT '',
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        failing_since        REAL,
+        created_at           REAL NOT NULL
+    );
+    CREATE INDEX webhooks_tenant ON webhooks(tenant_id);
+    CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY,
+        webhook_id      INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        message_id      TEXT NOT NULL,
+        event_kind      TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT NOT NULL DEFAULT '',
+        created_at      REAL NOT NULL,
+        delivered_at    REAL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+    CREATE TABLE webhook_attempts (
+        id              INTEGER PRIMARY KEY,
+        delivery_id     INTEGER NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+        attempt         INTEGER NOT NULL,
+        at              REAL NOT NULL,
+        status_code     INTEGER,
+        latency         REAL NOT NULL,
+        error           TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id);
+    """,
 )

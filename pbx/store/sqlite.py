@@ -27,6 +27,7 @@ from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaul
 from pbx.settings_schema import validate as validate_settings
 from pbx.store import schema as _schema
 from pbx.store.chat import ChatStoreMixin
+from pbx.store.logins import LoginStoreMixin
 from pbx.store.outbox import OutboxStoreMixin
 from pbx.store.pickup import PickupStoreMixin
 from pbx.store.portal import PortalStoreMixin
@@ -60,6 +61,7 @@ from pbx.store.validation import (
     trunk_host_problem,
 )
 from pbx.store.voicemail import DepositHook, VoicemailStoreMixin
+from pbx.store.webhooks import WebhookStoreMixin
 from sipcore.digest import make_credentials
 from sipcore.registrar import Binding
 from sipcore.transport import Peer
@@ -97,7 +99,7 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
-            VoicemailStoreMixin, PortalStoreMixin):
+            VoicemailStoreMixin, PortalStoreMixin, LoginStoreMixin, WebhookStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are
@@ -116,6 +118,7 @@ class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
         self.path = self.data_dir / self.FILENAME
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        self._settings_listeners: list[Callable[[int, str, dict[str, Any]], None]] = []
         #: called inside the transaction that records each deposited voicemail message
         self.voicemail_deposit_hooks: list[DepositHook] = []
         try:
@@ -152,6 +155,13 @@ class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
         numbers, trunks or feature settings (not registrations or history) made through this
         store object — the directory cache's write-through."""
         self._listeners.append(callback)
+
+    def add_settings_listener(self, callback: Callable[[int, str, dict[str, Any]], None]
+                              ) -> None:
+        """Call ``callback(user_id, feature, value)`` after every committed
+        :meth:`set_feature_settings` (before the ``feature_settings`` table notice): a cache
+        can put the one changed entry in instead of reloading everything."""
+        self._settings_listeners.append(callback)
 
     def data_version(self) -> int:
         """Changes when *another* connection (e.g. the CLI in another process) commits:
@@ -760,6 +770,8 @@ class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
                     (user_id, feature, json.dumps(merged, sort_keys=True)))
         except sqlite3.IntegrityError:
             raise StoreError(f"no user with id {user_id}") from None
+        for callback in list(self._settings_listeners):
+            callback(user_id, feature, merged)
         self._changed("feature_settings")
         return merged
 

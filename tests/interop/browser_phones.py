@@ -139,6 +139,213 @@ async def browser_to_phone(server: Any, files: Any, browser: Any, base: str,
     return {"heard_a": heard_a, "phone": phone, "sipp_rc": rc, "sipp": out[-1500:]}
 
 
+async def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _phone_hears(rtp: RtpPeer, since: float, until: float) -> dict[str, Any]:
+    from tests.media.test_aio import dominant, hears
+
+    pcm = rtp.pcm(since=since, until=until)
+    return {"hears_600": bool(hears(pcm, 8000, 600)),
+            "dominant": dominant(pcm, 8000, [600, 1000, 1400]), "samples": len(pcm)}
+
+
+async def browser_dtmf_hold(server: Any, files: Any, browser: Any, base: str,
+                            tmp: Path) -> dict[str, Any]:
+    """A browser (600 Hz) calls a SIPp phone (RFC 4733, a Python RTP peer at 1000 Hz): it sends
+    '1' by SIP INFO, then '2' as RFC 4733 events in its audio (JsSIP ``RFC2833``), and what
+    reaches the phone's RTP is recorded; then it holds and resumes, the phone's audio (Goertzel)
+    is read in each phase."""
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    try:
+        a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+        await a.evaluate("window.phone.call('101')")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        answer = await a.evaluate(
+            "window.phone.state.session.connection.remoteDescription.sdp")
+        can_insert = await a.evaluate(
+            "window.phone.state.session.connection.getSenders()[0].dtmf.canInsertDTMF")
+        await asyncio.sleep(1.0)
+        start = time.monotonic()
+        await asyncio.sleep(1.5)
+        talking = _phone_hears(rtp, start, time.monotonic())
+        await a.evaluate("window.phone.dtmf('1')")
+        info_ok = await _wait_until(lambda: any(e[0] == 1 for e in rtp.events), 5)
+        await a.evaluate("window.phone.dtmf('2', true)")
+        rfc4733_ok = await _wait_until(lambda: any(e[0] == 2 for e in rtp.events), 5)
+        await asyncio.sleep(0.5)
+        events = sorted({e[0] for e in rtp.events})
+        await a.evaluate("window.phone.hold(true)")
+        await _wait(a, "window.phone.state.events.includes('hold:local')")
+        start = time.monotonic()
+        await asyncio.sleep(2.0)
+        held = _phone_hears(rtp, start + 0.5, time.monotonic())
+        await a.evaluate("window.phone.hold(false)")
+        await _wait(a, "window.phone.state.events.includes('unhold:local')")
+        start = time.monotonic()
+        await asyncio.sleep(2.0)
+        resumed = _phone_hears(rtp, start + 0.5, time.monotonic())
+        await a.evaluate("window.phone.hangup()")
+        await _wait(a, "window.phone.state.ended === 1")
+        rc, out = await asyncio.to_thread(uas.result, 20)
+    finally:
+        uas.stop()
+        rtp.close()
+    return {"answer": answer, "can_insert": can_insert, "talking": talking, "info_ok": info_ok,
+            "rfc4733_ok": rfc4733_ok, "events": events, "held": held, "resumed": resumed,
+            "sipp_rc": rc, "sipp": out[-1500:]}
+
+
+def _ufrag(sdp: str) -> str:
+    found = [line.split(":", 1)[1] for line in sdp.splitlines()
+             if line.startswith("a=ice-ufrag:")]
+    return found[0] if found else ""
+
+
+async def browser_renegotiates(server: Any, files: Any, browser: Any, base: str,
+                               tmp: Path) -> dict[str, Any]:
+    """A browser (600 Hz) calls a SIPp phone (1000 Hz); it re-offers without changes (JsSIP
+    ``renegotiate``), then restarts ICE (``iceRestart``: new ufrag/pwd and candidates); after
+    each, both sides are heard again and the candidate pair in use is read (getStats)."""
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "101", USERS[1][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300)
+    out: dict[str, Any] = {}
+    try:
+        a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+        await a.evaluate("window.phone.call('101')")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        await asyncio.sleep(1.0)
+        for step, restart in (("before", None), ("same", False), ("restart", True)):
+            if restart is not None:
+                done = len([e for e in await a.evaluate("window.phone.state.events")
+                            if e == "renegotiated"])
+                out[f"{step}_sent"] = await a.evaluate(
+                    f"window.phone.renegotiate({'true' if restart else 'false'})")
+                await _wait(a, "window.phone.state.events.filter(e => e === 'renegotiated')"
+                            f".length === {done + 1} || window.phone.state.ended > 0")
+                await asyncio.sleep(1.5)  # a restart's checks and nomination
+            start = time.monotonic()
+            heard = await _listen(a, 1.5)
+            out[step] = {
+                "heard_a": heard, "phone": _phone_hears(rtp, start, time.monotonic()),
+                "pair": await a.evaluate("window.phone.selectedPair()"),
+                "ended": await a.evaluate("window.phone.state.ended"),
+                "local_ufrag": _ufrag(await a.evaluate(
+                    "window.phone.state.session.connection.localDescription.sdp")),
+                "remote_ufrag": _ufrag(await a.evaluate(
+                    "window.phone.state.session.connection.remoteDescription.sdp")),
+                "calls": len(server.b2bua.calls)}
+        await a.evaluate("window.phone.hangup()")
+        await _wait(a, "window.phone.state.ended === 1")
+        out["sipp_rc"], sipp = await asyncio.to_thread(uas.result, 20)
+        out["sipp"] = sipp[-1500:]
+    finally:
+        uas.stop()
+        rtp.close()
+    return out
+
+
+async def _browser_and_baresip(server: Any, files: Any, browser: Any, base: str, tmp: Path,
+                               browser_calls: bool) -> dict[str, Any]:
+    """A browser (100, 600 Hz) and a baresip phone (101, PCMU, a 1209 Hz file as its
+    microphone, auto-answer, sndfile records what it hears): one calls the other, both listen;
+    the caller hangs up."""
+    import subprocess
+
+    from tests.interop.harness import need
+    from tests.interop.test_calls_baresip import (
+        baresip_dir,
+        best_ratio,
+        recording,
+        stop,
+        tone_file,
+    )
+
+    host, port = files.addr("udp")
+    d101 = baresip_dir(tmp, "101", USERS[1][1], (host, port), tone_file(1209.0), "PCMU")
+    with (d101 / "config").open("a") as config:  # the namespace has no default route
+        config.write("net_interface 127.0.0.1\n")
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600,
+                          "" if browser_calls else "&autoanswer=1")
+    args = [need("baresip"), "-f", str(d101)]
+    if not browser_calls:
+        args += ["-e", f"/dial sip:100@{host}:{port}"]
+    aor = server.b2bua.aor("101")
+    log = (d101 / "out.log").open("w")
+    phone = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        registered = await _wait_until(
+            lambda: bool(server.registrar.bindings(aor, time.time())), 10)
+        if browser_calls:
+            await a.evaluate("window.phone.call('101')")
+        else:
+            await _wait(a, "window.phone.state.incoming === 1")
+        await _wait(a, "window.phone.state.events.includes('confirmed')")
+        await asyncio.sleep(1.0)
+        heard_a = await _listen(a, 2.0)
+        if browser_calls:
+            await a.evaluate("window.phone.hangup()")
+        else:
+            stop(phone)  # baresip hangs up (BYE)
+        await _wait(a, "window.phone.state.ended === 1")
+        ended = await _wait_until(lambda: not server.b2bua.calls, 10)
+    finally:
+        stop(phone)
+        log.close()
+    pcm, rate = recording(d101)
+    return {"registered": registered, "heard_a": heard_a, "ended": ended,
+            "phone_600": best_ratio(pcm, 600, rate), "phone_1209": best_ratio(pcm, 1209, rate),
+            "phone_log": (d101 / "out.log").read_text(errors="replace")[-2000:]}
+
+
+async def browser_calls_baresip(server: Any, files: Any, browser: Any, base: str,
+                                tmp: Path) -> dict[str, Any]:
+    """:func:`_browser_and_baresip`, the browser calling."""
+    return await _browser_and_baresip(server, files, browser, base, tmp, browser_calls=True)
+
+
+async def baresip_calls_browser(server: Any, files: Any, browser: Any, base: str,
+                                tmp: Path) -> dict[str, Any]:
+    """:func:`_browser_and_baresip`, the phone calling (and hanging up)."""
+    return await _browser_and_baresip(server, files, browser, base, tmp, browser_calls=False)
+
+
+async def gruu_tabs(server: Any, files: Any, browser: Any, base: str,
+                    tmp: Path) -> dict[str, Any]:
+    """Two tabs of 101 register (JsSIP asks for Outbound and GRUU); A calls the public GRUU of
+    the second tab: only that tab rings; then A calls 101 itself: both ring."""
+    a = await _phone_page(browser, base, "100", USERS[0][1], 600)
+    tabs = [await _phone_page(browser, base, "101", USERS[1][1], 1000) for _ in range(2)]
+    gruus = [await t.evaluate("window.phone.gruu()") for t in tabs]
+    aor = server.b2bua.aor("101")
+    bindings = [(b.instance, b.reg_id) for b in server.registrar.bindings(aor, time.time())]
+    out: dict[str, Any] = {"gruus": gruus, "bindings": bindings}
+    for step, target in (("gruu", gruus[1]), ("aor", "101")):
+        before = [await t.evaluate("window.phone.state.incoming") for t in tabs]
+        await a.evaluate(f"window.phone.call({json.dumps(target)})")
+        await _wait(a, "window.phone.state.events.includes('ringing')")
+        await asyncio.sleep(1.5)  # time for any other tab to ring too
+        after = [await t.evaluate("window.phone.state.incoming") for t in tabs]
+        out[step] = [x - y for x, y in zip(after, before, strict=True)]
+        await a.evaluate("window.phone.hangup()")  # CANCEL
+        await _wait(a, "window.phone.state.failed.length === "
+                    f"{1 if step == 'gruu' else 2}")
+        await a.evaluate("window.phone.state.events = []")
+    return out
+
+
 async def tab_close(server: Any, files: Any, browser: Any, base: str,
                     tmp: Path) -> dict[str, Any]:
     """A registered tab is closed: how long until its binding is gone."""
@@ -210,7 +417,10 @@ async def voicemail_key(server: Any, files: Any, browser: Any, base: str,
 
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-    "voicemail_key": voicemail_key,
+    "voicemail_key": voicemail_key, "browser_dtmf_hold": browser_dtmf_hold,
+    "browser_calls_baresip": browser_calls_baresip,
+    "browser_renegotiates": browser_renegotiates, "gruu_tabs": gruu_tabs,
+    "baresip_calls_browser": baresip_calls_browser,
     "tab_close": tab_close, "ring_together": ring_together, "browsers": browsers, "browsers_wss": browsers_wss, "browser_to_phone": browser_to_phone}
 
 

@@ -4,7 +4,11 @@ every ICE candidate and every packet is loopback). Two browsers register over WS
 A calls B, B answers, each hears the other's tone (WebAudio analyser), A's DTMF by INFO reaches
 B, A's hold (re-INVITE) gives B music on hold instead of A's tone and unhold brings it back,
 A's BYE ends both, and a second call that B rejects gives A 486; a browser calls a SIPp
-phone and both hear each other; a browser and a SIP phone of one user ring together, the
+phone and both hear each other; its DTMF by INFO and as RFC 4733 events (JsSIP ``RFC2833``)
+reaches that phone's RTP, and its hold/unhold silences and restores its tone there (Goertzel);
+a browser calls a baresip phone and the reverse, both hearing each other; the call and its
+audio survive the browser's re-offer without changes and its ICE restart (new credentials and
+candidates, the media moves to the new pair); a browser and a SIP phone of one user ring together, the
 browser answers, the phone gets CANCEL; closing a tab removes its registration within a second.
 
 One browser test at a time, each bounded (the machine's 2 cores are shared).
@@ -93,6 +97,59 @@ def test_browser_calls_a_sip_phone(tmp_path: Path) -> None:
     assert tone_heard(found["heard_a"], 1000), found["heard_a"]
     assert found["phone"]["hears_600"] and found["phone"]["dominant"] == 600, found["phone"]
     assert found["sipp_rc"] == 0, found["sipp"]
+
+
+def test_browser_dtmf_and_hold_reach_a_sip_phone(tmp_path: Path) -> None:
+    found = run_scenario("browser_dtmf_hold", tmp_path)
+    assert re.search(r"a=rtpmap:\d+ telephone-event/48000", found["answer"]), found["answer"]
+    assert found["can_insert"], found  # the PBX's answer lets the browser send RFC 4733
+    assert found["talking"]["hears_600"] and found["talking"]["dominant"] == 600, found
+    assert found["info_ok"], found["events"]  # '1' by INFO: the phone gets it as RFC 4733
+    assert found["rfc4733_ok"], found["events"]  # '2' as RFC 4733 from the browser: the same
+    assert found["events"] == [1, 2], found["events"]
+    assert not found["held"]["hears_600"] and found["held"]["samples"] > 0, found["held"]
+    assert found["resumed"]["hears_600"] and found["resumed"]["dominant"] == 600, found
+    assert found["sipp_rc"] == 0, found["sipp"]
+
+
+@pytest.mark.parametrize("scenario", ["browser_calls_baresip", "baresip_calls_browser"])
+def test_a_browser_and_a_baresip_phone_hear_each_other(tmp_path: Path, scenario: str) -> None:
+    need("baresip")
+    found = run_scenario(scenario, tmp_path)
+    assert found["registered"], found["phone_log"]
+    assert tone_heard(found["heard_a"], 1209), found["heard_a"]  # the phone's tone, PCMU → Opus
+    assert found["phone_600"] > 0.6, found  # the browser's tone, Opus → PCMU
+    assert found["ended"], found["phone_log"]  # the hang-up ended the call on both sides
+
+
+def test_the_call_survives_a_re_offer_and_an_ice_restart(tmp_path: Path) -> None:
+    found = run_scenario("browser_renegotiates", tmp_path)
+    assert found["same_sent"] and found["restart_sent"], found
+    for step in ("before", "same", "restart"):
+        seen = found[step]
+        assert seen["ended"] == 0 and seen["calls"] == 1, (step, seen)  # the call goes on
+        assert tone_heard(seen["heard_a"], 1000), (step, seen["heard_a"])  # A hears the phone
+        assert seen["phone"]["hears_600"] and seen["phone"]["dominant"] == 600, (step, seen)
+    before, same, restart = found["before"], found["same"], found["restart"]
+    # a re-offer without changes: the same ICE session
+    assert (same["local_ufrag"], same["remote_ufrag"], same["pair"]["local"]) == (
+        before["local_ufrag"], before["remote_ufrag"], before["pair"]["local"]), found
+    # the ICE restart: new credentials on both sides, the media on the browser's new candidate
+    assert restart["local_ufrag"] != before["local_ufrag"], found
+    assert restart["remote_ufrag"] != before["remote_ufrag"], found  # our answer's new ufrag
+    assert restart["pair"]["local"] != before["pair"]["local"], found
+    assert restart["pair"]["state"] == "succeeded", found
+    assert found["sipp_rc"] == 0, found["sipp"]
+
+
+def test_a_call_to_a_tabs_gruu_rings_that_tab_only(tmp_path: Path) -> None:
+    found = run_scenario("gruu_tabs", tmp_path)
+    first, second = found["gruus"]
+    assert first and second and first != second, found  # each tab got its public GRUU
+    assert all(g.startswith("sip:101@") and ";gr=urn:uuid:" in g for g in found["gruus"]), found
+    assert all(inst and reg_id == 1 for inst, reg_id in found["bindings"]), found  # Outbound
+    assert found["gruu"] == [0, 1], found  # the second tab's GRUU rang that tab only
+    assert found["aor"] == [1, 1], found  # the AOR rings both
 
 
 def test_closing_the_tab_removes_its_registration_within_a_second(tmp_path: Path) -> None:

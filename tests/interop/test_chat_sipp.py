@@ -266,3 +266,20 @@ def test_a_message_during_a_call_goes_on_in_the_other_partys_dialog(tmp_path: Pa
         invite_call_id = callee.log().split("Call-ID:", 1)[1].split("\n", 1)[0].strip()
         assert got[0]["call_id"] == invite_call_id  # inside the callee's dialog
     assert conversation(pbx, "100", "101") == [(b"in-call-note", True)]
+
+
+def test_a_sender_over_the_message_limit_gets_503_and_nothing_is_kept(tmp_path: Path) -> None:
+    # [chat] burst 3, then one message per 20 s: the 4th and 5th are refused with 503 and
+    # Retry-After, neither kept nor delivered, and the episode is logged once
+    config = CONFIG + "burst = 3\nrate = 0.05\n"
+    with running_pbx(tmp_path, transports=("udp",), users=USERS, config_extra=config) as pbx:
+        statuses, traces = [], []
+        for n in range(5):
+            status, trace = send(pbx, tmp_path, 0, "101", f"m{n}", name=f"flood{n}")
+            statuses.append(status)
+            traces.append(trace)
+        assert statuses == [202, 202, 202, 503, 503], statuses
+        retry = re.search(r"^Retry-After: *(\d+)", traces[3], re.M)
+        assert retry is not None and 1 <= int(retry.group(1)) <= 20
+        assert [body for body, _ in conversation(pbx, "100", "101")] == [b"m0", b"m1", b"m2"]
+        assert read_log(pbx.log_path).count("chat.rate_limited") == 1

@@ -66,28 +66,43 @@ async def test_deposit_lights_the_lamp_and_mails_the_message(tmp_path: Path) -> 
                 lit = await lamp.next_notify(10)
                 assert lit.summary is not None and lit.summary.waiting
                 assert (lit.summary.voice.new, lit.summary.voice.old) == (1, 0)
+
+                store: Any = server.store  # with the voicemail box's methods
+                box = store.user("101")
+                [message] = store.voicemails(box.id)
+                deadline = asyncio.get_running_loop().time() + 15
+                while not inbox.mails and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                [mail] = inbox.mails
+                assert mail["To"] == "ben@example.test"
+                [row] = store.outbox()
+                assert row.status == "sent" and mail["Message-ID"] == row.message_id
+                _, ogg = attachment(mail)
+                assert abs(seconds_of(ogg) - message.duration) < 0.1
+                assert store.voicemail(message.id) is not None  # also_keep
+
+                # deleted from the command line while the server runs (another process's
+                # write, nothing on the server's bus): the lamp still goes off
+                await asyncio.to_thread(cli_of, files, "voicemail", "delete", "101", message.id)
+                off = await lamp.next_notify(10)
+                assert off.summary is not None and not off.summary.waiting
+                assert off.summary.voice.new == 0 and store.voicemail(message.id) is None
             finally:
                 lamp.close()
-
-            store: Any = server.store  # with the voicemail box's methods
-            box = store.user("101")
-            [message] = store.voicemails(box.id)
-            deadline = asyncio.get_running_loop().time() + 15
-            while not inbox.mails and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
-            [mail] = inbox.mails
-            assert mail["To"] == "ben@example.test"
-            [row] = store.outbox()
-            assert row.status == "sent" and mail["Message-ID"] == row.message_id
-            _, ogg = attachment(mail)
-            assert abs(seconds_of(ogg) - message.duration) < 0.1
-            assert store.voicemail(message.id) is not None  # also_keep
     finally:
         smtp.stop()
 
 
 def settings_of_101(files: object) -> None:
     settings_for(files, "101", "mode=forward", "address=ben@example.test", "also_keep=true")
+
+
+def cli_of(files: object, *args: str) -> None:
+    from pbx.cli import main as cli
+
+    rc = cli([*args, "--config", str(files.workdir / "asyncpbx.toml"),  # type: ignore[attr-defined]
+              "--data-dir", str(files.data_dir)])  # type: ignore[attr-defined]
+    assert rc == 0
 
 
 def settings_for(files: object, ext: str, *pairs: str) -> None:

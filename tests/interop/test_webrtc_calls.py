@@ -90,6 +90,8 @@ async def _browser_calls_phone(pbx: PbxProcess, tmp: Path) -> None:
         time.sleep(0.1)
     assert quality and float(quality[-1]["rx_packets"]) > 100, quality  # type: ignore[arg-type]
     assert quality[-1]["lost"] == 0 and float(quality[-1]["mos"]) > 4.0, quality  # type: ignore[arg-type]
+    ended = events(pbx, "call.ended")
+    assert quality[-1]["call_id"] and quality[-1]["call_id"] in {e["call_id"] for e in ended}
     # G.711 phone hears the browser's 600 Hz (Opus 48 kHz → 8 kHz), the browser the phone's 1 kHz
     assert hears(heard_phone, 8000, 600) and dominant(heard_phone, 8000, TONES) == 600
     assert hears(heard_browser, 48000, 1000), len(heard_browser)

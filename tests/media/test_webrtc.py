@@ -245,3 +245,39 @@ async def test_ice_port_range_and_servers_reach_the_peer_connection() -> None:
     servers = conf.iceServers or []
     assert [s.urls for s in servers] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
     assert servers[1].username == "u" and servers[1].credential == "p"
+
+
+async def test_offers_telephone_event_and_reports_each_key_press_once() -> None:
+    """Our SDP carries telephone-event at 48 and 8 kHz (the browser's RFC 4733 DTMF); the events
+    of one key press (repeated packets, one timestamp) are reported once, a new timestamp is a
+    new press, a malformed payload is counted."""
+    from media.dtmf import TelephoneEvent, encode_event
+
+    leg = WebRtcLeg(host_addresses=LOOPBACK)
+    try:
+        offer = await leg.create_offer()
+        assert re.search(r"a=rtpmap:110 telephone-event/48000\r\n", offer), offer
+        assert re.search(r"a=rtpmap:126 telephone-event/8000\r\n", offer), offer
+        got: list[str] = []
+        leg.on_dtmf = got.append
+        for duration, end in ((480, False), (960, False), (1440, True), (1440, True)):
+            leg._on_event(encode_event(TelephoneEvent(5, end, 10, duration)), 1000, False)
+        leg._on_event(encode_event(TelephoneEvent(11, True, 10, 480)), 9000, True)
+        leg._on_event(b"\x01", 12000, True)
+        assert got == ["5", "#"]
+        assert leg.counters["dtmf_rx"] == 2 and leg.counters["dtmf_malformed"] == 1
+    finally:
+        await leg.close()
+
+
+@pytest.mark.parametrize("amplitude", [0, 1, 100, 3000, 32767])
+def test_audio_level_is_aiortcs_formula(amplitude: int) -> None:
+    """The numpy audio level replacing aiortc's loop gives the same -dBov."""
+    from aiortc import rtp
+
+    assert rtp.compute_audio_level_dbov is webrtc.audio_level_dbov
+    n = np.arange(960)
+    pcm = (amplitude * np.sin(2 * math.pi * 440 * n / 48000)).astype(np.int16)
+    frame = AudioFrame(format="s16", layout="mono", samples=960)
+    frame.planes[0].update(pcm.tobytes())
+    assert webrtc.audio_level_dbov(frame) == webrtc.aiortc_audio_level_dbov(frame)

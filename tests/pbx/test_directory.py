@@ -302,3 +302,19 @@ def test_async_history_one_bad_write_costs_only_itself(store: Store) -> None:
     got = sorted((e.call_id, e.ended_at, e.missed) for e in store.history(u.id))
     assert got == [("good1", 4.0, True), ("good2", 7.0, True)]
     h.close()
+
+
+def test_a_settings_write_puts_its_entry_in_without_a_full_reload(store: Store) -> None:
+    d = Directory(store)
+    u = store.add_user("100", tenant="acme")
+    v = store.add_user("101", tenant="acme")
+    schema = {"on": Setting(bool, False), "target": Setting(str, "")}
+    store.set_feature_settings(v.id, "dnd", schema, {"on": True})
+    reloads, users = d.reloads, d.snapshot.users
+    before = d.snapshot
+    store.set_feature_settings(u.id, "dnd", schema, {"target": "555"})
+    assert d.reloads == reloads and d.snapshot.users is users  # nothing else was read again
+    assert d.snapshot is not before and before.settings.get((u.id, "dnd")) is None  # swapped
+    assert d.settings(u.id, "dnd", schema) == {"on": False, "target": "555"}
+    assert d.settings(v.id, "dnd", schema) == {"on": True, "target": ""}
+    assert d.snapshot.settings == Directory(store).snapshot.settings  # what a reload reads

@@ -150,6 +150,21 @@ def test_change_cleared_and_uncleared(env: SimpleEnv) -> None:
     assert env.settings.get(uid, "mwi")["cleared"] is False
 
 
+def test_recheck_notifies_only_boxes_another_process_changed(env: SimpleEnv) -> None:
+    # asyncpbx voicemail delete while the server runs: the directory sees the store change,
+    # recheck compares each box with what its phones were told
+    uid = env.uid("100")
+    env.box[uid] = (1, 0, 0, 0)
+    subscribe(env)
+    sent = len(env.sip.requests)
+    assert env.mwi.recheck() == 0 and len(env.sip.requests) == sent  # nothing changed
+    env.box[uid] = (0, 0, 0, 0)  # the message was deleted elsewhere
+    assert env.mwi.recheck() == 1
+    summary = parse(last_notify(env)[0].body)
+    assert not summary.waiting and summary.voice.new == 0
+    assert env.mwi.recheck() == 0 and len(env.sip.requests) == sent + 1
+
+
 def test_refresh_unsubscribe_and_unknown_dialog(env: SimpleEnv) -> None:
     tag = f";tag={subscribe(env).to_tag}"
     again = receive(env, request(cseq=3, expires=120, to_tag=tag))

@@ -652,3 +652,59 @@ def test_remove_flow_drops_the_bindings_of_one_websocket() -> None:
     assert reg.remove_flow("ws", 8) == []
     assert [c.binding.uri for c in reg.remove_flow("ws", 9)] == ["sip:101@b.invalid;transport=ws"]
     assert reg.count() == 1
+
+
+# -- SIP Outbound (RFC 5626) and GRUU (RFC 5627), as JsSIP asks for them -----------------------
+
+URN = "urn:uuid:00000000-0000-1000-8000-000A95A0E128"
+JSSIP_CONTACT = f'<sip:x7k2@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance="<{URN}>"'
+
+
+def test_outbound_registration_gets_require_outbound_and_a_public_gruu() -> None:
+    reg = Registrar()
+    resp, changes = reg.handle_register(
+        register(JSSIP_CONTACT, expires=600, extra=("Supported: path, gruu, outbound",)),
+        AOR, PHONE, T0)
+    assert resp.status == 200 and kinds(changes) == [
+        ("BindingAdded", "sip:x7k2@df7jal23ls0d.invalid;transport=ws")]
+    assert resp.headers.get_all("Require") == ["outbound"]
+    (params,) = contacts_of(resp).values()
+    assert params["pub-gruu"] == f'"{AOR};gr={URN}"'
+    assert params["reg-id"] == "1" and params["expires"] == "600"
+
+
+def test_without_the_option_tags_no_require_and_no_gruu() -> None:
+    reg = Registrar()
+    resp, _ = reg.handle_register(register(JSSIP_CONTACT, expires=600), AOR, PHONE, T0)
+    assert resp.status == 200 and resp.headers.get("Require") is None
+    (params,) = contacts_of(resp).values()
+    assert "pub-gruu" not in params
+    # an instance without reg-id is no Outbound flow: a GRUU, no Require
+    plain = f'<sip:bob@192.0.2.11>;+sip.instance="<{URN}>"'
+    resp, _ = reg.handle_register(
+        register(plain, expires=600, call_id="reg-2", extra=("Supported: gruu, outbound",)),
+        "sip:bob@pbx.example.com", PHONE, T0)
+    assert resp.headers.get("Require") is None
+    (params,) = contacts_of(resp).values()
+    assert params["pub-gruu"] == f'"sip:bob@pbx.example.com;gr={URN}"'
+
+
+def test_outbound_through_a_first_hop_without_ob_is_439() -> None:
+    reg = Registrar()
+    resp, changes = reg.handle_register(
+        register(JSSIP_CONTACT, expires=600, extra=("Supported: path, outbound",
+                                                    "Path: <sip:edge.example.com;lr>")),
+        AOR, PHONE, T0)
+    assert (resp.status, changes) == (439, [])
+    resp, changes = reg.handle_register(
+        register(JSSIP_CONTACT, expires=600, cseq=2, extra=(
+            "Supported: path, outbound", "Path: <sip:edge.example.com;lr;ob>")), AOR, PHONE, T0)
+    assert resp.status == 200 and resp.headers.get_all("Require") == ["outbound"]
+
+
+def test_gruu_helpers() -> None:
+    from sipcore.registrar import gruu_instance, public_gruu
+
+    assert public_gruu(AOR, f"<{URN}>") == f"{AOR};gr={URN}"
+    assert gruu_instance({"gr": URN}) == f"<{URN}>"
+    assert gruu_instance({"gr": None}) is None and gruu_instance({}) is None

@@ -16,6 +16,7 @@ from pbx.api.models import Request
 from pbx.api.problems import ApiProblem, FieldError
 from pbx.api.resources.common import USER_PARAM, int_param, not_found, user_of
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
+from pbx.chat import ChatRateLimited
 from pbx.store import User
 from pbx.store.chat import ChatMessage
 
@@ -107,6 +108,9 @@ async def send_message(req: ApiRequest) -> web.StreamResponse:
         if send is None:
             raise RuntimeError("no chat here")
         stored, online = await send(user, other, data, body.content_type)
+    except ChatRateLimited as exc:
+        raise ApiProblem(429, "rate_limited", str(exc),
+                         headers={"Retry-After": str(exc.retry_after)}) from exc
     except RuntimeError as exc:
         raise ApiProblem(503, "unavailable", "calls are not running (yet)") from exc
     return json_response(ChatSent(**_out(stored).model_dump(), online=online), 201)

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, create_model
 
 from pbx.api.resources.common import USER_PARAM, user_of
-from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
+from pbx.api.routes import ApiRequest, ApiRouter, Route, etag_of, json_response
 from pbx.callcontrol import FeatureRegistry
 from pbx.settings_schema import Setting, SettingsSchema
 
@@ -103,14 +103,17 @@ def _patch(feature: str, model: type[BaseModel]) -> Any:
         user = user_of(req)
         body = req.body
         assert body is not None
-        stored = req.ctx.settings.get(user.id, feature)
-        current = model.model_validate(stored)
-        req.check_etag(json_response(current, etag=True).headers["ETag"])
-        # what differs from now (a value sent as it is is no change: no store write, no event)
-        changes = {k: getattr(body, k) for k in body.model_fields_set
-                   if stored.get(k) != getattr(body, k)}
-        after = req.ctx.settings.update(user.id, feature, changes, source="api") \
-            if changes else req.ctx.settings.get(user.id, feature)
+        service = req.ctx.settings
+        async with service.lock(user.id, feature):  # the ETag holds until the write is done
+            stored = service.get(user.id, feature)
+            current = model.model_validate(stored)
+            req.check_etag(etag_of(current.model_dump(mode="json")))
+            # what differs from now (a value sent as it is is no change: no write, no event)
+            changes = {k: getattr(body, k) for k in body.model_fields_set
+                       if stored.get(k) != getattr(body, k)}
+            # the disk write off the event loop: the calls go on meanwhile
+            after = await service.update_off_loop(user.id, feature, changes, source="api") \
+                if changes else stored
         return json_response(model.model_validate(after), etag=True)
 
     return handler

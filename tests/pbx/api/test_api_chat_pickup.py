@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pbx.api import LiveCall
-from pbx.chat import ChatService
+from pbx.chat import ChatService, SenderLimit
 from tests.pbx.api.conftest import Api
 
 
@@ -23,8 +23,9 @@ class _OfflineB2bua:
         return f"sip:{key}@pbx.test"
 
 
-def _with_chat(api: Api) -> ChatService:
-    service = ChatService(_OfflineB2bua(), api.store, api.ctx.directory)  # type: ignore[arg-type]
+def _with_chat(api: Api, limit: SenderLimit | None = None) -> ChatService:
+    service = ChatService(_OfflineB2bua(), api.store, api.ctx.directory,  # type: ignore[arg-type]
+                          limit=limit)
 
     async def send(sender: Any, recipient: Any, body: bytes, content_type: str) -> Any:
         return await service.send(sender, recipient, body, content_type=content_type)
@@ -72,6 +73,17 @@ async def test_chat_send_bad_input_and_other_tenants(pbx_api: Api) -> None:
     pbx_api.ctx.chat_send = None
     status, problem, _ = await pbx_api.call("POST", url, who="anna", json={"text": "hi"})
     assert status == 503 and problem["code"] == "unavailable"
+
+
+async def test_a_sender_over_the_limit_gets_429_with_retry_after(pbx_api: Api) -> None:
+    _with_chat(pbx_api, SenderLimit(rate=0.1, burst=2))
+    anna, ben = pbx_api.users["100"], pbx_api.users["101"]
+    url = f"/api/v1/users/me/chats/{ben.id}"
+    got = [await pbx_api.call("POST", url, who="anna", json={"text": f"m{n}"}) for n in range(3)]
+    assert [status for status, _, _ in got] == [201, 201, 429]
+    _, problem, headers = got[2]
+    assert problem["code"] == "rate_limited" and 1 <= int(headers["Retry-After"]) <= 10
+    assert [m.body for m in pbx_api.store.chat_conversation(anna.id, ben.id)] == [b"m0", b"m1"]
 
 
 async def test_pickup_groups_made_filled_and_removed(pbx_api: Api) -> None:

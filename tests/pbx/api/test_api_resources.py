@@ -6,11 +6,14 @@ foreign object, nothing changed."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
 import time
 from typing import Any
+
+import pytest
 
 from pbx.api import LiveCall
 from pbx.services.events import Event
@@ -295,7 +298,10 @@ def _victim_objects(api: Api) -> dict[str, str]:
                                            2.0)]
     api.ctx.hang_up = lambda call_id: api.figures.setdefault("hung", []).append(call_id) or True
     store.set_pickup_members(group.id, add=(anna.id,))
-    return {"user": str(anna.id), "device": str(device.id), "number": "+49301234100",
+    hook = store.create_webhook(tenant_id=anna.tenant_id, url="https://hooks.example.com/victim",
+                                secret="whsec_dmljdGltLXNlY3JldA==", event_types=(),
+                                now=time.time())
+    return {"webhook": str(hook.id), "user": str(anna.id), "device": str(device.id), "number": "+49301234100",
             "trunk": str(trunk.id), "entry": str(entry), "tenant": str(anna.tenant_id),
             "key": "dnd.on", "token": str(store.api_token(api.tokens["anna"]).id),  # type: ignore[union-attr]
             "other": str(api.users["101"].id),  # Anna's chat with Ben
@@ -311,7 +317,8 @@ def _state(api: Api) -> Any:
             store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
             [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails(),
             store.pickup_groups(), store.chat_conversation(anna.id, api.users["101"].id),
-            api.figures.get("hung"))
+            api.figures.get("hung"), store.webhooks(),
+            [store.webhook_deliveries(h.id) for h in store.webhooks()])
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:
@@ -334,6 +341,8 @@ async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -
                     kwargs["json"] = {"user_id": anna.id, "username": "stolen",
                                       "number": "+4930555999"} \
                         if method == "post" and not params else {}
+                if method == "put":  # a valid body, so only the access rule can refuse it
+                    kwargs["json"] = {"password": "stolen-password"}
                 status, body, _ = await pbx_api.call(method.upper(), url, who=attacker,
                                                      **kwargs)
                 walked += 1
@@ -342,7 +351,10 @@ async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -
                     if method == "post":
                         assert status in (403, 404, 422), (attacker, method, path, status, body)
                     else:
-                        assert status in (200, 403), (attacker, path, status)
+                        # /session: a token is no session (404 for GET and DELETE alike)
+                        assert status in (200, 403) or (path == "/api/v1/session"
+                                                        and status == 404), (attacker, path,
+                                                                             status)
                         if status == 200 and "items" in body:
                             text = str(body["items"])
                             assert f"'user_id': {anna.id}" not in text, (attacker, path)
@@ -357,3 +369,33 @@ async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -
                     assert body["status"] == status
     assert walked > 100
     assert _state(pbx_api) == before
+
+
+async def test_two_writes_with_one_etag_at_once_one_wins(pbx_api: Api,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store write runs in a worker thread (the event loop goes on with the calls): the
+    ETag check and the write stay one step, so of two PATCHes sent at once with the same
+    If-Match exactly one is stored, the other gets 412 — even with a slow disk."""
+    store = pbx_api.ctx.settings.store
+    write = store.set_feature_settings
+
+    def slow_write(*args: Any) -> dict[str, Any]:
+        time.sleep(0.1)  # a commit waiting for the disk, in the worker thread
+        return write(*args)
+
+    monkeypatch.setattr(store, "set_feature_settings", slow_write)
+    anna = pbx_api.users["100"]
+    path = f"/api/v1/users/{anna.id}/forwards/busy"
+    status, _, h = await pbx_api.call("GET", path)
+    assert status == 200
+    writes = asyncio.gather(*(
+        pbx_api.call("PATCH", path, json={"enabled": True, "target": target},
+                     headers={"If-Match": h["ETag"]}) for target in ("0301111111", "0302222222")))
+    await asyncio.sleep(0.02)
+    status, _, _ = await pbx_api.call("GET", f"/api/v1/users/{anna.id}/dnd")
+    assert status == 200 and not writes.done()  # the loop answered while the disk wrote
+    first, second = await writes
+    assert sorted((first[0], second[0])) == [200, 412]
+    won = first if first[0] == 200 else second
+    assert pbx_api.ctx.directory.settings(anna.id, "forward_busy")["target"] == won[1]["target"]
+    assert pbx_api.store.feature_settings(anna.id, "forward_busy")["target"] == won[1]["target"]

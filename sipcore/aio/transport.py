@@ -61,8 +61,10 @@ class TransportLimits:
 
 #: Screened messages handed on per turn of the event loop (see TransportLayer._pending).
 _TURN = 8
-#: ... and held at most (bytes), like a kernel receive buffer.
+#: ... and held at most (bytes), like a kernel receive buffer ...
 _PENDING_MAX = 4 << 20
+#: ... and for at most T1 (RFC 3261's retransmission interval, seconds).
+_PENDING_MAX_AGE = 0.5
 
 
 class TransportSink(Protocol):
@@ -113,7 +115,7 @@ class TransportLayer:
         #: of at most ``_TURN`` messages, so the loop goes back to reading between turns: a
         #: message to refuse is read (and refused) within a turn instead of waiting in the
         #: kernel's receive buffer behind the backlog of admitted work.
-        self._pending: deque[tuple[bytes, Peer]] = deque()
+        self._pending: deque[tuple[bytes, Peer, float]] = deque()
         self._pending_bytes = 0
         self._drain_scheduled = False
         self.limits = limits or TransportLimits()
@@ -324,7 +326,7 @@ class TransportLayer:
             if self._pending_bytes >= _PENDING_MAX:  # what a full receive buffer would do
                 self.stats["dropped_screened_backlog"] += 1
                 return
-            self._pending.append((data, peer))
+            self._pending.append((data, peer, self.loop.time()))
             self._pending_bytes += len(data)
             if not self._drain_scheduled:
                 self._drain_scheduled = True
@@ -336,9 +338,16 @@ class TransportLayer:
         """Hand one turn of the screened messages to the sink (see ``_pending``)."""
         self._drain_scheduled = False
         pending, sink = self._pending, self.sink
-        for _ in range(min(len(pending), _TURN)):
-            data, peer = pending.popleft()
+        handed, stale_before = 0, self.loop.time() - _PENDING_MAX_AGE
+        while pending and handed < _TURN:
+            data, peer, queued_at = pending.popleft()
             self._pending_bytes -= len(data)
+            if queued_at < stale_before:
+                # waited longer than a retransmission interval: the sender has sent it again
+                # (or will), and working through an old copy only feeds the backlog
+                self.stats["dropped_screened_stale"] += 1
+                continue
+            handed += 1
             sink.message_received(data, peer)
         if pending and not self._drain_scheduled:
             self._drain_scheduled = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,11 +88,25 @@ def transfer_call(tmp: Path, transferor_scenario: str, keys: dict[str, str], *,
             assert (ok, failed) == (1, 0), out + messages(tmp)[-2000:] + log[-3000:]
             assert rc_transferor == 0, out_transferor + transferor.log()[-3000:] + log[-3000:]
             assert rc_target == 0, out_target + target.log()[-2000:] + log[-3000:]
-            logged = pbx.log_events()
+            logged = settled_events(pbx)
     finally:
         for peer in rtp.values():
             peer.close()
     return rtp["caller"], rtp["transferor"], rtp["target"], logged
+
+
+def settled_events(pbx: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The server's log events once every started call has ended (the last BYE's
+    call.ended can follow the SIPp processes' exit by a moment under load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged: list[dict[str, Any]] = pbx.log_events()
+        calls = {e.get("call_id") for e in logged
+                 if e.get("event") in ("call.started", "call.answered", "call.moved")}
+        ended = {e.get("call_id") for e in logged if e.get("event") == "call.ended"}
+        if calls <= ended or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.1)
 
 
 def assert_connected_after_transfer(caller_rtp: RtpPeer, target_rtp: RtpPeer) -> None:

@@ -421,6 +421,30 @@ async def test_a_screen_answers_statelessly_and_keeps_the_order_of_what_it_lets_
     client.transport.close()
 
 
+async def test_what_waited_behind_the_screen_longer_than_t1_is_dropped(
+    server: tuple[AsyncEndpoint[Any], FakeEndpoint],
+) -> None:
+    # a stalled loop (here: a blocking sleep) leaves the screened backlog older than T1: its
+    # senders have retransmitted by then, so the old copies are dropped, not worked through
+    import time
+
+    aep, fake = server
+    layer = aep.transports
+    layer.screen = lambda data, peer: None  # everything passes, and queues while screening
+    before = len(fake.received)
+    for n in range(20):
+        layer.deliver(options(300 + n), Peer("udp", "127.0.0.1", 5999))
+    time.sleep(0.6)
+    layer.deliver(options(400), Peer("udp", "127.0.0.1", 5999))  # fresh: handed on
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if layer.udp_queued_bytes() == 0 and len(fake.received) > before:
+            break
+    layer.screen = None
+    assert [d.split(b"CSeq: ")[1].split(b" ")[0] for d, _ in fake.received[before:]] == [b"400"]
+    assert layer.statistics()["dropped_screened_stale"] == 20
+
+
 async def test_udp_oversize_dropped_then_still_answers(
     server: tuple[AsyncEndpoint[Any], FakeEndpoint],
 ) -> None:

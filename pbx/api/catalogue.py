@@ -87,6 +87,18 @@ class CallData(_Data):
     user_ids: list[int]
 
 
+class ConferenceData(_Data):
+    """A conference participant joined, left, was muted or unmuted (``leg_id`` names it in
+    ``/calls/{call}/conference``; ``members``: how many are in the mix now)."""
+
+    call_id: str
+    leg_id: str
+    party: str
+    members: int
+    tenant_id: int
+    user_ids: list[int]
+
+
 class VoicemailChangedData(_Data):
     """A voicemail box's counts changed (a message arrived, was heard or deleted)."""
 
@@ -127,6 +139,10 @@ CATALOGUE: dict[str, EventKind] = {
     "call.ended": EventKind("a call ended", CallData),
     "voicemail.changed": EventKind("a voicemail box's counts changed (message arrived, "
                                    "heard, deleted)", VoicemailChangedData),
+    "conference.joined": EventKind("a participant joined a conference", ConferenceData),
+    "conference.left": EventKind("a participant left a conference", ConferenceData),
+    "conference.muted": EventKind("a conference participant was muted", ConferenceData),
+    "conference.unmuted": EventKind("a conference participant was unmuted", ConferenceData),
     "gap": EventKind("(WebSocket only) events were lost before a resume: resynchronise",
                      GapData, published=False),
 }

@@ -12,7 +12,7 @@ from pbx.api.events import EventLog
 from pbx.api.logins import SessionPolicy
 from pbx.api.passwords import Passwords
 from pbx.bans import BanTable
-from pbx.callcontrol import FeatureRegistry
+from pbx.callcontrol import ConferenceOperations, FeatureRegistry
 from pbx.directory import Directory
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
@@ -40,6 +40,8 @@ class LiveCall:
     state: str
     since: float
     answered_at: float | None
+    #: the call is a conference now (its participants: GET /calls/{call}/conference)
+    conference: bool = False
 
 
 def _no_calls() -> Sequence[LiveCall]:
@@ -97,3 +99,6 @@ class ApiContext:
     #: the webhook service (pbx.webhooks): the endpoints' cache and test deliveries; None
     #: until the server runs it
     webhooks: WebhookService | None = None
+    #: conference operations on live calls (features.conference_control); None until the calls
+    #: run
+    conferences: ConferenceOperations | None = None

@@ -26,6 +26,12 @@ Modules, one job each:
 
 from pbx.callcontrol.activity import ActiveCall, ActiveCalls, RingingCall
 from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, Intercept, LegFactory
+from pbx.callcontrol.conferences import (
+    ConferenceError,
+    ConferenceOperations,
+    ConferenceView,
+    ParticipantView,
+)
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
@@ -114,6 +120,9 @@ __all__ = [
     "CallScript",
     "CodeMatch",
     "Conference",
+    "ConferenceError",
+    "ConferenceOperations",
+    "ConferenceView",
     "Confirm",
     "Consultation",
     "Continue",
@@ -145,6 +154,7 @@ __all__ = [
     "LegResumed",
     "LegState",
     "MediaGraph",
+    "ParticipantView",
     "PickedUp",
     "Playback",
     "Presentation",

@@ -26,7 +26,8 @@ leg with :meth:`ConferenceRoom.join`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 import structlog
 
@@ -51,7 +52,7 @@ from pbx.callcontrol import (
     register_incall_action,
 )
 
-__all__ = ["INCALL_ACTION", "ConferenceFeature", "ConferenceRoom", "add_by_code",
+__all__ = ["INCALL_ACTION", "ConferenceFeature", "ConferenceRoom", "RoomListener", "add_by_code",
            "add_participant", "room_of", "start_conference", "targets_for"]
 
 log = structlog.get_logger("pbx.conference")
@@ -64,8 +65,17 @@ ADD_RING_SECONDS = 30.0
 FEATURE = "conference"
 
 
+#: Who hears of a room's changes: (change, room, leg) with change ``joined``, ``left``,
+#: ``muted`` or ``unmuted`` (:class:`features.conference_control.ConferenceControl` puts them on
+#: the event bus).
+RoomListener = Callable[[str, "ConferenceRoom", Leg], None]
+
+
 class ConferenceRoom:
     """An N-party conference of one call (see the module docstring)."""
+
+    #: every room's listeners (the server's conference service subscribes once)
+    listeners: ClassVar[list[RoomListener]] = []
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -90,6 +100,14 @@ class ConferenceRoom:
         self.call.join(self.port, leg)
         log.info("conference.joined", call_id=self.call.record.call_id, leg=leg.id,
                  party=leg.party, members=len(self.port.members))
+        self._tell("joined", leg)
+
+    def _tell(self, change: str, leg: Leg) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(change, self, leg)
+            except Exception:
+                log.exception("conference.listener_failed", change=change)
 
     def add(self, targets: Sequence[Target]) -> list[Leg]:
         """Ring ``targets`` (one participant: the first to answer joins, the others get
@@ -117,11 +135,14 @@ class ConferenceRoom:
 
     def mute(self, leg: Leg, muted: bool = True) -> None:
         """Stop (or resume) mixing what ``leg`` says; it keeps hearing the others."""
+        if leg not in self.port.members:
+            raise LookupError(f"{leg.id} is not in the conference")
         self.port.mute(leg, muted)
         if muted:
             self.muted.add(leg)
         else:
             self.muted.discard(leg)
+        self._tell("muted" if muted else "unmuted", leg)
 
     def _forget_pending(self, leg: Leg) -> None:
         group = self.pending.pop(leg, [])
@@ -150,6 +171,7 @@ class ConferenceRoom:
             self.muted.discard(leg)
             log.info("conference.left", call_id=self.call.record.call_id, leg=leg.id,
                      members=len(self.port.members))
+            self._tell("left", leg)
             if len(self.port.members) < 2:
                 return self._end()
             return Intercept.TAKEN

@@ -160,6 +160,7 @@ class PbxServer:
         #: ``[http] listen`` is set; the API's event log (resumable live events).
         self.http: HttpService | None = None
         self.api_events: Any = None
+        self.conferences: Any = None  # the API's conference operations (features)
         #: Calls (pbx.b2bua) and their media, set up in run().
         self.media: MediaEngine | None = None
         self.b2bua: B2bua | None = None
@@ -554,12 +555,34 @@ class PbxServer:
             live_calls=self._live_calls, hang_up=self._hang_up, webhooks=self.webhooks,
             sessions=SessionPolicy(idle=self.config.http.session_idle,
                                    lifetime=self.config.http.session_lifetime),
-            call_control=self._live_call_service())
+            call_control=self._live_call_service(),
+            conferences=self._conference_control())
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0,
                                        **self.webhooks.figures()})
         api.install(service.app, ctx, metrics)
+
+    def _conference_control(self) -> Any:
+        """The conference operations of the API (features.conference_control), on our calls."""
+        from features.conference_control import ConferenceControl
+
+        def calls() -> list[Any]:
+            return list(self.b2bua.calls.values()) if self.b2bua is not None else []
+
+        def parties(call: Any) -> tuple[int, list[int]]:
+            record = call.record
+            found = self._call_parties(record) if self._call_parties else []
+            default = self.directory.tenant_for_domain(self.domain)
+            tenant = record.tenant_id if record.tenant_id is not None else (
+                default.id if default is not None else 0)
+            return tenant, sorted({p.user_id for p in found})
+
+        self.conferences = ConferenceControl(calls, lambda: self.b2bua, self.events.publish, parties)
+        return self.conferences
+
+    def _is_conference(self, call: Any) -> bool:
+        return bool(self.conferences is not None and self.conferences.is_conference(call))
 
     def _call_back(self, user: User, target: str, phone: str | None) -> str:
         """Start a call-back for ``user`` (the API's POST /users/{user}/call-backs)."""
@@ -587,7 +610,8 @@ class PbxServer:
                 call_id=record.call_id, tenant_id=tenant, user_ids=tuple(users),
                 direction=record.direction, caller=record.caller, callee=record.callee,
                 state="ringing" if record.answered is None else "answered",
-                since=record.started, answered_at=record.answered))
+                since=record.started, answered_at=record.answered,
+                conference=self._is_conference(call)))
         return sorted(out, key=lambda c: c.since)
 
     def _live_call_service(self) -> Any:

@@ -36,6 +36,7 @@ from pbx.api.resources import (
     calls,
     chat,
     codes,
+    conferences,
     devices,
     history,
     numbers,
@@ -76,6 +77,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     voicemail.register(router)
     pickup.register(router)
     calls.register(router)
+    conferences.register(router)
     session.register(router)
     webhooks.register(router)
     return router

@@ -97,6 +97,18 @@ class CallControlData(_Data):
     user_ids: list[int]
 
 
+class ConferenceData(_Data):
+    """A conference participant joined, left, was muted or unmuted (``leg_id`` names it in
+    ``/calls/{call}/conference``; ``members``: how many are in the mix now)."""
+
+    call_id: str
+    leg_id: str
+    party: str
+    members: int
+    tenant_id: int
+    user_ids: list[int]
+
+
 class CallTransferredData(CallControlData):
     """A call transferred: ``kind`` blind (to ``target``) or attended (into the user's other
     call); ``new_call_id`` is the call the remote party is in now."""
@@ -152,6 +164,10 @@ CATALOGUE: dict[str, EventKind] = {
                                   CallTransferredData),
     "voicemail.changed": EventKind("a voicemail box's counts changed (message arrived, "
                                    "heard, deleted)", VoicemailChangedData),
+    "conference.joined": EventKind("a participant joined a conference", ConferenceData),
+    "conference.left": EventKind("a participant left a conference", ConferenceData),
+    "conference.muted": EventKind("a conference participant was muted", ConferenceData),
+    "conference.unmuted": EventKind("a conference participant was unmuted", ConferenceData),
     "gap": EventKind("(WebSocket only) events were lost before a resume: resynchronise",
                      GapData, published=False),
 }

@@ -13,7 +13,7 @@ from pbx.api.events import EventLog
 from pbx.api.logins import SessionPolicy
 from pbx.api.passwords import Passwords
 from pbx.bans import BanTable
-from pbx.callcontrol import FeatureRegistry
+from pbx.callcontrol import ConferenceOperations, FeatureRegistry
 from pbx.directory import Directory
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
@@ -41,6 +41,8 @@ class LiveCall:
     state: str
     since: float
     answered_at: float | None
+    #: the call is a conference now (its participants: GET /calls/{call}/conference)
+    conference: bool = False
 
 
 class CallControl(Protocol):
@@ -112,3 +114,6 @@ class ApiContext:
     webhooks: WebhookService | None = None
     #: hold, resume and transfer calls in progress; None until the calls run
     call_control: CallControl | None = None
+    #: conference operations on live calls (features.conference_control); None until the calls
+    #: run
+    conferences: ConferenceOperations | None = None

@@ -26,6 +26,12 @@ Modules, one job each:
 
 from pbx.callcontrol.activity import ActiveCall, ActiveCalls, RingingCall
 from pbx.callcontrol.call import COMPLETED_ELSEWHERE, Call, Intercept, LegFactory
+from pbx.callcontrol.conferences import (
+    ConferenceError,
+    ConferenceOperations,
+    ConferenceView,
+    ParticipantView,
+)
 from pbx.callcontrol.context import CallContext, Diversion, Services, UserView
 from pbx.callcontrol.decisions import (
     Busy,
@@ -121,6 +127,9 @@ __all__ = [
     "CallStateError",
     "CodeMatch",
     "Conference",
+    "ConferenceError",
+    "ConferenceOperations",
+    "ConferenceView",
     "Confirm",
     "Consultation",
     "Continue",
@@ -152,6 +161,7 @@ __all__ = [
     "LegResumed",
     "LegState",
     "MediaGraph",
+    "ParticipantView",
     "PickedUp",
     "Playback",
     "Presentation",

@@ -44,6 +44,8 @@ class CallOut(BaseModel):
     state: Literal["ringing", "answered"]
     since: float
     answered_at: float | None
+    #: a conference now (GET /calls/{call}/conference lists its participants)
+    conference: bool = False
 
 
 class CallPage(Page[CallOut]):
@@ -86,7 +88,7 @@ def _out(c: LiveCall) -> CallOut:
     return CallOut(call_id=c.call_id, tenant_id=c.tenant_id, user_ids=list(c.user_ids),
                    direction=c.direction, caller=c.caller, callee=c.callee,
                    state="ringing" if c.state == "ringing" else "answered", since=c.since,
-                   answered_at=c.answered_at)
+                   answered_at=c.answered_at, conference=c.conference)
 
 
 def _visible(req: ApiRequest) -> list[LiveCall]:

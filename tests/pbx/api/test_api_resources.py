@@ -307,7 +307,8 @@ def _victim_objects(api: Api) -> dict[str, str]:
             "other": str(api.users["101"].id),  # Anna's chat with Ben
             "message": leave_message(store, anna, "default"),  # a voicemail in Anna's box
             "group": str(group.id), "member": str(anna.id),  # her pickup group
-            "call": "victim-call@192.0.2.1"}  # her call in progress
+            "call": "victim-call@192.0.2.1",  # her call in progress
+            "participant": "L1"}  # a participant of its conference
 
 
 def _state(api: Api) -> Any:

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pbx.api.passwords import Passwords, check
 from pbx.store import ROLES, Store, StoreError
 
 __all__ = ["add_parser", "read_password", "run"]
@@ -45,6 +44,10 @@ def read_password() -> str:
 
 def run(args: argparse.Namespace, store: Store, tenant: str | None) -> None:
     """Carry out ``asyncpbx user password`` (StoreError names what is wrong)."""
+    # imported here: pbx.api loads pydantic and aiohttp, which every other command (and the
+    # start of each one) does without
+    from pbx.api.passwords import Passwords, check
+
     user = store.user(args.extension, tenant=tenant)
     password = read_password()
     try:

@@ -125,3 +125,13 @@ def test_mypy_strict() -> None:
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-2000:]
+
+
+def test_the_cli_starts_without_the_api_stack() -> None:
+    # every CLI command (and the tests' many CLI calls against a running server) pays the
+    # import: pydantic, aiohttp and argon2 load only for the commands that need them
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, pbx.cli; "
+         "print(sorted(m for m in ('pydantic', 'aiohttp', 'argon2') if m in sys.modules))"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -473,11 +473,11 @@ def test_star4_toggles_hold_of_the_other_party(tmp_path: Path) -> None:
             p101 = free_port()
             register_port(pbx, "101", USERS[1][1], p101)
             user = SippUas(tmp_path, "call_uas_hold_toggle.xml", p101, name="user",
-                           timeout=25, pause_ms=2500,
+                           timeout=25, pause_ms=3500,  # on hold 3.5 s: 2.5 s was flaky under load
                            keys={"rtp_port": str(rtp["transferor"].port)})
             try:
                 ok, failed, out = caller(pbx, tmp_path, rtp_port=rtp["caller"].port,
-                                         pause_ms=7000, timeout=25)
+                                         pause_ms=8000, timeout=25)
                 rc, user_out = user.result(timeout=20)
             finally:
                 user.stop()

@@ -561,7 +561,7 @@ class PbxServer:
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0,
                                        **self.webhooks.figures()})
-        api.install(service.app, ctx, metrics)
+        api.install(service.app, ctx, metrics, phone=self.phone_settings)
 
     def _conference_control(self) -> Any:
         """The conference operations of the API (features.conference_control), on our calls."""
@@ -1039,6 +1039,10 @@ def _safe_call_id(request: Request) -> str | None:
         return None
 
 
+def _portal_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/portal/"
+
+
 def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]],
                   demo_requested: bool = False) -> None:
     out, config = server.out, server.config
@@ -1072,7 +1076,14 @@ def _print_banner(server: PbxServer, demo: list[tuple[str, str, str]],
               f"proxy/registrar {host}:{udp[1]}, transport UDP, authentication user {ext}; "
               "codecs G.711 (PCMU/PCMA), G.722 or Opus", file=out)
         print(f"  from a shell: sipsak -U -s sip:{ext}@{host}:{udp[1]} -a {password}", file=out)
-    elif demo_requested and server.store.user_count():
+        if server.http is not None:
+            print(f"\nthe portal: {_portal_url(server.http.host, server.http.port)} — log in "
+                  "with an extension and its password above (the same for SIP and the portal); "
+                  f"{ext} is the administrator, and /portal/phone is the browser softphone",
+                  file=out)
+    elif demo_requested and server.http is not None:
+        print(f"\nthe portal: {_portal_url(server.http.host, server.http.port)}", file=out)
+    if not demo and demo_requested and server.store.user_count():
         # a second start: the users are there, their passwords were printed when made
         users = ", ".join(u.extension for u in server.store.users()[:8])
         print(f"\nusers: {users} (their passwords were printed when they were made; "

@@ -20,6 +20,7 @@ import importlib
 import re
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -249,14 +250,20 @@ def _open(config: Config) -> Store:
 
 def demo_users(store: Store, realm: str, domain: str | None = None) -> list[tuple[str, str, str]]:
     """Create the demo tenant (the default tenant, ``domain``) with four users and one softphone
-    device each when the store has no users; returns (extension, password, name)."""
+    device each when the store has no users; returns (extension, password, name). Each user
+    logs in to the portal with the same password; the first is the tenant's administrator."""
     if store.user_count():
         return []
+    from pbx.api.passwords import Passwords  # argon2: only for the demo, not for every command
+
     store.ensure_default_tenant(domain or realm, realm)
+    hasher = Passwords()
     made = []
-    for ext, name in DEMO_USERS:
+    for i, (ext, name) in enumerate(DEMO_USERS):
         password = secrets.token_urlsafe(9)
-        store.add_user(ext, password, realm, name, device_kind="softphone")
+        user = store.add_user(ext, password, realm, name, device_kind="softphone")
+        store.set_portal_password(user.id, hasher.hash(password), now=time.time(),
+                                  role="tenant_admin" if i == 0 else "user")
         made.append((ext, password, name))
     return made
 

@@ -19,6 +19,7 @@ codes do (their caches, the code table and the event bus live there).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +28,6 @@ from pbx.api.catalogue import asyncapi_document
 from pbx.api.context import ApiContext, LiveCall
 from pbx.api.docs import add_docs
 from pbx.api.events import EventLog
-from pbx.api.login_page import add_login_page
 from pbx.api.metrics import Metrics
 from pbx.api.openapi import openapi_document
 from pbx.api.problems import problem_middleware
@@ -83,10 +83,12 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     return router
 
 
-def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = None
+def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = None, *,
+            phone: Callable[[], Mapping[str, object]] | None = None, portal: bool = True
             ) -> dict[str, Any]:
-    """Add the API (and ``/metrics`` when given) to ``app`` before it starts; returns the
-    OpenAPI document."""
+    """Add the API (and ``/metrics`` when given) and the portal (:mod:`pbx.portal`, which
+    runs the API's operations in process; ``phone`` tells its softphone our SIP domain and
+    WebSocket listeners) to ``app`` before it starts; returns the OpenAPI document."""
     router = build_router(ctx.features)
     document = openapi_document(router, prefix=PREFIX, version=ctx.version)
     text = json.dumps(document, indent=1)
@@ -111,6 +113,9 @@ def install(app: web.Application, ctx: ApiContext, metrics: Metrics | None = Non
     app.router.add_get(PREFIX + "/openapi.json", openapi)
     app.router.add_get(PREFIX + "/asyncapi.json", asyncapi)
     add_docs(app, PREFIX)
-    add_login_page(app)
     router.install(app, ctx, PREFIX)
+    if portal:
+        from pbx import portal as portal_pages
+
+        portal_pages.install(app, ctx, router, phone=phone)
     return document

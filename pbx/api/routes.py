@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -169,6 +169,40 @@ class ApiRouter:
         self.routes.append(route)
         return route
 
+    def route(self, operation_id: str) -> Route:
+        """The route of ``operation_id`` (KeyError when there is none)."""
+        for route in self.routes:
+            if route.operation_id == operation_id:
+                return route
+        raise KeyError(operation_id)
+
+    async def call(self, ctx: ApiContext, principal: Principal | None, operation_id: str, *,
+                   request: web.Request, params: Mapping[str, str] | None = None,
+                   body: Any = None, query: Mapping[str, str] | None = None,
+                   headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+        """Run operation ``operation_id`` in process for ``principal``, exactly as a request
+        to it would (role check, query and body models, the handler): the portal's pages do
+        everything through this, so they have the API's validation, access rules and events
+        and no second code path. ``request`` is the page's own request (its address, scheme
+        and host); ``params`` the path parameters. Errors are raised as by a handler."""
+        route = self.route(operation_id)
+        if route.role is not None:
+            if principal is None:
+                raise ApiProblem(401, "unauthenticated", "log in first")
+            principal.require(route.role, f"{route.method} {route.path}")
+        parsed_query = parse_query(route.query, query or {}) if route.query else None
+        parsed_body = None
+        if route.body is not None:
+            try:
+                parsed_body = route.body.model_validate(body)
+            except ValidationError as exc:
+                raise from_validation(exc) from None
+        local = _LocalRequest(request, dict(params or {}), dict(headers or {}))
+        # the handlers read match_info, headers and remote (and hand ``raw`` to aiohttp only
+        # for WebSocket and cookie routes, which the portal does not call in process)
+        raw = cast(web.Request, local)
+        return await route.handler(ApiRequest(raw, ctx, principal, parsed_body, parsed_query))
+
     def install(self, app: web.Application, ctx: ApiContext, prefix: str) -> None:
         """Put every route on ``app`` under ``prefix`` (``/api/v1``)."""
         for route in self.routes:
@@ -194,3 +228,18 @@ class ApiRouter:
             return await route.handler(ApiRequest(request, ctx, principal, body, query))
 
         return handle
+
+
+class _LocalRequest:
+    """What a handler sees of a request made in process (:meth:`ApiRouter.call`): the given
+    path parameters and headers; everything else is the page's own request."""
+
+    def __init__(self, request: web.Request, match_info: dict[str, str],
+                 headers: dict[str, str]) -> None:
+        self._request = request
+        self.match_info = match_info
+        self.headers = headers
+        self.method = "LOCAL"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)

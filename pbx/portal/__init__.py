@@ -8,15 +8,18 @@ code path and can do nothing the API would refuse that user. ``static/portal.js`
 updates over ``/api/v1/events``. Assets come from this package and from ``web/dist`` (JsSIP,
 installed from npm at set-up): never from a CDN.
 
-One module per area in :mod:`pbx.portal.views`, each with ``register(portal)``.
+One module per area in :mod:`pbx.portal.views`, each with ``register(portal)`` and ``ORDER``
+(its place in the navigation); they are found, not listed, so adding an area touches no other
+file.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pbx.portal.core import HERE, Portal, static_routes
 
@@ -26,10 +29,7 @@ if TYPE_CHECKING:
     from pbx.api.context import ApiContext
     from pbx.api.routes import ApiRouter
 
-__all__ = ["VIEWS", "Portal", "install"]
-
-#: The views, in navigation order (module names under pbx.portal.views).
-VIEWS = ("auth", "home")
+__all__ = ["Portal", "install", "views"]
 
 WEB_DIST = HERE.parent.parent / "web" / "dist"
 
@@ -40,8 +40,19 @@ def install(app: web.Application, ctx: ApiContext, router: ApiRouter, *,
     """Add the portal's pages and assets to ``app`` (before it starts)."""
     portal = Portal(ctx, router, phone=phone)
     portal.app = app
-    for name in VIEWS:
-        module = importlib.import_module(f"pbx.portal.views.{name}")
+    for module in views():
         module.register(portal)
     static_routes(app, {"/portal/static": HERE / "static", "/portal/vendor": vendor})
     return portal
+
+
+def views() -> list[Any]:
+    """The view modules (``pbx.portal.views`` and its sub-packages), by ``ORDER``."""
+    from pbx.portal import views as package
+
+    found = []
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(info.name)
+        if hasattr(module, "register"):
+            found.append(module)
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))

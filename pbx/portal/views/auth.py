@@ -16,7 +16,10 @@ from pbx.api.problems import ApiProblem
 from pbx.i18n import N_
 from pbx.portal.core import LANG_COOKIE, Portal, PortalRequest
 
-__all__ = ["register"]
+__all__ = ["ORDER", "register"]
+
+#: The place in the navigation.
+ORDER = 0
 
 
 def _safe_next(value: str) -> str:

@@ -7,7 +7,10 @@ from aiohttp import web
 from pbx.i18n import N_
 from pbx.portal.core import NavItem, Portal, PortalRequest
 
-__all__ = ["FORWARDS", "register"]
+__all__ = ["FORWARDS", "ORDER", "register"]
+
+#: The place in the navigation.
+ORDER = 10
 
 #: The four forwardings: (API path name, label).
 FORWARDS = (("immediate", N_("Forward all calls")), ("busy", N_("Forward when busy")),

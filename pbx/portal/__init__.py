@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pbx.api.context import ApiContext
     from pbx.api.routes import ApiRouter
 
-__all__ = ["Portal", "install", "views"]
+__all__ = ["Portal", "install", "view_modules"]
 
 WEB_DIST = HERE.parent.parent / "web" / "dist"
 
@@ -40,15 +40,15 @@ def install(app: web.Application, ctx: ApiContext, router: ApiRouter, *,
     """Add the portal's pages and assets to ``app`` (before it starts)."""
     portal = Portal(ctx, router, phone=phone)
     portal.app = app
-    for module in views():
+    for module in view_modules():
         module.register(portal)
     static_routes(app, {"/portal/static": HERE / "static", "/portal/vendor": vendor})
     return portal
 
 
-def views() -> list[Any]:
+def view_modules() -> list[Any]:
     """The view modules (``pbx.portal.views`` and its sub-packages), by ``ORDER``."""
-    from pbx.portal import views as package
+    import pbx.portal.views as package
 
     found = []
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):

@@ -96,12 +96,13 @@ async def browser(args: Sequence[str] = ()) -> AsyncIterator[Any]:
 
 async def login(browser_: Any, base: str, extension: str, password: str, *,
                 lang: str = "en", tenant: str = "") -> Any:
-    """A new page (own context: own cookies) signed in through the login form."""
+    """A new page (own context: own cookies) signed in through the login form, speaking
+    ``lang`` (chosen with the footer's language switcher, which outranks the user's setting)."""
     context = await browser_.new_context(locale="de-DE" if lang == "de" else "en-GB",
                                          ignore_https_errors=True)
     page = await context.new_page()
     page.on("console", lambda msg: print(f"[{extension}] {msg.text}", file=sys.stderr))
-    await page.goto(f"{base}/portal/login")
+    await page.goto(f"{base}/portal/lang?to={lang}&next=/portal/login")
     if tenant:
         await page.fill("#tenant", tenant)
     await page.fill("#extension", extension)

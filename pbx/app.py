@@ -332,7 +332,8 @@ class PbxServer:
         self.b2bua.ice = self._ice_settings()
         self.b2bua.chat = ChatService(
             self.b2bua, self.store, self.directory, max_size=self.config.chat.max_size,
-            limit=SenderLimit(self.config.chat.rate, self.config.chat.burst))
+            limit=SenderLimit(self.config.chat.rate, self.config.chat.burst),
+            events=self.events)
         self._start_mwi(services)
         self._start_mail(services)
         self._webhooks_task = services.create_task(self.webhooks.run(), name="webhooks")

@@ -38,6 +38,7 @@ from pbx.api.resources import (
     codes,
     conferences,
     devices,
+    directory,
     history,
     numbers,
     pickup,
@@ -80,6 +81,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     conferences.register(router)
     session.register(router)
     webhooks.register(router)
+    directory.register(router)
     return router
 
 

@@ -130,6 +130,29 @@ class VoicemailChangedData(_Data):
     old_urgent: int
 
 
+class ChatMessageData(_Data):
+    """A chat message was kept (sent over SIP MESSAGE or the API): the conversation of
+    ``from_user_id`` and ``to_user_id`` has it (``id``; the text is read there)."""
+
+    id: int
+    message_id: str
+    from_user_id: int
+    to_user_id: int
+    tenant_id: int
+    user_ids: list[int]
+    created_at: float
+    source: Literal["sip", "api"] | str
+
+
+class ChatReadData(_Data):
+    """A user marked a conversation read up to message ``last_read_id``."""
+
+    user_id: int
+    other_id: int
+    last_read_id: int
+    unread: int
+
+
 class GapData(_Data):
     """Events ``first`` … ``last`` are no longer kept: resynchronise from the resources."""
 
@@ -168,6 +191,9 @@ CATALOGUE: dict[str, EventKind] = {
     "conference.left": EventKind("a participant left a conference", ConferenceData),
     "conference.muted": EventKind("a conference participant was muted", ConferenceData),
     "conference.unmuted": EventKind("a conference participant was unmuted", ConferenceData),
+    "chat.message": EventKind("a chat message between two users was kept (SIP or API)",
+                              ChatMessageData),
+    "chat.read": EventKind("a user read a chat conversation", ChatReadData),
     "gap": EventKind("(WebSocket only) events were lost before a resume: resynchronise",
                      GapData, published=False),
 }

@@ -47,6 +47,7 @@ from sipcore.uri import SipURI
 
 if TYPE_CHECKING:
     from pbx.b2bua import B2bua
+    from pbx.services.events import EventBus
     from pbx.callcontrol import Leg
     from pbx.directory import Directory
     from pbx.store import Store, User
@@ -83,8 +84,10 @@ class ChatService:
     def __init__(self, b2bua: B2bua, store: Store, directory: Directory, *,
                  max_size: int = DEFAULT_MAX_SIZE,
                  retry_delays: Sequence[float] = RETRY_DELAYS,
-                 limit: SenderLimit | None = None) -> None:
+                 limit: SenderLimit | None = None, events: EventBus | None = None) -> None:
         self.b2bua = b2bua
+        #: ``chat.message`` is published here for every message kept (SIP or API)
+        self.events = events
         self.limit = limit or SenderLimit(rate=2.0, burst=30)
         self.store = store
         self.directory = directory
@@ -113,6 +116,7 @@ class ChatService:
             recipient_id=recipient.id, message_id=uuid.uuid4().hex,
             content_type=content_type, body=body, now=now)
         self.stats["received"] += 1
+        self._published(stored, "api")
         online = bool(self._bindings(recipient))
         log.info("chat.received", sender=sender.extension, recipient=recipient.extension,
                  tenant_id=sender.tenant_id, message_id=stored.message_id, online=online,
@@ -199,6 +203,18 @@ class ChatService:
         self._spawn(self._keep_and_deliver(event, parties, verdict, tx, via),
                     f"chat-{event.request.call_id}")
 
+    def _published(self, message: ChatMessage, source: str) -> None:
+        """``chat.message`` on the bus (both users and the tenant's admins see it; the text
+        is not in the event: the conversation has it)."""
+        if self.events is None:
+            return
+        self.events.publish("chat.message", {
+            "id": message.id, "message_id": message.message_id,
+            "from_user_id": message.sender_id, "to_user_id": message.recipient_id,
+            "tenant_id": message.tenant_id,
+            "user_ids": sorted({message.sender_id, message.recipient_id}),
+            "created_at": message.created_at, "source": source})
+
     def _within_limit(self, sender: User, now: float) -> bool:
         if self.limit.take(sender.id, now):
             return True
@@ -225,6 +241,7 @@ class ChatService:
             log.exception("chat.store_failed", call_id=event.request.call_id)
             self.b2bua.respond(event.request, 500, tx=tx)
             return
+        self._published(stored, "sip")
         online = via is not None or bool(self._bindings(recipient))
         self.b2bua.respond(event.request, 200 if online else 202, tx=tx)
         log.info("chat.received", sender=sender.extension, recipient=recipient.extension,

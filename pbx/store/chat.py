@@ -91,3 +91,43 @@ class ChatStoreMixin:
                 "(sender_id=? AND recipient_id=?) ORDER BY id DESC LIMIT ?",
                 (user_id, other_id, other_id, user_id, limit)).fetchall()
         return [_message(r) for r in reversed(rows)]
+
+    def chat_conversations(self, user_id: int) -> list[tuple[int, ChatMessage, int]]:
+        """The conversations of ``user_id``: (the other user's id, the newest message, how
+        many of the other's messages came after what the user marked read), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLS} FROM chat_messages WHERE id IN ("
+                "  SELECT MAX(id) FROM chat_messages WHERE sender_id=? OR recipient_id=?"
+                "  GROUP BY CASE WHEN sender_id=? THEN recipient_id ELSE sender_id END)"
+                " ORDER BY id DESC", (user_id, user_id, user_id)).fetchall()
+            unread = dict(self._db.execute(
+                "SELECT m.sender_id, COUNT(*) FROM chat_messages m LEFT JOIN chat_reads r "
+                "ON r.user_id=m.recipient_id AND r.other_id=m.sender_id "
+                "WHERE m.recipient_id=? AND m.id > COALESCE(r.last_read_id, 0) "
+                "GROUP BY m.sender_id", (user_id,)).fetchall())
+        out = []
+        for row in rows:
+            m = _message(row)
+            other = m.recipient_id if m.sender_id == user_id else m.sender_id
+            out.append((other, m, int(unread.get(other, 0))))
+        return out
+
+    def chat_mark_read(self, user_id: int, other_id: int, up_to: int | None = None) -> int:
+        """``user_id`` read the conversation with ``other_id`` up to message ``up_to`` (None:
+        all of it); returns the id read up to (it never goes back)."""
+        with self._tx() as db:
+            if up_to is None:
+                row = db.execute("SELECT MAX(id) FROM chat_messages WHERE sender_id=? AND "
+                                 "recipient_id=?", (other_id, user_id)).fetchone()
+                up_to = int(row[0] or 0)
+            db.execute("INSERT INTO chat_reads(user_id, other_id, last_read_id) VALUES (?,?,?) "
+                       "ON CONFLICT(user_id, other_id) DO UPDATE SET last_read_id="
+                       "MAX(last_read_id, excluded.last_read_id)", (user_id, other_id, up_to))
+            found = db.execute("SELECT last_read_id FROM chat_reads WHERE user_id=? AND "
+                               "other_id=?", (user_id, other_id)).fetchone()
+        return int(found[0])
+
+    def chat_unread(self, user_id: int) -> int:
+        """How many messages to ``user_id`` they have not marked read (every conversation)."""
+        return sum(n for _, _, n in self.chat_conversations(user_id))

@@ -363,4 +363,25 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id);
     """,
+    # 13: a user's personal contacts (pbx.store.contacts: name and up to four numbers) and
+    # how far they read each chat conversation (pbx.store.chat: the unread counts)
+    """
+    CREATE TABLE contacts (
+        id            INTEGER PRIMARY KEY,
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name          TEXT NOT NULL,
+        company       TEXT NOT NULL DEFAULT '',
+        numbers       TEXT NOT NULL DEFAULT '[]',    -- JSON list of {label, number}
+        email         TEXT NOT NULL DEFAULT '',
+        created_at    REAL NOT NULL,
+        changed_at    REAL NOT NULL
+    );
+    CREATE INDEX contacts_user ON contacts(user_id, name);
+    CREATE TABLE chat_reads (
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        other_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        last_read_id  INTEGER NOT NULL,              -- chat_messages.id read up to
+        PRIMARY KEY (user_id, other_id)
+    );
+    """,
 )

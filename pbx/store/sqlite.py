@@ -27,6 +27,7 @@ from pbx.settings_schema import SettingError, SettingsSchema, stored_over_defaul
 from pbx.settings_schema import validate as validate_settings
 from pbx.store import schema as _schema
 from pbx.store.chat import ChatStoreMixin
+from pbx.store.contacts import ContactStoreMixin
 from pbx.store.logins import LoginStoreMixin
 from pbx.store.outbox import OutboxStoreMixin
 from pbx.store.pickup import PickupStoreMixin
@@ -98,8 +99,9 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 
-class Store(TokenStoreMixin, ChatStoreMixin, OutboxStoreMixin, PickupStoreMixin,
-            VoicemailStoreMixin, PortalStoreMixin, LoginStoreMixin, WebhookStoreMixin):
+class Store(TokenStoreMixin, ChatStoreMixin, ContactStoreMixin, OutboxStoreMixin,
+            PickupStoreMixin, VoicemailStoreMixin, PortalStoreMixin, LoginStoreMixin,
+            WebhookStoreMixin):
     """SQLite store in ``data_dir/asyncpbx.sqlite3``.
 
     ``domain`` is the configured SIP domain: the default tenant gets it when v1 users are

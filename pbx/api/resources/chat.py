@@ -1,7 +1,11 @@
-"""``/users/{user}/chats/{other}``: the chat history of two users of a tenant (GET), and a
+"""``/users/{user}/chats``: the user's conversations (the other party, the newest message, how
+many of the other's messages the user has not read), ``/users/{user}/chats/{other}``: the chat
+history of two users of a tenant (GET), and a
 message sent as ``user`` (POST: through :meth:`pbx.chat.ChatService.send`, as if the user's
 phone had sent it — delivered to the other's devices, kept for their next registration when
-none is registered). The token must see ``user``; ``other`` is any other user of the same
+none is registered); ``PUT /users/{user}/chats/{other}/read`` marks it read (``chat.read``).
+Every message kept publishes ``chat.message`` (:class:`pbx.chat.ChatService`). The token must
+see ``user``; ``other`` is any other user of the same
 tenant (404 otherwise: nothing crosses tenants)."""
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pbx.chat import ChatRateLimited
 from pbx.store import User
 from pbx.store.chat import ChatMessage
 
-__all__ = ["ChatMessageOut", "ChatPage", "ChatSend", "ChatSent", "register"]
+__all__ = ["ChatMessageOut", "ChatPage", "ChatRead", "ChatSend", "ChatSent", "Conversation",
+           "ConversationPage", "register"]
 
 #: The largest message body the API sends (the SIP side's default ``[chat] max_size``).
 MAX_TEXT = 8192
@@ -65,6 +70,46 @@ class ChatSent(ChatMessageOut):
     online: bool
 
 
+class ChatParty(BaseModel):
+    """The other user of a conversation."""
+
+    id: int
+    extension: str
+    name: str
+
+
+class Conversation(BaseModel):
+    """A conversation of the user: with whom, the newest message, and ``unread``: how many of
+    the other's messages came after what the user marked read."""
+
+    other: ChatParty
+    last_message: ChatMessageOut
+    unread: int
+
+
+class ConversationPage(BaseModel):
+    """The user's conversations, the newest first; ``unread``: their sum."""
+
+    items: list[Conversation]
+    total: int
+    unread: int
+
+
+class ChatReadMark(Request):
+    """Read up to message ``up_to`` (an id of the conversation; missing: all of it)."""
+
+    up_to: Annotated[int, Field(ge=0)] | None = None
+
+
+class ChatRead(BaseModel):
+    """The conversation is read up to ``last_read_id``; ``unread``: what is left in all the
+    user's conversations."""
+
+    other_id: int
+    last_read_id: int
+    unread: int
+
+
 def _out(m: ChatMessage) -> ChatMessageOut:
     return ChatMessageOut(id=m.id, message_id=m.message_id, from_user_id=m.sender_id,
                           to_user_id=m.recipient_id, content_type=m.content_type,
@@ -85,6 +130,32 @@ async def get_conversation(req: ApiRequest) -> web.StreamResponse:
     user, other = _parties(req)
     messages = await asyncio.to_thread(req.ctx.store.chat_conversation, user.id, other.id)
     return json_response(ChatPage(items=[_out(m) for m in messages], total=len(messages)))
+
+
+async def list_conversations(req: ApiRequest) -> web.StreamResponse:
+    user = user_of(req)
+    found = await asyncio.to_thread(req.ctx.store.chat_conversations, user.id)
+    items = []
+    for other_id, last, unread in found:
+        other = req.ctx.directory.user_by_id(other_id)
+        if other is None or other.tenant_id != user.tenant_id:
+            continue
+        items.append(Conversation(other=ChatParty(id=other.id, extension=other.extension,
+                                                  name=other.name),
+                                  last_message=_out(last), unread=unread))
+    return json_response(ConversationPage(items=items, total=len(items),
+                                          unread=sum(c.unread for c in items)))
+
+
+async def mark_read(req: ApiRequest) -> web.StreamResponse:
+    user, other = _parties(req)
+    body = req.body_as(ChatReadMark)
+    store = req.ctx.store
+    last = await asyncio.to_thread(store.chat_mark_read, user.id, other.id, body.up_to)
+    unread = await asyncio.to_thread(store.chat_unread, user.id)
+    req.ctx.bus.publish("chat.read", {"user_id": user.id, "other_id": other.id,
+                                      "last_read_id": last, "unread": unread})
+    return json_response(ChatRead(other_id=other.id, last_read_id=last, unread=unread))
 
 
 async def send_message(req: ApiRequest) -> web.StreamResponse:
@@ -118,6 +189,16 @@ async def send_message(req: ApiRequest) -> web.StreamResponse:
 
 def register(router: ApiRouter) -> None:
     """The routes of this module."""
+    router.add(Route("GET", "/users/{user}/chats", list_conversations,
+                     "The user's chat conversations (newest first, with unread counts)",
+                     "chat", "list_conversations", response=ConversationPage,
+                     path_params=USER_PARAM))
+    router.add(Route("PUT", "/users/{user}/chats/{other}/read", mark_read,
+                     "Mark a conversation read (up to a message, or all of it)", "chat",
+                     "mark_chat_read", body=ChatReadMark, response=ChatRead,
+                     path_params={**USER_PARAM,
+                                  "other": {"type": "integer", "minimum": 1,
+                                            "description": "the other user's id"}}))
     router.add(Route("GET", "/users/{user}/chats/{other}", get_conversation,
                      "The chat history of the user with another user of their tenant", "chat",
                      "get_conversation", response=ChatPage,

@@ -47,9 +47,9 @@ from sipcore.uri import SipURI
 
 if TYPE_CHECKING:
     from pbx.b2bua import B2bua
-    from pbx.services.events import EventBus
     from pbx.callcontrol import Leg
     from pbx.directory import Directory
+    from pbx.services.events import EventBus
     from pbx.store import Store, User
 
 __all__ = ["DEFAULT_MAX_SIZE", "RETRY_DELAYS", "ChatService"]

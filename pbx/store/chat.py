@@ -113,10 +113,13 @@ class ChatStoreMixin:
             out.append((other, m, int(unread.get(other, 0))))
         return out
 
-    def chat_mark_read(self, user_id: int, other_id: int, up_to: int | None = None) -> int:
+    def chat_mark_read(self, user_id: int, other_id: int, up_to: int | None = None
+                       ) -> tuple[int, bool]:
         """``user_id`` read the conversation with ``other_id`` up to message ``up_to`` (None:
-        all of it); returns the id read up to (it never goes back)."""
+        all of it); returns the id read up to (it never goes back) and whether it moved."""
         with self._tx() as db:
+            before = db.execute("SELECT last_read_id FROM chat_reads WHERE user_id=? AND "
+                                "other_id=?", (user_id, other_id)).fetchone()
             if up_to is None:
                 row = db.execute("SELECT MAX(id) FROM chat_messages WHERE sender_id=? AND "
                                  "recipient_id=?", (other_id, user_id)).fetchone()
@@ -126,7 +129,7 @@ class ChatStoreMixin:
                        "MAX(last_read_id, excluded.last_read_id)", (user_id, other_id, up_to))
             found = db.execute("SELECT last_read_id FROM chat_reads WHERE user_id=? AND "
                                "other_id=?", (user_id, other_id)).fetchone()
-        return int(found[0])
+        return int(found[0]), before is None or int(found[0]) != int(before[0])
 
     def chat_unread(self, user_id: int) -> int:
         """How many messages to ``user_id`` they have not marked read (every conversation)."""

@@ -151,10 +151,11 @@ async def mark_read(req: ApiRequest) -> web.StreamResponse:
     user, other = _parties(req)
     body = req.body_as(ChatReadMark)
     store = req.ctx.store
-    last = await asyncio.to_thread(store.chat_mark_read, user.id, other.id, body.up_to)
+    last, moved = await asyncio.to_thread(store.chat_mark_read, user.id, other.id, body.up_to)
     unread = await asyncio.to_thread(store.chat_unread, user.id)
-    req.ctx.bus.publish("chat.read", {"user_id": user.id, "other_id": other.id,
-                                      "last_read_id": last, "unread": unread})
+    if moved:  # only a change is an event (a page that marks read on every refresh: no loop)
+        req.ctx.bus.publish("chat.read", {"user_id": user.id, "other_id": other.id,
+                                          "last_read_id": last, "unread": unread})
     return json_response(ChatRead(other_id=other.id, last_read_id=last, unread=unread))
 
 

@@ -73,13 +73,19 @@ async def events(req: ApiRequest) -> web.StreamResponse:
                 break
         closed.set()
 
+    async def send(text: str) -> None:
+        try:
+            await ws.send_str(text)
+        except ConnectionResetError:  # the client left while we sent (a page navigated away)
+            closed.set()
+
     try:
         if gap is not None:
             await ws.send_json({"seq": 0, "kind": "gap", "at": 0.0,
                                 "data": {"first": gap[0], "last": gap[1]}})
         async with asyncio.TaskGroup() as group:
             reader = group.create_task(read())
-            why = await pump(ws.send_str, client, replay,
+            why = await pump(send, client, replay,
                              lambda e: wanted(e.kind) and visible(who, e, user_by_id), closed)
             reader.cancel()
         if why == "overflow":

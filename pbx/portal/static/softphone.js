@@ -11,8 +11,8 @@ const params = new URLSearchParams(location.search);
 const msgs = $("softphone-msgs").dataset;
 const LONG_PRESS_MS = 700;
 const state = { registered: false, registrationFailed: null, session: null, consult: null,
-                incoming: 0, ended: 0, failed: [], events: [], dtmf: [], held: false,
-                muted: false, quality: null, account: null, party: "" };
+                incoming: 0, ended: 0, failed: [], events: [], dtmfReceived: [], held: false,
+                muted: false, stats: null, account: null, party: "" };
 window.softphone = state;
 let ua = null;
 let audioCtx = null;
@@ -116,7 +116,7 @@ function attach(session, main) {
   });
   session.on("hold", (e) => log("hold", e.originator));
   session.on("unhold", (e) => log("unhold", e.originator));
-  session.on("newDTMF", (e) => { if (e.originator === "remote") state.dtmf.push(e.dtmf.tone); });
+  session.on("newDTMF", (e) => { if (e.originator === "remote") state.dtmfReceived.push(e.dtmf.tone); });
   const finish = (cause, failed) => {
     if (state.consult === session) { state.consult = null; buttons(); return; }
     if (state.session !== session) return;
@@ -311,7 +311,7 @@ async function quality() {
       q.rttMs = Math.round(r.currentRoundTripTime * 1000);
     }
   });
-  state.quality = q;
+  state.stats = q;
   $("q-codec").textContent = q.codec.replace("audio/", "") || "–";
   $("q-received").textContent = String(q.received);
   const pct = q.received + q.lost > 0 ? (100 * q.lost / (q.received + q.lost)).toFixed(1) : "0.0";

@@ -67,7 +67,7 @@ async def test_directory_for_a_plain_user(pbx_api: Api) -> None:
 
 async def test_contacts_crud_and_isolation(pbx_api: Api) -> None:
     base = "/api/v1/users/me/contacts"
-    status, made, headers = await pbx_api.call(
+    status, made, _ = await pbx_api.call(
         "POST", base, who="anna",
         json={"name": "Dora Dienst", "company": "Acme",
               "numbers": [{"label": "mobile", "number": "+491701234567"}]})

@@ -106,14 +106,112 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
             await until(page, "window.softphone.ended >= 1", 10)
             out["ended"] = await _wait_until(lambda: not server.b2bua.calls, 10)
             out["status_after"] = await page.text_content("#phone-status")
+            out["conference"] = await _conference(server, files, page, tmp)
+            out["transfer"] = await _transfer(server, files, page, tmp)
     finally:
         stop(phone)
         log.close()
-    pcm, rate = recording(d101)
+    first = sorted(d101.glob("dump-*-dec.wav"))[:1]  # the first call's (later ones follow)
+    pcm, rate = recording(d101) if not first else _wav(first[0])
     out["phone_600"] = best_ratio(pcm, 600, rate)
     out["phone_1209"] = best_ratio(pcm, 1209, rate)
     out["phone_log"] = (d101 / "out.log").read_text(errors="replace")[-2000:]
     out["axe"] = out["axe"] + out.pop("axe_idle")
+    return out
+
+
+def _wav(path: Path) -> tuple[Any, int]:
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path)) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    return (pcm.reshape(-1, channels)[:, 0] if channels > 1 else pcm), rate
+
+
+def _hears(rtp: Any, since: float) -> dict[str, Any]:
+    from tests.media.test_aio import dominant, hears
+
+    pcm = rtp.pcm(since=since)
+    return {f"hears_{f}": bool(hears(pcm, 8000, f)) for f in (600, 1000, 1209)} | {
+        "dominant": dominant(pcm, 8000, [600, 1000, 1209]), "samples": len(pcm)}
+
+
+async def _hang_up_all(server: Any) -> bool:
+    for call in list(server.b2bua.calls.values()):
+        call.hangup()
+    return await _wait_until(lambda: not server.b2bua.calls, 10)
+
+
+async def _sipp_102(files: Any, tmp: Path, name: str) -> tuple[Any, Any]:
+    from tests.interop.harness import free_port
+    from tests.interop.test_calls_sipp import RtpPeer, SippUas, register_port
+
+    port, rtp = free_port(), RtpPeer(send_hz=1000, paced_from_latch=True)
+    await asyncio.to_thread(register_port, files, "102", USERS[2][1], port)
+    uas = SippUas(tmp, "call_uas_answer.xml", port, keys={"rtp_port": str(rtp.port)},
+                  pause_ms=300, name=name)
+    return uas, rtp
+
+
+async def _conference(server: Any, files: Any, page: Any, tmp: Path) -> dict[str, Any]:
+    """The page calls the baresip phone again, then adds 102 (a SIPp phone, 1000 Hz) with
+    "Add to conference" (the API's conference operation): 102 hears the page and 101."""
+    uas, rtp = await _sipp_102(files, tmp, "conf")
+    out: dict[str, Any] = {}
+    try:
+        confirmed = await page.evaluate("window.softphone.events.length")
+        await page.fill("#dial-target", "101")
+        await page.click("#btn-call")
+        await until(page, f"window.softphone.events.slice({confirmed})"
+                          ".includes('confirmed')", 15)
+        await page.fill("#transfer-target", "102")
+        await page.click("#btn-conference")
+        out["joined"] = await _wait_until(lambda: rtp.remote is not None, 15)
+        start = time.monotonic()
+        await asyncio.sleep(3.0)
+        out["phone_102"] = _hears(rtp, start + 0.5)
+        out["events"] = await page.evaluate("window.softphone.events")
+        out["status"] = await page.text_content("#phone-status")
+        await page.click("#btn-hangup")
+        out["ended"] = await _hang_up_all(server)
+        out["sipp_rc"], sipp = await asyncio.to_thread(uas.result, 20)
+        out["sipp"] = sipp[-1500:]
+    finally:
+        uas.stop()
+        rtp.close()
+    return out
+
+
+async def _transfer(server: Any, files: Any, page: Any, tmp: Path) -> dict[str, Any]:
+    """The page calls 102 (SIPp, 1000 Hz) and transfers it blind (REFER) to 101 (baresip,
+    1209 Hz): the page drops out, 102 hears 101."""
+    uas, rtp = await _sipp_102(files, tmp, "xfer")
+    out: dict[str, Any] = {}
+    try:
+        ended = await page.evaluate("window.softphone.ended")
+        confirmed = await page.evaluate("window.softphone.events.length")
+        await page.fill("#dial-target", "102")
+        await page.click("#btn-call")
+        await until(page, f"window.softphone.events.slice({confirmed})"
+                          ".includes('confirmed')", 15)
+        await asyncio.sleep(1.0)
+        out["before"] = _hears(rtp, time.monotonic() - 0.8)
+        await page.fill("#transfer-target", "101")
+        await page.click("#btn-transfer")
+        await until(page, f"window.softphone.ended > {ended}", 15)
+        start = time.monotonic()
+        await asyncio.sleep(3.0)
+        out["after"] = _hears(rtp, start + 1.0)
+        out["events"] = await page.evaluate("window.softphone.events")
+        out["ended"] = await _hang_up_all(server)
+        out["sipp_rc"], sipp = await asyncio.to_thread(uas.result, 20)
+        out["sipp"] = sipp[-1500:]
+    finally:
+        uas.stop()
+        rtp.close()
     return out
 
 

@@ -13,7 +13,10 @@ registers by itself as 100, nobody types a SIP password — and calls a baresip 
 auto-answer, a 1209 Hz file as its microphone, recording what it hears); the page hears the
 phone's tone (WebAudio analyser), the phone hears the page's 600 Hz (Goertzel on its
 recording), the call's quality figures come from getStats, DTMF and mute work, and the page
-hangs up (portal_comm_phone.py runs it).
+hangs up. Then the page calls 101 again and adds 102 (a SIPp phone, 1000 Hz) with "Add to
+conference" (the API's conference operation): 102 hears the page and 101 but not itself;
+last the page calls 102 and transfers it blind (REFER) to 101: 102 hears 101 and the page has
+dropped out (portal_comm_phone.py runs it).
 """
 
 from __future__ import annotations
@@ -160,6 +163,18 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     assert found["muted_pressed"] == "true", found
     assert found["ended"], found
     assert found["axe"] == [], found["axe"]
+    # conference: "Add to conference" rang 102 (SIPp), who hears the page and 101, not itself
+    conf = found["conference"]
+    assert conf["joined"] and "conference:202" in conf["events"], conf
+    heard = conf["phone_102"]
+    assert heard["hears_600"] and heard["hears_1209"] and not heard["hears_1000"], conf
+    assert conf["ended"] and conf["sipp_rc"] == 0, conf["sipp"]
+    # blind transfer: the page's call with 102 went to 101 (REFER), the page dropped out
+    xfer = found["transfer"]
+    assert xfer["before"]["dominant"] == 600, xfer
+    assert "transferred" in xfer["events"], xfer
+    assert xfer["after"]["hears_1209"] and not xfer["after"]["hears_600"], xfer
+    assert xfer["ended"] and xfer["sipp_rc"] == 0, xfer["sipp"]
 
 
 def _run_netns_portal(tmp: Path) -> dict[str, Any]:

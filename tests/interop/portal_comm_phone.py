@@ -93,6 +93,15 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
             await asyncio.sleep(1.0)
             out["heard"] = await _listen(page, 2.0)
             out["status_connected"] = await page.text_content("#phone-status")
+            # a chat message to 100 during the call: delivered to the page (SIP MESSAGE)
+            sender, me = server.store.user("101"), server.store.user("100")
+            stored, online = await server.b2bua.chat.send(sender, me, b"Kurze Frage?")
+            out["chat_online"] = online
+            await until(page, "window.softphone.messages.length", 10)
+            out["chat_shown"] = await page.text_content("#phone-chat-list")
+            out["chat_delivered"] = await _wait_until(lambda: any(
+                m.delivered_at is not None for m in server.store.chat_conversation(
+                    me.id, sender.id) if m.id == stored.id), 10)
             await page.click("#key-5")  # DTMF by INFO
             await asyncio.sleep(1.5)
             out["quality"] = await page.evaluate("window.softphone.quality()")
@@ -108,6 +117,7 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
             out["status_after"] = await page.text_content("#phone-status")
             out["conference"] = await _conference(server, files, page, tmp)
             out["transfer"] = await _transfer(server, files, page, tmp)
+            out["ring_together"] = await _ring_together(server, files, page, tmp)
     finally:
         stop(phone)
         log.close()
@@ -211,6 +221,57 @@ async def _transfer(server: Any, files: Any, page: Any, tmp: Path) -> dict[str, 
         out["sipp"] = sipp[-1500:]
     finally:
         uas.stop()
+        rtp.close()
+    return out
+
+
+def _caller_102(files: Any, tmp: Path, rtp_port: int) -> tuple[int, int, str]:
+    """102 (SIPp, RTP on ``rtp_port``) calls 100 and hangs up after 4 s of talk."""
+    from tests.interop.harness import sipp, users_csv
+
+    host, port = files.addr("udp")
+    res = sipp("call_uac.xml", (host, port), tmp, inf=users_csv(tmp / "c102.csv", [USERS[2]]),
+               timeout=40, extra=["-auth_uri", f"100@{host}:{port}", "-key", "dst", "100",
+                                  "-key", "rtp_port", str(rtp_port), "-d", "4000",
+                                  "-trace_msg", "-message_file", str(tmp / "c102-msgs.log")])
+    return res.successful, res.failed, res.output
+
+
+async def _ring_together(server: Any, files: Any, page: Any, tmp: Path) -> dict[str, Any]:
+    """100 has a SIPp desk phone besides the page; 102 calls 100: both ring, the page is
+    answered with its Answer button, the desk phone gets CANCEL; the page hears 102."""
+    from tests.interop.harness import free_port
+    from tests.interop.test_calls_sipp import RtpPeer, SippUas, register_port
+
+    port = free_port()
+    await asyncio.to_thread(register_port, files, "100", USERS[0][1], port)
+    desk = SippUas(tmp, "call_uas_ring.xml", port, keys={}, name="desk")
+    rtp = RtpPeer(send_hz=1000, paced_from_latch=True)
+    out: dict[str, Any] = {}
+    try:
+        incoming = await page.evaluate("window.softphone.incoming")
+        ended = await page.evaluate("window.softphone.ended")
+        result = asyncio.ensure_future(asyncio.to_thread(_caller_102, files, tmp, rtp.port))
+        await until(page, f"window.softphone.incoming > {incoming}", 15)
+        out["status_ringing"] = await page.text_content("#phone-status")
+        out["answer_enabled"] = not await page.is_disabled("#btn-answer")
+        await asyncio.sleep(0.5)
+        await page.click("#btn-answer")
+        await until(page, "window.softphone.session && window.softphone.session.isEstablished()",
+                    10)
+        await asyncio.sleep(1.0)
+        out["heard"] = await _listen(page, 1.5)
+        out["desk_rc"], out["desk"] = await asyncio.to_thread(desk.result, 20)
+        out["desk_cancelled"] = "CANCEL sip:" in desk.log()
+        ok, failed, caller_out = await result
+        out["caller"] = [ok, failed]
+        out["caller_out"] = caller_out[-1500:]
+        await until(page, f"window.softphone.ended > {ended}", 10)
+        from tests.media.test_aio import hears
+
+        out["caller_hears_600"] = bool(hears(rtp.pcm(), 8000, 600))
+    finally:
+        desk.stop()
         rtp.close()
     return out
 

@@ -15,8 +15,10 @@ phone's tone (WebAudio analyser), the phone hears the page's 600 Hz (Goertzel on
 recording), the call's quality figures come from getStats, DTMF and mute work, and the page
 hangs up. Then the page calls 101 again and adds 102 (a SIPp phone, 1000 Hz) with "Add to
 conference" (the API's conference operation): 102 hears the page and 101 but not itself;
-last the page calls 102 and transfers it blind (REFER) to 101: 102 hears 101 and the page has
-dropped out (portal_comm_phone.py runs it).
+then the page calls 102 and transfers it blind (REFER) to 101: 102 hears 101 and the page has
+dropped out; a chat message to 100 during the first call shows in the page (SIP MESSAGE to
+the browser phone); last 102 calls 100, whose page and SIPp desk phone ring together, the
+page's Answer wins and the desk phone gets CANCEL (portal_comm_phone.py runs it).
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ async def _chat(base: str, pbx: Any, tmp: Path) -> dict[str, Any]:
         for name, path in (("chat", "/portal/chat"), ("directory", "/portal/directory"),
                            ("phone", "/portal/phone")):
             await de.goto(base + path)
+            if name == "phone":  # it registers by itself (no call here: that needs lo only)
+                out["phone_de"] = await until(
+                    de, "window.softphone.registered || window.softphone.registrationFailed", 10)
+                out["phone_status_de"] = await de.text_content("#phone-status")
             out["axe"][name + "_de"] = await axe_check(de)
             await screenshot(de, f"portal-{name}-de")
         out["heading_de"] = await de.text_content("h1")
@@ -134,7 +140,7 @@ async def _chat(base: str, pbx: Any, tmp: Path) -> dict[str, Any]:
 
 def test_chat_is_live_and_the_pages_render(tmp_path: Path) -> None:
     need("sipp")
-    with portal_pbx(tmp_path, config_extra=CONFIG) as pbx:
+    with portal_pbx(tmp_path, config_extra=CONFIG, transports=("udp", "ws")) as pbx:
         found = asyncio.run(asyncio.wait_for(_chat(base_url(pbx), pbx, tmp_path), 120))
     assert found["no_reload"] == [1, 1], found  # live, no page load
     assert found["anna_messages"] == ["Hallo Ben, hast du kurz Zeit?", "Ja, ruf mich an"], found
@@ -146,6 +152,8 @@ def test_chat_is_live_and_the_pages_render(tmp_path: Path) -> None:
     assert any("Dora Dienst" in row and "+49301234567" in row for row in found["contacts"]), found
     assert "Nicht stören einschalten" in (found["codes_de"] or ""), found
     assert found["heading_de"] == "Telefon", found
+    assert found["phone_de"] is True, found  # registered as 100 without a typed password
+    assert found["phone_status_de"] == "Bereit: angemeldet als 100", found
     assert {k: v for k, v in found["axe"].items() if v} == {}, found["axe"]
 
 
@@ -163,6 +171,9 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     assert found["muted_pressed"] == "true", found
     assert found["ended"], found
     assert found["axe"] == [], found["axe"]
+    # a chat message to 100 during the call reached the page (SIP MESSAGE, JsSIP said 200)
+    assert found["chat_online"] and found["chat_delivered"], found
+    assert found["chat_shown"].startswith("User 101: Kurze Frage?"), found["chat_shown"]
     # conference: "Add to conference" rang 102 (SIPp), who hears the page and 101, not itself
     conf = found["conference"]
     assert conf["joined"] and "conference:202" in conf["events"], conf
@@ -175,6 +186,15 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     assert "transferred" in xfer["events"], xfer
     assert xfer["after"]["hears_1209"] and not xfer["after"]["hears_600"], xfer
     assert xfer["ended"] and xfer["sipp_rc"] == 0, xfer["sipp"]
+    # 102 calls 100: the page and 100's desk phone ring together; Answer in the page wins,
+    # the desk phone gets CANCEL, both sides hear each other
+    ring = found["ring_together"]
+    assert ring["status_ringing"].startswith("Incoming call from"), ring
+    assert ring["answer_enabled"], ring
+    assert tone_heard(ring["heard"], 1000), ring["heard"]
+    assert ring["caller_hears_600"], ring
+    assert ring["desk_cancelled"] and ring["desk_rc"] == 0, ring["desk"]
+    assert ring["caller"] == [1, 0], ring["caller_out"]
 
 
 def _run_netns_portal(tmp: Path) -> dict[str, Any]:

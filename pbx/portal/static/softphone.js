@@ -12,7 +12,7 @@ const msgs = $("softphone-msgs").dataset;
 const LONG_PRESS_MS = 700;
 const state = { registered: false, registrationFailed: null, session: null, consult: null,
                 incoming: 0, ended: 0, failed: [], events: [], dtmfReceived: [], held: false,
-                muted: false, stats: null, account: null, party: "" };
+                muted: false, stats: null, account: null, party: "", messages: [] };
 window.softphone = state;
 let ua = null;
 let audioCtx = null;
@@ -87,25 +87,57 @@ function buttons() {
   $("btn-mute").textContent = state.muted ? msgs.unmute : msgs.mute;
 }
 
+async function colleague(extension) {
+  if (!/^[0-9]+$/.test(extension)) return null;
+  try {
+    const resp = await fetch(`/api/v1/directory?q=${encodeURIComponent(extension)}`,
+                             { credentials: "same-origin" });
+    return (await resp.json()).items.find((u) => u.extension === extension) || null;
+  } catch (err) { console.warn("directory", err); return null; }
+}
+
+// A chat message delivered to this browser phone (SIP MESSAGE; JsSIP answers 200): shown
+// beside the call with a link to the conversation (the chat page has the whole history).
+async function showMessage(ev) {
+  const from = ev.request.from;
+  const body = ev.request.body || "";
+  state.messages.push({ from: from.uri.user, body });
+  const item = document.createElement("li");
+  const who = document.createElement("strong");
+  who.textContent = `${from.display_name || from.uri.user}: `;
+  const text = document.createElement("span");
+  text.textContent = body;
+  item.append(who, text);
+  $("phone-chat-list").append(item);
+  $("phone-chat").hidden = false;
+  const found = await colleague(from.uri.user);
+  if (found) {
+    const link = document.createElement("a");
+    link.href = `/portal/chat/${found.id}`;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.textContent = msgs.reply;
+    item.append(" ", link);
+  }
+}
+
 async function chatLink(party) {
   const link = $("chat-link");
   link.href = "/portal/chat";
-  if (!/^[0-9]+$/.test(party)) return;
-  try {
-    const resp = await fetch(`/api/v1/directory?q=${encodeURIComponent(party)}`,
-                             { credentials: "same-origin" });
-    const found = (await resp.json()).items.find((u) => u.extension === party);
-    if (found) {
-      link.href = `/portal/chat/${found.id}`;
-      link.textContent = fill(msgs.chat, found.name || found.extension);
-    }
-  } catch (err) { console.warn("directory", err); }
+  const found = await colleague(party);
+  if (found) {
+    link.href = `/portal/chat/${found.id}`;
+    link.textContent = fill(msgs.chat, found.name || found.extension);
+  }
 }
 
 function attach(session, main) {
   if (session.connection) listen(session.connection);
   session.on("peerconnection", (e) => listen(e.peerconnection));
-  session.on("progress", () => { log("ringing"); if (main()) status(msgs.ringing); });
+  session.on("progress", () => {
+    log("ringing");
+    if (main() && session.direction === "outgoing") status(msgs.ringing);
+  });
   session.on("accepted", () => log("answered"));
   session.on("confirmed", () => {
     log(state.consult === session ? "consult-confirmed" : "confirmed");
@@ -159,6 +191,9 @@ async function register() {
   ua.on("registrationFailed", (e) => {
     state.registrationFailed = e.cause; log("registration failed", e.cause);
     status(`${msgs.failed} (${e.cause})`); buttons();
+  });
+  ua.on("newMessage", (e) => {
+    if (e.originator === "remote") showMessage(e).catch((err) => console.warn("message", err));
   });
   ua.on("newRTCSession", (e) => {
     const session = e.session;

@@ -115,9 +115,15 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
             await until(page, "window.softphone.ended >= 1", 10)
             out["ended"] = await _wait_until(lambda: not server.b2bua.calls, 10)
             out["status_after"] = await page.text_content("#phone-status")
-            out["conference"] = await _conference(server, files, page, tmp)
-            out["transfer"] = await _transfer(server, files, page, tmp)
-            out["ring_together"] = await _ring_together(server, files, page, tmp)
+            for name, phase in (("conference", _conference), ("transfer", _transfer),
+                                ("attended", _attended), ("ring_together", _ring_together)):
+                try:  # each phase's findings, or what went wrong (the next ones still run)
+                    out[name] = await phase(server, files, page, tmp)
+                except Exception as exc:
+                    out[name] = {"error": repr(exc), "events": await page.evaluate(
+                        "window.softphone.events")}
+                    await _hang_up_all(server)
+                    await page.evaluate("window.softphone.hangup()")
     finally:
         stop(phone)
         log.close()
@@ -216,6 +222,41 @@ async def _transfer(server: Any, files: Any, page: Any, tmp: Path) -> dict[str, 
         await asyncio.sleep(3.0)
         out["after"] = _hears(rtp, start + 1.0)
         out["events"] = await page.evaluate("window.softphone.events")
+        out["ended"] = await _hang_up_all(server)
+        out["sipp_rc"], sipp = await asyncio.to_thread(uas.result, 20)
+        out["sipp"] = sipp[-1500:]
+    finally:
+        uas.stop()
+        rtp.close()
+    return out
+
+
+async def _attended(server: Any, files: Any, page: Any, tmp: Path) -> dict[str, Any]:
+    """The page calls 102 (SIPp, 1000 Hz), consults 101 (baresip, 1209 Hz: "Consult first"
+    holds 102), then completes the transfer (REFER with Replaces): 102 hears 101."""
+    uas, rtp = await _sipp_102(files, tmp, "att")
+    out: dict[str, Any] = {}
+    try:
+        ended = await page.evaluate("window.softphone.ended")
+        confirmed = await page.evaluate("window.softphone.events.length")
+        await page.fill("#dial-target", "102")
+        await page.click("#btn-call")
+        await until(page, f"window.softphone.events.slice({confirmed})"
+                          ".includes('confirmed')", 15)
+        await page.fill("#transfer-target", "101")
+        await page.click("#btn-consult")
+        await until(page, f"window.softphone.events.slice({confirmed})"
+                          ".includes('consult-confirmed')", 15)
+        out["held"] = await page.evaluate("window.softphone.held")
+        out["status_consult"] = await page.text_content("#phone-status")
+        await asyncio.sleep(0.5)
+        await page.click("#btn-complete")
+        await until(page, f"window.softphone.ended > {ended}", 15)
+        start = time.monotonic()
+        await asyncio.sleep(3.0)
+        out["after"] = _hears(rtp, start + 1.0)
+        out["events"] = (await page.evaluate("window.softphone.events"))[confirmed:]
+        out["calls"] = len(server.b2bua.calls)
         out["ended"] = await _hang_up_all(server)
         out["sipp_rc"], sipp = await asyncio.to_thread(uas.result, 20)
         out["sipp"] = sipp[-1500:]

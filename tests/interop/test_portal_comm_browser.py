@@ -16,7 +16,8 @@ recording), the call's quality figures come from getStats, DTMF and mute work, a
 hangs up. Then the page calls 101 again and adds 102 (a SIPp phone, 1000 Hz) with "Add to
 conference" (the API's conference operation): 102 hears the page and 101 but not itself;
 then the page calls 102 and transfers it blind (REFER) to 101: 102 hears 101 and the page has
-dropped out; a chat message to 100 during the first call shows in the page (SIP MESSAGE to
+dropped out; the page calls 102 again, consults 101 ("Consult first" holds 102) and
+completes the transfer (REFER with Replaces): 102 hears 101; a chat message to 100 during the first call shows in the page (SIP MESSAGE to
 the browser phone); last 102 calls 100, whose page and SIPp desk phone ring together, the
 page's Answer wins and the desk phone gets CANCEL (portal_comm_phone.py runs it).
 """
@@ -171,6 +172,8 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     assert found["muted_pressed"] == "true", found
     assert found["ended"], found
     assert found["axe"] == [], found["axe"]
+    for phase in ("conference", "transfer", "attended", "ring_together"):
+        assert "error" not in found[phase], (phase, found[phase])
     # a chat message to 100 during the call reached the page (SIP MESSAGE, JsSIP said 200)
     assert found["chat_online"] and found["chat_delivered"], found
     assert found["chat_shown"].startswith("User 101: Kurze Frage?"), found["chat_shown"]
@@ -186,6 +189,12 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     assert "transferred" in xfer["events"], xfer
     assert xfer["after"]["hears_1209"] and not xfer["after"]["hears_600"], xfer
     assert xfer["ended"] and xfer["sipp_rc"] == 0, xfer["sipp"]
+    # attended: the page called 102, consulted 101 (102 held), completed (REFER/Replaces)
+    att = found["attended"]
+    assert att["held"] and att["status_consult"].startswith("Consultation call"), att
+    assert att["events"].count("ended:Terminated") == 2 and "transferred" in att["events"], att
+    assert att["after"]["hears_1209"] and not att["after"]["hears_600"], att
+    assert att["calls"] == 1 and att["ended"] and att["sipp_rc"] == 0, att
     # 102 calls 100: the page and 100's desk phone ring together; Answer in the page wins,
     # the desk phone gets CANCEL, both sides hear each other
     ring = found["ring_together"]

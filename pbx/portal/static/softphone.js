@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const msgs = $("softphone-msgs").dataset;
 const LONG_PRESS_MS = 700;
-const state = { registered: false, registrationFailed: null, session: null, consult: null,
+const state = { registered: false, registrationFailed: null, session: null, second: null,
                 incoming: 0, ended: 0, failed: [], events: [], dtmfReceived: [], held: false,
                 muted: false, stats: null, account: null, party: "", messages: [] };
 window.softphone = state;
@@ -80,7 +80,7 @@ function buttons() {
   $("btn-reject").disabled = !ringing;
   $("btn-hangup").disabled = s === null;
   $("in-call").disabled = !live;
-  $("btn-complete").disabled = state.consult === null;
+  $("btn-complete").disabled = state.second === null;
   $("btn-hold").setAttribute("aria-pressed", String(state.held));
   $("btn-hold").textContent = state.held ? msgs.resume : msgs.hold;
   $("btn-mute").setAttribute("aria-pressed", String(state.muted));
@@ -140,7 +140,7 @@ function attach(session, main) {
   });
   session.on("accepted", () => log("answered"));
   session.on("confirmed", () => {
-    log(state.consult === session ? "consult-confirmed" : "confirmed");
+    log(state.second === session ? "consult-confirmed" : "confirmed");
     const who = session.remote_identity.display_name || session.remote_identity.uri.user;
     if (main()) { status(fill(msgs.connected, who)); startQuality(); chatLink(session.remote_identity.uri.user); }
     else status(msgs.consulting);
@@ -150,7 +150,7 @@ function attach(session, main) {
   session.on("unhold", (e) => log("unhold", e.originator));
   session.on("newDTMF", (e) => { if (e.originator === "remote") state.dtmfReceived.push(e.dtmf.tone); });
   const finish = (cause, failed) => {
-    if (state.consult === session) { state.consult = null; buttons(); return; }
+    if (state.second === session) { state.second = null; buttons(); return; }
     if (state.session !== session) return;
     state.session = null; state.held = false; state.muted = false;
     stopQuality();
@@ -245,7 +245,7 @@ function reject() {
 }
 
 function hangup() {
-  if (state.consult) { state.consult.terminate(); return; }
+  if (state.second) { state.second.terminate(); return; }
   if (state.session) state.session.terminate();
 }
 
@@ -269,7 +269,7 @@ function mute(on) {
 }
 
 function dtmf(tones, rfc4733) {
-  const s = state.consult || state.session;
+  const s = state.second || state.session;
   if (s && s.isEstablished()) s.sendDTMF(tones, { transportType: rfc4733 ? "RFC2833" : "INFO" });
 }
 
@@ -288,10 +288,10 @@ function transfer(target) {
 function consult(target) {
   const s = state.session;
   const to = (target || $("transfer-target").value).trim();
-  if (!s || !s.isEstablished() || !to || state.consult) return false;
+  if (!s || !s.isEstablished() || !to || state.second) return false;
   if (!state.held) hold(true);
   const second = ua.call(uriOf(to), options());
-  state.consult = second;
+  state.second = second;
   attach(second, () => false);
   status(msgs.consulting);
   buttons();
@@ -299,7 +299,7 @@ function consult(target) {
 }
 
 function completeTransfer() {
-  const s = state.session, second = state.consult;
+  const s = state.session, second = state.second;
   if (!s || !second || !second.isEstablished()) return false;
   const refer = s.refer(second.remote_identity.uri, { replaces: second });
   refer.on("accepted", () => { log("transferred"); status(msgs.transferred); });

@@ -3,7 +3,7 @@ many of the other's messages the user has not read), ``/users/{user}/chats/{othe
 history of two users of a tenant (GET), and a
 message sent as ``user`` (POST: through :meth:`pbx.chat.ChatService.send`, as if the user's
 phone had sent it — delivered to the other's devices, kept for their next registration when
-none is registered); ``PUT /users/{user}/chats/{other}/read`` marks it read (``chat.read``).
+none is registered); ``POST /users/{user}/chats/{other}/read`` marks it read (``chat.read``).
 Every message kept publishes ``chat.message`` (:class:`pbx.chat.ChatService`). The token must
 see ``user``; ``other`` is any other user of the same
 tenant (404 otherwise: nothing crosses tenants)."""
@@ -194,7 +194,7 @@ def register(router: ApiRouter) -> None:
                      "The user's chat conversations (newest first, with unread counts)",
                      "chat", "list_conversations", response=ConversationPage,
                      path_params=USER_PARAM))
-    router.add(Route("PUT", "/users/{user}/chats/{other}/read", mark_read,
+    router.add(Route("POST", "/users/{user}/chats/{other}/read", mark_read,
                      "Mark a conversation read (up to a message, or all of it)", "chat",
                      "mark_chat_read", body=ChatReadMark, response=ChatRead,
                      path_params={**USER_PARAM,

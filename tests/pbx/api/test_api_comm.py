@@ -32,7 +32,7 @@ async def test_conversations_unread_and_events(pbx_api: Api) -> None:
     assert item["other"] == {"id": anna.id, "extension": "100", "name": "Anna"}
     assert item["last_message"]["body"] == "three" and item["unread"] == 2
     assert page["unread"] == 2
-    status, read, _ = await pbx_api.call("PUT", f"/api/v1/users/me/chats/{anna.id}/read",
+    status, read, _ = await pbx_api.call("POST", f"/api/v1/users/me/chats/{anna.id}/read",
                                          who="ben", json={})
     assert status == 200 and read["unread"] == 0, read
     assert [e.data["unread"] for e in seen if e.kind == "chat.read"] == [0]
@@ -43,7 +43,7 @@ async def test_conversations_unread_and_events(pbx_api: Api) -> None:
     # another tenant's user sees nothing of it, and cannot mark it
     _, page, _ = await pbx_api.call("GET", "/api/v1/users/me/chats", who="carl")
     assert page["total"] == 0
-    status, _, _ = await pbx_api.call("PUT", f"/api/v1/users/me/chats/{anna.id}/read",
+    status, _, _ = await pbx_api.call("POST", f"/api/v1/users/me/chats/{anna.id}/read",
                                       who="carl", json={})
     assert status == 404
 

@@ -308,7 +308,8 @@ def _victim_objects(api: Api) -> dict[str, str]:
             "message": leave_message(store, anna, "default"),  # a voicemail in Anna's box
             "group": str(group.id), "member": str(anna.id),  # her pickup group
             "call": "victim-call@192.0.2.1",  # her call in progress
-            "participant": "L1"}  # a participant of its conference
+            "participant": "L1",  # a participant of its conference
+            "contact": str(store.add_contact(anna.id, name="victim", now=time.time()).id)}
 
 
 def _state(api: Api) -> Any:
@@ -318,7 +319,7 @@ def _state(api: Api) -> Any:
             store.history(anna.id), store.all_feature_settings(), store.feature_codes(),
             [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails(),
             store.pickup_groups(), store.chat_conversation(anna.id, api.users["101"].id),
-            api.figures.get("hung"), store.webhooks(),
+            api.figures.get("hung"), store.webhooks(), store.contacts(anna.id),
             [store.webhook_deliveries(h.id) for h in store.webhooks()])
 
 
@@ -356,6 +357,12 @@ async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -
                         assert status in (200, 403) or (path == "/api/v1/session"
                                                         and status == 404), (attacker, path,
                                                                              status)
+                        if status == 200 and path == "/api/v1/directory" and attacker == "ben":
+                            # the company directory: a colleague's name, extension and DIDs
+                            # are what it is for — and nothing else of theirs
+                            assert {k for i in body["items"] for k in i} == {
+                                "id", "extension", "name", "numbers"}, body
+                            continue
                         if status == 200 and "items" in body:
                             text = str(body["items"])
                             assert f"'user_id': {anna.id}" not in text, (attacker, path)

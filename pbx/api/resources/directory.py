@@ -23,7 +23,7 @@ import time
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pbx.api.models import Request
 from pbx.api.problems import ApiProblem, FieldError
@@ -39,12 +39,23 @@ NUMBER = r"^\+?[0-9*#]{1,32}$"
 
 
 class DirectoryQuery(BaseModel):
-    """``q``: part of a name or extension (case-insensitive); paging as everywhere."""
+    """``q``: part of a name, extension or number (case-insensitive); paging as everywhere;
+    ``tenant_id`` only for a system admin (whose token has no tenant)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     q: Annotated[str, Field(max_length=64)] = ""
     limit: Annotated[int, Field(ge=1, le=500)] = 100
     offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     tenant_id: int | None = None
+
+
+class ContactQuery(BaseModel):
+    """``q``: part of a name, company or number (case-insensitive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[str, Field(max_length=64)] = ""
 
 
 class DirectoryEntry(BaseModel):
@@ -163,7 +174,7 @@ def _numbers(body: ContactIn) -> list[ContactNumber]:
 
 async def list_contacts(req: ApiRequest) -> web.StreamResponse:
     user = user_of(req)
-    q = req.raw.query.get("q", "").strip().casefold()[:64]
+    q = req.query_as(ContactQuery).q.strip().casefold()
     found = await asyncio.to_thread(req.ctx.store.contacts, user.id)
     items = [_contact_out(c) for c in found
              if _matches(q, c.name, c.company, *(n.number for n in c.numbers))]
@@ -260,7 +271,7 @@ async def webphone(req: ApiRequest) -> web.StreamResponse:
         device_id=device.id, username=device.username, realm=device.realm,
         ha1=device.ha1_md5, uri=f"sip:{user.extension}@{tenant.domain}", domain=tenant.domain,
         display_name=user.name or user.extension, created=created),
-        201 if created else 200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def register(router: ApiRouter) -> None:
@@ -272,7 +283,8 @@ def register(router: ApiRouter) -> None:
                      description="Every user of a tenant may read it; ?q= searches names, "
                                  "extensions and numbers."))
     router.add(Route("GET", "/users/{user}/contacts", list_contacts, "A user's contacts",
-                     "contacts", "list_contacts", response=ContactPage, path_params=USER_PARAM,
+                     "contacts", "list_contacts", query=ContactQuery, response=ContactPage,
+                     path_params=USER_PARAM,
                      description="?q= searches names, companies and numbers."))
     router.add(Route("POST", "/users/{user}/contacts", create_contact, "Add a contact",
                      "contacts", "create_contact", body=ContactIn, response=ContactOut,
@@ -291,4 +303,4 @@ def register(router: ApiRouter) -> None:
                      path_params=USER_PARAM, errors=(409,),
                      description="Only for the user themselves. Answers the digest "
                                  "credentials (username, realm, MD5 HA1) of a device of kind "
-                                 "browser, made the first time (201)."))
+                                 "browser, made the first time (created: true)."))

@@ -102,6 +102,14 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
             out["chat_delivered"] = await _wait_until(lambda: any(
                 m.delivered_at is not None for m in server.store.chat_conversation(
                     me.id, sender.id) if m.id == stored.id), 10)
+            # and one from the page to the party (the form beside the call, the API)
+            await until(page, "!document.getElementById('phone-chat-form').hidden", 10)
+            await page.fill("#phone-chat-text", "Bin gleich da")
+            await page.click("#phone-chat-send")
+            await until(page, "document.getElementById('phone-chat-list').children.length > 1",
+                        10)
+            out["chat_sent"] = [m.body.decode() for m in server.store.chat_conversation(
+                me.id, sender.id) if m.sender_id == me.id]
             await page.click("#key-5")  # DTMF by INFO
             await asyncio.sleep(1.5)
             out["quality"] = await page.evaluate("window.softphone.quality()")

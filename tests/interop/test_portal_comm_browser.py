@@ -12,14 +12,15 @@ as tests/interop/test_browser_phones.py does), 100 signs in, opens ``/portal/pho
 registers by itself as 100, nobody types a SIP password — and calls a baresip phone (101,
 auto-answer, a 1209 Hz file as its microphone, recording what it hears); the page hears the
 phone's tone (WebAudio analyser), the phone hears the page's 600 Hz (Goertzel on its
-recording), the call's quality figures come from getStats, DTMF and mute work, and the page
-hangs up. Then the page calls 101 again and adds 102 (a SIPp phone, 1000 Hz) with "Add to
-conference" (the API's conference operation): 102 hears the page and 101 but not itself;
-then the page calls 102 and transfers it blind (REFER) to 101: 102 hears 101 and the page has
-dropped out; the page calls 102 again, consults 101 ("Consult first" holds 102) and
-completes the transfer (REFER with Replaces): 102 hears 101; a chat message to 100 during the first call shows in the page (SIP MESSAGE to
-the browser phone); last 102 calls 100, whose page and SIPp desk phone ring together, the
-page's Answer wins and the desk phone gets CANCEL (portal_comm_phone.py runs it).
+recording), the call's quality figures come from getStats; a chat message to 100 during the
+call shows in the page (SIP MESSAGE to the browser phone) and one is sent from the form beside
+the call; DTMF and mute work, and the page hangs up. Then the page calls 101 again and adds
+102 (a SIPp phone, 1000 Hz) with "Add to conference" (the API's conference operation): 102
+hears the page and 101 but not itself; the page calls 102 and transfers it blind (REFER) to
+101: 102 hears 101 and the page has dropped out; the page calls 102 again, consults 101
+("Consult first" holds 102) and completes the transfer (REFER with Replaces): 102 hears 101;
+last 102 calls 100, whose page and SIPp desk phone ring together, the page's Answer wins and
+the desk phone gets CANCEL (portal_comm_phone.py runs it).
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     # a chat message to 100 during the call reached the page (SIP MESSAGE, JsSIP said 200)
     assert found["chat_online"] and found["chat_delivered"], found
     assert found["chat_shown"].startswith("User 101: Kurze Frage?"), found["chat_shown"]
+    assert found["chat_sent"] == ["Bin gleich da"], found  # and one sent beside the call
     # conference: "Add to conference" rang 102 (SIPp), who hears the page and 101, not itself
     conf = found["conference"]
     assert conf["joined"] and "conference:202" in conf["events"], conf

@@ -12,7 +12,7 @@ const msgs = $("softphone-msgs").dataset;
 const LONG_PRESS_MS = 700;
 const state = { registered: false, registrationFailed: null, session: null, second: null,
                 incoming: 0, ended: 0, failed: [], events: [], dtmfReceived: [], held: false,
-                muted: false, stats: null, account: null, party: "", messages: [] };
+                muted: false, stats: null, account: null, party: "", messages: [], colleague: null };
 window.softphone = state;
 let ua = null;
 let audioCtx = null;
@@ -102,14 +102,7 @@ async function showMessage(ev) {
   const from = ev.request.from;
   const body = ev.request.body || "";
   state.messages.push({ from: from.uri.user, body });
-  const item = document.createElement("li");
-  const who = document.createElement("strong");
-  who.textContent = `${from.display_name || from.uri.user}: `;
-  const text = document.createElement("span");
-  text.textContent = body;
-  item.append(who, text);
-  $("phone-chat-list").append(item);
-  $("phone-chat").hidden = false;
+  const item = addMessage(from.display_name || from.uri.user, body);
   const found = await colleague(from.uri.user);
   if (found) {
     const link = document.createElement("a");
@@ -121,14 +114,46 @@ async function showMessage(ev) {
   }
 }
 
+function addMessage(who, body) {
+  const item = document.createElement("li");
+  const from = document.createElement("strong");
+  from.textContent = `${who}: `;
+  const text = document.createElement("span");
+  text.textContent = body;
+  item.append(from, text);
+  $("phone-chat-list").append(item);
+  $("phone-chat").hidden = false;
+  return item;
+}
+
+// During a call with a colleague: the chat link names them and a message can be sent from
+// here (the API's send_chat_message; it reaches their phones and their portal live).
 async function chatLink(party) {
   const link = $("chat-link");
   link.href = "/portal/chat";
+  state.colleague = null;
+  $("phone-chat-form").hidden = true;
   const found = await colleague(party);
   if (found) {
+    state.colleague = found;
     link.href = `/portal/chat/${found.id}`;
     link.textContent = fill(msgs.chat, found.name || found.extension);
+    $("phone-chat").hidden = false;
+    $("phone-chat-form").hidden = false;
   }
+}
+
+async function sendChat(text) {
+  const to = state.colleague;
+  const body = (text === undefined ? $("phone-chat-text").value : text).trim();
+  if (!to || !body) return false;
+  const resp = await fetch(`/api/v1/users/me/chats/${to.id}`, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json",
+               "X-CSRF-Token": document.body.dataset.csrf },
+    body: JSON.stringify({ text: body }) });
+  if (resp.ok) { addMessage(msgs.you, body); $("phone-chat-text").value = ""; }
+  return resp.ok;
 }
 
 function attach(session, main) {
@@ -156,6 +181,8 @@ function attach(session, main) {
     stopQuality();
     status(failed && ["Busy", "Rejected"].includes(cause) ? msgs.busy : msgs.ended);
     $("phone-party").textContent = "";
+    $("phone-chat-form").hidden = true;
+    state.colleague = null;
     buttons();
   };
   session.on("ended", (e) => { state.ended += 1; log("ended", e.cause); finish(e.cause, false); });
@@ -417,8 +444,9 @@ $("btn-transfer").onclick = () => transfer();
 $("btn-consult").onclick = () => consult();
 $("btn-complete").onclick = completeTransfer;
 $("btn-conference").onclick = () => conference();
+$("phone-chat-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendChat(); });
 $("dial-target").addEventListener("keydown", (ev) => { if (ev.key === "Enter") call(); });
 Object.assign(state, { call, answer, reject, hangup, hold, mute, dtmf, transfer, consult,
-                       completeTransfer, conference, quality, analyse });
+                       completeTransfer, conference, quality, analyse, sendChat });
 buttons();
 register().catch((err) => { state.registrationFailed = String(err); status(msgs.failed); });

@@ -1,15 +1,19 @@
 """``/feature-codes``: the feature-code table in force (everyone may read it: it is what their
 phones dial), changed by a system admin through :class:`pbx.services.codes.CodesService` —
-checked against the whole table, stored, in force for the next call, one ``codes.changed``."""
+checked against the whole table, stored, in force for the next call, one ``codes.changed``.
+``/in-call-codes``: the codes typed during a call (``##`` + number, ``*2``, ``*3``, ``*4`` …,
+:mod:`pbx.callcontrol.incall`), read-only."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from pbx.api.auth import Role
 from pbx.api.models import CodeOut, CodePage, CodePatch, ListQuery
 from pbx.api.resources.common import not_found, page
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
+from pbx.callcontrol.incall import incall_codes
 from pbx.feature_codes import CodeRow
 
 __all__ = ["register"]
@@ -26,6 +30,31 @@ def _rows(req: ApiRequest) -> list[CodeOut]:
                     argument=row.argument, description=row.description,
                     implemented=implemented, changed=(row.feature, row.action) in changed)
             for row, implemented in req.ctx.codes.table()]
+
+
+class InCallCodeOut(BaseModel):
+    """A code typed during a call: ``key`` (``incall.ACTION``), the code, whether a number
+    follows it (``argument`` "number") and what it does."""
+
+    key: str
+    action: str
+    code: str
+    argument: str
+    description: str
+
+
+class InCallCodePage(BaseModel):
+    """The in-call codes."""
+
+    items: list[InCallCodeOut]
+    total: int
+
+
+async def list_incall_codes(req: ApiRequest) -> web.StreamResponse:
+    items = [InCallCodeOut(key=f"incall.{c.action}", action=c.action, code=c.code,
+                           argument="number" if c.takes_number else "",
+                           description=c.description) for c in incall_codes()]
+    return json_response(InCallCodePage(items=items, total=len(items)))
 
 
 def _row(req: ApiRequest, key: str) -> CodeOut:
@@ -69,6 +98,9 @@ def register(router: ApiRouter) -> None:
     """The routes of this module."""
     param = {"key": {"type": "string", "pattern": r"^[a-z0-9_]+\.[a-z0-9_]+$",
                      "description": "feature.action, e.g. dnd.on"}}
+    router.add(Route("GET", "/in-call-codes", list_incall_codes,
+                     "The codes typed during a call (transfer, consultation, conference, hold)",
+                     "feature codes", "list_incall_codes", response=InCallCodePage))
     router.add(Route("GET", "/feature-codes", list_codes, "The feature-code table in force",
                      "feature codes", "list_feature_codes", query=ListQuery, response=CodePage))
     router.add(Route("GET", "/feature-codes/{key}", get_code, "One row of the table",

@@ -1,7 +1,8 @@
 """The feature codes in force (``/portal/codes``): each code, its alternate, the digits-only form
 integrated mobiles dial (``788`` for ``*``, ``789`` for ``#``) and what it does, in the user's
 language. The table is the API's (``list_feature_codes``: the administrator's changes laid over
-the defaults); codes that switch features and codes dialled during a call are listed apart."""
+the defaults; codes not implemented yet are left out); the codes typed during a call
+(``list_incall_codes``) are listed apart."""
 
 from __future__ import annotations
 
@@ -137,12 +138,20 @@ def _row(pr: PortalRequest, row: dict[str, Any]) -> dict[str, Any]:
             "argument_text": pr.t(ARGUMENTS[argument]) if argument in ARGUMENTS else argument}
 
 
+def _order(row: dict[str, Any]) -> tuple[int, str]:
+    """The table's own order (features together, on before off), unknown keys last."""
+    keys = list(DESCRIPTIONS)
+    return (keys.index(row["key"]) if row["key"] in DESCRIPTIONS else len(keys), row["key"])
+
+
 async def codes(pr: PortalRequest) -> web.StreamResponse:
     page = await pr.api("list_feature_codes", query={"limit": "500"})
-    rows = [_row(pr, r) for r in page["items"] if r.get("implemented", True)]
-    switch = [r for r in rows if not r["key"].startswith("incall.")]
-    in_call = [r for r in rows if r["key"].startswith("incall.")]
-    return await pr.render("codes.html", switch=switch, in_call=in_call)
+    switch = sorted((_row(pr, r) for r in page["items"] if r.get("implemented", True)),
+                    key=_order)
+    in_call = await pr.api("list_incall_codes")
+    rows = sorted((_row(pr, {**r, "alternate": "", "mobile": ""}) for r in in_call["items"]),
+                  key=_order)
+    return await pr.render("codes.html", switch=switch, in_call=rows)
 
 
 def register(portal: Portal) -> None:

@@ -118,3 +118,12 @@ async def test_webphone_account(pbx_api: Api) -> None:
     anna_id = pbx_api.users["100"].id
     status, _, _ = await pbx_api.call("POST", f"/api/v1/users/{anna_id}/webphone", who="admin")
     assert status == 404
+
+
+async def test_in_call_codes(pbx_api: Api) -> None:
+    status, page, _ = await pbx_api.call("GET", "/api/v1/in-call-codes", who="anna")
+    assert status == 200, page
+    codes = {c["key"]: (c["code"], c["argument"]) for c in page["items"]}
+    assert codes["incall.blind_transfer"] == ("##", "number")
+    assert codes["incall.toggle_hold"] == ("*4", "")
+    assert page["total"] == len(page["items"]) >= 4

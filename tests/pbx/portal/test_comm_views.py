@@ -130,6 +130,8 @@ async def test_codes_in_both_languages(portal: Api) -> None:
     status, html = await get(portal, "/portal/codes?lang=en")
     assert status == 200 and "Do not disturb: on" in html and "<kbd>*78</kbd>" in html
     assert "<kbd>78878</kbd>" in html  # the digits-only form
+    assert "<kbd>*3</kbd>" in html and "Add the number to the call (conference)" in html
+    assert html.index("Do not disturb: on") < html.index("Do not disturb: off")
     status, html = await get(portal, "/portal/codes?lang=de")
     assert status == 200 and "Nicht stören einschalten" in html and "Funktionscodes" in html
 

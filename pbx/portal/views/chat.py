@@ -20,6 +20,16 @@ __all__ = ["ORDER", "register"]
 ORDER = 60
 
 
+def _shown(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as the page shows it: a CPIM wrapper (RFC 3862: its headers, a blank line,
+    the content's MIME headers, a blank line, the content) shows its content only."""
+    body = str(message.get("body", ""))
+    if message.get("content_type") == "message/cpim":
+        parts = body.replace("\r\n", "\n").split("\n\n", 2)
+        body = parts[2] if len(parts) == 3 else parts[-1]
+    return {**message, "body": body.strip()}
+
+
 async def _colleagues(pr: PortalRequest) -> list[dict[str, Any]]:
     page = await pr.api("list_directory", query={"limit": "500"})
     return [u for u in page["items"] if u["id"] != pr.me.get("id")]
@@ -30,7 +40,8 @@ async def chats(pr: PortalRequest) -> web.StreamResponse:
     if wanted.isdigit():
         pr.redirect(f"/portal/chat/{int(wanted)}")
     page = await pr.api("list_conversations", user="me")
-    return await pr.render("chat.html", conversations=page["items"],
+    conversations = [{**c, "last_message": _shown(c["last_message"])} for c in page["items"]]
+    return await pr.render("chat.html", conversations=conversations,
                            colleagues=await _colleagues(pr))
 
 
@@ -48,7 +59,8 @@ async def _show(pr: PortalRequest, other: dict[str, Any], *, status: int = 200,
     if messages["items"]:
         await pr.api("mark_chat_read", user="me", other=other["id"], body={})
     return await pr.render("chat_conversation.html", status=status, other=other,
-                           messages=messages["items"], error=error, text=text)
+                           messages=[_shown(m) for m in messages["items"]], error=error,
+                           text=text)
 
 
 async def conversation(pr: PortalRequest) -> web.StreamResponse:

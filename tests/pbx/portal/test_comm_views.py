@@ -148,3 +148,12 @@ async def test_phone_page_and_account(portal: Api) -> None:
         account = await resp.json()
     assert account["uri"] == "sip:100@pbx.test" and len(account["ha1"]) == 32
     assert account["websockets"] == []
+
+
+def test_a_cpim_message_shows_its_content() -> None:
+    from pbx.portal.views.chat import _shown
+
+    body = ("From: <sip:100@pbx.test>\r\nTo: <sip:101@pbx.test>\r\nimdn.Message-ID: x1\r\n\r\n"
+            "Content-Type: text/plain\r\n\r\nHallo über CPIM\r\n")
+    assert _shown({"body": body, "content_type": "message/cpim"})["body"] == "Hallo über CPIM"
+    assert _shown({"body": " plain ", "content_type": "text/plain"})["body"] == "plain"

@@ -117,6 +117,13 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
             await page.click("#btn-mute")
             out["muted_pressed"] = await page.get_attribute("#btn-mute", "aria-pressed")
             await page.click("#btn-mute")
+            await page.click("#btn-hold")  # re-INVITE sendonly; the button says Resume
+            await until(page, "window.softphone.events.includes('hold:local')", 10)
+            out["hold"] = [await page.get_attribute("#btn-hold", "aria-pressed"),
+                           await page.text_content("#btn-hold"),
+                           await page.text_content("#phone-status")]
+            await page.click("#btn-hold")
+            await until(page, "window.softphone.events.includes('unhold:local')", 10)
             out["axe"] = await axe_check(page)
             await screenshot(page, "portal-phone-en")
             await page.click("#btn-hangup")
@@ -139,7 +146,9 @@ async def scenario(server: Any, files: Any, base: str, tmp: Path) -> dict[str, A
     pcm, rate = recording(d101) if not first else _wav(first[0])
     out["phone_600"] = best_ratio(pcm, 600, rate)
     out["phone_1209"] = best_ratio(pcm, 1209, rate)
-    out["phone_log"] = (d101 / "out.log").read_text(errors="replace")[-2000:]
+    phone_log = (d101 / "out.log").read_text(errors="replace")
+    out["phone_dtmf"] = "received event: '5'" in phone_log  # the page's key 5 (INFO → RFC 4733)
+    out["phone_log"] = phone_log[-2000:]
     out["axe"] = out["axe"] + out.pop("axe_idle")
     return out
 

@@ -14,7 +14,7 @@ auto-answer, a 1209 Hz file as its microphone, recording what it hears); the pag
 phone's tone (WebAudio analyser), the phone hears the page's 600 Hz (Goertzel on its
 recording), the call's quality figures come from getStats; a chat message to 100 during the
 call shows in the page (SIP MESSAGE to the browser phone) and one is sent from the form beside
-the call; DTMF and mute work, and the page hangs up. Then the page calls 101 again and adds
+the call; DTMF (the phone gets the page's key), mute and hold work, and the page hangs up. Then the page calls 101 again and adds
 102 (a SIPp phone, 1000 Hz) with "Add to conference" (the API's conference operation): 102
 hears the page and 101 but not itself; the page calls 102 and transfers it blind (REFER) to
 101: 102 hears 101 and the page has dropped out; the page calls 102 again, consults 101
@@ -171,6 +171,8 @@ def test_the_portal_softphone_calls_a_baresip_phone(tmp_path: Path) -> None:
     assert quality["jitterMs"] is not None and quality["rttMs"] is not None, quality
     assert found["status_connected"].startswith("Connected with"), found
     assert found["muted_pressed"] == "true", found
+    assert found["hold"] == ["true", "Resume", "On hold"], found
+    assert found["phone_dtmf"], found["phone_log"]  # the page's key 5 reached the phone
     assert found["ended"], found
     assert found["axe"] == [], found["axe"]
     for phase in ("conference", "transfer", "attended", "ring_together"):

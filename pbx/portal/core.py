@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -258,7 +259,10 @@ class Portal:
     def csp(self) -> str:
         """The policy with the softphone's WebSocket listeners."""
         sockets = self.phone().get("websockets", [])
-        return csp([str(s) for s in sockets] if isinstance(sockets, list) else [])
+        # a listener on every address: the page connects to the host it came from, so the
+        # policy allows that port on any host (ws://*:PORT/)
+        return csp([re.sub(r"//(0\.0\.0\.0|\[::\])(?=:)", "//*", str(s)) for s in sockets]
+                   if isinstance(sockets, list) else [])
 
     async def _sign_in(self, pr: PortalRequest) -> None:
         """The session of the request's cookie, if any, and the page's language."""

@@ -157,3 +157,13 @@ def test_a_cpim_message_shows_its_content() -> None:
             "Content-Type: text/plain\r\n\r\nHallo über CPIM\r\n")
     assert _shown({"body": body, "content_type": "message/cpim"})["body"] == "Hallo über CPIM"
     assert _shown({"body": " plain ", "content_type": "text/plain"})["body"] == "plain"
+
+
+def test_the_policy_lets_the_phone_reach_a_listener_on_every_address() -> None:
+    from pbx.portal.core import Portal
+
+    portal = Portal.__new__(Portal)
+    portal.phone = lambda: {"websockets": ["ws://0.0.0.0:5066/", "wss://[::]:5067/",
+                                           "ws://127.0.0.1:5068/"]}
+    policy = portal.csp()
+    assert "connect-src 'self' ws://*:5066/ wss://*:5067/ ws://127.0.0.1:5068/;" in policy

@@ -82,7 +82,7 @@ def gettext(lang: str, message: str) -> str:
 
 def pgettext(lang: str, context: str, message: str) -> str:
     """``message`` of ``context`` (``prompt``: the announcements) in ``lang``."""
-    return translations(lang).pgettext(context, message)
+    return str(translations(lang).pgettext(context, message))
 
 
 def negotiate(accept_language: str, default: str = DEFAULT) -> str:

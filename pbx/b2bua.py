@@ -490,7 +490,26 @@ class B2bua:
                 call.per_call[GRUU_TARGET] = (self.aor(ruri.user), instance)
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
                       src=f"{peer.host}:{peer.port}", withheld=origin.presentation.withheld)
+        focus = self.features.get("conference_focus")
+        if origin.user is not None and focus is not None and focus.is_factory(dialled):  # type: ignore[attr-defined]
+            self._start_focus(call, leg, origin, focus)
+            return
         self._start(call, origin, self.script.run)
+
+    def _start_focus(self, call: Call, leg: InboundLeg, origin: CallOrigin, focus: Any) -> None:
+        """A user's call to the conference factory URI (RFC 4579 §5.4,
+        :mod:`features.conference_focus`): answered by the focus, whose Contact is the user's
+        conference URI with ``isfocus``."""
+        assert origin.user is not None
+        owner = str(self.routing.user_key(origin.user))
+        conf_user = focus.conference_user(origin.user.extension)
+        leg.contact = leg.contact.replace("<sip:asyncpbx@", f"<sip:{conf_user}@", 1) \
+            + ";isfocus"
+
+        async def script(c: Call) -> None:
+            await focus.run(c, owner, conf_user)
+
+        self._start(call, origin, script)
 
     def _start(self, call: Call, origin: CallOrigin,
                script: Callable[[Call], Coroutine[Any, Any, None]]) -> None:

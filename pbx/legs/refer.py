@@ -114,6 +114,10 @@ def on_refer(leg: SipLeg, event: RequestReceived) -> None:
     if not isinstance(uri, SipURI) or not uri.user or call is None or not leg.answered:
         b2b.respond(request, 403 if call is not None else 481, tx=tx)
         return
+    focus = b2b.features.get("conference_focus")
+    if focus is not None and uri.user.startswith(focus.conference_user("")):  # type: ignore[attr-defined]
+        _refer_to_focus(leg, event, focus, uri.user)
+        return
     replaces = next((v for k, v in uri.headers.items() if k.lower() == "replaces"), None)
     if replaces is not None:
         ids = parse_replaces(replaces)
@@ -146,6 +150,30 @@ def on_refer(leg: SipLeg, event: RequestReceived) -> None:
         transfer_blind(call, leg, uri.user, host=host, progress=progress)
     except TransferError:
         send_notify(leg, 503, "Service Unavailable", final=True)
+
+
+def _refer_to_focus(leg: SipLeg, event: RequestReceived, focus: Any, uri_user: str) -> None:
+    """``Refer-To: <sip:conf-EXT@…>`` (RFC 4579 §5.6): the other party of ``leg``'s call
+    joins the REFERring user's conference (:mod:`features.conference_focus`); only that
+    user may (403). 202, NOTIFY ``100 Trying``, then ``200 OK`` once the party is in the mix
+    (the phone hangs its leg up; we do after the grace if it does not)."""
+    b2b, request, tx = leg.b2bua, event.request, event.transaction_id
+    owner = owner_of(b2b, leg)
+    call = leg.call
+    if owner is None or call is None or focus.uri_of(owner) != uri_user:
+        log.info("conference.refer_refused", leg=leg.id, refer_to=uri_user, owner=owner)
+        b2b.respond(request, 403, tx=tx)
+        return
+    b2b.respond(request, 202, tx=tx, extra=[("Contact", leg.contact)])
+    send_notify(leg, 100, "Trying", final=False)
+    try:
+        focus.bring(owner, call, leg)
+    except (LookupError, ValueError) as exc:
+        log.info("conference.refer_failed", leg=leg.id, reason=str(exc))
+        send_notify(leg, 480, "Temporarily Unavailable", final=True)
+        return
+    send_notify(leg, 200, "OK", final=True)
+    _drop_later(leg)
 
 
 def owner_of(b2bua: Any, leg: SipLeg) -> str | None:

@@ -10,7 +10,11 @@ A phone that makes its "network conference" does it in the ad-hoc SIP way:
    of one of its calls, ``Refer-To: <sip:conf-EXT@…>``, moves that call's other party into
    the conference (in a B2BUA that needs no new INVITE toward the party: its leg changes
    from the two-party bridge to the mix); the REFER's NOTIFY says ``200 OK`` and the phone
-   hangs its own leg of that call up.
+   hangs its own leg of that call up (§5.6);
+3. or with a **REFER to the focus** (in the focus dialog, §5.5): ``Refer-To: <sip:102@…>``
+   rings 102 and joins it when it answers (NOTIFY ``200`` then, or the failure); with
+   ``?Replaces=`` naming another dialog of the phone's, that call's other party joins at
+   once and the replaced dialog ends (the PBX's BYE, as the replaced party's would be).
 
 The conference then behaves as one made by ``*3`` (:mod:`features.conference`): everyone hears
 everyone else, the API lists, mutes and drops participants, and it ends when fewer than two
@@ -23,13 +27,14 @@ feature registry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import structlog
 
-from features.conference import start_conference
-from pbx.callcontrol import BaseFeature, Call, Leg, Setting, bridge_of
+from features.conference import ConferenceRoom, add_participant, start_conference, targets_for
+from pbx.callcontrol import BaseFeature, Call, Leg, ScriptHost, Setting, bridge_of
 
 __all__ = ["FACTORY", "FOCUS_PREFIX", "ConferenceFocus"]
 
@@ -39,6 +44,8 @@ log = structlog.get_logger("pbx.conference")
 FACTORY = "conference"
 #: The user part of a conference URI: this prefix and the owner's extension.
 FOCUS_PREFIX = "conf-"
+#: How long a participant invited by REFER rings (as one added by ``*3``).
+RING_SECONDS = 30.0
 
 
 class ConferenceFocus(BaseFeature):
@@ -92,6 +99,52 @@ class ConferenceFocus(BaseFeature):
         """``owner``'s conference call, while it runs."""
         call = self.rooms.get(owner)
         return call if call is not None and not call.released else None
+
+    def is_focus(self, owner: str, call: Call | None) -> bool:
+        """Whether ``call`` is ``owner``'s conference (a REFER in it is one to the focus)."""
+        return call is not None and self.room_of(owner) is call
+
+    def invite(self, owner: str, number: str, host: ScriptHost,
+               done: Callable[[int, str], None]) -> list[Leg]:
+        """Ring ``number`` for ``owner``'s conference and join it when it answers; ``done``
+        hears the outcome once (200 joined, 480 not reached in time or nothing to ring).
+        Returns the legs rung."""
+        focus = self.room_of(owner)
+        if focus is None:
+            raise LookupError(f"{owner} has no conference")
+        user = host.originator(focus)
+        targets = targets_for(host, focus, user, number) if user is not None else ()
+        legs = add_participant(focus, targets)
+        if not legs:
+            done(480, "Temporarily Unavailable")
+            return []
+        pending = set(legs)
+        told = False
+
+        def tell(status: int, reason: str) -> None:
+            nonlocal told
+            if not told:
+                told = True
+                if joined in ConferenceRoom.listeners:
+                    ConferenceRoom.listeners.remove(joined)
+                done(status, reason)
+
+        def joined(change: str, room: ConferenceRoom, leg: Leg) -> None:
+            if change == "joined" and leg in pending:
+                tell(200, "OK")
+
+        ConferenceRoom.listeners.append(joined)
+
+        def give_up() -> None:
+            if not any(leg.answered for leg in legs):
+                tell(480, "Temporarily Unavailable")
+            else:
+                tell(200, "OK")
+
+        asyncio.get_running_loop().call_later(RING_SECONDS + 1.0, give_up)
+        log.info("conference.invited", call_id=focus.record.call_id, number=number,
+                 legs=len(legs))
+        return legs
 
     def bring(self, owner: str, call: Call, leg: Leg) -> Leg:
         """Move the other party of ``leg`` (``owner``'s leg in ``call``) into ``owner``'s

@@ -405,3 +405,25 @@ def test_a_phones_own_conference_by_factory_uri_and_refer(tmp_path: Path) -> Non
         messages = read_log(tmp_path / "uac-100-messages.log")
         assert "isfocus" in messages and "conf-100@" in messages, messages[-3000:]
         assert len(events(pbx, "conference.ended")) == 1
+
+
+def test_a_refer_to_the_focus_rings_and_joins_the_number(tmp_path: Path) -> None:
+    """RFC 4579 §5.5: in its dialog with the focus (a call to the factory URI), 100's phone
+    REFERs ``sip:101@pbx``; the PBX rings 101 and joins it when it answers, the final NOTIFY
+    says 200; both hear each other. 101 hangs up, one member is left: the focus dialog gets
+    BYE."""
+    with pbx_for_conference(tmp_path) as pbx, phones(pbx, tmp_path) as ph:
+        ph.callee("101", "call_uas_bye.xml", pause_ms=8000)
+        ph.dial("100", "conference", "call_uac_focus_refer.xml", pause_ms=1000,
+                keys={"refer_to": "101"})
+        wait_until(lambda: ph.peer("101").first_packet() is not None, 10, "101 to answer")
+        start = time.monotonic() + 1.0
+        time.sleep(3.5)
+        for ext, others in (("100", ["101"]), ("101", ["100"])):
+            assert_hears_exactly(ext, ph.peer(ext).pcm(start, start + 2.2), others)
+        rc, out = ph.uas["101"].result()
+        assert rc == 0, out
+        rc, out = ph.uac_result("100")  # NOTIFY 100 then 200; BYE when one was left
+        assert rc == 0, out
+        assert len(events(pbx, "conference.invited")) == 1
+        assert len(events(pbx, "conference.ended")) == 1

@@ -84,13 +84,13 @@ def decode_greeting(data: bytes, rate: int = GREETING_RATE,
             from None
     if total == 0:
         raise invalid("the file holds no audio")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(np.concatenate(chunks).astype("<i2").tobytes())
-    return out.getvalue()
+    return wav.getvalue()
 
 
 def _greeting_path(req: ApiRequest, user: User) -> Path:
@@ -136,7 +136,7 @@ async def _upload(request: web.Request) -> bytes:
     if request.content_type == "multipart/form-data":
         form = await request.post()  # a page that checked its CSRF token read it already
         field = form.get("file")
-        if field is None or isinstance(field, str):
+        if not isinstance(field, web.FileField):
             raise ApiProblem(422, "validation_failed", "send the audio in the field file",
                              field="/file")
         data = field.file.read(MAX_UPLOAD + 1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from tests.pbx.api.conftest import leave_message, pbx_api  # noqa: F401
-from tests.pbx.portal.user_pages import Portal, portal_user  # noqa: F401
+from tests.pbx.api.conftest import leave_message, pbx_api
+from tests.pbx.portal.user_pages import Portal, portal_user
 
 __all__ = ["pbx_api", "portal_user"]
 

@@ -10,8 +10,8 @@ import wave
 import numpy as np
 
 from pbx.voicemail import Boxes
-from tests.pbx.api.conftest import pbx_api  # noqa: F401
-from tests.pbx.portal.user_pages import Portal, portal_user  # noqa: F401
+from tests.pbx.api.conftest import pbx_api
+from tests.pbx.portal.user_pages import Portal, portal_user
 
 __all__ = ["pbx_api", "portal_user"]
 
@@ -91,7 +91,7 @@ async def test_the_greeting_is_uploaded_played_and_deleted(portal_user: Portal) 
     form = aiohttp.FormData()
     form.add_field("csrf", portal_user.csrf)
     form.add_field("file", _wav(), filename="hello.wav", content_type="audio/wav")
-    status, body, where = await portal_user.post("/portal/settings/greeting", form)
+    status, body, _ = await portal_user.post("/portal/settings/greeting", form)
     assert status == 303, body
     path = Boxes(portal_user.api.store.data_dir).greeting("default", "100")
     with wave.open(str(path)) as w:

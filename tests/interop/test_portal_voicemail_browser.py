@@ -122,6 +122,7 @@ async def test_a_voicemail_appears_live_with_its_badge_and_plays_the_callers_ton
             await screenshot(page, "portal-voicemail-en")
 
             german = await login(b, base, "101", PASSWORDS["101"], lang="de")
+            start = (await german.text_content("#home-voicemail") or "").strip()
             await german.goto(base + "/portal/voicemail")
             de_state = (await german.text_content("#voicemail-table td.vm-state") or "").strip()
             axe_de = await axe_check(german)
@@ -141,6 +142,7 @@ async def test_a_voicemail_appears_live_with_its_badge_and_plays_the_callers_ton
     assert decoded["share"]["700"] > 0.9, decoded  # the caller's tone
     assert decoded["share"]["1300"] == 0.0, decoded
     assert de_state == "neu", de_state
+    assert start == "Neue Sprachbox-Nachrichten: 1", start  # the count on the start page
     assert heard_badge == "", heard_badge
     assert axe == [] and axe_de == [], (axe, axe_de)
     print(f"decoded in the page: {decoded}; greeting heard in "

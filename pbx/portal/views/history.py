@@ -38,6 +38,8 @@ def _filter(pr: PortalRequest) -> str:
 
 
 async def history_page(pr: PortalRequest) -> web.StreamResponse:
+    if pr.who.user_id is None:  # an administrator's login without a user of their own
+        pr.redirect("/portal/admin/")
     chosen = _filter(pr)
     try:
         offset = max(0, min(int(pr.raw.query.get("offset", "0")), 1_000_000))

@@ -237,6 +237,8 @@ def _show(value: Any) -> str:
 
 
 async def settings_page(pr: PortalRequest) -> web.StreamResponse:
+    if pr.who.user_id is None:  # an administrator's login without a user of their own
+        pr.redirect("/portal/admin/")
     return await page(pr)
 
 

@@ -39,6 +39,8 @@ def _message(pr: PortalRequest) -> str:
 
 
 async def voicemail_page(pr: PortalRequest) -> web.StreamResponse:
+    if pr.who.user_id is None:  # an administrator's login without a user of their own
+        pr.redirect("/portal/admin/")
     box = await pr.api("list_voicemail_messages", user="me")
     messages = sorted(box["items"], key=lambda m: m["received_at"], reverse=True)
     return await pr.render("voicemail.html", messages=messages, new=box["new"],

@@ -63,6 +63,8 @@ async def test_voicemail_list_audio_mark_delete_and_badge(portal_user: Portal) -
     assert f'src="/portal/voicemail/{mid}/audio"' in html
     assert 'id="badge-voicemail"><span class="visually-hidden">new: </span>1</span>' in html
     assert 'data-live="voicemail.changed"' in html
+    status, home = await portal_user.get("/portal/")
+    assert "New voicemail messages: 1" in home
     async with portal_user.client.get(f"/portal/voicemail/{mid}/audio") as resp:
         assert resp.status == 200 and resp.content_type == "audio/wav"
         assert len(await resp.read()) > 12000

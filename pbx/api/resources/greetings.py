@@ -44,6 +44,7 @@ GREETING_RATE = 16000
 #: The largest upload read (bytes).
 MAX_UPLOAD = 8 * 1024 * 1024
 
+_FILE = {"type": "string", "format": "binary", "description": "the audio file"}
 KIND_PARAM = {"kind": {"type": "string", "enum": sorted(GREETING_KINDS),
                        "description": "personal: the greeting callers hear before the beep"}}
 
@@ -202,6 +203,10 @@ def register(router: ApiRouter) -> None:
     router.add(Route("PUT", path, put_greeting, "Upload the voicemail greeting", "voicemail",
                      "put_voicemail_greeting", response=GreetingOut, path_params=params,
                      errors=(413, 415, 422),
+                     request_content={"audio/*": _FILE, "application/octet-stream": _FILE,
+                                      "multipart/form-data": {
+                                          "type": "object", "required": ["file"],
+                                          "properties": {"file": _FILE}}},
                      description="The body is the audio file itself (audio/* or "
                                  "application/octet-stream: WAV, MP3, Ogg/Opus, FLAC, M4A …) "
                                  "or a multipart/form-data form with the file in the field "

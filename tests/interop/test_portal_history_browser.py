@@ -3,7 +3,7 @@ the page open; a SIPp caller (100) calls 101, who has no phone registered — a 
 and then again, answered by 101's SIPp phone. Both calls appear in the open page without a
 reload; the missed one is highlighted (``tr.missed``, the warning colour), names the caller
 and links to the directory with its number; the filter "Missed" shows only it, the CSV link
-downloads it, and its delete button removes it. Screenshots in English and German; axe-core
+downloads it, and its delete button removes it; then the whole history goes (confirmed). Screenshots in English and German; axe-core
 finds no serious violation."""
 
 from __future__ import annotations
@@ -95,6 +95,10 @@ async def test_a_missed_call_appears_highlighted_and_is_deleted(tmp_path: Path) 
             await page.goto(base + "/portal/history")
             left = await page.eval_on_selector_all("#history-table tbody tr",
                                                    "rows => rows.map(r => r.className)")
+            await page.check("#confirm-clear")  # the whole history, confirmed
+            await page.click("#clear-history")
+            await page.wait_for_url(f"{base}/portal/history?notice=deleted")
+            cleared = await page.is_visible("#history-empty")
     assert empty, "the history was not empty at first"
     answered, missed = rows  # newest first
     assert missed["cls"] == "missed" and answered["cls"] == "in", rows
@@ -106,5 +110,5 @@ async def test_a_missed_call_appears_highlighted_and_is_deleted(tmp_path: Path) 
     assert csv.count("\r\n") == 3 and ",100," in csv, csv  # header and two calls
     assert only_missed == ["missed"], only_missed
     assert de_kind is not None and de_kind.strip() == "✕ Verpasst", de_kind
-    assert gone and left == ["in"], (gone, left)
+    assert gone and left == ["in"] and cleared, (gone, left, cleared)
     assert axe == [] and axe_de == [], (axe, axe_de)

@@ -74,6 +74,8 @@ async def delete_entry(pr: PortalRequest) -> web.StreamResponse:
 
 async def clear(pr: PortalRequest) -> web.StreamResponse:
     form = await pr.form()
+    if form.get("confirm") != "yes":  # the manual's "und bestätigen Sie"
+        pr.redirect(_back(pr, form.get("filter")))
     await pr.api("clear_history", user="me")
     pr.redirect(_back(pr, form.get("filter")), notice="deleted")
 

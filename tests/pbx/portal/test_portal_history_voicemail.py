@@ -45,6 +45,10 @@ async def test_the_history_with_missed_highlighted_filters_and_deletes(
     status, html = await portal_user.get("/portal/history")
     assert f'id="call-{missed}"' not in html and f'id="call-{out}"' in html
     status, _, _ = await portal_user.post("/portal/history/clear", {})
+    assert status == 303  # not confirmed: nothing deleted
+    status, html = await portal_user.get("/portal/history")
+    assert f'id="call-{out}"' in html
+    status, _, _ = await portal_user.post("/portal/history/clear", {"confirm": "yes"})
     assert status == 303
     status, html = await portal_user.get("/portal/history")
     assert 'id="history-empty"' in html

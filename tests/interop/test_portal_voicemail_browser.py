@@ -4,7 +4,8 @@ PyAV) and sends every call to the voicemail box in the same page; a SIPp caller 
 that greeting and leaves a message: a 700 Hz tone in its RTP. The open voicemail page shows
 the message and the navigation badge "1" without a reload; the message's ``<audio>`` source is
 fetched and decoded in the page with WebAudio (``decodeAudioData``) and a Goertzel filter in the
-page's JavaScript finds the caller's tone in the decoded samples. Marking it heard empties the
+page's JavaScript finds the caller's tone in the decoded samples (and the element itself
+plays it). Marking it heard empties the
 badge, deleting it empties the box. Screenshots in English and German; axe-core finds no
 serious violation."""
 
@@ -68,6 +69,17 @@ DECODE = """async ([selector, freqs]) => {
 }"""
 
 
+#: In the page: the audio element itself plays (muted) for a moment.
+PLAY = """async (selector) => {
+  const el = document.querySelector(selector);
+  el.muted = true;
+  await el.play();
+  await new Promise((done) => setTimeout(done, 700));
+  el.pause();
+  return {time: el.currentTime, duration: el.duration, error: el.error && el.error.code};
+}"""
+
+
 def _leave_message(pbx: Any, tmp: Path) -> Phone:
     """100 calls 101 (every call to the box), sends its tone for 4 s after the answer."""
     phone = Phone(send_hz=CALLER_HZ)
@@ -116,6 +128,7 @@ async def test_a_voicemail_appears_live_with_its_badge_and_plays_the_callers_ton
                 timeout=5000)
             assert await page.evaluate("window.__noReload") == "still here"
             caller = await page.text_content("#voicemail-table tr.new td:nth-child(2)")
+            played = await page.evaluate(PLAY, "#voicemail-table tr.new audio")
             decoded = await page.evaluate(DECODE, ["#voicemail-table tr.new audio",
                                                    [CALLER_HZ, 1300.0]])
             axe = await axe_check(page)
@@ -136,6 +149,8 @@ async def test_a_voicemail_appears_live_with_its_badge_and_plays_the_callers_ton
     assert empty_badge == "", empty_badge
     assert caller is not None and caller.strip() == "User 100 100", caller
     assert _greeting_heard(phone) >= 25, "the caller did not hear the uploaded greeting"
+    assert played["error"] is None and played["time"] > 0.3, played  # it plays in the page
+    assert abs(played["duration"] - decoded["seconds"]) < 0.1, (played, decoded)
     assert decoded["status"] == 200 and decoded["type"] == "audio/wav", decoded
     # 4 s talked, less the greeting (1 s) and the beep (0.5 s)
     assert abs(decoded["seconds"] - 2.5) < 0.6, decoded

@@ -38,6 +38,7 @@ from pbx.api.resources import (
     codes,
     conferences,
     devices,
+    greetings,
     history,
     numbers,
     pickup,
@@ -75,6 +76,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     call_back.register(router)
     chat.register(router)
     voicemail.register(router)
+    greetings.register(router)
     pickup.register(router)
     calls.register(router)
     conferences.register(router)

@@ -107,6 +107,8 @@ class Route:
     description: str = ""
     #: extra documented error statuses besides those every route has
     errors: tuple[int, ...] = ()
+    #: a request body that is not JSON (an upload): media type → its schema
+    request_content: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def etag_of(body: Any) -> str:

@@ -659,13 +659,16 @@ class PbxServer:
         return [b for aor in self.registrar.aors() for b in self.registrar.bindings(aor, now)]
 
     def phone_settings(self) -> dict[str, object]:
-        """What the /phone page needs: our SIP domain and WebSocket listeners."""
+        """What the /phone page needs: our SIP domain and WebSocket listeners (and the SIP
+        listeners a phone is set up with)."""
         listening = self.sip.listening() if self.sip is not None else []
         # the keypad's long-press 1 dials the box: the code as the table has it now
         voicemail = next((code for code, (feature, fc) in self.features.code_table().items()
                           if feature == "voicemail" and fc.action == "listen"), "*86")
         return {"domain": self.domain,
                 "websockets": [f"{t}://{h}:{p}/" for t, h, p in listening if t in ("ws", "wss")],
+                "sip": [f"{h}:{p};transport={t}" for t, h, p in listening
+                        if t in ("udp", "tcp", "tls")],
                 "voicemail_code": voicemail}
 
     def health_figures(self) -> dict[str, object]:

@@ -36,6 +36,7 @@ from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.mail import MailOutbox, MailSender
+from pbx.moh import MusicOnHold
 from pbx.mwi import MwiService
 from pbx.origin import verify_with_bans
 from pbx.overload import Admission, OverloadDetector
@@ -185,6 +186,8 @@ class PbxServer:
         self._webhooks_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
+        #: The tenants' music on hold (pbx.moh: uploads through the API, in data/moh).
+        self.moh = MusicOnHold(Path(config.data_dir) / "moh", config.media.moh_file)
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
         #: answered and ends (direction, parties, start/answer/end times, final status).
         self.call_record_hooks: list[Callable[[CallRecord], None]] = []
@@ -322,6 +325,7 @@ class PbxServer:
         )
         self.b2bua.services.directory = self.directory
         self.b2bua.prompts = self.prompts
+        self.b2bua.moh = self.moh
         self.b2bua.services.settings_service = self.settings
         self.settings.check = self.b2bua.services.check_settings
         services.create_task(self.b2bua.run(), name="calls")
@@ -556,7 +560,7 @@ class PbxServer:
             sessions=SessionPolicy(idle=self.config.http.session_idle,
                                    lifetime=self.config.http.session_lifetime),
             call_control=self._live_call_service(),
-            conferences=self._conference_control())
+            conferences=self._conference_control(), moh=self.moh)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0,

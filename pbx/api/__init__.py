@@ -39,6 +39,7 @@ from pbx.api.resources import (
     conferences,
     devices,
     history,
+    music_on_hold,
     numbers,
     pickup,
     registrations,
@@ -80,6 +81,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     conferences.register(router)
     session.register(router)
     webhooks.register(router)
+    music_on_hold.register(router)
     return router
 
 

@@ -74,6 +74,10 @@ def _operation(route: Route, refs: dict[tuple[type[BaseModel], JsonSchemaMode], 
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": refs[(route.body, "validation")]}}}
+    if route.request_content:
+        op["requestBody"] = {"required": True, "content": {
+            media: {"schema": {"type": "string", "format": "binary", "description": text}}
+            for media, text in route.request_content.items()}}
     ok: dict[str, Any] = {"description": route.summary}
     if route.response is not None and route.status != 204:
         ok["content"] = {"application/json": {"schema": refs[(route.response,

@@ -5,8 +5,10 @@ gets the 403 page for every one of them."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pbx.portal.views.admin import devices, overview, tokens, users
@@ -14,7 +16,7 @@ from tests.pbx.api.conftest import Api
 
 ADMIN_PAGES = ("/portal/admin/", "/portal/admin/users", "/portal/admin/numbers",
                "/portal/admin/devices", "/portal/admin/pickup-groups", "/portal/admin/trunks",
-               "/portal/admin/feature-codes",
+               "/portal/admin/music-on-hold", "/portal/admin/feature-codes",
                "/portal/admin/tokens", "/portal/admin/webhooks")
 assert overview and users and devices and tokens  # the modules the pages come from
 
@@ -211,3 +213,34 @@ async def test_feature_codes_read_only_for_tenant_admins_editable_for_system_adm
     assert "*178" in (await root.get("/portal/admin/feature-codes"))[1]
     assert (await root.post("/portal/admin/feature-codes/dnd.on/reset", {}))[0] == 303
     assert 'value="*178"' not in (await root.get("/portal/admin/feature-codes"))[1]
+
+
+async def test_music_on_hold_upload_form(admin: Browser, tmp_path: Path) -> None:
+    from tests.pbx.api.test_api_music_on_hold import tone_file
+
+    status, html = await admin.get("/portal/admin/music-on-hold")
+    assert status == 200 and 'id="moh-default"' in html
+    origin = str(admin.api.client.make_url("/")).rstrip("/")
+
+    async def post(csrf: str, data: bytes, ctype: str) -> tuple[int, str, str]:
+        form = aiohttp.FormData()
+        form.add_field("csrf", csrf)
+        form.add_field("audio", data, filename="music.bin", content_type=ctype)
+        async with admin.api.client.post("/portal/admin/music-on-hold", data=form,
+                                         allow_redirects=False,
+                                         headers={"Origin": origin}) as resp:
+            return resp.status, await resp.text(), resp.headers.get("Location", "")
+
+    status, _, _ = await post("forged", tone_file("wav", "pcm_s16le"), "audio/wav")
+    assert status == 403
+    status, html, _ = await post(admin.csrf, b"junk" * 50, "audio/mpeg")
+    assert status == 422 and 'id="moh-error"' in html
+    status, _, where = await post(admin.csrf, tone_file("flac", "flac", 22050), "audio/flac")
+    assert status == 303, where
+    tenant = admin.api.store.tenant("default").id
+    assert (tmp_path / "moh" / f"tenant-{tenant}.wav").is_file()
+    status, html = await admin.get("/portal/admin/music-on-hold")
+    assert 'id="moh-custom"' in html
+    status, _ = await admin.post("/portal/admin/music-on-hold/reset", {})
+    assert status == 303
+    assert not (tmp_path / "moh" / f"tenant-{tenant}.wav").exists()

@@ -458,6 +458,7 @@ class PbxServer:
         advertise = self.config.sip.advertise or None
         self.trunks = TrunkManager(self._trunk_configs(), contact_host=advertise,
                                    user_agent=f"{self.config.sip.user_agent}/{__version__}")
+        self.trunks.on_state = self._trunk_state_event
         services.create_task(self.trunks.run(self.sip), name="trunks")
         self._trunks_seen = self.directory.reloads
 
@@ -507,6 +508,13 @@ class PbxServer:
             return found.id if found is not None else None
 
         return CallEvents(self.events, parties, tenant)
+
+    def _trunk_state_event(self, trunk: TrunkConfig, state: str, reason: str) -> None:
+        """trunk.state on the event bus (for the tenant's admins: the portal's overview and
+        trunk list refresh on it)."""
+        self.events.publish("trunk.state", {"trunk": trunk.name,
+                                            "tenant_id": trunk.tenant_id or 0,
+                                            "state": state, "reason": reason})
 
     def _registration_event(self, kind: str, b: Binding, **extra: object) -> None:
         """registration.added/removed on the event bus (with the user and tenant, so each

@@ -1,5 +1,5 @@
-"""``/tenants/{tenant}/music-on-hold``: what a tenant's callers hear on hold (tenant admins of
-that tenant; system admins of every tenant). ``PUT`` takes the audio file itself as the body
+"""``/tenants/{tenant}/music-on-hold``: what a tenant's callers hear on hold (changed by tenant
+admins of that tenant and system admins; read by anyone of the tenant). ``PUT`` takes the audio file itself as the body
 (any common format: ``audio/*`` or ``application/octet-stream``, at most 20 MB, at most 10
 minutes), decodes it with PyAV and makes it the tenant's music from the next hold on
 (:mod:`pbx.moh`); ``GET`` tells the state; ``DELETE`` goes back to the server's default."""
@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from pbx.api.auth import Role
 from pbx.api.problems import ApiProblem
-from pbx.api.resources.common import admin_sees, int_param, not_found, tenant_of
+from pbx.api.resources.common import int_param, tenant_of
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
 from pbx.moh import MAX_SECONDS, MAX_UPLOAD, AudioRefused, MohState, MusicOnHold
 
@@ -50,10 +50,7 @@ def _out(s: MohState) -> MusicOnHoldOut:
 
 
 def _tenant(req: ApiRequest) -> int:
-    tenant = tenant_of(req, int_param(req, "tenant"))
-    if not admin_sees(req.who, tenant.id):
-        raise not_found(f"tenant {tenant.id}")
-    return tenant.id
+    return tenant_of(req, int_param(req, "tenant")).id
 
 
 async def _read_body(req: ApiRequest) -> bytes:
@@ -109,7 +106,7 @@ def register(router: ApiRouter) -> None:
     path = "/tenants/{tenant}/music-on-hold"
     router.add(Route("GET", path, get_moh, "What the tenant's callers hear on hold",
                      "music on hold", "get_music_on_hold", response=MusicOnHoldOut,
-                     role=admin, path_params=param))
+                     path_params=param))
     router.add(Route("PUT", path, put_moh, "Upload the tenant's music on hold", "music on hold",
                      "put_music_on_hold", response=MusicOnHoldOut, role=admin,
                      path_params=param, errors=(413, 415, 422),

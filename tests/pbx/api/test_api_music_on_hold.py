@@ -1,7 +1,7 @@
 """``/tenants/{tenant}/music-on-hold``: an upload in any common format (WAV, MP3, Ogg/Opus,
 FLAC — made here with PyAV) is decoded into the 16 kHz mono WAV the hold player reads, and the
 player then plays the uploaded tone; what is no audio is refused; only the tenant's admins
-(and system admins) see or change it; DELETE goes back to the default. The B2BUA's hold
+(and system admins) change it, and only its own users see it; DELETE goes back to the default. The B2BUA's hold
 source plays the tenant's file when there is one."""
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ async def test_only_the_tenants_admins(pbx_api: Api) -> None:
     wav = tone_file("wav", "pcm_s16le")
     kw = {"data": wav, "headers": {"Content-Type": "audio/wav"}}
     assert (await pbx_api.call("PUT", path, who="anna", **kw))[0] == 403
-    assert (await pbx_api.call("GET", path, who="anna"))[0] == 403
+    assert (await pbx_api.call("DELETE", path, who="anna"))[0] == 403
+    assert (await pbx_api.call("GET", path, who="anna"))[0] == 200  # the state: for all of it
+    assert (await pbx_api.call("GET", path, who="carl"))[0] == 404
     assert (await pbx_api.call("PUT", path, who="acme", **kw))[0] == 404  # another tenant's
     assert (await pbx_api.call("DELETE", path, who="acme"))[0] == 404
     assert (await pbx_api.call("PUT", path, who="root", **kw))[0] == 200

@@ -244,3 +244,19 @@ async def test_music_on_hold_upload_form(admin: Browser, tmp_path: Path) -> None
     status, _ = await admin.post("/portal/admin/music-on-hold/reset", {})
     assert status == 303
     assert not (tmp_path / "moh" / f"tenant-{tenant}.wav").exists()
+
+
+async def test_an_auto_disabled_webhook_shows_its_reason_and_is_enabled_again(
+        admin: Browser) -> None:
+    store = admin.api.store
+    tenant = store.tenant("default").id
+    hook = store.create_webhook(tenant_id=tenant, url="https://hooks.example.com/x",
+                                secret="whsec_x", event_types=[], description="", now=0.0)
+    store._db.execute("UPDATE webhooks SET enabled=0, disabled_reason=? WHERE id=?",
+                      ("failing for 5 days (HTTP 500)", hook.id))
+    store._db.commit()
+    _, html = await admin.get("/portal/admin/webhooks")
+    assert "failing for 5 days (HTTP 500)" in html and "Enable again" in html
+    assert (await admin.post(f"/portal/admin/webhooks/{hook.id}/enable", {}))[0] == 303
+    found = store.webhook(hook.id)
+    assert found is not None and found.enabled and found.disabled_reason == ""

@@ -1,5 +1,5 @@
 """``/portal/admin/``: the system's health now — active calls, registrations, trunk states —
-refreshed live on ``call.*`` and ``registration.*`` events."""
+refreshed live on ``call.*``, ``registration.*`` and ``trunk.state`` events."""
 
 from __future__ import annotations
 

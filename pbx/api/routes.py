@@ -222,7 +222,8 @@ class ApiRouter:
             principal = None
             if route.role is not None:
                 principal = await authenticate(request, ctx.store, bans=ctx.bans,
-                                               now=ctx.clock(), idle=ctx.sessions.idle)
+                                               now=ctx.clock(), idle=ctx.sessions.idle,
+                                               cache=ctx.token_cache)
                 principal.require(route.role, f"{route.method} {route.path}")
             query = parse_query(route.query, request.query) if route.query else None
             body = None

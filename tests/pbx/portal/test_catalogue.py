@@ -25,7 +25,8 @@ SAME_IN_BOTH = {"asyncpbx", "Deutsch", "English", "Start", "E-Mail", "Chat", "St
                 "Code", "Codes", "Export", "Tenant", "Admin", "Registrar", "Host", "Port",
                 "Domain", "Realm", "Transport", "Display", "DTMF", "Mute", "Opus", "Jitter",
                 "RTT", "WebRTC", "Hold", "Timeout", "Ping", "Events", "Event", "Secret",
-                "Audio", "Download", "Service", "Portal", "Administration", "Version"}
+                "Audio", "Download", "Service", "Portal", "Administration", "Version",
+                "UDP", "TCP", "TLS"}
 _PLACEHOLDER = re.compile(r"%\([a-z_]+\)[sd]|%[sd]|\{[a-z_]+\}")
 
 

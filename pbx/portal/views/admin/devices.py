@@ -17,8 +17,8 @@ from pbx.portal.views.admin import ADMIN, field, refused, users_by_id
 __all__ = ["ORDER", "register"]
 
 ORDER = 103
-KINDS = (("softphone", N_("Softphone")), ("desk", N_("Desk phone")),
-         ("mobile", N_("Mobile phone")), ("browser", N_("Browser")))
+KINDS = (("softphone", N_("Software phone")), ("desk", N_("Desk phone")),
+         ("mobile", N_("Mobile phone")), ("browser", N_("Browser phone")))
 
 
 def _servers(pr: PortalRequest) -> list[str]:

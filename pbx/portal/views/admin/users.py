@@ -20,7 +20,7 @@ ORDER = 101
 FIELDS = (("extension", N_("Extension"), "text"), ("name", N_("Name"), "text"),
           ("email", N_("E-mail"), "email"), ("mobile_number", N_("Mobile number"), "tel"),
           ("remote_office_number", N_("Remote office number"), "tel"))
-ROLES = (("user", N_("User")), ("tenant_admin", N_("Administrator")),
+ROLES = (("user", N_("User")), ("tenant_admin", N_("Company administrator")),
          ("system_admin", N_("System administrator")))
 
 

@@ -11,6 +11,9 @@
     the trunks: 403).
 (c) The administrator creates an API token (shown once), the token works, a reload no longer
     shows it, and after its revocation on the page it opens nothing.
+(d) The administrator uploads an MP3 as the company's music on hold in the page; a SIPp call
+    whose callee puts the caller on hold (``*4``) plays exactly that music to the caller (its
+    1200 Hz tone, Goertzel), not the built-in melody.
 
 Every administrator page is screenshotted in English and German and checked with axe-core.
 """
@@ -287,3 +290,71 @@ async def test_admin_creates_an_api_token_shown_once_and_revokes_it(tmp_path: Pa
     assert seen["state"] == "active" and seen["state_after"] == "revoked", seen
     assert seen["after"] == 401, seen
     assert seen["axe"] == [], seen["axe"]
+
+
+MOH_TONE_HZ = 1200.0
+
+
+async def _upload_moh(base: str, music: bytes) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    async with browser() as b:
+        page = await login(b, base, "100", PASSWORDS["100"])
+        await page.goto(base + "/portal/admin/music-on-hold")
+        seen["before"] = await page.locator("#moh-default").count()
+        await page.set_input_files("#moh-file", files=[
+            {"name": "music.mp3", "mimeType": "audio/mpeg", "buffer": music}])
+        await page.click("#moh-submit")
+        await page.wait_for_url("**/portal/admin/music-on-hold?notice=saved")
+        seen["custom"] = await page.text_content("#moh-custom")
+        seen["axe"] = await axe_check(page)
+        await screenshot(page, "portal-admin-moh-uploaded-en")
+    return seen
+
+
+async def test_uploaded_music_on_hold_is_what_a_held_caller_hears(tmp_path: Path) -> None:
+    from media.dtmf import tone_ratio
+    from tests.interop.harness import free_port, read_log
+    from tests.interop.test_calls_sipp import RtpPeer, SippUas, caller, register_port
+    from tests.interop.test_transfer_sipp import MOH_HZ
+    from tests.pbx.api.test_api_music_on_hold import tone_file
+
+    music = tone_file("mp3", "libmp3lame", freq=MOH_TONE_HZ, seconds=3.0)
+    caller_rtp, callee_rtp = RtpPeer(send_hz=1000.0), RtpPeer(send_hz=700.0)
+    try:
+        with portal_pbx(tmp_path / "pbx", config_extra=MEDIA) as pbx:
+            seen = await asyncio.wait_for(_upload_moh(base_url(pbx), music), 60)
+            port = free_port()
+            register_port(pbx, "101", USERS[1][1], port)
+            callee = SippUas(tmp_path, "call_uas_hold_toggle.xml", port, name="callee",
+                             timeout=25, pause_ms=3500,
+                             keys={"rtp_port": str(callee_rtp.port)})
+            try:
+                ok, failed, out = await asyncio.to_thread(
+                    caller, pbx, tmp_path, rtp_port=caller_rtp.port, pause_ms=8000, timeout=25)
+                rc, callee_out = await asyncio.to_thread(callee.result, 20)
+            finally:
+                callee.stop()
+            log = read_log(pbx.log_path)
+    finally:
+        caller_rtp.close()
+        callee_rtp.close()
+    assert seen["before"] == 1 and "0:03" in seen["custom"], seen
+    assert seen["axe"] == [], seen["axe"]
+    assert (ok, failed) == (1, 0), out + log[-3000:]
+    assert rc == 0, callee_out + log[-3000:]
+    pcm = caller_rtp.pcm()
+    windows = []
+    for i in range(0, len(pcm) - 1600 + 1, 1600):  # 200 ms windows
+        w = pcm[i:i + 1600]
+        if tone_ratio(w, MOH_TONE_HZ, 8000) > 0.5:
+            windows.append("upload")
+        elif tone_ratio(w, 700.0, 8000) > 0.5:
+            windows.append("callee")
+        elif max(tone_ratio(w, f, 8000) for f in MOH_HZ) > 0.3:
+            windows.append("melody")
+        else:
+            windows.append("")
+    kept = [x for x in windows if x]
+    order = [x for i, x in enumerate(kept) if i == 0 or kept[i - 1] != x]
+    assert order == ["callee", "upload", "callee"], windows
+    assert windows.count("upload") >= 8 and "melody" not in windows, windows

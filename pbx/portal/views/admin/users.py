@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pbx.api.auth import Role
 from pbx.i18n import N_
 from pbx.portal.core import NavItem, PageError, Portal, PortalRequest
 from pbx.portal.views.admin import ADMIN, field, refused
@@ -73,7 +74,8 @@ async def _edit(pr: PortalRequest, status: int = 200, error: str = "",
     numbers = [n for n in (await pr.api("list_numbers", query={"limit": "500"}))["items"]
                if n["user_id"] == user["id"]]
     roles = [(k, label) for k, label in ROLES
-             if k != "system_admin" or (pr.principal is not None and pr.principal.role >= 3)]
+             if k != "system_admin" or (pr.principal is not None
+                                        and pr.principal.role >= Role.SYSTEM_ADMIN)]
     return await pr.render("admin/user.html", status=status, user=user, login=login,
                            devices=devices, numbers=numbers, fields=FIELDS, roles=roles,
                            error=error, password_error=password_error)

@@ -40,6 +40,7 @@ from pbx.api.resources import (
     devices,
     greetings,
     history,
+    music_on_hold,
     numbers,
     pickup,
     registrations,
@@ -82,6 +83,7 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     conferences.register(router)
     session.register(router)
     webhooks.register(router)
+    music_on_hold.register(router)
     return router
 
 

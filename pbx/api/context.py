@@ -16,6 +16,7 @@ from pbx.api.token_cache import TokenCache
 from pbx.bans import BanTable
 from pbx.callcontrol import ConferenceOperations, FeatureRegistry
 from pbx.directory import Directory
+from pbx.moh import MusicOnHold
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
@@ -120,3 +121,5 @@ class ApiContext:
     #: conference operations on live calls (features.conference_control); None until the calls
     #: run
     conferences: ConferenceOperations | None = None
+    #: the tenants' music on hold (pbx.moh); None: the store's data directory's, made on use
+    moh: MusicOnHold | None = None

@@ -116,9 +116,11 @@ class PortalRequest:
 
     async def api(self, operation_id: str, *, body: Any = None,
                   query: Mapping[str, str] | None = None,
-                  headers: Mapping[str, str] | None = None, **params: str | int) -> Any:
+                  headers: Mapping[str, str] | None = None, data: bytes | None = None,
+                  content_type: str = "application/octet-stream", **params: str | int) -> Any:
         """Run API operation ``operation_id`` as the signed-in user; its JSON answer (None
-        for 204). Raises :class:`PageError` when the API refuses (4xx/5xx)."""
+        for 204). ``data``: the raw body of an upload operation. Raises :class:`PageError`
+        when the API refuses (4xx/5xx)."""
         portal = self.portal
         who = self.who
 
@@ -126,7 +128,7 @@ class PortalRequest:
             return await portal.router.call(
                 portal.ctx, who, operation_id, request=request,
                 params={k: str(v) for k, v in params.items()}, body=body, query=query,
-                headers=headers)
+                headers=headers, data=data, content_type=content_type)
 
         response = await convert(self.raw, run)
         data = _json_of(response)

@@ -278,7 +278,9 @@ async def greeting_upload(pr: PortalRequest) -> web.StreamResponse:
     if not isinstance(upload, web.FileField):
         return await page(pr, errors={"greeting": pr.t("Choose an audio file.")}, status=422)
     try:
-        await pr.api("put_voicemail_greeting", user="me", kind="personal")
+        # the file's bytes as the operation's body (any format: the API decodes by content)
+        await pr.api("put_voicemail_greeting", user="me", kind="personal",
+                     data=upload.file.read(), content_type="application/octet-stream")
     except PageError as err:
         return await page(pr, errors={"greeting": err.detail or err.code}, status=err.status)
     pr.redirect("/portal/settings?notice=saved#greeting")

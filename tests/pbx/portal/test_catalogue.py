@@ -25,7 +25,8 @@ SAME_IN_BOTH = {"asyncpbx", "Deutsch", "English", "Start", "E-Mail", "Chat", "St
                 "Code", "Codes", "Export", "Tenant", "Admin", "Registrar", "Host", "Port",
                 "Domain", "Realm", "Transport", "Display", "DTMF", "Mute", "Opus", "Jitter",
                 "RTT", "WebRTC", "Hold", "Timeout", "Ping", "Events", "Event", "Secret",
-                "Audio", "Download", "Service", "Portal", "Administration", "Version"}
+                "Audio", "Download", "Service", "Portal", "Administration", "Version",
+                "UDP", "TCP", "TLS"}
 _PLACEHOLDER = re.compile(r"%\([a-z_]+\)[sd]|%[sd]|\{[a-z_]+\}")
 
 
@@ -102,7 +103,8 @@ def _pages(site: PortalSite) -> list[str]:
     for resource in app.router.resources():
         info = resource.get_info()
         path = info.get("path")
-        if not isinstance(path, str) or not path.startswith("/portal") or "{" in path:
+        if not isinstance(path, str) or not path.startswith("/portal") or "{" in path \
+                or "." in path.rsplit("/", 1)[-1]:  # files (audio, CSV), not pages
             continue
         if any(r.method == "GET" for r in resource) and not path.startswith(
                 ("/portal/static", "/portal/vendor", "/portal/lang")):

@@ -12,15 +12,12 @@ so an upload is in force from the next hold on, on this node. The API
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from pbx import audiofile
+from pbx.audiofile import AudioRefused
 
 __all__ = ["MAX_SECONDS", "MAX_UPLOAD", "RATE", "AudioRefused", "MohState", "MusicOnHold",
            "decode_to_wav"]
@@ -30,10 +27,6 @@ RATE = 16000
 #: The largest upload read (bytes) and the longest music kept (seconds).
 MAX_UPLOAD = 20 * 1024 * 1024
 MAX_SECONDS = 600.0
-
-
-class AudioRefused(ValueError):
-    """The upload is no audio PyAV can decode, has no audio stream, or is too long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,46 +45,7 @@ class MohState:
 def decode_to_wav(data: bytes, *, max_seconds: float = MAX_SECONDS) -> tuple[bytes, float]:
     """``data`` (any container/codec PyAV reads) as mono s16 WAV at :data:`RATE`, and its
     duration; :class:`AudioRefused` when it is no audio or longer than ``max_seconds``."""
-    import av
-
-    limit = int(max_seconds * RATE)
-    chunks: list[np.ndarray[Any, Any]] = []
-    total = 0
-    try:
-        container: Any = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, OSError) as exc:
-        raise AudioRefused(f"not an audio file this server can read ({exc})") from None
-    try:
-        if not container.streams.audio:
-            raise AudioRefused("the file has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    samples = np.asarray(out.to_ndarray(), np.int16).reshape(-1)
-                    total += len(samples)
-                    if total > limit:
-                        raise AudioRefused(f"the music is longer than {max_seconds:.0f} s")
-                    chunks.append(samples)
-            for out in resampler.resample(None):
-                chunks.append(np.asarray(out.to_ndarray(), np.int16).reshape(-1))
-        except (av.FFmpegError, ValueError) as exc:
-            if isinstance(exc, AudioRefused):
-                raise
-            raise AudioRefused(f"the audio does not decode ({exc})") from None
-    finally:
-        container.close()
-    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-    if len(pcm) < RATE // 10:
-        raise AudioRefused("the file holds less than 0.1 s of audio")
-    out_buf = io.BytesIO()
-    with wave.open(out_buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return out_buf.getvalue(), len(pcm) / RATE
+    return audiofile.decode_to_wav(data, rate=RATE, max_seconds=max_seconds, what="the music")
 
 
 class MusicOnHold:
@@ -131,23 +85,7 @@ class MusicOnHold:
     def save(self, tenant_id: int, data: bytes) -> MohState:
         """Decode ``data`` and make it the tenant's music (blocking: run it in a thread)."""
         wav, _duration = decode_to_wav(data)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.file_of(tenant_id)
-        fd, temp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(wav)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        audiofile.write_atomically(self.file_of(tenant_id), wav)
         return self.state(tenant_id)
 
     def remove(self, tenant_id: int) -> bool:

@@ -15,21 +15,16 @@ the one greeting the box plays; the path leaves room for more.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import itertools
-import os
-import tempfile
 import wave
 from pathlib import Path
 
-import numpy as np
 from aiohttp import web
 from pydantic import BaseModel
 
 from pbx.api.problems import ApiProblem
 from pbx.api.resources.common import USER_PARAM, not_found, user_of
 from pbx.api.routes import ApiRequest, ApiRouter, Route, json_response
+from pbx.audiofile import AudioRefused, decode_to_wav, write_atomically
 from pbx.store import User
 from pbx.voicemail import Boxes
 from pbx.voicemail.menu import GREETING_MAX
@@ -59,39 +54,12 @@ class GreetingOut(BaseModel):
 def decode_greeting(data: bytes, rate: int = GREETING_RATE,
                     limit: float = GREETING_MAX) -> bytes:
     """``data`` (an audio file of any format PyAV reads) as a mono 16-bit WAV at ``rate``;
-    422 when it is no audio, silent-empty or longer than ``limit`` seconds."""
-    import av
-
-    def invalid(detail: str) -> ApiProblem:
-        return ApiProblem(422, "invalid_audio", detail)
-
-    chunks: list[np.ndarray] = []
-    total = 0
+    422 when it is no audio, empty or longer than ``limit`` seconds."""
     try:
-        with av.open(io.BytesIO(data), "r") as container:
-            if not container.streams.audio:
-                raise invalid("the file holds no audio stream")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-            for frame in itertools.chain(container.decode(stream), [None]):
-                for out in resampler.resample(frame):
-                    pcm = np.asarray(out.to_ndarray(), np.int16).reshape(-1)
-                    chunks.append(pcm)
-                    total += len(pcm)
-                    if total > limit * rate + rate // 2:  # half a second of codec padding
-                        raise invalid(f"a greeting may last at most {limit:g} seconds")
-    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
-        raise invalid(f"not an audio file PyAV can decode ({exc.__class__.__name__})") \
-            from None
-    if total == 0:
-        raise invalid("the file holds no audio")
-    wav = io.BytesIO()
-    with wave.open(wav, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.concatenate(chunks).astype("<i2").tobytes())
-    return wav.getvalue()
+        return decode_to_wav(data, rate=rate, max_seconds=limit, what="a greeting",
+                             min_seconds=0.0)[0]
+    except AudioRefused as exc:
+        raise ApiProblem(422, "invalid_audio", str(exc)) from None
 
 
 def _greeting_path(req: ApiRequest, user: User) -> Path:
@@ -103,25 +71,6 @@ def _greeting_path(req: ApiRequest, user: User) -> Path:
     box = Boxes(req.ctx.store.data_dir).box(tenant.name if tenant else "default",
                                             user.extension)
     return box / name
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".greeting-", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _seconds(path: Path) -> float | None:
@@ -168,7 +117,7 @@ async def put_greeting(req: ApiRequest) -> web.StreamResponse:
     path = _greeting_path(req, user)
     data = await _upload(req.raw)
     wav = await asyncio.to_thread(decode_greeting, data)
-    await asyncio.to_thread(_write_atomically, path, wav)
+    await asyncio.to_thread(write_atomically, path, wav)
     seconds = await asyncio.to_thread(_seconds, path)
     return json_response(GreetingOut(kind=req.path("kind"), duration=seconds or 0.0))
 

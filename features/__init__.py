@@ -55,6 +55,7 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     from features.call_waiting import CallWaiting
     from features.clir import Clir
     from features.conference import ConferenceFeature
+    from features.conference_focus import ConferenceFocus
     from features.displayed_number import DisplayedNumber
     from features.dnd import DoNotDisturb
     from features.forward_busy import ForwardBusy
@@ -79,4 +80,5 @@ def default_features(*, ring_timeout: float | None = None) -> list[Feature]:
     return [AnonymousRejection(), DoNotDisturb(), ForwardImmediate(box), RemoteOffice(ringing),
             CallWaiting(), parallel, ringing, ForwardBusy(box), no_answer,
             ForwardUnreachable(box), box, Clir(), DisplayedNumber(), CallBackFeature(ringing),
-            MessageWaiting(), VoicemailMail(), ConferenceFeature(), Pickup(), CallPull()]
+            MessageWaiting(), VoicemailMail(), ConferenceFeature(), ConferenceFocus(), Pickup(),
+            CallPull()]

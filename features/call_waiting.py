@@ -9,12 +9,14 @@ On by default, as on the phones users know.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 
 from features.announce import refused, switched
 from pbx.callcontrol import (
     BaseFeature,
     Busy,
+    Call,
     CallContext,
     Continue,
     Decision,
@@ -39,12 +41,17 @@ class CallWaiting(BaseFeature):
         FeatureCode("off_this_call", takes_number=True),
     )
 
+    def __init__(self) -> None:
+        #: the calls placed with ``*70`` (no call waiting during them), while they last: so
+        #: that an incoming call scans the user's calls only when there is such a call at all
+        self._without: weakref.WeakSet[Call] = weakref.WeakSet()
+
     async def on_terminate(self, ctx: CallContext) -> Decision:
         """Busy when the user is in a call and does not take a second one."""
         if not ctx.active:
             return Continue()
-        if not ctx.setting(self, "enabled") or any(
-                a.call.per_call.get(self.name) is False for a in ctx.active):
+        if not ctx.setting(self, "enabled") or (self._without and any(
+                a.call.per_call.get(self.name) is False for a in ctx.active)):
             return Busy()
         return Continue()
 
@@ -55,6 +62,7 @@ class CallWaiting(BaseFeature):
             if ctx.call is None:
                 return refused()
             ctx.call.per_call[self.name] = False
+            self._without.add(ctx.call)
             return Dial(number)
         on = code.action == "on"
         return switched(ctx.update(self, enabled=on), on)

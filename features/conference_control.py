@@ -21,7 +21,13 @@ from typing import Any
 
 import structlog
 
-from features.conference import ConferenceRoom, add_participant, room_of, targets_for
+from features.conference import (
+    ConferenceRoom,
+    add_participant,
+    room_of,
+    start_conference,
+    targets_for,
+)
 from pbx.callcontrol import (
     Call,
     ConferenceError,
@@ -29,6 +35,10 @@ from pbx.callcontrol import (
     Leg,
     ParticipantView,
     ScriptHost,
+    bridge_of,
+    is_held,
+    set_hold,
+    users_of,
 )
 
 __all__ = ["ConferenceControl"]
@@ -122,6 +132,31 @@ class ConferenceControl:
         log.info("conference.add_api", call_id=call_id, number=number, legs=len(legs))
         return [leg.id for leg in legs]
 
+    def merge(self, call_id: str, other_call_id: str, user_id: int) -> list[str]:
+        """Add another call of the same user: the other party of ``user_id``'s call
+        ``other_call_id`` joins the conference of ``call_id`` (a two-party call becomes one
+        first) — the three-way call a user makes from a held call and a second one. Parties
+        on hold are taken back first (re-INVITE ``sendrecv``); the user's leg in the other
+        call ends (BYE) and with it that call. Returns the id of the joined leg."""
+        if other_call_id == call_id:
+            raise ConferenceError("same_call", "a call cannot be added to itself")
+        first, second = self.call(call_id), self.call(other_call_id)
+        own, other_own = _user_leg(first, user_id), _user_leg(second, user_id)
+        bridge = bridge_of(second, other_own)
+        if bridge is None:
+            raise ConferenceError("not_answered", "the other call is not connected")
+        party = bridge.other(other_own)
+        for call, leg in ((first, own), (second, other_own)):
+            if is_held(call) and room_of(call) is None:
+                set_hold(call, leg, False)
+        second.unbridge(bridge)
+        second.record.cause = second.record.cause or "conferenced"
+        start_conference(first).join(party)
+        other_own.hangup()
+        log.info("conference.merged", call_id=call_id, other_call_id=other_call_id,
+                 leg=party.id)
+        return [party.id]
+
     def drop(self, call_id: str, leg_id: str) -> None:
         """Hang up a participant (BYE; CANCEL while it rings)."""
         room = self.room(call_id)
@@ -157,3 +192,11 @@ class ConferenceControl:
             "call_id": room.call.record.call_id, "leg_id": leg.id, "party": leg.party,
             "members": len(room.members), "tenant_id": tenant_id,
             "user_ids": list(user_ids)})
+
+
+def _user_leg(call: Call, user_id: int) -> Leg:
+    """``user_id``'s connected leg in ``call`` (ConferenceError ``not_in_call``: none)."""
+    for leg, user in users_of(call).items():
+        if user.id == user_id and leg.answered and not leg.ended:
+            return leg
+    raise ConferenceError("not_in_call", "the user has no connected leg in that call")

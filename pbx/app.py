@@ -36,6 +36,7 @@ from pbx.feature_codes import DigitsOnly
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.mail import MailOutbox, MailSender
+from pbx.moh import MusicOnHold
 from pbx.mwi import MwiService
 from pbx.origin import verify_with_bans
 from pbx.overload import Admission, OverloadDetector
@@ -185,6 +186,8 @@ class PbxServer:
         self._webhooks_task: asyncio.Task[None] | None = None
         #: The prompt set (pbx.prompts), loaded in run() before the listeners start.
         self.prompts: PromptStore | None = None
+        #: The tenants' music on hold (pbx.moh: uploads through the API, in data/moh).
+        self.moh = MusicOnHold(Path(config.data_dir) / "moh", config.media.moh_file)
         #: Call-history hooks: each is called with the CallRecord when a call starts, is
         #: answered and ends (direction, parties, start/answer/end times, final status).
         self.call_record_hooks: list[Callable[[CallRecord], None]] = []
@@ -322,6 +325,7 @@ class PbxServer:
         )
         self.b2bua.services.directory = self.directory
         self.b2bua.prompts = self.prompts
+        self.b2bua.moh = self.moh
         self.b2bua.services.settings_service = self.settings
         self.settings.check = self.b2bua.services.check_settings
         services.create_task(self.b2bua.run(), name="calls")
@@ -455,6 +459,7 @@ class PbxServer:
         advertise = self.config.sip.advertise or None
         self.trunks = TrunkManager(self._trunk_configs(), contact_host=advertise,
                                    user_agent=f"{self.config.sip.user_agent}/{__version__}")
+        self.trunks.on_state = self._trunk_state_event
         services.create_task(self.trunks.run(self.sip), name="trunks")
         self._trunks_seen = self.directory.reloads
 
@@ -504,6 +509,13 @@ class PbxServer:
             return found.id if found is not None else None
 
         return CallEvents(self.events, parties, tenant)
+
+    def _trunk_state_event(self, trunk: TrunkConfig, state: str, reason: str) -> None:
+        """trunk.state on the event bus (for the tenant's admins: the portal's overview and
+        trunk list refresh on it)."""
+        self.events.publish("trunk.state", {"trunk": trunk.name,
+                                            "tenant_id": trunk.tenant_id or 0,
+                                            "state": state, "reason": reason})
 
     def _registration_event(self, kind: str, b: Binding, **extra: object) -> None:
         """registration.added/removed on the event bus (with the user and tenant, so each
@@ -557,7 +569,7 @@ class PbxServer:
             sessions=SessionPolicy(idle=self.config.http.session_idle,
                                    lifetime=self.config.http.session_lifetime),
             call_control=self._live_call_service(),
-            conferences=self._conference_control())
+            conferences=self._conference_control(), moh=self.moh)
         metrics = api.Metrics(self.health_figures, ctx.sip_statistics,
                               lambda: {"event_clients": self.api_events.clients
                                        if self.api_events is not None else 0,
@@ -660,13 +672,16 @@ class PbxServer:
         return [b for aor in self.registrar.aors() for b in self.registrar.bindings(aor, now)]
 
     def phone_settings(self) -> dict[str, object]:
-        """What the /phone page needs: our SIP domain and WebSocket listeners."""
+        """What the /phone page needs: our SIP domain and WebSocket listeners (and the SIP
+        listeners a phone is set up with)."""
         listening = self.sip.listening() if self.sip is not None else []
         # the keypad's long-press 1 dials the box: the code as the table has it now
         voicemail = next((code for code, (feature, fc) in self.features.code_table().items()
                           if feature == "voicemail" and fc.action == "listen"), "*86")
         return {"domain": self.domain,
                 "websockets": [f"{t}://{h}:{p}/" for t, h, p in listening if t in ("ws", "wss")],
+                "sip": [f"{h}:{p};transport={t}" for t, h, p in listening
+                        if t in ("udp", "tcp", "tls")],
                 "voicemail_code": voicemail}
 
     def health_figures(self) -> dict[str, object]:

@@ -133,6 +133,7 @@ from sipcore.uri import SipURI, parse_uri
 
 if TYPE_CHECKING:
     from pbx.chat import ChatService
+    from pbx.moh import MusicOnHold
 
 __all__ = ["B2bua", "CallSettings", "InboundLeg", "OutboundLeg", "SipLeg"]
 
@@ -238,6 +239,8 @@ class B2bua:
         self.srtp_devices: dict[str, None] = {}
         #: The announcements (the server loads them at start; None: tones only).
         self.prompts: PromptStore | None = None
+        #: The tenants' music on hold (pbx.moh; None: the default for every call).
+        self.moh: MusicOnHold | None = None
         #: ICE of browser legs (pbx.legs.webrtc): the server sets it from ``[webrtc]``; by
         #: default the media address when it is an IP address (None: browsers get 488).
         self.ice: IceSettings | None = _default_ice(engine.host)
@@ -480,7 +483,7 @@ class B2bua:
                             caller=caller, callee=origin.callee or dialled, started=now,
                             tenant_id=tenant_id)
         call = Call(leg, graph=self.graph, leg_factory=self._make_leg, record=record,
-                    hold_source=self._moh_source, ringback_source=self._ringback_source,
+                    hold_source=self._hold_for(record.tenant_id), ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         call.presentation = origin.presentation
         ruri = request.uri
@@ -490,7 +493,26 @@ class B2bua:
                 call.per_call[GRUU_TARGET] = (self.aor(ruri.user), instance)
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
                       src=f"{peer.host}:{peer.port}", withheld=origin.presentation.withheld)
+        focus = self.features.get("conference_focus")
+        if origin.user is not None and focus is not None and focus.is_factory(dialled):  # type: ignore[attr-defined]
+            self._start_focus(call, leg, origin, focus)
+            return
         self._start(call, origin, self.script.run)
+
+    def _start_focus(self, call: Call, leg: InboundLeg, origin: CallOrigin, focus: Any) -> None:
+        """A user's call to the conference factory URI (RFC 4579 §5.4,
+        :mod:`features.conference_focus`): answered by the focus, whose Contact is the user's
+        conference URI with ``isfocus``."""
+        assert origin.user is not None
+        owner = str(self.routing.user_key(origin.user))
+        conf_user = focus.conference_user(origin.user.extension)
+        leg.contact = leg.contact.replace("<sip:asyncpbx@", f"<sip:{conf_user}@", 1) \
+            + ";isfocus"
+
+        async def script(c: Call) -> None:
+            await focus.run(c, owner, conf_user)
+
+        self._start(call, origin, script)
 
     def _start(self, call: Call, origin: CallOrigin,
                script: Callable[[Call], Coroutine[Any, Any, None]]) -> None:
@@ -528,7 +550,7 @@ class B2bua:
                             caller=user.extension, callee=dialled, started=time.time(),
                             tenant_id=user.tenant_id)
         call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
-                    hold_source=self._moh_source, ringback_source=self._ringback_source,
+                    hold_source=self._hold_for(record.tenant_id), ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         ring = timeout if timeout is not None else self.settings.ring_timeout
         self.log.info("call.callback", call_id=record.call_id, user=view.key, dialled=dialled,
@@ -559,7 +581,7 @@ class B2bua:
                                 callee=dialled, started=time.time(),
                                 tenant_id=first.record.tenant_id)
             call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
-                        hold_source=self._moh_source, ringback_source=self._ringback_source,
+                        hold_source=self._hold_for(record.tenant_id), ringback_source=self._ringback_source,
                         busy_source=self._busy_source, on_record=self.on_record)
             call.adopt(party)
             call.per_call[CONSULTATION_CALL] = True
@@ -575,7 +597,7 @@ class B2bua:
                             caller=shown, callee=dialled, started=time.time(),
                             tenant_id=first.record.tenant_id)
         call = Call(None, graph=self.graph, leg_factory=self._make_leg, record=record,
-                    hold_source=self._moh_source, ringback_source=self._ringback_source,
+                    hold_source=self._hold_for(record.tenant_id), ringback_source=self._ringback_source,
                     busy_source=self._busy_source, on_record=self.on_record)
         call.adopt(party)
         call.caller = party
@@ -606,6 +628,20 @@ class B2bua:
                        exc_info=exc)
 
     # -- media sources ---------------------------------------------------------------------------
+
+    def _hold_for(self, tenant_id: int | None) -> Callable[[int], MediaPort]:
+        """The music-on-hold source of a call of ``tenant_id``: the tenant's own upload
+        (pbx.moh, looked up when the party goes on hold) or the server's default."""
+
+        def source(rate: int) -> MediaPort:
+            own = self.moh.path(tenant_id) if self.moh is not None else None
+            if own is not None:
+                from media.player import Player
+
+                return Player(own, rate, loop=True)
+            return self._moh_source(rate)
+
+        return source
 
     def _moh_source(self, rate: int) -> MediaPort:
         if self.settings.moh_file:

@@ -39,7 +39,9 @@ from pbx.api.resources import (
     conferences,
     devices,
     directory,
+    greetings,
     history,
+    music_on_hold,
     numbers,
     pickup,
     registrations,
@@ -76,11 +78,13 @@ def build_router(features: FeatureRegistry) -> ApiRouter:
     call_back.register(router)
     chat.register(router)
     voicemail.register(router)
+    greetings.register(router)
     pickup.register(router)
     calls.register(router)
     conferences.register(router)
     session.register(router)
     webhooks.register(router)
+    music_on_hold.register(router)
     directory.register(router)
     return router
 

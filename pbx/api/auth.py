@@ -24,6 +24,7 @@ from aiohttp import web
 
 from pbx.api.logins import COOKIE, check_csrf, check_origin
 from pbx.api.problems import ApiProblem
+from pbx.api.token_cache import TokenCache
 from pbx.bans import BanTable
 from pbx.store import Store, User
 
@@ -95,7 +96,8 @@ def _bearer(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, store: Store, *, now: float | None = None,
-                       bans: BanTable | None = None, idle: float = 1800.0) -> Principal:
+                       bans: BanTable | None = None, idle: float = 1800.0,
+                       cache: TokenCache | None = None) -> Principal:
     """The principal of ``request``'s bearer token (401 problem when missing, unknown,
     expired or revoked — one answer for all, so a guesser learns nothing). The store is read
     (and the last use written) in a worker thread: the event loop, which carries the calls,
@@ -105,7 +107,10 @@ async def authenticate(request: web.Request, store: Store, *, now: float | None 
     token counts as an authentication failure of its source, exactly like a wrong SIP
     password, and a banned source — banned for guessing over SIP or over HTTP — is refused
     (429) before its token is looked at. Requests without a token do not count, and a good
-    token does not mark its source as authenticated for SIP."""
+    token does not mark its source as authenticated for SIP.
+
+    With ``cache`` (:class:`pbx.api.token_cache.TokenCache`), a token the store confirmed a
+    moment ago is taken from there, on the loop."""
     at = time.time() if now is None else now
     source = request.remote or ""
     if bans is not None and bans.banned(source, at):
@@ -115,8 +120,12 @@ async def authenticate(request: web.Request, store: Store, *, now: float | None 
     if "Authorization" not in request.headers and COOKIE in request.cookies:
         return await _by_session(request, store, at, idle)
     token = _bearer(request)
-    record = await asyncio.to_thread(store.api_token, token, now=at) if len(token) <= 128 \
-        else None
+    record = cache.get(token, at) if cache is not None and len(token) <= 128 else None
+    if record is None:
+        record = await asyncio.to_thread(store.api_token, token, now=at) \
+            if len(token) <= 128 else None
+        if record is not None and cache is not None and not record.revoked:
+            cache.put(token, record, at)
     if record is None or record.expired(at):
         # fail2ban: "security.auth.failed src=<ip>" (the SIP side logs the same line)
         seclog.warning("security.auth.failed", src=source, method="HTTP",

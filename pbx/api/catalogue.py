@@ -69,6 +69,16 @@ class RegistrationRemovedData(RegistrationData):
     reason: str
 
 
+class TrunkStateData(_Data):
+    """A trunk's registration changed state (``state`` as ``/system/health`` shows it:
+    registering, registered, failed, …; ``reason``: why)."""
+
+    trunk: str
+    tenant_id: int
+    state: str
+    reason: str
+
+
 class CallData(_Data):
     """A call's state (``tenant_id`` 0: a call of no tenant; ``user_ids``: the users in it)."""
 
@@ -176,6 +186,7 @@ CATALOGUE: dict[str, EventKind] = {
     "codes.changed": EventKind("the feature-code table changed", CodesChangedData),
     "registration.added": EventKind("a device registered", RegistrationAddedData),
     "registration.removed": EventKind("a registration ended", RegistrationRemovedData),
+    "trunk.state": EventKind("a trunk's registration changed state", TrunkStateData),
     "call.started": EventKind("a call began", CallData),
     "call.answered": EventKind("a call was answered", CallData),
     "call.ended": EventKind("a call ended", CallData),

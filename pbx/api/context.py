@@ -12,9 +12,11 @@ from typing import Protocol
 from pbx.api.events import EventLog
 from pbx.api.logins import SessionPolicy
 from pbx.api.passwords import Passwords
+from pbx.api.token_cache import TokenCache
 from pbx.bans import BanTable
 from pbx.callcontrol import ConferenceOperations, FeatureRegistry
 from pbx.directory import Directory
+from pbx.moh import MusicOnHold
 from pbx.services import EventBus, SettingsService
 from pbx.services.codes import CodesService
 from pbx.store import Store, User
@@ -109,6 +111,8 @@ class ApiContext:
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     #: portal password hashing (argon2 parameters)
     passwords: Passwords = field(default_factory=Passwords)
+    #: tokens the store confirmed a moment ago (authenticated on the loop)
+    token_cache: TokenCache = field(default_factory=TokenCache)
     #: the webhook service (pbx.webhooks): the endpoints' cache and test deliveries; None
     #: until the server runs it
     webhooks: WebhookService | None = None
@@ -117,3 +121,5 @@ class ApiContext:
     #: conference operations on live calls (features.conference_control); None until the calls
     #: run
     conferences: ConferenceOperations | None = None
+    #: the tenants' music on hold (pbx.moh); None: the store's data directory's, made on use
+    moh: MusicOnHold | None = None

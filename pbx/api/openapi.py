@@ -74,6 +74,11 @@ def _operation(route: Route, refs: dict[tuple[type[BaseModel], JsonSchemaMode], 
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": refs[(route.body, "validation")]}}}
+    elif route.request_content:  # a file as the body (an upload the handler reads itself)
+        op["requestBody"] = {"required": True, "content": {
+            media: {"schema": {"type": "string", "format": "binary", "description": spec}
+                    if isinstance(spec, str) else dict(spec)}
+            for media, spec in route.request_content.items()}}
     ok: dict[str, Any] = {"description": route.summary}
     if route.response is not None and route.status != 204:
         ok["content"] = {"application/json": {"schema": refs[(route.response,

@@ -107,6 +107,9 @@ class Route:
     description: str = ""
     #: extra documented error statuses besides those every route has
     errors: tuple[int, ...] = ()
+    #: a request body that is not JSON (an upload the handler reads itself): media type →
+    #: its schema, or a description (a binary body)
+    request_content: Mapping[str, Mapping[str, Any] | str] = field(default_factory=dict)
 
 
 def etag_of(body: Any) -> str:
@@ -179,12 +182,15 @@ class ApiRouter:
     async def call(self, ctx: ApiContext, principal: Principal | None, operation_id: str, *,
                    request: web.Request, params: Mapping[str, str] | None = None,
                    body: Any = None, query: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+                   headers: Mapping[str, str] | None = None, data: bytes | None = None,
+                   content_type: str = "application/octet-stream") -> web.StreamResponse:
         """Run operation ``operation_id`` in process for ``principal``, exactly as a request
         to it would (role check, query and body models, the handler): the portal's pages do
         everything through this, so they have the API's validation, access rules and events
         and no second code path. ``request`` is the page's own request (its address, scheme
-        and host); ``params`` the path parameters. Errors are raised as by a handler."""
+        and host); ``params`` the path parameters; ``data`` the raw body of a route that
+        reads one itself (an upload), of ``content_type``. Errors are raised as by a
+        handler."""
         route = self.route(operation_id)
         if route.role is not None:
             if principal is None:
@@ -197,7 +203,8 @@ class ApiRouter:
                 parsed_body = route.body.model_validate(body)
             except ValidationError as exc:
                 raise from_validation(exc) from None
-        local = _LocalRequest(request, dict(params or {}), dict(headers or {}))
+        local = _LocalRequest(request, dict(params or {}), dict(headers or {}), data,
+                              content_type)
         # the handlers read match_info, headers and remote (and hand ``raw`` to aiohttp only
         # for WebSocket and cookie routes, which the portal does not call in process)
         raw = cast(web.Request, local)
@@ -215,7 +222,8 @@ class ApiRouter:
             principal = None
             if route.role is not None:
                 principal = await authenticate(request, ctx.store, bans=ctx.bans,
-                                               now=ctx.clock(), idle=ctx.sessions.idle)
+                                               now=ctx.clock(), idle=ctx.sessions.idle,
+                                               cache=ctx.token_cache)
                 principal.require(route.role, f"{route.method} {route.path}")
             query = parse_query(route.query, request.query) if route.query else None
             body = None
@@ -235,11 +243,30 @@ class _LocalRequest:
     path parameters and headers; everything else is the page's own request."""
 
     def __init__(self, request: web.Request, match_info: dict[str, str],
-                 headers: dict[str, str]) -> None:
+                 headers: dict[str, str], data: bytes | None = None,
+                 content_type: str = "application/octet-stream") -> None:
         self._request = request
         self.match_info = match_info
         self.headers = headers
         self.method = "LOCAL"
+        # a raw body (an upload the page read itself): what the handler streams
+        self.content = _LocalBody(data or b"")
+        self.content_length = len(data or b"")
+        self.content_type = content_type if data is not None else ""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)
+
+
+class _LocalBody:
+    """The raw body of an in-process call, read like aiohttp's ``request.content``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        end = len(self._data) if n < 0 else self._at + n
+        chunk = self._data[self._at:end]
+        self._at += len(chunk)
+        return chunk

@@ -62,6 +62,11 @@ class ConferenceOperations(Protocol):
         """Ring ``number``, join it when it answers; the ids of the legs rung."""
         ...
 
+    def merge(self, call_id: str, other_call_id: str, user_id: int) -> list[str]:
+        """Join the other party of ``user_id``'s call ``other_call_id`` (that call ends for
+        the user); the id of the joined leg."""
+        ...
+
     def drop(self, call_id: str, leg_id: str) -> None:
         """Hang up a participant (BYE; CANCEL while it rings)."""
         ...

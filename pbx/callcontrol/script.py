@@ -302,7 +302,8 @@ class CallScript:
         """Ring a user's targets. A target already in one of the user's calls that cannot show
         a second call itself (a number over a trunk) is not rung again: its call hears the
         call-waiting tone while the others ring."""
-        waiting = [a for a in ctx.active if not _shows_call_waiting(a)]
+        waiting = list(self.active.without_call_waiting(ctx.user.key)) \
+            if ctx.user is not None else []
         taken = {a.device for a in waiting}
         targets = tuple(t for t in ring.targets if t.label not in taken)
         if not targets:
@@ -561,8 +562,3 @@ class CallScript:
         if isinstance(decision, Reject):
             call.hangup()
 
-
-def _shows_call_waiting(entry: ActiveCall) -> bool:
-    """A SIP device shows a second call itself; a number over a trunk (the mobile) cannot."""
-    target = entry.leg.target
-    return target is None or target.kind != "number"

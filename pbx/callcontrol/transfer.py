@@ -56,6 +56,7 @@ __all__ = [
     "attended_transfer",
     "bridge_of",
     "consult",
+    "is_held",
     "recall",
     "set_hold",
     "toggle_hold",
@@ -103,6 +104,12 @@ class TransferHost(Protocol):
             Routed | Ring | Reject): ...
 
     def devices(self, user: UserView) -> list[Any]: ...
+
+
+def is_held(call: Call) -> bool:
+    """Whether the user of ``call`` holds its other party now (:func:`toggle_hold`,
+    :func:`set_hold`)."""
+    return bool(call.per_call.get(HELD, False))
 
 
 def bridge_of(call: Call, leg: Leg) -> Bridge | None:

@@ -28,7 +28,7 @@ from babel.support import Translations
 
 __all__ = ["CATALOGUE_DIR", "DEFAULT", "LANGUAGES", "LOCALES", "N_", "catalogue", "format_date",
            "format_datetime", "format_duration", "format_number", "format_time", "gettext",
-           "negotiate", "translations"]
+           "negotiate", "pgettext", "translations"]
 
 LANGUAGES = ("de", "en")
 DEFAULT = "de"
@@ -50,19 +50,22 @@ def _catalog(lang: str) -> tuple[bytes, Mapping[str, str]]:
         for message in part:
             if not message.id or not message.string:
                 continue
-            if message.id in merged and merged[message.id].string != message.string:
+            before = merged.get(message.id, context=message.context)
+            if before is not None and before.string != message.string:
                 raise ValueError(f"{path.name}: {message.id!r} is translated differently "
                                  "in another file of the catalogue")
             merged.add(message.id, message.string, context=message.context)
             if isinstance(message.id, str) and isinstance(message.string, str):
-                plain[message.id] = message.string
+                key = f"{message.context}\x04{message.id}" if message.context else message.id
+                plain[key] = message.string
     out = io.BytesIO()
     write_mo(out, merged)
     return out.getvalue(), plain
 
 
 def catalogue(lang: str) -> Mapping[str, str]:
-    """msgid → translation of ``lang`` (singular messages; empty for English)."""
+    """msgid → translation of ``lang`` (singular messages; empty for English); a message with
+    a context is keyed ``context + "\\x04" + msgid``, as gettext does."""
     return _catalog(lang)[1]
 
 
@@ -75,6 +78,11 @@ def translations(lang: str) -> Translations:
 def gettext(lang: str, message: str) -> str:
     """``message`` in ``lang``."""
     return translations(lang).gettext(message)
+
+
+def pgettext(lang: str, context: str, message: str) -> str:
+    """``message`` of ``context`` (``prompt``: the announcements) in ``lang``."""
+    return str(translations(lang).pgettext(context, message))
 
 
 def negotiate(accept_language: str, default: str = DEFAULT) -> str:

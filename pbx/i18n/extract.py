@@ -1,5 +1,5 @@
-"""Find every message of the catalogue's sources: the portal's templates (``_()`` and
-``{% trans %}``) and the Python that marks messages (``_``, ``N_``, ``pr.t``, ``gettext``,
+"""Find every message of the catalogue's sources: the portal's and the e-mails' templates
+(``_()`` and ``{% trans %}``) and the Python that marks messages (``_``, ``N_``, ``pr.t``, ``gettext``,
 ``ngettext``). ``python -m pbx.i18n.extract [LANG]`` prints those without a translation in
 ``LANG`` (default de) as .po entries to paste into the area's file."""
 
@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (folder, glob, Babel extraction method)
 SOURCES = ((ROOT / "portal" / "templates", "**/*.html", "jinja2"),
            (ROOT / "portal", "**/*.py", "python"),
-           (ROOT / "i18n" / "texts", "**/*.py", "python"))
+           (ROOT / "mail" / "templates", "*.txt", "jinja2"),
+           (ROOT / "mail", "*.py", "python"))
 KEYWORDS = {"_": None, "N_": None, "t": None, "gettext": None, "ngettext": (1, 2)}
 
 
@@ -45,7 +46,8 @@ def messages() -> dict[str, list[str]]:
 
 
 def missing(lang: str = "de") -> dict[str, list[str]]:
-    """The messages ``lang``'s catalogue does not translate."""
+    """The messages ``lang``'s catalogue does not translate (the prompts' texts are checked
+    where the prompt table loads: :mod:`pbx.prompts.table`)."""
     have = catalogue(lang)
     return {m: where for m, where in messages().items() if not have.get(m)}
 

@@ -114,7 +114,15 @@ def on_refer(leg: SipLeg, event: RequestReceived) -> None:
     if not isinstance(uri, SipURI) or not uri.user or call is None or not leg.answered:
         b2b.respond(request, 403 if call is not None else 481, tx=tx)
         return
+    focus = b2b.features.get("conference_focus")
     replaces = next((v for k, v in uri.headers.items() if k.lower() == "replaces"), None)
+    owner = owner_of(b2b, leg) if focus is not None else None
+    if owner is not None and focus.is_focus(owner, call):  # type: ignore[union-attr]
+        _refer_in_focus(leg, event, focus, owner, uri.user, replaces)
+        return
+    if focus is not None and uri.user.startswith(focus.conference_user("")):  # type: ignore[attr-defined]
+        _refer_to_focus(leg, event, focus, uri.user)
+        return
     if replaces is not None:
         ids = parse_replaces(replaces)
         other = find_dialog_leg(b2b, *ids) if ids is not None else None
@@ -146,6 +154,68 @@ def on_refer(leg: SipLeg, event: RequestReceived) -> None:
         transfer_blind(call, leg, uri.user, host=host, progress=progress)
     except TransferError:
         send_notify(leg, 503, "Service Unavailable", final=True)
+
+
+def _refer_to_focus(leg: SipLeg, event: RequestReceived, focus: Any, uri_user: str) -> None:
+    """``Refer-To: <sip:conf-EXT@…>`` (RFC 4579 §5.6): the other party of ``leg``'s call
+    joins the REFERring user's conference (:mod:`features.conference_focus`); only that
+    user may (403). 202, NOTIFY ``100 Trying``, then ``200 OK`` once the party is in the mix
+    (the phone hangs its leg up; we do after the grace if it does not)."""
+    b2b, request, tx = leg.b2bua, event.request, event.transaction_id
+    owner = owner_of(b2b, leg)
+    call = leg.call
+    if owner is None or call is None or focus.uri_of(owner) != uri_user:
+        log.info("conference.refer_refused", leg=leg.id, refer_to=uri_user, owner=owner)
+        b2b.respond(request, 403, tx=tx)
+        return
+    b2b.respond(request, 202, tx=tx, extra=[("Contact", leg.contact)])
+    send_notify(leg, 100, "Trying", final=False)
+    try:
+        focus.bring(owner, call, leg)
+    except (LookupError, ValueError) as exc:
+        log.info("conference.refer_failed", leg=leg.id, reason=str(exc))
+        send_notify(leg, 480, "Temporarily Unavailable", final=True)
+        return
+    send_notify(leg, 200, "OK", final=True)
+    _drop_later(leg)
+
+
+def _refer_in_focus(leg: SipLeg, event: RequestReceived, focus: Any, owner: str,
+                    target: str, replaces: str | None) -> None:
+    """A REFER in the dialog of ``owner``'s conference (RFC 4579 §5.5): bring the party of
+    the dialog ``replaces`` names (one of the owner's, 403 otherwise; that dialog ends), or
+    ring ``target`` and join it; NOTIFY 100, then 200 when the party is in (or the failure).
+    The focus dialog itself stays up."""
+    b2b, request, tx = leg.b2bua, event.request, event.transaction_id
+    if replaces is not None:
+        ids = parse_replaces(replaces)
+        other = find_dialog_leg(b2b, *ids) if ids is not None else None
+        if other is None or other.call is None or other is leg \
+                or owner_of(b2b, other) != owner:
+            b2b.respond(request, 403 if ids is not None else 400, tx=tx)
+            return
+        b2b.respond(request, 202, tx=tx, extra=[("Contact", leg.contact)])
+        send_notify(leg, 100, "Trying", final=False)
+        try:
+            focus.bring(owner, other.call, other)
+        except (LookupError, ValueError) as exc:
+            log.info("conference.refer_failed", leg=leg.id, reason=str(exc))
+            send_notify(leg, 480, "Temporarily Unavailable", final=True)
+            return
+        send_notify(leg, 200, "OK", final=True)
+        other.hangup()  # the replaced dialog is over
+        return
+    b2b.respond(request, 202, tx=tx, extra=[("Contact", leg.contact)])
+    send_notify(leg, 100, "Trying", final=False)
+
+    def done(status: int, reason: str) -> None:
+        if not leg.ended:
+            send_notify(leg, status, reason, final=True)
+
+    try:
+        focus.invite(owner, target, b2b, done)
+    except LookupError:
+        done(480, "Temporarily Unavailable")
 
 
 def owner_of(b2bua: Any, leg: SipLeg) -> str | None:

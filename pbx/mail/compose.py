@@ -1,6 +1,6 @@
 """The voicemail mail itself: subject and text in the user's language, the audio attached.
 
-Texts are Jinja2 templates (:data:`TEXTS`, German and English — the languages of the prompts);
+Texts are Jinja2 templates (:data:`TEMPLATES`, in the catalogue's German and English);
 dates are written by Babel in the language's own form. :func:`compose` is pure apart from
 reading the attachment (done by the caller: ``audio`` is the Ogg/Opus bytes or None).
 """
@@ -8,54 +8,43 @@ reading the attachment (done by the caller: ``audio`` is the Ogg/Opus bytes or N
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
 from babel.dates import format_datetime as babel_datetime
 
+from pbx import i18n
+from pbx.i18n import N_
 from pbx.mail.audio import CONTENT_TYPE, FILENAME_SUFFIX
 
-__all__ = ["LANGUAGES", "TEXTS", "compose", "subject_and_text"]
+__all__ = ["LANGUAGES", "TEMPLATES", "compose", "subject_and_text"]
 
-LANGUAGES = ("de", "en")
-_LOCALES = {"de": "de_DE", "en": "en_GB"}
+LANGUAGES = i18n.LANGUAGES
 
-#: (subject, text) templates per language. Variables: name, caller (number or "unknown"),
-#: caller_name, when, duration (m:ss), kind (forward/notify/copy), attached (bool), extension.
-TEXTS: Mapping[str, tuple[str, str]] = {
-    "de": (
-        "Neue Sprachnachricht von {{ caller_label }} ({{ duration }})",
-        "Hallo {{ name }},\n\n"
-        "{{ caller_label }} hat Ihnen am {{ when }} eine Sprachnachricht hinterlassen "
-        "({{ duration }} Min.).\n\n"
-        "{% if attached %}Die Nachricht ist als Audiodatei angehängt."
-        "{% if kind == 'forward' %} Sie bleibt nur dann in Ihrer Sprachbox, wenn Sie "
-        "„auch behalten“ eingestellt haben.{% endif %}"
-        "{% else %}Sie können sie mit *86 an Ihrem Telefon abhören.{% endif %}\n\n"
-        "-- \nIhre Telefonanlage (Nebenstelle {{ extension }})\n",
-    ),
-    "en": (
-        "New voicemail from {{ caller_label }} ({{ duration }})",
-        "Hello {{ name }},\n\n"
-        "{{ caller_label }} left you a voicemail message on {{ when }} ({{ duration }} min).\n\n"
-        "{% if attached %}The message is attached as an audio file."
-        "{% if kind == 'forward' %} It stays in your voicemail box only if you turned on "
-        "\"also keep\".{% endif %}"
-        "{% else %}Dial *86 on your phone to listen to it.{% endif %}\n\n"
-        "-- \nYour phone system (extension {{ extension }})\n",
-    ),
-}
-_UNKNOWN = {"de": "Unbekannt", "en": "Unknown caller"}
+#: The mail's templates (``templates/`` beside this module): English text in gettext calls,
+#: translated from the product's one message catalogue (:mod:`pbx.i18n`, ``de/mail.po``),
+#: which the portal and the prompts share. Variables: name, caller_label, when, duration
+#: (m:ss), kind (forward/notify/copy), attached (bool), extension.
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+UNKNOWN = N_("Unknown caller")
 
 _POLICY = policy.SMTP.clone(max_line_length=998)
 
-_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
-                          keep_trailing_newline=True)
-_TEMPLATES = {lang: (_env.from_string(s), _env.from_string(t)) for lang, (s, t) in TEXTS.items()}
+
+
+@functools.cache
+def _templates(lang: str) -> tuple[jinja2.Template, jinja2.Template]:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    return env.get_template("voicemail_subject.txt"), env.get_template("voicemail.txt")
 
 
 def _language(payload: Mapping[str, Any]) -> str:
@@ -79,15 +68,15 @@ def subject_and_text(kind: str, payload: Mapping[str, Any], *, attached: bool,
     if caller and caller_name:
         label = f"{caller_name} ({caller})"
     else:
-        label = caller_name or caller or _UNKNOWN[lang]
+        label = caller_name or caller or i18n.gettext(lang, UNKNOWN)
     values = {
         "name": payload.get("user_name") or payload.get("extension") or "",
         "caller": caller, "caller_name": caller_name, "caller_label": label,
-        "when": babel_datetime(received, "medium", locale=_LOCALES[lang]),
+        "when": babel_datetime(received, "medium", locale=i18n.LOCALES[lang]),
         "duration": _duration(float(payload.get("duration", 0))),
         "kind": kind, "attached": attached, "extension": payload.get("extension", ""),
     }
-    subject_t, text_t = _TEMPLATES[lang]
+    subject_t, text_t = _templates(lang)
     subject = " ".join(subject_t.render(values).split())  # one line, whatever the caller name
     return subject, text_t.render(values)
 

@@ -117,9 +117,11 @@ class PortalRequest:
 
     async def api(self, operation_id: str, *, body: Any = None,
                   query: Mapping[str, str] | None = None,
-                  headers: Mapping[str, str] | None = None, **params: str | int) -> Any:
+                  headers: Mapping[str, str] | None = None, data: bytes | None = None,
+                  content_type: str = "application/octet-stream", **params: str | int) -> Any:
         """Run API operation ``operation_id`` as the signed-in user; its JSON answer (None
-        for 204). Raises :class:`PageError` when the API refuses (4xx/5xx)."""
+        for 204). ``data``: the raw body of an upload operation. Raises :class:`PageError`
+        when the API refuses (4xx/5xx)."""
         portal = self.portal
         who = self.who
 
@@ -127,7 +129,7 @@ class PortalRequest:
             return await portal.router.call(
                 portal.ctx, who, operation_id, request=request,
                 params={k: str(v) for k, v in params.items()}, body=body, query=query,
-                headers=headers)
+                headers=headers, data=data, content_type=content_type)
 
         response = await convert(self.raw, run)
         data = _json_of(response)
@@ -207,15 +209,7 @@ class Portal:
         self.nav: list[NavItem] = []
         #: badge name → its count for the signed-in user (``voicemail``: new messages)
         self.badges: dict[str, Callable[[PortalRequest], Awaitable[int]]] = {}
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(HERE / "templates"),
-            autoescape=jinja2.select_autoescape(("html",)), undefined=jinja2.StrictUndefined,
-            extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
-        self.env.filters["datetime"] = lambda ts, lang: i18n.format_datetime(float(ts), lang)
-        self.env.filters["date"] = lambda ts, lang: i18n.format_date(float(ts), lang)
-        self.env.filters["duration"] = lambda s: i18n.format_duration(float(s or 0))
-        self.env.filters["number"] = lambda v, lang: i18n.format_number(v, lang)
-        self._templates: dict[str, dict[str, jinja2.Template]] = {}
+        self._envs: dict[str, jinja2.Environment] = {}
         self.app: web.Application | None = None
 
     # -- routes -----------------------------------------------------------------------------
@@ -304,15 +298,29 @@ class Portal:
 
     # -- templates --------------------------------------------------------------------------
 
+    def env(self, lang: str) -> jinja2.Environment:
+        """The template environment of ``lang``: one per language, since a template binds
+        the gettext functions of the environment that compiled it (an overlay would share
+        the compiled templates, and with them the first language's texts)."""
+        env = self._envs.get(lang)
+        if env is None:
+            env = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(HERE / "templates"),
+                autoescape=jinja2.select_autoescape(("html",)),
+                undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"],
+                trim_blocks=True, lstrip_blocks=True)
+            env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
+            env.filters["datetime"] = lambda ts, lang: i18n.format_datetime(float(ts), lang)
+            env.filters["date"] = lambda ts, lang: i18n.format_date(float(ts), lang)
+            env.filters["time"] = lambda ts, lang: i18n.format_time(float(ts), lang)
+            env.filters["duration"] = lambda s: i18n.format_duration(float(s or 0))
+            env.filters["number"] = lambda v, lang: i18n.format_number(v, lang)
+            self._envs[lang] = env
+        return env
+
     def template(self, name: str, lang: str) -> jinja2.Template:
         """``name`` compiled for ``lang`` (the gettext calls bound to its catalogue)."""
-        per_lang = self._templates.setdefault(lang, {})
-        found = per_lang.get(name)
-        if found is None:
-            env = self.env.overlay()
-            env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
-            found = per_lang[name] = env.get_template(name)
-        return found
+        return self.env(lang).get_template(name)
 
     async def render(self, pr: PortalRequest, name: str, status: int,
                      values: Mapping[str, Any]) -> web.Response:

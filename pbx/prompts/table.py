@@ -1,5 +1,9 @@
 """The prompt text table (``texts.toml`` beside this module): prompt name → text per language,
-and the espeak-ng voice of each language. Pure data: no synthesis, no files but the table."""
+and the espeak-ng voice of each language. Pure data: no synthesis, no files but the table.
+
+The shipped table names each prompt by its English text; its other languages come from the
+product's message catalogue (:mod:`pbx.i18n`, context ``prompt``), which the portal and the
+e-mails share. A table may also give the texts per language inline (``{de = …, en = …}``)."""
 
 from __future__ import annotations
 
@@ -71,8 +75,11 @@ class PromptTable:
         for name, per_lang in prompts_raw.items():
             if not name.replace("_", "").isalnum() or not name.isascii():
                 raise ValueError(f"{source}: prompt name {name!r} must be letters, digits, _")
+            if isinstance(per_lang, str):
+                per_lang = _translated(per_lang, voices, f"{source}: prompts.{name}")
             if not isinstance(per_lang, Mapping):
-                raise ValueError(f"{source}: prompts.{name} must be {{lang = text}}")
+                raise ValueError(f"{source}: prompts.{name} must be {{lang = text}} or the "
+                                 "English text")
             missing = [lang for lang in voices if not isinstance(per_lang.get(lang), str)
                        or not per_lang[lang].strip()]
             if missing:
@@ -82,3 +89,21 @@ class PromptTable:
             if name not in texts:
                 raise ValueError(f"{source}: prompts.{name} (a spoken digit) is missing")
         return cls(voices, texts)
+
+
+def _translated(english: str, voices: Mapping[str, Voice], where: str) -> dict[str, str]:
+    """{lang: text} of a prompt given by its English text (ValueError naming the prompt when
+    the catalogue has no translation for one of the table's languages)."""
+    from pbx.i18n import catalogue
+
+    out = {}
+    for lang in voices:
+        if lang == "en":
+            out[lang] = english
+            continue
+        found = catalogue(lang).get("prompt\x04" + english.strip())
+        if not found:
+            raise ValueError(f"{where}: {english!r} has no {lang} translation in the message "
+                             f"catalogue (pbx/i18n/{lang}/prompts.po, msgctxt \"prompt\")")
+        out[lang] = found
+    return out

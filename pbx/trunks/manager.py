@@ -28,7 +28,7 @@ address never even reaches the transaction (the endpoint drops it,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,9 @@ class TrunkManager:
         resolve_retry: float = 30.0,
         resolve_timeout: float = 10.0,
     ) -> None:
+        #: Called with (trunk, new registration state, reason) when a trunk's registration
+        #: changes state (the server publishes ``trunk.state``; None: nobody listens).
+        self.on_state: Callable[[TrunkConfig, str, str], None] | None = None
         #: The current trunks by :attr:`TrunkConfig.key` (the B2BUA routes and identifies by it).
         self.trunks: dict[str, TrunkConfig] = {}
         for trunk in trunks:
@@ -530,6 +533,8 @@ class TrunkManager:
                     self.log.info("trunk.register." + event.state.value, **fields)
                     if event.state is RegistrationState.REGISTERED:
                         self._dns.replan(name)  # resolve again before the next refresh
+                if self.on_state is not None:
+                    self.on_state(trunk, _health_state(event.state), event.reason)
         if slot_id in self._retiring and registration.state is RegistrationState.STOPPED:
             del self._retiring[slot_id]
             successor = self.trunks.get(name)

@@ -179,8 +179,10 @@ class Phones:
         return uas
 
     def dial(self, ext: str, dst: str, scenario: str, *, pause_ms: int = 500,
-             account: tuple[str, str] | None = None) -> subprocess.Popen[str]:
-        """``ext``'s phone (or ``account``'s) dials ``dst`` in the background (SIPp UAC)."""
+             account: tuple[str, str] | None = None,
+             keys: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """``ext``'s phone (or ``account``'s) dials ``dst`` in the background (SIPp UAC);
+        ``keys``: more ``-key NAME VALUE`` for the scenario."""
         user, password = account or (ext, PASSWORD[ext])
         inf = users_csv(self.tmp / f"uac-{ext}-{time.monotonic_ns()}.csv", [(user, password)])
         host, port = self.pbx.addr("udp")
@@ -192,7 +194,8 @@ class Phones:
                 "-trace_err", "-error_file", str(self.tmp / f"uac-{ext}-errors.log"),
                 "-trace_msg", "-message_file", str(self.tmp / f"uac-{ext}-messages.log"),
                 "-inf", str(inf), "-auth_uri", f"{dst}@{host}:{port}", "-key", "dst", dst,
-                "-key", "rtp_port", str(self.peer(ext).port), f"{host}:{port}"]
+                "-key", "rtp_port", str(self.peer(ext).port),
+                *[a for k, v in (keys or {}).items() for a in ("-key", k, v)], f"{host}:{port}"]
         proc = subprocess.Popen(args, cwd=self.tmp, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                 errors="replace")
@@ -367,3 +370,60 @@ def test_star33_barges_into_the_answered_call(tmp_path: Path) -> None:
         assert ph.uac_result("102")[0] == 0
         assert callee.result()[0] == 0
         assert ph.uac_result("100")[0] == 0
+
+
+def test_a_phones_own_conference_by_factory_uri_and_refer(tmp_path: Path) -> None:
+    """RFC 4579 ad hoc: 100's phone calls the conference factory (``sip:conference@pbx``):
+    the PBX answers as the focus, Contact ``<sip:conf-100@…>;isfocus``. The phone's two other
+    calls (to 101 and to 102) are each referred into the conference (``REFER``, ``Refer-To:
+    <sip:conf-100@pbx>``, 202, NOTIFY 100 then 200, the phone hangs that leg up). Then all
+    three talk — each hears exactly the other two. 101 and 102 hang up in turn, and with one member left the conference ends
+    (the PBX's BYE to the focus dialog)."""
+    with pbx_for_conference(tmp_path) as pbx, phones(pbx, tmp_path) as ph:
+        ph.callee("101", "call_uas_bye.xml", pause_ms=16000)
+        ph.callee("102", "call_uas_bye.xml", pause_ms=16000)
+        ph.dial("100", "conference", "call_uac_wait_bye.xml")  # the focus dialog
+        wait_until(lambda: bool(events(pbx, "conference.focus_started")), 10, "the focus")
+        for n, callee in enumerate(("101", "102")):
+            line = f"100{'ab'[n]}"
+            ph.rtp[line] = TonePeer(TONES["100"])  # the phone's other lines, its own voice
+            ph.dial(line, callee, "call_uac_refer.xml", pause_ms=1500,
+                    account=("100", PASSWORD["100"]), keys={"refer_to": "conf-100"})
+            rc, out = ph.uac_result(line, timeout=20)
+            assert rc == 0, out  # 202, NOTIFY 100 and 200, its BYE answered
+        assert len(events(pbx, "conference.referred")) == 2
+        start = time.monotonic() + 0.5
+        time.sleep(2.7)
+        for ext, others in (("100", ["101", "102"]), ("101", ["100", "102"]),
+                            ("102", ["100", "101"])):
+            assert_hears_exactly(ext, ph.peer(ext).pcm(start, start + 2.2), others)
+        for ext in ("101", "102"):
+            rc, out = ph.uas[ext].result()
+            assert rc == 0, out
+        rc, out = ph.uac_result("100")  # the conference ended: BYE on the focus dialog
+        assert rc == 0, out
+        messages = read_log(tmp_path / "uac-100-messages.log")
+        assert "isfocus" in messages and "conf-100@" in messages, messages[-3000:]
+        assert len(events(pbx, "conference.ended")) == 1
+
+
+def test_a_refer_to_the_focus_rings_and_joins_the_number(tmp_path: Path) -> None:
+    """RFC 4579 §5.5: in its dialog with the focus (a call to the factory URI), 100's phone
+    REFERs ``sip:101@pbx``; the PBX rings 101 and joins it when it answers, the final NOTIFY
+    says 200; both hear each other. 101 hangs up, one member is left: the focus dialog gets
+    BYE."""
+    with pbx_for_conference(tmp_path) as pbx, phones(pbx, tmp_path) as ph:
+        ph.callee("101", "call_uas_bye.xml", pause_ms=8000)
+        ph.dial("100", "conference", "call_uac_focus_refer.xml", pause_ms=1000,
+                keys={"refer_to": "101"})
+        wait_until(lambda: ph.peer("101").first_packet() is not None, 10, "101 to answer")
+        start = time.monotonic() + 1.0
+        time.sleep(3.5)
+        for ext, others in (("100", ["101"]), ("101", ["100"])):
+            assert_hears_exactly(ext, ph.peer(ext).pcm(start, start + 2.2), others)
+        rc, out = ph.uas["101"].result()
+        assert rc == 0, out
+        rc, out = ph.uac_result("100")  # NOTIFY 100 then 200; BYE when one was left
+        assert rc == 0, out
+        assert len(events(pbx, "conference.invited")) == 1
+        assert len(events(pbx, "conference.ended")) == 1

@@ -44,6 +44,8 @@ async def _browse(base: str) -> dict[str, Any]:
         failed = await page.text_content("#login-error")
         page = await login(b, base, "100", PASSWORDS["100"])
         heading = await page.text_content("h1")
+        home_axe = await axe_check(page)
+        await screenshot(page, "portal-home-en")
         script_cookie = await page.evaluate("document.cookie")
         cookies = await page.context.cookies()
         forged = await page.evaluate(
@@ -57,7 +59,7 @@ async def _browse(base: str) -> dict[str, Any]:
         await page.goto(base + "/portal/")
         return {"failed": failed, "heading": heading, "script_cookie": script_cookie,
                 "cookies": cookies, "forged": forged, "still": still, "notice": notice,
-                "after": after, "url_after": page.url, "axe": login_axe}
+                "after": after, "url_after": page.url, "axe": login_axe + home_axe}
 
 
 async def test_a_browser_signs_in_and_out(tmp_path: Path) -> None:

@@ -173,3 +173,15 @@ async def test_unusable_trunk_does_not_stop_the_others() -> None:
         assert manager.states()["tcp-only"] == "idle"
         assert manager.states()["static"] == "ip"
         assert manager.identify(Peer("udp", "203.0.113.1", 5060)) is manager.trunks["static"]
+
+
+async def test_state_changes_are_told_to_on_state() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def script(request: Request) -> Response:
+        return ok(request, 0 if request.headers.get("Expires") == "0" else 300)
+
+    async with carrier(script) as (_fake, port), manager_for(reg_trunk(port)) as (manager, _):
+        manager.on_state = lambda trunk, state, reason: seen.append((trunk.name, state))
+        await until(lambda: ("carrier", "registered") in seen)
+    assert seen[-1] == ("carrier", "stopped") or ("carrier", "registered") in seen

@@ -46,14 +46,16 @@ class ConferenceOut(BaseModel):
 
 
 class ParticipantAdd(Request):
-    """Ring ``number`` (an extension or an external number, routed as the call's caller
-    dials it) and join it when it answers. Required (the model lets it be missing only so
-    that the call is looked up first: 404 before 422)."""
+    """Either ``number``: ring it (an extension or an external number, routed as the call's
+    caller dials it) and join it when it answers; or ``call_id``: another live call of the
+    same user — its other party joins now and the user's leg in it ends (a three-way call
+    from a held call and a second one). One of the two is required (the model lets both be
+    missing only so that the call is looked up first: 404 before 422)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True,
-                              json_schema_extra={"required": ["number"]})
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     number: Annotated[str, Field(pattern=r"^\+?[0-9A-Za-z*#._-]{1,64}$")] | None = None
+    call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 
 class ParticipantsAdded(BaseModel):
@@ -99,6 +101,8 @@ def _problem(exc: ConferenceError) -> ApiProblem:
         return ApiProblem(409, "not_answered", exc.detail)
     if exc.reason == "no_route":
         return ApiProblem(422, "no_route", exc.detail, field="/number")
+    if exc.reason in ("same_call", "not_in_call"):
+        return ApiProblem(422, exc.reason, exc.detail, field="/call_id")
     return ApiProblem(404, "not_found", exc.detail)
 
 
@@ -126,14 +130,34 @@ async def get_conference(req: ApiRequest) -> web.StreamResponse:
 
 async def add_participant(req: ApiRequest) -> web.StreamResponse:
     call_id = _call_id(req)
-    number = req.body_as(ParticipantAdd).number
-    if number is None:
-        raise _missing("number")
+    body = req.body_as(ParticipantAdd)
+    if (body.number is None) == (body.call_id is None):
+        raise _missing("number") if body.number is None else ApiProblem(
+            422, "validation_failed", "send number or call_id, not both", field="/call_id")
     try:
-        legs = _control(req).add(call_id, number)
+        if body.number is not None:
+            legs = _control(req).add(call_id, body.number)
+        else:
+            legs = _control(req).merge(call_id, body.call_id or "", _merging_user(req, call_id,
+                                                                                  body.call_id or ""))
     except ConferenceError as exc:
         raise _problem(exc) from None
     return json_response(ParticipantsAdded(call_id=call_id, legs=legs), status=202)
+
+
+def _merging_user(req: ApiRequest, call_id: str, other: str) -> int:
+    """Whose two calls are merged: the signed-in user; for an administrator's token, the one
+    user who is in both (422 otherwise). The other call must be visible too (404)."""
+    calls = {c.call_id: c for c in req.ctx.live_calls() if _sees(req.who, c)}
+    if other not in calls:
+        raise not_found(f"call {other[:80]}")
+    if req.who.user_id is not None:
+        return req.who.user_id
+    common = set(calls[call_id].user_ids) & set(calls[other].user_ids)
+    if len(common) != 1:
+        raise ApiProblem(422, "not_in_call", "the two calls have no one user in common",
+                         field="/call_id")
+    return common.pop()
 
 
 async def drop_participant(req: ApiRequest) -> web.StreamResponse:

@@ -63,12 +63,24 @@ class SessionOut(BaseModel):
 
 
 class PasswordSet(BaseModel):
-    """A new portal password (``old_password``: required when users change their own)."""
+    """A new portal password (``old_password``: required when users change their own);
+    ``role``: the login's portal role (admins only, at most their own; default: unchanged,
+    ``user`` for a new login)."""
 
     model_config = {"extra": "forbid", "strict": True}
 
     password: Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
     old_password: Password | None = None
+    role: RoleName | None = None
+
+
+class PortalLoginOut(BaseModel):
+    """A user's portal login: whether a password is set, its role, when it last changed."""
+
+    user_id: int
+    has_password: bool
+    role: RoleName | None
+    changed_at: float | None
 
 
 def _out(session: PortalSession, policy: SessionPolicy) -> SessionOut:
@@ -120,6 +132,13 @@ async def set_password(req: ApiRequest) -> web.StreamResponse:
     user = user_of(req)
     ctx = req.ctx
     current = await asyncio.to_thread(ctx.store.portal_login, user.id)
+    if body.role is not None:
+        who.require(Role.TENANT_ADMIN, "setting a portal role")
+        if Role.parse(body.role) > who.role:
+            raise ApiProblem(403, "forbidden", f"a {who.role.label} cannot give the "
+                                               f"{body.role} role", field="/role")
+        if who.user_id == user.id and Role.parse(body.role) < who.role:
+            raise ApiProblem(409, "conflict", "you cannot lower your own role", field="/role")
     if who.role >= Role.TENANT_ADMIN and (who.user_id != user.id or body.old_password is None):
         if current is not None and Role.parse(current.role) > who.role:
             raise ApiProblem(403, "forbidden", "this login has a higher role than yours")
@@ -140,8 +159,18 @@ async def set_password(req: ApiRequest) -> web.StreamResponse:
                              field="/old_password")
     new_hash = await asyncio.to_thread(ctx.passwords.hash, body.password)
     await asyncio.to_thread(ctx.store.set_portal_password, user.id, new_hash, now=ctx.clock(),
+                            role=body.role,
                             keep_session=who.session_id if who.user_id == user.id else None)
     return web.Response(status=204)
+
+
+async def get_portal_login(req: ApiRequest) -> web.StreamResponse:
+    user = user_of(req)
+    found = await asyncio.to_thread(req.ctx.store.portal_login, user.id)
+    return json_response(PortalLoginOut(
+        user_id=user.id, has_password=found is not None,
+        role=found.role if found is not None else None,  # type: ignore[arg-type]
+        changed_at=found.changed_at if found is not None else None))
 
 
 def register(router: ApiRouter) -> None:
@@ -161,4 +190,8 @@ def register(router: ApiRouter) -> None:
                      "Set a user's portal password", "users", "set_password",
                      body=PasswordSet, status=204, path_params=USER_PARAM,
                      description="Users change their own with old_password; an admin sets "
-                                 "any of their tenant's. Ends the user's other sessions."))
+                                 "any of their tenant's, and with role the login's portal "
+                                 "role (at most their own). Ends the user's other sessions."))
+    router.add(Route("GET", "/users/{user}/portal-login", get_portal_login,
+                     "Whether a user has a portal password, and their portal role", "users",
+                     "get_portal_login", response=PortalLoginOut, path_params=USER_PARAM))

@@ -107,6 +107,7 @@ async def revoke_token(req: ApiRequest) -> web.StreamResponse:
     if not any(t.id == token_id for t in await _visible(req)):
         raise not_found(f"token {token_id}")
     await asyncio.to_thread(req.ctx.store.revoke_api_token, token_id)
+    req.ctx.token_cache.forget(token_id)  # at once: not after the cache's few seconds
     return web.Response(status=204)
 
 

@@ -95,6 +95,7 @@ async def delete_tenant(req: ApiRequest) -> web.StreamResponse:
         raise ApiProblem(409, "conflict", "the default tenant stays (single-company mode and "
                                           "requests to the server's address belong to it)")
     await asyncio.to_thread(req.ctx.store.remove_tenant, t.name)
+    req.ctx.token_cache.clear()  # its tokens went with it
     return web.Response(status=204)
 
 
@@ -144,6 +145,7 @@ async def delete_user(req: ApiRequest) -> web.StreamResponse:
     req.check_etag(json_response(user_out(user), etag=True).headers["ETag"])
     tenant = tenant_of(req, user.tenant_id)
     await asyncio.to_thread(req.ctx.store.remove_user, user.extension, tenant=tenant.name)
+    req.ctx.token_cache.clear()  # the user's tokens went with them
     return web.Response(status=204)
 
 

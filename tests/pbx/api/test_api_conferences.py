@@ -41,6 +41,11 @@ class _Control:
         self.done.append(("add", call_id, number))
         return ["L3"]
 
+    def merge(self, call_id: str, other_call_id: str, user_id: int) -> list[str]:
+        self.conference = True
+        self.done.append(("merge", call_id, other_call_id, str(user_id)))
+        return ["L9"]
+
     def drop(self, call_id: str, leg_id: str) -> None:
         self.view(call_id)
         if leg_id not in ("L1", "L2", "L3"):
@@ -58,7 +63,9 @@ def _setup(api: Api) -> _Control:
     live = [LiveCall(CALL, anna.tenant_id, (anna.id, ben.id), "internal", "100", "101",
                      "answered", 1000.0, 1002.0, conference=True),
             LiveCall("c2@192.0.2.9", carl.tenant_id, (carl.id,), "inbound", "+4930777",
-                     "200", "answered", 1001.0, 1003.0)]
+                     "200", "answered", 1001.0, 1003.0),
+            LiveCall("c3@192.0.2.1", anna.tenant_id, (anna.id,), "outbound", "100",
+                     "+4930888", "answered", 1004.0, 1005.0)]
     api.ctx.live_calls = lambda: list(live)
     control = _Control()
     api.ctx.conferences = control
@@ -124,3 +131,24 @@ async def test_another_tenants_call_is_not_found_and_bad_input_is_a_problem(
                                                                 "application/json"})
     assert status == 400 and problem["code"] == "malformed_json"
     assert control.done == []
+
+
+async def test_a_second_call_of_the_user_is_added_by_its_call_id(pbx_api: Api) -> None:
+    control = _setup(pbx_api)
+    anna = pbx_api.users["100"]
+    status, added, _ = await pbx_api.call("POST", BASE + "/participants", who="anna",
+                                          json={"call_id": "c3@192.0.2.1"})
+    assert status == 202 and added == {"call_id": CALL, "legs": ["L9"]}
+    assert control.done == [("merge", CALL, "c3@192.0.2.1", str(anna.id))]
+    # an administrator's token: the one user both calls have in common
+    status, _, _ = await pbx_api.call("POST", BASE + "/participants", who="admin",
+                                      json={"call_id": "c3@192.0.2.1"})
+    assert status == 202 and control.done[-1][3] == str(anna.id)
+    for body, code in (({"call_id": "c2@192.0.2.9"}, 404),  # another tenant's call
+                       ({"call_id": "nope"}, 404),
+                       ({"call_id": "c3@192.0.2.1", "number": "102"}, 422),
+                       ({}, 422), ({"call_id": ""}, 422), ({"call_id": 7}, 422)):
+        status, problem, _ = await pbx_api.call("POST", BASE + "/participants", who="anna",
+                                                json=body)
+        assert status == code, (body, problem)
+    assert len(control.done) == 2  # nothing else reached the call control

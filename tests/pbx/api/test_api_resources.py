@@ -17,6 +17,7 @@ import pytest
 
 from pbx.api import LiveCall
 from pbx.services.events import Event
+from pbx.voicemail import Boxes
 from tests.pbx.api.conftest import Api, leave_message
 
 
@@ -309,7 +310,14 @@ def _victim_objects(api: Api) -> dict[str, str]:
             "group": str(group.id), "member": str(anna.id),  # her pickup group
             "call": "victim-call@192.0.2.1",  # her call in progress
             "participant": "L1",  # a participant of its conference
-            "contact": str(store.add_contact(anna.id, name="victim", now=time.time()).id)}
+            "contact": str(store.add_contact(anna.id, name="victim", now=time.time()).id),
+            "kind": _greeting(store, anna)}  # her voicemail greeting
+
+
+def _greeting(store: Any, anna: Any) -> str:
+    path = Boxes(store.data_dir).greeting("default", anna.extension)
+    path.write_bytes(b"RIFF victim greeting")
+    return "personal"
 
 
 def _state(api: Api) -> Any:
@@ -320,7 +328,8 @@ def _state(api: Api) -> Any:
             [(t.id, t.revoked) for t in store.api_tokens()], store.voicemails(),
             store.pickup_groups(), store.chat_conversation(anna.id, api.users["101"].id),
             api.figures.get("hung"), store.webhooks(), store.contacts(anna.id),
-            [store.webhook_deliveries(h.id) for h in store.webhooks()])
+            [store.webhook_deliveries(h.id) for h in store.webhooks()],
+            Boxes(store.data_dir).greeting("default", "100").read_bytes())
 
 
 async def test_foreign_tokens_get_403_or_404_for_every_operation(pbx_api: Api) -> None:

@@ -13,7 +13,7 @@ from aiohttp import web
 from pbx.i18n import N_
 from pbx.portal.core import NavItem, Portal, PortalRequest
 
-__all__ = ["DESCRIPTIONS", "ORDER", "register"]
+__all__ = ["ARGUMENTS", "DESCRIPTIONS", "ORDER", "register"]
 
 #: The place in the navigation.
 ORDER = 63

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pbx.api.context import ApiContext
     from pbx.api.routes import ApiRouter
 
-__all__ = ["LANG_COOKIE", "NavItem", "PageError", "Portal", "PortalRequest", "csp"]
+__all__ = ["LANG_COOKIE", "NavItem", "PageError", "Portal", "PortalRequest", "csp", "read_form"]
 
 log = structlog.get_logger("pbx.portal")
 
@@ -153,7 +153,7 @@ class PortalRequest:
         and our own Origin): 403 otherwise."""
         if self._form is None:
             check_origin(self.raw, required=True)
-            form = await self.raw.post()
+            form = await read_form(self.raw)
             sent = form.get("csrf")
             if not isinstance(sent, str) or not self.csrf or \
                     not hmac.compare_digest(sent.encode(), self.csrf.encode()):
@@ -183,6 +183,15 @@ NOTICES: dict[str, str] = {
     "logged_out": N_("You are logged out."),
     "password_changed": N_("Your password is changed."),
 }
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | Any]:
+    """The posted form; 400 ``malformed_body`` when it does not parse (a multipart body
+    without its boundary: aiohttp raises a bare ValueError)."""
+    try:
+        return await request.post()
+    except ValueError as exc:
+        raise ApiProblem(400, "malformed_body", f"the form does not parse: {exc}") from None
 
 
 def _json_of(response: web.StreamResponse) -> Any:

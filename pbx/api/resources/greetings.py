@@ -84,7 +84,11 @@ def _seconds(path: Path) -> float | None:
 async def _upload(request: web.Request) -> bytes:
     """The audio of the request: its body, or the ``file`` field of a multipart form."""
     if request.content_type == "multipart/form-data":
-        form = await request.post()  # a page that checked its CSRF token read it already
+        try:
+            form = await request.post()  # a page that checked its CSRF token read it already
+        except ValueError as exc:  # no boundary, a broken part: aiohttp's own ValueError
+            raise ApiProblem(400, "malformed_body", f"the multipart body does not parse: {exc}"
+                             ) from None
         field = form.get("file")
         if not isinstance(field, web.FileField):
             raise ApiProblem(422, "validation_failed", "send the audio in the field file",
@@ -151,7 +155,7 @@ def register(router: ApiRouter) -> None:
     path = "/users/{user}/voicemail/greetings/{kind}"
     router.add(Route("PUT", path, put_greeting, "Upload the voicemail greeting", "voicemail",
                      "put_voicemail_greeting", response=GreetingOut, path_params=params,
-                     errors=(413, 415, 422),
+                     errors=(400, 413, 415, 422),
                      request_content={"audio/*": _FILE, "application/octet-stream": _FILE,
                                       "multipart/form-data": {
                                           "type": "object", "required": ["file"],

@@ -109,7 +109,7 @@ def register(router: ApiRouter) -> None:
                      path_params=param))
     router.add(Route("PUT", path, put_moh, "Upload the tenant's music on hold", "music on hold",
                      "put_music_on_hold", response=MusicOnHoldOut, role=admin,
-                     path_params=param, errors=(413, 415, 422),
+                     path_params=param, errors=(400, 413, 415, 422),
                      request_content={"audio/*": "the audio file itself (WAV, MP3, "
                                                  "Ogg/Opus, FLAC, AAC …)",
                                       "application/octet-stream": "the same"},

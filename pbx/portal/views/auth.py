@@ -14,7 +14,7 @@ from pbx import i18n
 from pbx.api.logins import check_origin, login, set_cookie
 from pbx.api.problems import ApiProblem
 from pbx.i18n import N_
-from pbx.portal.core import LANG_COOKIE, Portal, PortalRequest
+from pbx.portal.core import LANG_COOKIE, Portal, PortalRequest, read_form
 
 __all__ = ["ORDER", "register"]
 
@@ -39,7 +39,7 @@ async def login_page(pr: PortalRequest) -> web.StreamResponse:
 async def login_submit(pr: PortalRequest) -> web.StreamResponse:
     request = pr.raw
     check_origin(request, required=False)  # login CSRF: a foreign page may not log one in
-    form = await request.post()
+    form = await read_form(request)
     tenant = str(form.get("tenant", "") or "").strip()[:64] or None
     extension = str(form.get("extension", "") or "").strip()[:160]
     password = str(form.get("password", "") or "")[:256]

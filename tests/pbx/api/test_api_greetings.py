@@ -112,3 +112,14 @@ async def test_what_is_refused(pbx_api: Api) -> None:
                                          headers={"Content-Type": "audio/wav"})
     assert status == 401, body
     assert not Boxes(pbx_api.store.data_dir).greeting("default", "100").exists()
+
+
+async def test_a_multipart_body_without_its_boundary_is_400(pbx_api: Api) -> None:
+    """aiohttp raises a bare ValueError for it: a problem, not a 500 (schemathesis found it
+    on the music-on-hold upload's sibling)."""
+    for url in (URL, f"/api/v1/tenants/{pbx_api.users['100'].tenant_id}/music-on-hold"):
+        status, problem, _ = await pbx_api.call(
+            "PUT", url, who="anna" if url == URL else "admin", data=b"--x\r\n\r\n",
+            headers={"Content-Type": "multipart/form-data"})
+        assert status in (400, 415), (url, problem)
+        assert problem["code"] != "internal_error"

@@ -132,3 +132,12 @@ async def test_every_page_renders_in_german_and_in_english(portal: PortalSite) -
                     problems.append((who, path, text))
     assert not problems, "the same text in German and English (not translated?): " + \
         repr(sorted(set(problems))[:40])
+
+
+async def test_a_form_that_does_not_parse_is_400_not_a_crash(portal: PortalSite) -> None:
+    session = await portal.sign_in("101")
+    for path in ("/portal/login", "/portal/logout"):
+        async with session.session.post(portal.base + path, data=b"--x\r\n\r\n", headers={
+                "Origin": portal.base, "Content-Type": "multipart/form-data"},
+                allow_redirects=False) as r:
+            assert r.status == 400, (path, r.status, await r.text())

@@ -42,7 +42,15 @@ async def show(pr: PortalRequest) -> web.StreamResponse:
 
 
 async def _read_upload(pr: PortalRequest) -> tuple[bytes, str]:
-    """The posted file and its media type, after the form's CSRF and Origin check."""
+    """The posted file and its media type, after the form's CSRF and Origin check (400 when
+    the multipart body does not parse)."""
+    try:
+        return await _read_parts(pr)
+    except ValueError as exc:  # aiohttp's multipart reader: no boundary, a broken part
+        raise ApiProblem(400, "malformed_body", f"the form does not parse: {exc}") from None
+
+
+async def _read_parts(pr: PortalRequest) -> tuple[bytes, str]:
     check_origin(pr.raw, required=True)
     if not pr.raw.content_type.startswith("multipart/"):
         raise ApiProblem(415, "unsupported_media_type", "post the form (multipart/form-data)")

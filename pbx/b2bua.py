@@ -203,6 +203,8 @@ class B2bua:
         if self.sdp_address in ("0.0.0.0", "::"):
             self.sdp_address = domain
         self.features = features
+        #: the conference focus (RFC 4579), looked up once: every INVITE and REFER asks it
+        self.focus: Any = features.get("conference_focus")
         self.on_record = on_record
         self.log = log or get_logger("pbx.calls")
         self.seclog = seclog or get_logger("security")
@@ -493,8 +495,8 @@ class B2bua:
                 call.per_call[GRUU_TARGET] = (self.aor(ruri.user), instance)
         self.log.info("call.started", call_id=request.call_id, caller=caller, callee=dialled,
                       src=f"{peer.host}:{peer.port}", withheld=origin.presentation.withheld)
-        focus = self.features.get("conference_focus")
-        if origin.user is not None and focus is not None and focus.is_factory(dialled):  # type: ignore[attr-defined]
+        focus = self.focus
+        if origin.user is not None and focus is not None and focus.is_factory(dialled):
             self._start_focus(call, leg, origin, focus)
             return
         self._start(call, origin, self.script.run)

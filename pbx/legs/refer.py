@@ -114,13 +114,13 @@ def on_refer(leg: SipLeg, event: RequestReceived) -> None:
     if not isinstance(uri, SipURI) or not uri.user or call is None or not leg.answered:
         b2b.respond(request, 403 if call is not None else 481, tx=tx)
         return
-    focus = b2b.features.get("conference_focus")
+    focus = b2b.focus
     replaces = next((v for k, v in uri.headers.items() if k.lower() == "replaces"), None)
     owner = owner_of(b2b, leg) if focus is not None else None
-    if owner is not None and focus.is_focus(owner, call):  # type: ignore[union-attr]
+    if owner is not None and focus.is_focus(owner, call):
         _refer_in_focus(leg, event, focus, owner, uri.user, replaces)
         return
-    if focus is not None and uri.user.startswith(focus.conference_user("")):  # type: ignore[attr-defined]
+    if focus is not None and uri.user.startswith(focus.conference_user("")):
         _refer_to_focus(leg, event, focus, uri.user)
         return
     if replaces is not None:

@@ -19,8 +19,6 @@ class _B2bua:
     def __init__(self, focus: Any) -> None:
         self.responses: list[int] = []
         self.focus = focus
-        self.features = SimpleNamespace(get=lambda name: focus if name == "conference_focus"
-                                        else None)
         self.origins: dict[int, Any] = {}
 
     def respond(self, request: Any, status: int, **kwargs: Any) -> None:

@@ -4,15 +4,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.interop.harness import PbxProcess
 from tests.interop.test_conference_sipp import (
+    Phones,
     assert_hears_exactly,
     events,
     heard,
@@ -36,7 +40,10 @@ def _api(base: str, token: str, method: str, path: str, body: Any = None) -> tup
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def test_api_mutes_unmutes_and_drops_a_participant(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _api_pbx(tmp_path: Path) -> Iterator[tuple[PbxProcess, Phones, str, str]]:
+    """A PBX for conferences with its phones, the API's base URL and a tenant admin's token
+    (made in the store before the start, as `asyncpbx token create` does)."""
     tokens: dict[str, str] = {}
 
     def setup(store: Any) -> None:
@@ -47,8 +54,11 @@ def test_api_mutes_unmutes_and_drops_a_participant(tmp_path: Path) -> None:
 
     with pbx_for_conference(tmp_path, setup=setup) as pbx, phones(pbx, tmp_path) as ph:
         host, port = pbx.addr("http")
-        base = f"http://{host}:{port}/api/v1"
-        tok = tokens["admin"]
+        yield pbx, ph, f"http://{host}:{port}/api/v1", tokens["admin"]
+
+
+def test_api_mutes_unmutes_and_drops_a_participant(tmp_path: Path) -> None:
+    with _api_pbx(tmp_path) as (pbx, ph, base, tok):
         ph.callee("101", "call_uas_bye.xml", pause_ms=16000)
         ph.callee("102", "call_uas_answer.xml")
         ph.dial("100", "101", "call_uac_wait_bye.xml")
@@ -102,18 +112,7 @@ def test_api_adds_the_users_second_call_to_the_conference(tmp_path: Path) -> Non
     two. Then the API drops 102 and the call goes on until 101 hangs up."""
     from tests.interop.test_conference_sipp import PASSWORD, TONES, TonePeer
 
-    tokens: dict[str, str] = {}
-
-    def setup(store: Any) -> None:
-        tenant = store.user("100")
-        tokens["admin"] = store.create_api_token(role="tenant_admin",
-                                                 tenant_id=tenant.tenant_id,
-                                                 now=time.time())[0]
-
-    with pbx_for_conference(tmp_path, setup=setup) as pbx, phones(pbx, tmp_path) as ph:
-        host, port = pbx.addr("http")
-        base = f"http://{host}:{port}/api/v1"
-        tok = tokens["admin"]
+    with _api_pbx(tmp_path) as (pbx, ph, base, tok):
         ph.callee("101", "call_uas_bye.xml", pause_ms=20000)
         ph.callee("102", "call_uas_answer.xml")
         ph.dial("100", "101", "call_uac_wait_bye.xml")
@@ -156,18 +155,7 @@ def test_api_adds_a_number_to_a_two_party_call(tmp_path: Path) -> None:
     """100 calls 101; the API adds 102 by number (the PBX rings it and joins it when it
     answers: the two-party call becomes a conference); each of the three hears exactly the
     other two, and the conference.joined events name the call."""
-    tokens: dict[str, str] = {}
-
-    def setup(store: Any) -> None:
-        tenant = store.user("100")
-        tokens["admin"] = store.create_api_token(role="tenant_admin",
-                                                 tenant_id=tenant.tenant_id,
-                                                 now=time.time())[0]
-
-    with pbx_for_conference(tmp_path, setup=setup) as pbx, phones(pbx, tmp_path) as ph:
-        host, port = pbx.addr("http")
-        base = f"http://{host}:{port}/api/v1"
-        tok = tokens["admin"]
+    with _api_pbx(tmp_path) as (pbx, ph, base, tok):
         ph.callee("101", "call_uas_bye.xml", pause_ms=12000)
         ph.callee("102", "call_uas_answer.xml")
         ph.dial("100", "101", "call_uac_wait_bye.xml")

@@ -18,6 +18,7 @@ import pytest
 
 from media.dtmf import tone_ratio
 from tests.interop.harness import free_port, read_log
+from tests.interop.moh_audio import is_music_on_hold
 from tests.interop.test_calls_sipp import (
     USERS,
     RtpPeer,
@@ -33,9 +34,6 @@ pytestmark = pytest.mark.interop
 CALLER_HZ, TRANSFEROR_HZ, TARGET_HZ = 1000.0, 700.0, 1500.0
 
 
-MOH_HZ = (440.0, 554.37, 659.26)
-
-
 def heard(pcm: np.ndarray, tones: dict[str, float], size: int = 1600) -> list[str]:
     """Which tone each 200 ms window of ``pcm`` holds: a name of ``tones``, "moh" (music on
     hold: our default melody) or "" for none of them."""
@@ -45,7 +43,7 @@ def heard(pcm: np.ndarray, tones: dict[str, float], size: int = 1600) -> list[st
         best = max(tones, key=lambda name: tone_ratio(w, tones[name], 8000))
         if tone_ratio(w, tones[best], 8000) > 0.5:
             out.append(best)
-        elif max(tone_ratio(w, f, 8000) for f in MOH_HZ) > 0.3:
+        elif is_music_on_hold(w):
             out.append("moh")
         else:
             out.append("")

@@ -38,11 +38,20 @@ run_pytest() {  # run_pytest LABEL ARGS... — pytest's "no tests collected" (5)
 REFERENCE_TESTS=(tests/media tests/sipcore tests/security tests/interop/test_calls_sipp.py
                  tests/interop/test_calls_media2.py tests/interop/test_calls_dtmf.py)
 
-run_pytest "tests on the compiled extensions" "$@"
+# Two pytest-xdist workers (one per core of the CI machine), a test file per worker at a time
+# (--dist loadfile: a file's tests share its fixtures and port ranges): the interop tests mostly
+# wait on peers and timers, so the compiled pass takes half as long. The workers guess peer
+# ports from separate slices (tests/interop/harness.py); ASYNCPBX_TEST_WORKERS=1 runs serially.
+workers=${ASYNCPBX_TEST_WORKERS:-2}
+parallel=()
+if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+
+run_pytest "tests on the compiled extensions" "${parallel[@]}" "$@"
 if [ "${ASYNCPBX_TEST_REFERENCES:-1}" != 0 ]; then
   paths=0
   for a in "$@"; do case "$a" in -*) ;; *) paths=1 ;; esac; done
   # options only (e.g. -x): the reference selection with those options
   if [ $paths -eq 0 ]; then set -- "$@" "${REFERENCE_TESTS[@]}"; fi
-  ASYNCPBX_NO_EXTENSIONS=1 run_pytest "tests on the pure-Python references (ASYNCPBX_NO_EXTENSIONS=1)" "$@"
+  ASYNCPBX_NO_EXTENSIONS=1 run_pytest "tests on the pure-Python references (ASYNCPBX_NO_EXTENSIONS=1)" \
+    "${parallel[@]}" "$@"
 fi

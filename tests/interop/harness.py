@@ -73,6 +73,24 @@ def _ephemeral_ports() -> tuple[int, int]:
 GUESS_PORTS = (20000, min(31999, _ephemeral_ports()[0] - 1))
 
 
+def _worker_slice(lo: int, hi: int) -> tuple[int, int]:
+    """This pytest-xdist worker's share of ``lo``-``hi`` (all of it outside xdist): test
+    processes running side by side never guess the same port, so one cannot take a port
+    another handed a peer that has not bound it yet."""
+    try:
+        index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        return lo, hi
+    if count <= 1 or not 0 <= index < count:
+        return lo, hi
+    size = (hi - lo + 1) // count
+    return lo + index * size, lo + (index + 1) * size - 1
+
+
+GUESS_PORTS = _worker_slice(*GUESS_PORTS)
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     """A port free now, for peers that cannot bind port 0 themselves: from
     :data:`GUESS_PORTS` (outside the kernel's ephemeral range and :data:`MEDIA_PORTS`), walked

@@ -4,9 +4,12 @@ calls.
 ``asyncpbx serve`` runs pinned to one core with ``--calls`` (200) answered calls up through it
 (a SIPp UAC with digest → PBX → a SIPp UAS registered as the callee, held open; no RTP). On the
 other core run the load: an HTTP/1.1 keep-alive client in its own process (:mod:`bench._httpload`)
-with a tenant-admin bearer token made by ``asyncpbx token create``, and a SIP prober
-(:mod:`bench._sipprobe`) sending OPTIONS at a fixed low rate (``--probe-rate``, 100/s) whose
-round trip — answered from the event loop that carries the calls — is the SIP answer time.
+with a tenant-admin bearer token made by ``asyncpbx token create``, and a SIP prober whose
+figure is the SIP answer time: by default (``--probe call``, :mod:`bench._callprobe`) new calls
+at a fixed low rate (``--probe-rate``, 50/s) from user 100 to user 102, whom the prober itself
+registers and answers at once — the time from the INVITE to its 200 OK, through the PBX both
+ways, is what a caller waits for; ``--probe options`` (:mod:`bench._sipprobe`, 100/s) takes the
+round trip of an out-of-dialog OPTIONS instead, the smallest thing the same event loop answers.
 
 Two climbs of the API load, each at rising request rates (open loop, ``--conns`` connections,
 ``rate × seconds`` requests a step; a step holds with < 0.1 % failed requests — anything but
@@ -30,7 +33,8 @@ server on the server's core answering the same two requests from a dict
 ``ratio_write_to_baseline`` are the figures to compare across machines.
 
     asyncpbx bench api [--seconds 3] [--rates 100,200,...] [--max-rate N] [--calls 200]
-                       [--conns 32] [--probe-rate 100] [--kinds read,write]
+                       [--conns 32] [--probe call|options] [--probe-rate 50]
+                       [--kinds read,write]
                        [--no-baseline] [--server-tree PATH] [--json]
 """
 
@@ -52,7 +56,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import _httpload, _sipprobe
+from bench import _callprobe, _httpload, _sipprobe
 from bench._compare import ratio
 from bench._cpu import tree_cpu_seconds
 from bench._procs import Climb, Server, SippRun, Tree, _free_udp_port, climb, cpus, pin
@@ -284,8 +288,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=200, help="calls held up through the PBX")
     parser.add_argument("--conns", type=int, default=32,
                         help=f"HTTP keep-alive connections (at most {API_USERS})")
-    parser.add_argument("--probe-rate", type=float, default=100.0,
-                        help="SIP OPTIONS per second of the answer-time prober")
+    parser.add_argument("--probe", choices=("call", "options"), default="call",
+                        help="what the SIP answer time is: a new call's INVITE → 200 through "
+                             "the PBX (call, the default) or an OPTIONS round trip (options)")
+    parser.add_argument("--probe-rate", type=float, default=None,
+                        help="probes per second (default: 50 calls/s, 100 OPTIONS/s)")
     parser.add_argument("--quiet-seconds", type=float, default=None,
                         help="length of each no-API-load window (default: --seconds)")
     parser.add_argument("--kinds", default="read,write",
@@ -306,6 +313,10 @@ def main(argv: list[str]) -> int:
     if shutil.which("sipp") is None:
         print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
         return 2
+    if args.probe_rate is None:
+        args.probe_rate = 50.0 if args.probe == "call" else 100.0
+    if args.probe_rate <= 0:
+        parser.error("--probe-rate must be positive")
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not kinds or set(kinds) - {"read", "write"}:
@@ -331,7 +342,8 @@ def main(argv: list[str]) -> int:
         if args.baseline:
             base = _baseline(args, rates, server_core, load_core, gen, ceiling, args.json)
         server = Server(config + tree.trust_loopback(),
-                        users=[("100", PASSWORD), ("101", PASSWORD), *api_users], cpu=server_core,
+                        users=[("100", PASSWORD), ("101", PASSWORD), ("102", PASSWORD),
+                               *api_users], cpu=server_core,
                         tree=tree)
         with server:
             host, port = server.listening["http"]
@@ -341,7 +353,12 @@ def main(argv: list[str]) -> int:
             users = [u["id"] for u in listed if u["extension"].startswith("3")]
             calls = _Calls(args.calls, server.listening["udp"], workdir, load_core, url, token,
                            args.json)
-            probe = _Proc(_sipprobe.run, server.listening["udp"], args.probe_rate, load_core)
+            if args.probe == "call":
+                probe = _Proc(_callprobe.run, server.listening["udp"], args.probe_rate,
+                              load_core, REALM, ("100", PASSWORD), ("102", PASSWORD))
+            else:
+                probe = _Proc(_sipprobe.run, server.listening["udp"], args.probe_rate,
+                              load_core)
             try:
                 idle = server.idle_cpu_fraction()
                 meters = {"server": server.cpu_seconds}
@@ -351,6 +368,7 @@ def main(argv: list[str]) -> int:
                                               gen, probe, args, rates, meters, ceiling,
                                               args.json, quiet_windows, quiet_s)
                 quiet_windows.append(_probe_window(probe, quiet_s))
+                probe.stop()  # its calls have ended then: only the held ones are counted
                 calls_after = calls.count(url, token)
             finally:
                 probe.stop()
@@ -370,6 +388,7 @@ def main(argv: list[str]) -> int:
         "server_tree": server.tree.describe(),
         "calls_up": calls.up,
         "calls_up_after": calls_after,
+        "probe": args.probe,
         "probe_rate": args.probe_rate,
         "sip_p99_quiet_ms": round(quiet_p99, 3),
         "sip_p99_quiet_pooled_ms": round(percentile(quiet_rtts, 0.99) * 1e3, 3),

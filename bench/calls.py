@@ -242,6 +242,12 @@ def _climb(label: str, scenario: Path, target: tuple[str, int], rates: list[int]
 
 def _register(server: tuple[str, int], port: int, realm: str) -> None:
     """REGISTER 101 from the UDP port the SIPp UAS binds next (Binding.received = the UAS)."""
+    register_contact(server, port, realm, "101", PASSWORD)
+
+
+def register_contact(server: tuple[str, int], port: int, realm: str, ext: str,
+                     password: str) -> None:
+    """REGISTER ``ext`` from the UDP ``port`` a callee binds next (Binding.received = it)."""
     from sipcore.digest import DigestClient
     from sipcore.message import Request, Response, parse_message
 
@@ -254,9 +260,9 @@ def _register(server: tuple[str, int], port: int, realm: str) -> None:
         def request(cseq: int) -> Request:
             text = (f"REGISTER sip:{server[0]} SIP/2.0\r\n"
                     f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(5).hex()};rport\r\n"
-                    f"From: <sip:101@{server[0]}>;tag={os.urandom(4).hex()}\r\n"
-                    f"To: <sip:101@{server[0]}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
-                    f"Contact: <sip:101@127.0.0.1:{port}>\r\nExpires: 3600\r\n"
+                    f"From: <sip:{ext}@{server[0]}>;tag={os.urandom(4).hex()}\r\n"
+                    f"To: <sip:{ext}@{server[0]}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+                    f"Contact: <sip:{ext}@127.0.0.1:{port}>\r\nExpires: 3600\r\n"
                     "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
             msg = parse_message(text.encode())
             assert isinstance(msg, Request)
@@ -265,7 +271,7 @@ def _register(server: tuple[str, int], port: int, realm: str) -> None:
         s.sendto(request(1).serialize(), server)
         challenge = parse_message(s.recv(65535))
         assert isinstance(challenge, Response) and challenge.status == 401, challenge
-        s.sendto(DigestClient().authorize(request(2), challenge, "101", PASSWORD, realm=realm)
+        s.sendto(DigestClient().authorize(request(2), challenge, ext, password, realm=realm)
                  .serialize(), server)
         ok = parse_message(s.recv(65535))
         if not isinstance(ok, Response) or ok.status != 200:

@@ -34,7 +34,7 @@ def test_bench_api_reports_rates_cpu_and_the_sip_answer_time(
                      "--conns", "2", "--probe-rate", "50", "--quiet-seconds", "0.5",
                      "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["bench"] == "api"
+    assert result["bench"] == "api" and result["probe"] == "call"
     assert result["calls_up"] == 4 and result["calls_up_after"] == 4
     assert result["sip_quiet_probes"] > 0 and result["sip_p99_quiet_ms"] > 0
     for kind in ("read", "write"):
@@ -52,3 +52,15 @@ def test_bench_api_reports_rates_cpu_and_the_sip_answer_time(
         assert result[f"{kind}_rate_within_target"] in (0, 20)
         (base,) = result["baseline_steps"][kind]
         assert base["statuses"] == {"200": 10}
+
+
+def test_bench_api_with_the_options_probe(capsys: pytest.CaptureFixture[str]) -> None:
+    assert api.main(["--seconds", "0.5", "--rates", "20", "--max-rate", "20", "--calls", "2",
+                     "--conns", "2", "--probe", "options", "--probe-rate", "50",
+                     "--quiet-seconds", "0.5", "--kinds", "read", "--no-baseline",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["probe"] == "options" and result["probe_rate"] == 50
+    (row,) = result["pbx_steps"]["read"]
+    assert row["sip_probes"] > 0 and row["sip_p99_ms"] > 0
+    assert result["calls_up_after"] == 2

@@ -151,9 +151,13 @@ async def test_trunk_registers_with_digest_refreshes_and_unregisters(tmp_path: P
                             "the first registration")
             health = manager.health()["carrier"]
             assert health["failures"] == 0 and 0 < int(health["expires_in"]) <= 4  # type: ignore[call-overload]
-            first_cseq = reg.cseq
-            # the 200 granted 4 s: the refresh (with a new challenge) is due after ~3.4 s
+            first_cseq, first_expiry = reg.cseq, reg.expires_at
+            # the 200 granted 4 s: the refresh (with a new challenge) is due after ~3.4 s; the
+            # health state reads "registered" while the refresh is out, so wait for its 200
+            # (a new expiry): leaving mid-refresh unregisters over the open transaction
             await _wait_for(lambda: reg.cseq >= first_cseq + 2
+                            and reg.expires_at is not None and first_expiry is not None
+                            and reg.expires_at > first_expiry
                             and manager.states()["carrier"] == "registered", 15, "the refresh")
             assert reg.granted == 4
         # leaving the block de-registered the trunk

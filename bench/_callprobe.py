@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench._procs import _free_udp_port
 from bench._sipprobe import LOST_AFTER, SO_TIMESTAMPNS, _realtime_priority
+from bench.calls import register_contact
 from sipcore.digest import DigestClient
 from sipcore.errors import ParseError
 from sipcore.message import Request, Response, make_response, new_tag, parse_message
@@ -183,14 +185,12 @@ def run(conn: Connection, target: tuple[str, int], rate: float, cpu: int | None,
         realm: str, caller: tuple[str, str], callee: tuple[str, str]) -> None:
     """The prober's process body (see the module doc): registers ``callee`` (extension,
     password) on its socket, then calls it as ``caller`` ``rate`` times a second."""
-    from bench.calls import register_contact
-
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     _realtime_priority()
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the SDP's port (no RTP sent)
     media.bind(("127.0.0.1", 0))
-    port = _free_port()
+    port = _free_udp_port()
     register_contact(target, port, realm, callee[0], callee[1])
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -233,8 +233,3 @@ def run(conn: Connection, target: tuple[str, int], rate: float, cpu: int | None,
     sock.close()
     media.close()
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -65,14 +65,6 @@ def _ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999
 
 
-#: Where free_port() guesses: below the kernel's ephemeral range (and away from the well-known
-#: SIP ports), so no socket that binds port 0 — an RTP peer, a PBX, another tool — can be handed
-#: a port we gave a peer before that peer binds it. A CI run had exactly that: the SIPp callee's
-#: port (32769, guessed with bind(0) and released) went to the test's own RTP peer created next,
-#: and SIPp failed with "Unable to bind main socket ... Address already in use".
-GUESS_PORTS = (20000, min(31999, _ephemeral_ports()[0] - 1))
-
-
 def _worker_slice(lo: int, hi: int) -> tuple[int, int]:
     """This pytest-xdist worker's share of ``lo``-``hi`` (all of it outside xdist): test
     processes running side by side never guess the same port, so one cannot take a port
@@ -88,7 +80,13 @@ def _worker_slice(lo: int, hi: int) -> tuple[int, int]:
     return lo + index * size, lo + (index + 1) * size - 1
 
 
-GUESS_PORTS = _worker_slice(*GUESS_PORTS)
+#: Where free_port() guesses: below the kernel's ephemeral range (and away from the well-known
+#: SIP ports), so no socket that binds port 0 — an RTP peer, a PBX, another tool — can be handed
+#: a port we gave a peer before that peer binds it. A CI run had exactly that: the SIPp callee's
+#: port (32769, guessed with bind(0) and released) went to the test's own RTP peer created next,
+#: and SIPp failed with "Unable to bind main socket ... Address already in use".
+#: This worker's slice of it.
+GUESS_PORTS = _worker_slice(20000, min(31999, _ephemeral_ports()[0] - 1))
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:

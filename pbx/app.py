@@ -828,7 +828,7 @@ class PbxServer:
         while not self._stopping.is_set():
             await asyncio.sleep(delay)
             was = detector.state
-            delay = detector.tick(loop.time(), self._queued_bytes())
+            delay = detector.tick(loop.time(), self._queued_bytes(), self._sojourn())
             if detector.state is not was:
                 self._sync_screen()
                 self.log.warning("overload.started" if detector.overloaded else "overload.ended",
@@ -845,6 +845,12 @@ class PbxServer:
             return self.sip.transports.udp_queued_bytes()
         except RuntimeError:  # not listening (yet / any more)
             return 0
+
+    def _sojourn(self) -> float | None:
+        """The backlog's delay since the last sample (the transport's ``take_sojourn``)."""
+        if self.sip is None or self.sip._transports is None:
+            return None
+        return self.sip.transports.take_sojourn()
 
     def _sync_screen(self) -> None:
         """While overloaded, new work is refused before it is parsed (the transport layer's

@@ -493,6 +493,9 @@ def _validate_overload(o: OverloadConfig) -> None:
         raise ConfigError("overload.target_lag", "must be positive (seconds)")
     if o.control_interval <= 0:
         raise ConfigError("overload.control_interval", "must be positive (seconds)")
+    if not 0 <= o.target_sojourn <= 1:
+        raise ConfigError("overload.target_sojourn",
+                          "must lie between 0 and 1 second (0: steer on lag and queue size)")
     if not 0 < o.min_fraction <= o.start_fraction <= 1:
         raise ConfigError("overload.start_fraction",
                           "must lie in (min_fraction, 1] with min_fraction > 0")

@@ -42,6 +42,13 @@ BYE, CANCEL, responses, and anything from a trusted peer (trunks, a load balance
 ``[security] trusted``), so calls in progress complete and a trunk's traffic is not refused on
 our side.
 
+With ``target_sojourn`` set, the share is steered on the *delay* of the backlog instead of its
+size: the shortest time an admitted message waited in the transport's queue during a control
+interval (CoDel's measure, RFC 8289). A queue that empties now and then has a minimum near zero
+however large its bursts; one whose minimum stays above the target is a standing backlog. It
+is not the default yet: in four same-machine runs it did no better than the size-based control
+(bench/results/overload.md).
+
 Nothing here reads a clock or does I/O: every call takes ``now`` (seconds, one monotonic
 clock); the server runs the probe as a task and asks :func:`admit` per request.
 """
@@ -77,6 +84,10 @@ class OverloadPolicy:
     retry_after: int = 5
     #: While overloaded: the smoothed lag the admitted share of new work is steered to.
     target_lag: float = 0.02
+    #: ... or, when set, on the backlog's delay: the shortest wait (seconds) of an admitted
+    #: message in the transport's queue over a control interval, CoDel-like (0, the default:
+    #: steer on the lag and the queue's size; bench/results/overload.md has the comparison).
+    target_sojourn: float = 0.0
     #: ... adjusted this often (seconds) ...
     control_interval: float = 0.2
     #: ... starting from this share when the overload begins ...
@@ -141,6 +152,10 @@ class OverloadDetector:
         self._credit = 0.0
         self._controlled_at = 0.0
         self._depth_at_control = 0
+        #: The shortest backlog delay reported since the last control step (None: none was),
+        #: and the value the last step used (for the log and the bench's trace).
+        self._sojourn: float | None = None
+        self.sojourn: float | None = None
         #: Counters for statistics: state changes and requests rejected.
         self.stats: dict[str, int] = {"overloads": 0, "recoveries": 0, "rejected": 0}
 
@@ -148,17 +163,22 @@ class OverloadDetector:
     def overloaded(self) -> bool:
         return self.state is LoadState.OVERLOADED
 
-    def tick(self, now: float, queue_depth: int = 0) -> float:
+    def tick(self, now: float, queue_depth: int = 0, sojourn: float | None = None) -> float:
         """The probe woke at ``now``: take the sample (how late it woke) and return the delay
         until it should wake next (``interval``)."""
         if self._due is not None:
-            self.sample(max(0.0, now - self._due), now, queue_depth)
+            self.sample(max(0.0, now - self._due), now, queue_depth, sojourn)
         self._due = now + self.policy.interval
         return self.policy.interval
 
-    def sample(self, lag: float, now: float, queue_depth: int = 0) -> LoadState:
-        """One lag sample (seconds) and queue depth at ``now``; the state after it."""
+    def sample(self, lag: float, now: float, queue_depth: int = 0,
+               sojourn: float | None = None) -> LoadState:
+        """One lag sample (seconds) and queue depth at ``now``, with the shortest backlog
+        delay since the last sample (``sojourn``, None: nothing was handed on); the state
+        after it."""
         p = self.policy
+        if sojourn is not None and (self._sojourn is None or sojourn < self._sojourn):
+            self._sojourn = sojourn
         self.last_lag = lag
         # one sample counts at most twice the threshold: a single slow callback (a long GC
         # pause, a start-up step) never flips the state alone; sustained lag does within a
@@ -174,19 +194,18 @@ class OverloadDetector:
             if self.lag >= p.lag_threshold or queue_high:
                 self.state, self.since, self._calm_since = LoadState.OVERLOADED, now, None
                 self.fraction, self._credit, self._controlled_at = p.start_fraction, 0.0, now
+                self._sojourn = None
                 self.stats["overloads"] += 1
             return self.state
         if now - self._controlled_at >= p.control_interval:
             self._controlled_at = now
-            queue_low = p.queue_threshold <= 0 or self.queue < p.queue_threshold / 2
-            # a high queue that is draining (a stall's backlog: a long GC pass, a slow disk)
-            # asks for no further cut: the share that drains it is not too large
-            growing = queue_high and queue_depth >= self._depth_at_control
-            self._depth_at_control = queue_depth
-            if self.lag > p.target_lag or growing:
-                self.fraction = max(p.min_fraction, self.fraction * p.decrease)
-            elif self.lag < p.target_lag / 2 and queue_low:
-                self.fraction = min(1.0, self.fraction + p.increase)
+            # the shortest delay over the interval: a backlog that drains shows a minimum
+            # near zero, one that stands does not (None: nothing was handed on at all)
+            self.sojourn, self._sojourn = self._sojourn, None
+            if p.target_sojourn > 0:
+                self._steer_on_sojourn(self.sojourn or 0.0)
+            else:
+                self._steer_on_queue(queue_depth)
         calm = self.fraction >= 1.0 and self.lag < p.recover_below * p.lag_threshold and not (
             p.queue_threshold > 0 and self.queue >= p.recover_below * p.queue_threshold)
         if not calm:
@@ -198,6 +217,31 @@ class OverloadDetector:
             self.fraction = 1.0
             self.stats["recoveries"] += 1
         return self.state
+
+    def _steer_on_queue(self, queue_depth: int) -> None:
+        """One control step on the smoothed lag and the queue's size (``target_sojourn`` 0)."""
+        p = self.policy
+        queue_high = p.queue_threshold > 0 and self.queue >= p.queue_threshold
+        queue_low = p.queue_threshold <= 0 or self.queue < p.queue_threshold / 2
+        # a high queue that is draining (a stall's backlog: a long GC pass, a slow disk)
+        # asks for no further cut: the share that drains it is not too large
+        growing = queue_high and queue_depth >= self._depth_at_control
+        self._depth_at_control = queue_depth
+        if self.lag > p.target_lag or growing:
+            self.fraction = max(p.min_fraction, self.fraction * p.decrease)
+        elif self.lag < p.target_lag / 2 and queue_low:
+            self.fraction = min(1.0, self.fraction + p.increase)
+
+    def _steer_on_sojourn(self, sojourn: float) -> None:
+        """One control step on the backlog's delay (CoDel-like, RFC 8289's measure): cut the
+        admitted share while the shortest delay of the interval is above ``target_sojourn``
+        or the loop lags, raise it while both are below half their targets. The queue's size
+        does not steer here: bytes in a FIFO say nothing of how long they will take."""
+        p = self.policy
+        if sojourn > p.target_sojourn or self.lag > p.target_lag:
+            self.fraction = max(p.min_fraction, self.fraction * p.decrease)
+        elif sojourn < p.target_sojourn / 2 and self.lag < p.target_lag / 2:
+            self.fraction = min(1.0, self.fraction + p.increase)
 
     def decide(self, method: str, has_to_tag: bool, trusted: bool, *,
                credentials: bool = False) -> Admission:

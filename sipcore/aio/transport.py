@@ -118,6 +118,9 @@ class TransportLayer:
         self._pending: deque[tuple[bytes, Peer, float]] = deque()
         self._pending_bytes = 0
         self._drain_scheduled = False
+        #: The shortest wait in ``_pending`` of a message handed on since :meth:`take_sojourn`
+        #: last asked (None: none was handed on) — the backlog's delay, CoDel's signal.
+        self._sojourn_min: float | None = None
         self.limits = limits or TransportLimits()
         self.server_ssl = server_ssl
         if server_ssl is not None and server_ssl.minimum_version < ssl.TLSVersion.TLSv1_2:
@@ -338,7 +341,9 @@ class TransportLayer:
         """Hand one turn of the screened messages to the sink (see ``_pending``)."""
         self._drain_scheduled = False
         pending, sink = self._pending, self.sink
-        handed, stale_before = 0, self.loop.time() - _PENDING_MAX_AGE
+        now = self.loop.time()
+        handed, stale_before = 0, now - _PENDING_MAX_AGE
+        shortest = self._sojourn_min
         while pending and handed < _TURN:
             data, peer, queued_at = pending.popleft()
             self._pending_bytes -= len(data)
@@ -348,7 +353,10 @@ class TransportLayer:
                 self.stats["dropped_screened_stale"] += 1
                 continue
             handed += 1
+            if shortest is None or now - queued_at < shortest:
+                shortest = now - queued_at
             sink.message_received(data, peer)
+        self._sojourn_min = shortest
         if pending and not self._drain_scheduled:
             self._drain_scheduled = True
             self.loop.call_soon(self._drain)
@@ -473,6 +481,15 @@ class TransportLayer:
         out["tasks_current"] = self._tasks.active
         out["task_failures"] = self._tasks.failures
         return out
+
+    def take_sojourn(self) -> float | None:
+        """The shortest time (seconds) a screened message waited in ``_pending`` before it was
+        handed on, since the last call; None when none was handed on. A queue that drains
+        now and then has a minimum near zero however long it grows in a burst; a minimum that
+        stays high is a standing backlog (CoDel's measure, RFC 8289 §4): the overload
+        detector steers the admitted share on it."""
+        shortest, self._sojourn_min = self._sojourn_min, None
+        return shortest
 
     def udp_queued_bytes(self) -> int:
         """Bytes waiting in the UDP listeners' kernel receive buffers (see

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -129,7 +130,7 @@ class RtpPeer:
     """A Python RTP endpoint: records PCMU it receives; optionally sends a tone (PCMU)."""
 
     def __init__(self, send_hz: float | None = None, host: str = "127.0.0.1", *,
-                 paced_from_latch: bool = False) -> None:
+                 paced_from_latch: bool = False, sdp_from: Path | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         # short: the send cadence (20 ms) must not depend on what arrives
@@ -143,6 +144,10 @@ class RtpPeer:
         #: Start the 20 ms cadence when the PBX's first packet arrives (no catch-up burst of
         #: the time before: a transcoding leg's jitter buffer sees a phone, not a flood).
         self.paced_from_latch = paced_from_latch
+        #: A SIPp message trace to read the PBX's SDP from: a sender starts on the address the
+        #: PBX offered (as a phone does) instead of waiting for the PBX's first packet, which a
+        #: loaded machine may deliver late or, with nothing to relay yet, not at all.
+        self.sdp_from = sdp_from
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -150,7 +155,12 @@ class RtpPeer:
     def _run(self) -> None:
         seq, ts, ssrc = 1, 0, 0x1234
         next_send = time.monotonic()
+        next_look = 0.0
         while not self._stop.is_set():
+            if self.remote is None and self.sdp_from is not None and \
+                    time.monotonic() >= next_look:
+                next_look = time.monotonic() + 0.02
+                self.remote = self._offered_address()
             with contextlib.suppress(TimeoutError, OSError):
                 data, addr = self.sock.recvfrom(2048)
                 if self.remote is None:
@@ -169,6 +179,19 @@ class RtpPeer:
                 self.sock.sendto(pkt, self.remote)
                 seq, ts = seq + 1, ts + 160
                 next_send += 0.02
+
+    def _offered_address(self) -> tuple[str, int] | None:
+        """The first audio address in ``sdp_from`` that is not this peer's own (the SDP the
+        PBX sent to the SIPp phone), or None while there is none."""
+        assert self.sdp_from is not None
+        try:
+            text = self.sdp_from.read_text(errors="replace")
+        except OSError:
+            return None
+        for sdp in re.finditer(r"c=IN IP4 ([0-9.]+)\r?\n(?:.*\r?\n)*?m=audio (\d+)", text):
+            if int(sdp.group(2)) != self.port:
+                return sdp.group(1), int(sdp.group(2))
+        return None
 
     def pcm(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
         chunks = [ulaw_decode(p) for t, p in self.received if since <= t < until]
@@ -431,7 +454,10 @@ def _windows(pcm: np.ndarray, size: int = 1600) -> list[np.ndarray]:
 def test_hold_plays_music_on_hold_to_the_held_party(tmp_path: Path) -> None:
     from media.dtmf import tone_ratio
 
-    caller_rtp = RtpPeer(send_hz=1000.0)
+    # the caller sends to the PBX's SDP address from the start: the callee sends nothing, so
+    # a caller that waited to latch onto the PBX's first packet could stay mute (the PBX
+    # relays nothing to it but ringback, which a loaded machine may not get out in time)
+    caller_rtp = RtpPeer(send_hz=1000.0, sdp_from=tmp_path / "caller-messages.log")
     callee_rtp = RtpPeer()
     try:
         with pbx_with(tmp_path) as pbx:

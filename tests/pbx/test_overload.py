@@ -227,3 +227,37 @@ def test_a_draining_backlog_asks_for_no_further_cut_a_growing_one_does() -> None
     assert d.fraction == 0.25
     d.sample(0.0, 3.0, queue_depth=350)  # growing again: cut
     assert d.fraction == 0.125
+
+
+def test_the_share_is_steered_on_the_backlog_delay_not_its_size() -> None:
+    # target_sojourn set: the shortest delay over a control interval steers; a
+    # queue of any size that drains now and then (minimum near zero) is no reason to cut
+    policy = OverloadPolicy(queue_threshold=100, smoothing=1.0, control_interval=1.0,
+                            start_fraction=0.5, decrease=0.5, increase=0.1, target_lag=0.1,
+                            target_sojourn=0.02, recover_after=10.0)
+    d = OverloadDetector(policy)
+    d.sample(0.0, 0.0, queue_depth=400)
+    assert d.overloaded and d.fraction == 0.5
+    d.sample(0.0, 0.5, 400, sojourn=0.08)
+    d.sample(0.0, 1.0, 500, sojourn=0.05)  # the interval's shortest: 50 ms > 20 ms: cut
+    assert d.sojourn == pytest.approx(0.05) and d.fraction == 0.25
+    d.sample(0.0, 1.5, 5000, sojourn=0.09)
+    d.sample(0.0, 2.0, 5000, sojourn=0.004)  # drained once in the interval: raise, big or not
+    assert d.sojourn == pytest.approx(0.004) and d.fraction == pytest.approx(0.35)
+    d.sample(0.0, 3.0, 0, sojourn=0.015)  # between half the target and the target: held
+    assert d.fraction == pytest.approx(0.35)
+    d.sample(0.0, 4.0, 0)  # nothing handed on at all: no backlog, raise
+    assert d.sojourn is None and d.fraction == pytest.approx(0.45)
+    d.sample(0.5, 5.0, 0, sojourn=0.0)  # the loop itself lags: cut whatever the backlog
+    assert d.fraction == pytest.approx(0.225)
+
+
+def test_target_sojourn_is_a_config_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "asyncpbx.toml"
+    cfg.write_text("[overload]\ntarget_sojourn = 0.03\n")
+    assert load_config(cfg, data_dir=str(tmp_path / "data"), environ={}).overload.target_sojourn \
+        == pytest.approx(0.03)
+    cfg.write_text("[overload]\ntarget_sojourn = -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, data_dir=str(tmp_path / "data"), environ={})
+    assert "overload.target_sojourn" in str(err.value)

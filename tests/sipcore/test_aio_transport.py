@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from sipcore.aio.endpoint import AsyncEndpoint
 from sipcore.aio.listen import ListenSpec, parse_listen_spec
 from sipcore.aio.stream import bad_request
-from sipcore.aio.transport import TransportLimits
+from sipcore.aio.transport import _PENDING_MAX_AGE, TransportLimits
 from sipcore.transport import Peer
 
 pytestmark = pytest.mark.timeout(60)
@@ -443,6 +443,38 @@ async def test_what_waited_behind_the_screen_longer_than_t1_is_dropped(
     layer.screen = None
     assert [d.split(b"CSeq: ")[1].split(b" ")[0] for d, _ in fake.received[before:]] == [b"400"]
     assert layer.statistics()["dropped_screened_stale"] == 20
+
+
+async def test_the_backlog_delay_is_the_shortest_wait_behind_the_screen(
+    server: tuple[AsyncEndpoint[Any], FakeEndpoint],
+) -> None:
+    # take_sojourn (the overload detector's CoDel signal): the shortest wait in the screened
+    # backlog of what was handed on since the last call; None when nothing was
+    import time
+
+    aep, fake = server
+    layer = aep.transports
+    assert layer.take_sojourn() is None
+    layer.screen = lambda data, peer: None
+    before = len(fake.received)
+    for n in range(12):
+        layer.deliver(options(500 + n), Peer("udp", "127.0.0.1", 5999))
+    time.sleep(0.1)  # the loop is busy: all twelve wait at least 100 ms
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(fake.received) >= before + 12:
+            break
+    waited = layer.take_sojourn()
+    assert waited is not None and 0.1 <= waited < _PENDING_MAX_AGE
+    assert layer.take_sojourn() is None  # taken: the next interval starts empty
+    layer.deliver(options(600), Peer("udp", "127.0.0.1", 5999))  # no stall: handed on at once
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(fake.received) >= before + 13:
+            break
+    layer.screen = None
+    quick = layer.take_sojourn()
+    assert quick is not None and quick < 0.05
 
 
 async def test_udp_oversize_dropped_then_still_answers(

@@ -110,6 +110,10 @@ class Server:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="asyncpbx-bench-")))
     listening: dict[str, tuple[str, int]] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
+    #: A command the server's interpreter runs under (e.g. valgrind; bench/callcost.py) ...
+    wrapper: Sequence[str] = ()
+    #: ... and how long it may take to start (seconds).
+    start_timeout: float = 60.0
 
     def start(self) -> Server:
         cfg = self.workdir / "asyncpbx.toml"
@@ -132,9 +136,10 @@ class Server:
         if profile:  # cProfile the server: where a before/after difference comes from
             out = Path(profile) / f"{self.tree.root.name}-{os.getpid()}-{time.time_ns()}.prof"
             out.parent.mkdir(parents=True, exist_ok=True)
-            prefix = [*prefix, self.tree.python, "-m", "cProfile", "-o", str(out)]
+            prefix = [*prefix, *self.wrapper, self.tree.python, "-m", "cProfile", "-o",
+                      str(out)]
         else:
-            prefix = [*prefix, self.tree.python]
+            prefix = [*prefix, *self.wrapper, self.tree.python]
         self.proc = subprocess.Popen(
             [*prefix, "-m", "pbx", "serve", "--config", str(cfg),
              "--data-dir", str(data)],
@@ -143,7 +148,7 @@ class Server:
             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
@@ -174,7 +179,7 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(max(20.0, self.start_timeout))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -50,8 +50,8 @@ from pbx.store import (
     Tenant,
 )
 
-BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "overload", "soak",
-           "conference", "api", "webrtc")
+BENCHES = ("parser", "register", "mixer", "g711", "jitter", "rtp", "calls", "callcost", "overload",
+           "soak", "conference", "api", "webrtc")
 PERMISSIONS = ("internal", "national", "international")
 
 DEMO_USERS = (("100", "Anna Schmidt"), ("101", "Ben Weber"), ("102", "Clara Fischer"),

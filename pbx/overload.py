@@ -46,8 +46,8 @@ With ``target_sojourn`` set, the share is steered on the *delay* of the backlog 
 size: the shortest time an admitted message waited in the transport's queue during a control
 interval (CoDel's measure, RFC 8289). A queue that empties now and then has a minimum near zero
 however large its bursts; one whose minimum stays above the target is a standing backlog. It
-is not the default yet: in four same-machine runs it did no better than the size-based control
-(bench/results/overload.md).
+is not the default yet: in five same-machine runs (three of it, two of the size-based control)
+it did no better (bench/results/overload.md).
 
 Nothing here reads a clock or does I/O: every call takes ``now`` (seconds, one monotonic
 clock); the server runs the probe as a task and asks :func:`admit` per request.
@@ -153,7 +153,7 @@ class OverloadDetector:
         self._controlled_at = 0.0
         self._depth_at_control = 0
         #: The shortest backlog delay reported since the last control step (None: none was),
-        #: and the value the last step used (for the log and the bench's trace).
+        #: and the value the last control step steered on.
         self._sojourn: float | None = None
         self.sojourn: float | None = None
         #: Counters for statistics: state changes and requests rejected.

@@ -7,6 +7,7 @@ our own: a lost packet fails the test, it does not hang it)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,15 @@ class Dialog:
     remote_target: str
     cseq: int = 1
     messages: list[str] = field(default_factory=list)
+    #: The audio address the PBX's SDP named for this dialog (where a phone sends its RTP).
+    remote_media: tuple[str, int] | None = None
+
+
+def sdp_audio_address(body: bytes | str) -> tuple[str, int] | None:
+    """The connection address and audio port an SDP body names, or None."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    match = re.search(r"c=IN IP4 ([0-9.]+)\r?\n(?:.*\r?\n)*?m=audio (\d+)", text)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 class SipPhone:
@@ -133,7 +143,7 @@ class SipPhone:
         contact = invite.contacts[0].uri
         dialog = Dialog(invite.call_id, tag, invite.from_tag or "",
                         local_uri=str(invite.to.uri), remote_uri=str(invite.from_.uri),
-                        remote_target=str(contact))
+                        remote_target=str(contact), remote_media=sdp_audio_address(invite.body))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             msg = self.receive(max(0.05, deadline - time.monotonic()))
@@ -177,7 +187,8 @@ class SipPhone:
         assert ok.status == 200, ok
         contact = ok.contacts[0].uri
         dialog = Dialog(call_id, tag, ok.to_tag or "", local_uri=str(ok.from_.uri),
-                        remote_uri=str(ok.to.uri), remote_target=str(contact), cseq=2)
+                        remote_uri=str(ok.to.uri), remote_target=str(contact), cseq=2,
+                        remote_media=sdp_audio_address(ok.body))
         self._ack(ok, dst, 2, dialog)
         return dialog
 

@@ -319,7 +319,10 @@ async def test_uploaded_music_on_hold_is_what_a_held_caller_hears(tmp_path: Path
     from tests.pbx.api.test_api_music_on_hold import tone_file
 
     music = tone_file("mp3", "libmp3lame", freq=MOH_TONE_HZ, seconds=3.0)
-    caller_rtp, callee_rtp = RtpPeer(send_hz=1000.0), RtpPeer(send_hz=700.0)
+    # both ends send to the address the PBX's SDP named, as a phone does: ends that waited to
+    # latch onto the PBX's first packet could wait on each other until the hold
+    caller_rtp = RtpPeer(send_hz=1000.0, sdp_from=tmp_path / "caller-messages.log")
+    callee_rtp = RtpPeer(send_hz=700.0)
     try:
         with portal_pbx(tmp_path / "pbx", config_extra=MEDIA) as pbx:
             seen = await asyncio.wait_for(_upload_moh(base_url(pbx), music), 60)
@@ -328,6 +331,7 @@ async def test_uploaded_music_on_hold_is_what_a_held_caller_hears(tmp_path: Path
             callee = SippUas(tmp_path, "call_uas_hold_toggle.xml", port, name="callee",
                              timeout=25, pause_ms=3500,
                              keys={"rtp_port": str(callee_rtp.port)})
+            callee_rtp.sdp_from = callee.messages
             try:
                 ok, failed, out = await asyncio.to_thread(
                     caller, pbx, tmp_path, rtp_port=caller_rtp.port, pause_ms=8000, timeout=25)

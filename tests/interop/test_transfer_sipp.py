@@ -74,6 +74,11 @@ def transfer_call(tmp: Path, transferor_scenario: str, keys: dict[str, str], *,
                                  keys={"rtp_port": str(rtp["transferor"].port), **keys})
             target = SippUas(tmp, target_scenario, p102, name="target", pause_ms=target_ms,
                              timeout=20, keys={"rtp_port": str(rtp["target"].port)})
+            # each end sends to the address the PBX's SDP named, as a phone does (ends that
+            # waited to latch onto the PBX's first packet could wait on each other)
+            rtp["caller"].sdp_from = tmp / "caller-messages.log"
+            rtp["transferor"].sdp_from = transferor.messages
+            rtp["target"].sdp_from = target.messages
             try:
                 ok, failed, out = caller(pbx, tmp, rtp_port=rtp["caller"].port,
                                          pause_ms=talk_ms, timeout=25)
@@ -194,9 +199,12 @@ def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -
 
     from tests.interop.sip_phone import SipPhone
 
+    # every end sends to the address the PBX's SDP named, as a phone does: peers that waited
+    # to latch onto the PBX's first packet could wait on each other (nothing to relay yet)
     rtp = {name: RtpPeer(send_hz=hz) for name, hz in
            (("caller", CALLER_HZ), ("user_a", TRANSFEROR_HZ), ("user_b", TRANSFEROR_HZ),
             ("target", TARGET_HZ))}
+    rtp["caller"].sdp_from = tmp_path / "caller-messages.log"
     try:
         with pbx_with(tmp_path) as pbx:
             p101, p102 = free_port(), free_port()
@@ -204,6 +212,7 @@ def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -
             register_port(pbx, "102", USERS[2][1], p102)
             target = SippUas(tmp_path, "call_uas_answer.xml", p102, name="target",
                              pause_ms=300, timeout=20, keys={"rtp_port": str(rtp["target"].port)})
+            rtp["target"].sdp_from = target.messages
             phone = SipPhone("101", USERS[1][1], p101, pbx.addr("udp"))
             import threading
 
@@ -217,8 +226,10 @@ def test_attended_transfer_by_refer_with_replaces_from_a_phone(tmp_path: Path) -
             thread.start()
             try:
                 first = phone.answer(rtp["user_a"].port)
+                rtp["user_a"].remote = rtp["user_a"].remote or first.remote_media
                 time.sleep(1.0)  # 100 talks to 101
                 second = phone.call("102", rtp["user_b"].port)
+                rtp["user_b"].remote = rtp["user_b"].remote or second.remote_media
                 time.sleep(1.5)  # 101 talks to 102 (100 hears nothing from 101 meanwhile)
                 replaces = quote(f"{second.call_id};to-tag={second.remote_tag};"
                                  f"from-tag={second.local_tag}", safe="")

@@ -38,7 +38,6 @@ def pin(cpu: int) -> list[str]:
 #: (its ``pbx.store`` is the one that must read them): argv = config, data dir, users JSON file.
 _ADD_USERS = """
 import json, sys
-from features import default_features
 from pbx.config import load_config
 from pbx.store import Store
 cfg, data, users, settings = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -47,10 +46,13 @@ store = Store(data)
 with open(users) as f:
     for ext, pw in json.load(f):
         store.add_user(ext, pw, realm)
-# each tree stores the settings of the features it has (an older tree lacks some)
-schemas = {f.name: f.settings_schema for f in default_features()}
 with open(settings) as f:
-    for ext, feature, value in json.load(f):
+    wanted = json.load(f)
+if wanted:  # a tree from before the features has no features package to ask
+    from features import default_features
+    # each tree stores the settings of the features it has (an older tree lacks some)
+    schemas = {f.name: f.settings_schema for f in default_features()}
+    for ext, feature, value in wanted:
         if feature in schemas:
             store.set_feature_settings(store.user(ext).id, feature, schemas[feature], value)
 store.close()

@@ -83,14 +83,16 @@ def instructions_per_call(busy: int, idle: int, elapsed: float, window: float,
 
 
 def measure(tree: Tree, calls: int, rate: int, workdir: Path, server_core: int,
-            load_core: int) -> dict[str, Any]:
-    """One tree's instructions: idle over the call window, then ``calls`` calls."""
+            load_core: int, settings: list[tuple[str, str, dict[str, Any]]] | None = None
+            ) -> dict[str, Any]:
+    """One tree's instructions: idle over the call window, then ``calls`` calls
+    (the callee has ``settings``, by default ``CALLEE_SETTINGS``)."""
     out = workdir / f"cg-{time.monotonic_ns()}"
     uas, uac = workdir / "uas.xml", workdir / "uac_auth.xml"
     window = calls / rate
     with Server(_config(tree), users=[("100", PASSWORD), ("101", PASSWORD)],
-                settings=CALLEE_SETTINGS, cpu=server_core, tree=tree,
-                wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"],
+                settings=CALLEE_SETTINGS if settings is None else settings,
+                cpu=server_core, tree=tree, wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"],
                 start_timeout=900) as server:
         assert server.proc is not None
         pid = server.proc.pid
@@ -123,6 +125,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=150, help="calls per measurement")
     parser.add_argument("--rate", type=int, default=15, help="calls per second (under callgrind)")
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
+    parser.add_argument("--no-features", dest="features", action="store_false",
+                        help="the callee has no feature settings (for a tree from before them)")
     add_tree_args(parser)
     args = parser.parse_args(argv)
     for tool in ("sipp", "valgrind", "callgrind_control"):
@@ -143,7 +147,8 @@ def main(argv: list[str]) -> int:
     runs: list[tuple[int, dict[str, Any]]] = []
     try:
         for i in schedule(len(trees), args.rounds):
-            row = measure(trees[i], args.calls, args.rate, workdir, server_core, load_core)
+            row = measure(trees[i], args.calls, args.rate, workdir, server_core, load_core,
+                          settings=None if args.features else [])
             runs.append((i, row))
             if not args.json:
                 print(f"  [{i}] {row['tree']}: {row['instructions_per_call'] / 1e6:.3f} M "
@@ -156,7 +161,7 @@ def main(argv: list[str]) -> int:
                 for i in range(len(trees))}
     result: dict[str, Any] = {
         "bench": "callcost", "calls": args.calls, "rate": args.rate,
-        "callee_settings": CALLEE_SETTINGS, "runs": [r for _, r in runs],
+        "callee_settings": CALLEE_SETTINGS if args.features else [], "runs": [r for _, r in runs],
         "trees": [{"tree": trees[i].describe(), "instructions_per_call_median": per_tree[i]}
                   for i in range(len(trees))],
     }

@@ -23,10 +23,16 @@ Issue 12 §2's target: offered twice the sustained call rate, the PBX still comp
    what the PBX does without it (the figure the control is for). ``--set KEY=VALUE`` passes
    ``[overload]`` settings to the controlled server (to tune them).
 
+4. **Pairs** (``--pairs N``): N more pairs of steps against the controlled server, S offered
+   and then ``--factor`` × S; each overload step's completed rate is a share of what the S
+   step just before it completed. The climb and the first overload step are minutes apart,
+   and a VM's speed drifts by more than the 10 % the target leaves in that time; a pair's
+   steps are seconds apart, and the median over pairs is the verdict that drift cannot move.
+
 Ratios (completed ÷ S, with control ÷ without) are the comparable figures; rates are this
 machine's.
 
-    asyncpbx bench overload [--seconds 10] [--rates 100,200,...] [--factor 2] [--json]
+    asyncpbx bench overload [--seconds 10] [--rates 100,200,...] [--factor 2] [--pairs 3] [--json]
 """
 
 from __future__ import annotations
@@ -207,6 +213,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an [overload] setting of the controlled server (repeatable), "
                              "e.g. --set queue_threshold=262144")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="after the overload step, N more pairs of steps against the "
+                             "controlled server: S offered, then factor × S; each overload "
+                             "step is judged against the S step just before it (a machine "
+                             "whose speed drifts between the climb and the overload step "
+                             "cannot move the verdict then)")
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
     args = parser.parse_args(argv)
     settings = tuple(args.set)
@@ -281,6 +293,9 @@ def main(argv: list[str]) -> int:
                 log = (server.workdir / "server.log").read_text(errors="replace")
                 result["with_control"]["overload_started_lines"] = log.count("overload.started")
                 result["with_control"]["ports_exhausted_lines"] = log.count("ports_exhausted")
+                result["pairs"] = [_pair(uac_over, target, sustained_rate, offered,
+                                         args.seconds, workdir, load_core, server)
+                                   for _ in range(args.pairs)]
             finally:
                 callee.stop()
     finally:
@@ -296,6 +311,13 @@ def main(argv: list[str]) -> int:
         "rejects_p99_under_50_ms": (with_c["reject_ms_p99"] is not None
                                     and with_c["reject_ms_p99"] < 50),
     }
+    if result["pairs"]:
+        shares = [p["completed_fraction"] for p in result["pairs"]]
+        result["pairs_completed_fraction_median"] = statistics.median(shares)
+        result["targets"]["pairs_median_at_least_90_percent"] = \
+            result["pairs_completed_fraction_median"] >= 0.9
+        result["targets"]["pairs_accepted_calls_all_complete"] = all(
+            p["overload"]["failed_other"] == 0 for p in result["pairs"])
     if not args.json:
         print(f"sustained {sustained_rate} calls/s; offered {offered}/s for {args.seconds} s:")
         for name in ("with_control", "without_control"):
@@ -306,5 +328,28 @@ def main(argv: list[str]) -> int:
                   f"{r['reject_ms_p99']} ms), other failures {r['failed_other']}, "
                   f"server {r['server_cpu_ms_per_completed_call']} ms CPU per completed call, "
                   f"took {r['elapsed']} s")
+        for i, pair in enumerate(result["pairs"], 1):
+            over = pair["overload"]
+            print(f"  pair {i}: at S completed {pair['reference_per_s']}/s, at "
+                  f"{offered}/s completed {over['completed_per_s']}/s "
+                  f"({pair['completed_fraction']:.0%}), 503 p99 {over['reject_ms_p99']} ms, "
+                  f"other failures {over['failed_other']}")
+        if result["pairs"]:
+            print(f"  pairs: median completed share {result['pairs_completed_fraction_median']:.0%}")
     print(json.dumps(result))
     return 0
+
+
+def _pair(scenario: Path, target: tuple[str, int], sustained: int, offered: int, seconds: float,
+          workdir: Path, cpu: int | None, server: Server) -> dict[str, Any]:
+    """S offered, then ``offered``: the overload step's completed rate as a share of what the
+    server completed at S just before (at most S: a step at S that completes more is the
+    planned S plus the previous step's stragglers)."""
+    time.sleep(2.0)  # the previous step's calls end
+    at_s = _overload_step(scenario, target, sustained, seconds, workdir, cpu, server)
+    time.sleep(2.0)
+    over = _overload_step(scenario, target, offered, seconds, workdir, cpu, server)
+    reference = min(float(sustained), at_s["completed_per_s"])
+    return {"at_sustained": at_s, "overload": over, "reference_per_s": reference,
+            "completed_fraction": round(over["completed_per_s"] / reference, 3)
+            if reference > 0 else 0.0}

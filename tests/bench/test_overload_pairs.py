@@ -1,0 +1,41 @@
+"""bench overload --pairs: each overload step judged against the S step just before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import overload
+
+
+def _fake_steps(monkeypatch: pytest.MonkeyPatch, completed: list[float]) -> list[int]:
+    offered: list[int] = []
+
+    def step(scenario: Path, target: tuple[str, int], rate: int, seconds: float,
+             workdir: Path, cpu: int | None, server: Any) -> dict[str, Any]:
+        offered.append(rate)
+        return {"completed_per_s": completed[len(offered) - 1], "failed_other": 0}
+
+    monkeypatch.setattr(overload, "_overload_step", step)
+    monkeypatch.setattr("bench.overload.time.sleep", lambda s: None)
+    return offered
+
+
+def test_a_pair_offers_s_then_the_overload_and_divides_by_what_s_completed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    offered = _fake_steps(monkeypatch, [380.0, 342.0])
+    pair = overload._pair(Path("x.xml"), ("127.0.0.1", 5060), 400, 800, 10.0, Path("."), None,
+                          object())  # type: ignore[arg-type]
+    assert offered == [400, 800]
+    assert pair["reference_per_s"] == 380.0  # the server completed less than S just then
+    assert pair["completed_fraction"] == 0.9
+
+
+def test_the_reference_is_never_more_than_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_steps(monkeypatch, [410.0, 300.0])  # stragglers of the step before
+    pair = overload._pair(Path("x.xml"), ("127.0.0.1", 5060), 400, 800, 10.0, Path("."), None,
+                          object())  # type: ignore[arg-type]
+    assert pair["reference_per_s"] == 400.0
+    assert pair["completed_fraction"] == 0.75

@@ -345,9 +345,11 @@ def _pair(scenario: Path, target: tuple[str, int], sustained: int, offered: int,
     """S offered, then ``offered``: the overload step's completed rate as a share of what the
     server completed at S just before (at most S: a step at S that completes more is the
     planned S plus the previous step's stragglers)."""
-    time.sleep(2.0)  # the previous step's calls end
+    # the previous step's calls end, and the control recovers: its admitted share climbs back
+    # by `increase` per `control_interval` and must then stay calm for `recover_after` (2 s)
+    time.sleep(8.0)
     at_s = _overload_step(scenario, target, sustained, seconds, workdir, cpu, server)
-    time.sleep(2.0)
+    time.sleep(8.0)
     over = _overload_step(scenario, target, offered, seconds, workdir, cpu, server)
     reference = min(float(sustained), at_s["completed_per_s"])
     return {"at_sustained": at_s, "overload": over, "reference_per_s": reference,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import socket
 import statistics
@@ -149,10 +150,12 @@ def _overload_step(scenario: Path, target: tuple[str, int], rate: int, seconds: 
             "-fd", "1", "-trace_rtt", "-rtt_freq", "1", "-max_recv_loops", "100000",
             "-recv_timeout", "8000", "-buff_size", "4194304", "-mp", str(sipp_media_port()),
             "-auth_uri", f"101@{target[0]}:{target[1]}", f"{target[0]}:{target[1]}"]
+    log_at = _log_size(server)
     c0, cpu0, t0 = server.cpu_seconds(), _children_cpu(), time.monotonic()
     subprocess.run(args, cwd=workdir, capture_output=True, timeout=seconds * 4 + 60,
                    stdin=subprocess.DEVNULL, check=False)
     elapsed = time.monotonic() - t0
+    pauses = _gc_pauses(server, log_at)
     server_cpu, uac_cpu = server.cpu_seconds() - c0, _children_cpu() - cpu0
     ok = bad = 0
     lines = [ln for ln in stat.read_text().splitlines() if ln.strip()] if stat.exists() else []
@@ -173,7 +176,27 @@ def _overload_step(scenario: Path, target: tuple[str, int], rate: int, seconds: 
         "server_cpu_ms_per_completed_call": (round(server_cpu * 1000 / completed, 3)
                                              if completed > 0 else None),
         "uac_cpu_fraction": round(uac_cpu / elapsed, 3) if elapsed > 0 else None,
+        # the server's gc.pause lines during the step (collector passes of ≥ 50 ms)
+        "gc_pauses": len(pauses), "gc_pause_ms_max": max(pauses, default=None),
+        "gc_pause_ms_total": round(sum(pauses), 1),
     }
+
+
+def _log_size(server: Server) -> int:
+    path = server.workdir / "server.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def _gc_pauses(server: Server, since: int) -> list[float]:
+    """The ms of every ``gc.pause`` the server logged after byte ``since`` of its log."""
+    path = server.workdir / "server.log"
+    if not path.exists():
+        return []
+    with path.open("rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    return [float(m.group(1)) for line in text.splitlines() if "gc.pause" in line
+            for m in [re.search(r"\bms=([0-9.]+)", line)] if m]
 
 
 def _rtt_ms(workdir: Path) -> list[float]:
@@ -327,13 +350,16 @@ def main(argv: list[str]) -> int:
                   f"503 {r['rejected_503']} (p50 {r['reject_ms_p50']} ms, p99 "
                   f"{r['reject_ms_p99']} ms), other failures {r['failed_other']}, "
                   f"server {r['server_cpu_ms_per_completed_call']} ms CPU per completed call, "
-                  f"took {r['elapsed']} s")
+                  f"took {r['elapsed']} s, gc pauses ≥ 50 ms: {r['gc_pauses']} "
+                  f"(longest {r['gc_pause_ms_max']} ms)")
         for i, pair in enumerate(result["pairs"], 1):
             over = pair["overload"]
             print(f"  pair {i}: at S completed {pair['reference_per_s']}/s, at "
                   f"{offered}/s completed {over['completed_per_s']}/s "
                   f"({pair['completed_fraction']:.0%}), 503 p99 {over['reject_ms_p99']} ms, "
-                  f"other failures {over['failed_other']}")
+                  f"other failures {over['failed_other']}, gc pauses ≥ 50 ms: "
+                  f"{pair['at_sustained']['gc_pauses']} / {over['gc_pauses']} "
+                  f"(longest {over['gc_pause_ms_max']} ms)")
         if result["pairs"]:
             print(f"  pairs: median completed share {result['pairs_completed_fraction_median']:.0%}")
     print(json.dumps(result))

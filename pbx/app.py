@@ -33,6 +33,7 @@ from pbx.chat import ChatService, SenderLimit
 from pbx.config import Config, ConfigError
 from pbx.directory import AsyncHistory, CallRecordHistory, Directory, directory_parties
 from pbx.feature_codes import DigitsOnly
+from pbx.gcwatch import GcWatch
 from pbx.http import HttpService, parse_http_listen
 from pbx.logsetup import configure_logging, get_logger
 from pbx.mail import MailOutbox, MailSender
@@ -1134,6 +1135,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 2, 100)
+    GcWatch().start()  # a pass long enough to hurt calls is logged (gc.pause)
 
 
 

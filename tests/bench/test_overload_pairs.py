@@ -39,3 +39,18 @@ def test_the_reference_is_never_more_than_s(monkeypatch: pytest.MonkeyPatch) -> 
                           object())  # type: ignore[arg-type]
     assert pair["reference_per_s"] == 400.0
     assert pair["completed_fraction"] == 0.75
+
+
+def test_the_collector_pauses_of_a_step_are_read_from_the_servers_log(tmp_path: Path) -> None:
+    class _Server:
+        workdir = tmp_path
+
+    log = tmp_path / "server.log"
+    log.write_text("2026-12-08T00:00:00Z [warning  ] gc.pause   [pbx.gc] generation=2 ms=75.5\n")
+    since = overload._log_size(_Server())  # type: ignore[arg-type]
+    with log.open("a") as f:
+        f.write("2026-12-08T00:00:01Z [warning  ] mail.off   [pbx.mail] pending=0\n"
+                "2026-12-08T00:00:02Z [warning  ] gc.pause   [pbx.gc] collected=3 "
+                "generation=1 ms=52.0 uncollectable=0\n")
+    assert overload._gc_pauses(_Server(), since) == [52.0]  # type: ignore[arg-type]
+    assert overload._gc_pauses(_Server(), 0) == [75.5, 52.0]  # type: ignore[arg-type]

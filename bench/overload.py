@@ -156,6 +156,7 @@ def _overload_step(scenario: Path, target: tuple[str, int], rate: int, seconds: 
                    stdin=subprocess.DEVNULL, check=False)
     elapsed = time.monotonic() - t0
     pauses = _gc_pauses(server, log_at)
+    changes = _state_changes(server, log_at)
     server_cpu, uac_cpu = server.cpu_seconds() - c0, _children_cpu() - cpu0
     ok = bad = 0
     lines = [ln for ln in stat.read_text().splitlines() if ln.strip()] if stat.exists() else []
@@ -179,6 +180,8 @@ def _overload_step(scenario: Path, target: tuple[str, int], rate: int, seconds: 
         # the server's gc.pause lines during the step (collector passes of ≥ 50 ms)
         "gc_pauses": len(pauses), "gc_pause_ms_max": max(pauses, default=None),
         "gc_pause_ms_total": round(sum(pauses), 1),
+        # the overload state's changes during the step, in order (the server logs each)
+        "overload_changes": changes,
     }
 
 
@@ -187,16 +190,27 @@ def _log_size(server: Server) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _gc_pauses(server: Server, since: int) -> list[float]:
-    """The ms of every ``gc.pause`` the server logged after byte ``since`` of its log."""
+def _log_since(server: Server, since: int) -> list[str]:
+    """The lines the server logged after byte ``since`` of its log."""
     path = server.workdir / "server.log"
     if not path.exists():
         return []
     with path.open("rb") as f:
         f.seek(since)
-        text = f.read().decode(errors="replace")
-    return [float(m.group(1)) for line in text.splitlines() if "gc.pause" in line
+        return f.read().decode(errors="replace").splitlines()
+
+
+def _gc_pauses(server: Server, since: int) -> list[float]:
+    """The ms of every ``gc.pause`` the server logged after byte ``since`` of its log."""
+    return [float(m.group(1)) for line in _log_since(server, since) if "gc.pause" in line
             for m in [re.search(r"\bms=([0-9.]+)", line)] if m]
+
+
+def _state_changes(server: Server, since: int) -> list[str]:
+    """``started`` / ``ended`` for every change of the overload state logged since then."""
+    return [("started" if "overload.started" in line else "ended")
+            for line in _log_since(server, since)
+            if "overload.started" in line or "overload.ended" in line]
 
 
 def _rtt_ms(workdir: Path) -> list[float]:
@@ -359,7 +373,8 @@ def main(argv: list[str]) -> int:
                   f"({pair['completed_fraction']:.0%}), 503 p99 {over['reject_ms_p99']} ms, "
                   f"other failures {over['failed_other']}, gc pauses ≥ 50 ms: "
                   f"{pair['at_sustained']['gc_pauses']} / {over['gc_pauses']} "
-                  f"(longest {over['gc_pause_ms_max']} ms)")
+                  f"(longest {over['gc_pause_ms_max']} ms), overload state "
+                  f"{pair['at_sustained']['overload_changes']} / {over['overload_changes']}")
         if result["pairs"]:
             print(f"  pairs: median completed share {result['pairs_completed_fraction_median']:.0%}")
     print(json.dumps(result))

@@ -54,3 +54,16 @@ def test_the_collector_pauses_of_a_step_are_read_from_the_servers_log(tmp_path: 
                 "generation=1 ms=52.0 uncollectable=0\n")
     assert overload._gc_pauses(_Server(), since) == [52.0]  # type: ignore[arg-type]
     assert overload._gc_pauses(_Server(), 0) == [75.5, 52.0]  # type: ignore[arg-type]
+
+
+def test_the_overload_state_changes_of_a_step_are_read_in_order(tmp_path: Path) -> None:
+    class _Server:
+        workdir = tmp_path
+
+    (tmp_path / "server.log").write_text(
+        "t [warning  ] overload.started [pbx] fraction=0.5\n"
+        "t [warning  ] mail.off [pbx.mail]\n"
+        "t [warning  ] overload.ended [pbx] fraction=1.0\n"
+        "t [warning  ] overload.started [pbx] fraction=0.5\n")
+    assert overload._state_changes(_Server(), 0) == [  # type: ignore[arg-type]
+        "started", "ended", "started"]

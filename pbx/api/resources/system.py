@@ -59,7 +59,12 @@ async def events(req: ApiRequest) -> web.StreamResponse:
 
         raise ApiProblem(400, "websocket_required",
                          "connect with a WebSocket client (Upgrade: websocket)")
-    await ws.prepare(req.raw)
+    try:
+        await ws.prepare(req.raw)
+    except ConnectionResetError:
+        # the client left before the upgrade (a page that navigated away while its socket
+        # was opening): nothing to serve and nobody to answer — not a server error
+        return web.Response(status=400)
     log = req.ctx.events
     who = req.who
     wanted = kinds_filter(query.kinds)

@@ -149,3 +149,25 @@ async def test_an_open_event_socket_does_not_hold_up_a_stop(tmp_path: object) ->
         store.close()
     assert took < 3.0, took
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
+
+
+async def test_a_client_gone_before_the_upgrade_is_not_a_server_error(
+        pbx_api: Api, monkeypatch: Any, capsys: Any) -> None:
+    from aiohttp import WSServerHandshakeError, web
+
+    async def gone(self: web.WebSocketResponse, request: web.Request) -> None:
+        raise ConnectionResetError("Connection lost")  # what aiohttp raises then
+
+    monkeypatch.setattr(web.WebSocketResponse, "prepare", gone)
+    try:
+        async with pbx_api.client.ws_connect("/api/v1/events", headers=pbx_api.auth("anna")):
+            raise AssertionError("the upgrade cannot have succeeded")
+    except WSServerHandshakeError as exc:
+        assert exc.status == 400
+    out = capsys.readouterr()
+    assert "api.internal_error" not in out.out + out.err
+    # the server goes on serving events to the next client
+    monkeypatch.undo()
+    async with pbx_api.client.ws_connect("/api/v1/events", headers=pbx_api.auth("anna")) as ws:
+        await pbx_api.call("PATCH", "/api/v1/users/me/dnd", who="anna", json={"enabled": True})
+        assert (await _next(ws))["kind"] == "settings.changed"

@@ -111,7 +111,12 @@ def test_kill_9_during_recordings_loses_nothing_durable(tmp_path: Path) -> None:
     log = read_log(pbx.log_path)
     assert "Traceback" not in log, log[-4000:]
     recovered = [e for e in pbx.log_events() if e.get("event") == "voicemail.recovered"]
-    assert len(recovered) >= ROUNDS // 2, f"seed {seed}: only {len(recovered)} recovered"
+    # not vacuous: enough rounds ran long enough that their message had to survive (the kill
+    # moments are random, and under load a round records less by its kill; a fixed share of
+    # ROUNDS failed by chance in CI), and each of them was recovered
+    durable = sum(1 for _, elapsed in rounds.values() if elapsed >= 1.0 + SLACK)
+    assert durable >= 3, f"seed {seed}: only {durable} rounds recorded long enough to test"
+    assert len(recovered) >= durable, f"seed {seed}: {len(recovered)} recovered of {durable}"
 
 
 def check_box(pbx: PbxProcess, box: Path, rounds: dict[int, tuple[float, float]],
